@@ -1,0 +1,38 @@
+# Two commands do all set-up on a fresh machine with Python 3.11+ and pip:
+#   make demo   runs the main job on the embedded SYNTHETIC sample data and the simulated broker
+#   make test   runs the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test bench lint lab clean-venv
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ops-runner needs Python 3.11+, found " + sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+
+# Re-install only when the pins change; register the venv's kernel inside the venv itself.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name ops-runner --display-name "Python (ops-runner)" >/dev/null
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ops-runner demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check ops_runner tests benchmarks
+
+lab: $(STAMP)
+	$(BIN)/ops-runner lab
+
+clean-venv:
+	rm -rf $(VENV)
