@@ -1,0 +1,541 @@
+"""The workbook's configuration: find the workbook, load and check config.yaml, hash it, read secrets."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from ops_runner.errors import ConfigError, SecretError, WorkbookError
+
+CONFIG_NAME = "config.yaml"
+HOME_ENV = "OPS_RUNNER_HOME"
+SECRET_ENV_PREFIX = "OPS_RUNNER_"
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+MOO_CUTOFF = time(9, 28)  # Nasdaq takes market-on-open orders until 09:28 ET
+REGULAR_OPEN = time(9, 30)
+_SECRET_WORDS = re.compile(r"pass(word|wd)?|secret|token|api_?key|credential", re.IGNORECASE)
+_SYMBOL = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Field:
+    """One leaf of the config schema: a kind, a default and the rules its value must keep."""
+
+    kind: str
+    default: Any = _REQUIRED
+    nullable: bool = False
+    choices: tuple[Any, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    hint: str = ""
+
+
+SCHEMA: dict[str, Any] = {
+    "workbook_name": Field("str", "workbook"),
+    "universe": {
+        "risk": Field("symbols", hint="a list of tickers, e.g. [SPY, VEU]"),
+        "defensive": Field("symbol", hint="a ticker, e.g. AGG"),
+        "cash_proxy": Field("symbol", None, nullable=True, hint="a ticker such as BIL, or null"),
+    },
+    "strategy": {
+        "lookback_months": Field("int", 12, low=1, high=60),
+        "skip_months": Field("int", 0, low=0, high=59),
+        "top_n": Field("int", 1, low=1),
+        "absolute_momentum": Field("bool", True),
+        "absolute_compare": Field("str", "each", choices=("each", "benchmark")),
+        "benchmark": Field("symbol", None, nullable=True),
+    },
+    "data": {
+        "primary": Field("str", "sample"),
+        "secondary": Field("str", None, nullable=True),
+    },
+    "qa": {
+        "window_sessions": Field("int", 300, low=1),
+        "jump_band": Field("float", 0.15, low=0.0, high=10.0),
+        "market_move_share": Field("float", 0.5, low=0.0, high=1.0),
+        "cross_close_tolerance": Field("float", 0.01, low=0.0, high=1.0),
+        "cross_return_tolerance": Field("float", 0.02, low=0.0, high=10.0),
+        "return_lookback_sessions": Field("int", 252, low=2),
+    },
+    "calendar": {
+        "name": Field("str", "XNYS", choices=("XNYS",)),
+        "extra_closed": Field("dates", []),
+        "covered_through": Field("date", date(2027, 12, 31)),
+    },
+    "broker": {
+        "kind": Field("str", "sim", choices=("sim", "ib")),
+        "mode": Field("str", "paper", choices=("paper", "live")),
+        "host": Field("str", "127.0.0.1"),
+        "port": Field("int", 4002, low=1, high=65535),
+        "client_ids": {
+            "orders": Field("int", 11, low=0),
+            "readonly": Field("int", 12, low=0),
+        },
+        "account": Field("str", None, nullable=True),
+    },
+    "paths": {
+        "ledger": Field("path", "ledger"),
+        "reports": Field("path", "reports"),
+        "data": Field("path", "data"),
+        "kill_switch": Field("path", "ops/KILL_SWITCH"),
+    },
+    "risk": {"max_drawdown": Field("float", 0.25, low=0.0, high=1.0)},
+    "schedule": {
+        "timezone": Field("timezone", "America/New_York"),
+        "decision_delay_minutes": Field("int", 30, low=0, high=600),
+        "submission_window": {
+            "start": Field("wall_time", "08:00", hint='a New York time "HH:MM"'),
+            "end": Field("wall_time", "09:20", hint='a New York time "HH:MM"'),
+        },
+        "reconciliation_delay_minutes": Field("int", 30, low=0, high=600),
+        "deadlines": {
+            "data_qa": Field("int", 30, low=1),
+            "decision": Field("int", 30, low=1),
+            "execution": Field("int", 60, low=1),
+            "reconciliation": Field("int", 60, low=1),
+        },
+    },
+    "alerts": {
+        "email": Field("str", None, nullable=True),
+        "webhook": Field("str", None, nullable=True),
+    },
+    "secrets": {"file": Field("path", None, nullable=True)},
+}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _coerce_date(value: Any, key: str) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"config error: {key}: {value!r} is not a date; write YYYY-MM-DD", key)
+
+
+def _coerce_wall_time(value: Any, key: str) -> str:
+    # YAML 1.1 reads an unquoted 08:00 as the sexagesimal integer 480.
+    if _is_int(value) and 0 <= value < 24 * 60:
+        value = f"{value // 60:02d}:{value % 60:02d}"
+    if isinstance(value, str) and re.fullmatch(r"\d{1,2}:\d{2}", value):
+        hours, minutes = (int(part) for part in value.split(":"))
+        if hours < 24 and minutes < 60:
+            return f"{hours:02d}:{minutes:02d}"
+    raise ConfigError(f'config error: {key}: {value!r} is not a time; write "HH:MM"', key)
+
+
+def _check_leaf(spec: Field, value: Any, key: str) -> Any:
+    """Return the value normalised to the field's kind, or raise ConfigError naming the key."""
+    if value is None:
+        if spec.nullable:
+            return None
+        raise ConfigError(f"config error: {key}: a value is required ({spec.hint or spec.kind})", key)
+
+    def wrong(expected: str) -> ConfigError:
+        return ConfigError(
+            f"config error: {key}: expected {expected}, got {type(value).__name__} {value!r}", key
+        )
+
+    kind = spec.kind
+    if kind == "str" or kind == "path":
+        if not isinstance(value, str) or not value.strip():
+            raise wrong("a non-empty string")
+        result: Any = value.strip()
+    elif kind == "int":
+        if not _is_int(value):
+            raise wrong("an integer")
+        result = value
+    elif kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise wrong("a number")
+        result = float(value)
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            raise wrong("true or false")
+        result = value
+    elif kind == "symbol":
+        if not isinstance(value, str) or not _SYMBOL.match(value):
+            raise wrong("an upper-case ticker such as SPY")
+        result = value
+    elif kind == "symbols":
+        if not isinstance(value, list) or not value:
+            raise wrong("a non-empty list of tickers such as [SPY, VEU]")
+        result = [_check_leaf(Field("symbol"), item, f"{key}[{i}]") for i, item in enumerate(value)]
+        dupes = sorted({s for s in result if result.count(s) > 1})
+        if dupes:
+            raise ConfigError(f"config error: {key}: {', '.join(dupes)} listed twice", key)
+    elif kind == "date":
+        result = _coerce_date(value, key)
+    elif kind == "dates":
+        if not isinstance(value, list):
+            raise wrong("a list of dates such as [2025-01-09]")
+        result = sorted({_coerce_date(item, f"{key}[{i}]") for i, item in enumerate(value)})
+    elif kind == "wall_time":
+        result = _coerce_wall_time(value, key)
+    elif kind == "timezone":
+        try:
+            ZoneInfo(str(value))
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(
+                f"config error: {key}: {value!r} is not a time zone; use e.g. America/New_York", key
+            ) from exc
+        result = str(value)
+    else:  # pragma: no cover - a schema typo, caught by the tests
+        raise ValueError(f"unknown field kind {kind}")
+
+    if spec.choices and result not in spec.choices:
+        allowed = ", ".join(str(c) for c in spec.choices)
+        raise ConfigError(f"config error: {key}: {result!r} is not one of: {allowed}", key)
+    if spec.low is not None and result < spec.low:
+        raise ConfigError(f"config error: {key}: {result} is below the minimum {spec.low:g}", key)
+    if spec.high is not None and result > spec.high:
+        raise ConfigError(f"config error: {key}: {result} is above the maximum {spec.high:g}", key)
+    return result
+
+
+def _check_section(schema: dict[str, Any], raw: Any, prefix: str) -> dict[str, Any]:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        where = prefix or "the file"
+        raise ConfigError(f"config error: {where}: expected a mapping of keys, got {raw!r}", prefix)
+    for name in raw:
+        key = f"{prefix}{name}"
+        if name in schema:
+            continue
+        if isinstance(name, str) and _SECRET_WORDS.search(name):
+            env = SECRET_ENV_PREFIX + re.sub(r"\W", "_", name).upper()
+            raise ConfigError(
+                f"config error: {key}: secrets never go in config.yaml; set {env} in the "
+                "environment or put it in the 0600 file named by secrets.file",
+                key,
+            )
+        known = ", ".join(schema)
+        raise ConfigError(f"config error: {key}: unknown key; known keys here: {known}", key)
+    result: dict[str, Any] = {}
+    for name, spec in schema.items():
+        key = f"{prefix}{name}"
+        if isinstance(spec, dict):
+            result[name] = _check_section(spec, raw.get(name), f"{key}.")
+        elif name in raw:
+            result[name] = _check_leaf(spec, raw[name], key)
+        elif spec.default is _REQUIRED:
+            raise ConfigError(
+                f"config error: {key}: required key is missing ({spec.hint or spec.kind})", key
+            )
+        else:
+            result[name] = spec.default
+    return result
+
+
+def _hhmm(text: str) -> time:
+    hours, minutes = text.split(":")
+    return time(int(hours), int(minutes))
+
+
+def _check_combinations(cfg: dict[str, Any]) -> None:
+    """Raise ConfigError for values that are each fine but impossible together."""
+    uni, strat = cfg["universe"], cfg["strategy"]
+    risk = uni["risk"]
+    if uni["defensive"] in risk:
+        raise ConfigError(
+            f"config error: universe.defensive: {uni['defensive']} is also in universe.risk; "
+            "the defensive asset must sit outside the risk universe",
+            "universe.defensive",
+        )
+    if uni["cash_proxy"] is not None and uni["cash_proxy"] in risk:
+        raise ConfigError(
+            f"config error: universe.cash_proxy: {uni['cash_proxy']} is also in universe.risk; "
+            "the cash proxy must sit outside the risk universe",
+            "universe.cash_proxy",
+        )
+    if strat["skip_months"] >= strat["lookback_months"]:
+        raise ConfigError(
+            "config error: strategy.skip_months: must be smaller than strategy.lookback_months",
+            "strategy.skip_months",
+        )
+    if strat["top_n"] > len(risk):
+        raise ConfigError(
+            f"config error: strategy.top_n: {strat['top_n']} exceeds the {len(risk)} risk assets",
+            "strategy.top_n",
+        )
+    if strat["absolute_compare"] == "benchmark" and strat["benchmark"] not in risk:
+        raise ConfigError(
+            "config error: strategy.benchmark: with absolute_compare: benchmark, name one of "
+            f"universe.risk ({', '.join(risk)})",
+            "strategy.benchmark",
+        )
+    if cfg["data"]["secondary"] is not None and cfg["data"]["secondary"] == cfg["data"]["primary"]:
+        raise ConfigError(
+            "config error: data.secondary: must differ from data.primary (or be null)",
+            "data.secondary",
+        )
+    window = cfg["schedule"]["submission_window"]
+    start, end = _hhmm(window["start"]), _hhmm(window["end"])
+    if end >= REGULAR_OPEN:
+        raise ConfigError(
+            f"config error: schedule.submission_window.end: {window['end']} is after the 09:30 "
+            "open; market-on-open orders must be in before the open (use e.g. 09:20)",
+            "schedule.submission_window.end",
+        )
+    if end > MOO_CUTOFF:
+        raise ConfigError(
+            f"config error: schedule.submission_window.end: {window['end']} is past 09:28, when "
+            "Nasdaq stops taking market-on-open orders; use 09:20",
+            "schedule.submission_window.end",
+        )
+    if start >= end:
+        raise ConfigError(
+            "config error: schedule.submission_window.start: must be before "
+            "schedule.submission_window.end",
+            "schedule.submission_window.start",
+        )
+    broker = cfg["broker"]
+    if broker["kind"] == "ib":
+        account = broker["account"]
+        if not account:
+            raise ConfigError(
+                "config error: broker.account: required when broker.kind is ib", "broker.account"
+            )
+        if broker["mode"] == "paper" and not account.startswith("DU"):
+            raise ConfigError(
+                "config error: broker.account: mode is paper but the account is not an IB paper "
+                "account (those start with DU); fix broker.mode or broker.account",
+                "broker.account",
+            )
+        if broker["mode"] == "live" and account.startswith("DU"):
+            raise ConfigError(
+                "config error: broker.account: mode is live but the account is an IB paper "
+                "account (DU...); fix broker.mode or broker.account",
+                "broker.account",
+            )
+        if broker["client_ids"]["orders"] == broker["client_ids"]["readonly"]:
+            raise ConfigError(
+                "config error: broker.client_ids.readonly: must differ from "
+                "broker.client_ids.orders (IB refuses a second session on one client id)",
+                "broker.client_ids.readonly",
+            )
+
+
+def check_config(raw: Any) -> dict[str, Any]:
+    """Return the validated, normalised config (defaults filled in). Raises ConfigError."""
+    cfg = _check_section(SCHEMA, raw, "")
+    _check_combinations(cfg)
+    return cfg
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, float):
+        # 0.10, 0.1 and 1e-1 hash alike; integral floats are written without a fraction.
+        return int(value) if value.is_integer() else repr(value)
+    return value
+
+
+def compute_config_hash(cfg: dict[str, Any]) -> str:
+    """Return the SHA-256 of the canonical form (sorted keys, normalised numbers, defaults in)."""
+    text = json.dumps(_canonical(cfg), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class Section:
+    """Read-only attribute access over a validated mapping: ``cfg.schedule.submission_window.end``."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            value = self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+        return Section(value) if isinstance(value, dict) else value
+
+    def __getitem__(self, name: str) -> Any:
+        return self.__getattr__(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(_canonical(self._values)))
+
+
+@dataclass(frozen=True)
+class Config:
+    """A workbook's checked configuration and where it lives."""
+
+    workbook: Path
+    values: dict[str, Any]
+    source_path: Path | None = None
+    _section: Section = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_section", Section(self.values))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._section, name)
+
+    @property
+    def hash(self) -> str:
+        return compute_config_hash(self.values)
+
+    def path(self, name: str) -> Path:
+        """Return the absolute path of ``paths.<name>``, relative paths taken from the workbook."""
+        value = Path(self.values["paths"][name])
+        return value if value.is_absolute() else self.workbook / value
+
+    @property
+    def universe_symbols(self) -> list[str]:
+        """Risk assets, then the defensive asset, then the cash proxy (if any)."""
+        uni = self.values["universe"]
+        symbols = [*uni["risk"], uni["defensive"]]
+        if uni["cash_proxy"] and uni["cash_proxy"] not in symbols:
+            symbols.append(uni["cash_proxy"])
+        return symbols
+
+    def calendar(self):  # -> MarketCalendar (imported lazily: the idle tick stays cheap)
+        from ops_runner.calendar import MarketCalendar
+
+        cal = self.values["calendar"]
+        return MarketCalendar(
+            name=cal["name"], extra_closed=cal["extra_closed"], covered_through=cal["covered_through"]
+        )
+
+    def store(self):  # -> PriceStore
+        from ops_runner.data import PriceStore
+
+        return PriceStore(self.path("data"))
+
+    def qa_settings(self):  # -> QASettings
+        from ops_runner.qa import QASettings
+
+        return QASettings(**self.values["qa"])
+
+
+def load_config_text(text: str, workbook: Path, source: Path | None = None) -> Config:
+    """Return the Config parsed from YAML text. Raises ConfigError with one line."""
+    where = source or "config"
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(f"config error: {where}{line}: {problem}; fix the YAML syntax") from None
+    if raw is None:
+        raise ConfigError(f"config error: {where} is empty; copy templates/config.yaml")
+    return Config(workbook=workbook, values=check_config(raw), source_path=source)
+
+
+def resolve_workbook(path: str | os.PathLike[str] | None = None) -> Path:
+    """Return the workbook folder: the argument, else $OPS_RUNNER_HOME, else the current folder."""
+    chosen = path or os.environ.get(HOME_ENV) or os.getcwd()
+    return Path(chosen).expanduser().resolve()
+
+
+def load_config(workbook: str | os.PathLike[str] | None = None) -> Config:
+    """Return the workbook's checked Config. Raises WorkbookError or ConfigError."""
+    root = resolve_workbook(workbook)
+    source = root / CONFIG_NAME
+    if not source.is_file():
+        raise WorkbookError(
+            f"no {CONFIG_NAME} in {root}; run `ops-runner init --workbook {root}` first"
+        )
+    return load_config_text(source.read_text(encoding="utf-8"), root, source)
+
+
+def init_workbook(workbook: str | os.PathLike[str] | None = None, template: str = "config") -> Path:
+    """Create the workbook's config.yaml from a template (never overwrites). Returns its path."""
+    root = resolve_workbook(workbook)
+    target = root / CONFIG_NAME
+    source = TEMPLATES / f"{template}.yaml"
+    if not source.is_file():
+        choices = ", ".join(sorted(p.stem for p in TEMPLATES.glob("*.yaml")))
+        raise WorkbookError(f"no template {template!r}; choose one of: {choices}")
+    root.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        load_config_text(source.read_text(encoding="utf-8"), root, source)  # a template must pass
+        shutil.copyfile(source, target)
+    cfg = load_config(root)
+    for name in ("ledger", "reports", "data"):
+        cfg.path(name).mkdir(parents=True, exist_ok=True)
+    cfg.path("kill_switch").parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def _read_secrets_file(path: Path) -> dict[str, str]:
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise SecretError(f"secrets file {path} does not exist; create it with mode 0600") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SecretError(
+            f"secrets file {path} is readable by others (mode {stat.S_IMODE(mode):04o}); "
+            f"run `chmod 600 {path}`"
+        )
+    values: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            name, _, value = line.partition("=")
+            values[name.strip().upper()] = value.strip()
+    return values
+
+
+def load_secret(cfg: Config, name: str, lookup: Callable[[str], str | None] = os.environ.get) -> str:
+    """Return secret NAME from $OPS_RUNNER_<NAME> or the 0600 secrets file. Raises SecretError.
+
+    The value is never logged, printed or written to an artifact by this package.
+    """
+    env_name = SECRET_ENV_PREFIX + name.upper()
+    value = lookup(env_name)
+    if value:
+        return value
+    file_value = cfg.values["secrets"]["file"]
+    if file_value:
+        path = Path(file_value)
+        path = path if path.is_absolute() else cfg.workbook / path
+        found = _read_secrets_file(path).get(name.upper())
+        if found:
+            return found
+    raise SecretError(
+        f"secret {name.upper()} is not set; export {env_name} or add {name.upper()}=... to the "
+        "0600 file named by secrets.file"
+    )
+
+
+def mask_account(account: str | None) -> str:
+    """Return an account id safe to show: the first two and last two characters survive."""
+    if not account:
+        return "(none)"
+    if len(account) <= 4:
+        return "*" * len(account)
+    return account[:2] + "*" * (len(account) - 4) + account[-2:]

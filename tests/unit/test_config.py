@@ -1,0 +1,193 @@
+"""config.yaml: validation with one-line errors naming the key, canonical hash, secrets."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ops_runner.config import (
+    TEMPLATES,
+    check_config,
+    compute_config_hash,
+    init_workbook,
+    load_config,
+    load_config_text,
+    load_secret,
+    mask_account,
+)
+from ops_runner.errors import ConfigError, SecretError, WorkbookError
+
+TEMPLATE = yaml.safe_load((TEMPLATES / "config.yaml").read_text())
+
+
+def _with(path: str, value: object) -> dict:
+    raw = copy.deepcopy(TEMPLATE)
+    *parents, leaf = path.split(".")
+    node = raw
+    for name in parents:
+        node = node[name]
+    if value is _DELETE:
+        del node[leaf]
+    else:
+        node[leaf] = value
+    return raw
+
+
+_DELETE = object()
+
+# (dotted key, bad value, key named in the error, words the fix must contain)
+BAD_CONFIGS = [
+    ("universe.riks", ["SPY"], "universe.riks", "unknown key"),
+    ("broker.acount", "DU1", "broker.acount", "unknown key"),
+    ("strategy.lookback_months", "twelve", "strategy.lookback_months", "integer"),
+    ("strategy.lookback_months", 0, "strategy.lookback_months", "minimum"),
+    ("strategy.top_n", 1.5, "strategy.top_n", "integer"),
+    ("strategy.absolute_momentum", "yes", "strategy.absolute_momentum", "true or false"),
+    ("universe.risk", _DELETE, "universe.risk", "required"),
+    ("universe.defensive", None, "universe.defensive", "required"),
+    ("universe.defensive", "SPY", "universe.defensive", "risk universe"),
+    ("universe.cash_proxy", "QQQ", "universe.cash_proxy", "risk universe"),
+    ("universe.risk", ["SPY", "SPY"], "universe.risk", "twice"),
+    ("universe.risk", ["spy"], "universe.risk[0]", "ticker"),
+    ("strategy.top_n", 9, "strategy.top_n", "exceeds"),
+    ("strategy.skip_months", 12, "strategy.skip_months", "smaller"),
+    ("schedule.submission_window", {"start": "08:00", "end": "09:45"},
+     "schedule.submission_window.end", "after the 09:30 open"),
+    ("schedule.submission_window", {"start": "08:00", "end": "09:29"},
+     "schedule.submission_window.end", "09:28"),
+    ("schedule.submission_window", {"start": "09:20", "end": "09:10"},
+     "schedule.submission_window.start", "before"),
+    ("schedule.submission_window", {"start": "8am", "end": "09:10"},
+     "schedule.submission_window.start", "HH:MM"),
+    ("schedule.timezone", "Mars/Olympus", "schedule.timezone", "time zone"),
+    ("broker.kind", "schwab", "broker.kind", "one of"),
+    ("calendar.extra_closed", ["2025-13-01"], "calendar.extra_closed[0]", "YYYY-MM-DD"),
+    ("risk.max_drawdown", 1.5, "risk.max_drawdown", "maximum"),
+    ("data.secondary", "sample", "data.secondary", "differ"),
+    ("broker.password", "hunter2", "broker.password", "OPS_RUNNER_PASSWORD"),
+    ("alerts.smtp_token", "abc", "alerts.smtp_token", "secrets never go in config.yaml"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "key", "fix"), BAD_CONFIGS)
+def test_check_config_when_value_is_bad_names_key_and_fix(path, value, key, fix):
+    with pytest.raises(ConfigError) as caught:
+        check_config(_with(path, value))
+    message = str(caught.value)
+    assert caught.value.key == key
+    assert key in message and fix in message
+    assert "\n" not in message
+    assert caught.value.exit_code == 2
+
+
+def test_check_config_when_ib_paper_account_is_live_id_refuses():
+    raw = _with("broker.kind", "ib")
+    raw["broker"]["account"] = "U1234567"
+    with pytest.raises(ConfigError, match="DU"):
+        check_config(raw)
+    raw["broker"]["mode"] = "live"
+    assert check_config(raw)["broker"]["mode"] == "live"
+
+
+def test_check_config_when_template_fills_defaults_and_normalises():
+    cfg = check_config({"universe": {"risk": ["SPY", "EFA"], "defensive": "AGG"}})
+    assert cfg["strategy"]["lookback_months"] == 12
+    assert cfg["universe"]["cash_proxy"] is None
+    assert cfg["paths"]["kill_switch"] == "ops/KILL_SWITCH"
+    assert cfg["schedule"]["submission_window"] == {"start": "08:00", "end": "09:20"}
+
+
+def test_check_config_when_time_unquoted_reads_yaml_sexagesimal_correctly():
+    # YAML 1.1 parses an unquoted 08:30 as 510 (minutes); it must still mean 08:30.
+    raw = yaml.safe_load("start: 08:30\nend: 09:15\n")
+    cfg = check_config(_with("schedule.submission_window", raw))
+    assert cfg["schedule"]["submission_window"] == {"start": "08:30", "end": "09:15"}
+
+
+def test_config_hash_when_key_order_whitespace_and_number_form_change_is_stable():
+    text_a = (TEMPLATES / "config.yaml").read_text()
+    raw = yaml.safe_load(text_a)
+    raw["risk"]["max_drawdown"] = 0.250
+    raw["qa"]["jump_band"] = 1.5e-1
+    text_b = yaml.safe_dump(dict(reversed(list(raw.items()))), default_flow_style=True, indent=4)
+    a = load_config_text(text_a, Path("/x")).hash
+    b = load_config_text(text_b, Path("/y")).hash
+    assert a == b
+    assert len(a) == 64 and int(a, 16) >= 0
+
+
+def test_config_hash_when_value_changes_differs_and_matches_independent_sha256():
+    cfg = check_config(TEMPLATE)
+    changed = check_config(_with("strategy.lookback_months", 6))
+    assert compute_config_hash(cfg) != compute_config_hash(changed)
+    # Independent computation of one canonical form: sorted keys, compact separators.
+    small = {"b": 1, "a": [date_iso := "2025-01-09"]}
+    expected = hashlib.sha256(b'{"a":["2025-01-09"],"b":1}').hexdigest()
+    assert compute_config_hash(small) == expected, date_iso
+
+
+def test_load_config_when_yaml_is_broken_reports_line(tmp_path):
+    (tmp_path / "config.yaml").write_text("universe:\n  risk: [SPY\n  defensive: AGG\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path)
+    assert "line" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_load_config_when_no_workbook_says_run_init(tmp_path):
+    with pytest.raises(WorkbookError, match="ops-runner init"):
+        load_config(tmp_path / "nowhere")
+
+
+def test_init_workbook_when_config_exists_never_overwrites(tmp_path):
+    target = init_workbook(tmp_path)
+    target.write_text(target.read_text().replace("workbook_name: demo", "workbook_name: mine"))
+    init_workbook(tmp_path)
+    assert load_config(tmp_path).values["workbook_name"] == "mine"
+    assert (tmp_path / "ledger").is_dir() and (tmp_path / "ops").is_dir()
+
+
+def test_load_config_when_env_home_set_uses_it(tmp_path, monkeypatch):
+    init_workbook(tmp_path)
+    monkeypatch.setenv("OPS_RUNNER_HOME", str(tmp_path))
+    assert load_config().workbook == tmp_path.resolve()
+
+
+def test_load_secret_when_env_set_returns_it_and_file_needs_0600(tmp_path):
+    init_workbook(tmp_path)
+    path = tmp_path / "config.yaml"
+    path.write_text(path.read_text().replace("  file: null", "  file: .secrets"))
+    cfg = load_config(tmp_path)
+    assert load_secret(cfg, "ib_password", {"OPS_RUNNER_IB_PASSWORD": "s3"}.get) == "s3"
+    secrets = tmp_path / ".secrets"
+    secrets.write_text("# broker\nIB_PASSWORD = from-file\n")
+    os.chmod(secrets, 0o644)
+    with pytest.raises(SecretError, match="chmod 600"):
+        load_secret(cfg, "ib_password", {}.get)
+    os.chmod(secrets, 0o600)
+    assert load_secret(cfg, "ib_password", {}.get) == "from-file"
+    with pytest.raises(SecretError, match="OPS_RUNNER_SMTP_PASSWORD"):
+        load_secret(cfg, "smtp_password", {}.get)
+
+
+@pytest.mark.parametrize(
+    ("account", "shown"),
+    [("DU1234567", "DU*****67"), ("U7654321", "U7****21"), ("", "(none)"), (None, "(none)"),
+     ("DU1", "***")],
+)
+def test_mask_account_when_shown_keeps_only_ends(account, shown):
+    assert mask_account(account) == shown
+
+
+def test_config_show_when_printed_masks_account(tmp_path, capsys):
+    from ops_runner.cli import main
+
+    init_workbook(tmp_path)
+    assert main(["--workbook", str(tmp_path), "config", "show"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["broker"]["account"] == "DU*****00"

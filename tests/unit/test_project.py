@@ -1,0 +1,72 @@
+"""The project's standing promises that a file can show: pins in one place, runtime output ignored."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[=<>!~\[ ;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_pyproject_when_read_pins_every_dependency_exactly():
+    project = _pyproject()["project"]
+    requirements = project["dependencies"] + project["optional-dependencies"]["dev"]
+    loose = [r for r in requirements if "==" not in r]
+    assert not loose, f"unpinned: {loose}"
+    names = {_name(r) for r in requirements}
+    # The field's chosen tools, including six which scrapbook imports without declaring.
+    for needed in ("pandas", "papermill", "nbclient", "scrapbook", "six", "jupyterlab",
+                   "vectorbt", "pandas-market-calendars", "ib-async", "ib-insync", "pytest",
+                   "nbval", "hypothesis"):
+        assert needed in names, needed
+
+
+def test_environment_yml_when_compared_mirrors_pyproject():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    deps = env["dependencies"]
+    pip_sections = [d["pip"] for d in deps if isinstance(d, dict) and "pip" in d]
+    assert pip_sections == [['-e ".[dev]"']] or pip_sections == [["-e .[dev]"]]
+    conda_names = {
+        _name(d): d for d in deps if isinstance(d, str) and not d.startswith(("python", "pip"))
+    }
+    pinned = {_name(r): r for r in _pyproject()["project"]["dependencies"]}
+    for name, spec in conda_names.items():
+        # Anything conda installs itself must carry the same pin as pyproject.toml.
+        assert name in pinned and pinned[name].split("==")[1] in spec, spec
+    python = next(d for d in deps if isinstance(d, str) and d.startswith("python"))
+    low = _pyproject()["project"]["requires-python"].removeprefix(">=")
+    assert python.split("=")[-1].startswith(low.split(".")[0])
+    assert tuple(map(int, python.split("=")[-1].split("."))) >= tuple(map(int, low.split(".")))
+
+
+def test_pyproject_when_installed_exposes_ops_runner_console_script():
+    assert _pyproject()["project"]["scripts"]["ops-runner"] == "ops_runner.cli:main"
+
+
+def test_ci_run_when_read_calls_make_test_and_fails_fast():
+    text = (ROOT / ".ci" / "run").read_text()
+    assert "set -euo pipefail" in text and "make test" in text
+
+
+def test_gitignore_when_runtime_output_written_ignores_it_but_readmes():
+    probes = ["ledger/ledger.sqlite", "ledger/runs/2025-12-31/data_qa.ipynb",
+              "reports/index.html", ".venv/bin/python", "config.yaml", "data/sample/SPY.parquet"]
+    result = subprocess.run(
+        ["git", "check-ignore", "--no-index", *probes, "ledger/README.md", "reports/README.md"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )
+    ignored = set(result.stdout.split())
+    assert set(probes) <= ignored
+    assert "ledger/README.md" not in ignored and "reports/README.md" not in ignored
