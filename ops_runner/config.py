@@ -1,4 +1,4 @@
-"""The workbook's configuration: find the workbook, load and check config.yaml, hash it, read secrets."""
+"""The workbook's configuration: find the workbook, check config.yaml, hash it, read secrets."""
 
 from __future__ import annotations
 
@@ -149,7 +149,8 @@ def _check_leaf(spec: Field, value: Any, key: str) -> Any:
     if value is None:
         if spec.nullable:
             return None
-        raise ConfigError(f"config error: {key}: a value is required ({spec.hint or spec.kind})", key)
+        needed = spec.hint or spec.kind
+        raise ConfigError(f"config error: {key}: a value is required ({needed})", key)
 
     def wrong(expected: str) -> ConfigError:
         return ConfigError(
@@ -364,7 +365,7 @@ def compute_config_hash(cfg: dict[str, Any]) -> str:
 
 
 class Section:
-    """Read-only attribute access over a validated mapping: ``cfg.schedule.submission_window.end``."""
+    """Read-only attribute access over a checked mapping: ``cfg.schedule.submission_window``."""
 
     def __init__(self, values: dict[str, Any]) -> None:
         self._values = values
@@ -426,7 +427,9 @@ class Config:
 
         cal = self.values["calendar"]
         return MarketCalendar(
-            name=cal["name"], extra_closed=cal["extra_closed"], covered_through=cal["covered_through"]
+            name=cal["name"],
+            extra_closed=cal["extra_closed"],
+            covered_through=cal["covered_through"],
         )
 
     def store(self):  # -> PriceStore
@@ -510,7 +513,9 @@ def _read_secrets_file(path: Path) -> dict[str, str]:
     return values
 
 
-def load_secret(cfg: Config, name: str, lookup: Callable[[str], str | None] = os.environ.get) -> str:
+def load_secret(
+    cfg: Config, name: str, lookup: Callable[[str], str | None] = os.environ.get
+) -> str:
     """Return secret NAME from $OPS_RUNNER_<NAME> or the 0600 secrets file. Raises SecretError.
 
     The value is never logged, printed or written to an artifact by this package.

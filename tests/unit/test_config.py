@@ -57,14 +57,30 @@ BAD_CONFIGS = [
     ("universe.risk", ["spy"], "universe.risk[0]", "ticker"),
     ("strategy.top_n", 9, "strategy.top_n", "exceeds"),
     ("strategy.skip_months", 12, "strategy.skip_months", "smaller"),
-    ("schedule.submission_window", {"start": "08:00", "end": "09:45"},
-     "schedule.submission_window.end", "after the 09:30 open"),
-    ("schedule.submission_window", {"start": "08:00", "end": "09:29"},
-     "schedule.submission_window.end", "09:28"),
-    ("schedule.submission_window", {"start": "09:20", "end": "09:10"},
-     "schedule.submission_window.start", "before"),
-    ("schedule.submission_window", {"start": "8am", "end": "09:10"},
-     "schedule.submission_window.start", "HH:MM"),
+    (
+        "schedule.submission_window",
+        {"start": "08:00", "end": "09:45"},
+        "schedule.submission_window.end",
+        "after the 09:30 open",
+    ),
+    (
+        "schedule.submission_window",
+        {"start": "08:00", "end": "09:29"},
+        "schedule.submission_window.end",
+        "09:28",
+    ),
+    (
+        "schedule.submission_window",
+        {"start": "09:20", "end": "09:10"},
+        "schedule.submission_window.start",
+        "before",
+    ),
+    (
+        "schedule.submission_window",
+        {"start": "8am", "end": "09:10"},
+        "schedule.submission_window.start",
+        "HH:MM",
+    ),
     ("schedule.timezone", "Mars/Olympus", "schedule.timezone", "time zone"),
     ("broker.kind", "schwab", "broker.kind", "one of"),
     ("calendar.extra_closed", ["2025-13-01"], "calendar.extra_closed[0]", "YYYY-MM-DD"),
@@ -177,8 +193,13 @@ def test_load_secret_when_env_set_returns_it_and_file_needs_0600(tmp_path):
 
 @pytest.mark.parametrize(
     ("account", "shown"),
-    [("DU1234567", "DU*****67"), ("U7654321", "U7****21"), ("", "(none)"), (None, "(none)"),
-     ("DU1", "***")],
+    [
+        ("DU1234567", "DU*****67"),
+        ("U7654321", "U7****21"),
+        ("", "(none)"),
+        (None, "(none)"),
+        ("DU1", "***"),
+    ],
 )
 def test_mask_account_when_shown_keeps_only_ends(account, shown):
     assert mask_account(account) == shown

@@ -1,4 +1,4 @@
-"""The project's standing promises that a file can show: pins in one place, runtime output ignored."""
+"""Standing promises a file can show: pins in one place, runtime output ignored."""
 
 from __future__ import annotations
 
@@ -27,9 +27,21 @@ def test_pyproject_when_read_pins_every_dependency_exactly():
     assert not loose, f"unpinned: {loose}"
     names = {_name(r) for r in requirements}
     # The field's chosen tools, including six which scrapbook imports without declaring.
-    for needed in ("pandas", "papermill", "nbclient", "scrapbook", "six", "jupyterlab",
-                   "vectorbt", "pandas-market-calendars", "ib-async", "ib-insync", "pytest",
-                   "nbval", "hypothesis"):
+    for needed in (
+        "pandas",
+        "papermill",
+        "nbclient",
+        "scrapbook",
+        "six",
+        "jupyterlab",
+        "vectorbt",
+        "pandas-market-calendars",
+        "ib-async",
+        "ib-insync",
+        "pytest",
+        "nbval",
+        "hypothesis",
+    ):
         assert needed in names, needed
 
 
@@ -61,11 +73,21 @@ def test_ci_run_when_read_calls_make_test_and_fails_fast():
 
 
 def test_gitignore_when_runtime_output_written_ignores_it_but_readmes():
-    probes = ["ledger/ledger.sqlite", "ledger/runs/2025-12-31/data_qa.ipynb",
-              "reports/index.html", ".venv/bin/python", "config.yaml", "data/sample/SPY.parquet"]
+    probes = [
+        "ledger/ledger.sqlite",
+        "ledger/runs/2025-12-31/data_qa.ipynb",
+        "reports/index.html",
+        "demo/config.yaml",
+        ".venv/bin/python",
+        "config.yaml",
+        "data/sample/SPY.parquet",
+    ]
     result = subprocess.run(
         ["git", "check-ignore", "--no-index", *probes, "ledger/README.md", "reports/README.md"],
-        cwd=ROOT, capture_output=True, text=True, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     ignored = set(result.stdout.split())
     assert set(probes) <= ignored

@@ -1,0 +1,209 @@
+"""`ops-runner`: the one entry point; maps expected errors to one line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from ops_runner import __version__
+from ops_runner.errors import ConfigError, OpsError
+
+log = logging.getLogger(__name__)
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.Formatter.converter = __import__("time").gmtime  # UTC on every line
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)sZ %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )
+
+
+def _parse_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--as-of: {text!r} is not a date; write YYYY-MM-DD") from None
+
+
+def _resolve_as_of(cfg, text: str | None) -> date:
+    """Return the session to check: the date given, else the last session whose close has passed."""
+    if text:
+        return _parse_date(text)
+    return cfg.calendar().last_closed_session(datetime.now(UTC))
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from ops_runner.config import init_workbook
+
+    target = init_workbook(args.workbook, template=args.template)
+    print(f"workbook ready: {target} (edit it, then `ops-runner config check`)")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from ops_runner.config import load_config, mask_account
+
+    cfg = load_config(args.workbook)
+    if args.action == "hash":
+        print(cfg.hash)
+    elif args.action == "show":
+        values = json.loads(json.dumps(cfg.values, default=str))
+        values["broker"]["account"] = mask_account(values["broker"]["account"])
+        print(json.dumps(values, indent=2, sort_keys=True))
+    else:
+        print(f"config ok: {cfg.source_path} (hash {cfg.hash[:12]})")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from ops_runner.config import load_config
+
+    cfg = load_config(args.workbook)
+    store = cfg.store()
+    if args.action == "import":
+        report = store.import_files(Path(args.path), layout=args.layout, source=args.name)
+        print(
+            f"{report.source}: imported {len(report.imported)}, replaced {len(report.replaced)}, "
+            f"unchanged {len(report.unchanged)} ({report.layout})"
+        )
+    elif args.action == "sample":
+        from ops_runner.sources.sample import write_sample
+
+        report = write_sample(store, calendar=cfg.calendar())
+        print(
+            f"sample (SYNTHETIC): imported {len(report.imported)}, "
+            f"unchanged {len(report.unchanged)}"
+        )
+    else:
+        rows = store.list_rows()
+        if args.json:
+            print(json.dumps(rows, indent=2, default=str))
+        elif not rows:
+            print("the price store is empty; run `ops-runner data sample` or `data import`")
+        else:
+            import pandas as pd
+
+            frame = pd.DataFrame(rows)
+            columns = [
+                c
+                for c in (
+                    "source",
+                    "symbol",
+                    "first_date",
+                    "last_date",
+                    "rows",
+                    "layout",
+                    "synthetic",
+                )
+                if c in frame.columns
+            ]
+            print(frame[columns].to_string(index=False))
+    return 0
+
+
+def cmd_qa(args: argparse.Namespace) -> int:
+    from ops_runner import qa
+    from ops_runner.config import load_config
+
+    cfg = load_config(args.workbook)
+    as_of = _resolve_as_of(cfg, args.as_of)
+    report = qa.run_qa(cfg, as_of)
+    frame = qa.findings_frame(report.findings)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        print(report.summary())
+        if len(frame):
+            print(frame.drop(columns=["finding_id"]).to_string(index=False, max_colwidth=90))
+    return 1 if report.blocking else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ops_runner import demo
+
+    return demo.run_demo(Path(args.workbook) if args.workbook else None)
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from ops_runner.notebooks import NOTEBOOKS
+
+    if args.workbook:
+        os.environ["OPS_RUNNER_HOME"] = str(Path(args.workbook).resolve())
+    os.execvp(sys.executable, [sys.executable, "-m", "jupyterlab", str(NOTEBOOKS.parent)])
+    return 0  # pragma: no cover - exec does not return
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with exit code 2 and one line for usage errors."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"ops-runner: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ops-runner", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"ops-runner {__version__}")
+    parser.add_argument("--workbook", help="workbook folder (default: $OPS_RUNNER_HOME or cwd)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("init", help="create config.yaml from a template")
+    p.add_argument("--template", default="config", help="templates/<name>.yaml (default config)")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("config", help="check, show or hash the config")
+    p.add_argument("action", choices=("check", "show", "hash"), nargs="?", default="check")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("data", help="the price store: import, sample, list")
+    data_sub = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    q = data_sub.add_parser("import", help="import CSV files (a file or a folder)")
+    q.add_argument("path")
+    q.add_argument("--layout", required=True, choices=("alphavantage", "yahoo", "generic"))
+    q.add_argument("--name", help="source name in the store (default: the layout)")
+    q.set_defaults(func=cmd_data)
+    q = data_sub.add_parser("sample", help="write the SYNTHETIC sample market into the store")
+    q.set_defaults(func=cmd_data)
+    q = data_sub.add_parser("list", help="list stored sources and symbols")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("qa", help="data QA for a session; exit 1 on blocking findings")
+    p.add_argument("--as-of", help="session date YYYY-MM-DD (default: last closed session)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_qa)
+
+    p = sub.add_parser("demo", help="run what exists on the sample data (workbook: ./demo)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("lab", help="open JupyterLab on the notebooks")
+    p.set_defaults(func=cmd_lab)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    if getattr(args, "action", None) == "import" and not args.name:
+        args.name = args.layout
+    try:
+        return int(args.func(args))
+    except OpsError as exc:
+        print(f"ops-runner: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("ops-runner: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

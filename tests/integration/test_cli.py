@@ -1,0 +1,136 @@
+"""The `ops-runner` command as a user runs it: real process, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXE = Path(sys.executable).with_name("ops-runner")
+
+
+def run(*args: str, workbook: Path | None = None, env: dict | None = None):
+    argv = [str(EXE)] + (["--workbook", str(workbook)] if workbook else []) + list(args)
+    full_env = {k: v for k, v in os.environ.items() if k != "OPS_RUNNER_HOME"}
+    full_env.update(env or {})
+    return subprocess.run(argv, capture_output=True, text=True, env=full_env, timeout=300)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def assert_one_line_error(done, code: int, *words: str) -> None:
+    assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+@pytest.fixture(scope="module")
+def workbook(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("wb")
+    done = run("init", workbook=root)
+    assert done.returncode == 0, done.stderr
+    return root
+
+
+def test_cli_when_config_has_unknown_key_exits_2_with_one_line(tmp_path):
+    assert run("init", workbook=tmp_path).returncode == 0
+    config = tmp_path / "config.yaml"
+    config.write_text(config.read_text().replace("  top_n: 1", "  top_m: 1"))
+    done = run("config", "check", workbook=tmp_path)
+    assert_one_line_error(done, 2, "strategy.top_m", "unknown key")
+
+
+def test_cli_when_submission_window_after_open_exits_2_naming_key(tmp_path):
+    assert run("init", workbook=tmp_path).returncode == 0
+    config = tmp_path / "config.yaml"
+    config.write_text(config.read_text().replace('end: "09:20"', 'end: "09:45"'))
+    done = run("qa", "--as-of", "2025-12-31", workbook=tmp_path)
+    assert_one_line_error(done, 2, "schedule.submission_window.end", "open")
+
+
+def test_cli_when_workbook_missing_says_run_init(tmp_path):
+    done = run("config", "check", workbook=tmp_path / "none")
+    assert_one_line_error(done, 2, "ops-runner init")
+
+
+def test_cli_when_bad_as_of_exits_2(workbook):
+    done = run("qa", "--as-of", "2025-31-12", workbook=workbook)
+    assert_one_line_error(done, 2, "--as-of", "YYYY-MM-DD")
+
+
+def test_cli_when_usage_wrong_exits_2_one_line():
+    done = run("data", "import", "x.csv", "--layout", "bloomberg")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "bloomberg" in done.stderr
+
+
+def test_cli_when_home_env_set_uses_that_workbook(workbook):
+    done = run("config", "hash", env={"OPS_RUNNER_HOME": str(workbook)})
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.strip()) == 64
+
+
+def test_cli_data_when_csv_has_bad_date_refuses_and_store_unchanged(workbook, tmp_path):
+    good = "Date,Open,High,Low,Close,Adj Close,Volume\n2024-01-02,10,11,9,10.5,10.5,100\n"
+    (tmp_path / "AAA.csv").write_text(good)
+    bad = good + "2024-01-0x,10,11,9,10.5,10.5,100\n"
+    (tmp_path / "BBB.csv").write_text(bad)
+    before = snapshot(workbook / "data")
+    done = run(
+        "data", "import", str(tmp_path), "--layout", "generic", "--name", "mine", workbook=workbook
+    )
+    assert_one_line_error(done, 2, "BBB.csv", "line 3")
+    assert snapshot(workbook / "data") == before
+
+
+def test_cli_data_when_header_matches_no_layout_refuses(workbook, tmp_path):
+    (tmp_path / "ZZZ.csv").write_text("when,price\n2024-01-02,10\n")
+    before = snapshot(workbook / "data")
+    done = run(
+        "data", "import", str(tmp_path / "ZZZ.csv"), "--layout", "alphavantage", workbook=workbook
+    )
+    assert_one_line_error(done, 2, "ZZZ.csv", "alphavantage")
+    assert snapshot(workbook / "data") == before
+
+
+def test_cli_data_when_sample_then_list_shows_synthetic_symbols(workbook):
+    done = run("data", "sample", workbook=workbook)
+    assert done.returncode == 0, done.stderr
+    assert "SYNTHETIC" in done.stdout
+    again = run("data", "sample", workbook=workbook)
+    assert again.returncode == 0 and "imported 0" in again.stdout
+    listing = run("data", "list", "--json", workbook=workbook)
+    rows = json.loads(listing.stdout)
+    spy = next(r for r in rows if r["symbol"] == "SPY" and r["source"] == "sample")
+    assert spy["synthetic"] is True and spy["rows"] > 2500
+
+
+def test_cli_qa_when_sample_is_clean_exits_0(workbook):
+    assert run("data", "sample", workbook=workbook).returncode == 0
+    done = run("qa", "--as-of", "2025-12-31", "--json", workbook=workbook)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["blocking"] is False
+    assert report["as_of"] == "2025-12-31"
+
+
+def test_cli_qa_when_universe_symbol_stale_exits_1(workbook):
+    assert run("data", "sample", workbook=workbook).returncode == 0
+    # 2026-01-02 is a session the sample market (which ends 2025-12-31) has no bar for.
+    done = run("qa", "--as-of", "2026-01-02", "--json", workbook=workbook)
+    assert done.returncode == 1, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    stale = {f["symbol"] for f in report["findings"] if f["check"] == "freshness"}
+    assert {"SPY", "AGG", "BIL"} <= stale
