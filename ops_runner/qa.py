@@ -8,13 +8,24 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from ops_runner.errors import CalendarError, DataError
+from ops_runner.panel import (
+    BAR_COLUMNS,
+    Bars,
+    Panel,
+    build_panel,
+    day_number,
+    first_days,
+    log_index,
+    split_adjusted_close,
+    to_date,
+    total_return,
+)
 
 if TYPE_CHECKING:
     from ops_runner.calendar import MarketCalendar
@@ -23,11 +34,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Bars = Mapping[str, pd.DataFrame]
-BAR_COLUMNS = ("open", "high", "low", "close", "volume", "dividend", "split")
 PRICE_COLUMNS = ("open", "high", "low", "close")
-_EMPTY = pd.DataFrame({c: np.empty(0) for c in BAR_COLUMNS}, index=pd.DatetimeIndex([]))
-_EPOCH = date(1970, 1, 1).toordinal()
 # Ratios a vendor may leave unrecorded: a raw close falling to 1/2 of itself is a 2:1 split.
 _COMMON_SPLITS = np.array([2.0, 3.0, 4.0, 5.0, 10.0, 1.5, 0.5, 1 / 3, 0.25, 0.2, 0.1])
 
@@ -99,145 +106,6 @@ class QASettings:
 DEFAULT_SETTINGS = QASettings()
 
 
-def _to_date(day: int | np.integer) -> date:
-    return date.fromordinal(int(day) + _EPOCH)
-
-
-# -- the long panel every check works on --------------------------------------------------------
-
-
-@dataclass
-class _Panel:
-    """All symbols' bars stacked by (symbol code, date): code i owns rows bounds[i]:bounds[i+1]."""
-
-    symbols: tuple[str, ...]
-    bounds: np.ndarray
-    code: np.ndarray
-    day: np.ndarray  # days since 1970-01-01
-    col: dict[str, np.ndarray]
-    adjusted: np.ndarray | None  # the vendor's adjusted close, where given
-    unsorted: tuple[np.ndarray, np.ndarray]  # codes, first date out of order
-    duplicates: tuple[np.ndarray, np.ndarray]  # codes, repeated dates (the first bar is kept)
-
-    @cached_property
-    def span(self) -> tuple[int, int]:
-        """(first day, width): width leaves each symbol one key no date maps to."""
-        return (int(self.day.min()), int(np.ptp(self.day)) + 2) if self.day.size else (0, 2)
-
-    @cached_property
-    def keys(self) -> np.ndarray:
-        """Sorted keys code * width + days since the first day, one per bar."""
-        return self.code * self.span[1] + (self.day - self.span[0])
-
-    def previous(self, values: np.ndarray) -> np.ndarray:
-        """Each row's value on its symbol's previous bar; NaN on each symbol's first bar."""
-        out = np.empty(values.size, dtype=np.float64)
-        out[1:] = values[:-1]
-        starts = self.bounds[:-1]
-        out[starts[starts < values.size]] = np.nan
-        return out
-
-    def locate(self, codes: np.ndarray, days: np.ndarray) -> np.ndarray:
-        """Row of each (code, day) pair in this panel, -1 where it has no bar."""
-        (shift, width), keys = self.span, self.keys  # out-of-range days get the unused key
-        wanted = codes * width + np.clip(days - shift, -1, width - 1)
-        at = np.minimum(np.searchsorted(keys, wanted), max(keys.size - 1, 0))
-        return np.where(keys[at] == wanted, at, -1) if keys.size else np.full(codes.size, -1)
-
-
-def _build_panel(
-    bars: Bars,
-    symbols: tuple[str, ...],
-    as_of: int,
-    adjusted: Mapping[str, pd.Series] | None,
-    columns: tuple[str, ...] = BAR_COLUMNS,
-) -> _Panel:
-    """Stack the bars of ``symbols`` dated <= as_of, sorted by date, first bar of a date kept."""
-    frames, picks, faults = [], [], {k: [] for k in ("u_code", "u_day", "d_code", "d_day")}
-    for code, symbol in enumerate(symbols):
-        frame = bars.get(symbol, _EMPTY)
-        if not isinstance(frame, pd.DataFrame) or not isinstance(frame.index, pd.DatetimeIndex):
-            raise DataError(f"bars for {symbol} are not a frame indexed by date; use PriceStore")
-        if frame.index.tz is not None or not set(columns) <= set(frame.columns):
-            raise DataError(f"bars for {symbol} lack {columns} or have a tz; use PriceStore")
-        day = frame.index.values.astype("datetime64[D]").astype(np.int64)
-        keep = np.flatnonzero(day <= as_of)  # never look at bars after as_of
-        step = np.diff(day[keep])
-        pick: slice | np.ndarray = keep
-        if (step <= 0).any():  # rare: sort, and keep the first bar of each date
-            back = np.flatnonzero(step < 0)[:1] + 1
-            faults["u_code"].append(np.full(back.size, code))
-            faults["u_day"].append(day[keep][back])
-            pick = keep[np.argsort(day[keep], kind="stable")]
-            repeat = np.r_[False, np.diff(day[pick]) == 0]
-            faults["d_code"].append(np.full(int(repeat.sum()), code))
-            faults["d_day"].append(day[pick][repeat])
-            pick = pick[~repeat]
-        elif keep.size == 0 or keep[-1] == keep.size - 1:
-            pick = slice(0, keep.size)  # sorted, unique, all <= as_of: the common case
-        frames.append(frame)
-        picks.append(pick)
-    sizes = [p.stop if isinstance(p, slice) else p.size for p in picks]
-    bounds = np.r_[0, np.cumsum(sizes)].astype(np.int64)
-    names = (*columns, "adjusted") if adjusted is not None else columns
-    # Filled in place, symbol by symbol: no second full-size copy of the data.
-    col = {name: np.empty(int(bounds[-1]), dtype=np.float64) for name in names}
-    day = np.empty(int(bounds[-1]), dtype=np.int64)
-    for code, (frame, pick) in enumerate(zip(frames, picks, strict=True)):
-        rows = slice(bounds[code], bounds[code + 1])
-        day[rows] = frame.index.values.astype("datetime64[D]").astype(np.int64)[pick]
-        for name in columns:
-            col[name][rows] = frame[name].to_numpy(dtype=np.float64)[pick]
-        if adjusted is not None:
-            vendor = adjusted.get(symbols[code], pd.Series(dtype=np.float64))
-            vendor = vendor[~vendor.index.duplicated()].reindex(frame.index)
-            col["adjusted"][rows] = vendor.to_numpy(dtype=np.float64)[pick]
-    return _Panel(
-        symbols=symbols,
-        bounds=bounds,
-        code=np.repeat(np.arange(len(symbols), dtype=np.int64), sizes),
-        day=day,
-        col=col,
-        adjusted=col.pop("adjusted", None),
-        unsorted=(_concat(faults["u_code"]), _concat(faults["u_day"])),
-        duplicates=(_concat(faults["d_code"]), _concat(faults["d_day"])),
-    )
-
-
-def _concat(parts: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, dtype=np.int64)
-
-
-def _total_return(panel: _Panel) -> np.ndarray:
-    """Daily total return bar over bar, (close + dividend) * split / previous close - 1.
-
-    The dividend is per post-split share; these are exactly the daily returns of
-    ``data.compute_adjusted_close``. NaN on each symbol's first bar and where inputs are bad.
-    """
-    close, split, dividend = panel.col["close"], panel.col["split"], panel.col["dividend"]
-    prev = panel.previous(close)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ret = (close + dividend) * split / prev - 1.0
-        ok = (close > 0) & (prev > 0) & (split > 0) & (dividend >= 0) & np.isfinite(ret)
-    return np.where(ok, ret, np.nan)
-
-
-def _log_index(panel: _Panel, ret: np.ndarray) -> np.ndarray:
-    """Log of each symbol's total-return index, 0 on its first bar (bad returns count as 0)."""
-    running = np.cumsum(np.log1p(np.where(np.isfinite(ret), ret, 0.0)))
-    return running - running[panel.bounds[panel.code]] if running.size else running
-
-
-def _split_adjusted_close(panel: _Panel) -> np.ndarray:
-    """Close divided by the product of the symbol's later splits (the split day is post-split)."""
-    split = panel.col["split"]
-    running = np.cumsum(np.log(np.where(np.isfinite(split) & (split > 0), split, 1.0)))
-    if not running.size:
-        return running
-    total = running[np.maximum(panel.bounds[1:] - 1, 0)][panel.code]
-    return panel.col["close"] / np.exp(total - running)
-
-
 # -- context and emission of findings -----------------------------------------------------------
 
 
@@ -283,14 +151,14 @@ class _Context:
             listed = max(start, end - cap)
             if listed > start:
                 text = (
-                    f"{listed - start} more {what} findings from {_to_date(days[start])} "
-                    f"to {_to_date(days[listed - 1])} not listed"
+                    f"{listed - start} more {what} findings from {to_date(days[start])} "
+                    f"to {to_date(days[listed - 1])} not listed"
                 )
                 level = severity or self.level(int(sev_days[start:listed].max()))
-                out.append(Finding(symbol, _to_date(days[listed - 1]), check, level, text))
+                out.append(Finding(symbol, to_date(days[listed - 1]), check, level, text))
             for k in range(listed, end):
                 level = severity or self.level(int(sev_days[k]))
-                out.append(Finding(symbol, _to_date(days[k]), check, level, detail(int(rows[k]))))
+                out.append(Finding(symbol, to_date(days[k]), check, level, detail(int(rows[k]))))
         return out
 
 
@@ -300,9 +168,9 @@ def _prepare(
     as_of: date,
     settings: QASettings,
     vendor_adjusted: Mapping[str, pd.Series] | None = None,
-) -> tuple[_Panel, _Context]:
+) -> tuple[Panel, _Context]:
     days = np.unique(np.asarray(sessions.values).astype("datetime64[D]").astype(np.int64))
-    days = days[days <= as_of.toordinal() - _EPOCH]
+    days = days[days <= day_number(as_of)]
     if days.size == 0:
         raise CalendarError(
             f"no session on or before as_of {as_of} among the sessions given; "
@@ -311,31 +179,31 @@ def _prepare(
     first = max(days.size - max(settings.window_sessions, 1), 0)
     symbols = tuple(sorted(bars))
     ctx = _Context(symbols, days, int(days[-1]), int(days[first]), settings)
-    return _build_panel(bars, symbols, ctx.as_of, vendor_adjusted), ctx
+    return build_panel(bars, symbols, ctx.as_of, vendor_adjusted), ctx
 
 
 # -- the checks, on a panel ---------------------------------------------------------------------
 
 
-def _freshness(panel: _Panel, ctx: _Context) -> list[Finding]:
+def _freshness(panel: Panel, ctx: _Context) -> list[Finding]:
     sizes = np.diff(panel.bounds)
     last = np.full(sizes.size, -1, dtype=np.int64)
     last[sizes > 0] = panel.day[panel.bounds[1:][sizes > 0] - 1]
     stale = np.flatnonzero(last != ctx.as_of)
     behind = ctx.sessions.size - np.searchsorted(ctx.sessions, last[stale], side="right")
-    as_of, out = _to_date(ctx.as_of), []
+    as_of, out = to_date(ctx.as_of), []
     for code, n in zip(stale, behind, strict=True):
         text = f"no bars on or before the as_of session {as_of}"
         if sizes[code]:
             text = (
-                f"no bar for the as_of session {as_of}: last bar {_to_date(last[code])}, "
+                f"no bar for the as_of session {as_of}: last bar {to_date(last[code])}, "
                 f"{n} session{'s' if n != 1 else ''} behind"
             )
         out.append(Finding(panel.symbols[code], as_of, Check.FRESHNESS, Severity.BLOCKING, text))
     return out
 
 
-def _completeness(panel: _Panel, ctx: _Context) -> list[Finding]:
+def _completeness(panel: Panel, ctx: _Context) -> list[Finding]:
     out = []
     for what, (codes, days), words in (
         ("unsorted", panel.unsorted, "dates not sorted: {} is dated before the bar above it"),
@@ -343,7 +211,7 @@ def _completeness(panel: _Panel, ctx: _Context) -> list[Finding]:
     ):
         out += ctx.emit(
             Check.COMPLETENESS, what, codes, days,
-            lambda k, days=days, words=words: words.format(_to_date(days[k])),
+            lambda k, days=days, words=words: words.format(to_date(days[k])),
         )  # fmt: skip
     first = int(ctx.sessions[0])
     lookup = np.full(ctx.as_of - first + 1, -1, dtype=np.int64)
@@ -354,7 +222,7 @@ def _completeness(panel: _Panel, ctx: _Context) -> list[Finding]:
     odd, day = np.flatnonzero(judged & (pos < 0)), panel.day
     out += ctx.emit(
         Check.COMPLETENESS, "non-session", panel.code[odd], day[odd],
-        lambda r: f"bar on {_to_date(day[r]):%a %Y-%m-%d}, which is not a session", rows=odd,
+        lambda r: f"bar on {to_date(day[r]):%a %Y-%m-%d}, which is not a session", rows=odd,
     )  # fmt: skip
     codes, spos = panel.code[pos >= 0], pos[pos >= 0]
     gap = np.flatnonzero((codes[1:] == codes[:-1]) & (np.diff(spos) > 1))
@@ -363,8 +231,8 @@ def _completeness(panel: _Panel, ctx: _Context) -> list[Finding]:
 
     def gap_text(k: int) -> str:
         if lost[k] == 1:
-            return f"session {_to_date(lost_first[k])} missing"
-        return f"{lost[k]} sessions missing: {_to_date(lost_first[k])} to {_to_date(lost_last[k])}"
+            return f"session {to_date(lost_first[k])} missing"
+        return f"{lost[k]} sessions missing: {to_date(lost_first[k])} to {to_date(lost_last[k])}"
 
     return out + ctx.emit(
         Check.COMPLETENESS, "missing-session", codes[gap], lost_first, gap_text,
@@ -372,7 +240,7 @@ def _completeness(panel: _Panel, ctx: _Context) -> list[Finding]:
     )  # fmt: skip
 
 
-def _sanity(panel: _Panel, ctx: _Context) -> list[Finding]:
+def _sanity(panel: Panel, ctx: _Context) -> list[Finding]:
     col, day, code = panel.col, panel.day, panel.code
     nan = np.logical_or.reduce([np.isnan(col[name]) for name in BAR_COLUMNS])
     nonpositive = np.logical_or.reduce([col[name] <= 0 for name in PRICE_COLUMNS])
@@ -399,11 +267,11 @@ def _ohlc(col: dict[str, np.ndarray], row: int) -> str:
     return ", ".join(f"{name} {col[name][row]:.4f}" for name in PRICE_COLUMNS)
 
 
-def _jumps(panel: _Panel, ctx: _Context, secondary: _Panel | None) -> list[Finding]:
+def _jumps(panel: Panel, ctx: _Context, secondary: Panel | None) -> list[Finding]:
     """Total-return jumps beyond the band that are not market-wide. Splits and dividends are in
     the total return, so a recorded split explains itself and an unrecorded one does not."""
     band, settings = ctx.settings.jump_band, ctx.settings
-    ret = _total_return(panel)
+    ret = total_return(panel)
     valid = np.isfinite(ret)
     slot = panel.day - panel.span[0]
     span = int(slot.max()) + 1 if slot.size else 0
@@ -447,13 +315,13 @@ def _jumps(panel: _Panel, ctx: _Context, secondary: _Panel | None) -> list[Findi
 
 
 def _confirmed(
-    panel: _Panel, rows: np.ndarray, ret: np.ndarray, secondary: _Panel | None, tol: float
+    panel: Panel, rows: np.ndarray, ret: np.ndarray, secondary: Panel | None, tol: float
 ) -> np.ndarray:
     """Whether the secondary shows the same move between the same two dates: a genuine move."""
     confirmed = np.zeros(rows.size, dtype=bool)
     if secondary is None or not rows.size:
         return confirmed
-    index = _log_index(secondary, _total_return(secondary))
+    index = log_index(secondary, total_return(secondary))
     prev_day = np.nan_to_num(panel.previous(panel.day.astype(np.float64))[rows], nan=-1)
     now = secondary.locate(panel.code[rows], panel.day[rows])
     before = secondary.locate(panel.code[rows], prev_day.astype(np.int64))
@@ -463,7 +331,7 @@ def _confirmed(
     return confirmed
 
 
-def _corporate_actions(panel: _Panel, ctx: _Context) -> list[Finding]:
+def _corporate_actions(panel: Panel, ctx: _Context) -> list[Finding]:
     col, day, code = panel.col, panel.day, panel.code
     split, dividend, close = col["split"], col["dividend"], col["close"]
     prev = panel.previous(close)
@@ -510,9 +378,9 @@ def _plausible_split(ratio: np.ndarray) -> np.ndarray:
     return simple & (ratio > 0) & (big <= 100)
 
 
-def _cross_provider(primary: _Panel, secondary: _Panel, ctx: _Context) -> list[Finding]:
+def _cross_provider(primary: Panel, secondary: Panel, ctx: _Context) -> list[Finding]:
     tol, out = ctx.settings.cross_close_tolerance, _cross_returns(primary, secondary, ctx)
-    p_close, s_close = _split_adjusted_close(primary), _split_adjusted_close(secondary)
+    p_close, s_close = split_adjusted_close(primary), split_adjusted_close(secondary)
     match = secondary.locate(primary.code, primary.day)
     with np.errstate(divide="ignore", invalid="ignore"):
         apart = np.abs(p_close / s_close[np.maximum(match, 0)] - 1)
@@ -524,7 +392,7 @@ def _cross_provider(primary: _Panel, secondary: _Panel, ctx: _Context) -> list[F
     )  # fmt: skip
     back = primary.locate(secondary.code, secondary.day)
     # Dates are compared where both have begun: a provider's shorter history is not a gap.
-    begun = np.maximum(_first_days(primary), _first_days(secondary))
+    begun = np.maximum(first_days(primary), first_days(secondary))
     for name, panel, other, absent in (
         ("primary", primary, "secondary", match < 0),
         ("secondary", secondary, "primary", back < 0),
@@ -538,14 +406,7 @@ def _cross_provider(primary: _Panel, secondary: _Panel, ctx: _Context) -> list[F
     return out
 
 
-def _first_days(panel: _Panel) -> np.ndarray:
-    first = np.full(len(panel.symbols), np.iinfo(np.int64).max)  # none: never begun
-    has = np.diff(panel.bounds) > 0
-    first[has] = panel.day[panel.bounds[:-1][has]]
-    return first
-
-
-def _cross_returns(primary: _Panel, secondary: _Panel, ctx: _Context) -> list[Finding]:
+def _cross_returns(primary: Panel, secondary: Panel, ctx: _Context) -> list[Finding]:
     """Trailing total returns at as_of and each month end in the window, compared where both
     providers have bars on the end session and on the session ``lookback`` before it."""
     lookback, tol = ctx.settings.return_lookback_sessions, ctx.settings.cross_return_tolerance
@@ -561,14 +422,14 @@ def _cross_returns(primary: _Panel, secondary: _Panel, ctx: _Context) -> list[Fi
     ret_p, ret_s = (
         np.expm1(index[end[ok]] - index[start[ok]])
         for panel, end, start in ((primary, *found[:2]), (secondary, *found[2:]))
-        for index in [_log_index(panel, _total_return(panel))]  # one panel's index at a time
+        for index in [log_index(panel, total_return(panel))]  # one panel's index at a time
     )
     bad = np.flatnonzero(np.abs(ret_p - ret_s) > tol)
     codes, end_day, start_day = codes[ok], end_day[ok], start_day[ok]
     return ctx.emit(
         Check.CROSS_PROVIDER, "total-return", codes[bad], end_day[bad],
-        lambda k: f"{lookback}-session total return {_to_date(start_day[k])} to "
-        f"{_to_date(end_day[k])}: primary {ret_p[k]:+.2%} vs secondary {ret_s[k]:+.2%} "
+        lambda k: f"{lookback}-session total return {to_date(start_day[k])} to "
+        f"{to_date(end_day[k])}: primary {ret_p[k]:+.2%} vs secondary {ret_s[k]:+.2%} "
         f"({abs(ret_p[k] - ret_s[k]) * 100:.2f} points apart > {tol * 100:.2f})", rows=bad,
     )  # fmt: skip
 
@@ -576,7 +437,7 @@ def _cross_returns(primary: _Panel, secondary: _Panel, ctx: _Context) -> list[Fi
 # -- the public checks --------------------------------------------------------------------------
 
 
-def _secondary(secondary: Bars, ctx: _Context) -> tuple[_Panel, list[Finding]]:
+def _secondary(secondary: Bars, ctx: _Context) -> tuple[Panel, list[Finding]]:
     """The secondary's bars for the primary's symbols; a symbol it lacks is noted INFO."""
     notes = [
         Finding(s, None, Check.CROSS_PROVIDER, Severity.INFO, "no secondary bars: not compared")
@@ -585,7 +446,7 @@ def _secondary(secondary: Bars, ctx: _Context) -> tuple[_Panel, list[Finding]]:
     ]
     # Only what total returns and split-adjusted closes need: a secondary serves comparisons.
     columns = ("close", "dividend", "split")
-    return _build_panel(secondary, ctx.symbols, ctx.as_of, None, columns), notes
+    return build_panel(secondary, ctx.symbols, ctx.as_of, None, columns), notes
 
 
 def check_universe(
@@ -611,7 +472,7 @@ def check_universe(
         findings += notes + _cross_provider(panel, second, ctx)
     logger.info(
         "data QA as of %s: %d symbols, %d bars, %d findings, %d blocking",
-        _to_date(ctx.as_of), len(ctx.symbols), panel.day.size, len(findings),
+        to_date(ctx.as_of), len(ctx.symbols), panel.day.size, len(findings),
         sum(f.severity is Severity.BLOCKING for f in findings),
     )  # fmt: skip
     return sort_findings(findings)

@@ -36,43 +36,64 @@ def compute_banner(cfg: Config) -> pd.DataFrame:
     return pd.DataFrame({"value": rows})
 
 
-def plot_flagged(cfg: Config, report: Any, sessions: int = 300) -> Figure | None:
-    """Return a figure with the adjusted close of each flagged symbol and its finding dates.
+SEVERITY_STYLE = {
+    "blocking": ("tab:red", "X"),
+    "warning": ("tab:orange", "o"),
+    "info": ("grey", "."),
+}
 
-    ``report`` is a QA report (``findings``, ``as_of``, ``primary``, ``secondary``). Returns None
-    when nothing is flagged, so a clean run shows no empty chart.
+
+def plot_flagged(cfg: Config, report: Any, sessions: int = 300) -> Figure | None:
+    """Return a figure per flagged symbol: split-adjusted closes of both providers, findings marked.
+
+    Each panel spans from a little before the symbol's oldest finding (or the last ``sessions``
+    sessions when no finding has a date) to ``as_of``; markers sit on the primary's close, red
+    for blocking, orange for warning, grey for info. Returns None when nothing is flagged, so a
+    clean run shows no empty chart.
     """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from ops_runner.data import compute_adjusted_close
+    from ops_runner.data import compute_split_adjusted
 
     flagged: dict[str, list[Any]] = {}
     for finding in report.findings:
-        if finding.symbol in cfg.universe_symbols or finding.symbol not in flagged:
-            flagged.setdefault(finding.symbol, []).append(finding)
+        flagged.setdefault(finding.symbol, []).append(finding)
     if not flagged:
         return None
-    names = sorted(flagged, key=lambda s: -len(flagged[s]))[:MAX_PLOTTED_SYMBOLS]
+    rank = {"blocking": 0, "warning": 1, "info": 2}
+    names = sorted(
+        flagged, key=lambda s: (min(rank.get(str(f.severity), 3) for f in flagged[s]), s)
+    )[:MAX_PLOTTED_SYMBOLS]
     store = cfg.store()
-    fig, axes = plt.subplots(len(names), 1, figsize=(10, 2.6 * len(names)), squeeze=False)
+    fig, axes = plt.subplots(len(names), 1, figsize=(10, 2.4 * len(names)), squeeze=False)
     end = pd.Timestamp(report.as_of)
     for ax, symbol in zip(axes[:, 0], names, strict=True):
+        dated = [f for f in flagged[symbol] if f.date is not None]
+        start = min(pd.Timestamp(f.date) for f in dated) - pd.Timedelta(days=45) if dated else None
+        primary = None
         for source, style in ((report.primary, "-"), (report.secondary, "--")):
             if not source or symbol not in store.symbols(source):
                 continue
-            bars = store.load_bars(source, symbol).loc[:end].tail(sessions)
+            bars = compute_split_adjusted(store.load_bars(source, symbol)).loc[:end]
+            bars = bars.loc[start:] if start is not None else bars.tail(sessions)
             if len(bars):
-                ax.plot(compute_adjusted_close(bars), style, lw=1, label=f"{source}")
-        dates = [pd.Timestamp(f.date) for f in flagged[symbol] if f.date is not None]
-        for when in dates:
-            ax.axvline(when, color="tab:red", alpha=0.4, lw=1)
+                ax.plot(bars.index, bars["close"], style, lw=0.8, label=source)
+                primary = bars["close"] if primary is None else primary
+        for finding in dated:
+            when = pd.Timestamp(finding.date)
+            color, marker = SEVERITY_STYLE.get(str(finding.severity), ("black", "*"))
+            level = primary.asof(when) if primary is not None and len(primary) else None
+            if level is not None and level == level:  # NaN before the first bar
+                ax.plot([when], [level], marker=marker, color=color, ms=8, ls="none")
+            else:
+                ax.axvline(when, color=color, alpha=0.5, lw=1)
         checks = sorted({str(f.check) for f in flagged[symbol]})
         title = f"{symbol}: {len(flagged[symbol])} finding(s) ({', '.join(checks)})"
-        ax.set_title(title, loc="left")
-        ax.set_ylabel("adjusted close")
+        ax.set_title(title, loc="left", fontsize=10)
+        ax.set_ylabel("split-adj. close")
         ax.legend(loc="upper left", fontsize=8)
     extra = len(flagged) - len(names)
     if extra > 0:

@@ -134,3 +134,11 @@ def test_cli_qa_when_universe_symbol_stale_exits_1(workbook):
     report = json.loads(done.stdout)
     stale = {f["symbol"] for f in report["findings"] if f["check"] == "freshness"}
     assert {"SPY", "AGG", "BIL"} <= stale
+
+
+def test_cli_when_workbook_given_after_the_verb_uses_it(tmp_path):
+    done = run("init", "--workbook", str(tmp_path / "after"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "after" / "config.yaml").is_file()
+    listing = run("data", "list", "--workbook", str(tmp_path / "after"))
+    assert listing.returncode == 0 and "price store is empty" in listing.stdout
