@@ -35,7 +35,9 @@ def main() -> int:
             rows.append((script.stem, "script wall time", f"{took:.2f} s", ""))
             continue
         for item in json.loads(results[-1].removeprefix("RESULT ")):
-            value = f"{item['value']:.3g} {item.get('unit', '')}".strip()
+            number = item["value"]
+            shown = f"{number:.0f}" if abs(number) >= 100 else f"{number:.3g}"
+            value = f"{shown} {item.get('unit', '')}".strip()
             rows.append((script.stem, item["metric"], value, item.get("target", "")))
     widths = [
         max(len(r[i]) for r in [("benchmark", "metric", "value", "target"), *rows])

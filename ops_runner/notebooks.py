@@ -59,6 +59,21 @@ def open_workbook(workbook: str = "") -> Config:
     return cfg
 
 
+def _ipc_kernel_manager() -> type:
+    """Return a kernel manager talking to the kernel over local IPC sockets, not TCP ports.
+
+    IPC sockets live in the user's private Jupyter runtime folder: other local users cannot
+    reach the kernel, and ipykernel has no reason to warn about unencrypted TCP.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum
+
+    class IPCKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+    return IPCKernelManager
+
+
 def kernel_name() -> str:
     """Return the venv's registered kernel if present, else the native python3 kernel."""
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
@@ -139,6 +154,7 @@ def run_notebook(
             str(output),
             parameters=parameters,
             kernel_name=kernel_name(),
+            kernel_manager_class=_ipc_kernel_manager(),
             cwd=str(NOTEBOOKS),
             execution_timeout=cell_timeout,
             progress_bar=False,

@@ -604,7 +604,10 @@ class QAReport:
     def summary(self) -> str:
         """Return one line: the verdict and the findings counted by severity."""
         counts = ", ".join(f"{sum(f.severity is s for f in self.findings)} {s}" for s in Severity)
-        verdict = "DEGRADED_DATA" if self.blocking else "clean"
+        if self.blocking:
+            verdict = "DEGRADED_DATA (no decision)"
+        else:
+            verdict = "clean" if not self.findings else "usable, nothing blocking"
         against = f"vs {self.secondary}" if self.secondary else "(no secondary)"
         return (
             f"{verdict}: {len(self.findings)} findings ({counts}) for {len(self.symbols)} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,7 +108,12 @@ def write_html(notebook: Path, target: Path) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(notebook), as_version=4))
+    with warnings.catch_warnings():
+        # Scrapbook's scraps have no HTML form; they are read from the .ipynb, not the page.
+        warnings.filterwarnings(
+            "ignore", message=".*not able to be represented", category=UserWarning
+        )
+        body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(notebook), as_version=4))
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(target.suffix + ".tmp")
     tmp.write_text(body, encoding="utf-8")
