@@ -148,21 +148,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"ops-runner: {message} (see `{self.prog} --help`)\n")
 
 
+class _VerbParser(_Parser):
+    """A verb's parser: takes --workbook after the verb too (`ops-runner init --workbook DIR`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument("--workbook", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ops-runner", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ops-runner {__version__}")
     parser.add_argument("--workbook", help="workbook folder (default: $OPS_RUNNER_HOME or cwd)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
-    # --workbook is accepted after the verb too (`ops-runner init --workbook DIR`).
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--workbook", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    sub_add = sub.add_parser
-
-    def add_parser(name: str, **kwargs):
-        return sub_add(name, parents=[common], **kwargs)
-
-    sub.add_parser = add_parser  # type: ignore[method-assign]
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_VerbParser)
 
     p = sub.add_parser("init", help="create config.yaml from a template")
     p.add_argument("--template", default="config", help="templates/<name>.yaml (default config)")
@@ -173,13 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("data", help="the price store: import, sample, list")
-    data_sub = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    data_add = data_sub.add_parser
-
-    def add_data_parser(name: str, **kwargs):
-        return data_add(name, parents=[common], **kwargs)
-
-    data_sub.add_parser = add_data_parser  # type: ignore[method-assign]
+    data_sub = p.add_subparsers(dest="action", required=True, parser_class=_VerbParser)
     q = data_sub.add_parser("import", help="import CSV files (a file or a folder)")
     q.add_argument("path")
     q.add_argument("--layout", required=True, choices=("alphavantage", "yahoo", "generic"))
