@@ -91,8 +91,15 @@ SCHEMA: dict[str, Any] = {
         "reports": Field("path", "reports"),
         "data": Field("path", "data"),
         "kill_switch": Field("path", "ops/KILL_SWITCH"),
+        "anchor": Field("path", "ops/ledger-anchor.json"),
     },
-    "risk": {"max_drawdown": Field("float", 0.25, low=0.0, high=1.0)},
+    "risk": {
+        "max_drawdown": Field("float", 0.25, low=0.0, high=1.0),
+        "risk_off": Field("str", "defensive", choices=("none", "defensive", "cash")),
+    },
+    "approvals": {
+        "default_ttl_minutes": Field("int", 60, low=1, high=7 * 24 * 60),
+    },
     "schedule": {
         "timezone": Field("timezone", "America/New_York"),
         "decision_delay_minutes": Field("int", 30, low=0, high=600),

@@ -1,0 +1,74 @@
+"""The ledger's vocabulary: event kinds (past tense), system states, triggers, and payload shapes.
+
+Payloads are canonical JSON: no floats. Money, prices and ratios are decimal strings
+("1234.56"), quantities are integers (whole shares), dates are ISO strings, instants are
+ISO-8601 UTC strings ending in "Z". The fields each kind carries are listed beside it; a
+payload may carry more, never fewer.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class EventKind(StrEnum):
+    """Everything the ledger records. Add kinds here, never as bare strings elsewhere."""
+
+    # states and safety
+    STATE_CHANGED = "StateChanged"  # from, to, trigger, reason, evidence: list[str]
+    KILL_SWITCH_SEEN = "KillSwitchSeen"  # path, reason (the file's content or why unreadable)
+    APPROVAL_USED = "ApprovalUsed"  # token_id, action, from, to, reason, review, issued_by
+    INCIDENT_OPENED = "IncidentOpened"  # incident_id, category, summary, evidence: list[str]
+    INCIDENT_CLOSED = "IncidentClosed"  # incident_id, resolution, postmortem (or null)
+    EQUITY_MARKED = "EquityMarked"  # session, net_liquidation (decimal str), source
+    CHECK_RECORDED = "CheckRecorded"  # check, passed: bool, detail, evidence: list[str]
+    # orders and fills
+    ORDER_DENIED = "OrderDenied"  # client_ref, symbol, side, quantity, purpose, state, reason
+    ORDER_INTENT_RECORDED = "OrderIntentRecorded"  # client_ref, symbol, side, quantity, purpose
+    ORDER_SUBMITTED = "OrderSubmitted"  # client_ref, broker_order_id, symbol, side, quantity
+    ORDER_STATUS_CHANGED = "OrderStatusChanged"  # client_ref, status, detail
+    FILL_RECORDED = "FillRecorded"  # exec_id, client_ref, symbol, side, quantity, price,
+    #                                 commission (decimal str or null), session
+    CASH_ADJUSTED = "CashAdjusted"  # amount (decimal str, + deposit / - withdrawal), reason
+    # jobs and artifacts
+    JOB_STARTED = "JobStarted"  # job, session, cycle
+    JOB_COMPLETED = "JobCompleted"  # job, session, cycle, outputs
+    JOB_FAILED = "JobFailed"  # job, session, cycle, error
+    NOTEBOOK_REGISTERED = "NotebookRegistered"  # job, path, sha256
+    DECISION_RECORDED = "DecisionRecorded"  # the Decision Record (strategy issue)
+
+
+class State(StrEnum):
+    """The runbook's system states. RUN is the state of a ledger with no StateChanged yet."""
+
+    RUN = "RUN"
+    DEGRADED_DATA = "DEGRADED_DATA"
+    BROKER_DOWN = "BROKER_DOWN"
+    SAFE_MODE = "SAFE_MODE"
+    HALT = "HALT"
+
+
+class Trigger(StrEnum):
+    """Why a state changes: the keys of the transition table in ``ops_runner.state``."""
+
+    DATA_FAULT = "data_fault"  # stale or missing bars, corporate actions, provenance
+    DATA_RESTORED = "data_restored"  # data QA clean again
+    BROKER_FAULT = "broker_fault"  # authentication, disconnected session, repeated rejects
+    BROKER_RESTORED = "broker_restored"
+    INCIDENT = "incident"  # job failed or missed, clock skew, reconciliation break, baseline
+    KILL_SWITCH = "kill_switch"
+    DRAWDOWN_BREACH = "drawdown_breach"
+    RECONCILIATION_UNRESOLVED = "reconciliation_unresolved"
+    LEDGER_CORRUPT = "ledger_corrupt"
+    DECISION_WINDOW_MISSED = "decision_window_missed"
+    APPROVED_EXIT_SAFE_MODE = "approved_exit_safe_mode"  # integrity checks + token
+    APPROVED_EXIT_HALT = "approved_exit_halt"  # token naming the review
+
+
+class Purpose(StrEnum):
+    """Why an order intent exists; the order gate decides by state and purpose."""
+
+    REBALANCE = "rebalance"
+    RISK_OFF = "risk_off"  # the drawdown policy's orders: the only new orders HALT lets through
+    RECONCILIATION = "reconciliation"  # completes a reconciliation (e.g. a residual)
+    CANCEL = "cancel"
