@@ -126,6 +126,86 @@ def cmd_qa(args: argparse.Namespace) -> int:
     return 1 if report.blocking else 0
 
 
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from ops_runner.config import load_config
+    from ops_runner.ledger import open_ledger
+
+    cfg = load_config(args.workbook)
+    if args.action == "verify":
+        with open_ledger(cfg, create=False, readonly=True) as ledger:
+            report = ledger.verify(cfg.path("anchor"))
+        if args.json:
+            print(json.dumps(report.to_dict(), indent=2))
+        elif report.ok:
+            print(
+                f"ledger ok: {report.events_checked} events, head {report.head_seq} "
+                f"{(report.head_hash or '')[:16]}; anchor updated"
+            )
+        else:
+            print(f"ledger BROKEN at event {report.first_bad_seq}: {report.reason}")
+        return 0 if report.ok else 1
+    with open_ledger(cfg, create=False, readonly=True) as ledger:
+        events = ledger.events(
+            kind=getattr(args, "kind", None), cycle_id=getattr(args, "cycle", None)
+        )
+        if args.action == "export" or args.json:
+            for event in events:
+                print(json.dumps(event.to_dict(), sort_keys=True))
+            return 0
+        for event in events:
+            payload = json.dumps(event.payload, sort_keys=True)
+            if len(payload) > 100:
+                payload = payload[:97] + "..."
+            print(f"{event.seq:>7} {event.recorded_at} {event.kind:<22} {payload}")
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    from ops_runner.approvals import Action, approve, parse_ttl
+    from ops_runner.config import load_config
+
+    cfg = load_config(args.workbook)
+    ttl = parse_ttl(args.ttl) if args.ttl else None
+    token = approve(cfg, Action(args.action), args.reason, args.review, ttl)
+    print(token)
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from ops_runner.approvals import resume
+    from ops_runner.config import load_config
+
+    state = resume(load_config(args.workbook), args.token)
+    print(f"approval used: the system is now in {state}")
+    return 0
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    from ops_runner.config import load_config
+    from ops_runner.state import remove_kill_switch, write_kill_switch
+
+    cfg = load_config(args.workbook)
+    if args.command == "kill":
+        write_kill_switch(cfg, args.reason)
+        print(
+            f"kill switch written: {cfg.path('kill_switch')}; the next tick cancels pending "
+            "orders and moves to HALT"
+        )
+    else:
+        remove_kill_switch(cfg)
+        print("kill switch removed; HALT stays until `ops-runner resume` with an approval token")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ops_runner import status
+    from ops_runner.config import load_config
+
+    report = status.read_status(load_config(args.workbook))
+    print(json.dumps(report, indent=2, default=str) if args.json else status.format_status(report))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ops_runner import demo
 
@@ -188,6 +268,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as-of", help="session date YYYY-MM-DD (default: last closed session)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_qa)
+
+    p = sub.add_parser("ledger", help="the append-only ledger: verify, show, export")
+    ledger_sub = p.add_subparsers(dest="action", required=True, parser_class=_VerbParser)
+    q = ledger_sub.add_parser("verify", help="recompute the hash chain; exit 1 when broken")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_ledger)
+    q = ledger_sub.add_parser("show", help="list events")
+    q.add_argument("--kind", help="only events of this kind, e.g. StateChanged")
+    q.add_argument("--cycle", help="only events of this cycle")
+    q.add_argument("--json", action="store_true", help="one JSON object per line")
+    q.set_defaults(func=cmd_ledger)
+    q = ledger_sub.add_parser("export", help="every event as JSON lines")
+    q.add_argument("--jsonl", action="store_true", help="(the only format; accepted for clarity)")
+    q.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    q.set_defaults(func=cmd_ledger)
+
+    p = sub.add_parser("status", help="state, incidents, kill switch, ledger head (read only)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("approve", help="print an approval token to leave SAFE_MODE or HALT")
+    p.add_argument("--action", required=True, choices=("exit-safe-mode", "exit-halt"))
+    p.add_argument("--reason", required=True)
+    p.add_argument("--review", help="the review / post-mortem reference (needed to leave HALT)")
+    p.add_argument("--ttl", help="lifetime, e.g. 30m, 1h, 2d (default from config)")
+    p.set_defaults(func=cmd_approve)
+
+    p = sub.add_parser("resume", help="use an approval token")
+    p.add_argument("--token", required=True)
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("kill", help="write the kill switch file: HALT at the next tick")
+    p.add_argument("--reason", required=True)
+    p.set_defaults(func=cmd_kill)
+
+    p = sub.add_parser("unkill", help="remove the kill switch file (HALT stays)")
+    p.set_defaults(func=cmd_kill)
 
     p = sub.add_parser("demo", help="run what exists on the sample data (workbook: ./demo)")
     p.set_defaults(func=cmd_demo)

@@ -498,6 +498,10 @@ def init_workbook(workbook: str | os.PathLike[str] | None = None, template: str 
     for name in ("ledger", "reports", "data"):
         cfg.path(name).mkdir(parents=True, exist_ok=True)
     cfg.path("kill_switch").parent.mkdir(parents=True, exist_ok=True)
+    cfg.path("anchor").parent.mkdir(parents=True, exist_ok=True)
+    from ops_runner.ledger import open_ledger  # the workbook's record exists from day one
+
+    open_ledger(cfg, create=True).close()
     return target
 
 
