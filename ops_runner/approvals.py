@@ -246,7 +246,9 @@ def check_integrity(cfg: Config, ledger: Any) -> list[str]:
     problems: list[str] = []
     report = ledger.verify(cfg.path("anchor"))
     if not report.ok:
-        problems.append(f"ledger verify: event {report.first_bad_seq}: {report.reason}")
+        problems.append(
+            f"ledger verify: event {report.first_bad_seq}: {report.detail or report.reason}"
+        )
     as_of = cfg.calendar().last_closed_session(datetime.now(UTC))
     qa_report = qa.run_qa(cfg, as_of)
     if qa_report.blocking:

@@ -142,7 +142,10 @@ def cmd_ledger(args: argparse.Namespace) -> int:
                 f"{(report.head_hash or '')[:16]}; anchor updated"
             )
         else:
-            print(f"ledger BROKEN at event {report.first_bad_seq}: {report.reason}")
+            print(
+                f"ledger BROKEN at event {report.first_bad_seq}: {report.reason}"
+                + (f" ({report.detail})" if report.detail else "")
+            )
         return 0 if report.ok else 1
     with open_ledger(cfg, create=False, readonly=True) as ledger:
         events = ledger.events(

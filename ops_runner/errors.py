@@ -62,3 +62,9 @@ class WorkbookError(OpsError):
     """The workbook folder is missing or not initialised."""
 
     exit_code = 2
+
+
+class LedgerError(OpsError):
+    """The ledger refused or could not do what was asked; nothing was written."""
+
+    exit_code = 1

@@ -92,3 +92,16 @@ def test_gitignore_when_runtime_output_written_ignores_it_but_readmes():
     ignored = set(result.stdout.split())
     assert set(probes) <= ignored
     assert "ledger/README.md" not in ignored and "reports/README.md" not in ignored
+
+
+def test_ruff_when_run_on_the_project_finds_nothing():
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "ops_runner", "tests", "benchmarks", "tools"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]

@@ -469,8 +469,8 @@ def test_qa_report_when_one_finding_blocks_says_degraded_data():
     report = QAReport(date(2025, 12, 31), "sample", None, ("SPY", "AGG"), findings)
     assert report.blocking is True
     assert report.summary() == (
-        "DEGRADED_DATA (no decision): 2 findings (1 blocking, 0 warning, 1 info) for 2 symbols as of "
-        "2025-12-31, sample (no secondary)"
+        "DEGRADED_DATA (no decision): 2 findings (1 blocking, 0 warning, 1 info) for 2 symbols "
+        "as of 2025-12-31, sample (no secondary)"
     )
     record = report.to_dict()["findings"][0]
     assert (record["symbol"], record["date"], record["check"]) == (
