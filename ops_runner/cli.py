@@ -209,6 +209,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tick(args: argparse.Namespace) -> int:
+    from ops_runner.config import load_config
+    from ops_runner.orchestrator import tick
+
+    result = tick(load_config(args.workbook))
+    print(result.message)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ops_runner import demo
 
@@ -286,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--jsonl", action="store_true", help="(the only format; accepted for clarity)")
     q.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     q.set_defaults(func=cmd_ledger)
+
+    p = sub.add_parser("tick", help="one scheduler tick: lock, ledger check, kill switch")
+    p.set_defaults(func=cmd_tick)
 
     p = sub.add_parser("status", help="state, incidents, kill switch, ledger head (read only)")
     p.add_argument("--json", action="store_true")
