@@ -151,7 +151,7 @@ def build_million(path: Path) -> float:
 
 
 def bench_fold(folder: Path) -> tuple[float, float, int]:
-    """Return (s to read+decode all events cycle by cycle, ms to open, events)."""
+    """Return (s to read all events and fold every projection, ms to open, events)."""
     path = folder / "fold.sqlite"
     with Ledger.open(path) as ledger:
         for cycle in range(CYCLES):
@@ -159,14 +159,20 @@ def bench_fold(folder: Path) -> tuple[float, float, int]:
     started = time.perf_counter()
     ledger = Ledger.open(path, readonly=True)
     opened = (time.perf_counter() - started) * 1000
+    from ops_runner import projections
+
     started = time.perf_counter()
-    count = 0
-    for cycle in range(CYCLES):
-        for event in ledger.events(cycle_id=f"c{cycle:03d}"):
-            count += len(event.payload) > 0
+    events = list(ledger.events())  # one read, then every projection the status page folds
+    projections.compute_state(events)
+    projections.compute_positions(events)
+    projections.compute_cash(events)
+    projections.compute_orders(events)
+    projections.compute_open_incidents(events)
+    projections.compute_equity(events)
+    projections.compute_last_jobs(events)
     took = time.perf_counter() - started
     ledger.close()
-    return took, opened, count
+    return took, opened, len(events)
 
 
 def main() -> int:
@@ -193,7 +199,7 @@ def main() -> int:
         )
         rows.append(
             {
-                "metric": f"fold {CYCLES} cycles: read + decode {fold_events} events",
+                "metric": f"fold {CYCLES} cycles ({fold_events} events): all projections",
                 "value": fold_s * 1000,
                 "unit": "ms",
                 "target": "",

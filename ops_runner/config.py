@@ -51,7 +51,9 @@ SCHEMA: dict[str, Any] = {
         "cash_proxy": Field("symbol", None, nullable=True, hint="a ticker such as BIL, or null"),
     },
     "strategy": {
+        "name": Field("str", "rotation"),
         "lookback_months": Field("int", 12, low=1, high=60),
+        "blend": Field("blend", []),
         "skip_months": Field("int", 0, low=0, high=59),
         "top_n": Field("int", 1, low=1),
         "absolute_momentum": Field("bool", True),
@@ -92,6 +94,15 @@ SCHEMA: dict[str, Any] = {
         "data": Field("path", "data"),
         "kill_switch": Field("path", "ops/KILL_SWITCH"),
         "anchor": Field("path", "ops/ledger-anchor.json"),
+    },
+    "costs": {
+        "commission_per_share": Field("float", 0.005, low=0.0, high=1.0),
+        "commission_min": Field("float", 1.0, low=0.0, high=100.0),
+        "slippage_bps": Field("float", 2.0, low=0.0, high=500.0),
+    },
+    "research": {
+        "initial_cash": Field("float", 100000.0, low=1.0),
+        "whole_shares": Field("bool", True),
     },
     "risk": {
         "max_drawdown": Field("float", 0.25, low=0.0, high=1.0),
@@ -198,6 +209,21 @@ def _check_leaf(spec: Field, value: Any, key: str) -> Any:
         if not isinstance(value, list):
             raise wrong("a list of dates such as [2025-01-09]")
         result = sorted({_coerce_date(item, f"{key}[{i}]") for i, item in enumerate(value)})
+    elif kind == "blend":
+        if not isinstance(value, list):
+            raise wrong("a list like [{lookback_months: 3, weight: 1}, {lookback_months: 12, ...}]")
+        result = []
+        for i, item in enumerate(value):
+            where = f"{key}[{i}]"
+            if not isinstance(item, dict) or set(item) != {"lookback_months", "weight"}:
+                raise ConfigError(
+                    f"config error: {where}: write {{lookback_months: N, weight: W}}", where
+                )
+            months = _check_leaf(Field("int", low=1, high=60), item["lookback_months"], where)
+            weight = _check_leaf(Field("float", low=0.0), item["weight"], f"{where}.weight")
+            if weight <= 0:
+                raise ConfigError(f"config error: {where}.weight: must be above 0", where)
+            result.append({"lookback_months": months, "weight": weight})
     elif kind == "wall_time":
         result = _coerce_wall_time(value, key)
     elif kind == "timezone":
@@ -277,7 +303,9 @@ def _check_combinations(cfg: dict[str, Any]) -> None:
             "the cash proxy must sit outside the risk universe",
             "universe.cash_proxy",
         )
-    if strat["skip_months"] >= strat["lookback_months"]:
+    longest = max([strat["lookback_months"], *(b["lookback_months"] for b in strat["blend"])])
+    shortest = min([strat["lookback_months"], *(b["lookback_months"] for b in strat["blend"])])
+    if strat["skip_months"] >= shortest or longest > 60:
         raise ConfigError(
             "config error: strategy.skip_months: must be smaller than strategy.lookback_months",
             "strategy.skip_months",
