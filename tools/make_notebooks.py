@@ -1,56 +1,33 @@
-"""Write the source notebooks (without outputs) from the cell texts below.
+"""Write the source notebooks (without outputs) from the cell texts in tools/nb_*.py.
 
-Run `python tools/make_notebooks.py` after editing; tests check the committed files are clean.
+Each tools/nb_<name>.py holds NAME (the path under notebooks/, without .ipynb) and CELLS.
+Run `python tools/make_notebooks.py [FOLDER]` after editing one; tests check that the committed
+notebooks equal what this writes.
 """
 
+import importlib.util
 import sys
 from pathlib import Path
 
 import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbformat.v4 import new_notebook
 
-HERE = Path(__file__).resolve().parent.parent / "notebooks"
-
-DATA_QA = [
-    new_markdown_cell(
-        "# Data QA\n\n"
-        "**Purpose.** Before a decision, check that the universe's prices are fresh through the "
-        "session's close, complete, sane, free of unexplained jumps, consistent with their "
-        "corporate actions, in agreement with the secondary provider, and still match the "
-        "checksums recorded when they were imported. Blocking findings mean DEGRADED_DATA: "
-        "no decision.\n\n"
-        "**Inputs.** The workbook's `config.yaml` (universe, data sources, QA bands) and its "
-        "price store. Parameters: `workbook`, `as_of`.\n\n"
-        "**Outputs.** The findings table, a chart per flagged symbol, and scraps `findings`, "
-        "`blocking` and `completion` for the orchestrator."
-    ),
-    new_code_cell(
-        'workbook = ""  # "" means $OPS_RUNNER_HOME, else the sample workbook in demo/\n'
-        'as_of = "2025-12-31"  # the session being decided; the sample market ends here',
-        metadata={"tags": ["parameters"]},
-    ),
-    new_code_cell("import scrapbook as sb\n\nfrom ops_runner import notebooks, qa, reports"),
-    new_markdown_cell("## Workbook, config and data sources"),
-    new_code_cell("cfg = notebooks.open_workbook(workbook)\nreports.compute_banner(cfg)"),
-    new_markdown_cell("## Findings"),
-    new_code_cell(
-        "result = qa.run_qa(cfg, as_of)\n"
-        "print(result.summary())\n"
-        "qa.findings_frame(result.findings)"
-    ),
-    new_markdown_cell("## Flagged symbols\n\nRed lines mark the dates of findings."),
-    new_code_cell("reports.plot_flagged(cfg, result)"),
-    new_markdown_cell("## Record"),
-    new_code_cell(
-        'sb.glue("findings", qa.findings_frame(result.findings).astype(str).to_dict("records"))\n'
-        'sb.glue("blocking", result.blocking)\n'
-        'sb.glue("completion", notebooks.completion_record("data_qa", as_of=result.as_of, '
-        "blocking=result.blocking, findings=len(result.findings), config_hash=cfg.hash))"
-    ),
-]
+TOOLS = Path(__file__).resolve().parent
+HERE = TOOLS.parent / "notebooks"
 
 
-def write(name: str, cells: list, folder: Path = HERE) -> None:
+def load_definitions() -> dict[str, list]:
+    """Return NAME -> CELLS for every tools/nb_*.py."""
+    found: dict[str, list] = {}
+    for path in sorted(TOOLS.glob("nb_*.py")):
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        found[module.NAME] = module.CELLS
+    return found
+
+
+def write(name: str, cells: list, folder: Path = HERE) -> Path:
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {
         "name": "python3",
@@ -58,16 +35,17 @@ def write(name: str, cells: list, folder: Path = HERE) -> None:
         "language": "python",
     }
     nb.metadata["language_info"] = {"name": "python"}
+    slug = name.replace("/", "-")
     for i, cell in enumerate(nb.cells):
-        cell["id"] = f"{name}-{i:02d}"
+        cell["id"] = f"{slug}-{i:02d}"
     nbformat.validate(nb)
-    nbformat.write(nb, str(folder / f"{name}.ipynb"))
+    target = folder / f"{name}.ipynb"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(target))
+    return target
 
-
-NOTEBOOKS = {"data_qa": DATA_QA}
 
 if __name__ == "__main__":
-    # `python tools/make_notebooks.py [FOLDER]`: FOLDER defaults to notebooks/.
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE
-    for notebook_name, notebook_cells in NOTEBOOKS.items():
+    for notebook_name, notebook_cells in load_definitions().items():
         write(notebook_name, notebook_cells, out)
