@@ -218,6 +218,95 @@ def cmd_tick(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_decide(args: argparse.Namespace) -> int:
+    from ops_runner import decision
+    from ops_runner.config import load_config
+
+    cfg = load_config(args.workbook)
+    session = args.session or cfg.calendar().last_closed_session(datetime.now(UTC)).isoformat()
+    outcome = decision.decide(cfg, session)
+    if args.json:
+        print(json.dumps(outcome.record, indent=2, sort_keys=True))
+    else:
+        state = "recorded" if outcome.created else f"already decided (event {outcome.seq})"
+        print(f"{outcome.record['strategy']} {outcome.record['session']}: {state}")
+        print(outcome.explanation)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from ops_runner import decision
+    from ops_runner.config import load_config
+
+    cfg = load_config(args.workbook)
+    if bool(args.cycle) == bool(args.all):
+        raise ConfigError("replay: name one CYCLE (e.g. 2025-12) or --all")
+    results = decision.replay_all(cfg) if args.all else [decision.replay(cfg, args.cycle)]
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        for result in results:
+            print(result.summary())
+            for line in result.differences:
+                print(f"    {line}")
+        if not results:
+            print("no decided cycles to replay")
+    return 0 if all(r.identical for r in results) else 1
+
+
+def _research_inputs(args: argparse.Namespace):
+    """Return (config, bars) for backtest/sweep: --config FILE or the workbook's config."""
+    from ops_runner.config import load_config, load_config_text
+    from ops_runner.strategy import StrategySettings
+
+    cfg = load_config(args.workbook)
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise ConfigError(f"--config: no file {path}")
+        cfg = load_config_text(path.read_text(encoding="utf-8"), cfg.workbook, path)
+    settings = StrategySettings.from_config(cfg)
+    store = cfg.store()
+    bars = store.load_many(cfg.values["data"]["primary"], settings.symbols())
+    return cfg, bars
+
+
+def _optional_date(text: str | None, name: str) -> date | None:
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{name}: {text!r} is not a date; write YYYY-MM-DD") from None
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from ops_runner import research
+
+    cfg, bars = _research_inputs(args)
+    start, end = _optional_date(args.start, "--start"), _optional_date(args.end, "--end")
+    result = research.backtest(cfg, bars, start=start, end=end)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(result.summary())
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from ops_runner import research
+
+    cfg, bars = _research_inputs(args)
+    grid = research.load_grid(Path(args.grid))
+    start, end = _optional_date(args.start, "--start"), _optional_date(args.end, "--end")
+    table = research.sweep(cfg, grid, bars, start=start, end=end)
+    if args.json:
+        print(table.to_json(orient="records", indent=2))
+    else:
+        print(table.to_string(index=False))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ops_runner import demo
 
@@ -298,6 +387,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tick", help="one scheduler tick: lock, ledger check, kill switch")
     p.set_defaults(func=cmd_tick)
+
+    p = sub.add_parser("decide", help="decide a rebalance session and record it once")
+    p.add_argument("--session", help="the month-end session YYYY-MM-DD (default: last closed)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_decide)
+
+    p = sub.add_parser("replay", help="recompute decided cycles from their snapshots")
+    p.add_argument("cycle", nargs="?", help="a cycle id such as 2025-12")
+    p.add_argument("--all", action="store_true", help="replay every decided cycle")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_replay)
+
+    for name, func, text in (
+        ("backtest", cmd_backtest, "research backtest of the strategy (vectorbt)"),
+        ("sweep", cmd_sweep, "parameter sweep (vectorbt broadcasting)"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument(
+            "--config", help="a config file (e.g. templates/gem.yaml); default: workbook"
+        )
+        p.add_argument("--start", help="first rebalance session considered, YYYY-MM-DD")
+        p.add_argument("--end", help="last session, YYYY-MM-DD")
+        p.add_argument("--json", action="store_true")
+        if name == "sweep":
+            p.add_argument("--grid", required=True, help="YAML grid file")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("status", help="state, incidents, kill switch, ledger head (read only)")
     p.add_argument("--json", action="store_true")
