@@ -52,7 +52,10 @@ class DecisionOutcome:
 
     def scores_frame(self) -> pd.DataFrame:
         """Return the recorded scores as a table, one row per symbol."""
-        return pd.DataFrame(self.record["decision"]["scores"]).set_index("symbol")
+        frame = pd.DataFrame.from_dict(self.record["decision"]["scores"], orient="index")
+        frame.index.name = "symbol"
+        numeric = [c for c in frame.columns if c == "score" or c.startswith("ret_")]
+        return frame.astype({c: float for c in numeric})
 
     def targets_frame(self) -> pd.DataFrame:
         """Return the target weights as a table."""

@@ -52,9 +52,6 @@ def plot_flagged(cfg: Config, report: Any, sessions: int = 300) -> Figure | None
     for blocking, orange for warning, grey for info. Returns None when nothing is flagged, so a
     clean run shows no empty chart.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     from ops_runner.data import compute_split_adjusted
@@ -119,3 +116,25 @@ def write_html(notebook: Path, target: Path) -> Path:
     tmp.write_text(body, encoding="utf-8")
     tmp.replace(target)
     return target
+
+
+def plot_scores(outcome: Any) -> Figure:
+    """Return the ranking chart of a decision: each asset's score, the hurdle, what was chosen."""
+    import matplotlib.pyplot as plt
+
+    scores = outcome.scores_frame()
+    values = scores["score"].astype(float).sort_values(ascending=True)
+    targets = outcome.targets
+    colors = ["tab:green" if s in targets else "tab:grey" for s in values.index]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(values) + 1.2))
+    ax.barh(values.index, values.to_numpy() * 100, color=colors)
+    hurdle = outcome.record["decision"].get("hurdle")
+    if hurdle is not None:
+        ax.axvline(float(hurdle) * 100, color="tab:red", ls="--", lw=1, label="hurdle")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.axvline(0, color="black", lw=0.5)
+    ax.set_xlabel("score (% total return over the lookback)")
+    chosen = ", ".join(f"{s} {float(w):.0%}" for s, w in targets.items())
+    ax.set_title(f"{outcome.record['session']}: hold {chosen}", loc="left", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -64,6 +64,7 @@ def test_data_qa_notebook_when_a_session_is_missing_records_blocking(tmp_path):
     out = tmp_path / "data_qa.ipynb"
     run = run_notebook("data_qa", out, {"workbook": str(root), "as_of": "2025-12-31"})
     assert run.scraps["blocking"] is True
+    assert "image/png" in _outputs_text(out)  # the flagged symbol's chart is shown
     findings = run.scraps["findings"]
     assert any(
         f["symbol"] == "SPY"

@@ -1,0 +1,36 @@
+"""The decision notebook executed by papermill: records the decision once and shows it."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import nbformat
+import pytest
+
+from ops_runner.config import init_workbook, load_config
+from ops_runner.events import EventKind
+from ops_runner.ledger import open_ledger
+from ops_runner.notebooks import run_notebook
+from ops_runner.sources.sample import write_sample
+
+pytestmark = pytest.mark.notebook
+
+
+def test_decision_notebook_when_run_twice_records_one_decision(tmp_path):
+    init_workbook(tmp_path / "wb")
+    cfg = load_config(tmp_path / "wb")
+    write_sample(cfg.store(), calendar=cfg.calendar())
+    params = {"workbook": str(cfg.workbook), "session": "2025-12-31"}
+    first = run_notebook("decision", tmp_path / "first.ipynb", params)
+    second = run_notebook("decision", tmp_path / "second.ipynb", params)
+    assert first.completion["created"] is True and second.completion["created"] is False
+    assert first.completion["seq"] == second.completion["seq"]
+    targets = first.scraps["targets"]
+    assert sum(Decimal(w) for w in targets.values()) == Decimal(1)
+    with open_ledger(cfg) as ledger:
+        recorded = list(ledger.events(kind=str(EventKind.DECISION_RECORDED)))
+    assert len(recorded) == 1 and recorded[0].payload["decision"]["targets"] == targets
+    outputs = json.dumps([c.get("outputs", []) for c in nbformat.read(first.output, 4).cells])
+    assert "image/png" in outputs  # the ranking chart
+    assert recorded[0].payload["decision"]["explanation"] in outputs
