@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -105,12 +106,19 @@ def write_html(notebook: Path, target: Path) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
 
+    traitlets_log = logging.getLogger("traitlets")
+    level = traitlets_log.level
+    traitlets_log.setLevel(logging.ERROR)  # nbconvert nags about alt text on every chart
     with warnings.catch_warnings():
         # Scrapbook's scraps have no HTML form; they are read from the .ipynb, not the page.
         warnings.filterwarnings(
             "ignore", message=".*not able to be represented", category=UserWarning
         )
-        body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(notebook), as_version=4))
+        try:
+            notebook_node = nbformat.read(str(notebook), as_version=4)
+            body, _ = HTMLExporter().from_notebook_node(notebook_node)
+        finally:
+            traitlets_log.setLevel(level)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(target.suffix + ".tmp")
     tmp.write_text(body, encoding="utf-8")
