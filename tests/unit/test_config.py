@@ -87,6 +87,11 @@ BAD_CONFIGS = [
     ("risk.max_drawdown", 1.5, "risk.max_drawdown", "maximum"),
     ("data.secondary", "sample", "data.secondary", "differ"),
     ("broker.password", "hunter2", "broker.password", "OPS_RUNNER_PASSWORD"),
+    ("strategy.blend", [{"lookback_months": 3}], "strategy.blend[0]", "weight"),
+    ("strategy.blend", [{"lookback_months": 0, "weight": 1}], "strategy.blend[0]", "minimum"),
+    ("strategy.blend", [{"lookback_months": 3, "weight": 0}], "strategy.blend[0]", "above 0"),
+    ("strategy.blend", "3,6,12", "strategy.blend", "a list like"),
+    ("costs.slippage_bps", -1, "costs.slippage_bps", "minimum"),
     ("alerts.smtp_token", "abc", "alerts.smtp_token", "secrets never go in config.yaml"),
 ]
 
