@@ -254,21 +254,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0 if all(r.identical for r in results) else 1
 
 
-def _research_inputs(args: argparse.Namespace):
-    """Return (config, bars) for backtest/sweep: --config FILE or the workbook's config."""
-    from ops_runner.config import load_config, load_config_text
-    from ops_runner.strategy import StrategySettings
+def _research_inputs(args: argparse.Namespace, grid: dict | None = None):
+    """Return (config, bars) for backtest/sweep: the workbook's data with --config's strategy.
+
+    --config is a template name (gem, topn) or a YAML file, relative to the current folder.
+    """
+    from ops_runner import research
+    from ops_runner.config import load_config
 
     cfg = load_config(args.workbook)
     if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise ConfigError(f"--config: no file {path}")
-        cfg = load_config_text(path.read_text(encoding="utf-8"), cfg.workbook, path)
-    settings = StrategySettings.from_config(cfg)
-    store = cfg.store()
-    bars = store.load_many(cfg.values["data"]["primary"], settings.symbols())
-    return cfg, bars
+        chosen = Path(args.config).expanduser()
+        cfg = research.load_research_config(
+            cfg, str(chosen.resolve()) if chosen.is_file() else args.config
+        )
+    return cfg, research.load_bars(cfg, grid)
 
 
 def _optional_date(text: str | None, name: str) -> date | None:
@@ -294,12 +294,12 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from ops_runner import research
+    from ops_runner import sweep
 
-    cfg, bars = _research_inputs(args)
-    grid = research.load_grid(Path(args.grid))
+    grid = sweep.load_grid(Path(args.grid))
+    cfg, bars = _research_inputs(args, grid)
     start, end = _optional_date(args.start, "--start"), _optional_date(args.end, "--end")
-    table = research.sweep(cfg, grid, bars, start=start, end=end)
+    table = sweep.sweep(cfg, grid, bars, start=start, end=end)
     if args.json:
         print(table.to_json(orient="records", indent=2))
     else:

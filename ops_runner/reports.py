@@ -146,3 +146,95 @@ def plot_scores(outcome: Any) -> Figure:
     ax.set_title(f"{outcome.record['session']}: hold {chosen}", loc="left", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def plot_equity(equity: pd.Series, reference: pd.Series | None = None, title: str = "") -> Figure:
+    """Return the equity curve on a log scale, beside a reference such as buy-and-hold."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.plot(equity.index, equity.to_numpy(), lw=1.2, label=str(equity.name or "strategy"))
+    if reference is not None:
+        ax.plot(reference.index, reference.to_numpy(), lw=0.9, color="grey",
+                label=str(reference.name or "reference"))  # fmt: skip
+    ax.set_yscale("log")
+    ax.set_ylabel("equity (log scale)")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(title or f"equity {equity.index[0]:%Y-%m-%d} to {equity.index[-1]:%Y-%m-%d}",
+                 loc="left", fontsize=10)  # fmt: skip
+    fig.tight_layout()
+    return fig
+
+
+def plot_drawdown(equity: pd.Series) -> Figure:
+    """Return the drawdown from the running peak in percent, the deepest point marked."""
+    import matplotlib.pyplot as plt
+
+    drawdown = (equity / equity.cummax() - 1.0) * 100
+    fig, ax = plt.subplots(figsize=(10, 2.8))
+    ax.fill_between(drawdown.index, drawdown.to_numpy(), 0, color="tab:red", alpha=0.4, lw=0)
+    worst = drawdown.idxmin()
+    ax.annotate(f"{drawdown[worst]:.1f}% on {worst:%Y-%m-%d}", (worst, drawdown[worst]),
+                fontsize=8, xytext=(5, 5), textcoords="offset points")  # fmt: skip
+    ax.set_ylabel("drawdown (%)")
+    ax.set_title("drawdown from the running peak", loc="left", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_monthly_heatmap(equity: pd.Series) -> Figure:
+    """Return a year x month heatmap of the calendar-month returns (%), each year's total beside."""
+    import matplotlib.pyplot as plt
+
+    monthly = equity.resample("ME").last().pct_change().iloc[1:] * 100
+    table = monthly.groupby([monthly.index.year, monthly.index.month]).first().unstack()
+    table = table.reindex(columns=range(1, 13))
+    year_end = equity.groupby(equity.index.year).last()
+    # The first year runs from the first session, not from January.
+    yearly = ((year_end / year_end.shift().fillna(equity.iloc[0]) - 1) * 100).reindex(table.index)
+    limit = max(float(abs(table).max().max()), 1.0)
+    fig, ax = plt.subplots(figsize=(11, 0.35 * len(table) + 1.2))
+    ax.imshow(table.to_numpy(), cmap="RdYlGn", vmin=-limit, vmax=limit, aspect="auto")
+    for (row, col), value in pd.DataFrame(table.to_numpy()).stack().dropna().items():
+        ax.text(col, row, f"{value:.1f}", ha="center", va="center", fontsize=7)
+    for row, value in enumerate(yearly.to_numpy()):
+        ax.text(12.2, row, f"{value:+.1f}%", va="center", fontsize=8)
+    ax.set_xticks(range(12), ["J", "F", "M", "A", "M", "J", "J", "A", "S", "O", "N", "D"])
+    ax.set_yticks(range(len(table)), [str(y) for y in table.index])
+    ax.set_xlim(-0.5, 13.3)
+    ax.set_title("monthly returns (%), year's total at right", loc="left", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sweep_heatmap(
+    table: pd.DataFrame,
+    metric: str = "sharpe",
+    rows: str = "lookback_months",
+    columns: str = "top_n",
+    aggfunc: str = "median",
+) -> Figure:
+    """Return a heatmap of a sweep table's ``metric`` over ``rows`` x ``columns``.
+
+    Combinations that differ only in other parameters are summarised by ``aggfunc`` (named in
+    the title), so one cell never hides a lucky or unlucky neighbour.
+    """
+    import matplotlib.pyplot as plt
+
+    grid = table.pivot_table(index=rows, columns=columns, values=metric, aggfunc=aggfunc)
+    shown = grid * 100 if metric in ("cagr", "volatility", "max_drawdown", "turnover") else grid
+    fig, ax = plt.subplots(figsize=(1.1 * len(grid.columns) + 2.5, 0.5 * len(grid) + 1.5))
+    image = ax.imshow(shown.to_numpy(dtype=float), cmap="RdYlGn", aspect="auto")
+    fig.colorbar(image, ax=ax, fraction=0.05)
+    for (row, col), value in pd.DataFrame(shown.to_numpy(dtype=float)).stack().dropna().items():
+        ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(grid.columns)), [str(c) for c in grid.columns])
+    ax.set_yticks(range(len(grid.index)), [str(r) for r in grid.index])
+    ax.set_xlabel(columns)
+    ax.set_ylabel(rows)
+    others = len(table) // max(grid.notna().to_numpy().sum(), 1)
+    unit = " (%)" if shown is not grid else ""
+    note = f", {aggfunc} of {others} combinations per cell" if others > 1 else ""
+    ax.set_title(f"{metric}{unit}{note}", loc="left", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -32,7 +32,7 @@ CELLS = [
         "qa.findings_frame(result.findings)"
     ),
     new_markdown_cell("## Flagged symbols\n\nRed lines mark the dates of findings."),
-    new_code_cell("reports.plot_flagged(cfg, result)"),
+    new_code_cell("reports.plot_flagged(cfg, result);"),
     new_markdown_cell("## Record"),
     new_code_cell(
         'sb.glue("findings", qa.findings_frame(result.findings).astype(str).to_dict("records"))\n'

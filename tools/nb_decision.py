@@ -34,7 +34,7 @@ CELLS = [
         'print("recorded now" if outcome.created else f"already decided (event {outcome.seq})")\n'
         "outcome.scores_frame()"
     ),
-    new_code_cell("reports.plot_scores(outcome)"),
+    new_code_cell("reports.plot_scores(outcome);"),
     new_markdown_cell("## Selection and targets"),
     new_code_cell("print(outcome.explanation)\noutcome.targets_frame()"),
     new_markdown_cell("## Record"),
@@ -42,6 +42,6 @@ CELLS = [
         'sb.glue("decision", outcome.record["decision"])\n'
         'sb.glue("targets", outcome.targets)\n'
         'sb.glue("completion", notebooks.completion_record("decision", session=session, '
-        'seq=outcome.seq, created=outcome.created, targets=outcome.targets))'
+        "seq=outcome.seq, created=outcome.created, targets=outcome.targets))"
     ),
 ]

@@ -1,0 +1,61 @@
+"""`ops-runner backtest` and `ops-runner sweep` on the sample workbook, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ops_runner.config import init_workbook, load_config
+from ops_runner.decision import decide
+from ops_runner.sources.sample import write_sample
+
+EXE = Path(sys.executable).with_name("ops-runner")
+
+
+@pytest.fixture(scope="module")
+def workbook(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("research")
+    init_workbook(root)
+    cfg = load_config(root)
+    write_sample(cfg.store(), calendar=cfg.calendar())
+    return root
+
+
+def cli(workbook: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(EXE), "--workbook", str(workbook), *args], capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+
+
+def test_backtest_when_run_lists_the_decisions_production_would_record(workbook):
+    done = cli(workbook, "backtest", "--start", "2024-01-01", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    months = {d["session"]: d["targets"] for d in result["decisions"]}
+    assert "2025-12-31" in months and "2024-01-31" in months
+    cfg = load_config(workbook)
+    for session in ("2024-06-28", "2025-12-31"):  # research and production agree
+        assert decide(cfg, session).targets == months[session]
+    assert {"cagr", "sharpe", "max_drawdown", "turnover"} <= set(result["metrics"])
+
+
+def test_sweep_when_grid_has_defensive_choices_loads_their_bars(workbook, tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("lookback_months: [6, 12]\ntop_n: [1, 2]\ndefensive: [AGG, IEF]\n")
+    done = cli(workbook, "sweep", "--grid", str(grid), "--config", "gem", "--start", "2020-01-01",
+               "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(done.stdout)
+    assert len(rows) == 2 * 2 * 2
+    assert {r["defensive"] for r in rows} == {"AGG", "IEF"}
+
+
+def test_sweep_when_grid_has_unknown_key_exits_with_one_line(workbook, tmp_path):
+    grid = tmp_path / "bad.yaml"
+    grid.write_text("lookbacks: [6, 12]\n")
+    done = cli(workbook, "sweep", "--grid", str(grid))
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "lookbacks" in done.stderr
