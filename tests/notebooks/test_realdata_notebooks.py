@@ -1,0 +1,48 @@
+"""The production and research notebooks on real vendor data (skipped without ../shared/data)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from ops_runner.config import init_workbook, load_config
+from ops_runner.notebooks import run_notebook
+
+pytestmark = [pytest.mark.notebook, pytest.mark.realdata]
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def av_workbook(tmp_path_factory) -> Path:
+    if not (DATA / "alphavantage").is_dir():
+        pytest.skip(f"real data not present at {DATA} (it lives beside the project, not in it)")
+    root = tmp_path_factory.mktemp("av")
+    init_workbook(root)
+    config = root / "config.yaml"
+    text = config.read_text()
+    text = text.replace("  primary: sample", "  primary: alphavantage")
+    text = text.replace("risk: [SPY, VEU, QQQ, IWM, EEM]", "risk: [SPY, EFA]")
+    text = text.replace("  absolute_compare: each", "  absolute_compare: benchmark")
+    config.write_text(text)
+    load_config(root).store().import_files(DATA / "alphavantage", "alphavantage", "alphavantage")
+    return root
+
+
+def test_data_qa_and_decision_notebooks_when_on_alphavantage_complete(av_workbook, tmp_path):
+    qa = run_notebook("data_qa", tmp_path / "qa.ipynb",
+                      {"workbook": str(av_workbook), "as_of": "2020-11-30"})  # fmt: skip
+    assert qa.scraps["blocking"] is False
+    run = run_notebook("decision", tmp_path / "decision.ipynb",
+                       {"workbook": str(av_workbook), "session": "2020-11-30"})  # fmt: skip
+    targets = run.completion["targets"]
+    assert sum(Decimal(w) for w in targets.values()) == Decimal(1)
+    assert set(targets) <= {"SPY", "EFA", "AGG"}
+
+
+def test_backtest_notebook_when_on_alphavantage_completes(av_workbook, tmp_path):
+    run = run_notebook("research/backtest", tmp_path / "backtest.ipynb",
+                       {"workbook": str(av_workbook), "start": "2008-01-01"})  # fmt: skip
+    assert run.completion["job"] == "research/backtest"
