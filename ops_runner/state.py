@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
@@ -249,17 +248,9 @@ def write_kill_switch(cfg: Config, reason: str) -> Path:
     """Write the kill switch file atomically with ``reason`` as content. Returns its path."""
     path = cfg.path("kill_switch")
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = (reason.strip() or "kill switch engaged") + "\n"
-    fd, temp = tempfile.mkstemp(prefix=".kill-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    from ops_runner.data import write_bytes_atomic
+
+    write_bytes_atomic(path, ((reason.strip() or "kill switch engaged") + "\n").encode("utf-8"))
     return path
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: a price store in a temporary folder and a byte-level snapshot of a folder."""
+"""Shared fixtures: price stores, sample workbooks, and a byte-level snapshot of a folder."""
 
 from __future__ import annotations
 
@@ -32,3 +32,20 @@ def store(store_root: Path):
     from ops_runner.data import PriceStore
 
     return PriceStore(store_root)
+
+
+def make_sample_workbook(root: Path) -> Path:
+    """Initialise a workbook at ``root`` with the SYNTHETIC sample market in its store."""
+    from ops_runner.config import init_workbook, load_config
+    from ops_runner.sources.sample import write_sample
+
+    init_workbook(root)
+    cfg = load_config(root)
+    write_sample(cfg.store(), calendar=cfg.calendar())
+    return root
+
+
+@pytest.fixture(scope="module")
+def sample_workbook(tmp_path_factory) -> Path:
+    """A sample workbook shared by one test module (tests must not change its data)."""
+    return make_sample_workbook(tmp_path_factory.mktemp("sample-wb"))

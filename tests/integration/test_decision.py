@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import make_sample_workbook
 
 from ops_runner.canonical import canonical_json
-from ops_runner.config import init_workbook, load_config
+from ops_runner.config import load_config
 from ops_runner.decision import DecisionConflict, decide, replay, replay_all
 from ops_runner.events import EventKind, State
 from ops_runner.ledger import open_ledger
-from ops_runner.sources.sample import write_sample
 from ops_runner.state import read_state
 
 EXE = Path(sys.executable).with_name("ops-runner")
@@ -26,10 +26,7 @@ SESSION = "2025-12-31"
 
 @pytest.fixture
 def cfg(tmp_path):
-    init_workbook(tmp_path)
-    cfg = load_config(tmp_path)
-    write_sample(cfg.store(), calendar=cfg.calendar())
-    return cfg
+    return load_config(make_sample_workbook(tmp_path))
 
 
 def decisions(cfg) -> list:

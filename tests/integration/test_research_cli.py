@@ -9,20 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from ops_runner.config import init_workbook, load_config
+from ops_runner.config import load_config
 from ops_runner.decision import decide
-from ops_runner.sources.sample import write_sample
 
 EXE = Path(sys.executable).with_name("ops-runner")
 
 
 @pytest.fixture(scope="module")
-def workbook(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("research")
-    init_workbook(root)
-    cfg = load_config(root)
-    write_sample(cfg.store(), calendar=cfg.calendar())
-    return root
+def workbook(sample_workbook) -> Path:
+    return sample_workbook
 
 
 def cli(workbook: Path, *args: str) -> subprocess.CompletedProcess:

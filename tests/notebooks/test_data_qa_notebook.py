@@ -16,15 +16,6 @@ from ops_runner.sources.sample import write_sample
 pytestmark = pytest.mark.notebook
 
 
-@pytest.fixture(scope="module")
-def sample_workbook(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("nbwb")
-    init_workbook(root)
-    cfg = load_config(root)
-    write_sample(cfg.store(), calendar=cfg.calendar())
-    return root
-
-
 def _outputs_text(path: Path) -> str:
     nb = nbformat.read(str(path), as_version=4)
     return json.dumps([c.get("outputs", []) for c in nb.cells])

@@ -26,7 +26,7 @@ from ops_runner.research import (
     load_grid,
     sweep,
 )
-from ops_runner.sources.sample import generate_sample_market, write_sample
+from ops_runner.sources.sample import generate_sample_market
 from ops_runner.strategy import StrategySettings, compute_decision, compute_decision_series
 
 START, END = date(2012, 1, 3), date(2016, 12, 30)
@@ -316,15 +316,6 @@ def test_research_when_imported_leaves_vectorbt_unloaded():
 
 
 # -- notebooks ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def sample_workbook(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("research-wb")
-    init_workbook(root)
-    cfg = load_config(root)
-    write_sample(cfg.store(), calendar=cfg.calendar())
-    return root
 
 
 def count_images(path: Path) -> int:
