@@ -87,12 +87,20 @@ SCHEMA: dict[str, Any] = {
             "readonly": Field("int", 12, low=0),
         },
         "account": Field("str", None, nullable=True),
+        "sim_faults": Field("mapping", {}),
+    },
+    "execution": {
+        "cash_buffer": Field("float", 0.02, low=0.0, high=0.5),
+        "min_trade_value": Field("float", 100.0, low=0.0),
+        "cash_account": Field("bool", True),
+        "reconciliation_limit_minutes": Field("int", 240, low=1),
     },
     "paths": {
         "ledger": Field("path", "ledger"),
         "reports": Field("path", "reports"),
         "data": Field("path", "data"),
         "kill_switch": Field("path", "ops/KILL_SWITCH"),
+        "broker": Field("path", "broker"),
         "anchor": Field("path", "ops/ledger-anchor.json"),
     },
     "costs": {
@@ -209,6 +217,10 @@ def _check_leaf(spec: Field, value: Any, key: str) -> Any:
         if not isinstance(value, list):
             raise wrong("a list of dates such as [2025-01-09]")
         result = sorted({_coerce_date(item, f"{key}[{i}]") for i, item in enumerate(value)})
+    elif kind == "mapping":
+        if not isinstance(value, dict):
+            raise wrong("a mapping of keys")
+        result = value  # checked by its owner (e.g. the simulated broker's fault names)
     elif kind == "blend":
         if not isinstance(value, list):
             raise wrong("a list like [{lookback_months: 3, weight: 1}, {lookback_months: 12, ...}]")

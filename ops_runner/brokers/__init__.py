@@ -1,0 +1,204 @@
+"""The broker interface: one small protocol, typed outcomes, and the registry of implementations.
+
+Broker vocabulary (order types, camelCase fields, error codes) stays inside each adapter; the
+rest of the workbook speaks in these types. Every ``place`` call verifies a gate pass first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ops_runner.errors import OpsError
+
+if TYPE_CHECKING:
+    from ops_runner.config import Config
+    from ops_runner.gate import GatePass, OrderIntent
+
+
+class BrokerError(OpsError):
+    """The broker refused or failed a request; ``code`` carries the broker's own code if any."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class BrokerUnavailable(BrokerError):
+    """No session with the broker (refused, dropped, timed out): BROKER_DOWN territory."""
+
+
+class Outcome(StrEnum):
+    """What placing an order came to. UNKNOWN is answered by looking the reference up, never
+    by placing again."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"  # definitive, with the broker's code and text
+    UNKNOWN = "unknown"  # timeout, disconnect, lost acknowledgement
+
+
+class OrderStatus(StrEnum):
+    """An order's status at the broker, in the workbook's words."""
+
+    SUBMITTED = "submitted"  # working: waiting for the open
+    PARTIAL = "partial"  # partly filled, the rest still working or cancelled at the open
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"  # a market-on-open order that did not fill at the open
+
+
+@dataclass(frozen=True)
+class PlaceResult:
+    """The outcome of one ``place`` call."""
+
+    outcome: Outcome
+    client_ref: str
+    broker_order_id: str | None = None
+    code: str | None = None
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class BrokerOrder:
+    """An order as the broker knows it. ``client_ref`` may be empty on completed orders (IB
+    drops orderRef there): match by ``perm_id``, then by (symbol, side, quantity, session)."""
+
+    client_ref: str
+    broker_order_id: str
+    perm_id: str
+    symbol: str
+    side: str  # "BUY" or "SELL"
+    quantity: int
+    filled: int
+    status: OrderStatus
+    session: str  # the session whose open the market-on-open order is for (ISO date)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One fill report. The same ``exec_id`` may be reported twice; it counts once."""
+
+    exec_id: str
+    client_ref: str
+    broker_order_id: str
+    symbol: str
+    side: str
+    quantity: int
+    price: Decimal
+    time: datetime  # UTC
+    session: str
+
+
+@dataclass(frozen=True)
+class Commission:
+    """A commission report, joined to its execution by ``exec_id`` (it may arrive late)."""
+
+    exec_id: str
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class AccountValues:
+    """Net liquidation, total cash and settled cash (T+1: they differ for a day after a sale)."""
+
+    account: str
+    net_liquidation: Decimal
+    cash: Decimal
+    settled_cash: Decimal
+
+
+@dataclass(frozen=True)
+class Health:
+    """Whether a session with the broker exists, and the broker's clock."""
+
+    connected: bool
+    server_time: datetime | None
+    account: str | None
+    paper: bool | None
+    detail: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Broker(Protocol):
+    """What the workbook needs of a broker. Implementations: ``sim`` and ``ib``."""
+
+    name: str
+
+    def connect(self) -> Health: ...
+
+    def health(self) -> Health: ...
+
+    def account_values(self) -> AccountValues: ...
+
+    def positions(self) -> dict[str, int]: ...
+
+    def open_orders(self) -> list[BrokerOrder]: ...
+
+    def completed_orders(self) -> list[BrokerOrder]: ...
+
+    def executions(self, since: datetime | None = None) -> list[Execution]: ...
+
+    def commissions(self) -> list[Commission]: ...
+
+    def place(self, intent: OrderIntent, gate_pass: GatePass) -> PlaceResult: ...
+
+    def cancel(self, client_ref: str) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class BrokerRegistry:
+    """Holds broker factories by config name (``broker.kind``)."""
+
+    def __init__(self) -> None:
+        self._factories: dict[str, Callable[..., Broker]] = {}
+
+    def register(self, name: str, factory: Callable[..., Broker]) -> None:
+        self._factories[name] = factory
+
+    def create(self, cfg: Config, **options: Any) -> Broker:
+        kind = cfg.values["broker"]["kind"]
+        if kind not in self._factories:
+            _register_builtins()
+        if kind not in self._factories:
+            raise BrokerError(f"broker.kind {kind!r} has no adapter in this version")
+        return self._factories[kind](cfg, **options)
+
+
+brokers = BrokerRegistry()
+
+
+def _register_builtins() -> None:
+    try:
+        from ops_runner.brokers.sim import SimBroker
+    except ImportError:  # pragma: no cover - the simulated broker ships with the package
+        return
+    brokers.register("sim", SimBroker)
+
+
+def open_broker(cfg: Config, **options: Any) -> Broker:
+    """Return the configured broker (not yet connected). Raises BrokerError."""
+    return brokers.create(cfg, **options)
+
+
+def find_order(orders: list[BrokerOrder], intent: OrderIntent) -> list[BrokerOrder]:
+    """Return the broker's orders that are ``intent``: by client reference, else (when the
+    reference came back empty) by (symbol, side, quantity, session). More than one is
+    ambiguous, and the caller goes to SAFE_MODE rather than guess."""
+    by_ref = [o for o in orders if o.client_ref and o.client_ref == intent.client_ref]
+    if by_ref:
+        return by_ref
+    return [
+        o
+        for o in orders
+        if not o.client_ref
+        and o.symbol == intent.symbol
+        and o.side == str(intent.side)
+        and o.quantity == intent.quantity
+        and (intent.session is None or o.session == intent.session)
+    ]
