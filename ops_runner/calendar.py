@@ -111,6 +111,9 @@ class MarketCalendar:
         for d in sorted(self.extra_closed):
             self._require_covered(d)
         self._built = False
+        # Built now, not on first use: attribute reads such as ``self._opens[...]`` would
+        # otherwise race the lazy build (the base schedule is cached per process anyway).
+        self._build()
 
     def __repr__(self) -> str:
         return (

@@ -307,6 +307,42 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_broker(args: argparse.Namespace) -> int:
+    from ops_runner.brokers import open_broker
+    from ops_runner.config import load_config, mask_account
+
+    cfg = load_config(args.workbook)
+    broker = open_broker(cfg)
+    try:
+        health = broker.connect()
+        values = broker.account_values()
+        positions = broker.positions()
+        open_orders = broker.open_orders()
+    finally:
+        broker.close()
+    local = datetime.now(UTC)
+    skew = (local - health.server_time).total_seconds() if health.server_time else None
+    report = {
+        "broker": cfg.values["broker"]["kind"],
+        "connected": health.connected,
+        "paper": health.paper,
+        "account": mask_account(values.account),
+        "server_time": health.server_time.isoformat() if health.server_time else None,
+        "clock_skew_seconds": skew,
+        "net_liquidation": str(values.net_liquidation),
+        "cash": str(values.cash),
+        "settled_cash": str(values.settled_cash),
+        "positions": positions,
+        "open_orders": len(open_orders),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for name, value in report.items():
+            print(f"{name:<18} {value}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ops_runner import demo
 
@@ -413,6 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "sweep":
             p.add_argument("--grid", required=True, help="YAML grid file")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("broker", help="the broker: check (connect, clock, account; places nothing)")
+    broker_sub = p.add_subparsers(dest="action", required=True, parser_class=_VerbParser)
+    q = broker_sub.add_parser("check", help="connect, server time vs local clock, positions")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("status", help="state, incidents, kill switch, ledger head (read only)")
     p.add_argument("--json", action="store_true")

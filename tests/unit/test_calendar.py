@@ -518,3 +518,13 @@ def test_month_end_sessions_when_random_range_are_sessions_followed_by_a_new_mon
         if cal.next_session(ts.date()).month != ts.month
     ]
     assert cal.month_end_sessions(start, end) == expected
+
+
+def test_session_open_when_first_call_on_a_new_calendar_answers():
+    # Regression: a fresh instance's first call used to read the schedule before building it.
+    assert MarketCalendar().session_open(date(2025, 12, 1)) == pd.Timestamp(
+        "2025-12-01 14:30", tz="UTC"
+    )
+    assert MarketCalendar().session_close(date(2024, 11, 29)) == pd.Timestamp(
+        "2024-11-29 18:00", tz="UTC"
+    )
