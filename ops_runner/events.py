@@ -23,6 +23,7 @@ class EventKind(StrEnum):
     EQUITY_MARKED = "EquityMarked"  # session, net_liquidation (decimal str), source
     CHECK_RECORDED = "CheckRecorded"  # check, passed: bool, detail, evidence: list[str]
     # orders and fills
+    ORDERS_PLANNED = "OrdersPlanned"  # cycle_id, order_session, lines, cash_walk, residual_cash
     ORDER_DENIED = "OrderDenied"  # client_ref, symbol, side, quantity, purpose, state, reason
     ORDER_INTENT_RECORDED = "OrderIntentRecorded"  # client_ref, symbol, side, quantity, purpose
     ORDER_SUBMITTED = "OrderSubmitted"  # client_ref, broker_order_id, symbol, side, quantity

@@ -103,7 +103,7 @@ def compute_state_history(events: Iterable[EventLike]) -> list[StateView]:
     return [_state_view(e) for e in _of_kind(events, EventKind.STATE_CHANGED)]
 
 
-def _unique_fills(events: Iterable[EventLike]) -> dict[str, Mapping[str, Any]]:
+def compute_fills(events: Iterable[EventLike]) -> dict[str, Mapping[str, Any]]:
     """Fills keyed by exec_id, first report wins; later reports only supply a missing commission.
 
     A broker may report one execution twice (a reconnect re-requests executions) and may send
@@ -129,7 +129,7 @@ def _signed_quantity(fill: Mapping[str, Any]) -> int:
 def compute_positions(events: Iterable[EventLike]) -> dict[str, int]:
     """Return shares held per symbol from FillRecorded (each exec_id once); flat symbols omitted."""
     positions: dict[str, int] = {}
-    for fill in _unique_fills(events).values():
+    for fill in compute_fills(events).values():
         symbol = str(fill["symbol"])
         positions[symbol] = positions.get(symbol, 0) + _signed_quantity(fill)
     return {symbol: qty for symbol, qty in sorted(positions.items()) if qty != 0}
@@ -147,7 +147,7 @@ def compute_cash(events: Iterable[EventLike]) -> Decimal:
         (Decimal(str(e.payload["amount"])) for e in _of_kind(events, EventKind.CASH_ADJUSTED)),
         ZERO,
     )
-    for fill in _unique_fills(events).values():
+    for fill in compute_fills(events).values():
         cash -= _signed_quantity(fill) * Decimal(str(fill["price"]))
         if fill.get("commission") is not None:
             cash -= Decimal(str(fill["commission"]))
@@ -198,7 +198,7 @@ def compute_orders(events: Iterable[EventLike]) -> dict[str, OrderView]:
             row["status"] = "submitted"
         elif event.kind == EventKind.ORDER_STATUS_CHANGED:
             order(str(ref))["status"] = str(payload["status"])
-    for fill in _unique_fills(events).values():
+    for fill in compute_fills(events).values():
         ref = fill.get("client_ref")
         if ref is not None:
             row = order(str(ref))

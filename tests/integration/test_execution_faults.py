@@ -1,0 +1,222 @@
+"""Execution against the simulated broker: crash-kills at every step, and the runbook's faults."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import signal
+from collections import Counter
+from datetime import UTC, datetime
+from decimal import ROUND_FLOOR, Decimal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import make_sample_workbook
+
+from ops_runner.brokers.sim import SimBroker
+from ops_runner.config import Config, load_config
+from ops_runner.decision import decide
+from ops_runner.events import EventKind, State, Trigger
+from ops_runner.execution import SubmissionReport, SubmissionStatus, read_plan, submit_plan
+from ops_runner.ledger import open_ledger
+from ops_runner.state import apply_trigger, read_state, write_kill_switch
+
+NOV_WINDOW = datetime(2025, 11, 3, 13, 30, tzinfo=UTC)  # 08:30 New York, orders for 11-03
+NOV_FILLED = datetime(2025, 11, 3, 15, 0, tzinfo=UTC)  # after the 09:30 open
+DEC_WINDOW = datetime(2025, 12, 1, 13, 30, tzinfo=UTC)  # 08:30 New York, orders for 12-01
+DEC_FILLED = datetime(2025, 12, 1, 15, 0, tzinfo=UTC)
+SELL, BUY = "mr:2025-11:VEU:SELL", "mr:2025-11:AGG:BUY"  # 2025-11-28 rotates VEU -> AGG
+DECISION_KEY = "DecisionRecorded:rotation:2025-11-28"
+
+
+def at(moment: datetime):
+    return lambda: moment
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    """A workbook holding VEU (bought at the 2025-11-03 open) with 2025-11-28 decided: AGG."""
+    root = make_sample_workbook(tmp_path_factory.mktemp("execution"))
+    cfg = load_config(root)
+    october = decide(cfg, "2025-10-31")
+    assert october.targets == {"VEU": "1"}
+    broker = SimBroker(cfg, clock=at(NOV_WINDOW))
+    with open_ledger(cfg) as ledger:
+        report = submit_plan(cfg, ledger, broker, read_plan(cfg, broker, october.record),
+                             NOV_WINDOW)  # fmt: skip
+    assert report.status is SubmissionStatus.SUBMITTED
+    assert list(SimBroker(cfg, clock=at(NOV_FILLED)).positions()) == ["VEU"]
+    assert decide(cfg, "2025-11-28").targets == {"AGG": "1"}
+    return root
+
+
+def workbook(base: Path, tmp_path: Path, faults: dict | None = None) -> Config:
+    root = tmp_path / "wb"
+    shutil.copytree(base, root)
+    if faults:
+        path = root / "config.yaml"
+        values = yaml.safe_load(path.read_text())
+        values["broker"]["sim_faults"] = faults
+        path.write_text(yaml.safe_dump(values, sort_keys=False))
+    return load_config(root)
+
+
+def submit(cfg: Config, hooks: dict | None = None) -> SubmissionReport:
+    broker = SimBroker(cfg, clock=at(DEC_WINDOW))
+    with open_ledger(cfg) as ledger:
+        record = ledger.get(DECISION_KEY).payload
+        plan = read_plan(cfg, broker, record)
+        return submit_plan(cfg, ledger, broker, plan, DEC_WINDOW, hooks=hooks)
+
+
+def orders_by_ref(cfg: Config) -> Counter:
+    broker = SimBroker(cfg, clock=at(DEC_WINDOW))
+    orders = [*broker.open_orders(), *broker.completed_orders()]
+    return Counter(o.client_ref for o in orders if o.client_ref.startswith("mr:2025-11:"))
+
+
+def outcomes(report: SubmissionReport) -> dict[str, str]:
+    return {r.client_ref: str(r.outcome) for r in report.rows}
+
+
+def ledger_facts(cfg: Config) -> tuple[State, list[dict], bool]:
+    with open_ledger(cfg) as ledger:
+        submitted = [e.payload for e in ledger.events(kind=str(EventKind.ORDER_SUBMITTED))
+                     if e.cycle_id == "2025-11"]  # fmt: skip
+        return read_state(ledger).state, submitted, ledger.verify().ok
+
+
+def test_read_plan_sizes_from_the_raw_close_of_the_decision_session(base, tmp_path):
+    cfg = workbook(base, tmp_path)
+    broker = SimBroker(cfg, clock=at(DEC_WINDOW))
+    with open_ledger(cfg) as ledger:
+        plan = read_plan(cfg, broker, ledger.get(DECISION_KEY).payload)
+    bars = cfg.store().load_bars("sample", "AGG")
+    raw = Decimal(repr(float(bars.at[pd.Timestamp("2025-11-28"), "close"])))
+    agg = next(line for line in plan.lines if line.symbol == "AGG")
+    assert agg.price == raw.quantize(Decimal("0.0001"))
+    investable = broker.account_values().net_liquidation * Decimal("0.98")
+    assert agg.target == int((investable / agg.price).to_integral_value(ROUND_FLOOR))
+    assert plan.order_session == "2025-12-01"
+    assert [i.client_ref for i in plan.intents] == [SELL, BUY]
+
+
+# -- crash-kills: SIGKILL at each step, then run again ----------------------------------------
+
+
+def _submit_then_die(root: str, hook: str, nth: int) -> None:
+    """Child process: submit, and SIGKILL itself at the ``nth`` call of ``hook``."""
+    calls = []
+
+    def die(*_: object) -> None:
+        calls.append(hook)
+        if len(calls) == nth:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    submit(load_config(root), hooks={hook: die})
+
+
+@pytest.mark.parametrize(
+    ("hook", "nth", "after_rerun"),
+    [
+        ("after_intents", 1, {SELL: "submitted", BUY: "submitted"}),
+        ("before_place", 1, {SELL: "submitted", BUY: "submitted"}),
+        ("after_place", 1, {SELL: "adopted", BUY: "submitted"}),  # accepted, never recorded
+        ("after_record", 1, {SELL: "submitted", BUY: "submitted"}),
+        ("after_place", 2, {SELL: "submitted", BUY: "adopted"}),
+        ("after_record", 2, {SELL: "submitted", BUY: "submitted"}),
+    ],
+)
+def test_submit_plan_when_killed_at_a_step_then_rerun_sends_each_order_once(
+    base, tmp_path, hook, nth, after_rerun
+):
+    cfg = workbook(base, tmp_path)
+    child = multiprocessing.get_context("spawn").Process(
+        target=_submit_then_die, args=(str(cfg.workbook), hook, nth)
+    )
+    child.start()
+    child.join(120)
+    assert child.exitcode == -signal.SIGKILL
+    report = submit(cfg)
+    assert report.status is SubmissionStatus.SUBMITTED
+    assert outcomes(report) == after_rerun
+    assert orders_by_ref(cfg) == {SELL: 1, BUY: 1}
+    state, submitted, verified = ledger_facts(cfg)
+    assert state is State.RUN and verified
+    assert sorted(p["client_ref"] for p in submitted) == sorted([SELL, BUY])
+    assert submit(cfg).status is SubmissionStatus.SUBMITTED  # and a third run changes nothing
+    assert orders_by_ref(cfg) == {SELL: 1, BUY: 1}
+
+
+# -- faults from broker.sim_faults ------------------------------------------------------------
+
+
+def test_submit_plan_when_the_broker_rejects_an_order_records_the_rejection(base, tmp_path):
+    cfg = workbook(base, tmp_path, {"reject": {"AGG": "201 Order rejected: no trading permission"}})
+    report = submit(cfg)
+    assert report.status is SubmissionStatus.PARTIAL
+    assert outcomes(report) == {SELL: "submitted", BUY: "rejected"}
+    assert report.rows[1].detail == "201: Order rejected: no trading permission"
+    with open_ledger(cfg) as ledger:
+        statuses = [e.payload for e in ledger.events(kind=str(EventKind.ORDER_STATUS_CHANGED))]
+        assert statuses == [{"client_ref": BUY, "status": "rejected",
+                             "detail": "201: Order rejected: no trading permission"}]  # fmt: skip
+    assert submit(cfg).status is SubmissionStatus.PARTIAL  # a rejection is final: not resent
+    assert orders_by_ref(cfg) == {SELL: 1, BUY: 1}
+    assert ledger_facts(cfg)[0] is State.RUN
+
+
+def test_submit_plan_when_the_connection_drops_before_sending_goes_to_broker_down(base, tmp_path):
+    cfg = workbook(base, tmp_path, {"disconnect_at": "before_place"})
+    report = submit(cfg)
+    assert report.status is SubmissionStatus.STOPPED
+    assert outcomes(report) == {SELL: "unknown", BUY: "skipped"}
+    assert ledger_facts(cfg)[0] is State.BROKER_DOWN
+    assert orders_by_ref(cfg) == {}
+    (cfg.workbook / "config.yaml").write_text((base / "config.yaml").read_text())
+    healthy = load_config(cfg.workbook)  # the connection is back
+    assert outcomes(submit(healthy)) == {SELL: "unknown", BUY: "denied"}  # BROKER_DOWN still
+    assert orders_by_ref(healthy) == {}
+    with open_ledger(healthy) as ledger:
+        apply_trigger(ledger, Trigger.BROKER_RESTORED, "health check passed")
+    assert submit(healthy).status is SubmissionStatus.SUBMITTED
+    assert orders_by_ref(healthy) == {SELL: 1, BUY: 1}
+
+
+def test_submit_plan_when_the_connection_drops_after_sending_adopts_by_lookup(base, tmp_path):
+    cfg = workbook(base, tmp_path, {"disconnect_at": "after_place"})
+    report = submit(cfg)
+    assert report.status is SubmissionStatus.SUBMITTED
+    assert outcomes(report) == {SELL: "adopted", BUY: "adopted"}
+    assert orders_by_ref(cfg) == {SELL: 1, BUY: 1}
+    assert submit(cfg).status is SubmissionStatus.SUBMITTED
+    assert orders_by_ref(cfg) == {SELL: 1, BUY: 1}
+
+
+def test_submit_plan_when_an_acknowledgement_is_lost_adopts_by_lookup(base, tmp_path):
+    cfg = workbook(base, tmp_path, {"lost_ack": ["VEU"]})
+    report = submit(cfg)
+    assert outcomes(report) == {SELL: "adopted", BUY: "submitted"}
+    assert orders_by_ref(cfg) == {SELL: 1, BUY: 1}
+    state, submitted, verified = ledger_facts(cfg)
+    assert state is State.RUN and verified
+    assert [(p["client_ref"], p["adopted"]) for p in submitted] == [(SELL, True), (BUY, False)]
+    # After the open the books hold exactly the plan: VEU sold once, AGG bought once.
+    assert list(SimBroker(cfg, clock=at(DEC_FILLED)).positions()) == ["AGG"]
+
+
+def test_submit_plan_when_the_kill_switch_appears_between_two_orders_halts(base, tmp_path):
+    cfg = workbook(base, tmp_path)
+    hooks = {"after_record": lambda intent: write_kill_switch(cfg, "operator: stop now")}
+    report = submit(cfg, hooks)
+    assert report.status is SubmissionStatus.STOPPED
+    assert outcomes(report) == {SELL: "submitted", BUY: "skipped"}
+    assert ledger_facts(cfg)[0] is State.HALT
+    broker = SimBroker(cfg, clock=at(DEC_WINDOW))
+    assert [(o.client_ref, str(o.status)) for o in broker.completed_orders()
+            if o.client_ref.startswith("mr:2025-11")] == [(SELL, "cancelled")]  # fmt: skip
+    assert submit(cfg).status is SubmissionStatus.STOPPED  # still halted: nothing new
+    assert orders_by_ref(cfg) == {SELL: 1}
