@@ -343,6 +343,37 @@ def cmd_broker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from ops_runner.config import load_config
+    from ops_runner.events import EventKind
+    from ops_runner.ledger import open_ledger
+    from ops_runner.notebooks import run_notebook
+
+    cfg = load_config(args.workbook)
+    params: dict[str, str] = {"workbook": str(cfg.workbook)}
+    if args.job in ("execution", "reconciliation"):
+        if not args.cycle:
+            raise ConfigError(f"run {args.job}: --cycle is required (e.g. 2025-11)")
+        params.update(cycle=args.cycle, now=args.now or "")
+        folder = args.cycle
+    else:
+        when = args.as_of or cfg.calendar().last_closed_session(datetime.now(UTC)).isoformat()
+        params.update({"as_of" if args.job == "data_qa" else "session": when})
+        folder = when
+    output = cfg.path("ledger") / "runs" / folder / f"{args.job}.ipynb"
+    run = run_notebook(args.job, output, params)
+    relative = output.relative_to(cfg.workbook).as_posix()
+    with open_ledger(cfg) as ledger:
+        ledger.append(
+            str(EventKind.NOTEBOOK_REGISTERED),
+            f"NotebookRegistered:{run.sha256}",
+            {"job": args.job, "path": relative, "sha256": run.sha256},
+        )
+    print(f"{args.job}: completed; {relative} (sha256 {run.sha256[:16]})")
+    print(json.dumps(run.completion, sort_keys=True, default=str))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ops_runner import demo
 
@@ -449,6 +480,15 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "sweep":
             p.add_argument("--grid", required=True, help="YAML grid file")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("run", help="execute a job's notebook with papermill (the audit artifact)")
+    p.add_argument("job", choices=("data_qa", "decision", "execution", "reconciliation"))
+    p.add_argument("--cycle", help="the cycle, e.g. 2025-11 (execution, reconciliation)")
+    p.add_argument("--as-of", help="the session (data_qa, decision); default: last closed")
+    p.add_argument(
+        "--now", help="a fixed instant for the simulated broker, e.g. 2025-12-01T13:30:00Z"
+    )
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("broker", help="the broker: check (connect, clock, account; places nothing)")
     broker_sub = p.add_subparsers(dest="action", required=True, parser_class=_VerbParser)

@@ -1,4 +1,4 @@
-"""`ops-runner demo`: run what exists of the production path on the SYNTHETIC sample market."""
+"""`ops-runner demo`: one monthly cycle on the SYNTHETIC sample market and the simulated broker."""
 
 from __future__ import annotations
 
@@ -6,47 +6,50 @@ from datetime import date
 from pathlib import Path
 
 from ops_runner.config import init_workbook, load_config
-from ops_runner.notebooks import NOTEBOOKS, run_notebook
+from ops_runner.notebooks import NOTEBOOKS, SAMPLE_DECIDED_SESSION, run_notebook
 from ops_runner.reports import write_html
 
 DEFAULT_DEMO = NOTEBOOKS.parent / "demo"
+# The simulated broker's clock for the demo: inside the MOO window before the 2025-12-01 open,
+# then after the open plus the reconciliation delay.
+SUBMIT_AT = "2025-12-01T13:30:00Z"
+RECONCILE_AT = "2025-12-01T15:30:00Z"
 
 
-def run_demo(workbook: Path | None = None, as_of: date | None = None) -> int:
-    """Set up a sample workbook, import the sample market, run the QA and decision notebooks.
+def run_demo(workbook: Path | None = None, session: date | None = None) -> int:
+    """Run data QA, decision, execution and reconciliation notebooks on a sample workbook.
 
-    Returns the exit code: 0 when both notebooks completed, else the error's (raised).
+    Returns 0 when every notebook completed; raises the first job's error otherwise.
     """
-    from ops_runner import qa
-    from ops_runner.sources.sample import DEFAULT_END, write_sample
+    from ops_runner.sources.sample import write_sample
 
     root = (workbook or DEFAULT_DEMO).resolve()
-    print(f"[1/5] workbook {root}")
+    print(f"[1/6] workbook {root} (simulated broker, SYNTHETIC sample market: not real prices)")
     init_workbook(root)
     cfg = load_config(root)
-    print("[2/5] price store: writing the SYNTHETIC sample market (not real prices)")
     report = write_sample(cfg.store(), calendar=cfg.calendar())
-    print(f"      {len(report.imported)} symbols written, {len(report.unchanged)} unchanged")
-    session = as_of or cfg.calendar().session_on_or_before(DEFAULT_END)
-    result = qa.run_qa(cfg, session)
-    print(f"[3/5] data QA as of {session}: {result.summary()}")
-    runs = cfg.path("ledger") / "runs" / session.isoformat()
+    print(f"[2/6] price store: {len(report.imported)} symbols written, "
+          f"{len(report.unchanged)} unchanged")  # fmt: skip
+    day = (session or date.fromisoformat(SAMPLE_DECIDED_SESSION)).isoformat()
+    cycle = day[:7]
     params = {"workbook": str(root)}
-    for step, job, extra in (
-        ("[4/5]", "data_qa", {"as_of": session.isoformat()}),
-        ("[5/5]", "decision", {"session": session.isoformat()}),
-    ):
-        print(f"{step} executing notebooks/{job}.ipynb with papermill in a fresh kernel")
-        run = run_notebook(job, runs / f"{job}.ipynb", {**params, **extra})
-        html = write_html(run.output, cfg.path("reports") / f"{job}-{session.isoformat()}.html")
-        print(f"      executed notebook: {run.output}")
-        print(f"      sha256 {run.sha256}; rendered: {html}")
-        if job == "decision":
-            state = "recorded in the ledger" if run.completion["created"] else "already decided"
-            print(f"      decision {state}: {run.completion['targets']}")
+    steps = [
+        ("data_qa", {"as_of": day}),
+        ("decision", {"session": day}),
+        ("execution", {"cycle": cycle, "now": SUBMIT_AT}),
+        ("reconciliation", {"cycle": cycle, "now": RECONCILE_AT}),
+    ]
+    for number, (job, extra) in enumerate(steps, start=3):
+        run = run_notebook(job, cfg.path("ledger") / "runs" / cycle / f"{job}.ipynb",
+                           {**params, **extra})  # fmt: skip
+        html = write_html(run.output, cfg.path("reports") / f"{job}-{cycle}.html")
+        outcome = {k: v for k, v in run.completion.items() if k not in ("job", "config_hash")}
+        print(f"[{number}/6] {job}: {outcome}")
+        print(f"      {run.output.relative_to(root)} (sha256 {run.sha256[:16]}), {html.name}")
     print(
-        "Done. This demo runs what exists so far: data import, data QA, the decision and its\n"
-        "ledger record. Orders on the simulated broker and reconciliation land with the next\n"
-        "issues; `ops-runner status` and `ops-runner replay --all` work on this workbook now."
+        "Done: decision -> market-on-open orders -> fills at the next open -> reconciliation,\n"
+        f"all recorded in {root / 'ledger' / 'ledger.sqlite'}. Try `ops-runner --workbook "
+        f"{root} status`,\n`... ledger verify` and `... replay --all`; open the executed "
+        "notebooks in JupyterLab (`make lab`)."
     )
     return 0

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 KERNEL_NAME = "ops-runner"
 COMPLETION_KEY = "completion"
+SAMPLE_DECIDED_SESSION = "2025-11-28"  # the cycle the sample notebooks default to (2025-11)
 SECRET_PARAMETER_WORDS = ("password", "secret", "token", "api_key", "apikey", "credential")
 
 
@@ -53,9 +54,13 @@ def open_workbook(workbook: str = "") -> Config:
         init_workbook(root)
     cfg = load_config(root)
     if cfg.values["data"]["primary"] == "sample" and "sample" not in cfg.store().sources():
+        from ops_runner.decision import decide
         from ops_runner.sources.sample import write_sample
 
         write_sample(cfg.store(), calendar=cfg.calendar())
+        # A new sample workbook also gets the decision its execution and reconciliation
+        # notebooks default to, so each of them runs offline on its own.
+        decide(cfg, SAMPLE_DECIDED_SESSION)
     return cfg
 
 

@@ -142,3 +142,34 @@ def test_cli_when_workbook_given_after_the_verb_uses_it(tmp_path):
     assert (tmp_path / "after" / "config.yaml").is_file()
     listing = run("data", "list", "--workbook", str(tmp_path / "after"))
     assert listing.returncode == 0 and "price store is empty" in listing.stdout
+
+
+def test_cli_run_when_a_cycle_goes_through_the_sim_broker_registers_each_notebook(tmp_path):
+    from ops_runner.events import EventKind
+    from ops_runner.ledger import open_ledger
+
+    assert run("init", workbook=tmp_path).returncode == 0
+    assert run("data", "sample", workbook=tmp_path).returncode == 0
+    steps = [
+        ("run", "decision", "--as-of", "2025-11-28"),
+        ("run", "execution", "--cycle", "2025-11", "--now", "2025-12-01T13:30:00Z"),
+        ("run", "reconciliation", "--cycle", "2025-11", "--now", "2025-12-01T15:30:00Z"),
+    ]
+    for step in steps:
+        done = run(*step, workbook=tmp_path)
+        assert done.returncode == 0, (step, done.stdout, done.stderr[-2000:])
+    assert '"status": "CLEAN"' in done.stdout
+    check = run("broker", "check", "--json", workbook=tmp_path)
+    assert check.returncode == 0 and '"account": "DU*****00"' in check.stdout
+    from ops_runner.config import load_config
+
+    with open_ledger(load_config(tmp_path)) as ledger:
+        registered = [e.payload for e in ledger.events(kind=str(EventKind.NOTEBOOK_REGISTERED))]
+    assert [r["job"] for r in registered] == ["decision", "execution", "reconciliation"]
+    import hashlib
+
+    for item in registered:  # the artifact and the record vouch for each other
+        assert hashlib.sha256((tmp_path / item["path"]).read_bytes()).hexdigest() == item["sha256"]
+    late = run("run", "execution", "--cycle", "2025-11", "--now", "2025-12-02T13:30:00Z",
+               workbook=tmp_path)  # fmt: skip
+    assert late.returncode == 0  # every intent already settled: nothing to send, nothing twice

@@ -1,0 +1,103 @@
+"""The execution and reconciliation jobs as the notebooks call them: one object, one step each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from ops_runner.config import Config
+from ops_runner.errors import OpsError
+from ops_runner.events import EventKind
+
+
+def read_clock(now: str) -> Callable[[], datetime]:
+    """Return the job's clock: the real UTC clock for "", else a fixed instant (replays, demos).
+
+    Raises OpsError for an instant without a time zone.
+    """
+    if not now:
+        return lambda: datetime.now(UTC)
+    try:
+        instant = datetime.fromisoformat(now.replace("Z", "+00:00"))
+    except ValueError:
+        raise OpsError(f"now: {now!r} is not an ISO instant such as 2025-12-01T13:30:00Z") from None
+    if instant.tzinfo is None:
+        raise OpsError(f"now: {now!r} has no time zone; end it with Z for UTC")
+    fixed = instant.astimezone(UTC)
+    return lambda: fixed
+
+
+def read_decision_record(cfg: Config, cycle_id: str) -> dict[str, Any]:
+    """Return the cycle's Decision Record. Raises OpsError when the cycle was not decided."""
+    from ops_runner.ledger import open_ledger
+
+    with open_ledger(cfg) as ledger:
+        found = [
+            e.payload
+            for e in ledger.events(kind=str(EventKind.DECISION_RECORDED))
+            if e.cycle_id == cycle_id
+        ]
+    if not found:
+        raise OpsError(
+            f"cycle {cycle_id} has no Decision Record; run the decision job for its rebalance "
+            "session first (notebooks/decision.ipynb or `ops-runner decide --session ...`)"
+        )
+    return found[-1]
+
+
+@dataclass
+class ExecutionJob:
+    """One cycle's execution: the plan from the broker's books, then the crash-safe submission."""
+
+    cfg: Config
+    cycle_id: str
+    clock: Callable[[], datetime]
+    record: dict[str, Any]
+    broker: Any
+    plan: Any
+
+    def cash_walk_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            [{"step": step, "amount": str(amount)} for step, amount in self.plan.cash_walk]
+        ).set_index("step")
+
+    def submit(self) -> Any:
+        """Submit the plan (or the plan of record on a re-run); returns the SubmissionReport."""
+        from ops_runner.execution import submit_plan
+        from ops_runner.ledger import open_ledger
+
+        with open_ledger(self.cfg) as ledger:
+            return submit_plan(self.cfg, ledger, self.broker, self.plan, self.clock())
+
+
+def open_execution(cfg: Config, cycle_id: str, now: str = "") -> ExecutionJob:
+    """Return the execution job of ``cycle_id`` with its plan computed. Raises OpsError."""
+    from ops_runner.brokers import open_broker
+    from ops_runner.execution import read_plan
+
+    clock = read_clock(now)
+    record = read_decision_record(cfg, cycle_id)
+    broker = open_broker(cfg, clock=clock)
+    broker.connect()
+    return ExecutionJob(cfg, cycle_id, clock, record, broker, read_plan(cfg, broker, record))
+
+
+def run_reconciliation(
+    cfg: Config, cycle_id: str, now: str = "", alert: Callable[[str], None] | None = None
+) -> Any:
+    """Reconcile the cycle's orders at the broker against the ledger; returns the report."""
+    from ops_runner.brokers import open_broker
+    from ops_runner.ledger import open_ledger
+    from ops_runner.reconcile import reconcile
+
+    clock = read_clock(now)
+    record = read_decision_record(cfg, cycle_id)
+    order_session = cfg.calendar().next_session(str(record["session"])).isoformat()
+    broker = open_broker(cfg, clock=clock)
+    broker.connect()
+    with open_ledger(cfg) as ledger:
+        return reconcile(cfg, ledger, broker, cycle_id, order_session, clock(), alert=alert)

@@ -1,0 +1,34 @@
+"""A whole cycle through the production notebooks on the simulated broker."""
+
+from __future__ import annotations
+
+import pytest
+
+from ops_runner.config import load_config
+from ops_runner.events import EventKind, State
+from ops_runner.ledger import open_ledger
+from ops_runner.notebooks import run_notebook
+
+pytestmark = pytest.mark.notebook
+
+
+def test_cycle_when_run_by_notebooks_fills_once_and_reconciles_clean(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("OPS_RUNNER_HOME", str(home))
+    # Defaults only: the notebooks run offline on the sample workbook they set up.
+    execution = run_notebook("execution", tmp_path / "execution.ipynb", {})
+    assert execution.completion["status"] == "SUBMITTED", execution.completion
+    again = run_notebook("execution", tmp_path / "execution-again.ipynb", {})
+    assert again.completion["status"] == "SUBMITTED"
+    recon = run_notebook("reconciliation", tmp_path / "reconciliation.ipynb", {})
+    assert recon.completion["status"] == "CLEAN", recon.scraps["reconciliation"]
+    assert recon.completion["state"] == str(State.RUN)
+    cfg = load_config(home)
+    with open_ledger(cfg) as ledger:
+        submitted = [
+            e.payload["client_ref"] for e in ledger.events(kind=str(EventKind.ORDER_SUBMITTED))
+        ]
+        fills = list(ledger.events(kind=str(EventKind.FILL_RECORDED)))
+        assert ledger.verify().ok
+    assert len(submitted) == len(set(submitted)) >= 1  # one order per intent, even run twice
+    assert {f.payload["client_ref"] for f in fills} <= set(submitted)
