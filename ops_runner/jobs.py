@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,6 +14,8 @@ import pandas as pd
 from ops_runner.config import Config
 from ops_runner.errors import OpsError
 from ops_runner.events import EventKind
+
+log = logging.getLogger(__name__)
 
 
 def read_clock(now: str) -> Callable[[], datetime]:
@@ -86,8 +90,18 @@ def open_execution(cfg: Config, cycle_id: str, now: str = "") -> ExecutionJob:
     return ExecutionJob(cfg, cycle_id, clock, record, broker, read_plan(cfg, broker, record))
 
 
+def alert_console(text: str) -> None:
+    """The alert channel every workbook has: the log and the job's own output (stderr).
+
+    Email and webhook channels come with the production-run issue; until then a break shows
+    in red in the executed notebook and in the scheduler's log.
+    """
+    log.error("ALERT: %s", text)
+    print(f"ALERT: {text}", file=sys.stderr)
+
+
 def run_reconciliation(
-    cfg: Config, cycle_id: str, now: str = "", alert: Callable[[str], None] | None = None
+    cfg: Config, cycle_id: str, now: str = "", alert: Callable[[str], None] | None = alert_console
 ) -> Any:
     """Reconcile the cycle's orders at the broker against the ledger; returns the report."""
     from ops_runner.brokers import open_broker

@@ -32,3 +32,27 @@ def test_cycle_when_run_by_notebooks_fills_once_and_reconciles_clean(tmp_path, m
         assert ledger.verify().ok
     assert len(submitted) == len(set(submitted)) >= 1  # one order per intent, even run twice
     assert {f.payload["client_ref"] for f in fills} <= set(submitted)
+
+
+def test_cycle_when_the_open_leaves_an_order_unfilled_alerts_and_goes_safe_mode(tmp_path):
+    import json
+
+    import nbformat
+
+    from ops_runner.notebooks import open_workbook
+
+    cfg = open_workbook(str(tmp_path / "wb"))  # a new sample workbook, 2025-11 decided
+    config = cfg.workbook / "config.yaml"
+    with open_ledger(cfg) as ledger:
+        decided = ledger.last(str(EventKind.DECISION_RECORDED)).payload["decision"]
+    unfilled = sorted(decided["targets"])
+    config.write_text(
+        config.read_text().replace("sim_faults: {}", f"sim_faults: {{no_fill: {unfilled}}}")
+    )
+    params = {"workbook": str(cfg.workbook)}
+    run_notebook("execution", tmp_path / "execution.ipynb", params)
+    recon = run_notebook("reconciliation", tmp_path / "reconciliation.ipynb", params)
+    assert recon.completion["status"] == "BREAKS"
+    assert recon.completion["state"] == str(State.SAFE_MODE)
+    outputs = json.dumps([c.get("outputs", []) for c in nbformat.read(recon.output, 4).cells])
+    assert "ALERT:" in outputs  # the operator sees it in the executed notebook
