@@ -16,6 +16,8 @@ def test_cycle_when_run_by_notebooks_fills_once_and_reconciles_clean(tmp_path, m
     home = tmp_path / "home"
     monkeypatch.setenv("OPS_RUNNER_HOME", str(home))
     # Defaults only: the notebooks run offline on the sample workbook they set up.
+    decision = run_notebook("decision", tmp_path / "decision.ipynb", {})
+    assert decision.completion["session"] == "2025-12-31"
     execution = run_notebook("execution", tmp_path / "execution.ipynb", {})
     assert execution.completion["status"] == "SUBMITTED", execution.completion
     again = run_notebook("execution", tmp_path / "execution-again.ipynb", {})
@@ -32,6 +34,8 @@ def test_cycle_when_run_by_notebooks_fills_once_and_reconciles_clean(tmp_path, m
         assert ledger.verify().ok
     assert len(submitted) == len(set(submitted)) >= 1  # one order per intent, even run twice
     assert {f.payload["client_ref"] for f in fills} <= set(submitted)
+    for artifact in (execution.output, recon.output):  # account ids never shown unmasked
+        assert "DU0000000" not in artifact.read_text(encoding="utf-8")
 
 
 def test_cycle_when_the_open_leaves_an_order_unfilled_alerts_and_goes_safe_mode(tmp_path):

@@ -81,6 +81,7 @@ def test_gitignore_when_runtime_output_written_ignores_it_but_readmes():
         ".venv/bin/python",
         "config.yaml",
         "data/sample/SPY.parquet",
+        "broker/sim.json",
     ]
     result = subprocess.run(
         ["git", "check-ignore", "--no-index", *probes, "ledger/README.md", "reports/README.md"],

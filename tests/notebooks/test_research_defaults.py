@@ -1,0 +1,16 @@
+"""The research notebooks with their default parameters run offline on the sample workbook."""
+
+from __future__ import annotations
+
+import pytest
+
+from ops_runner.notebooks import run_notebook
+
+pytestmark = pytest.mark.notebook
+
+
+@pytest.mark.parametrize("job", ["research/backtest", "research/sweep"])
+def test_research_notebook_when_defaults_used_completes_on_sample(job, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPS_RUNNER_HOME", str(tmp_path / "home"))
+    run = run_notebook(job, tmp_path / "out.ipynb", {})
+    assert run.completion["job"] == job
