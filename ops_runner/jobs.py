@@ -71,8 +71,8 @@ class ExecutionJob:
 
     def submit(self) -> Any:
         """Submit the plan (or the plan of record on a re-run); returns the SubmissionReport."""
-        from ops_runner.execution import submit_plan
         from ops_runner.ledger import open_ledger
+        from ops_runner.submission import submit_plan
 
         with open_ledger(self.cfg) as ledger:
             return submit_plan(self.cfg, ledger, self.broker, self.plan, self.clock())
