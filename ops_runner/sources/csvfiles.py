@@ -47,6 +47,7 @@ def compute_unrounded_dividends(
     dividend[days[agrees]] = implied[agrees]
     return dividend, int(agrees.sum()), int((~agrees).sum())
 
+
 _DATE_PATTERN = (
     r"^(?P<day>\d{4}-\d{2}-\d{2})"
     r"(?:[ T](?P<time>\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?))?"
