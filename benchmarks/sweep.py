@@ -34,6 +34,7 @@ def main() -> int:
         import numpy as np
 
         from ops_runner import research
+        from ops_runner import sweep as sweeps
         from ops_runner.sources.sample import generate_sample_market
         from ops_runner.strategy import StrategySettings
     except ImportError as error:
@@ -53,16 +54,16 @@ def main() -> int:
     import_s = time.perf_counter() - started
     started = time.perf_counter()
     warm = {"lookback_months": [3], "top_n": [1, 2]}
-    research.sweep(base, warm, bars, start=date(2022, 1, 1))
+    sweeps.sweep(base, warm, bars, start=date(2022, 1, 1))
     research.backtest(base, bars, start=date(2023, 1, 1))
     warm_s = time.perf_counter() - started
 
-    combos, impossible = research.compute_grid_settings(base, GRID)
+    combos, impossible = sweeps.compute_grid_settings(base, GRID)
     started = time.perf_counter()
-    table = research.sweep(base, GRID, bars)
+    table = sweeps.sweep(base, GRID, bars)
     sweep_s = time.perf_counter() - started
     tracemalloc.start()
-    research.sweep(base, GRID, bars)
+    sweeps.sweep(base, GRID, bars)
     sweep_peak_mb = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
 

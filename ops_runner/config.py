@@ -8,8 +8,8 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
@@ -411,29 +411,6 @@ def compute_config_hash(cfg: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-class Section:
-    """Read-only attribute access over a checked mapping: ``cfg.schedule.submission_window``."""
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self._values = values
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            value = self._values[name]
-        except KeyError:
-            raise AttributeError(name) from None
-        return Section(value) if isinstance(value, dict) else value
-
-    def __getitem__(self, name: str) -> Any:
-        return self.__getattr__(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(_canonical(self._values)))
-
-
 @dataclass(frozen=True)
 class Config:
     """A workbook's checked configuration and where it lives."""
@@ -441,15 +418,6 @@ class Config:
     workbook: Path
     values: dict[str, Any]
     source_path: Path | None = None
-    _section: Section = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_section", Section(self.values))
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self._section, name)
 
     @property
     def hash(self) -> str:

@@ -270,20 +270,28 @@ def _parse_session(text: str) -> date:
         raise OpsError(f"session: {text!r} is not a date; write YYYY-MM-DD") from None
 
 
-def replay(cfg: Config, cycle_id: str) -> ReplayResult:
-    """Recompute a cycle's decision from its snapshot and recorded settings; compare records.
-
-    Raises OpsError when the cycle has no Decision Record.
-    """
+def read_record(cfg: Config, cycle_id: str) -> dict[str, Any]:
+    """Return the cycle's Decision Record. Raises OpsError when the cycle was not decided."""
     from ops_runner.ledger import open_ledger
 
     with open_ledger(cfg, create=False, readonly=True) as ledger:
         recorded = [e for e in ledger.events(kind=str(EventKind.DECISION_RECORDED))
                     if e.cycle_id == cycle_id]  # fmt: skip
     if not recorded:
-        raise OpsError(f"no Decision Record for cycle {cycle_id}; `ops-runner ledger show "
-                       "--kind DecisionRecorded` lists the decided cycles")  # fmt: skip
-    return _replay_record(cfg, recorded[-1].payload)
+        raise OpsError(
+            f"no Decision Record for cycle {cycle_id}; run the decision job for its rebalance "
+            "session first (`ops-runner run decision --as-of ...`); `ops-runner ledger show "
+            "--kind DecisionRecorded` lists the decided cycles"
+        )
+    return recorded[-1].payload
+
+
+def replay(cfg: Config, cycle_id: str) -> ReplayResult:
+    """Recompute a cycle's decision from its snapshot and recorded settings; compare records.
+
+    Raises OpsError when the cycle has no Decision Record.
+    """
+    return _replay_record(cfg, read_record(cfg, cycle_id))
 
 
 def replay_all(cfg: Config) -> list[ReplayResult]:

@@ -19,22 +19,9 @@ if TYPE_CHECKING:
     from ops_runner.brokers import Broker
     from ops_runner.config import Config
 
-    # The names __getattr__ below re-exports, for type checkers and editors.
-    from ops_runner.submission import HOOKS as HOOKS
-    from ops_runner.submission import Hook as Hook
-    from ops_runner.submission import RowOutcome as RowOutcome
-    from ops_runner.submission import SubmissionReport as SubmissionReport
-    from ops_runner.submission import SubmissionRow as SubmissionRow
-    from ops_runner.submission import SubmissionStatus as SubmissionStatus
-    from ops_runner.submission import adopt_opening_balance as adopt_opening_balance
-    from ops_runner.submission import submit_plan as submit_plan
-
 PRICE_STEP = Decimal("0.0001")  # raw closes to 4 decimals: drops float noise from storage
 REF_PREFIX = "mr"
 ZERO = Decimal(0)
-# Moved to ops_runner.submission; still importable from here (see __getattr__).
-_MOVED = frozenset({"HOOKS", "Hook", "RowOutcome", "SubmissionReport", "SubmissionRow",
-                    "SubmissionStatus", "adopt_opening_balance", "submit_plan"})  # fmt: skip
 
 
 class ExecutionError(OpsError):
@@ -283,16 +270,3 @@ def read_plan(
     settings = ExecutionSettings.from_config(cfg)
     return compute_plan(record, positions, account, closes, settings, order_session,
                         unsettled_bought)  # fmt: skip
-
-
-def __getattr__(name: str) -> Any:
-    """Return a submission name from ops_runner.submission, imported on first use.
-
-    The import waits until a name is asked for because ops_runner.submission imports this
-    module. Raises AttributeError for any other name.
-    """
-    if name in _MOVED:
-        from ops_runner import submission
-
-        return getattr(submission, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

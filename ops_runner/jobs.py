@@ -13,7 +13,6 @@ import pandas as pd
 
 from ops_runner.config import Config
 from ops_runner.errors import OpsError
-from ops_runner.events import EventKind
 
 log = logging.getLogger(__name__)
 
@@ -33,24 +32,6 @@ def read_clock(now: str) -> Callable[[], datetime]:
         raise OpsError(f"now: {now!r} has no time zone; end it with Z for UTC")
     fixed = instant.astimezone(UTC)
     return lambda: fixed
-
-
-def read_decision_record(cfg: Config, cycle_id: str) -> dict[str, Any]:
-    """Return the cycle's Decision Record. Raises OpsError when the cycle was not decided."""
-    from ops_runner.ledger import open_ledger
-
-    with open_ledger(cfg) as ledger:
-        found = [
-            e.payload
-            for e in ledger.events(kind=str(EventKind.DECISION_RECORDED))
-            if e.cycle_id == cycle_id
-        ]
-    if not found:
-        raise OpsError(
-            f"cycle {cycle_id} has no Decision Record; run the decision job for its rebalance "
-            "session first (notebooks/decision.ipynb or `ops-runner decide --session ...`)"
-        )
-    return found[-1]
 
 
 @dataclass
@@ -81,10 +62,11 @@ class ExecutionJob:
 def open_execution(cfg: Config, cycle_id: str, now: str = "") -> ExecutionJob:
     """Return the execution job of ``cycle_id`` with its plan computed. Raises OpsError."""
     from ops_runner.brokers import open_broker
+    from ops_runner.decision import read_record
     from ops_runner.execution import read_plan
 
     clock = read_clock(now)
-    record = read_decision_record(cfg, cycle_id)
+    record = read_record(cfg, cycle_id)
     broker = open_broker(cfg, clock=clock)
     broker.connect()
     return ExecutionJob(cfg, cycle_id, clock, record, broker, read_plan(cfg, broker, record))
@@ -105,11 +87,12 @@ def run_reconciliation(
 ) -> Any:
     """Reconcile the cycle's orders at the broker against the ledger; returns the report."""
     from ops_runner.brokers import open_broker
+    from ops_runner.decision import read_record
     from ops_runner.ledger import open_ledger
     from ops_runner.reconcile import reconcile
 
     clock = read_clock(now)
-    record = read_decision_record(cfg, cycle_id)
+    record = read_record(cfg, cycle_id)
     order_session = cfg.calendar().next_session(str(record["session"])).isoformat()
     broker = open_broker(cfg, clock=clock)
     broker.connect()

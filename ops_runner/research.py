@@ -440,21 +440,3 @@ def load_bars(
     """
     symbols = compute_sweep_symbols(StrategySettings.from_config(cfg), grid or {})
     return cfg.store().load_many(cfg.values["data"]["primary"], symbols)
-
-
-# -- the sweep's names, still read from here ------------------------------------------------------
-
-# ops_runner.sweep imports this module, so its names are looked up on first use, not imported.
-_SWEEP_NAMES = frozenset(
-    {"DEFAULT_GRID", "GRID_KEYS", "check_grid", "compute_grid_settings", "compute_sweep_records",
-     "load_grid", "sweep"}
-)  # fmt: skip
-
-
-def __getattr__(name: str) -> Any:
-    """Return a name of ``ops_runner.sweep`` kept importable from here (research.sweep, ...)."""
-    if name in _SWEEP_NAMES:
-        from ops_runner import sweep as sweep_module
-
-        return getattr(sweep_module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,7 +16,7 @@ def read_status(cfg: Config) -> dict[str, Any]:
     """
     from ops_runner import projections
     from ops_runner.ledger import LEDGER_FILE, LedgerCorrupt, open_ledger
-    from ops_runner.state import read_kill_switch, read_state
+    from ops_runner.state import read_kill_switch
 
     kill = read_kill_switch(cfg)
     report: dict[str, Any] = {
@@ -35,13 +35,13 @@ def read_status(cfg: Config) -> dict[str, Any]:
         with open_ledger(cfg, create=False, readonly=True) as ledger:
             events = list(ledger.events())
             head = ledger.head()
-            view = read_state(ledger)
     except LedgerCorrupt as exc:
         report.update(
             state=str(State.HALT), since=None, trigger="ledger_corrupt", reason=str(exc),
             evidence=[], open_incidents=[], last_jobs={}, ledger_head=None, drawdown=None,
         )  # fmt: skip
         return report
+    view = projections.compute_state(events)
     equity = projections.compute_equity(events)
     report.update(
         state=str(view.state),

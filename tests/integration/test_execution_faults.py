@@ -20,9 +20,10 @@ from ops_runner.brokers.sim import SimBroker
 from ops_runner.config import Config, load_config
 from ops_runner.decision import decide
 from ops_runner.events import EventKind, State, Trigger
-from ops_runner.execution import SubmissionReport, SubmissionStatus, read_plan, submit_plan
+from ops_runner.execution import read_plan
 from ops_runner.ledger import open_ledger
 from ops_runner.state import apply_trigger, read_state, write_kill_switch
+from ops_runner.submission import SubmissionReport, SubmissionStatus, submit_plan
 
 NOV_WINDOW = datetime(2025, 11, 3, 13, 30, tzinfo=UTC)  # 08:30 New York, orders for 11-03
 NOV_FILLED = datetime(2025, 11, 3, 15, 0, tzinfo=UTC)  # after the 09:30 open

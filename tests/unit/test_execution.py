@@ -26,14 +26,12 @@ from ops_runner.execution import (
     ExecutionPlan,
     ExecutionRefused,
     ExecutionSettings,
-    RowOutcome,
-    SubmissionStatus,
     compute_client_ref,
     compute_plan,
-    submit_plan,
 )
 from ops_runner.gate import OrderIntent, Side, require_valid_pass
 from ops_runner.state import apply_trigger, read_state, write_kill_switch
+from ops_runner.submission import RowOutcome, SubmissionStatus, submit_plan
 
 D = Decimal
 MARGIN = ExecutionSettings(cash_buffer=D("0.02"), min_trade_value=D("100"), cash_account=False)

@@ -18,16 +18,10 @@ from ops_runner import research
 from ops_runner.calendar import MarketCalendar
 from ops_runner.config import TEMPLATES, init_workbook, load_config, load_config_text
 from ops_runner.data import compute_adjustment_factors
-from ops_runner.research import (
-    Costs,
-    ResearchError,
-    backtest,
-    compute_grid_settings,
-    load_grid,
-    sweep,
-)
+from ops_runner.research import Costs, ResearchError, backtest
 from ops_runner.sources.sample import generate_sample_market
 from ops_runner.strategy import StrategySettings, compute_decision, compute_decision_series
+from ops_runner.sweep import compute_grid_settings, load_grid, sweep
 
 START, END = date(2012, 1, 3), date(2016, 12, 30)
 CALENDAR = MarketCalendar()
