@@ -137,10 +137,12 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(report.to_dict(), indent=2))
         elif report.ok:
-            print(
-                f"ledger ok: {report.events_checked} events, head {report.head_seq} "
-                f"{(report.head_hash or '')[:16]}; anchor updated"
+            head = (
+                f"head {report.head_seq} {report.head_hash[:16]}; anchor updated"
+                if report.head_hash
+                else "empty"
             )
+            print(f"ledger ok: {report.events_checked} events, {head}")
         else:
             print(
                 f"ledger BROKEN at event {report.first_bad_seq}: {report.reason}"
@@ -540,6 +542,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ops-runner: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`ops-runner ledger export | head`): not an error of ours.
+        # Point stdout at devnull so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -67,14 +67,28 @@ def open_workbook(workbook: str = "") -> Config:
 def _ipc_kernel_manager() -> type:
     """Return a kernel manager talking to the kernel over local IPC sockets, not TCP ports.
 
-    IPC sockets live in the user's private Jupyter runtime folder: other local users cannot
-    reach the kernel, and ipykernel has no reason to warn about unencrypted TCP.
+    Each kernel's sockets get their own path in the user's private Jupyter runtime folder.
+    jupyter_client's default is the relative name ``kernel-ipc``: every kernel would share
+    one path in the current folder (the notebooks/ folder here), a kernel still shutting down
+    would answer the next one's client ("Invalid Signature"), and socket files would be left
+    beside the notebooks. Other local users cannot reach the kernel, and ipykernel has no
+    reason to warn about unencrypted TCP.
     """
+    import uuid
+
     from jupyter_client.manager import AsyncKernelManager
-    from traitlets import CaselessStrEnum
+    from jupyter_core.paths import jupyter_runtime_dir
+    from traitlets import CaselessStrEnum, default
 
     class IPCKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+        @default("ip")
+        def _ip_default(self) -> str:
+            folder = Path(jupyter_runtime_dir())
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # short: a Unix socket path must stay under ~104 bytes with its "-N" suffix
+            return str(folder / f"opsr-{uuid.uuid4().hex[:12]}-ipc")
 
     return IPCKernelManager
 

@@ -173,3 +173,13 @@ def test_cli_run_when_a_cycle_goes_through_the_sim_broker_registers_each_noteboo
     late = run("run", "execution", "--cycle", "2025-11", "--now", "2025-12-02T13:30:00Z",
                workbook=tmp_path)  # fmt: skip
     assert late.returncode == 0  # every intent already settled: nothing to send, nothing twice
+
+
+def test_cli_when_output_piped_into_head_exits_quietly(tmp_path):
+    assert run("init", workbook=tmp_path).returncode == 0
+    assert run("data", "sample", workbook=tmp_path).returncode == 0
+    argv = f"'{EXE}' --workbook '{tmp_path}' data list | head -1"
+    done = subprocess.run(["bash", "-c", f"set -o pipefail; {argv}"], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+    assert done.stdout.startswith("source")

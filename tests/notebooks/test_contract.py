@@ -88,3 +88,16 @@ def test_notebook_when_read_last_cell_glues_completion_record(path):
     nb = nbformat.read(str(path), as_version=4)
     last = _code(nb)[-1].source
     assert 'sb.glue("completion"' in last and "completion_record(" in last
+
+
+def test_run_notebook_when_kernels_follow_each_other_leave_no_sockets_beside_notebooks(tmp_path):
+    from ops_runner.notebooks import _ipc_kernel_manager, run_notebook
+
+    manager = _ipc_kernel_manager()
+    first, second = manager(kernel_name="python3").ip, manager(kernel_name="python3").ip
+    assert first != second and Path(first).is_absolute()  # never a shared relative path
+    before = sorted(p.name for p in (ROOT / "notebooks").iterdir())
+    for n in range(2):  # back to back, as a job chain runs them
+        run_notebook("data_qa", tmp_path / f"qa{n}.ipynb",
+                     {"workbook": str(tmp_path / "wb"), "as_of": "2025-12-31"})  # fmt: skip
+    assert sorted(p.name for p in (ROOT / "notebooks").iterdir()) == before
