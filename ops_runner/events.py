@@ -32,10 +32,18 @@ class EventKind(StrEnum):
     #                                 commission (decimal str or null), session
     CASH_ADJUSTED = "CashAdjusted"  # amount (decimal str, + deposit / - withdrawal), reason
     # jobs and artifacts
-    JOB_STARTED = "JobStarted"  # job, session, cycle
-    JOB_COMPLETED = "JobCompleted"  # job, session, cycle, outputs
-    JOB_FAILED = "JobFailed"  # job, session, cycle, error
-    NOTEBOOK_REGISTERED = "NotebookRegistered"  # job, path, sha256
+    JOB_STARTED = "JobStarted"  # job, slot, session, cycle, run_id, at
+    JOB_COMPLETED = "JobCompleted"  # job, slot, session, cycle, run_id, at, outcome, outputs
+    JOB_FAILED = "JobFailed"  # job, slot, session, cycle, run_id, at, error
+    JOB_MISSED = "JobMissed"  # job, slot, session, cycle, deadline, at
+    ARTIFACT_RECORDED = "ArtifactRecorded"  # path (workbook-relative), sha256, job, run_id,
+    #                                         slot, duration_seconds (decimal str), outcome
+    #                                         (completed | failed), reason
+    ALERT_SENT = "AlertSent"  # alert_id, subject, severity, events: list[int] (seqs),
+    #                           channels: {name: "sent" | "failed: ..." | "not configured"}
+    BASELINE_APPROVED = "BaselineApproved"  # config_hash, strategy_version, code_version,
+    #                                         reason, approved_at
+    CYCLE_SKIPPED = "CycleSkipped"  # cycle, session, reason (schedule.missed_decision)
     DECISION_RECORDED = "DecisionRecorded"  # the Decision Record (strategy issue)
 
 
