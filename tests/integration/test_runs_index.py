@@ -1,0 +1,217 @@
+"""The runs index page: built from a real ledger and real notebooks, read back by a real browser."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote
+
+import nbformat
+import pytest
+
+from ops_runner.config import init_workbook, load_config
+from ops_runner.events import EventKind, State, Trigger
+from ops_runner.ledger import open_ledger
+from ops_runner.runs import write_runs_index
+from ops_runner.state import apply_trigger
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
+NO_BROWSER = (
+    "no headless Chromium: install the chromium package (apt-get install chromium) "
+    "to run the browser test"
+)
+
+# run_id, job, session, cycle, duration_seconds, outcome, reason as recorded.
+RUNS = [
+    ("r1", "data_qa", "2025-11-26", "2025-11", "3.25", "completed", ""),
+    ("r2", "decision", "2025-11-27", "2025-11", "7.5", "failed", "CellExecutionError in cell 4"),
+    ("r3", "reconcile", "2025-11-28", None, "1", "completed", ""),
+]
+SHOWN_DURATION = {"r1": "3.3", "r2": "7.5", "r3": "1.0"}  # seconds to one decimal, half up
+
+
+def write_notebook(path: Path, text: str) -> str:
+    """Write a tiny executed-looking notebook; return its sha256."""
+    cell = nbformat.v4.new_code_cell("print('hello')", execution_count=1)
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), str(path))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def record_run(workbook: Path, run: tuple, write: bool = True) -> Path:
+    """Write the run's notebook (unless ``write`` is false) and append its ArtifactRecorded."""
+    run_id, job, session, cycle, duration, outcome, reason = run
+    relative = f"ledger/runs/2025-11/{job}-{run_id}.ipynb"
+    notebook = workbook / relative
+    sha256 = write_notebook(notebook, f"{job} {run_id}") if write else "0" * 64
+    payload = {
+        "path": relative, "sha256": sha256, "job": job, "run_id": run_id,
+        "slot": f"{job}:2025-11", "session": session, "cycle": cycle,
+        "duration_seconds": duration, "outcome": outcome, "reason": reason,
+    }  # fmt: skip
+    with open_ledger(load_config(workbook)) as ledger:
+        ledger.append(str(EventKind.ARTIFACT_RECORDED), f"ArtifactRecorded:{run_id}", payload)
+    return notebook
+
+
+@pytest.fixture
+def workbook(tmp_path) -> Path:
+    init_workbook(tmp_path / "wb")
+    return tmp_path / "wb"
+
+
+@pytest.fixture
+def world(workbook) -> Path:
+    """Three recorded runs (one failed), an incident that moved the state to SAFE_MODE."""
+    for run in RUNS:
+        record_run(workbook, run)
+    incident = {"incident_id": "x", "category": "data", "summary": "stale bars", "evidence": []}
+    with open_ledger(load_config(workbook)) as ledger:
+        apply_trigger(ledger, Trigger.INCIDENT, "decision notebook failed",
+                      extra_events=[("IncidentOpened", "IncidentOpened:x", incident)])  # fmt: skip
+    return workbook
+
+
+class Page(HTMLParser):
+    """The parts of the page a test reads: rows of each table by id, and every href."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[dict]] = {}
+        self.hrefs: list[str] = []
+        self.ids: dict[str, str] = {}
+        self._table: str | None = None
+        self._row: dict | None = None
+        self._cell: list[str] | None = None
+        self._id_text: tuple[str, list[str]] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self._table = attrs.get("id")
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table and "data-seq" in attrs:
+            self._row = {"attrs": attrs, "cells": [], "classes": [], "links": []}
+        elif tag == "td" and self._row is not None:
+            self._cell = []
+            self._row["classes"].append(attrs.get("class") or "")
+        elif tag == "a" and "href" in attrs:
+            self.hrefs.append(attrs["href"])
+            if self._row is not None:
+                self._row["links"].append(attrs["href"])
+        if attrs.get("id") in ("state", "head-seq", "generated-at"):
+            self._id_text = (attrs["id"], [])
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._cell is not None:
+            self._row["cells"].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.tables[self._table].append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._table = None
+        elif self._id_text and tag in ("span", "code", "time"):
+            self.ids[self._id_text[0]] = "".join(self._id_text[1]).strip()
+            self._id_text = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+        if self._id_text:
+            self._id_text[1].append(data)
+
+
+def parse(text: str) -> Page:
+    page = Page()
+    page.feed(text)
+    return page
+
+
+def dump_dom(index: Path, profile: Path) -> str:
+    """Return the DOM a headless Chromium builds from the page opened via file://."""
+    binary = next((found for name in BROWSERS if (found := shutil.which(name))), None)
+    if binary is None:
+        pytest.skip(NO_BROWSER)
+    done = subprocess.run(
+        [binary, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
+         "--dump-dom", index.as_uri()],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0 and "<table" in done.stdout, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_runs_index_when_opened_in_headless_chromium_shows_runs_links_incident_and_state(
+    world, tmp_path
+):
+    index = write_runs_index(load_config(world))
+    page = parse(dump_dom(index, tmp_path / "chromium-profile"))
+
+    rows = page.tables["runs"]
+    assert [r["attrs"]["data-run-id"] for r in rows] == ["r3", "r2", "r1"]  # newest first
+    for row, (run_id, job, session, cycle, _, outcome, reason) in zip(
+        rows, reversed(RUNS), strict=True
+    ):
+        session_cell, cycle_cell, job_cell, outcome_cell, duration_cell = row["cells"][:5]
+        assert (session_cell, cycle_cell, job_cell) == (session, cycle or "-", job)
+        assert outcome_cell.startswith(outcome) and reason in outcome_cell
+        assert duration_cell == SHOWN_DURATION[run_id]
+        assert row["cells"][5] == run_id
+        assert len(row["links"]) == 2 and "missing" not in row["cells"]
+    failed = next(r for r in rows if r["attrs"]["data-run-id"] == "r2")
+    assert failed["cells"][3].startswith("failed") and "failed" in failed["classes"][3].split()
+    assert page.hrefs and all((index.parent / unquote(h)).is_file() for h in page.hrefs)
+    rendered = [h for h in page.hrefs if h.endswith(".html")]
+    assert sorted(rendered) == [f"runs/2025-11/{job}-{run_id}.html" for run_id, job, *_ in RUNS]
+
+    [incident] = page.tables["incidents"]
+    assert incident["cells"][:3] == ["x", "data", "stale bars"]
+    [change] = page.tables["timeline"]
+    assert change["cells"][1:] == ["RUN", "SAFE_MODE", "incident", "decision notebook failed"]
+    assert page.ids["state"] == str(State.SAFE_MODE)
+    with open_ledger(load_config(world), create=False, readonly=True) as ledger:
+        assert page.ids["head-seq"] == str(ledger.head()[0])
+
+
+def test_runs_index_when_notebook_missing_lists_it_as_missing(workbook):
+    record_run(workbook, RUNS[0], write=False)
+    index = write_runs_index(load_config(workbook))
+    [row] = parse(index.read_text(encoding="utf-8")).tables["runs"]
+    assert row["attrs"]["data-run-id"] == "r1"
+    assert row["cells"][6:] == ["missing", "missing"] and row["links"] == []
+    assert not (index.parent / "runs").exists()
+
+
+def test_runs_index_when_reason_holds_markup_escapes_it(workbook):
+    script = "<script>alert(1)</script>"
+    hostile = ("r9", "data_qa", "2025-11-26", "<b>x</b>", "2", "failed", script)
+    record_run(workbook, hostile, write=False)
+    text = write_runs_index(load_config(workbook)).read_text(encoding="utf-8")
+    assert "<script>" not in text and "<b>x</b>" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    [row] = parse(text).tables["runs"]
+    assert row["cells"][1] == "<b>x</b>" and script in row["cells"][3]
+
+
+def test_runs_index_when_html_is_current_does_not_render_again(workbook):
+    notebook = record_run(workbook, RUNS[0])
+    cfg = load_config(workbook)
+    html = write_runs_index(cfg).parent / "runs/2025-11/data_qa-r1.html"
+    assert html.is_file() and "data_qa r1" in html.read_text(encoding="utf-8")
+    before = html.stat().st_mtime_ns
+    write_runs_index(cfg)
+    assert html.stat().st_mtime_ns == before
+    write_notebook(notebook, "data_qa r1 again")  # a newer notebook is rendered again
+    write_runs_index(cfg)
+    assert html.stat().st_mtime_ns > before and "r1 again" in html.read_text(encoding="utf-8")
+
+
+def test_runs_index_when_ledger_is_empty_says_so(workbook):
+    text = write_runs_index(load_config(workbook)).read_text(encoding="utf-8")
+    assert 'id="runs-empty"' in text and 'id="incidents-empty"' in text
+    assert 'id="timeline-empty"' in text and "RUN" in text
