@@ -1,0 +1,395 @@
+"""Slippage: each cycle's fills against the decision close and the opening print, in bands."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from ops_runner.config import Config
+from ops_runner.errors import OpsError
+from ops_runner.events import EventKind
+from ops_runner.projections import OrderView, compute_fills
+from ops_runner.reconcile import compute_cycle_orders, compute_record_closes, read_session_prices
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+log = logging.getLogger(__name__)
+
+CHECK = "slippage_bands"
+TRAILING_CYCLES = 12
+BPS = Decimal(10_000)
+HUNDREDTH = Decimal("0.01")  # bps to 0.01, as reconciliation shows them
+RATIO = Decimal("0.0001")
+ZERO = Decimal(0)
+
+
+class SlippageError(OpsError):
+    """The slippage report cannot be made or recorded as asked (a bad band, a changed record)."""
+
+
+class SlippageStatus(StrEnum):
+    """What a cycle's report can say about its bands."""
+
+    NO_FILLS = "NO_FILLS"  # no order of the cycle has filled yet: nothing to judge
+    INCOMPLETE = "INCOMPLETE"  # a fill still lacks its opening print or commission
+    WITHIN_BANDS = "WITHIN_BANDS"
+    OUT_OF_BAND = "OUT_OF_BAND"
+
+
+@dataclass(frozen=True)
+class OrderSlippage:
+    """One order of a cycle: ordered vs filled, its prices, slippage in bps and its cost.
+
+    Slippage is a cost: positive when a buy paid more (a sell received less) than the reference.
+    ``slippage_cost`` is the dollars lost against the opening print, with the same sign.
+    """
+
+    cycle_id: str
+    session: str | None  # the order session
+    client_ref: str
+    symbol: str
+    side: str
+    ordered: int
+    filled: int
+    fill_ratio: Decimal | None
+    decision_close: Decimal | None
+    open_print: Decimal | None
+    avg_price: Decimal | None
+    vs_close_bps: Decimal | None
+    vs_open_bps: Decimal | None
+    slippage_cost: Decimal | None
+    commission: Decimal | None  # None while a fill still lacks its commission
+    band_bps: Decimal
+    flagged: bool  # |vs_open_bps| beyond band_bps
+    status: str  # filled, partial, else the ledger's order status (submitted, denied...)
+
+    def describe(self) -> str:
+        """Return one line: side, shares, symbol, slippage vs the open and the band."""
+        return (f"{self.side} {self.filled} {self.symbol} at {self.avg_price} vs open "
+                f"{self.open_print}: {self.vs_open_bps:+} bps (band {self.band_bps})")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CycleSlippage:
+    """A cycle's (or several cycles') orders in figures: |slippage vs open| and dollar cost."""
+
+    cycle_id: str
+    session: str | None
+    orders: int
+    filled: int  # orders with at least one fill
+    avg_abs_bps: Decimal | None  # mean |vs open| over measured orders
+    worst_abs_bps: Decimal | None
+    worst_symbol: str | None
+    slippage_cost: Decimal
+    commissions: Decimal
+    total_cost: Decimal
+    flagged: int
+
+
+def compute_band(costs: Mapping[str, Any], symbol: str | None = None) -> Decimal:
+    """Return the band in bps: ``slippage_bands[symbol]`` else ``slippage_band_bps`` (10.0).
+
+    ``costs`` is config's ``costs`` section. Raises SlippageError for a band that is not a
+    number >= 0.
+    """
+    bands = costs.get("slippage_bands") or {}
+    value = bands[symbol] if symbol in bands else costs.get("slippage_band_bps", 10.0)
+    where = f"slippage_bands.{symbol}" if symbol in bands else "slippage_band_bps"
+    try:
+        band = Decimal(str(value))
+    except InvalidOperation:
+        band = Decimal(-1)
+    if isinstance(value, bool) or not band.is_finite() or band < 0:
+        raise SlippageError(f"costs.{where}: {value!r} is not a band in bps >= 0; fix config.yaml")
+    return band
+
+
+def compute_slippage_bps(side: str, price: Decimal, reference: Decimal) -> Decimal:
+    """Return the cost of ``price`` against ``reference`` in bps (to 0.01): positive when a BUY
+    paid more or a SELL received less."""
+    cost = price - reference if side == "BUY" else reference - price
+    return (cost / reference * BPS).quantize(HUNDREDTH)
+
+
+def compute_order_rows(
+    cycle_id: str,
+    session: str | None,
+    orders: Mapping[str, OrderView],
+    fills: Iterable[Mapping[str, Any]],
+    prices: tuple[Mapping[str, Decimal], Mapping[str, Decimal]],
+    costs: Mapping[str, Any],
+) -> list[OrderSlippage]:
+    """Return a row per order from its FillRecorded payloads (each exec_id once, as
+    ``compute_fills`` gives them); ``prices`` is (decision closes, open prints) by symbol and
+    ``costs`` config's ``costs`` section. Rows without a fill or a price have None slippage."""
+    by_ref: dict[str, list[Mapping[str, Any]]] = {}
+    for fill in fills:
+        by_ref.setdefault(str(fill.get("client_ref")), []).append(fill)
+    rows = []
+    for ref, view in orders.items():
+        symbol, side, mine = str(view.symbol), str(view.side), by_ref.get(ref, [])
+        shares = sum(int(f["quantity"]) for f in mine)
+        paid = sum((int(f["quantity"]) * Decimal(str(f["price"])) for f in mine), ZERO)
+        fees = [f.get("commission") for f in mine]
+        commission = sum((Decimal(str(c)) for c in fees), ZERO) if None not in fees else None
+        close, opening = prices[0].get(symbol), prices[1].get(symbol)
+        exact = paid / shares if shares else None
+        vs_close = compute_slippage_bps(side, exact, close) if exact and close else None
+        vs_open = compute_slippage_bps(side, exact, opening) if exact and opening else None
+        lost = None
+        if exact and opening:
+            lost = (paid - opening * shares) * (1 if side == "BUY" else -1)
+        band = compute_band(costs, symbol)
+        rows.append(OrderSlippage(
+            cycle_id, session, ref, symbol, side, view.quantity, shares,
+            (Decimal(shares) / view.quantity).quantize(RATIO) if view.quantity else None,
+            close, opening, exact.quantize(RATIO) if exact else None, vs_close, vs_open, lost,
+            commission if mine else None, band, vs_open is not None and abs(vs_open) > band,
+            view.status if not shares else "filled" if shares >= view.quantity else "partial",
+        ))  # fmt: skip
+    return rows
+
+
+def compute_cycle_summary(
+    cycle_id: str, session: str | None, rows: Sequence[OrderSlippage]
+) -> CycleSlippage:
+    """Return the rows' figures: mean and worst |slippage vs open| over the measured orders,
+    dollars lost against the open, commissions, their total, and how many were flagged."""
+    measured = [(abs(r.vs_open_bps), r.symbol) for r in rows if r.vs_open_bps is not None]
+    mean = worst = symbol = None
+    if measured:
+        mean = (sum((bps for bps, _ in measured), ZERO) / len(measured)).quantize(HUNDREDTH)
+        worst, symbol = max(measured, key=lambda pair: pair[0])
+    lost = sum((r.slippage_cost for r in rows if r.slippage_cost is not None), ZERO)
+    fees = sum((r.commission for r in rows if r.commission is not None), ZERO)
+    filled, flagged = sum(1 for r in rows if r.filled), sum(1 for r in rows if r.flagged)
+    return CycleSlippage(cycle_id, session, len(rows), filled, mean, worst, symbol, lost, fees,
+                         lost + fees, flagged)  # fmt: skip
+
+
+def _figures(c: CycleSlippage) -> str:
+    if c.avg_abs_bps is None:
+        return f"{c.filled} of {c.orders} order(s) filled, none measured against an open yet"
+    return (f"{c.filled} of {c.orders} order(s) filled, |vs open| avg {c.avg_abs_bps} bps, "
+            f"worst {c.worst_abs_bps} bps ({c.worst_symbol}), cost "
+            f"${c.total_cost.quantize(HUNDREDTH)} incl. ${c.commissions} commissions")  # fmt: skip
+
+
+def _plain(value: Any) -> Any:
+    """Return ``value`` JSON-safe: Decimals and enums as text, dataclasses as dicts, no floats."""
+    if isinstance(value, Decimal | StrEnum):
+        return str(value)
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _frame(rows: Sequence[Any], kind: type, index: str) -> pd.DataFrame:
+    import pandas as pd
+
+    names = [f.name for f in fields(kind)]
+    return pd.DataFrame([vars(r) for r in rows], columns=names).set_index(index)
+
+
+@dataclass(frozen=True)
+class SlippageReport:
+    """One cycle's orders and the trailing cycles' figures (oldest first, this cycle last)."""
+
+    cycle_id: str
+    session: str | None
+    rows: tuple[OrderSlippage, ...]
+    history: tuple[OrderSlippage, ...]  # every order of the trailing cycles
+    cycles: tuple[CycleSlippage, ...]
+    trailing: CycleSlippage
+    band_bps: Decimal  # the default band; rows carry their own
+
+    @property
+    def flagged(self) -> list[OrderSlippage]:
+        """This cycle's orders out of their band."""
+        return [r for r in self.rows if r.flagged]
+
+    @property
+    def status(self) -> SlippageStatus:
+        filled = [r for r in self.rows if r.filled]
+        if not filled:
+            return SlippageStatus.NO_FILLS
+        if any(r.vs_open_bps is None or r.commission is None for r in filled):
+            return SlippageStatus.INCOMPLETE
+        return SlippageStatus.OUT_OF_BAND if self.flagged else SlippageStatus.WITHIN_BANDS
+
+    def summary(self) -> str:
+        """Return one line about this cycle only (the check records it, so it must not move)."""
+        head = f"slippage {self.cycle_id} (session {self.session or 'unknown'})"
+        if self.status is SlippageStatus.NO_FILLS:
+            return f"{head}: no fills yet ({len(self.rows)} order(s) recorded)"
+        text = f"{head}: {_figures(compute_cycle_summary(self.cycle_id, self.session, self.rows))}"
+        if self.status is SlippageStatus.INCOMPLETE:
+            return f"{text}; incomplete: a fill lacks its opening print or commission"
+        if self.flagged:
+            return f"{text}; {len(self.flagged)} out of band: {self.flagged[0].describe()}"
+        return f"{text}; all within band"
+
+    def trailing_summary(self) -> str:
+        """Return one line of figures over the trailing cycles."""
+        t = self.trailing
+        return f"{t.cycle_id}: {_figures(t)}; {t.flagged} order(s) out of band"
+
+    def orders_frame(self) -> pd.DataFrame:
+        """Return this cycle's orders as a table indexed by client reference."""
+        return _frame(self.rows, OrderSlippage, "client_ref")
+
+    def cycles_frame(self) -> pd.DataFrame:
+        """Return one row per trailing cycle (at most 12, oldest first)."""
+        return _frame(self.cycles, CycleSlippage, "cycle_id")
+
+    def to_payload(self) -> dict[str, Any]:
+        """Return the report JSON-safe: decimal strings, no floats."""
+        extra = {"status": str(self.status), "summary": self.summary(),
+                 "flagged": [r.client_ref for r in self.flagged]}  # fmt: skip
+        return {**_plain(self), **extra}
+
+
+def read_slippage(cfg: Config, cycle_id: str, trailing: int = TRAILING_CYCLES) -> SlippageReport:
+    """Return the slippage report of ``cycle_id`` and the ``trailing`` cycles up to it.
+
+    Decision closes are the raw closes execution sized with (OrdersPlanned), else the store's
+    raw close of the decision session, else the Decision Record's ``prices_used``. Opening
+    prints are the order session's raw open in the store. Raises LedgerMissing, LedgerError.
+    """
+    from ops_runner.ledger import open_ledger
+
+    with open_ledger(cfg, create=False, readonly=True) as ledger:
+        events = list(ledger.events())
+    planned = {str(e.payload["cycle_id"]): e.payload for e in events
+               if e.kind == EventKind.ORDERS_PLANNED}  # fmt: skip
+    fills = list(compute_fills(events).values())
+    costs = cfg.values["costs"]
+    by_cycle: dict[str, tuple[str | None, list[OrderSlippage]]] = {}
+    for cycle in sorted({c for c in planned if c <= cycle_id} | {cycle_id})[-trailing:]:
+        orders = compute_cycle_orders(events, cycle)
+        plan = planned.get(cycle, {})
+        decided, closes = compute_record_closes(events, cycle)
+        session = plan.get("order_session") or (
+            decided and cfg.calendar().next_session(decided).isoformat()
+        )
+        symbols = sorted({str(v.symbol) for v in orders.values() if v.symbol})
+        closes.update(read_session_prices(cfg, symbols, "close", decided))
+        closes.update({str(line["symbol"]): Decimal(str(line["price"]))
+                       for line in plan.get("lines", ()) if line.get("side")})  # fmt: skip
+        opens = read_session_prices(cfg, symbols, "open", session)
+        rows = compute_order_rows(cycle, session, orders, fills, (closes, opens), costs)
+        if rows or cycle in planned:
+            by_cycle[cycle] = (session, rows)
+    session, rows = by_cycle.get(cycle_id, (None, []))
+    history = [r for _, cycle_rows in by_cycle.values() for r in cycle_rows]
+    cycles = [compute_cycle_summary(c, s, r) for c, (s, r) in by_cycle.items()]
+    label = f"trailing {len(cycles)} cycle(s)"
+    return SlippageReport(cycle_id, session, tuple(rows), tuple(history), tuple(cycles),
+                          compute_cycle_summary(label, None, history),
+                          compute_band(costs))  # fmt: skip
+
+
+def write_slippage_check(
+    cfg: Config, report: SlippageReport, run_id: str | None = None
+) -> dict[str, Any]:
+    """Record the cycle's ``CheckRecorded`` (check slippage_bands) once, and alert when an order
+    is out of band; return what was recorded (JSON-safe).
+
+    Nothing is recorded while the cycle has no fills or a fill lacks its opening print or
+    commission. A re-run with the same figures records nothing new. Raises SlippageError when
+    the cycle's check was recorded with other figures (e.g. after a band changed): the first
+    record stands.
+    """
+    from ops_runner.ledger import LedgerConflict, open_ledger
+
+    cycle, key = report.cycle_id, f"{EventKind.CHECK_RECORDED}:{CHECK}:{report.cycle_id}"
+    result: dict[str, Any] = {"check": CHECK, "cycle": cycle, "key": None, "seq": None,
+                              "passed": None, "alert": {}}  # fmt: skip
+    if report.status in (SlippageStatus.NO_FILLS, SlippageStatus.INCOMPLETE):
+        return {**result, "detail": f"{report.summary()}; nothing recorded yet"}
+    flagged = report.flagged
+    check = {"check": CHECK, "passed": not flagged, "detail": report.summary(),
+             "evidence": [r.describe() for r in flagged], "cycle": cycle}  # fmt: skip
+    with open_ledger(cfg) as ledger:
+        try:
+            event = ledger.append(str(EventKind.CHECK_RECORDED), key, check, run_id=run_id,
+                                  cycle_id=cycle)  # fmt: skip
+        except LedgerConflict as exc:
+            raise SlippageError(
+                f"cycle {cycle}'s slippage check was recorded at event {exc.existing.seq} with "
+                f"other figures ({exc.existing.payload.get('detail')}); the first record stands. "
+                "Compare costs.slippage_band_bps/slippage_bands and the fills with that record"
+            ) from None
+        result.update(key=key, seq=event.seq, passed=not flagged, detail=check["detail"])
+        if flagged:
+            from ops_runner.alerts import Alert, send_alert
+
+            log.warning("%s", report.summary())
+            body = "\n".join([report.summary(), *check["evidence"]])
+            alert = Alert(f"slippage {cycle}: {len(flagged)} order(s) out of band", body,
+                          severity="warning")  # fmt: skip
+            channels = send_alert(cfg, alert, ledger=ledger, key=f"slippage:{cycle}",
+                                  events=(event.seq,))  # fmt: skip
+            result["alert"] = dict(channels)
+    return result
+
+
+def plot_slippage(report: SlippageReport) -> Figure:
+    """Return slippage vs the open per order over the trailing cycles, the default band shaded
+    and out-of-band orders in red with their symbol."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    band = float(report.band_bps)
+    measured = [r for r in report.history if r.vs_open_bps is not None and r.session]
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    ax.axhspan(-band, band, color="tab:green", alpha=0.12, lw=0, label=f"band ±{band:g} bps")
+    ax.axhline(0, color="black", lw=0.5)
+    for side, marker in (("BUY", "^"), ("SELL", "v")):
+        mine = [r for r in measured if r.side == side]
+        if mine:
+            ax.scatter([pd.Timestamp(str(r.session)) for r in mine],
+                       [float(r.vs_open_bps) for r in mine], marker=marker, label=side.lower(),
+                       c=["tab:red" if r.flagged else "tab:blue" for r in mine])  # fmt: skip
+    for r in (r for r in measured if r.flagged):
+        ax.annotate(r.symbol, (pd.Timestamp(str(r.session)), float(r.vs_open_bps)),
+                    fontsize=8, xytext=(4, 4), textcoords="offset points")  # fmt: skip
+    if not measured:
+        ax.text(0.5, 0.5, "no fills yet", transform=ax.transAxes, ha="center", va="center")
+    own = sorted({(r.symbol, r.band_bps) for r in measured if r.band_bps != report.band_bps})
+    note = "; own bands " + ", ".join(f"{s} {b}" for s, b in own) if own else ""
+    ax.set_ylabel("slippage vs open (bps, + = cost)")
+    ax.set_title(f"fills vs the opening print, {report.trailing.cycle_id}{note}",
+                 loc="left", fontsize=10)  # fmt: skip
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_costs(report: SlippageReport) -> Figure:
+    """Return the dollar cost per cycle as bars: slippage vs the open, commissions on top."""
+    import matplotlib.pyplot as plt
+
+    names = [c.cycle_id for c in report.cycles]
+    lost = [float(c.slippage_cost) for c in report.cycles]
+    fees = [float(c.commissions) for c in report.cycles]
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    ax.bar(names, lost, color="tab:blue", label="slippage vs open")
+    ax.bar(names, fees, bottom=lost, color="tab:orange", label="commissions")
+    if not names:
+        ax.text(0.5, 0.5, "no cycles with orders yet", transform=ax.transAxes, ha="center")
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_ylabel("cost ($)")
+    total = report.trailing.total_cost.quantize(HUNDREDTH)
+    ax.set_title(f"cost per cycle; {report.trailing.cycle_id}: ${total}", loc="left", fontsize=10)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig

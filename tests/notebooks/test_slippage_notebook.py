@@ -1,0 +1,59 @@
+"""The slippage report notebook: offline on defaults, and over four simulated cycles."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from conftest import make_sample_workbook
+
+from ops_runner import jobs
+from ops_runner.config import load_config
+from ops_runner.decision import decide
+from ops_runner.events import EventKind
+from ops_runner.ledger import open_ledger
+from ops_runner.notebooks import run_notebook
+
+pytestmark = pytest.mark.notebook
+
+
+def run_cycle(cfg, year: int, month: int) -> str:
+    """Decide the month-end, submit an hour before the next open, reconcile 45 minutes after."""
+    calendar = cfg.calendar()
+    decided = calendar.rebalance_session(year, month)
+    cycle = decide(cfg, decided).record["cycle_id"]
+    opened = calendar.session_open(calendar.next_session(decided)).to_pydatetime()
+    at = lambda moment: moment.strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731 - a local formatter
+    jobs.open_execution(cfg, cycle, at(opened - timedelta(hours=1))).submit()
+    jobs.run_reconciliation(cfg, cycle, at(opened + timedelta(minutes=45)), alert=None)
+    return cycle
+
+
+def test_slippage_notebook_when_defaults_and_no_fills_says_so_and_records_nothing(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("OPS_RUNNER_HOME", str(tmp_path / "home"))
+    run = run_notebook("slippage_report", tmp_path / "slippage.ipynb", {})
+    assert run.completion == {"job": "slippage_report", "cycle": "2025-11",
+                              "status": "NO_FILLS", "passed": None, "flagged": 0}  # fmt: skip
+    assert "no fills yet" in run.scraps["slippage"]["summary"]
+    assert run.scraps["check"]["key"] is None
+
+
+def test_slippage_notebook_when_four_cycles_filled_checks_bands_and_lists_each_cycle(tmp_path):
+    root = make_sample_workbook(tmp_path / "wb")
+    cfg = load_config(root)
+    cycles = [run_cycle(cfg, 2025, month) for month in (8, 9, 10, 11)]
+    params = {"workbook": str(root), "cycle": "2025-11"}
+    run = run_notebook("slippage_report", tmp_path / "slippage.ipynb", params)
+    assert run.completion["status"] == "WITHIN_BANDS" and run.completion["passed"] is True
+    report = run.scraps["slippage"]
+    assert [c["cycle_id"] for c in report["cycles"]] == cycles
+    assert {(o["symbol"], o["side"]) for o in report["rows"]} == {("VEU", "SELL"), ("AGG", "BUY")}
+    for order in report["rows"]:  # the sim's 2 bps against the trader, rounded to cents
+        assert Decimal("1") <= Decimal(order["vs_open_bps"]) <= Decimal("3")
+    with open_ledger(cfg, create=False, readonly=True) as ledger:
+        check = ledger.get("CheckRecorded:slippage_bands:2025-11")
+    assert check is not None and check.seq == run.scraps["check"]["seq"]
+    assert check.payload["passed"] is True and check.kind == EventKind.CHECK_RECORDED

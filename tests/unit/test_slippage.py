@@ -1,0 +1,310 @@
+"""Slippage: hand-computed tables for the pure parts, then cycles on the simulated broker."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import matplotlib
+import pytest
+import yaml
+from conftest import make_sample_workbook
+
+from ops_runner import jobs
+from ops_runner.canonical import canonical_json
+from ops_runner.config import load_config
+from ops_runner.decision import decide
+from ops_runner.events import EventKind
+from ops_runner.ledger import open_ledger
+from ops_runner.projections import OrderView
+from ops_runner.slippage import (
+    SlippageError,
+    SlippageReport,
+    SlippageStatus,
+    compute_band,
+    compute_cycle_summary,
+    compute_order_rows,
+    compute_slippage_bps,
+    plot_costs,
+    plot_slippage,
+    read_slippage,
+    write_slippage_check,
+)
+
+matplotlib.use("Agg")
+D = Decimal
+COSTS = {"slippage_band_bps": 10.0, "slippage_bands": {"EEM": 20.0}}
+
+
+# -- pure parts: tables of known answers -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("side", "price", "reference", "bps"),
+    [
+        ("BUY", "100.10", "100.00", "10.00"),  # paid more: a cost
+        ("SELL", "99.90", "100.00", "10.00"),  # received less: a cost
+        ("BUY", "99.95", "100.00", "-5.00"),  # price improvement
+        ("SELL", "100.05", "100.00", "-5.00"),
+        ("BUY", "100.10", "99.50", "60.30"),  # 0.60 / 99.50 = 60.3015 bps
+        ("SELL", "99.90", "100.20", "29.94"),  # 0.30 / 100.20 = 29.9401 bps
+    ],
+)
+def test_slippage_bps_when_priced_against_a_reference_is_a_signed_cost(side, price, reference, bps):
+    assert compute_slippage_bps(side, D(price), D(reference)) == D(bps)
+
+
+def test_band_when_symbol_has_its_own_uses_it_else_the_default():
+    assert compute_band(COSTS, "EEM") == D("20.0")
+    assert compute_band(COSTS, "SPY") == D("10.0")
+    assert compute_band({}, "SPY") == D("10.0")  # the config default
+
+
+@pytest.mark.parametrize("bad", [-1.0, "wide", True, float("nan")])
+def test_band_when_not_a_number_of_bps_raises_naming_the_key(bad):
+    with pytest.raises(SlippageError, match="costs.slippage_bands.SPY"):
+        compute_band({"slippage_band_bps": 10.0, "slippage_bands": {"SPY": bad}}, "SPY")
+
+
+def order(symbol: str, side: str, quantity: int) -> tuple[str, OrderView]:
+    ref = f"mr:2025-06:{symbol}:{side}"
+    return ref, OrderView(ref, symbol, side, quantity, "rebalance", True, True, status="submitted")
+
+
+def fill(ref: str, quantity: int, price: str, commission: str | None = "1.00") -> dict:
+    symbol, side = ref.split(":")[2:]
+    return {"exec_id": f"x-{ref}-{price}", "client_ref": ref, "symbol": symbol, "side": side,
+            "quantity": quantity, "price": price, "commission": commission}  # fmt: skip
+
+
+ORDERS = dict([order("SPY", "BUY", 100), order("AGG", "SELL", 50), order("EEM", "SELL", 400),
+               order("QQQ", "BUY", 10), order("IEF", "BUY", 20)])  # fmt: skip
+# Commissions are max(1.00, 0.005 * shares): 1.00 for every fill below.
+FILLS = [
+    fill("mr:2025-06:SPY:BUY", 100, "100.10"),
+    fill("mr:2025-06:AGG:SELL", 50, "99.90"),
+    fill("mr:2025-06:EEM:SELL", 200, "49.90"),  # two fills, 300 of 400: a partial
+    fill("mr:2025-06:EEM:SELL", 100, "49.95"),
+    fill("mr:2025-06:QQQ:BUY", 10, "201.00"),
+]
+CLOSES = {"SPY": D("99.50"), "AGG": D("100.20"), "EEM": D("50.10"), "QQQ": D("199.00")}
+OPENS = {"SPY": D("100.00"), "AGG": D("100.00"), "EEM": D("50.00"), "QQQ": D("200.00")}
+# symbol: filled, ratio, avg, vs close, vs open, dollars lost vs open, commission, flagged, status
+EXPECTED = {
+    "SPY": (100, "1.0000", "100.1000", "60.30", "10.00", "10.00", "1.00", False, "filled"),
+    "AGG": (50, "1.0000", "99.9000", "29.94", "10.00", "5.00", "1.00", False, "filled"),
+    # 14975 / 300 = 49.91667; lost 15000 - 14975 = 25 = 16.67 bps, inside EEM's own 20 bps
+    "EEM": (300, "0.7500", "49.9167", "36.59", "16.67", "25.00", "2.00", False, "partial"),
+    "QQQ": (10, "1.0000", "201.0000", "100.50", "50.00", "10.00", "1.00", True, "filled"),
+}
+
+
+def hand_rows():
+    return compute_order_rows("2025-06", "2025-07-01", ORDERS, FILLS, (CLOSES, OPENS), COSTS)
+
+
+def test_order_rows_when_filled_match_the_hand_computed_table():
+    rows = {r.symbol: r for r in hand_rows()}
+    for symbol, want in EXPECTED.items():
+        r = rows[symbol]
+        got = (r.filled, r.fill_ratio, r.avg_price, r.vs_close_bps, r.vs_open_bps,
+               r.slippage_cost, r.commission, r.flagged, r.status)  # fmt: skip
+        assert got == (want[0], *map(D, want[1:7]), *want[7:]), symbol
+        assert r.band_bps == (D(20) if symbol == "EEM" else D(10))
+
+
+def test_order_rows_when_nothing_filled_leave_slippage_blank_and_unflagged():
+    ief = next(r for r in hand_rows() if r.symbol == "IEF")
+    assert (ief.ordered, ief.filled, ief.fill_ratio) == (20, 0, D(0))
+    assert ief.avg_price is ief.vs_open_bps is ief.slippage_cost is ief.commission is None
+    assert not ief.flagged and ief.status == "submitted"
+
+
+def test_order_rows_when_a_commission_is_missing_leave_the_commission_blank():
+    ref = "mr:2025-06:SPY:BUY"
+    fills = [fill(ref, 60, "100.10"), fill(ref, 40, "100.20", commission=None)]
+    (spy,) = compute_order_rows("2025-06", None, dict([order("SPY", "BUY", 100)]), fills,
+                                (CLOSES, OPENS), COSTS)  # fmt: skip
+    assert spy.commission is None and spy.vs_open_bps == D("14.00")  # (6.00 + 8.00) / 10000
+
+
+def test_cycle_summary_when_orders_differ_averages_worst_and_costs_by_hand():
+    summary = compute_cycle_summary("2025-06", "2025-07-01", hand_rows())
+    # |vs open| 10 + 10 + 16.67 + 50 = 86.67 over 4 measured orders; IEF never filled
+    assert (summary.orders, summary.filled, summary.flagged) == (5, 4, 1)
+    assert (summary.avg_abs_bps, summary.worst_abs_bps, summary.worst_symbol) == (
+        D("21.67"), D("50.00"), "QQQ")  # fmt: skip
+    assert (summary.slippage_cost, summary.commissions, summary.total_cost) == (
+        D("50.00"), D("5.00"), D("55.00"))  # fmt: skip
+
+
+def report_of(rows, cycle: str = "2025-06") -> SlippageReport:
+    cycle_summary = compute_cycle_summary(cycle, "2025-07-01", rows)
+    trailing = compute_cycle_summary("trailing 1 cycle(s)", None, rows)
+    return SlippageReport(cycle, "2025-07-01", tuple(rows), tuple(rows), (cycle_summary,),
+                          trailing, D(10))  # fmt: skip
+
+
+def floats_in(value) -> list:
+    if isinstance(value, float):
+        return [value]
+    if isinstance(value, dict):
+        return [f for v in value.values() for f in floats_in(v)]
+    if isinstance(value, list):
+        return [f for v in value for f in floats_in(v)]
+    return []
+
+
+def test_report_when_an_order_is_out_of_band_flags_it_and_says_so_in_one_line():
+    report = report_of(hand_rows())
+    assert [r.symbol for r in report.flagged] == ["QQQ"]
+    assert report.status is SlippageStatus.OUT_OF_BAND
+    line = report.summary()
+    assert "\n" not in line and "1 out of band" in line and "QQQ" in line and "+50.00" in line
+    assert list(report.orders_frame().index) == list(ORDERS)
+    assert list(report.cycles_frame().index) == ["2025-06"]
+
+
+def test_report_when_made_a_payload_is_json_safe_with_decimal_strings():
+    payload = report_of(hand_rows()).to_payload()
+    assert floats_in(payload) == []
+    assert json.loads(canonical_json(payload))["status"] == "OUT_OF_BAND"
+    qqq = next(o for o in payload["rows"] if o["symbol"] == "QQQ")
+    assert qqq["vs_open_bps"] == "50.00" and payload["flagged"] == ["mr:2025-06:QQQ:BUY"]
+
+
+def test_report_when_no_order_filled_says_no_fills_yet_and_plots_anyway():
+    report = report_of([r for r in hand_rows() if r.symbol == "IEF"])
+    assert report.status is SlippageStatus.NO_FILLS and "no fills yet" in report.summary()
+    for figure in (plot_slippage(report), plot_costs(report)):
+        assert figure.axes
+        matplotlib.pyplot.close(figure)
+
+
+# -- on the simulated broker -------------------------------------------------------------------
+# The sample market rotates every month-end of 2025 (AGG, QQQ, AGG, VEU, AGG from July on): each
+# cycle sells the last holding and buys the next at the following session's open.
+
+
+def stamp(moment) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run_cycle(cfg, year: int, month: int) -> str:
+    """Decide the month-end, submit an hour before the next open, reconcile 45 minutes after."""
+    calendar = cfg.calendar()
+    decided = calendar.rebalance_session(year, month)
+    cycle = decide(cfg, decided).record["cycle_id"]
+    opened = calendar.session_open(calendar.next_session(decided)).to_pydatetime()
+    jobs.open_execution(cfg, cycle, stamp(opened - timedelta(hours=1))).submit()
+    jobs.run_reconciliation(cfg, cycle, stamp(opened + timedelta(minutes=45)), alert=None)
+    return cycle
+
+
+def workbook(tmp_path: Path, **costs) -> Path:
+    root = make_sample_workbook(tmp_path / "wb")
+    if costs:
+        config = root / "config.yaml"
+        values = yaml.safe_load(config.read_text())
+        values["costs"].update(costs)
+        config.write_text(yaml.safe_dump(values, sort_keys=False))
+    return root
+
+
+def expected_bps(cfg, symbol: str, side: str, session: str) -> tuple[Decimal, Decimal]:
+    """(fill price, bps vs the open) by the sim's rule: open moved 2 bps, to cents half-up."""
+    import pandas as pd
+
+    bars = cfg.store().load_bars("sample", symbol)
+    raw = Decimal(str(float(bars.at[pd.Timestamp(session), "open"])))
+    moved = raw * (1 + D("0.0002") if side == "BUY" else 1 - D("0.0002"))
+    price = moved.quantize(D("0.01"), rounding=ROUND_HALF_UP)
+    opening = raw.quantize(D("0.0001"))
+    cost = price - opening if side == "BUY" else opening - price
+    return price, (cost / opening * 10_000).quantize(D("0.01"))
+
+
+def count(cfg, kind: EventKind, key: str) -> int:
+    with open_ledger(cfg, create=False, readonly=True) as ledger:
+        return sum(1 for e in ledger.events(kind=str(kind)) if e.key == key)
+
+
+def test_read_when_the_sim_fills_at_the_open_measures_its_two_bps(tmp_path):
+    cfg = load_config(workbook(tmp_path))
+    run_cycle(cfg, 2025, 10)
+    cycle = run_cycle(cfg, 2025, 11)
+    report = read_slippage(cfg, cycle)
+    assert report.status is SlippageStatus.WITHIN_BANDS and report.session == "2025-12-01"
+    assert {(r.symbol, r.side) for r in report.rows} == {("VEU", "SELL"), ("AGG", "BUY")}
+    for r in report.rows:
+        price, bps = expected_bps(cfg, r.symbol, r.side, "2025-12-01")
+        assert (r.avg_price, r.vs_open_bps) == (price, bps), r.symbol
+        assert D(1) <= r.vs_open_bps <= D(3) and r.filled == r.ordered and not r.flagged
+        assert r.commission == max(D("1.00"), (D("0.005") * r.filled).quantize(D("0.01")))
+        assert r.decision_close is not None and r.vs_close_bps is not None
+    check = write_slippage_check(cfg, report)
+    assert check["passed"] is True and check["alert"] == {}
+    assert write_slippage_check(cfg, read_slippage(cfg, cycle))["seq"] == check["seq"]
+    assert count(cfg, EventKind.CHECK_RECORDED, "CheckRecorded:slippage_bands:2025-11") == 1
+    assert count(cfg, EventKind.ALERT_SENT, "AlertSent:slippage:2025-11") == 0
+
+
+def test_check_when_fills_are_out_of_band_records_failed_and_alerts_once(tmp_path):
+    cfg = load_config(workbook(tmp_path, slippage_bps=25.0))
+    cycle = run_cycle(cfg, 2025, 11)  # from cash: buy AGG only
+    report = read_slippage(cfg, cycle)
+    (agg,) = report.flagged
+    assert agg.symbol == "AGG" and D(24) <= agg.vs_open_bps <= D(26)
+    assert report.status is SlippageStatus.OUT_OF_BAND
+    check = write_slippage_check(cfg, report)
+    assert check["passed"] is False and check["alert"]["log"] == "sent"
+    again = write_slippage_check(cfg, read_slippage(cfg, cycle))
+    assert again["seq"] == check["seq"]
+    with open_ledger(cfg, create=False, readonly=True) as ledger:
+        recorded = ledger.get("CheckRecorded:slippage_bands:2025-11").payload
+        alerted = ledger.get("AlertSent:slippage:2025-11").payload
+    assert recorded["passed"] is False and recorded["check"] == "slippage_bands"
+    assert recorded["cycle"] == "2025-11" and "AGG" in recorded["evidence"][0]
+    assert alerted["severity"] == "warning" and alerted["events"] == [check["seq"]]
+    assert count(cfg, EventKind.ALERT_SENT, "AlertSent:slippage:2025-11") == 1
+
+
+def test_check_when_recorded_then_the_band_changes_refuses_to_record_other_figures(tmp_path):
+    cfg = load_config(workbook(tmp_path, slippage_bps=25.0))
+    cycle = run_cycle(cfg, 2025, 11)
+    write_slippage_check(cfg, read_slippage(cfg, cycle))
+    config = cfg.workbook / "config.yaml"
+    values = yaml.safe_load(config.read_text())
+    values["costs"]["slippage_bands"] = {"AGG": 30.0}
+    config.write_text(yaml.safe_dump(values, sort_keys=False))
+    relaxed = load_config(cfg.workbook)
+    report = read_slippage(relaxed, cycle)
+    assert report.flagged == [] and report.rows[0].band_bps == D(30)
+    with pytest.raises(SlippageError, match="first record stands"):
+        write_slippage_check(relaxed, report)
+
+
+def test_check_when_nothing_has_filled_says_no_fills_yet_and_records_nothing(tmp_path):
+    cfg = load_config(workbook(tmp_path))
+    decide(cfg, "2025-11-28")
+    report = read_slippage(cfg, "2025-11")
+    assert report.status is SlippageStatus.NO_FILLS and report.rows == ()
+    check = write_slippage_check(cfg, report)
+    assert check["key"] is None and "no fills yet" in check["detail"]
+    assert count(cfg, EventKind.CHECK_RECORDED, "CheckRecorded:slippage_bands:2025-11") == 0
+
+
+def test_read_when_several_cycles_ran_has_one_row_per_trailing_cycle(tmp_path):
+    cfg = load_config(workbook(tmp_path))
+    cycles = [run_cycle(cfg, 2025, month) for month in (8, 9, 10, 11)]
+    report = read_slippage(cfg, "2025-11")
+    frame = report.cycles_frame()
+    assert list(frame.index) == cycles == ["2025-08", "2025-09", "2025-10", "2025-11"]
+    assert list(frame["orders"]) == [1, 2, 2, 2]  # the first buys QQQ from cash
+    assert len(report.history) == 7 and report.trailing.orders == 7
+    assert list(read_slippage(cfg, "2025-11", trailing=2).cycles_frame().index) == cycles[2:]
+    assert list(read_slippage(cfg, "2025-09").cycles_frame().index) == cycles[:2]
+    for figure in (plot_slippage(report), plot_costs(report)):
+        matplotlib.pyplot.close(figure)
