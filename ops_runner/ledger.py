@@ -32,6 +32,7 @@ _HALT = "the system is in HALT until a person restores or repairs the ledger (op
 _COLUMNS = "seq, recorded_at, kind, key, run_id, cycle_id, payload, prev_hash, hash"
 _HEAD = "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_OPEN_HERE: dict[str, int] = {}  # resolved ledger path -> connections open in this process
 _SQLITE_PROBLEMS = {
     "SQLITE_BUSY": "another process held it past the busy timeout; try again",
     "SQLITE_FULL": "the disk is full; free space and try again",
@@ -346,13 +347,20 @@ class Ledger:
             if readonly or not create:
                 raise LedgerMissing(f"no ledger at {path}; `ops-runner init` or a tick makes one")
             _create_file(path)
-        _require_sqlite_file(path)
+        # Closing any descriptor of a file drops every POSIX lock this process holds on it,
+        # SQLite's included: reading the header while another connection here is open would
+        # let a second process write under that connection's feet (a corrupt file). Check the
+        # header only on the process's first open; quick_check covers the rest.
+        resolved = str(path.resolve())
+        if not _OPEN_HERE.get(resolved):
+            _require_sqlite_file(path)
         uri = f"{path.resolve().as_uri()}?mode={'ro' if readonly else 'rw'}"
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open the ledger {path}: {exc}") from exc
         ledger = cls(path, conn, readonly, clock or (lambda: datetime.now(UTC)))
+        _OPEN_HERE[resolved] = _OPEN_HERE.get(resolved, 0) + 1
         try:
             ledger._require_sound()
         except BaseException:
@@ -421,6 +429,8 @@ class Ledger:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+            resolved = str(self.path.resolve())
+            _OPEN_HERE[resolved] = max(0, _OPEN_HERE.get(resolved, 0) - 1)
 
     def __enter__(self) -> Ledger:
         return self
