@@ -196,8 +196,9 @@ def compute_agenda(
     """Return what is due, missed and expired at ``now`` (aware UTC).
 
     ``done`` maps the keys of completed slots to when they completed (the tick's clock);
-    ``started`` is when this workbook's schedule began: slots already closed or past their
-    deadline before it are history, not misses. ``recorded_missed`` / ``recorded_expired`` are
+    ``started`` is when this workbook's schedule began: a slot closed (or, without a close,
+    past its deadline) before it is history; a slot still open then runs late but is never
+    "missed". ``recorded_missed`` / ``recorded_expired`` are
     keys already acted on (reported once). Decision and execution are due only in RUN.
     """
     missed_before, expired_before = set(recorded_missed), set(recorded_expired)
@@ -209,7 +210,8 @@ def compute_agenda(
     for slot in slots:
         if slot.key in done or slot.opens > now:
             continue
-        if slot.deadline <= started or any(key in expired_keys for key in slot.after):
+        end = slot.closes if slot.closes is not None else slot.deadline
+        if end <= started or any(key in expired_keys for key in slot.after):
             # history from before the schedule began, or downstream of a cycle that was
             # skipped or halted: never due, never missed
             expired_keys.add(slot.key)
@@ -223,7 +225,7 @@ def compute_agenda(
             expired_keys.add(slot.key)
             continue
         deadline = _effective_deadline(slot, done, settings)
-        if ready and deadline <= now and slot.key not in missed_before:
+        if ready and started < deadline <= now and slot.key not in missed_before:
             missed.append(slot)
         if closed:
             continue
@@ -241,7 +243,8 @@ def compute_next_opening(
 
     The demo's simulated clock steps from one opening to the next instead of every 5 minutes.
     """
-    first = calendar.session_on_or_before(after.date())
+    # from the session before: a month-end's execution and reconciliation open on the next one
+    first = calendar.previous_session(after.date())
     last = first + timedelta(days=horizon_days)
     last = calendar.session_on_or_before(min(last, calendar.covered_through))
     openings = [s.opens for s in compute_slots(calendar, settings, first, last) if s.opens > after]
