@@ -128,14 +128,22 @@ def cmd_qa(args: argparse.Namespace) -> int:
 
 def cmd_ledger(args: argparse.Namespace) -> int:
     from ops_runner.config import load_config
+    from ops_runner.events import EventKind
     from ops_runner.ledger import open_ledger
 
     cfg = load_config(args.workbook)
     if args.action == "verify":
+        from ops_runner.notebooks import check_artifacts
+
         with open_ledger(cfg, create=False, readonly=True) as ledger:
             report = ledger.verify(cfg.path("anchor"))
+            artifacts = check_artifacts(cfg, ledger.events()) if report.ok else []
+        registered = 0
+        if report.ok:
+            with open_ledger(cfg, create=False, readonly=True) as ledger:
+                registered = sum(1 for _ in ledger.events(kind=str(EventKind.ARTIFACT_RECORDED)))
         if args.json:
-            print(json.dumps(report.to_dict(), indent=2))
+            print(json.dumps({**report.to_dict(), "artifact_problems": artifacts}, indent=2))
         elif report.ok:
             head = (
                 f"head {report.head_seq} {report.head_hash[:16]}; anchor updated"
@@ -143,12 +151,18 @@ def cmd_ledger(args: argparse.Namespace) -> int:
                 else "empty"
             )
             print(f"ledger ok: {report.events_checked} events, {head}")
+            if artifacts:
+                print(f"artifacts BROKEN: {len(artifacts)} of {registered} registered notebooks")
+                for line in artifacts:
+                    print(f"    {line}")
+            else:
+                print(f"artifacts ok: {registered} registered notebooks still have their SHA-256")
         else:
             print(
                 f"ledger BROKEN at event {report.first_bad_seq}: {report.reason}"
                 + (f" ({report.detail})" if report.detail else "")
             )
-        return 0 if report.ok else 1
+        return 0 if report.ok and not artifacts else 1
     with open_ledger(cfg, create=False, readonly=True) as ledger:
         events = ledger.events(
             kind=getattr(args, "kind", None), cycle_id=getattr(args, "cycle", None)
@@ -211,13 +225,51 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_now(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    from ops_runner.jobs import read_clock
+
+    return read_clock(text)()
+
+
 def cmd_tick(args: argparse.Namespace) -> int:
     from ops_runner.config import load_config
     from ops_runner.orchestrator import tick
 
-    result = tick(load_config(args.workbook))
+    result = tick(load_config(args.workbook), now=_parse_now(args.now))
     print(result.message)
     return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from ops_runner.checks import approve_baseline, compute_baseline
+    from ops_runner.config import load_config
+
+    cfg = load_config(args.workbook)
+    if args.action == "show":
+        print(json.dumps(compute_baseline(cfg), indent=2, sort_keys=True))
+        return 0
+    baseline = approve_baseline(cfg, args.reason or "")
+    code = baseline["code_version"]
+    print(
+        f"baseline approved: config {baseline['config_hash'][:12]}, strategy "
+        f"{baseline['strategy_version']}, code {code.get('package')} "
+        f"{(code.get('git_commit') or 'no git')[:12]}{' (dirty)' if code.get('git_dirty') else ''}"
+    )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ops_runner.config import load_config
+
+    cfg = load_config(args.workbook)
+    if args.action == "index":
+        from ops_runner.runs import write_runs_index
+
+        print(f"runs index: {write_runs_index(cfg)}")
+        return 0
+    return _run_job(cfg, "slippage_report", cycle=args.cycle, as_of=None, now=None)
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
@@ -345,35 +397,48 @@ def cmd_broker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_job(cfg, job: str, cycle: str | None, as_of: str | None, now: str | None) -> int:
+    """Run one job's notebook by hand, recorded exactly as the tick records it."""
+    from ops_runner.orchestrator import require_simulated_broker, run_slot
+    from ops_runner.schedule import ScheduleSettings, compute_cycle_id, compute_session_slots
+
+    calendar = cfg.calendar()
+    instant = _parse_now(now)
+    if instant is not None:
+        require_simulated_broker(cfg)
+    if job in ("execution", "reconciliation", "slippage_report"):
+        if not cycle:
+            raise ConfigError(f"run {job}: --cycle is required (e.g. 2025-11)")
+        year, _, month = cycle.partition("-")
+        if not (year.isdigit() and month.isdigit()):
+            raise ConfigError(f"--cycle: {cycle!r} is not a cycle such as 2025-11")
+        session = calendar.rebalance_session(int(year), int(month))
+    else:
+        session = _parse_date(as_of) if as_of else calendar.last_closed_session(datetime.now(UTC))
+        cycle = compute_cycle_id(session)
+    settings = ScheduleSettings.from_config(cfg.values)
+    slots = [s for s in compute_session_slots(calendar, settings, session) if s.job == job]
+    if not slots:  # e.g. data QA of a session that is not a month-end: an ad-hoc run
+        from ops_runner.schedule import Job, Slot
+
+        moment = calendar.session_close(session).to_pydatetime()
+        slots = [Slot(Job(job), f"{job}:{session.isoformat()}", session, None, moment, moment)]
+    from ops_runner.ledger import open_ledger
+
+    with open_ledger(cfg) as ledger:
+        ok, line = run_slot(cfg, ledger, None, slots[0], instant or datetime.now(UTC),
+                            instant is not None)  # fmt: skip
+        from ops_runner.orchestrator import _pump
+
+        _pump(cfg, ledger)
+    print(line)
+    return 0 if ok else 1
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from ops_runner.config import load_config
-    from ops_runner.events import EventKind
-    from ops_runner.ledger import open_ledger
-    from ops_runner.notebooks import run_notebook
 
-    cfg = load_config(args.workbook)
-    params: dict[str, str] = {"workbook": str(cfg.workbook)}
-    if args.job in ("execution", "reconciliation"):
-        if not args.cycle:
-            raise ConfigError(f"run {args.job}: --cycle is required (e.g. 2025-11)")
-        params.update(cycle=args.cycle, now=args.now or "")
-        folder = args.cycle
-    else:
-        when = args.as_of or cfg.calendar().last_closed_session(datetime.now(UTC)).isoformat()
-        params.update({"as_of" if args.job == "data_qa" else "session": when})
-        folder = when
-    output = cfg.path("ledger") / "runs" / folder / f"{args.job}.ipynb"
-    run = run_notebook(args.job, output, params)
-    relative = output.relative_to(cfg.workbook).as_posix()
-    with open_ledger(cfg) as ledger:
-        ledger.append(
-            str(EventKind.NOTEBOOK_REGISTERED),
-            f"NotebookRegistered:{run.sha256}",
-            {"job": args.job, "path": relative, "sha256": run.sha256},
-        )
-    print(f"{args.job}: completed; {relative} (sha256 {run.sha256[:16]})")
-    print(json.dumps(run.completion, sort_keys=True, default=str))
-    return 0
+    return _run_job(load_config(args.workbook), args.job, args.cycle, args.as_of, args.now)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -454,8 +519,24 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     q.set_defaults(func=cmd_ledger)
 
-    p = sub.add_parser("tick", help="one scheduler tick: lock, ledger check, kill switch")
+    p = sub.add_parser("tick", help="one scheduler tick: safety checks, then the jobs due now")
+    p.add_argument(
+        "--now", help="a simulated instant (simulated broker only), e.g. 2025-12-01T13:30Z"
+    )
     p.set_defaults(func=cmd_tick)
+
+    p = sub.add_parser("baseline", help="the validated baseline the decision must match")
+    p.add_argument("action", choices=("approve", "show"))
+    p.add_argument("--reason", help="what was reviewed (approve)")
+    p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser("report", help="reports: the runs index page, the slippage report")
+    report_sub = p.add_subparsers(dest="action", required=True, parser_class=_VerbParser)
+    q = report_sub.add_parser("index", help="render executed notebooks; write reports/index.html")
+    q.set_defaults(func=cmd_report)
+    q = report_sub.add_parser("slippage", help="run the slippage report notebook for a cycle")
+    q.add_argument("--cycle", required=True, help="e.g. 2025-11")
+    q.set_defaults(func=cmd_report)
 
     p = sub.add_parser("decide", help="decide a rebalance session and record it once")
     p.add_argument("--session", help="the month-end session YYYY-MM-DD (default: last closed)")
@@ -484,7 +565,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     p = sub.add_parser("run", help="execute a job's notebook with papermill (the audit artifact)")
-    p.add_argument("job", choices=("data_qa", "decision", "execution", "reconciliation"))
+    p.add_argument(
+        "job", choices=("data_qa", "decision", "execution", "reconciliation", "slippage_report")
+    )
     p.add_argument("--cycle", help="the cycle, e.g. 2025-11 (execution, reconciliation)")
     p.add_argument("--as-of", help="the session (data_qa, decision); default: last closed")
     p.add_argument(

@@ -28,6 +28,7 @@ REGULAR_OPEN = time(9, 30)
 _SECRET_WORDS = re.compile(r"pass(word|wd)?|secret|token|api_?key|credential", re.IGNORECASE)
 _SYMBOL = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
 _REQUIRED = object()
+_CALENDARS: dict[tuple, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -461,11 +462,14 @@ class Config:
         from ops_runner.calendar import MarketCalendar
 
         cal = self.values["calendar"]
-        return MarketCalendar(
-            name=cal["name"],
-            extra_closed=cal["extra_closed"],
-            covered_through=cal["covered_through"],
-        )
+        key = (cal["name"], tuple(cal["extra_closed"]), cal["covered_through"])
+        if key not in _CALENDARS:  # built once per process: a tick asks many times
+            _CALENDARS[key] = MarketCalendar(
+                name=cal["name"],
+                extra_closed=cal["extra_closed"],
+                covered_through=cal["covered_through"],
+            )
+        return _CALENDARS[key]
 
     def store(self):  # -> PriceStore
         from ops_runner.data import PriceStore

@@ -6,7 +6,12 @@ import hashlib
 import json
 import logging
 import os
+import secrets
+import signal
+import threading
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +28,18 @@ SECRET_PARAMETER_WORDS = ("password", "secret", "token", "api_key", "apikey", "c
 
 
 class NotebookError(OpsError):
-    """A notebook run failed; the partial executed notebook is kept at ``output``."""
+    """A notebook run failed; the partial executed notebook is kept at ``output``.
 
-    def __init__(self, message: str, output: Path | None = None) -> None:
+    Fields: ``output`` (None when nothing ran), ``reason`` (one line), ``duration`` (seconds).
+    """
+
+    def __init__(
+        self, message: str, output: Path | None = None, reason: str = "", duration: float = 0.0
+    ) -> None:
         super().__init__(message)
         self.output = output
+        self.reason = reason or message
+        self.duration = duration
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,19 @@ class NotebookRun:
     sha256: str
     completion: dict[str, Any]
     scraps: dict[str, Any]
+    duration: float = 0.0
+
+
+def compute_run_id(now: datetime | None = None) -> str:
+    """Return a new run id: the UTC start time and 6 random hex digits, e.g.
+    20251128T183000Z-3fa2c1 (sortable, and unique when two runs start in one second)."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{moment:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def compute_output_path(cfg: Config, folder: str, job: str, run_id: str) -> Path:
+    """Return ledger/runs/<folder>/<job>-<run id>.ipynb: every run its own file."""
+    return cfg.path("ledger") / "runs" / folder / f"{job}-{run_id}.ipynb"
 
 
 def open_workbook(workbook: str = "") -> Config:
@@ -64,7 +89,7 @@ def open_workbook(workbook: str = "") -> Config:
     return cfg
 
 
-def _ipc_kernel_manager() -> type:
+def _ipc_kernel_manager(started: list | None = None) -> type:
     """Return a kernel manager talking to the kernel over local IPC sockets, not TCP ports.
 
     Each kernel's sockets get their own path in the user's private Jupyter runtime folder.
@@ -90,7 +115,25 @@ def _ipc_kernel_manager() -> type:
             # short: a Unix socket path must stay under ~104 bytes with its "-N" suffix
             return str(folder / f"opsr-{uuid.uuid4().hex[:12]}-ipc")
 
+        async def start_kernel(self, **kwargs: Any) -> None:
+            await super().start_kernel(**kwargs)
+            if started is not None:  # the runner's deadline watchdog needs the process
+                started.append(self)
+
     return IPCKernelManager
+
+
+def _kill_kernels(managers: list, fired: threading.Event) -> None:
+    """The whole-notebook deadline: kill the kernel so nbclient stops waiting on it."""
+    fired.set()
+    for manager in managers:
+        process = getattr(getattr(manager, "provisioner", None), "process", None)
+        if process is not None and process.poll() is None:
+            log.error("notebook deadline passed: killing kernel pid %s", process.pid)
+            try:
+                os.kill(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def kernel_name() -> str:
@@ -151,52 +194,74 @@ def run_notebook(
     output: Path,
     parameters: dict[str, Any],
     cell_timeout: int = 600,
+    deadline: float | None = None,
+    source: Path | None = None,
 ) -> NotebookRun:
-    """Execute notebooks/<job>.ipynb in a fresh kernel into ``output`` and return the run.
+    """Execute notebooks/<job>.ipynb (or ``source``) in a fresh kernel into ``output``.
 
-    A run counts only when papermill returned cleanly AND the last cell glued its completion
-    record: papermill's own metadata says "completed" even after a killed kernel.
-    Raises NotebookError (the partial notebook stays at ``output``).
+    ``cell_timeout`` bounds each cell (seconds); ``deadline`` bounds the whole run (seconds):
+    past it the kernel is killed. A run counts only when papermill returned cleanly AND the
+    last cell glued a completion record naming ``job``: papermill's own metadata says
+    "completed" even after a killed kernel or a timeout. Returns the run; raises NotebookError
+    with the reason (the partial notebook stays at ``output``).
     """
     import papermill as pm
 
-    source = NOTEBOOKS / f"{job}.ipynb"
+    source = source or NOTEBOOKS / f"{job}.ipynb"
     if not source.is_file():
         raise NotebookError(f"no notebook {source}; known jobs: {', '.join(known_jobs())}")
     require_safe_parameters(parameters)
     require_known_parameters(source, parameters)
     output.parent.mkdir(parents=True, exist_ok=True)
     log.info("executing %s -> %s", source.name, output)
+    managers: list = []
+    fired = threading.Event()
+    watchdog = None
+    if deadline is not None:
+        watchdog = threading.Timer(deadline, _kill_kernels, args=(managers, fired))
+        watchdog.daemon = True
+        watchdog.start()
+    began = time.monotonic()
+
+    def failed(reason: str) -> NotebookError:
+        took = time.monotonic() - began
+        where = output if output.exists() else None
+        kept = f"; the partial notebook is {output}" if where else "; no notebook was written"
+        return NotebookError(f"{job} failed: {reason}{kept}", where, reason, took)
+
     try:
         pm.execute_notebook(
             str(source),
             str(output),
             parameters=parameters,
             kernel_name=kernel_name(),
-            kernel_manager_class=_ipc_kernel_manager(),
+            kernel_manager_class=_ipc_kernel_manager(managers),
             cwd=str(NOTEBOOKS),
             execution_timeout=cell_timeout,
             progress_bar=False,
             log_output=False,
         )
     except pm.PapermillExecutionError as exc:
-        raise NotebookError(
-            f"{job} failed in cell {exc.cell_index}: {exc.ename}: {exc.evalue}; "
-            f"the partial notebook is {output}",
-            output,
-        ) from None
-    except Exception as exc:  # boundary: kernel death, timeout, nbclient errors
-        raise NotebookError(
-            f"{job} did not finish ({type(exc).__name__}: {exc}); the partial notebook is {output}",
-            output,
-        ) from None
+        raise failed(f"cell {exc.cell_index} raised {exc.ename}: {exc.evalue}") from None
+    except Exception as exc:  # boundary: kernel death, timeouts, nbclient errors
+        if fired.is_set():
+            raise failed(
+                f"whole-notebook deadline of {deadline:g} s passed; kernel killed"
+            ) from None
+        if type(exc).__name__ == "CellTimeoutError":
+            raise failed(f"a cell ran past the {cell_timeout} s cell timeout") from None
+        if type(exc).__name__ == "DeadKernelError":
+            raise failed("the kernel died (killed or crashed) before the last cell") from None
+        raise failed(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
     scraps = read_scraps(output)
     completion = scraps.get(COMPLETION_KEY)
     if not isinstance(completion, dict) or completion.get("job") != job:
-        raise NotebookError(
-            f"{job} wrote no completion record; treat the run as failed and read {output}", output
-        )
-    return NotebookRun(job, output, _sha256(output), completion, scraps)
+        raise failed("no completion record from the last cell (the notebook stopped early)")
+    took = time.monotonic() - began
+    return NotebookRun(job, output, _sha256(output), completion, scraps, took)
 
 
 def known_jobs() -> list[str]:
@@ -207,3 +272,137 @@ def known_jobs() -> list[str]:
 def completion_record(job: str, **outputs: Any) -> dict[str, Any]:
     """Return the completion record a notebook's last cell glues (JSON-safe)."""
     return json.loads(json.dumps({"job": job, **outputs}, default=str))
+
+
+# --- jobs: a notebook run recorded in the ledger ---------------------------------------------
+
+INCIDENT_CATEGORY = {
+    "data_qa": "data",
+    "decision": "strategy",
+    "execution": "broker",
+    "reconciliation": "broker",
+}
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """One recorded job run: ``completion`` when it completed, ``error`` when it failed."""
+
+    job: str
+    slot: str
+    run_id: str
+    output: Path | None
+    completion: dict[str, Any] | None
+    error: str | None
+    duration: float
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _relative(cfg: Config, path: Path) -> str:
+    try:
+        return path.resolve().relative_to(cfg.workbook.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def execute_job(
+    cfg: Config,
+    job: str,
+    folder: str,
+    parameters: dict[str, Any],
+    *,
+    slot: str,
+    session: str,
+    cycle: str | None,
+    at: datetime,
+    source: Path | None = None,
+) -> JobRun:
+    """Run ``job``'s notebook into ledger/runs/<folder>/<job>-<run id>.ipynb and record it.
+
+    JobStarted goes in before the kernel starts; the executed notebook is registered
+    (ArtifactRecorded: path, SHA-256, duration, outcome) whether it completed or not. A failed
+    run records JobFailed and an incident and moves to SAFE_MODE, all in one transaction, and
+    returns the JobRun with its ``error``; it never raises for a notebook's failure. JobCompleted
+    is the caller's to record: only it knows whether the outcome counts as done.
+    """
+    from ops_runner.events import EventKind, Trigger
+    from ops_runner.ledger import open_ledger
+    from ops_runner.state import apply_trigger
+
+    run_id = compute_run_id()
+    output = compute_output_path(cfg, folder, job, run_id)
+    stamp = at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    about = {"job": job, "slot": slot, "session": session, "cycle": cycle, "run_id": run_id,
+             "at": stamp}  # fmt: skip
+    with open_ledger(cfg) as ledger:
+        ledger.append(str(EventKind.JOB_STARTED), f"JobStarted:{run_id}", about,
+                      run_id=run_id, cycle_id=cycle)  # fmt: skip
+    sched = cfg.values["schedule"]
+    try:
+        run = run_notebook(
+            job,
+            output,
+            parameters,
+            cell_timeout=int(sched["cell_timeout_seconds"]),
+            deadline=60.0 * int(sched["notebook_deadline_minutes"]),
+            source=source,
+        )
+    except NotebookError as exc:
+        items = []
+        if exc.output is not None and exc.output.exists():
+            items.append(_artifact(cfg, about, exc.output, exc.duration, "failed", exc.reason))
+        items.append((str(EventKind.JOB_FAILED), f"JobFailed:{run_id}", {**about,
+                      "error": exc.reason}))  # fmt: skip
+        incident_id = f"job-{slot.replace(':', '-')}-{run_id}"
+        summary = f"{job} ({slot}) failed: {exc.reason}"
+        evidence = [f"run {run_id}"] + ([f"notebook {_relative(cfg, exc.output)}"]
+                                        if exc.output is not None else [])  # fmt: skip
+        items.append((str(EventKind.INCIDENT_OPENED), f"IncidentOpened:{incident_id}", {
+            "incident_id": incident_id, "category": INCIDENT_CATEGORY.get(job, "scheduler"),
+            "summary": summary, "evidence": evidence}))  # fmt: skip
+        with open_ledger(cfg) as ledger:
+            apply_trigger(ledger, Trigger.INCIDENT, summary, evidence, run_id=run_id,
+                          extra_events=items, cycle_id=cycle)  # fmt: skip
+        log.error("%s", exc)
+        return JobRun(job, slot, run_id, exc.output, None, exc.reason, exc.duration)
+    with open_ledger(cfg) as ledger:
+        kind, key, payload = _artifact(cfg, about, run.output, run.duration, "completed", "")
+        ledger.append(kind, key, payload, run_id=run_id, cycle_id=cycle)
+    return JobRun(job, slot, run_id, run.output, run.completion, None, run.duration)
+
+
+def _artifact(
+    cfg: Config, about: dict[str, Any], path: Path, duration: float, outcome: str, reason: str
+) -> tuple[str, str, dict[str, Any]]:
+    from ops_runner.events import EventKind
+
+    payload = {
+        **about,
+        "path": _relative(cfg, path),
+        "sha256": _sha256(path),
+        "duration_seconds": f"{duration:.1f}",
+        "outcome": outcome,
+        "reason": reason,
+    }
+    payload.pop("at")
+    return str(EventKind.ARTIFACT_RECORDED), f"ArtifactRecorded:{about['run_id']}", payload
+
+
+def check_artifacts(cfg: Config, events: Any) -> list[str]:
+    """Return one line per registered notebook that is missing or no longer has its SHA-256."""
+    from ops_runner.events import EventKind
+
+    problems = []
+    for event in events:
+        if event.kind != str(EventKind.ARTIFACT_RECORDED):
+            continue
+        relative = str(event.payload["path"])
+        path = Path(relative) if Path(relative).is_absolute() else cfg.workbook / relative
+        if not path.is_file():
+            problems.append(f"event {event.seq}: artifact {relative} is missing")
+        elif _sha256(path) != event.payload["sha256"]:
+            problems.append(f"event {event.seq}: artifact {relative} changed since it was recorded")
+    return problems

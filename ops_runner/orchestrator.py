@@ -1,8 +1,12 @@
-"""`ops-runner tick`: the scheduler's entry point; today the safety steps that run before any job.
+"""`ops-runner tick`: the scheduler's entry point. Lock, safety checks, then the jobs due now.
 
-A tick takes an exclusive lock (a second tick exits at once), opens the ledger (a corrupt ledger
-means HALT and nothing is written), and obeys the kill switch. Which jobs are due and running
-them land with the production-run issue.
+A tick takes an exclusive lock (a second tick exits at once, "busy"), opens the ledger (a
+corrupt ledger means HALT and nothing is written), obeys the kill switch, checks the clock
+against the broker's, then asks ``schedule.compute_agenda`` what is due from the calendar and
+the ledger, records missed jobs and expired decisions, and runs the due jobs in order: the
+checks in-process, the others as notebooks through papermill. Every slot is keyed, so a job
+done is never done again and running every tick twice changes nothing but the heartbeat file.
+Alerts for what the tick recorded go out last, and never block it.
 """
 
 from __future__ import annotations
@@ -12,24 +16,29 @@ import fcntl
 import logging
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from ops_runner.config import Config
-from ops_runner.events import State
+from ops_runner.events import EventKind, State, Trigger
 
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "tick.lock"
+MAX_JOBS_PER_TICK = 12
+SCHEDULE_STARTED = "ScheduleStarted"
 
 
 @dataclass(frozen=True)
 class TickResult:
-    """What one tick did: ``busy`` when another tick held the lock."""
+    """What one tick did: ``busy`` when another tick held the lock; ``ran`` one line per job."""
 
     busy: bool
     state: State | None
     message: str
+    ran: tuple[str, ...] = field(default_factory=tuple)
 
 
 @contextlib.contextmanager
@@ -55,26 +64,494 @@ def hold_tick_lock(cfg: Config) -> Iterator[bool]:
         os.close(handle)
 
 
-def tick(cfg: Config, cancel: Callable[[], list[str]] | None = None) -> TickResult:
-    """Run one tick's safety steps and return what happened.
-
-    Raises LedgerCorrupt (the system is in HALT; nothing is written to a corrupt ledger).
-    """
-    from ops_runner.ledger import open_ledger
-    from ops_runner.state import enforce_kill_switch, read_state
-
-    with hold_tick_lock(cfg) as held:
-        if not held:
-            return TickResult(True, None, "busy: another tick holds the lock")
-        with open_ledger(cfg) as ledger:
-            killed = enforce_kill_switch(cfg, ledger, cancel=cancel)
-            view = killed or read_state(ledger)
-        message = f"state {view.state}"
-        if view.state is not State.RUN and view.reason:
-            message += f" ({view.trigger}: {view.reason})"
-        return TickResult(False, view.state, message)
-
-
 def lock_path(cfg: Config) -> Path:
     """Return where the tick lock lives."""
     return cfg.path("kill_switch").parent / LOCK_NAME
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe and float-free (the ledger's canonical JSON refuses floats)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float):
+        return repr(value)
+    return value
+
+
+def require_simulated_broker(cfg: Config) -> None:
+    """Raise OpsError unless the broker is the simulated one: a fixed clock (``--now``) is
+    for the demo, replays and tests, never for a real account."""
+    from ops_runner.errors import OpsError
+
+    if cfg.values["broker"]["kind"] != "sim":
+        raise OpsError("--now (a simulated clock) is only accepted with broker.kind: sim")
+
+
+# --- what the ledger says -------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """The schedule's record, folded from the ledger's job events."""
+
+    started: datetime
+    done: dict[str, datetime]
+    missed: set[str]
+    expired: set[str]
+    held: set[str]
+
+
+def read_progress(ledger: Any, now: datetime, fingerprint: Callable[[], str]) -> Progress:
+    """Return what is done, missed, expired and held; records ScheduleStarted on first use.
+
+    Held (not retried by the tick): a slot whose run failed since the last approval (leaving
+    SAFE_MODE is the runbook's permission to retry), and a data QA that blocked on the price
+    store as it still is (a re-run can only change when the data does).
+    """
+    first = ledger.get(SCHEDULE_STARTED)
+    if first is None:
+        first = ledger.append(SCHEDULE_STARTED, SCHEDULE_STARTED, {"at": _iso(now)})
+    done: dict[str, datetime] = {}
+    blocked: dict[str, str] = {}
+    for event in ledger.events(kind=str(EventKind.JOB_COMPLETED)):
+        slot = str(event.payload["slot"])
+        if event.payload.get("done"):
+            done.setdefault(slot, _instant(str(event.payload["at"])))
+        elif event.payload.get("fingerprint"):
+            blocked[slot] = str(event.payload["fingerprint"])
+    missed, expired = set(), set()
+    for event in ledger.events(kind=str(EventKind.JOB_MISSED)):
+        (expired if event.payload.get("expired") else missed).add(str(event.payload["slot"]))
+    approval = ledger.last(str(EventKind.APPROVAL_USED))
+    after = approval.seq if approval is not None else 0
+    held = {
+        str(e.payload["slot"])
+        for e in ledger.events(kind=str(EventKind.JOB_FAILED), after_seq=after)
+    }
+    if blocked:
+        current = fingerprint()
+        held |= {slot for slot, seen in blocked.items() if seen == current}
+    return Progress(_instant(str(first.payload["at"])), done, missed, expired, held - set(done))
+
+
+def compute_store_fingerprint(cfg: Config) -> str:
+    """Return a digest of the primary source's manifests: it changes when any data does."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    folder = cfg.store().manifest_path(cfg.values["data"]["primary"], "X").parent
+    for path in sorted(folder.glob("*")) if folder.is_dir() else []:
+        if path.is_file() and path.suffix == ".json":
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+# --- the tick ---------------------------------------------------------------------------------
+
+
+def tick(
+    cfg: Config,
+    now: datetime | None = None,
+    cancel: Callable[[], list[str]] | None = None,
+    on_job: Callable[[Any], None] | None = None,
+) -> TickResult:
+    """Run one tick and return what happened.
+
+    ``now`` fixes the clock (simulated broker only; None: the real UTC clock, read afresh
+    before each job). ``on_job(slot)`` is called before each job (the demo's progress bar).
+    Raises LedgerCorrupt (the system is in HALT; nothing is written to a corrupt ledger).
+    """
+    from ops_runner.checks import write_heartbeat
+    from ops_runner.ledger import open_ledger
+    from ops_runner.state import enforce_kill_switch, read_state
+
+    if now is not None:
+        require_simulated_broker(cfg)
+    clock: Callable[[], datetime] = (
+        (lambda: now) if now is not None else (lambda: datetime.now(UTC))
+    )
+    with hold_tick_lock(cfg) as held:
+        if not held:
+            return TickResult(True, None, "busy: another tick holds the lock")
+        ran: list[str] = []
+        with open_ledger(cfg) as ledger:
+            broker = _LazyBroker(cfg, clock if now is not None else None)
+            try:
+                view = enforce_kill_switch(cfg, ledger, cancel=cancel or broker.cancel_all)
+                write_heartbeat(cfg, clock())
+                if view is None:
+                    _check_clock(cfg, ledger, broker, clock())
+                    ran = _run_due(cfg, ledger, broker, clock, now is not None, on_job)
+                view = read_state(ledger)
+            finally:
+                broker.close()
+                _pump(cfg, ledger)
+        message = f"state {view.state}"
+        if view.state is not State.RUN and view.reason:
+            message += f" ({view.trigger}: {view.reason})"
+        if ran:
+            message += "; ran " + ", ".join(ran)
+        return TickResult(False, view.state, message, tuple(ran))
+
+
+class _LazyBroker:
+    """The broker, opened only when a step needs it: an idle tick on the simulated broker
+    never touches the broker's books."""
+
+    def __init__(self, cfg: Config, clock: Callable[[], datetime] | None) -> None:
+        self._cfg, self._clock, self._broker = cfg, clock, None
+
+    def get(self) -> Any:
+        if self._broker is None:
+            from ops_runner.brokers import open_broker
+
+            options = {"clock": self._clock} if self._clock is not None else {}
+            self._broker = open_broker(self._cfg, **options)
+        return self._broker
+
+    def cancel_all(self) -> list[str]:
+        broker = self.get()
+        broker.connect()
+        return [o.client_ref for o in broker.open_orders() if broker.cancel(o.client_ref)]
+
+    def close(self) -> None:
+        if self._broker is not None:
+            self._broker.close()
+
+
+def _pump(cfg: Config, ledger: Any) -> None:
+    from ops_runner.alerts import pump_alerts
+
+    try:
+        pump_alerts(cfg, ledger)
+    except Exception:  # boundary: an alert failure never undoes or blocks the tick's work
+        log.exception("sending alerts failed; the ledger holds what happened")
+
+
+def _check_clock(cfg: Config, ledger: Any, broker: _LazyBroker, now: datetime) -> None:
+    """Clock against the broker's server time; beyond the limit: an incident and SAFE_MODE,
+    recorded once per day. A broker without a session is the daily check's business."""
+    from ops_runner.checks import compute_clock_check, record_checks
+    from ops_runner.errors import OpsError
+
+    try:
+        health = broker.get().health()
+    except OpsError as exc:
+        log.warning("clock check skipped: %s", exc)
+        return
+    if not health.connected or health.server_time is None:
+        return
+    limit = int(cfg.values["schedule"]["max_clock_skew_seconds"])
+    check = compute_clock_check(health.server_time, now, limit)
+    if not check.passed:
+        record_checks(cfg, ledger, [check], f"tick:{now.date().isoformat()}")
+
+
+def _run_due(
+    cfg: Config,
+    ledger: Any,
+    broker: _LazyBroker,
+    clock: Callable[[], datetime],
+    simulated: bool,
+    on_job: Callable[[Any], None] | None,
+) -> list[str]:
+    from ops_runner.schedule import ScheduleSettings, compute_agenda
+    from ops_runner.state import read_state
+
+    settings = ScheduleSettings.from_config(cfg.values)
+    calendar = cfg.calendar()
+    ran: list[str] = []
+    for _ in range(MAX_JOBS_PER_TICK):
+        now = clock()
+        progress = read_progress(ledger, now, lambda: compute_store_fingerprint(cfg))
+        agenda = compute_agenda(
+            calendar,
+            settings,
+            now,
+            done=progress.done,
+            state=read_state(ledger).state,
+            started=progress.started,
+            recorded_missed=progress.missed,
+            recorded_expired=progress.expired,
+        )
+        for slot in agenda.expired:
+            _record_expired(cfg, ledger, slot, now)
+        for slot in agenda.missed:
+            _record_missed(ledger, slot, now)
+        due = [slot for slot in agenda.due if slot.key not in progress.held]
+        if not due:
+            break
+        slot = due[0]
+        if on_job is not None:
+            on_job(slot)
+        ok, line = run_slot(cfg, ledger, broker, slot, now, simulated)
+        ran.append(line)
+        if not ok:
+            break
+    return ran
+
+
+def _record_missed(ledger: Any, slot: Any, now: datetime) -> None:
+    """Playbook A: a job not done by its deadline opens an incident and moves to SAFE_MODE."""
+    from ops_runner.state import apply_trigger
+
+    payload = {
+        "job": str(slot.job),
+        "slot": slot.key,
+        "session": slot.session.isoformat(),
+        "cycle": slot.cycle,
+        "deadline": _iso(slot.deadline),
+        "at": _iso(now),
+    }
+    incident_id = f"missed-{slot.key.replace(':', '-')}"
+    summary = f"{slot.job} ({slot.key}) not done by its deadline {_iso(slot.deadline)}"
+    apply_trigger(
+        ledger,
+        Trigger.INCIDENT,
+        summary,
+        [f"checked at {_iso(now)}"],
+        cycle_id=slot.cycle,
+        extra_events=[
+            (str(EventKind.JOB_MISSED), f"JobMissed:{slot.key}", payload),
+            (
+                str(EventKind.INCIDENT_OPENED),
+                f"IncidentOpened:{incident_id}",
+                {
+                    "incident_id": incident_id,
+                    "category": "scheduler",
+                    "summary": summary,
+                    "evidence": [f"deadline {_iso(slot.deadline)}", f"checked at {_iso(now)}"],
+                },
+            ),
+        ],
+    )
+
+
+def _record_expired(cfg: Config, ledger: Any, slot: Any, now: datetime) -> None:
+    """A decision found after its window is not caught up: HALT, or with
+    ``schedule.missed_decision: skip_cycle`` the cycle is skipped (positions held) in SAFE_MODE."""
+    from ops_runner.state import apply_trigger
+
+    policy = cfg.values["schedule"]["missed_decision"]
+    payload = {
+        "job": str(slot.job),
+        "slot": slot.key,
+        "session": slot.session.isoformat(),
+        "cycle": slot.cycle,
+        "deadline": _iso(slot.closes),
+        "at": _iso(now),
+        "expired": True,
+    }
+    summary = (
+        f"the {slot.cycle} decision's window closed at {_iso(slot.closes)} without a "
+        f"decision; policy {policy}"
+    )
+    incident_id = f"expired-{slot.key.replace(':', '-')}"
+    events = [
+        (str(EventKind.JOB_MISSED), f"JobMissed:{slot.key}:expired", payload),
+        (
+            str(EventKind.INCIDENT_OPENED),
+            f"IncidentOpened:{incident_id}",
+            {
+                "incident_id": incident_id,
+                "category": "scheduler",
+                "summary": summary,
+                "evidence": [f"window closed {_iso(slot.closes)}", f"found at {_iso(now)}"],
+            },
+        ),
+    ]
+    trigger = Trigger.DECISION_WINDOW_MISSED
+    if policy == "skip_cycle":
+        trigger = Trigger.INCIDENT
+        events.append(
+            (
+                str(EventKind.CYCLE_SKIPPED),
+                f"CycleSkipped:{slot.cycle}",
+                {
+                    "cycle": slot.cycle,
+                    "session": slot.session.isoformat(),
+                    "reason": "decision window missed; positions held to the next cycle",
+                },
+            )
+        )
+    apply_trigger(
+        ledger,
+        trigger,
+        summary,
+        [f"found at {_iso(now)}"],
+        cycle_id=slot.cycle,
+        extra_events=events,
+    )
+
+
+# --- running one slot ---------------------------------------------------------------------------
+
+
+def compute_parameters(cfg: Config, slot: Any, now: datetime, simulated: bool) -> dict[str, str]:
+    """Return the notebook parameters of ``slot`` (never a secret: papermill writes them)."""
+    from ops_runner.schedule import Job
+
+    params = {"workbook": str(cfg.workbook)}
+    if slot.job is Job.DATA_QA:
+        params["as_of"] = slot.session.isoformat()
+    elif slot.job is Job.DECISION:
+        params["session"] = slot.session.isoformat()
+    elif slot.job in (Job.EXECUTION, Job.RECONCILIATION):
+        params.update(cycle=str(slot.cycle), now=_iso(now) if simulated else "")
+    elif slot.job is Job.SLIPPAGE_REPORT:
+        params["cycle"] = str(slot.cycle)
+    return params
+
+
+def judge_completion(job: str, completion: dict[str, Any]) -> tuple[bool, str]:
+    """Return (done, outcome) for a completed notebook: a blocking QA, a submission or a
+    reconciliation still waiting, or a stopped submission is not done."""
+    if job == "data_qa":
+        blocking = bool(completion.get("blocking"))
+        return (not blocking, "blocking" if blocking else "clean")
+    status = str(completion.get("status", "completed"))
+    if job in ("execution", "reconciliation"):
+        return (status not in ("WAIT", "STOPPED"), status)
+    return True, status
+
+
+def run_slot(
+    cfg: Config, ledger: Any, broker: Any, slot: Any, now: datetime, simulated: bool
+) -> tuple[bool, str]:
+    """Run one slot and record its JobCompleted; returns (ran without failing, summary line)."""
+    from ops_runner.notebooks import compute_run_id, execute_job
+    from ops_runner.schedule import NOTEBOOK_JOBS
+
+    about = {
+        "job": str(slot.job),
+        "slot": slot.key,
+        "session": slot.session.isoformat(),
+        "cycle": slot.cycle,
+        "at": _iso(now),
+    }
+    if slot.job not in NOTEBOOK_JOBS:
+        run_id = compute_run_id()
+        try:
+            checks = _run_checks(cfg, ledger, broker, slot, now, run_id)
+        except Exception as exc:  # boundary: a check that crashes is a failed job
+            _record_crash(ledger, slot, about, run_id, exc)
+            return False, f"{slot.key} FAILED ({type(exc).__name__})"
+        failed = [c.name for c in checks if not c.passed]
+        outcome = "passed" if not failed else "failed: " + ", ".join(failed)
+        ledger.append(
+            str(EventKind.JOB_COMPLETED),
+            f"JobCompleted:{run_id}",
+            {**about, "run_id": run_id, "done": True, "outcome": outcome, "outputs": {}},
+            run_id=run_id,
+            cycle_id=slot.cycle,
+        )
+        return True, f"{slot.key} {outcome}"
+    run = execute_job(
+        cfg,
+        str(slot.job),
+        slot.folder,
+        compute_parameters(cfg, slot, now, simulated),
+        slot=slot.key,
+        session=slot.session.isoformat(),
+        cycle=slot.cycle,
+        at=now,
+    )
+    if not run.ok:
+        return False, f"{slot.key} FAILED: {run.error}"
+    done, outcome = judge_completion(str(slot.job), run.completion or {})
+    payload = {
+        **about,
+        "run_id": run.run_id,
+        "done": done,
+        "outcome": outcome,
+        "outputs": _plain(run.completion),
+    }
+    if str(slot.job) == "data_qa" and not done:
+        payload["fingerprint"] = compute_store_fingerprint(cfg)
+    _record_qa_state(ledger, slot, outcome, run.run_id)
+    ledger.append(
+        str(EventKind.JOB_COMPLETED),
+        f"JobCompleted:{run.run_id}",
+        payload,
+        run_id=run.run_id,
+        cycle_id=slot.cycle,
+    )
+    return True, f"{slot.key} {outcome}"
+
+
+def _record_qa_state(ledger: Any, slot: Any, outcome: str, run_id: str) -> None:
+    """A blocking data QA is DEGRADED_DATA (no decision); a clean one restores the data."""
+    from ops_runner.state import apply_trigger
+
+    if str(slot.job) != "data_qa":
+        return
+    if outcome == "blocking":
+        apply_trigger(
+            ledger,
+            Trigger.DATA_FAULT,
+            f"data QA of {slot.session} found blocking findings",
+            [f"run {run_id}"],
+            run_id=run_id,
+        )
+    else:
+        apply_trigger(
+            ledger,
+            Trigger.DATA_RESTORED,
+            f"data QA of {slot.session} clean",
+            [f"run {run_id}"],
+            run_id=run_id,
+        )
+
+
+def _run_checks(cfg: Config, ledger: Any, broker: Any, slot: Any, now: datetime, run_id: str):
+    from ops_runner.checks import run_daily_checks, run_pre_rebalance_checks
+    from ops_runner.schedule import Job
+
+    real = broker.get() if isinstance(broker, _LazyBroker) else broker
+    if slot.job is Job.DAILY_CHECKS:
+        return run_daily_checks(cfg, ledger, real, slot.session, slot.key, run_id)
+    return run_pre_rebalance_checks(cfg, ledger, real, slot.session, slot.key, now, run_id)
+
+
+def _record_crash(ledger: Any, slot: Any, about: dict, run_id: str, exc: Exception) -> None:
+    from ops_runner.state import apply_trigger
+
+    log.exception("%s crashed", slot.key)
+    error = f"{type(exc).__name__}: {exc}"
+    incident_id = f"job-{slot.key.replace(':', '-')}-{run_id}"
+    summary = f"{slot.job} ({slot.key}) failed: {error}"
+    apply_trigger(
+        ledger,
+        Trigger.INCIDENT,
+        summary,
+        [f"run {run_id}"],
+        run_id=run_id,
+        cycle_id=slot.cycle,
+        extra_events=[
+            (
+                str(EventKind.JOB_FAILED),
+                f"JobFailed:{run_id}",
+                {**about, "run_id": run_id, "error": error},
+            ),
+            (
+                str(EventKind.INCIDENT_OPENED),
+                f"IncidentOpened:{incident_id}",
+                {
+                    "incident_id": incident_id,
+                    "category": "scheduler",
+                    "summary": summary,
+                    "evidence": [f"run {run_id}"],
+                },
+            ),
+        ],
+    )

@@ -38,6 +38,10 @@ import pandas as pd
 from ops_runner.data import compute_adjusted_close
 from ops_runner.errors import OpsError
 
+# Bumped whenever the rules above change: a new version needs a new validated baseline
+# (`ops-runner baseline approve`) before the tick decides with it.
+STRATEGY_VERSION = "1"
+
 TIE_QUANTUM = Decimal("0.0001")  # scores equal at 0.01% are tied
 WEIGHT_QUANTUM = Decimal("0.0000000001")
 PRICE_DIGITS = 10

@@ -158,14 +158,17 @@ def test_cli_run_when_a_cycle_goes_through_the_sim_broker_registers_each_noteboo
     for step in steps:
         done = run(*step, workbook=tmp_path)
         assert done.returncode == 0, (step, done.stdout, done.stderr[-2000:])
-    assert '"status": "CLEAN"' in done.stdout
+    assert done.stdout.strip() == "reconciliation:2025-11 CLEAN"
     check = run("broker", "check", "--json", workbook=tmp_path)
     assert check.returncode == 0 and '"account": "DU*****00"' in check.stdout
     from ops_runner.config import load_config
 
     with open_ledger(load_config(tmp_path)) as ledger:
-        registered = [e.payload for e in ledger.events(kind=str(EventKind.NOTEBOOK_REGISTERED))]
+        registered = [e.payload for e in ledger.events(kind=str(EventKind.ARTIFACT_RECORDED))]
     assert [r["job"] for r in registered] == ["decision", "execution", "reconciliation"]
+    assert {r["outcome"] for r in registered} == {"completed"}
+    paths = [r["path"] for r in registered]
+    assert len(set(paths)) == 3 and all(f"-{r['run_id']}.ipynb" in r["path"] for r in registered)
     import hashlib
 
     for item in registered:  # the artifact and the record vouch for each other
@@ -173,6 +176,14 @@ def test_cli_run_when_a_cycle_goes_through_the_sim_broker_registers_each_noteboo
     late = run("run", "execution", "--cycle", "2025-11", "--now", "2025-12-02T13:30:00Z",
                workbook=tmp_path)  # fmt: skip
     assert late.returncode == 0  # every intent already settled: nothing to send, nothing twice
+    with open_ledger(load_config(tmp_path)) as ledger:
+        runs = [e.payload["path"] for e in ledger.events(kind=str(EventKind.ARTIFACT_RECORDED))]
+    assert len(runs) == 4 and runs[:3] == paths  # the re-run has its own file; none rewritten
+    verify = run("ledger", "verify", workbook=tmp_path)
+    assert verify.returncode == 0 and "4 registered notebooks" in verify.stdout
+    (tmp_path / paths[0]).write_text("{}")  # an artifact edited after the fact
+    broken = run("ledger", "verify", workbook=tmp_path)
+    assert broken.returncode == 1 and "changed since it was recorded" in broken.stdout
 
 
 def test_cli_when_output_piped_into_head_exits_quietly(tmp_path):
