@@ -239,8 +239,9 @@ def approve(
     return issue_token(read_approval_key(cfg), action, view.seq, reason, review, lifetime, now)
 
 
-def check_integrity(cfg: Config, ledger: Any) -> list[str]:
-    """Return the problems that keep SAFE_MODE closed: ledger chain, data QA, reconciliation."""
+def check_integrity(cfg: Config, ledger: Any, now: datetime | None = None) -> list[str]:
+    """Return the problems that keep SAFE_MODE closed: ledger chain, data QA as of the last
+    session closed at ``now`` (default: the real clock), open reconciliation breaks."""
     from ops_runner import projections, qa
 
     problems: list[str] = []
@@ -249,7 +250,7 @@ def check_integrity(cfg: Config, ledger: Any) -> list[str]:
         problems.append(
             f"ledger verify: event {report.first_bad_seq}: {report.detail or report.reason}"
         )
-    as_of = cfg.calendar().last_closed_session(datetime.now(UTC))
+    as_of = cfg.calendar().last_closed_session(now or datetime.now(UTC))
     qa_report = qa.run_qa(cfg, as_of)
     if qa_report.blocking:
         problems.append(f"data QA as of {as_of}: {qa_report.summary()}")
@@ -267,7 +268,7 @@ def resume(
     cfg: Config,
     token: str,
     now: datetime | None = None,
-    integrity: Callable[[Config, Any], list[str]] = check_integrity,
+    integrity: Callable[..., list[str]] = check_integrity,
     key: bytes | None = None,
 ) -> State:
     """Use a token: record ApprovalUsed and the transition in one append. Returns the new state.
@@ -284,7 +285,7 @@ def resume(
         used = {str(e.payload.get("token_id")) for e in ledger.events(kind=EventKind.APPROVAL_USED)}
         claims = require_valid_token(signing_key, token, action, view.state, view.seq, used, now)
         if action is Action.EXIT_SAFE_MODE:
-            problems = integrity(cfg, ledger)
+            problems = integrity(cfg, ledger, now) if now is not None else integrity(cfg, ledger)
             if problems:
                 raise ApprovalRefused("integrity", "; ".join(problems))
         _, to_state, trigger = ACTION_TRANSITIONS[action]

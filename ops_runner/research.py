@@ -72,7 +72,10 @@ class Costs:
     @classmethod
     def from_config(cls, values: Mapping[str, Any] | None) -> Costs:
         """Return the ``costs`` section of checked config values (defaults when None)."""
-        return cls(**values["costs"]) if values else cls()
+        if not values:
+            return cls()
+        costs = values["costs"]  # the slippage bands there are the report's, not the model's
+        return cls(**{name: costs[name] for name in cls.__dataclass_fields__ if name in costs})
 
     def commission(self, shares: float) -> float:
         """Return the commission of one order for ``shares`` real shares."""
