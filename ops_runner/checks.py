@@ -318,6 +318,13 @@ def check_heartbeat(cfg: Config, beat: dict[str, Any], max_gap_minutes: int) -> 
 # --- recording ----------------------------------------------------------------------------------
 
 
+def _degraded_by_freshness(ledger: Any) -> bool:
+    from ops_runner.state import read_state
+
+    view = read_state(ledger)
+    return view.state is State.DEGRADED_DATA and view.reason.startswith("data_fresh check")
+
+
 def record_checks(
     cfg: Config, ledger: Any, checks: Iterable[Check], slot: str, run_id: str | None = None
 ) -> State:
@@ -331,6 +338,8 @@ def record_checks(
         if ledger.get(key) is not None:
             continue
         trigger = check.on_pass if check.passed else check.on_fail
+        if trigger is Trigger.DATA_RESTORED and not _degraded_by_freshness(ledger):
+            trigger = None  # fresh bars do not clear a QA fault: only a clean data QA does
         if trigger is None:
             ledger.append(*event, run_id=run_id)
             if not check.passed and check.alert_only:

@@ -444,7 +444,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ops_runner import demo
 
-    return demo.run_demo(Path(args.workbook) if args.workbook else None)
+    if not args.verbose:  # the demo tells the story itself; state warnings would break the bar
+        logging.getLogger("ops_runner").setLevel(logging.ERROR)
+    return demo.run_demo_cli(args.workbook, args.months)
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
@@ -603,7 +605,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("unkill", help="remove the kill switch file (HALT stays)")
     p.set_defaults(func=cmd_kill)
 
-    p = sub.add_parser("demo", help="run what exists on the sample data (workbook: ./demo)")
+    p = sub.add_parser("demo", help="months of ticks on the sample data (workbook: ./demo)")
+    p.add_argument("--months", type=int, default=3, help="rebalance cycles to walk (default 3)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("lab", help="open JupyterLab on the notebooks")

@@ -1,55 +1,234 @@
-"""`ops-runner demo`: one monthly cycle on the SYNTHETIC sample market and the simulated broker."""
+"""`ops-runner demo`: months of the production run on the SYNTHETIC sample market, in minutes.
+
+A fresh workbook, the sample market and the simulated broker; a simulated clock steps from one
+slot opening to the next and every step is a real tick (run twice: the second must change
+nothing). The second month carries an incident: the data feed delivers a stale SPY, the tick
+goes to DEGRADED_DATA, the QA deadline passes (SAFE_MODE and an alert), an operator repairs the
+data, re-runs QA, approves and resumes, and the cycle completes.
+"""
 
 from __future__ import annotations
 
-from datetime import date
+import os
+import secrets
+import shutil
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from ops_runner.config import init_workbook, load_config
-from ops_runner.notebooks import NOTEBOOKS, SAMPLE_DECIDED_SESSION, run_notebook
-from ops_runner.reports import write_html
+from ops_runner.errors import OpsError
+from ops_runner.notebooks import NOTEBOOKS
 
 DEFAULT_DEMO = NOTEBOOKS.parent / "demo"
-# The simulated broker's clock for the demo: inside the MOO window before the 2025-12-01 open,
-# then after the open plus the reconciliation delay.
-SUBMIT_AT = "2025-12-01T13:30:00Z"
-RECONCILE_AT = "2025-12-01T15:30:00Z"
+MARKER = ".ops-runner-demo"
+LAST_CYCLE = date(2025, 11, 28)  # the sample market ends 2025-12-31: the last full cycle
+DEMO_SETTINGS = {
+    # The simulated clock jumps between slot openings, so the gap between ticks is days.
+    "  heartbeat_max_gap_minutes: 60 ": "  heartbeat_max_gap_minutes: 20160 ",
+}
 
 
-def run_demo(workbook: Path | None = None, session: date | None = None) -> int:
-    """Run data QA, decision, execution and reconciliation notebooks on a sample workbook.
+@dataclass
+class DemoResult:
+    """What the walk did: ticks run (each twice), jobs run, the incident's states."""
 
-    Returns 0 when every notebook completed; raises the first job's error otherwise.
-    """
+    workbook: Path
+    ticks: int = 0
+    repeats_identical: int = 0
+    jobs: list[str] = field(default_factory=list)
+    states: list[str] = field(default_factory=list)
+
+
+def prepare_workbook(root: Path) -> None:
+    """Make ``root`` a fresh demo workbook; an earlier demo there is replaced, anything else
+    is refused (never delete a folder the demo did not make)."""
+    if root.exists() and any(root.iterdir()):
+        if not (root / MARKER).exists():
+            raise OpsError(f"{root} exists and is not a demo workbook; pass another --workbook")
+        shutil.rmtree(root)
+    init_workbook(root)
+    (root / MARKER).write_text("made by ops-runner demo; deleted by the next demo\n")
+    config = root / "config.yaml"
+    text = config.read_text(encoding="utf-8")
+    for old, new in DEMO_SETTINGS.items():
+        text = text.replace(old, new)
+    config.write_text(text, encoding="utf-8")
+
+
+def _cycles(calendar: Any, months: int) -> list[date]:
+    sessions, year, month = [], LAST_CYCLE.year, LAST_CYCLE.month
+    for _ in range(months):
+        sessions.append(calendar.rebalance_session(year, month))
+        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
+    return sorted(sessions)
+
+
+def _ledger_head(cfg: Any) -> tuple[int, str] | None:
+    from ops_runner.ledger import open_ledger
+
+    with open_ledger(cfg, create=False, readonly=True) as ledger:
+        return ledger.head()
+
+
+def run_demo(workbook: Path | None = None, months: int = 3, quiet: bool = False) -> DemoResult:
+    """Walk ``months`` rebalance cycles (ending with 2025-11) through real ticks; returns the
+    result. Raises OpsError when a tick run twice changed the ledger, or the demo went wrong."""
+    from tqdm import tqdm
+
+    from ops_runner.schedule import ScheduleSettings, compute_next_opening
     from ops_runner.sources.sample import write_sample
 
+    if not 1 <= months <= 12:
+        raise OpsError("demo: --months must be between 1 and 12")
+    os.environ.setdefault("OPS_RUNNER_APPROVAL_KEY", secrets.token_hex(32))  # never printed
     root = (workbook or DEFAULT_DEMO).resolve()
-    print(f"[1/6] workbook {root} (simulated broker, SYNTHETIC sample market: not real prices)")
-    init_workbook(root)
+    prepare_workbook(root)
     cfg = load_config(root)
-    report = write_sample(cfg.store(), calendar=cfg.calendar())
-    print(f"[2/6] price store: {len(report.imported)} symbols written, "
-          f"{len(report.unchanged)} unchanged")  # fmt: skip
-    day = (session or date.fromisoformat(SAMPLE_DECIDED_SESSION)).isoformat()
-    cycle = day[:7]
-    params = {"workbook": str(root)}
-    steps = [
-        ("data_qa", {"as_of": day}),
-        ("decision", {"session": day}),
-        ("execution", {"cycle": cycle, "now": SUBMIT_AT}),
-        ("reconciliation", {"cycle": cycle, "now": RECONCILE_AT}),
-    ]
-    for number, (job, extra) in enumerate(steps, start=3):
-        run = run_notebook(job, cfg.path("ledger") / "runs" / cycle / f"{job}.ipynb",
-                           {**params, **extra})  # fmt: skip
-        html = write_html(run.output, cfg.path("reports") / f"{job}-{cycle}.html")
-        outcome = {k: v for k, v in run.completion.items() if k not in ("job", "config_hash")}
-        print(f"[{number}/6] {job}: {outcome}")
-        print(f"      {run.output.relative_to(root)} (sha256 {run.sha256[:16]}), {html.name}")
-    print(
-        "Done: decision -> market-on-open orders -> fills at the next open -> reconciliation,\n"
-        f"all recorded in {root / 'ledger' / 'ledger.sqlite'}. Try `ops-runner --workbook "
-        f"{root} status`,\n`... ledger verify` and `... replay --all`; open the executed "
-        "notebooks in JupyterLab (`make lab`)."
+    calendar = cfg.calendar()
+    write_sample(cfg.store(), calendar=calendar)
+    _baseline(cfg)
+    cycles = _cycles(calendar, months)
+    faulty = cycles[1] if len(cycles) > 1 else None
+    settings = ScheduleSettings.from_config(cfg.values)
+    start = calendar.session_close(calendar.previous_session(cycles[0])).to_pydatetime()
+    start += settings.decision_delay
+    last_next = calendar.next_session(cycles[-1])
+    end = calendar.session_open(last_next).to_pydatetime() + timedelta(hours=3)
+    steps, moment = [start], start
+    while (moment := compute_next_opening(calendar, settings, moment)) and moment <= end:
+        steps.append(moment)
+    result = DemoResult(root)
+    say = (lambda text: None) if quiet else tqdm.write
+    say(f"workbook {root}: SYNTHETIC sample market (not real prices), simulated broker, "
+        f"{months} rebalance(s) {cycles[0]} .. {cycles[-1]}")  # fmt: skip
+    bar = tqdm(total=len(steps), unit="tick", disable=quiet, dynamic_ncols=True)
+    try:
+        for moment in steps:
+            if faulty is not None and moment == _after_close(calendar, settings, faulty):
+                _deliver_stale_data(cfg, faulty, say)
+            _tick_twice(cfg, moment, result, bar)
+            if faulty is not None and moment == _after_close(calendar, settings, faulty):
+                _incident(cfg, calendar, settings, faulty, result, bar, say)
+            bar.update(1)
+    finally:
+        bar.close()
+    _finish(cfg, result, quiet)
+    return result
+
+
+def _after_close(calendar: Any, settings: Any, session: date) -> datetime:
+    return calendar.session_close(session).to_pydatetime() + settings.decision_delay
+
+
+def _baseline(cfg: Any) -> None:
+    from ops_runner.checks import approve_baseline
+
+    approve_baseline(cfg, "demo: the sample config and this code, reviewed by the demo")
+
+
+def _tick_twice(cfg: Any, moment: datetime, result: DemoResult, bar: Any) -> None:
+    """One tick, then the same tick again: the second must leave the ledger as it was."""
+    from ops_runner.orchestrator import tick
+
+    def on_job(slot: Any) -> None:
+        bar.set_description(f"{moment:%Y-%m-%d %H:%M}Z {slot.job}")
+
+    bar.set_description(f"{moment:%Y-%m-%d %H:%M}Z tick")
+    first = tick(cfg, now=moment, on_job=on_job)
+    result.ticks += 1
+    result.jobs.extend(first.ran)
+    result.states.append(str(first.state))
+    head = _ledger_head(cfg)
+    again = tick(cfg, now=moment)
+    if again.ran or _ledger_head(cfg) != head:
+        raise OpsError(f"the tick at {moment:%Y-%m-%dT%H:%MZ} was not idempotent: {again.ran}")
+    result.repeats_identical += 1
+
+
+def _deliver_stale_data(cfg: Any, session: date, say: Any) -> None:
+    """The feed's fault: SPY arrives without its bar for ``session`` (the rebalance close)."""
+    from ops_runner.sources.sample import SAMPLE_SOURCE
+
+    store = cfg.store()
+    bars = store.load_bars(SAMPLE_SOURCE, "SPY")
+    manifest = store.read_manifest(SAMPLE_SOURCE, "SPY")
+    stale = bars[bars.index < str(session)]
+    provenance = {"layout": manifest["layout"], "source_file": "demo: a stale SPY delivery",
+                  "source_sha256": "stale-" + manifest["source_sha256"][:32], "synthetic": True}  # fmt: skip
+    store.write_bars(SAMPLE_SOURCE, "SPY", stale, provenance)
+    say(f"  fault: the data feed delivered SPY without its {session} bar")
+
+
+def _incident(
+    cfg: Any, calendar: Any, settings: Any, session: date, result: DemoResult, bar: Any, say: Any
+) -> None:
+    """Past the QA deadline (SAFE_MODE), an operator repairs, re-runs QA, approves, resumes."""
+    from ops_runner.approvals import Action, approve, resume
+    from ops_runner.sources.sample import write_sample
+
+    late = _after_close(calendar, settings, session) + settings.deadlines["data_qa"]
+    late += timedelta(minutes=5)
+    _tick_twice(cfg, late, result, bar)
+    say(f"  {late:%H:%M}Z: data QA missed its deadline: state {result.states[-1]}; alert in "
+        f"{cfg.path('kill_switch').parent / 'alerts.log'}")  # fmt: skip
+    report = write_sample(cfg.store(), calendar=calendar)
+    say(f"  operator: re-imported the sample market ({', '.join(report.replaced)} replaced)")
+    line = _rerun_qa(cfg, session, late + timedelta(minutes=5))
+    say(f"  operator: ops-runner run data_qa --as-of {session}: {line}")
+    token = approve(cfg, Action.EXIT_SAFE_MODE, "stale SPY re-imported; QA clean", now=late)
+    state = resume(cfg, token, now=late + timedelta(minutes=10))
+    say(f"  operator: ops-runner approve --action exit-safe-mode; resume: state {state}")
+    _tick_twice(cfg, late + timedelta(minutes=15), result, bar)
+
+
+def _rerun_qa(cfg: Any, session: date, now: datetime) -> str:
+    from ops_runner.ledger import open_ledger
+    from ops_runner.orchestrator import run_slot
+    from ops_runner.schedule import Job, ScheduleSettings, compute_session_slots
+
+    settings = ScheduleSettings.from_config(cfg.values)
+    slot = next(
+        s for s in compute_session_slots(cfg.calendar(), settings, session) if s.job is Job.DATA_QA
     )
-    return 0
+    with open_ledger(cfg) as ledger:
+        return run_slot(cfg, ledger, None, slot, now, True)[1]
+
+
+def _finish(cfg: Any, result: DemoResult, quiet: bool) -> None:
+    from ops_runner import projections
+    from ops_runner.ledger import open_ledger
+    from ops_runner.runs import write_runs_index
+
+    with open_ledger(cfg, create=False, readonly=True) as ledger:
+        report = ledger.verify(cfg.path("anchor"))
+        events = list(ledger.events())
+    index = write_runs_index(cfg)
+    if quiet:
+        return
+    runs = [e for e in events if e.kind == "ArtifactRecorded"]
+    state = projections.compute_state(events)
+    fills = projections.compute_fills(events)
+    root = cfg.workbook
+    print(
+        f"\nDone: {result.ticks} ticks (each run twice, the repeat changed nothing), "
+        f"{len(runs)} executed notebooks, {len(fills)} fills; state {state.state}.\n"
+        f"  ledger     {root / 'ledger' / 'ledger.sqlite'}: {report.events_checked} events, "
+        f"{'verifies' if report.ok else 'BROKEN: ' + str(report.reason)}\n"
+        f"  runs       {root / 'ledger' / 'runs'}\n"
+        f"  reports    {index}  (open it in a browser)\n"
+        f"  alerts     {cfg.path('kill_switch').parent / 'alerts.log'}\n"
+        f"Next: `ops-runner --workbook {root} status`, `... ledger verify`, `... replay --all`, "
+        "`make lab` to open the executed notebooks."
+    )
+
+
+def run_demo_cli(workbook: str | None, months: int) -> int:
+    """The CLI's entry: 0 when the walk finished and the ledger verifies."""
+    result = run_demo(Path(workbook) if workbook else None, months=months)
+    from ops_runner.ledger import open_ledger
+
+    cfg = load_config(result.workbook)
+    with open_ledger(cfg, create=False, readonly=True) as ledger:
+        return 0 if ledger.verify(cfg.path("anchor")).ok else 1

@@ -29,8 +29,8 @@ from ops_runner.events import State
 class Job(StrEnum):
     """The jobs the tick runs; the notebook jobs are notebooks/<job>.ipynb."""
 
-    PRE_REBALANCE = "pre_rebalance_checks"
     DAILY_CHECKS = "daily_checks"
+    PRE_REBALANCE = "pre_rebalance_checks"
     DATA_QA = "data_qa"
     DECISION = "decision"
     EXECUTION = "execution"

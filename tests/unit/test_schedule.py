@@ -117,9 +117,9 @@ EDT_2025 = (date(2025, 3, 9), date(2025, 11, 2))  # [start, end) of daylight sav
 
 # Within one instant the code orders by job: pre-rebalance checks before daily checks, then the
 # cycle's chain. The walk asserts this order.
-JOB_RANK = {
-    "pre_rebalance_checks": 0,
-    "daily_checks": 1,
+JOB_RANK = {  # at equal instants: the daily checks first (a weaker freshness requirement
+    "daily_checks": 0,  # must not pass after the pre-rebalance one failed and clear it)
+    "pre_rebalance_checks": 1,
     "data_qa": 2,
     "decision": 3,
     "execution": 4,
@@ -265,11 +265,11 @@ def test_slots_when_holiday_no_slot_for_that_day(cal, settings, holiday):
     assert [s.key for s in slots if s.session == day or s.key.endswith(holiday)] == []
 
 
-def test_slots_when_openings_tie_ordered_pre_daily_qa_decision(cal, settings):
+def test_slots_when_openings_tie_ordered_daily_pre_qa_decision(cal, settings):
     slots = compute_slots(cal, settings, date(2025, 11, 28), date(2025, 12, 1))
     assert [(s.key, s.opens) for s in slots] == [
-        ("pre_rebalance_checks:2025-11-28", utc("2025-11-28 18:30")),
         ("daily_checks:2025-11-28", utc("2025-11-28 18:30")),
+        ("pre_rebalance_checks:2025-11-28", utc("2025-11-28 18:30")),
         ("data_qa:2025-11", utc("2025-11-28 18:30")),
         ("decision:2025-11", utc("2025-11-28 18:30")),
         ("execution:2025-11", utc("2025-12-01 13:00")),
@@ -428,10 +428,10 @@ def test_walk_when_dst_switch_week_daily_checks_shift_by_an_hour(walk):
         ("2025-03-31 20:30", ["pre_rebalance_checks:2025-03-31"],
          expected_agenda(due=["daily_checks:2025-03-31", "data_qa:2025-03"],
                          waiting=["decision:2025-03"])),
-        ("2025-03-31 20:45", ["pre_rebalance_checks:2025-03-31", "daily_checks:2025-03-31",
+        ("2025-03-31 20:45", ["daily_checks:2025-03-31", "pre_rebalance_checks:2025-03-31",
                               "data_qa:2025-03"],
          expected_agenda(waiting=["decision:2025-03"])),
-        ("2025-03-31 21:30", ["pre_rebalance_checks:2025-03-31", "daily_checks:2025-03-31",
+        ("2025-03-31 21:30", ["daily_checks:2025-03-31", "pre_rebalance_checks:2025-03-31",
                               "data_qa:2025-03"],
          expected_agenda(missed=["decision:2025-03"], waiting=["decision:2025-03"])),
     ],
@@ -448,7 +448,7 @@ def test_agenda_when_degraded_data_on_rebalance_session_decision_waits(
 
 
 def test_agenda_when_degraded_data_then_run_decision_due(cal, settings):
-    done = ["pre_rebalance_checks:2025-03-31", "daily_checks:2025-03-31", "data_qa:2025-03"]
+    done = ["daily_checks:2025-03-31", "pre_rebalance_checks:2025-03-31", "data_qa:2025-03"]
     agenda = compute_agenda(
         cal, settings, utc("2025-03-31 20:45"), done={k: utc("2025-03-31 20:30") for k in done},
         state=State.RUN, started=utc("2025-03-31 20:00"),
@@ -465,14 +465,14 @@ R_CLOSE_2025_10 = utc("2025-10-31 20:00")
     "now, expected",
     [
         ("2025-10-31 20:30",
-         expected_agenda(due=["pre_rebalance_checks:2025-10-31", "daily_checks:2025-10-31"],
+         expected_agenda(due=["daily_checks:2025-10-31", "pre_rebalance_checks:2025-10-31"],
                          waiting=["data_qa:2025-10", "decision:2025-10"])),
         ("2025-10-31 21:00",
-         expected_agenda(due=["pre_rebalance_checks:2025-10-31", "daily_checks:2025-10-31"],
+         expected_agenda(due=["daily_checks:2025-10-31", "pre_rebalance_checks:2025-10-31"],
                          missed=["pre_rebalance_checks:2025-10-31"],
                          waiting=["data_qa:2025-10", "decision:2025-10"])),
         ("2025-11-03 13:00",
-         expected_agenda(due=["pre_rebalance_checks:2025-10-31", "daily_checks:2025-10-31"],
+         expected_agenda(due=["daily_checks:2025-10-31", "pre_rebalance_checks:2025-10-31"],
                          missed=["pre_rebalance_checks:2025-10-31"],
                          waiting=["data_qa:2025-10", "decision:2025-10", "execution:2025-10"])),
         ("2025-11-03 14:21",  # 09:21 ET
@@ -594,7 +594,7 @@ def test_agenda_when_started_after_the_window_closed_cycle_is_history(cal, setti
     "now, expected",
     [
         ("2025-06-30 21:30", expected_agenda(
-            due=["pre_rebalance_checks:2025-06-30", "daily_checks:2025-06-30"],
+            due=["daily_checks:2025-06-30", "pre_rebalance_checks:2025-06-30"],
             waiting=["data_qa:2025-06", "decision:2025-06"])),
         ("2025-07-01 13:21", expected_agenda(
             due=["daily_checks:2025-06-30"], expired=["decision:2025-06"])),
@@ -625,7 +625,7 @@ def test_agenda_when_decision_done_execution_due_only_in_run_inside_window(
 ):
     done = {
         k: utc("2025-05-30 20:30")
-        for k in ("pre_rebalance_checks:2025-05-30", "daily_checks:2025-05-30",
+        for k in ("daily_checks:2025-05-30", "pre_rebalance_checks:2025-05-30",
                   "data_qa:2025-05", "decision:2025-05")
     }  # fmt: skip
     agenda = compute_agenda(
