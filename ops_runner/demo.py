@@ -101,8 +101,10 @@ def run_demo(workbook: Path | None = None, months: int = 3, quiet: bool = False)
         steps.append(moment)
     result = DemoResult(root)
     say = (lambda text: None) if quiet else tqdm.write
-    say(f"workbook {root}: SYNTHETIC sample market (not real prices), simulated broker, "
-        f"{months} rebalance(s) {cycles[0]} .. {cycles[-1]}")  # fmt: skip
+    say(
+        f"workbook {root}: SYNTHETIC sample market (not real prices), simulated broker, "
+        f"{months} rebalance(s) {cycles[0]} .. {cycles[-1]}"
+    )
     bar = tqdm(total=len(steps), unit="tick", disable=quiet, dynamic_ncols=True)
     try:
         for moment in steps:
@@ -155,8 +157,12 @@ def _deliver_stale_data(cfg: Any, session: date, say: Any) -> None:
     bars = store.load_bars(SAMPLE_SOURCE, "SPY")
     manifest = store.read_manifest(SAMPLE_SOURCE, "SPY")
     stale = bars[bars.index < str(session)]
-    provenance = {"layout": manifest["layout"], "source_file": "demo: a stale SPY delivery",
-                  "source_sha256": "stale-" + manifest["source_sha256"][:32], "synthetic": True}  # fmt: skip
+    provenance = {
+        "layout": manifest["layout"],
+        "source_file": "demo: a stale SPY delivery",
+        "source_sha256": "stale-" + manifest["source_sha256"][:32],
+        "synthetic": True,
+    }
     store.write_bars(SAMPLE_SOURCE, "SPY", stale, provenance)
     say(f"  fault: the data feed delivered SPY without its {session} bar")
 
@@ -171,8 +177,10 @@ def _incident(
     late = _after_close(calendar, settings, session) + settings.deadlines["data_qa"]
     late += timedelta(minutes=5)
     _tick_twice(cfg, late, result, bar)
-    say(f"  {late:%H:%M}Z: data QA missed its deadline: state {result.states[-1]}; alert in "
-        f"{cfg.path('kill_switch').parent / 'alerts.log'}")  # fmt: skip
+    say(
+        f"  {late:%H:%M}Z: data QA missed its deadline: state {result.states[-1]}; alert in "
+        f"{cfg.path('kill_switch').parent / 'alerts.log'}"
+    )
     report = write_sample(cfg.store(), calendar=calendar)
     say(f"  operator: re-imported the sample market ({', '.join(report.replaced)} replaced)")
     line = _rerun_qa(cfg, session, late + timedelta(minutes=5))
