@@ -41,7 +41,7 @@ class DemoResult:
     states: list[str] = field(default_factory=list)
 
 
-def prepare_workbook(root: Path) -> None:
+def prepare_workbook(root: Path, account: str | None = None) -> None:
     """Make ``root`` a fresh demo workbook; an earlier demo there is replaced, anything else
     is refused (never delete a folder the demo did not make)."""
     if root.exists() and any(root.iterdir()):
@@ -54,6 +54,8 @@ def prepare_workbook(root: Path) -> None:
     text = config.read_text(encoding="utf-8")
     for old, new in DEMO_SETTINGS.items():
         text = text.replace(old, new)
+    if account is not None:  # a paper account id of the caller's (tests use a known one)
+        text = text.replace("  account: DU0000000 ", f"  account: {account} ")
     config.write_text(text, encoding="utf-8")
 
 
@@ -72,7 +74,9 @@ def _ledger_head(cfg: Any) -> tuple[int, str] | None:
         return ledger.head()
 
 
-def run_demo(workbook: Path | None = None, months: int = 3, quiet: bool = False) -> DemoResult:
+def run_demo(
+    workbook: Path | None = None, months: int = 3, quiet: bool = False, account: str | None = None
+) -> DemoResult:
     """Walk ``months`` rebalance cycles (ending with 2025-11) through real ticks; returns the
     result. Raises OpsError when a tick run twice changed the ledger, or the demo went wrong."""
     from tqdm import tqdm
@@ -84,7 +88,7 @@ def run_demo(workbook: Path | None = None, months: int = 3, quiet: bool = False)
         raise OpsError("demo: --months must be between 1 and 12")
     os.environ.setdefault("OPS_RUNNER_APPROVAL_KEY", secrets.token_hex(32))  # never printed
     root = (workbook or DEFAULT_DEMO).resolve()
-    prepare_workbook(root)
+    prepare_workbook(root, account)
     cfg = load_config(root)
     calendar = cfg.calendar()
     write_sample(cfg.store(), calendar=calendar)

@@ -1,0 +1,144 @@
+"""The production run end to end: `ops-runner demo` walks three months of real ticks.
+
+One walk (about 90 s: sixteen notebooks) is shared by the tests below; each asserts one thing
+a user relies on: the ledger verifies, every job left its executed notebook, each tick run
+twice changed nothing, the incident took the runbook's path, and no secret reached any file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from ops_runner.config import load_config
+from ops_runner.events import EventKind
+from ops_runner.ledger import open_ledger
+
+EXE = Path(sys.executable).with_name("ops-runner")
+HMAC_KEY = "demo-hmac-key-5f1c0e9a7b2d4c6e8f0a1b2c3d4e5f60"
+ACCOUNT = "DU7654321"
+JOBS = ("data_qa", "decision", "execution", "reconciliation", "slippage_report")
+CYCLES = ("2025-09", "2025-10", "2025-11")
+
+pytestmark = pytest.mark.notebook
+
+
+@pytest.fixture(scope="module")
+def walk(tmp_path_factory):
+    from ops_runner.demo import run_demo
+
+    root = tmp_path_factory.mktemp("demo") / "wb"
+    patch = pytest.MonkeyPatch()
+    patch.setenv("OPS_RUNNER_APPROVAL_KEY", HMAC_KEY)
+    try:
+        result = run_demo(root, months=3, quiet=True, account=ACCOUNT)
+    finally:
+        patch.undo()
+    cfg = load_config(root)
+    with open_ledger(cfg, create=False, readonly=True) as ledger:
+        events = list(ledger.events())
+    return result, cfg, events
+
+
+def _of(events, kind):
+    return [e.payload for e in events if e.kind == str(kind)]
+
+
+def test_demo_when_walked_three_months_ledger_and_artifacts_verify(walk):
+    _, cfg, _ = walk
+    done = subprocess.run([str(EXE), "--workbook", str(cfg.workbook), "ledger", "verify"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ledger ok" in done.stdout and "artifacts ok: 16 registered notebooks" in done.stdout
+
+
+def test_demo_when_walked_every_job_of_every_cycle_left_a_completed_notebook(walk):
+    _, cfg, events = walk
+    runs = _of(events, EventKind.ARTIFACT_RECORDED)
+    completed = Counter((r["cycle"], r["job"]) for r in runs if r["outcome"] == "completed")
+    assert {(c, j) for c in CYCLES for j in JOBS} <= set(completed)
+    # 3 cycles x 5 jobs, and the incident month ran data QA twice (blocked, then clean)
+    assert len(runs) == 16
+    assert completed[("2025-10", "data_qa")] == 2
+    for run in runs:  # each run its own file, and the file still has its recorded hash
+        path = cfg.workbook / run["path"]
+        assert path.name == f"{run['job']}-{run['run_id']}.ipynb"
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == run["sha256"]
+
+
+def test_demo_when_each_tick_ran_twice_nothing_was_done_twice(walk):
+    result, _, events = walk
+    assert result.ticks >= 50 and result.repeats_identical == result.ticks
+    submitted = _of(events, EventKind.ORDER_SUBMITTED)
+    refs = [s["client_ref"] for s in submitted]
+    assert len(refs) == len(set(refs)) > 0  # no order twice
+    decisions = _of(events, EventKind.DECISION_RECORDED)
+    assert sorted(d["cycle_id"] for d in decisions) == list(CYCLES)
+    fills = _of(events, EventKind.FILL_RECORDED)
+    assert len({f["exec_id"] for f in fills}) == len(fills)
+    slots = [p["slot"] for p in _of(events, EventKind.JOB_COMPLETED) if p["done"]]
+    assert len(slots) == len(set(slots))  # a job done is never done again
+
+
+def test_demo_when_feed_went_stale_took_the_runbooks_path_and_alerted(walk):
+    _, cfg, events = walk
+    path = [(p["from"], p["to"], p["trigger"]) for p in _of(events, EventKind.STATE_CHANGED)]
+    assert path == [
+        ("RUN", "DEGRADED_DATA", "data_fault"),  # pre-rebalance: SPY not fresh
+        ("DEGRADED_DATA", "SAFE_MODE", "incident"),  # QA deadline passed
+        ("SAFE_MODE", "RUN", "approved_exit_safe_mode"),  # repaired, QA clean, approved
+    ]
+    missed = _of(events, EventKind.JOB_MISSED)
+    assert [m["slot"] for m in missed] == ["data_qa:2025-10"]
+    alerts = _of(events, EventKind.ALERT_SENT)
+    assert any("SAFE_MODE" in a["subject"] for a in alerts)
+    log = (cfg.path("kill_switch").parent / "alerts.log").read_text()
+    assert "SAFE_MODE" in log and "data_qa:2025-10" in log
+    assert (cfg.path("reports") / "index.html").is_file()
+
+
+def test_demo_when_known_secrets_set_no_notebook_report_or_log_contains_them(walk):
+    _, cfg, _ = walk
+    needles = {HMAC_KEY.encode(), ACCOUNT.encode(), HMAC_KEY[:16].encode()}
+    scanned = 0
+    for path in cfg.workbook.rglob("*"):
+        if not path.is_file() or path.parent.name == "broker" or path.name == "config.yaml":
+            continue  # the broker's own books and the config name the account by design
+        data = path.read_bytes()
+        scanned += 1
+        for needle in needles:
+            assert needle not in data, f"{needle.decode()[:4]}... found in {path}"
+    assert scanned > 40
+    masked = json.dumps(_banner_rows(cfg))
+    assert "DU*****21" in masked  # the account shows masked
+
+
+def _banner_rows(cfg):
+    from ops_runner.reports import compute_banner
+
+    return compute_banner(cfg).astype(str).to_dict("records")
+
+
+def test_demo_when_ticked_again_later_by_the_cli_stays_idempotent(walk):
+    _, cfg, _ = walk
+
+    def tick() -> str:
+        done = subprocess.run(
+            [str(EXE), "--workbook", str(cfg.workbook), "tick", "--now", "2025-12-01T17:30:00Z"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    tick()
+    with open_ledger(cfg, create=False, readonly=True) as ledger:
+        head = ledger.head()
+    assert "ran" not in tick()
+    with open_ledger(cfg, create=False, readonly=True) as ledger:
+        assert ledger.head() == head
