@@ -80,6 +80,7 @@ class SimFaults:
     no_fill: frozenset[str] = frozenset()
     delayed_open_minutes: int = 0
     duplicate_executions: bool = False
+    clock_skew_seconds: int = 0  # the broker's server time runs this far ahead (negative: behind)
 
     @classmethod
     def from_config(cls, raw: Mapping[str, Any] | None) -> SimFaults:
@@ -132,6 +133,9 @@ class SimFaults:
             if not 0 <= fraction <= 1:
                 raise bad("partial", "fractions between 0 and 1")
             partial[symbol] = _decimal(fraction)
+        skew = raw.get("clock_skew_seconds", 0)
+        if isinstance(skew, bool) or not isinstance(skew, int):
+            raise bad("clock_skew_seconds", "a whole number of seconds")
         delay = raw.get("delayed_open_minutes", 0)
         if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
             raise bad("delayed_open_minutes", "a whole number of minutes >= 0")
@@ -144,6 +148,7 @@ class SimFaults:
             no_fill=symbols("no_fill"),
             delayed_open_minutes=delay,
             duplicate_executions=flag("duplicate_executions"),
+            clock_skew_seconds=skew,
         )
 
 
@@ -218,7 +223,7 @@ class SimBroker:
     def _health(self, now: datetime) -> Health:
         return Health(
             connected=True,
-            server_time=now,
+            server_time=now + timedelta(seconds=self._faults.clock_skew_seconds),
             account=self._account,
             paper=True,
             detail="simulated paper broker",
