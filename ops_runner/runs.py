@@ -79,8 +79,10 @@ def _run_row(cfg: Config, seq: int, payload: dict[str, Any], reports: Path) -> R
 
     relative = PurePosixPath(str(payload.get("path") or ""))
     notebook = (cfg.workbook / relative).resolve()
-    inside = notebook.is_relative_to(cfg.workbook.resolve()) and relative.suffix == ".ipynb"
-    if not inside or not notebook.is_file():
+    # An absolute path is a ledger folder configured outside the workbook; nothing else is read.
+    roots = (cfg.workbook.resolve(), cfg.path("ledger").resolve())
+    inside = any(notebook.is_relative_to(root) for root in roots)
+    if not inside or relative.suffix != ".ipynb" or not notebook.is_file():
         return RunRow(seq, payload, None, None)
     note = ""
     if payload.get("sha256") and read_sha256(notebook) != payload["sha256"]:
