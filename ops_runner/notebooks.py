@@ -24,7 +24,16 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 KERNEL_NAME = "ops-runner"
 COMPLETION_KEY = "completion"
 SAMPLE_DECIDED_SESSION = "2025-11-28"  # the cycle the sample notebooks default to (2025-11)
-SECRET_PARAMETER_WORDS = ("password", "secret", "token", "api_key", "apikey", "credential")
+SECRET_PARAMETER_WORDS = (
+    "password",
+    "secret",
+    "token",
+    "api_key",
+    "api-key",
+    "apikey",
+    "credential",
+    "auth",
+)
 
 
 class NotebookError(OpsError):
@@ -89,7 +98,9 @@ def open_workbook(workbook: str = "") -> Config:
     return cfg
 
 
-def _ipc_kernel_manager(started: list | None = None) -> type:
+def _ipc_kernel_manager(
+    started: list | None = None, deadline_passed: threading.Event | None = None
+) -> type:
     """Return a kernel manager talking to the kernel over local IPC sockets, not TCP ports.
 
     Each kernel's sockets get their own path in the user's private Jupyter runtime folder.
@@ -119,6 +130,8 @@ def _ipc_kernel_manager(started: list | None = None) -> type:
             await super().start_kernel(**kwargs)
             if started is not None:  # the runner's deadline watchdog needs the process
                 started.append(self)
+                if deadline_passed is not None and deadline_passed.is_set():
+                    _kill_kernels([self], deadline_passed)
 
     return IPCKernelManager
 
@@ -166,8 +179,11 @@ def require_known_parameters(source: Path, parameters: dict[str, Any]) -> None:
 
 def require_safe_parameters(parameters: dict[str, Any]) -> None:
     """Raise OpsError if a parameter looks like a secret: papermill writes parameters in clear."""
+    from ops_runner.config import _SECRET_WORDS
+
     for name in parameters:
-        if any(word in name.lower() for word in SECRET_PARAMETER_WORDS):
+        lowered = name.lower()
+        if _SECRET_WORDS.search(name) or any(word in lowered for word in SECRET_PARAMETER_WORDS):
             raise OpsError(
                 f"parameter {name!r} looks like a secret; papermill writes parameters into the "
                 "executed notebook, so secrets are read inside ops_runner from the environment"
@@ -210,8 +226,13 @@ def run_notebook(
     source = source or NOTEBOOKS / f"{job}.ipynb"
     if not source.is_file():
         raise NotebookError(f"no notebook {source}; known jobs: {', '.join(known_jobs())}")
-    require_safe_parameters(parameters)
-    require_known_parameters(source, parameters)
+    try:
+        require_safe_parameters(parameters)
+        require_known_parameters(source, parameters)
+    except NotebookError:
+        raise
+    except (OpsError, ValueError) as exc:  # a secret-looking name; papermill cannot read it
+        raise NotebookError(f"{job} refused before running: {exc}", None, str(exc)) from None
     output.parent.mkdir(parents=True, exist_ok=True)
     log.info("executing %s -> %s", source.name, output)
     managers: list = []
@@ -235,7 +256,7 @@ def run_notebook(
             str(output),
             parameters=parameters,
             kernel_name=kernel_name(),
-            kernel_manager_class=_ipc_kernel_manager(managers),
+            kernel_manager_class=_ipc_kernel_manager(managers, fired),
             cwd=str(NOTEBOOKS),
             execution_timeout=cell_timeout,
             progress_bar=False,
@@ -256,6 +277,8 @@ def run_notebook(
     finally:
         if watchdog is not None:
             watchdog.cancel()
+    if fired.is_set():  # the deadline passed even if no kernel was there to kill yet
+        raise failed(f"the whole-notebook deadline ({deadline:g} s) passed")
     scraps = read_scraps(output)
     completion = scraps.get(COMPLETION_KEY)
     if not isinstance(completion, dict) or completion.get("job") != job:

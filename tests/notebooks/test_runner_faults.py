@@ -253,8 +253,8 @@ def test_run_when_a_parameter_looks_secret_refuses_and_writes_nothing(cfg, tmp_p
     with pytest.raises(OpsError, match="looks like a secret"):
         run_notebook("secret", output, {"api_key": value}, source=source)
     assert not output.exists()
-    with pytest.raises(OpsError, match="looks like a secret"):
-        run_job(cfg, source, {"api_key": value})
+    run = run_job(cfg, source, {"api_key": value})  # recorded as a failed job, value unsaid
+    assert not run.ok and "looks like a secret" in run.error
     assert list(cfg.workbook.rglob("*.ipynb")) == []
     for path in [p for p in tmp_path.rglob("*") if p.is_file()]:
         assert value.encode() not in path.read_bytes(), path
@@ -288,3 +288,32 @@ def test_job_when_it_completes_records_its_artifact_and_verify_catches_tampering
     with open_ledger(cfg) as ledger:
         (missing,) = check_artifacts(cfg, ledger.events())
     assert recorded["path"] in missing and "is missing" in missing
+
+
+def test_run_when_the_deadline_passes_before_the_kernel_starts_still_fails(tmp_path):
+    source = write_notebook(tmp_path / "late.ipynb", "import time; time.sleep(3)")
+    with pytest.raises(NotebookError, match="deadline"):
+        run_notebook("late", tmp_path / "out.ipynb", {}, deadline=0.01, source=source)
+
+
+def test_job_when_a_parameter_looks_secret_records_the_refusal(cfg, tmp_path):
+    run = run_job(cfg, write_notebook(tmp_path / "secret.ipynb"), {"api_key": "x"})
+    assert not run.ok and "secret" in run.error
+    require_failure_recorded(cfg, run, artifact=False)
+
+
+def test_job_when_the_notebook_has_no_kernelspec_fails_as_a_notebook_error(cfg, tmp_path):
+    path = tmp_path / "bare.ipynb"
+    cell = new_code_cell('workbook = ""', metadata={"tags": ["parameters"]})
+    nbformat.write(new_notebook(cells=[cell]), path)
+    run = run_job(cfg, path)
+    assert not run.ok
+    require_failure_recorded(cfg, run, artifact=False)
+
+
+@pytest.mark.parametrize("name", ["db_passwd", "api-key", "auth_header", "SMTP_PASSWORD"])
+def test_secret_guard_when_the_name_looks_secret_refuses(name):
+    from ops_runner.notebooks import require_safe_parameters
+
+    with pytest.raises(OpsError):
+        require_safe_parameters({name: "x"})
