@@ -301,7 +301,7 @@ def write_heartbeat(cfg: Config, now: datetime) -> None:
     write_bytes_atomic(path, (json.dumps(beat) + "\n").encode())
 
 
-def check_heartbeat(cfg: Config, beat: dict[str, Any], max_gap_minutes: int) -> Check:
+def check_heartbeat(beat: dict[str, Any], max_gap_minutes: int) -> Check:
     """Return whether the scheduler ticked at least every ``max_gap_minutes`` today."""
     gap = float(beat.get("longest_gap_seconds", 0.0))
     detail = f"longest gap between ticks today {gap / 60:.1f} min (limit {max_gap_minutes})"
@@ -330,7 +330,7 @@ def record_checks(
 ) -> State:
     """Record each check once for ``slot`` and apply its trigger; returns the state after."""
     from ops_runner.alerts import Alert, send_alert
-    from ops_runner.state import apply_trigger, read_state
+    from ops_runner.state import apply_trigger, incident_event, read_state
 
     for check in checks:
         key = f"CheckRecorded:{check.name}:{slot}"
@@ -353,18 +353,8 @@ def record_checks(
         extra = [event]
         if trigger is Trigger.INCIDENT:
             incident_id = f"check-{check.name}-{slot.replace(':', '-')}"
-            extra.append(
-                (
-                    str(EventKind.INCIDENT_OPENED),
-                    f"IncidentOpened:{incident_id}",
-                    {
-                        "incident_id": incident_id,
-                        "category": "scheduler",
-                        "summary": f"{check.name} check failed: {check.detail}",
-                        "evidence": list(check.evidence),
-                    },
-                )
-            )
+            summary = f"{check.name} check failed: {check.detail}"
+            extra.append(incident_event(incident_id, "scheduler", summary, check.evidence))
         reason = f"{check.name} check {'passed' if check.passed else 'failed'}: {check.detail}"
         apply_trigger(ledger, trigger, reason, check.evidence, run_id=run_id, extra_events=extra)
     return read_state(ledger).state
@@ -382,9 +372,7 @@ def run_daily_checks(
     broker_check, values = check_broker(cfg, broker)
     checks.append(broker_check)
     sched = cfg.values["schedule"]
-    checks.append(
-        check_heartbeat(cfg, read_heartbeat(cfg), int(sched["heartbeat_max_gap_minutes"]))
-    )
+    checks.append(check_heartbeat(read_heartbeat(cfg), int(sched["heartbeat_max_gap_minutes"])))
     record_checks(cfg, ledger, checks, slot, run_id)
     if values is not None and ledger.get(f"EquityMarked:{session.isoformat()}") is None:
         source = f"broker:{cfg.values['broker']['kind']}"

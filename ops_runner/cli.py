@@ -399,7 +399,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 def _run_job(cfg, job: str, cycle: str | None, as_of: str | None, now: str | None) -> int:
     """Run one job's notebook by hand, recorded exactly as the tick records it."""
-    from ops_runner.orchestrator import require_simulated_broker, run_slot
+    from ops_runner.orchestrator import require_simulated_broker, run_slot, send_pending_alerts
     from ops_runner.schedule import ScheduleSettings, compute_cycle_id, compute_session_slots
 
     calendar = cfg.calendar()
@@ -428,9 +428,7 @@ def _run_job(cfg, job: str, cycle: str | None, as_of: str | None, now: str | Non
     with open_ledger(cfg) as ledger:
         ok, line = run_slot(cfg, ledger, None, slots[0], instant or datetime.now(UTC),
                             instant is not None)  # fmt: skip
-        from ops_runner.orchestrator import _pump
-
-        _pump(cfg, ledger)
+        send_pending_alerts(cfg, ledger)
     print(line)
     return 0 if ok else 1
 

@@ -10,6 +10,7 @@ import secrets
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -351,9 +352,8 @@ def execute_job(
     returns the JobRun with its ``error``; it never raises for a notebook's failure. JobCompleted
     is the caller's to record: only it knows whether the outcome counts as done.
     """
-    from ops_runner.events import EventKind, Trigger
+    from ops_runner.events import EventKind
     from ops_runner.ledger import open_ledger
-    from ops_runner.state import apply_trigger
 
     run_id = compute_run_id()
     output = compute_output_path(cfg, folder, job, run_id)
@@ -377,24 +377,42 @@ def execute_job(
         items = []
         if exc.output is not None and exc.output.exists():
             items.append(_artifact(cfg, about, exc.output, exc.duration, "failed", exc.reason))
-        items.append((str(EventKind.JOB_FAILED), f"JobFailed:{run_id}", {**about,
-                      "error": exc.reason}))  # fmt: skip
-        incident_id = f"job-{slot.replace(':', '-')}-{run_id}"
-        summary = f"{job} ({slot}) failed: {exc.reason}"
         evidence = [f"run {run_id}"] + ([f"notebook {_relative(cfg, exc.output)}"]
                                         if exc.output is not None else [])  # fmt: skip
-        items.append((str(EventKind.INCIDENT_OPENED), f"IncidentOpened:{incident_id}", {
-            "incident_id": incident_id, "category": INCIDENT_CATEGORY.get(job, "scheduler"),
-            "summary": summary, "evidence": evidence}))  # fmt: skip
         with open_ledger(cfg) as ledger:
-            apply_trigger(ledger, Trigger.INCIDENT, summary, evidence, run_id=run_id,
-                          extra_events=items, cycle_id=cycle)  # fmt: skip
+            record_job_failure(ledger, about, exc.reason, INCIDENT_CATEGORY.get(job, "scheduler"),
+                               evidence, extra=items)  # fmt: skip
         log.error("%s", exc)
         return JobRun(job, slot, run_id, exc.output, None, exc.reason, exc.duration)
     with open_ledger(cfg) as ledger:
         kind, key, payload = _artifact(cfg, about, run.output, run.duration, "completed", "")
         ledger.append(kind, key, payload, run_id=run_id, cycle_id=cycle)
     return JobRun(job, slot, run_id, run.output, run.completion, None, run.duration)
+
+
+def record_job_failure(
+    ledger: Any,
+    about: dict[str, Any],
+    error: str,
+    category: str,
+    evidence: list[str],
+    extra: Sequence[tuple[str, str, dict[str, Any]]] = (),
+) -> None:
+    """Record a failed run: ``extra`` (e.g. its artifact), JobFailed, an incident and SAFE_MODE,
+    in one transaction. ``about`` carries job, slot, session, cycle, run_id and at."""
+    from ops_runner.events import EventKind, Trigger
+    from ops_runner.state import apply_trigger, incident_event
+
+    run_id, slot = str(about["run_id"]), str(about["slot"])
+    summary = f"{about['job']} ({slot}) failed: {error}"
+    incident_id = f"job-{slot.replace(':', '-')}-{run_id}"
+    items = [
+        *extra,
+        (str(EventKind.JOB_FAILED), f"JobFailed:{run_id}", {**about, "error": error}),
+        incident_event(incident_id, category, summary, evidence),
+    ]
+    apply_trigger(ledger, Trigger.INCIDENT, summary, evidence, run_id=run_id,
+                  extra_events=items, cycle_id=about.get("cycle"))  # fmt: skip
 
 
 def _artifact(

@@ -195,7 +195,7 @@ def tick(
                 view = read_state(ledger)
             finally:
                 broker.close()
-                _pump(cfg, ledger)
+                send_pending_alerts(cfg, ledger)
         message = f"state {view.state}"
         if view.state is not State.RUN and view.reason:
             message += f" ({view.trigger}: {view.reason})"
@@ -229,7 +229,7 @@ class _LazyBroker:
             self._broker.close()
 
 
-def _pump(cfg: Config, ledger: Any) -> None:
+def send_pending_alerts(cfg: Config, ledger: Any) -> None:
     from ops_runner.alerts import pump_alerts
 
     try:
@@ -303,7 +303,7 @@ def _run_due(
 
 def _record_missed(ledger: Any, slot: Any, now: datetime) -> None:
     """Playbook A: a job not done by its deadline opens an incident and moves to SAFE_MODE."""
-    from ops_runner.state import apply_trigger
+    from ops_runner.state import apply_trigger, incident_event
 
     payload = {
         "job": str(slot.job),
@@ -323,24 +323,16 @@ def _record_missed(ledger: Any, slot: Any, now: datetime) -> None:
         cycle_id=slot.cycle,
         extra_events=[
             (str(EventKind.JOB_MISSED), f"JobMissed:{slot.key}", payload),
-            (
-                str(EventKind.INCIDENT_OPENED),
-                f"IncidentOpened:{incident_id}",
-                {
-                    "incident_id": incident_id,
-                    "category": "scheduler",
-                    "summary": summary,
-                    "evidence": [f"deadline {_iso(slot.deadline)}", f"checked at {_iso(now)}"],
-                },
-            ),
+            incident_event(incident_id, "scheduler", summary,
+                           [f"deadline {_iso(slot.deadline)}", f"checked at {_iso(now)}"]),
         ],
-    )
+    )  # fmt: skip
 
 
 def _record_expired(cfg: Config, ledger: Any, slot: Any, now: datetime) -> None:
     """A decision found after its window is not caught up: HALT, or with
     ``schedule.missed_decision: skip_cycle`` the cycle is skipped (positions held) in SAFE_MODE."""
-    from ops_runner.state import apply_trigger
+    from ops_runner.state import apply_trigger, incident_event
 
     policy = cfg.values["schedule"]["missed_decision"]
     payload = {
@@ -359,17 +351,9 @@ def _record_expired(cfg: Config, ledger: Any, slot: Any, now: datetime) -> None:
     incident_id = f"expired-{slot.key.replace(':', '-')}"
     events = [
         (str(EventKind.JOB_MISSED), f"JobMissed:{slot.key}:expired", payload),
-        (
-            str(EventKind.INCIDENT_OPENED),
-            f"IncidentOpened:{incident_id}",
-            {
-                "incident_id": incident_id,
-                "category": "scheduler",
-                "summary": summary,
-                "evidence": [f"window closed {_iso(slot.closes)}", f"found at {_iso(now)}"],
-            },
-        ),
-    ]
+        incident_event(incident_id, "scheduler", summary,
+                       [f"window closed {_iso(slot.closes)}", f"found at {_iso(now)}"]),
+    ]  # fmt: skip
     trigger = Trigger.DECISION_WINDOW_MISSED
     if policy == "skip_cycle":
         trigger = Trigger.INCIDENT
@@ -524,34 +508,8 @@ def _run_checks(cfg: Config, ledger: Any, broker: Any, slot: Any, now: datetime,
 
 
 def _record_crash(ledger: Any, slot: Any, about: dict, run_id: str, exc: Exception) -> None:
-    from ops_runner.state import apply_trigger
+    from ops_runner.notebooks import record_job_failure
 
     log.exception("%s crashed", slot.key)
     error = f"{type(exc).__name__}: {exc}"
-    incident_id = f"job-{slot.key.replace(':', '-')}-{run_id}"
-    summary = f"{slot.job} ({slot.key}) failed: {error}"
-    apply_trigger(
-        ledger,
-        Trigger.INCIDENT,
-        summary,
-        [f"run {run_id}"],
-        run_id=run_id,
-        cycle_id=slot.cycle,
-        extra_events=[
-            (
-                str(EventKind.JOB_FAILED),
-                f"JobFailed:{run_id}",
-                {**about, "run_id": run_id, "error": error},
-            ),
-            (
-                str(EventKind.INCIDENT_OPENED),
-                f"IncidentOpened:{incident_id}",
-                {
-                    "incident_id": incident_id,
-                    "category": "scheduler",
-                    "summary": summary,
-                    "evidence": [f"run {run_id}"],
-                },
-            ),
-        ],
-    )
+    record_job_failure(ledger, {**about, "run_id": run_id}, error, "scheduler", [f"run {run_id}"])

@@ -29,6 +29,7 @@ __all__ = [
     "StateError",
     "StateView",
     "apply_trigger",
+    "incident_event",
     "compute_next_state",
     "compute_risk_off_intents",
     "enforce_kill_switch",
@@ -218,6 +219,15 @@ def apply_trigger(
             seq=event.seq,
         )
     raise StateError(f"{trigger}: the state kept changing under it; run the job again")
+
+
+def incident_event(
+    incident_id: str, category: str, summary: str, evidence: Iterable[object]
+) -> tuple[str, str, dict[str, Any]]:
+    """Return the IncidentOpened (kind, key, payload) to pass to ``apply_trigger``'s extras."""
+    payload = {"incident_id": incident_id, "category": category, "summary": summary,
+               "evidence": [str(item) for item in evidence]}  # fmt: skip
+    return str(EventKind.INCIDENT_OPENED), f"IncidentOpened:{incident_id}", payload
 
 
 # --- kill switch -------------------------------------------------------------------------------

@@ -144,7 +144,8 @@ def test_job_when_the_kernel_is_killed_fails_saying_the_kernel_died(cfg, tmp_pat
     run = run_job(cfg, source)
     assert "kernel died" in run.error
     kept = read_kept(run.output)
-    assert ran(kept)[-2:] == ["before = 1", KILL]
+    # whether the killing cell itself shows as run is a race with the kernel's death
+    assert "before = 1" in ran(kept) and AFTER not in ran(kept)
     # papermill's metadata claims a clean, complete run: no exception, every cell "completed",
     # though the cells after the kill never executed and nothing was glued.
     assert not kept.metadata.papermill.exception
