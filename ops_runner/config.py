@@ -89,6 +89,17 @@ SCHEMA: dict[str, Any] = {
         },
         "account": Field("str", None, nullable=True),
         "sim_faults": Field("mapping", {}),
+        # The IB client library: ib_async (maintained), ib_insync (same API), or auto (the first
+        # one installed, ib_async first).
+        "client": Field("str", "auto", choices=("auto", "ib_async", "ib_insync")),
+        "connect_timeout_seconds": Field("float", 10.0, low=0.1, high=300.0),
+        "request_timeout_seconds": Field("float", 15.0, low=0.1, high=600.0),
+        # How often a dropped or refused session is retried before the caller is told the
+        # broker is down (BROKER_DOWN), and the wait between attempts.
+        "retry": {
+            "attempts": Field("int", 3, low=1, high=20),
+            "wait_seconds": Field("float", 2.0, low=0.0, high=300.0),
+        },
     },
     "execution": {
         "cash_buffer": Field("float", 0.02, low=0.0, high=0.5),
