@@ -366,7 +366,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
     from ops_runner.config import load_config, mask_account
 
     cfg = load_config(args.workbook)
-    broker = open_broker(cfg)
+    broker = open_broker(cfg, role=args.role)
     try:
         health = broker.connect()
         values = broker.account_values()
@@ -378,6 +378,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
     skew = (local - health.server_time).total_seconds() if health.server_time else None
     report = {
         "broker": cfg.values["broker"]["kind"],
+        "role": args.role,
         "connected": health.connected,
         "paper": health.paper,
         "account": mask_account(values.account),
@@ -579,6 +580,12 @@ def build_parser() -> argparse.ArgumentParser:
     broker_sub = p.add_subparsers(dest="action", required=True, parser_class=_VerbParser)
     q = broker_sub.add_parser("check", help="connect, server time vs local clock, positions")
     q.add_argument("--json", action="store_true")
+    q.add_argument(
+        "--role",
+        choices=("readonly", "orders"),
+        default="readonly",
+        help="the client id to log in with (default: the read-only one); places nothing",
+    )
     q.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("status", help="state, incidents, kill switch, ledger head (read only)")

@@ -89,6 +89,9 @@ SCHEMA: dict[str, Any] = {
         },
         "account": Field("str", None, nullable=True),
         "sim_faults": Field("mapping", {}),
+        # The IB endpoint is the loopback TWS simulator (demo, tests): only then does a tick
+        # accept a simulated clock with broker.kind ib.
+        "simulator": Field("bool", False),
         # The IB client library: ib_async (maintained), ib_insync (same API), or auto (the first
         # one installed, ib_async first).
         "client": Field("str", "auto", choices=("auto", "ib_async", "ib_insync")),

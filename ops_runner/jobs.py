@@ -94,7 +94,7 @@ def run_reconciliation(
     clock = read_clock(now)
     record = read_record(cfg, cycle_id)
     order_session = cfg.calendar().next_session(str(record["session"])).isoformat()
-    broker = open_broker(cfg, clock=clock)
+    broker = open_broker(cfg, clock=clock, role="readonly")
     broker.connect()
     with open_ledger(cfg) as ledger:
         return reconcile(cfg, ledger, broker, cycle_id, order_session, clock(), alert=alert)

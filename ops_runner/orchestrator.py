@@ -93,8 +93,16 @@ def require_simulated_broker(cfg: Config) -> None:
     for the demo, replays and tests, never for a real account."""
     from ops_runner.errors import OpsError
 
-    if cfg.values["broker"]["kind"] != "sim":
-        raise OpsError("--now (a simulated clock) is only accepted with broker.kind: sim")
+    broker = cfg.values["broker"]
+    if broker["kind"] == "sim":
+        return
+    loopback = broker["host"] in ("127.0.0.1", "localhost", "::1")
+    if broker["kind"] == "ib" and broker["simulator"] and broker["mode"] == "paper" and loopback:
+        return  # the loopback TWS simulator (demo --broker ib-sim, tests) runs on that clock
+    raise OpsError(
+        "--now (a simulated clock) is only accepted with broker.kind: sim, or broker.kind: ib "
+        "with broker.simulator: true, mode paper, on 127.0.0.1 (the TWS simulator)"
+    )
 
 
 # --- what the ledger says -------------------------------------------------------------------
@@ -206,27 +214,30 @@ def tick(
 
 class _LazyBroker:
     """The broker, opened only when a step needs it: an idle tick on the simulated broker
-    never touches the broker's books."""
+    never touches the broker's books. Checks read through the read-only role; only the kill
+    switch's cancels open the orders role (at IB: another client id)."""
 
     def __init__(self, cfg: Config, clock: Callable[[], datetime] | None) -> None:
-        self._cfg, self._clock, self._broker = cfg, clock, None
+        self._cfg, self._clock = cfg, clock
+        self._brokers: dict[str, Any] = {}
 
-    def get(self) -> Any:
-        if self._broker is None:
+    def get(self, role: str = "readonly") -> Any:
+        if role not in self._brokers:
             from ops_runner.brokers import open_broker
 
             options = {"clock": self._clock} if self._clock is not None else {}
-            self._broker = open_broker(self._cfg, **options)
-        return self._broker
+            self._brokers[role] = open_broker(self._cfg, role=role, **options)
+        return self._brokers[role]
 
     def cancel_all(self) -> list[str]:
-        broker = self.get()
+        broker = self.get("orders")
         broker.connect()
         return [o.client_ref for o in broker.open_orders() if broker.cancel(o.client_ref)]
 
     def close(self) -> None:
-        if self._broker is not None:
-            self._broker.close()
+        for broker in self._brokers.values():
+            broker.close()
+        self._brokers.clear()
 
 
 def send_pending_alerts(cfg: Config, ledger: Any) -> None:

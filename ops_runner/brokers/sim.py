@@ -52,6 +52,7 @@ EXCHANGE_CLOSED = "SIM201"  # order rejected: exchange closed, or no short selli
 INVALID_ORDER = "SIM202"  # not a market-on-open order the venue can take
 
 WORKING = frozenset({OrderStatus.SUBMITTED})
+ROLES = ("orders", "readonly")
 _DISCONNECTS = ("before_place", "after_place")
 
 
@@ -176,7 +177,12 @@ class SimBroker:
 
     name = "sim"
 
-    def __init__(self, cfg: Config, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self, cfg: Config, clock: Callable[[], datetime] | None = None, role: str = "orders"
+    ) -> None:
+        if role not in ROLES:
+            raise BrokerError(f"broker role {role!r}: expected one of {', '.join(ROLES)}")
+        self.role = role  # one set of books serves both roles; IB gives each its client id
         self._clock = clock or (lambda: datetime.now(UTC))
         self._faults = SimFaults.from_config(cfg.values["broker"].get("sim_faults"))
         self._folder = cfg.path("broker")

@@ -148,9 +148,30 @@ def test_tick_now_when_broker_is_not_simulated_is_refused_in_one_line(tmp_path):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode != 0 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines() == [
-        "ops-runner: --now (a simulated clock) is only accepted with broker.kind: sim"
-    ]
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("ops-runner: --now (a simulated clock) is only accepted with")
+
+
+@pytest.mark.parametrize(
+    ("settings", "accepted"),
+    [
+        ({"broker.simulator": True}, True),
+        ({"broker.simulator": False}, False),
+        ({"broker.simulator": True, "broker.host": "10.0.0.5"}, False),
+        ({"broker.simulator": True, "broker.mode": "live", "broker.account": "U1234567"}, False),
+    ],
+)
+def test_a_simulated_clock_with_ib_needs_the_loopback_paper_simulator(tmp_path, settings, accepted):
+    from ops_runner.errors import OpsError
+    from ops_runner.orchestrator import require_simulated_broker
+
+    values = {"broker.kind": "ib", "broker.account": "DU1234567", **settings}
+    cfg = load_config(make_workbook(tmp_path, **values))
+    if accepted:
+        require_simulated_broker(cfg)
+    else:
+        with pytest.raises(OpsError, match="only accepted with"):
+            require_simulated_broker(cfg)
 
 
 def test_tick_when_idle_starts_no_kernel_and_imports_neither_papermill_nor_vectorbt(tmp_path):

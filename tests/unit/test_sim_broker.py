@@ -138,6 +138,17 @@ def test_open_broker_when_kind_is_sim_returns_the_sim_broker(world):
     assert isinstance(broker, SimBroker) and broker.name == "sim"
 
 
+def test_open_broker_roles_share_one_set_of_books_and_a_bad_role_is_refused(world):
+    cfg = config_for(world.workbook, world.folder)
+    orders = open_broker(cfg, clock=world.clock, role="orders")
+    readonly = open_broker(cfg, clock=world.clock, role="readonly")
+    assert (orders.role, readonly.role) == ("orders", "readonly")
+    orders.connect()
+    assert readonly.account_values() == orders.account_values()
+    with pytest.raises(BrokerError, match="broker role 'admin'"):
+        open_broker(cfg, clock=world.clock, role="admin")
+
+
 def test_place_when_moo_buy_before_the_open_is_working_and_nothing_fills(world):
     broker = world.broker()
     result = world.place(broker, intent("buy-spy"))
