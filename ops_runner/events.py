@@ -70,6 +70,8 @@ class Trigger(StrEnum):
     RECONCILIATION_UNRESOLVED = "reconciliation_unresolved"
     LEDGER_CORRUPT = "ledger_corrupt"
     DECISION_WINDOW_MISSED = "decision_window_missed"
+    # The submission window closed with the broker still down: the cycle's orders were not sent.
+    SUBMISSION_WINDOW_MISSED = "submission_window_missed"
     APPROVED_EXIT_SAFE_MODE = "approved_exit_safe_mode"  # integrity checks + token
     APPROVED_EXIT_HALT = "approved_exit_halt"  # token naming the review
 

@@ -199,6 +199,7 @@ def tick(
                 write_heartbeat(cfg, clock())
                 if view is None:
                     _check_clock(cfg, ledger, broker, clock())
+                    _probe_broker_down(ledger, broker, clock())
                     ran = _run_due(cfg, ledger, broker, clock, now is not None, on_job)
                 view = read_state(ledger)
             finally:
@@ -268,6 +269,44 @@ def _check_clock(cfg: Config, ledger: Any, broker: _LazyBroker, now: datetime) -
         record_checks(cfg, ledger, [check], f"tick:{now.date().isoformat()}")
 
 
+def _probe_broker_down(ledger: Any, broker: _LazyBroker, now: datetime) -> None:
+    """In BROKER_DOWN every tick asks the broker again (its own retry policy included); a
+    healthy session restores RUN, so a submission can still go out inside its window."""
+    from ops_runner.errors import OpsError
+    from ops_runner.state import apply_trigger, read_state
+
+    if read_state(ledger).state is not State.BROKER_DOWN:
+        return
+    try:
+        health = broker.get().health()
+    except OpsError as exc:
+        log.warning("broker probe failed: %s", exc)
+        return
+    if health.connected:
+        apply_trigger(ledger, Trigger.BROKER_RESTORED, f"broker session healthy at {_iso(now)}",
+                      [health.detail or "connected"])  # fmt: skip
+
+
+def _probe_orders_session(ledger: Any, broker: Any, slot: Any, now: datetime) -> str | None:
+    """Before the execution notebook: can the orders client id log in? When not, BROKER_DOWN
+    (not a failed job: the next tick asks again until the window closes). The probe's session
+    is closed before the kernel logs in with the same client id. Returns why not, or None."""
+    from ops_runner.state import apply_trigger
+
+    if not isinstance(broker, _LazyBroker):
+        return None
+    try:
+        health = broker.get("orders").health()
+    finally:
+        broker.close()
+    if health.connected:
+        return None
+    detail = health.detail or "no session"
+    apply_trigger(ledger, Trigger.BROKER_FAULT, f"broker unavailable for {slot.key}: {detail}",
+                  [f"probed at {_iso(now)}"], cycle_id=slot.cycle)  # fmt: skip
+    return detail
+
+
 def _run_due(
     cfg: Config,
     ledger: Any,
@@ -298,7 +337,7 @@ def _run_due(
         for slot in agenda.expired:
             _record_expired(cfg, ledger, slot, now)
         for slot in agenda.missed:
-            _record_missed(ledger, slot, now)
+            _record_missed(ledger, slot, now, read_state(ledger).state)
         due = [slot for slot in agenda.due if slot.key not in progress.held]
         if not due:
             break
@@ -312,8 +351,10 @@ def _run_due(
     return ran
 
 
-def _record_missed(ledger: Any, slot: Any, now: datetime) -> None:
-    """Playbook A: a job not done by its deadline opens an incident and moves to SAFE_MODE."""
+def _record_missed(ledger: Any, slot: Any, now: datetime, state: State | None = None) -> None:
+    """Playbook A: a job not done by its deadline opens an incident and moves to SAFE_MODE.
+    An execution whose submission window closed with the broker still down is HALT."""
+    from ops_runner.schedule import Job
     from ops_runner.state import apply_trigger, incident_event
 
     payload = {
@@ -326,9 +367,13 @@ def _record_missed(ledger: Any, slot: Any, now: datetime) -> None:
     }
     incident_id = f"missed-{slot.key.replace(':', '-')}"
     summary = f"{slot.job} ({slot.key}) not done by its deadline {_iso(slot.deadline)}"
+    trigger = Trigger.INCIDENT
+    if slot.job is Job.EXECUTION and state is State.BROKER_DOWN:
+        trigger = Trigger.SUBMISSION_WINDOW_MISSED
+        summary = f"the submission window closed at {_iso(slot.deadline)} with the broker down"
     apply_trigger(
         ledger,
-        Trigger.INCIDENT,
+        trigger,
         summary,
         [f"checked at {_iso(now)}"],
         cycle_id=slot.cycle,
@@ -451,6 +496,13 @@ def run_slot(
             cycle_id=slot.cycle,
         )
         return True, f"{slot.key} {outcome}"
+    from ops_runner.schedule import Job
+
+    if slot.job is Job.EXECUTION:
+        if down := _probe_orders_session(ledger, broker, slot, now):
+            return True, f"{slot.key} waiting: broker unavailable ({down})"
+    if isinstance(broker, _LazyBroker):
+        broker.close()  # the kernel logs in with the same client ids: free them first
     run = execute_job(
         cfg,
         str(slot.job),

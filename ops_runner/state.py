@@ -65,6 +65,7 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
     (RUN, T.RECONCILIATION_UNRESOLVED): HALT,
     (RUN, T.LEDGER_CORRUPT): HALT,
     (RUN, T.DECISION_WINDOW_MISSED): HALT,
+    (RUN, T.SUBMISSION_WINDOW_MISSED): HALT,
     # DEGRADED_DATA: SAFE_MODE's restrictions, left by clean data alone.
     (DEGRADED, T.DATA_FAULT): DEGRADED,  # still degraded
     (DEGRADED, T.DATA_RESTORED): RUN,  # its own cause cleared
@@ -76,6 +77,7 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
     (DEGRADED, T.RECONCILIATION_UNRESOLVED): HALT,
     (DEGRADED, T.LEDGER_CORRUPT): HALT,
     (DEGRADED, T.DECISION_WINDOW_MISSED): HALT,
+    (DEGRADED, T.SUBMISSION_WINDOW_MISSED): HALT,
     # BROKER_DOWN: SAFE_MODE's restrictions, left by a healthy broker alone.
     (BROKER_DOWN, T.DATA_FAULT): SAFE,  # two faults at once: escalate
     (BROKER_DOWN, T.DATA_RESTORED): BROKER_DOWN,  # data was never the problem here
@@ -87,6 +89,7 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
     (BROKER_DOWN, T.RECONCILIATION_UNRESOLVED): HALT,
     (BROKER_DOWN, T.LEDGER_CORRUPT): HALT,
     (BROKER_DOWN, T.DECISION_WINDOW_MISSED): HALT,
+    (BROKER_DOWN, T.SUBMISSION_WINDOW_MISSED): HALT,
     # SAFE_MODE: no new risk; only integrity checks plus an approval lead back to RUN.
     (SAFE, T.DATA_FAULT): SAFE,  # already as restricted as a fault makes it
     (SAFE, T.DATA_RESTORED): SAFE,  # clean data does not replace the approval
@@ -99,6 +102,7 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
     (SAFE, T.RECONCILIATION_UNRESOLVED): HALT,
     (SAFE, T.LEDGER_CORRUPT): HALT,
     (SAFE, T.DECISION_WINDOW_MISSED): HALT,
+    (SAFE, T.SUBMISSION_WINDOW_MISSED): HALT,
     # HALT: trading disabled; only an approval naming the review leaves, and only to SAFE_MODE,
     # so integrity checks and a second approval still stand between HALT and RUN.
     (HALT, T.DATA_FAULT): HALT,
@@ -111,6 +115,7 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
     (HALT, T.RECONCILIATION_UNRESOLVED): HALT,
     (HALT, T.LEDGER_CORRUPT): HALT,
     (HALT, T.DECISION_WINDOW_MISSED): HALT,
+    (HALT, T.SUBMISSION_WINDOW_MISSED): HALT,
     (HALT, T.APPROVED_EXIT_HALT): SAFE,
     # Not in the table on purpose: an approval outside the state it leaves (exit-safe-mode in
     # RUN, DEGRADED_DATA, BROKER_DOWN or HALT; exit-halt anywhere but HALT). A token presented
