@@ -175,10 +175,12 @@ brokers = BrokerRegistry()
 
 def _register_builtins() -> None:
     try:
+        from ops_runner.brokers.ib import IbBroker
         from ops_runner.brokers.sim import SimBroker
-    except ImportError:  # pragma: no cover - the simulated broker ships with the package
+    except ImportError:  # pragma: no cover - both adapters ship with the package
         return
     brokers.register("sim", SimBroker)
+    brokers.register("ib", IbBroker)  # imports no IB client until a session is needed
 
 
 def open_broker(cfg: Config, **options: Any) -> Broker:

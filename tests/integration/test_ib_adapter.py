@@ -1,0 +1,380 @@
+"""The IB adapter against the loopback TWS simulator, once per installed client library.
+
+No mock of the client classes: ib_async and ib_insync talk to ``ops_runner.testing.tws_sim``
+over 127.0.0.1 sockets. Fault cases live in test_ib_faults.py; this file holds the normal life
+of a session (connect, place, fill, read back, cancel, bars) and the adapter's promises (lazy
+import, no asyncio patching, a running caller loop, masked account ids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ops_runner.brokers import BrokerError, OrderStatus, Outcome, open_broker
+from ops_runner.brokers.ib import IbBroker
+from ops_runner.config import Config, init_workbook, load_config
+from ops_runner.errors import DataError
+from ops_runner.events import Purpose
+from ops_runner.gate import GatePass, OrderIntent, OrderRefused, Side, require_gate_pass
+from ops_runner.ledger import open_ledger
+from ops_runner.testing.tws_sim import StaticMarket, TwsFaults, TwsSimulator
+
+ACCOUNT = "DU1234521"
+MASKED = "DU*****21"
+DEC1, DEC2 = date(2025, 12, 1), date(2025, 12, 2)
+BEFORE_OPEN = datetime(2025, 12, 1, 13, 0, tzinfo=UTC)  # 08:00 New York
+AFTER_OPEN = datetime(2025, 12, 1, 14, 31, tzinfo=UTC)  # 09:31 New York
+DECODE_FAILURES = ("Error handling fields", "Error for ")
+
+
+def _client_params() -> list:
+    return [
+        pytest.param(
+            name,
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec(name) is None, reason=f"{name} is not installed"
+            ),
+        )
+        for name in ("ib_async", "ib_insync")
+    ]
+
+
+@pytest.fixture(params=_client_params())
+def client(request) -> str:
+    return request.param
+
+
+class Clock:
+    """A settable clock shared by the simulator and the adapter."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(0.02)
+
+
+def daily_bars() -> tuple[dict, dict]:
+    """Raw and adjusted bars of SPY over five sessions with a 2.00 dividend ex 2025-11-26."""
+    days = [date(2025, 11, 24), date(2025, 11, 25), date(2025, 11, 26), date(2025, 11, 28), DEC1]
+    closes = [600.0, 605.0, 604.0, 606.0, 610.0]
+    raw = [(d, c - 1, c + 2, c - 3, c, 1e6) for d, c in zip(days, closes, strict=True)]
+    factor = [1 - 2.0 / 605.0] * 2 + [1.0] * 3  # the previous-close convention
+    adjusted = [
+        (d, o * f, h * f, lo * f, c * f, v)
+        for (d, o, h, lo, c, v), f in zip(raw, factor, strict=True)
+    ]
+    return {"SPY": raw}, {"SPY": adjusted}
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(BEFORE_OPEN)
+
+
+@pytest.fixture
+def market() -> StaticMarket:
+    raw, adjusted = daily_bars()
+    return StaticMarket(
+        {DEC1: {"SPY": "610.00", "AGG": "100.00", "VEU": "70.00"}, DEC2: {}},
+        bars=raw,
+        adjusted_bars=adjusted,
+    )
+
+
+@pytest.fixture
+def sim(market, clock) -> Iterator[TwsSimulator]:
+    with TwsSimulator(market, clock, account=ACCOUNT, positions={"VEU": 100}) as running:
+        yield running
+    assert running.protocol_errors() == []
+
+
+def write_ib_config(root: Path, port: int, **broker: object) -> Config:
+    """A workbook at ``root`` whose broker is IB at ``port`` with short test timeouts."""
+    if not (root / "config.yaml").exists():
+        init_workbook(root)
+    path = root / "config.yaml"
+    values = yaml.safe_load(path.read_text())
+    values["broker"].update(
+        {
+            "kind": "ib",
+            "mode": "paper",
+            "host": "127.0.0.1",
+            "port": port,
+            "account": ACCOUNT,
+            "client_ids": {"orders": 11, "readonly": 12},
+            "connect_timeout_seconds": 1.0,
+            "request_timeout_seconds": 2.0,
+            "retry": {"attempts": 2, "wait_seconds": 0.1},
+        }
+    )
+    values["broker"].update(broker)
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    return load_config(root)
+
+
+@pytest.fixture
+def cfg(tmp_path, sim) -> Config:
+    return write_ib_config(tmp_path / "wb", sim.port)
+
+
+@pytest.fixture
+def open_ib(cfg, clock, client) -> Iterator[Callable[..., IbBroker]]:
+    """Factory of adapters on ``cfg`` (closed at teardown)."""
+    made: list[IbBroker] = []
+
+    def make(role: str = "orders", config: Config | None = None) -> IbBroker:
+        broker = IbBroker(config or cfg, clock=clock, role=role, client=client)
+        made.append(broker)
+        return broker
+
+    yield make
+    for broker in made:
+        broker.close()
+
+
+@pytest.fixture(autouse=True)
+def no_decode_errors(caplog) -> Iterator[None]:
+    """Fail on a client decoder error, a failed adapter handler, or a raw account id."""
+    caplog.set_level(logging.DEBUG)
+    yield
+    bad = [
+        r.getMessage()
+        for r in caplog.records
+        if (
+            r.name.startswith(("ib_async", "ib_insync"))
+            and r.levelno >= logging.ERROR
+            and r.getMessage().startswith(DECODE_FAILURES)
+        )
+        or (r.name.startswith("ops_runner.brokers.ib") and "handler failed" in r.getMessage())
+    ]
+    assert bad == []
+    leaked = [r.getMessage() for r in caplog.records if ACCOUNT in r.getMessage()]
+    assert leaked == []
+
+
+def intent(ref: str, symbol: str, side: Side, quantity: int, session: date = DEC1) -> OrderIntent:
+    return OrderIntent(ref, symbol, side, quantity, Purpose.REBALANCE, session.isoformat())
+
+
+def gate_pass(cfg: Config, order: OrderIntent, held: dict[str, int] | None = None) -> GatePass:
+    """A pass from the workbook's own order gate (the adapter checks it first)."""
+    with open_ledger(cfg) as ledger:
+        return require_gate_pass(ledger, order, positions=held or {"VEU": 100})
+
+
+def sim_orders(sim: TwsSimulator, ref: str) -> list:
+    return [o for o in sim.orders() if o.order_ref == ref]
+
+
+# -- connect and read ---------------------------------------------------------------------------
+
+
+def test_connect_when_the_gateway_answers_reports_the_server_clock_and_paper_account(
+    open_ib, sim, clock
+):
+    health = open_ib().connect()
+    assert health.connected and health.paper is True
+    assert health.account == ACCOUNT  # raw for the caller, which masks it
+    assert health.server_time == clock.now
+    assert health.extra["client_id"] == 11 and health.extra["server_version"] == 176
+    assert open_ib("readonly").health().extra["client_id"] == 12
+
+
+def test_account_values_and_positions_when_connected_match_the_simulated_account(open_ib, sim):
+    broker = open_ib()
+    values = broker.account_values()
+    assert values.account == ACCOUNT
+    assert values.cash == sim.cash() == Decimal("100000")
+    assert values.net_liquidation == sim.account_values()["NetLiquidation"]
+    assert broker.positions() == {"VEU": 100}
+
+
+def test_open_broker_when_kind_is_ib_returns_the_adapter_for_each_role(cfg, clock):
+    orders, readonly = open_broker(cfg, clock=clock), open_broker(cfg, role="readonly")
+    assert isinstance(orders, IbBroker) and isinstance(readonly, IbBroker)
+    assert "client_id=11" in repr(orders) and "client_id=12" in repr(readonly)
+    orders.close(), readonly.close()
+
+
+def test_importing_the_adapter_when_idle_imports_no_ib_client_and_patches_no_loop():
+    code = (
+        "import asyncio, sys\nrun = asyncio.run\nimport ops_runner.brokers.ib\n"
+        "from ops_runner.brokers import open_broker\n"
+        "print(sorted(m for m in ('ib_async', 'ib_insync', 'nest_asyncio', 'eventkit') "
+        "if m in sys.modules), asyncio.run is run)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[] True", done.stderr
+
+
+def test_adapter_when_called_from_a_running_event_loop_works_and_leaves_asyncio_unpatched(
+    open_ib, sim
+):
+    run, loop_class = asyncio.run, asyncio.BaseEventLoop.run_until_complete
+    broker = open_ib()
+
+    async def notebook_cell() -> dict[str, int]:  # a Jupyter kernel's main thread runs a loop
+        broker.connect()
+        return broker.positions()
+
+    assert asyncio.run(notebook_cell()) == {"VEU": 100}
+    assert asyncio.run is run and asyncio.BaseEventLoop.run_until_complete is loop_class
+    assert "nest_asyncio" not in sys.modules
+
+
+# -- orders ------------------------------------------------------------------------------------
+
+
+def test_place_when_accepted_sends_a_market_on_open_order_identified_by_perm_id(cfg, open_ib, sim):
+    broker = open_ib()
+    order = intent("mr:2025-11:SPY:BUY", "SPY", Side.BUY, 10)
+    result = broker.place(order, gate_pass(cfg, order))
+    assert result.outcome is Outcome.ACCEPTED
+    [sent] = sim_orders(sim, order.client_ref)
+    assert (sent.order_type, sent.tif, sent.action, sent.quantity) == ("MKT", "OPG", "BUY", 10)
+    assert sent.account == ACCOUNT and sent.client_id == 11
+    assert result.broker_order_id == str(sent.perm_id)
+    [working] = broker.open_orders()
+    assert (working.client_ref, working.broker_order_id, working.perm_id) == (
+        order.client_ref,
+        str(sent.perm_id),
+        str(sent.perm_id),
+    )
+    assert (working.status, working.session, working.filled) == (
+        OrderStatus.SUBMITTED,
+        "2025-12-01",
+        0,
+    )
+
+
+def test_place_when_the_reference_is_already_at_the_broker_adopts_it_without_sending(
+    cfg, open_ib, sim
+):
+    order = intent("mr:2025-11:SPY:BUY", "SPY", Side.BUY, 10)
+    broker = open_ib()
+    first = broker.place(order, gate_pass(cfg, order))
+    broker.close()  # a fresh process (same client id): it syncs before anything else
+    again = open_ib().place(order, gate_pass(cfg, order))
+    assert again.outcome is Outcome.ACCEPTED and again.broker_order_id == first.broker_order_id
+    assert len(sim_orders(sim, order.client_ref)) == 1
+
+
+def test_place_without_a_gate_pass_is_refused_before_anything_is_sent(cfg, open_ib, sim):
+    order = intent("mr:2025-11:SPY:BUY", "SPY", Side.BUY, 10)
+    other = intent("mr:2025-11:AGG:BUY", "AGG", Side.BUY, 10)
+    with pytest.raises(OrderRefused):
+        open_ib().place(order, None)
+    with pytest.raises(OrderRefused):
+        open_ib().place(order, gate_pass(cfg, other))
+    assert sim.orders() == []
+
+
+def test_readonly_role_when_asked_to_place_or_cancel_refuses_and_sends_nothing(cfg, open_ib, sim):
+    readonly = open_ib("readonly")
+    order = intent("mr:2025-11:SPY:BUY", "SPY", Side.BUY, 10)
+    with pytest.raises(BrokerError, match="read-only"):
+        readonly.place(order, gate_pass(cfg, order))
+    with pytest.raises(BrokerError, match="read-only"):
+        readonly.cancel(order.client_ref)
+    assert sim.orders() == []
+
+
+def test_fills_at_the_open_when_read_by_the_readonly_role_count_once_with_commissions(
+    cfg, open_ib, sim, clock
+):
+    orders, readonly = open_ib(), open_ib("readonly")
+    buy, sell = (
+        intent("mr:2025-11:SPY:BUY", "SPY", Side.BUY, 10),
+        intent("mr:2025-11:VEU:SELL", "VEU", Side.SELL, 100),
+    )
+    for order in (sell, buy):
+        assert orders.place(order, gate_pass(cfg, order)).outcome is Outcome.ACCEPTED
+    assert {o.client_ref for o in readonly.open_orders()} == {buy.client_ref, sell.client_ref}
+    clock.now = AFTER_OPEN
+    wait_until(lambda: len(sim.executions()) == 2)
+    for broker in (orders, readonly):
+        fills = broker.executions()
+        assert sorted((f.client_ref, f.side, f.quantity, f.session) for f in fills) == [
+            (buy.client_ref, "BUY", 10, "2025-12-01"),
+            (sell.client_ref, "SELL", 100, "2025-12-01"),
+        ]
+        assert {f.exec_id for f in fills} == {e.exec_id for e in sim.executions()}
+        by_perm = {str(e.perm_id): e for e in sim.executions()}
+        assert all(by_perm[f.broker_order_id].exec_id == f.exec_id for f in fills)
+        assert {c.exec_id: c.amount for c in broker.commissions()} == {
+            e.exec_id: e.commission for e in sim.executions()
+        }
+        assert broker.open_orders() == []
+        done = {o.client_ref: (o.status, o.filled, o.session) for o in broker.completed_orders()}
+        assert done == {
+            buy.client_ref: (OrderStatus.FILLED, 10, "2025-12-01"),
+            sell.client_ref: (OrderStatus.FILLED, 100, "2025-12-01"),
+        }
+        assert broker.positions() == {"SPY": 10}
+    assert readonly.executions(since=AFTER_OPEN) == []
+
+
+def test_cancel_when_the_order_is_working_cancels_it_once(cfg, open_ib, sim):
+    broker = open_ib()
+    order = intent("mr:2025-11:SPY:BUY", "SPY", Side.BUY, 10)
+    broker.place(order, gate_pass(cfg, order))
+    assert broker.cancel(order.client_ref) is True
+    assert broker.cancel(order.client_ref) is False  # nothing working any more
+    [sent] = sim_orders(sim, order.client_ref)
+    assert sent.status == "Cancelled"
+    assert [(o.client_ref, o.status) for o in broker.completed_orders()] == [
+        (order.client_ref, OrderStatus.CANCELLED)
+    ]
+
+
+# -- bars --------------------------------------------------------------------------------------
+
+
+def test_historical_bars_when_the_symbol_is_known_give_canonical_bars_with_dividends(
+    open_ib, sim, clock
+):
+    clock.now = datetime(2025, 12, 2, 1, 0, tzinfo=UTC)
+    bars = open_ib("readonly").historical_bars("SPY", "2025-11-24", "2025-12-01")
+    raw, _ = daily_bars()
+    assert list(bars.index.date) == [d for d, *_ in raw["SPY"]]
+    assert list(bars["close"]) == [c for *_, c, _v in raw["SPY"]]
+    assert bars["dividend"].round(6).tolist() == [0.0, 0.0, 2.0, 0.0, 0.0]
+    assert set(bars["split"]) == {1.0}
+
+
+def test_historical_bars_when_the_symbol_is_unknown_raise_data_error(open_ib, sim):
+    with pytest.raises(DataError, match="NOPE"):
+        open_ib("readonly").historical_bars("NOPE", "2025-11-24", "2025-12-01")
+
+
+def test_account_id_when_logged_by_the_client_at_debug_is_masked(cfg, open_ib, sim, caplog):
+    broker = open_ib()
+    order = intent("mr:2025-11:SPY:BUY", "SPY", Side.BUY, 10)
+    broker.place(order, gate_pass(cfg, order))
+    broker.executions()
+    assert any(MASKED in r.getMessage() for r in caplog.records)  # the fixture checks the rest
+
+
+def test_faults_default_when_unchanged_are_a_clean_market(sim):
+    assert sim.faults == TwsFaults()
