@@ -44,6 +44,7 @@ __all__ = [
     "SimExecution",
     "SimOrder",
     "StaticMarket",
+    "DecodeErrorWatch",
     "TwsFaults",
     "TwsSimulator",
     "compute_con_id",
@@ -53,6 +54,36 @@ log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.05  # the account advances on this timer as well as on every request
 TEXT_326 = "Unable to connect as the client id is already in use. Retry with a unique client id."
+
+
+class DecodeErrorWatch(logging.Handler):
+    """Collects the clients' decoder failures, which they only log (and then drop the message).
+
+    ``with DecodeErrorWatch() as watch: ...`` then ``assert not watch.failures``. It listens to
+    the "ib_async" and "ib_insync" loggers for ERROR records that say a message could not be
+    decoded ("Error handling fields", "Error for <method>").
+    """
+
+    MARKERS = ("Error handling fields", "Error for ")
+    LOGGERS = ("ib_async", "ib_insync")
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.failures: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if any(message.startswith(m) for m in self.MARKERS):
+            self.failures.append(f"{record.name}: {message}")
+
+    def __enter__(self) -> DecodeErrorWatch:
+        for name in self.LOGGERS:
+            logging.getLogger(name).addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeHandler(self)
 
 
 @dataclass
