@@ -233,7 +233,9 @@ class IbSession:
         except Exception as exc:  # every library exception becomes a typed outcome
             login.cancel()
             self._discard(ib)
-            said = self._login.result() if self._login.done() else ""
+            # Our own timeout closes the socket too: then the timeout is the reason.
+            timed_out = isinstance(exc, TimeoutError)
+            said = self._login.result() if self._login.done() and not timed_out else ""
             raise (BrokerUnavailable(said) if said else self._login_failure(exc)) from None
         finally:
             self._login = None
@@ -527,7 +529,7 @@ class IbSession:
                 f"TWS/Gateway at {self._where} runs an API version too old for "
                 f"{self.lib.__name__} ({text}); upgrade TWS/IB Gateway"
             )
-        else:
+        elif not text.startswith("API connection failed"):  # the client's echo of our failure
             self._login_errors.append(text)
 
     def _on_socket_closed(self, ib: Any, message: str) -> None:
