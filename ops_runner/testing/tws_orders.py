@@ -287,7 +287,8 @@ def _minus(end: date, duration: str) -> date | None:
 
 
 def send_historical_data(sim: TwsSimulator, conn: _Connection, f: list[str]) -> None:
-    """Daily bars in (end - duration, end]; 162 when none, 321 for what the sim cannot serve.
+    """Daily bars up to the end date: "N D" the last N bars, "N W|M|Y" those after end minus
+    the duration; error 162 when none, 321 for a request the simulator cannot serve.
 
     Fields at v176: 20, reqId, 12 contract fields, includeExpired, endDateTime, barSize,
     durationStr, useRTH, whatToShow, formatDate, keepUpToDate, chartOptions.
@@ -301,11 +302,14 @@ def send_historical_data(sim: TwsSimulator, conn: _Connection, f: list[str]) -> 
         text = f"Error validating request:-'bP' : cause - {bar_size}/{what}/{duration} unsupported"
         conn.send(wire.msg_error(req_id, 321, text))
         return
-    bars = [
-        (b.date.strftime("%Y%m%d"), b.open, b.high, b.low, b.close, b.volume)
-        for b in sim.market.daily_bars(symbol, adjusted=what == "ADJUSTED_LAST")
-        if start < b.date <= end
+    kept = [
+        b for b in sim.market.daily_bars(symbol, adjusted=what == "ADJUSTED_LAST") if b.date <= end
     ]
+    if duration.endswith(" D"):  # IB counts days of a daily request in sessions: N bars
+        kept = kept[-int(duration.split()[0]) :]
+    else:
+        kept = [b for b in kept if start < b.date]
+    bars = [(b.date.strftime("%Y%m%d"), b.open, b.high, b.low, b.close, b.volume) for b in kept]
     if not bars:
         text = "Historical Market Data Service error message:HMDS query returned no data: "
         conn.send(wire.msg_error(req_id, 162, f"{text}{symbol}@SMART Trades"))

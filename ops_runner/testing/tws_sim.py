@@ -126,9 +126,10 @@ class _Connection:
             self.writer.write(wire.encode_frame(fields))
 
     def abort(self) -> None:
-        """Drop the socket at once (unsent data is discarded, as when a link dies)."""
+        """Hang up now: nothing more is sent; what was already written is flushed first, so
+        a client sees exactly the messages before the drop (an abort() would discard them)."""
         self.closed = True
-        self.writer.transport.abort()
+        self.writer.transport.close()
 
 
 class TwsSimulator:
