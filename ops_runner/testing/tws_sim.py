@@ -6,6 +6,19 @@ executions, commissions, positions, account values, contract details and daily b
 Orders, executions and positions belong to the simulated account (``tws_account.Account``),
 not to a connection: a client that reconnects, under any client id, sees all of them.
 
+Accepts: startApi 71, placeOrder 3 (MKT + OPG only), cancelOrder 4, reqOpenOrders 5 and
+reqAllOpenOrders 16 (every working order of the account), reqCompletedOrders 99,
+reqExecutions 7, reqPositions 61, reqAccountUpdates 6, reqAccountUpdatesMulti 76,
+reqAccountSummary 62, reqIds 8, reqCurrentTime 49, reqManagedAccts 17, reqContractDetails 9,
+reqHistoricalData 20 (daily TRADES / ADJUSTED_LAST); cancels and reqAutoOpenOrders are
+accepted silently; anything else is listed by ``protocol_errors()``.
+Emits: nextValidId 9, managedAccounts 15, error 4, orderStatus 3, openOrder 5 / end 53,
+completedOrder 101 / end 102, execDetails 11 / end 55, commissionReport 59, position 61 /
+end 62, updateAccountValue 6, updatePortfolio 7, updateAccountTime 8, accountDownloadEnd 54,
+accountSummary 63 / end 64, accountUpdateMulti 73 / end 74, currentTime 49,
+contractDetails 10 / end 52, historicalData 17 (its end is implied at v176).
+Error codes: 103, 162, 200, 201, 202, 321, 326, 399, 1100, 1102, 10147, 10148.
+
 Threads: ``start()`` runs an asyncio loop in a daemon thread; every socket and every change
 to the account happens on that loop. Tests read snapshots from their own thread.
 """
