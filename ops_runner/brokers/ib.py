@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import math
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
@@ -44,7 +45,6 @@ from ops_runner.brokers.ib_session import (
     IbSession,
     SessionLost,
     Settings,
-    install_mask,
 )
 from ops_runner.calendar import NY
 from ops_runner.config import mask_account
@@ -60,11 +60,27 @@ ROLES = ("orders", "readonly")
 CLIENTS = ("ib_async", "ib_insync")
 
 
-def installed_clients() -> list[str]:
-    """The IB client libraries importable here (without importing them)."""
-    from importlib.util import find_spec
+class _MaskAccount(logging.Filter):
+    """Replaces an account id in the client library's log records by its masked form."""
 
-    return [name for name in CLIENTS if find_spec(name) is not None]
+    def __init__(self, account: str) -> None:
+        super().__init__()
+        self.account = account
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.account in message:
+            record.msg, record.args = message.replace(self.account, mask_account(self.account)), ()
+        return True
+
+
+def _install_mask(library: str, account: str) -> None:
+    if not account:
+        return
+    for suffix in ("", ".ib", ".client", ".wrapper", ".decoder", ".connection", ".util"):
+        logger = logging.getLogger(library + suffix)
+        if not any(isinstance(f, _MaskAccount) and f.account == account for f in logger.filters):
+            logger.addFilter(_MaskAccount(account))
 
 
 class IbBroker:
@@ -152,7 +168,7 @@ class IbBroker:
                 self._lib = importlib.import_module(name)
             except ImportError:
                 continue
-            install_mask(name, self._account)
+            _install_mask(name, self._account)
             return self._lib
         raise BrokerError(
             f"the IB client {' or '.join(names)} is not installed; pip install ib_async "

@@ -8,10 +8,13 @@ and an order's reference survives a completed-orders reply that drops ``orderRef
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ops_runner.brokers import BrokerOrder, Commission, Execution, OrderStatus
 from ops_runner.calendar import NY
@@ -26,10 +29,34 @@ INACTIVE = "Inactive"  # IB: rejected, or held and never released
 FILLED = "Filled"
 DONE = CANCELLED | {INACTIVE, FILLED}  # any other word (even an unknown one) is still working
 SIDES = {"BOT": "BUY", "SLD": "SELL", "BUY": "BUY", "SELL": "SELL"}
+UNSET = 1e300  # the clients' "no value" doubles are ~1.8e308
 
 
 def _ny_date(moment: datetime) -> str:
     return moment.astimezone(NY).date().isoformat()
+
+
+def shares(value: Any) -> int:
+    """A share count from an IB number (0 for the clients' unset value)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0
+    return 0 if math.isnan(number) or abs(number) >= UNSET else int(round(number))
+
+
+def parse_ib_time(text: str) -> datetime | None:
+    """'20251201 09:30:00 America/New_York', '20251201-14:30:00' (UTC) or None."""
+    text = (text or "").strip()
+    try:
+        if "-" in text[:9] and " " not in text:
+            return datetime.strptime(text, "%Y%m%d-%H:%M:%S").replace(tzinfo=UTC)
+        parts = text.split(" ")
+        stamp = " ".join(parts[:2])
+        zone = ZoneInfo(parts[2]) if len(parts) > 2 else UTC
+        return datetime.strptime(stamp, "%Y%m%d %H:%M:%S").replace(tzinfo=zone).astimezone(UTC)
+    except (ValueError, IndexError, ZoneInfoNotFoundError):
+        return None
 
 
 @dataclass

@@ -18,16 +18,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ops_runner.brokers import BrokerError, BrokerUnavailable
-from ops_runner.brokers.ib_book import ACKNOWLEDGED, CANCELLED, INACTIVE, IbBook, IbFill, IbOrder
+from ops_runner.brokers.ib_book import (
+    ACKNOWLEDGED,
+    CANCELLED,
+    INACTIVE,
+    UNSET,
+    IbBook,
+    IbFill,
+    IbOrder,
+    parse_ib_time,
+    shares,
+)
 from ops_runner.config import mask_account
 from ops_runner.errors import OpsError
 
 log = logging.getLogger(__name__)
-
-UNSET = 1e300  # the clients' "no value" doubles are ~1.8e308
 
 # IB message codes (TWS API "Message Codes"); they never leave this module except as
 # PlaceResult.code and inside one-line details.
@@ -49,51 +56,6 @@ class SessionLost(Exception):
 
 class _LoginRefused(Exception):
     """Internal: the server said why it refused the login (fail fast, no full timeout)."""
-
-
-def shares(value: Any) -> int:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return 0
-    return 0 if math.isnan(number) or abs(number) >= UNSET else int(round(number))
-
-
-def parse_ib_time(text: str) -> datetime | None:
-    """'20251201 09:30:00 America/New_York', '20251201-14:30:00' (UTC) or None."""
-    text = (text or "").strip()
-    try:
-        if "-" in text[:9] and " " not in text:
-            return datetime.strptime(text, "%Y%m%d-%H:%M:%S").replace(tzinfo=UTC)
-        parts = text.split(" ")
-        stamp = " ".join(parts[:2])
-        zone = ZoneInfo(parts[2]) if len(parts) > 2 else UTC
-        return datetime.strptime(stamp, "%Y%m%d %H:%M:%S").replace(tzinfo=zone).astimezone(UTC)
-    except (ValueError, IndexError, ZoneInfoNotFoundError):
-        return None
-
-
-class _MaskAccount(logging.Filter):
-    """Replaces an account id in the client library's log records by its masked form."""
-
-    def __init__(self, account: str) -> None:
-        super().__init__()
-        self.account = account
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if self.account in message:
-            record.msg, record.args = message.replace(self.account, mask_account(self.account)), ()
-        return True
-
-
-def install_mask(library: str, account: str) -> None:
-    if not account:
-        return
-    for suffix in ("", ".ib", ".client", ".wrapper", ".decoder", ".connection", ".util"):
-        logger = logging.getLogger(library + suffix)
-        if not any(isinstance(f, _MaskAccount) and f.account == account for f in logger.filters):
-            logger.addFilter(_MaskAccount(account))
 
 
 @dataclass(frozen=True)

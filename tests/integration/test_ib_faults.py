@@ -219,13 +219,15 @@ def test_partial_fill_when_the_rest_is_cancelled_reports_partial_and_each_fill_o
 # -- the 09:30 fill burst --------------------------------------------------------------------
 
 
-def test_fill_burst_when_1100_then_1102_recovers_every_fill_once(cfg, open_ib, sim, clock):
+def test_fill_burst_when_1100_then_1102_recovers_every_fill_once(cfg, open_ib, sim, clock, caplog):
     orders, readonly = open_ib(), open_ib("readonly")
     place_both(cfg, orders)
     readonly.connect()
     sim.faults.burst = "1100"
     clock.now = AFTER_OPEN
     wait_until(lambda: len(sim.executions()) == 2)  # filled while TWS's link was down
+    restored = "re-synchronised after TWS restored its link"
+    wait_until(lambda: sum(restored in r.getMessage() for r in caplog.records) == 2)  # unasked
     for broker in (orders, readonly):
         fills_once(broker, sim)
         assert len(broker.commissions()) == 2
