@@ -359,6 +359,7 @@ def world(base, tmp_path, client):
     for broker in made:
         broker.close()
     simulator.stop()
+    assert simulator.protocol_errors() == []
 
 
 def plan_of(cfg: Config, broker: IbBroker):
@@ -484,3 +485,31 @@ def test_submit_plan_when_order_refs_come_back_empty_adopts_by_fields_or_stops_i
     )
     filled = Counter(e.order_ref for e in simulator.executions())  # each fill once, none lost
     assert filled == refs(simulator)
+
+
+def test_submit_plan_when_every_order_is_rejected_goes_to_broker_down(world):
+    cfg, simulator, clock, open_world = world
+    simulator.faults.reject = {
+        "VEU": (201, "Order rejected - reason: account restricted"),
+        "AGG": (201, "Order rejected - reason: account restricted"),
+    }
+    report = submit(cfg, open_world())
+    assert report.status is SubmissionStatus.STOPPED
+    assert outcomes(report) == {SELL: "rejected", BUY: "rejected"}
+    assert ledger_facts(cfg)[0] is State.BROKER_DOWN
+
+
+def test_connect_when_the_session_holds_another_account_is_unavailable_with_ids_masked(
+    tmp_path, sim, clock, client
+):
+    other = "DU7654399"
+    broker = IbBroker(
+        write_ib_config(tmp_path / "wb", sim.port, account=other), clock=clock, client=client
+    )
+    with pytest.raises(BrokerUnavailable) as caught:
+        broker.connect()
+    text = str(caught.value)
+    assert "manages accounts DU*****21, not the configured DU*****99" in text
+    assert ACCOUNT not in text and other not in text
+    assert other not in broker.health().detail
+    broker.close()
