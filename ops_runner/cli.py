@@ -24,6 +24,9 @@ def _configure_logging(verbose: bool) -> None:
         format="%(asctime)sZ %(levelname)s %(name)s: %(message)s",
         datefmt="%Y-%m-%dT%H:%M:%S",
     )
+    if not verbose:  # the IB clients log every API error; the adapter reports what they mean
+        for library in ("ib_async", "ib_insync"):
+            logging.getLogger(library).setLevel(logging.CRITICAL)
 
 
 def _parse_date(text: str) -> date:
@@ -73,6 +76,17 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(
             f"{report.source}: imported {len(report.imported)}, replaced {len(report.replaced)}, "
             f"unchanged {len(report.unchanged)} ({report.layout})"
+        )
+    elif args.action == "fetch":
+        from ops_runner.sources.ibbars import import_from_ib
+
+        symbols = args.symbols.split(",") if args.symbols else cfg.universe_symbols()
+        end = _optional_date(args.end, "--end") or date.today()
+        start = _optional_date(args.start, "--start") or end.replace(year=end.year - 2)
+        report = import_from_ib(cfg, symbols, start, end, source=args.name)
+        print(
+            f"{report.source}: imported {len(report.imported)}, replaced {len(report.replaced)}, "
+            f"unchanged {len(report.unchanged)} (IB historical bars {start}..{end})"
         )
     elif args.action == "sample":
         from ops_runner.sources.sample import write_sample
@@ -445,7 +459,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if not args.verbose:  # the demo tells the story itself; state warnings would break the bar
         logging.getLogger("ops_runner").setLevel(logging.ERROR)
-    return demo.run_demo_cli(args.workbook, args.months)
+    return demo.run_demo_cli(args.workbook, args.months, args.broker)
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
@@ -493,6 +507,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("path")
     q.add_argument("--layout", required=True, choices=("alphavantage", "yahoo", "generic"))
     q.add_argument("--name", help="source name in the store (default: the layout)")
+    q.set_defaults(func=cmd_data)
+    q = data_sub.add_parser("fetch", help="fetch daily bars from IB historical data (read-only id)")
+    q.add_argument("--symbols", help="comma-separated tickers (default: the config's universe)")
+    q.add_argument("--start", help="first date YYYY-MM-DD (default: two years before --end)")
+    q.add_argument("--end", help="last date YYYY-MM-DD (default: today)")
+    q.add_argument("--name", default="ib", help="source name in the store (default: ib)")
     q.set_defaults(func=cmd_data)
     q = data_sub.add_parser("sample", help="write the SYNTHETIC sample market into the store")
     q.set_defaults(func=cmd_data)
@@ -612,6 +632,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="months of ticks on the sample data (workbook: ./demo)")
     p.add_argument("--months", type=int, default=3, help="rebalance cycles to walk (default 3)")
+    p.add_argument(
+        "--broker",
+        choices=("sim", "ib-sim"),
+        default="sim",
+        help="sim: the file-backed simulated broker; ib-sim: the IB adapter against the loopback "
+        "TWS API simulator",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("lab", help="open JupyterLab on the notebooks")

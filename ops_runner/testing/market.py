@@ -20,15 +20,13 @@ import pandas as pd
 from ops_runner.calendar import NY
 from ops_runner.data import DividendConvention, compute_adjustment_factors, compute_split_adjusted
 from ops_runner.errors import DataError
+from ops_runner.testing.tws_account import Bar
 
 if TYPE_CHECKING:
     from ops_runner.config import Config
 
 CENT = Decimal("0.01")
 MOO_ENTRY_CLOSES = time(9, 28)  # Nasdaq takes market-on-open orders until 09:28 ET
-
-Bar = tuple[date, float, float, float, float, float]
-
 
 def _decimal(value: float) -> Decimal:
     return Decimal(str(float(value)))
@@ -113,7 +111,7 @@ class WorkbookMarket:
             split = compute_split_adjusted(bars)
             prices, volume = split[["open", "high", "low", "close"]], split["volume"]
         return [
-            (day.date(), float(o), float(h), float(lo), float(c), float(v))
+            Bar(day.date(), float(o), float(h), float(lo), float(c), float(v))
             for day, o, h, lo, c, v in zip(
                 prices.index,
                 prices["open"],
