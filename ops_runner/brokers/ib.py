@@ -150,12 +150,21 @@ class IbBroker:
         return s.attempts * (login + s.wait) + 6 * s.request_timeout + 5
 
     def _run(self, make: Callable[[], Awaitable[Any]], what: str) -> Any:
+        """Run a coroutine on the client's loop; whatever it raises leaves typed."""
         try:
             return self._loop.run(make, self._budget())  # type: ignore[arg-type]
+        except OpsError:
+            raise
         except TimeoutError:
             raise BrokerUnavailable(
                 f"IB {what}: no outcome within {self._budget():.0f} s from "
                 f"{self._settings.where}; check that TWS/Gateway is responsive"
+            ) from None
+        except (SessionLost, ConnectionError) as exc:
+            raise BrokerUnavailable(self._mask(f"IB {what}: session lost ({exc})")) from None
+        except Exception as exc:  # boundary: a library surprise is a refusal, not a crash
+            raise BrokerError(
+                self._mask(f"IB {what} failed: {type(exc).__name__}: {exc}")
             ) from None
 
     def _library(self) -> Any:

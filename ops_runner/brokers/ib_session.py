@@ -82,17 +82,7 @@ class IbSession:
     handlers. ``library`` returns the imported client module (ib_async or ib_insync)."""
 
     def __init__(self, settings: Settings, book: IbBook, library: Callable[[], Any]) -> None:
-        s = settings
-        self._settings, self._book, self._import = s, book, library
-        self._role, self._where, self._client_id, self._account = (
-            s.role,
-            s.where,
-            s.client_id,
-            s.account,
-        )
-        self._host, self._port = s.host, s.port
-        self._connect_timeout, self._request_timeout = s.connect_timeout, s.request_timeout
-        self._attempts, self._wait = s.attempts, s.wait
+        self._s, self._book, self._import = settings, book, library
         self.lib: Any = None
         self.ib: Any = None
         self.accounts: list[str] = []
@@ -110,7 +100,11 @@ class IbSession:
         self._cancels: dict[int, asyncio.Future[bool]] = {}
 
     def _mask(self, text: str) -> str:
-        return text.replace(self._account, mask_account(self._account)) if self._account else text
+        return (
+            text.replace(self._s.account, mask_account(self._s.account))
+            if self._s.account
+            else text
+        )
 
     def guard(self) -> asyncio.Lock:
         if self._lock is None:
@@ -120,26 +114,44 @@ class IbSession:
     # -- the session (loop thread) ---------------------------------------------------------------
 
     async def ready(self, attempts: int | None = None) -> Any:
-        """Return a ready, synchronised client. Raises BrokerUnavailable."""
-        if self.ib is not None and not self.ib.client.isReady():
-            self.drop(self._down or "TWS/Gateway closed the connection")
-        if self.ib is None:
-            await self._connect(attempts or self._attempts)
-        if self._lost:
-            if self._restored is None:
-                self._restored = asyncio.Event()
+        """Return a ready, synchronised client (a session lost while re-synchronising is
+        reconnected once). Raises BrokerUnavailable, BrokerError for a refused request."""
+        for attempt in (1, 2):
+            if self.ib is not None and not self.ib.client.isReady():
+                self.drop(self._down or "TWS/Gateway closed the connection")
+            if self.ib is None:
+                await self._connect(attempts or self._s.attempts)
+            if self._lost:
+                await self._await_restore()
+            if not self._stale:
+                return self.ib
             try:
-                await asyncio.wait_for(self._restored.wait(), self._request_timeout)
-            except TimeoutError:
-                raise BrokerUnavailable(
-                    f"TWS/Gateway at {self._where} reports its connection to IB lost (error "
-                    f"{LINK_LOST}: {self._lost}) and not restored within "
-                    f"{self._request_timeout:g} s; check the Gateway's internet link"
-                ) from None
-        if self._stale:
-            await self.sync()
+                await self.sync()
+            except SessionLost as lost:
+                if attempt == 2:
+                    raise BrokerUnavailable(
+                        f"IB session lost while re-synchronising: {lost}"
+                    ) from None
+                continue
+            except OpsError:
+                raise
+            except Exception as exc:  # a library refusal: typed, one line
+                raise BrokerError(self._mask(f"IB re-synchronisation failed: {exc}")) from None
             self.fresh = True
-        return self.ib
+            return self.ib
+        raise BrokerUnavailable("IB: no session")  # pragma: no cover
+
+    async def _await_restore(self) -> None:
+        if self._restored is None:
+            self._restored = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._restored.wait(), self._s.request_timeout)
+        except TimeoutError:
+            raise BrokerUnavailable(
+                f"TWS/Gateway at {self._s.where} reports its connection to IB lost (error "
+                f"{LINK_LOST}: {self._lost}) and not restored within "
+                f"{self._s.request_timeout:g} s; check the Gateway's internet link"
+            ) from None
 
     async def _connect(self, attempts: int) -> None:
         last = ""
@@ -151,12 +163,12 @@ class IbSession:
             except BrokerUnavailable as exc:
                 last = str(exc)
                 log.warning(
-                    "IB %s: connect attempt %d of %d: %s", self._role, attempt, attempts, last
+                    "IB %s: connect attempt %d of %d: %s", self._s.role, attempt, attempts, last
                 )
                 if attempt < attempts:
-                    await asyncio.sleep(self._wait)
+                    await asyncio.sleep(self._s.wait)
         tries = f"{attempts} attempt{'s' if attempts > 1 else ''}"
-        raise BrokerUnavailable(self._mask(f"{last} ({tries}, {self._wait:g} s apart)"))
+        raise BrokerUnavailable(self._mask(f"{last} ({tries}, {self._s.wait:g} s apart)"))
 
     async def _connect_once(self) -> None:
         lib = self.lib = self._import()
@@ -168,17 +180,17 @@ class IbSession:
         self._login, self._login_errors = loop.create_future(), []
         login = asyncio.ensure_future(
             ib.connectAsync(
-                self._host,
-                self._port,
-                self._client_id,
-                timeout=self._connect_timeout,
+                self._s.host,
+                self._s.port,
+                self._s.client_id,
+                timeout=self._s.connect_timeout,
                 readonly=True,
             )
         )
         try:
             done, _ = await asyncio.wait(
                 {login, self._login},
-                timeout=3 * self._connect_timeout,
+                timeout=3 * self._s.connect_timeout,
                 return_when=asyncio.FIRST_COMPLETED,
             )
             if login in done:
@@ -202,18 +214,18 @@ class IbSession:
         finally:
             self._login = None
         self.ib, self._stale, self._lost = ib, True, ""
-        if self._account and self._account not in self.accounts:
+        if self._s.account and self._s.account not in self.accounts:
             seen = ", ".join(mask_account(a) for a in self.accounts) or "none"
             self.drop("wrong account")
             raise BrokerUnavailable(
-                f"IB session at {self._where} manages accounts {seen}, not the configured "
-                f"{mask_account(self._account)}; fix broker.account or log in to that account"
+                f"IB session at {self._s.where} manages accounts {seen}, not the configured "
+                f"{mask_account(self._s.account)}; fix broker.account or log in to that account"
             )
         log.info(
             "IB %s: session on %s as client id %d (server version %s, %s)",
-            self._role,
-            self._where,
-            self._client_id,
+            self._s.role,
+            self._s.where,
+            self._s.client_id,
             ib.client.serverVersion(),
             self.lib.__name__,
         )
@@ -223,23 +235,23 @@ class IbSession:
         heard = f"; TWS said: {self._login_errors[-1]}" if self._login_errors else ""
         if isinstance(exc, ConnectionRefusedError):
             text = (
-                f"no TWS/Gateway listening on {self._where}: start IB Gateway/TWS or fix "
+                f"no TWS/Gateway listening on {self._s.where}: start IB Gateway/TWS or fix "
                 "broker.host / broker.port"
             )
         elif isinstance(exc, _LoginRefused):
             text = str(exc)
         elif isinstance(exc, TimeoutError):
             text = (
-                f"login to {self._where} timed out after {self._connect_timeout:g} s: client"
-                f" id {self._client_id} in use, API access off, or Gateway still starting"
+                f"login to {self._s.where} timed out after {self._s.connect_timeout:g} s: client"
+                f" id {self._s.client_id} in use, API access off, or Gateway still starting"
                 f"{heard}"
             )
         elif isinstance(exc, ConnectionError):
-            text = f"{self._where} dropped the connection during login ({exc}){heard}"
+            text = f"{self._s.where} dropped the connection during login ({exc}){heard}"
         elif isinstance(exc, OSError):
-            text = f"cannot reach {self._where}: {exc.strerror or exc}"
+            text = f"cannot reach {self._s.where}: {exc.strerror or exc}"
         else:  # any library exception: a typed outcome, never a crash of the tick
-            text = f"login to {self._where} failed: {type(exc).__name__}: {exc}{heard}"
+            text = f"login to {self._s.where} failed: {type(exc).__name__}: {exc}{heard}"
         return BrokerUnavailable(self._mask(text))
 
     def _discard(self, ib: Any) -> None:
@@ -265,11 +277,11 @@ class IbSession:
     async def request(self, what: str, make: Callable[[], Awaitable[Any]]) -> Any:
         """One request on the current session; a silent or dropped session ends it."""
         try:
-            return await asyncio.wait_for(make(), self._request_timeout)
+            return await asyncio.wait_for(make(), self._s.request_timeout)
         except TimeoutError:
-            self.drop(f"no answer to {what} within {self._request_timeout:g} s")
+            self.drop(f"no answer to {what} within {self._s.request_timeout:g} s")
         except ConnectionError as exc:
-            self.drop(f"connection to {self._where} dropped during {what} ({exc})")
+            self.drop(f"connection to {self._s.where} dropped during {what} ({exc})")
         raise SessionLost(self._down)
 
     async def sync(self) -> None:
@@ -287,7 +299,7 @@ class IbSession:
         self.positions = {
             p.contract.symbol: shares(p.position)
             for p in positions
-            if (not self._account or p.account == self._account) and shares(p.position)
+            if (not self._s.account or p.account == self._s.account) and shares(p.position)
         }
 
     async def _resync_after_restore(self) -> None:
@@ -297,9 +309,9 @@ class IbSession:
             try:
                 await self.sync()
             except Exception as exc:  # a background task: log it, the next call reconnects
-                log.warning("IB %s: re-sync after restore failed: %s", self._role, exc)
+                log.warning("IB %s: re-sync after restore failed: %s", self._s.role, exc)
             else:
-                log.info("IB %s: re-synchronised after TWS restored its link", self._role)
+                log.info("IB %s: re-synchronised after TWS restored its link", self._s.role)
 
     async def read(self, what: str, fetch: Callable[[Any], Awaitable[Any]]) -> Any:
         """Run ``fetch(ib)`` on a ready session; a dropped session is reconnected once."""
@@ -380,7 +392,7 @@ class IbSession:
 
     def _acknowledge(self, order: IbOrder) -> None:
         """Settle a pending place() once the broker says what became of the order."""
-        if order.client_id != self._client_id:
+        if order.client_id != self._s.client_id:
             return
         future = self._acks.get(order.order_id)
         if future is None or future.done():
@@ -392,7 +404,7 @@ class IbSession:
             future.set_result(("rejected", code, text))
 
     def _on_exec_details(self, req_id: int, contract: Any, execution: Any) -> None:
-        if self._account and execution.acctNumber and execution.acctNumber != self._account:
+        if self._s.account and execution.acctNumber and execution.acctNumber != self._s.account:
             return
         try:
             price = Decimal(str(execution.price))
@@ -434,35 +446,37 @@ class IbSession:
             if self._restored is None:
                 self._restored = asyncio.Event()
             self._restored.clear()
-            log.warning("IB %s: TWS lost its link to IB (%d): %s", self._role, code, text)
+            log.warning("IB %s: TWS lost its link to IB (%d): %s", self._s.role, code, text)
         elif code in LINK_RESTORED:
             self._lost, self._stale = "", True
             if self._restored is not None:
                 self._restored.set()
             log.info(
-                "IB %s: TWS link restored (%d): re-requesting orders and fills", self._role, code
+                "IB %s: TWS link restored (%d): re-requesting orders and fills", self._s.role, code
             )
             asyncio.get_running_loop().create_task(self._resync_after_restore())
         elif code in INFORMATIONAL or 2100 <= code < 2200:
-            log.debug("IB %s: %d %s", self._role, code, text)
+            log.debug("IB %s: %d %s", self._s.role, code, text)
         elif code == CLIENT_ID_IN_USE:
             self._refuse_login(
-                f"client id {self._client_id} is already in use at {self._where} (IB error "
-                f"{code}): another session holds broker.client_ids.{self._role}; close it or "
+                f"client id {self._s.client_id} is already in use at {self._s.where} (IB error "
+                f"{code}): another session holds broker.client_ids.{self._s.role}; close it or "
                 "change the id"
             )
-        elif req_id > 0 and (req_id in self._acks or self._book.order_for(self._client_id, req_id)):
+        elif req_id > 0 and (
+            req_id in self._acks or self._book.order_for(self._s.client_id, req_id)
+        ):
             self._on_order_error(req_id, code, text)
         else:
             self._login_errors.append(f"{code} {text}")
             if code in NOT_CONNECTED:
-                log.warning("IB %s: not connected (%d): %s", self._role, code, text)
+                log.warning("IB %s: not connected (%d): %s", self._s.role, code, text)
 
     def _on_order_error(self, order_id: int, code: int, text: str) -> None:
         future = self._acks.get(order_id)
         if code in ORDER_WARNINGS:
             self._warnings[order_id] = f"warning {code}: {text}"
-            log.info("IB %s: order %d warning %d: %s", self._role, order_id, code, text)
+            log.info("IB %s: order %d warning %d: %s", self._s.role, order_id, code, text)
             return
         if code == ORDER_CANCELLED:
             if (waiter := self._cancels.get(order_id)) and not waiter.done():
@@ -475,7 +489,7 @@ class IbSession:
         if (waiter := self._cancels.get(order_id)) and not waiter.done():
             waiter.set_result(False)
             return
-        self._book.on_rejected(order_id, self._client_id, str(code), text)
+        self._book.on_rejected(order_id, self._s.client_id, str(code), text)
         if future is not None and not future.done():
             future.set_result(("rejected", str(code), text))
 
@@ -488,7 +502,7 @@ class IbSession:
         text = str(message)
         if "version" in text.lower():
             self._refuse_login(
-                f"TWS/Gateway at {self._where} runs an API version too old for "
+                f"TWS/Gateway at {self._s.where} runs an API version too old for "
                 f"{self.lib.__name__} ({text}); upgrade TWS/IB Gateway"
             )
         elif not text.startswith("API connection failed"):  # the client's echo of our failure
@@ -499,14 +513,14 @@ class IbSession:
             heard = "; ".join(self._login_errors[-2:])
             self._refuse_login(
                 self._mask(
-                    f"TWS/Gateway at {self._where} accepted the connection and closed it during "
+                    f"TWS/Gateway at {self._s.where} accepted the connection and closed it during "
                     f"login{f' ({heard})' if heard else ''}: daily restart, this IP not trusted, or"
-                    f" client id {self._client_id} in use"
+                    f" client id {self._s.client_id} in use"
                 )
             )
         elif ib is self.ib:
             self.drop(
-                f"TWS/Gateway at {self._where} closed the connection"
+                f"TWS/Gateway at {self._s.where} closed the connection"
                 f"{f' ({message})' if message else ''}"
             )
 
@@ -523,14 +537,14 @@ class IbSession:
         try:
             trade = self.ib.placeOrder(contract, order)
         except ConnectionError as exc:
-            self.drop(f"connection to {self._where} dropped ({exc})")
+            self.drop(f"connection to {self._s.where} dropped ({exc})")
             raise BrokerUnavailable(
                 f"the IB connection dropped before {ref} was sent; nothing reached the broker"
             ) from None
         order_id = int(trade.order.orderId)
         placed = self._book.note_placed(
             order_id,
-            self._client_id,
+            self._s.client_id,
             ref,
             contract.symbol,
             order.action,
@@ -539,13 +553,13 @@ class IbSession:
         )
         future = self._acks[order_id] = asyncio.get_running_loop().create_future()
         try:
-            verdict = await asyncio.wait_for(asyncio.shield(future), self._request_timeout)
+            verdict = await asyncio.wait_for(asyncio.shield(future), self._s.request_timeout)
         except TimeoutError:
             return (
                 "unknown",
                 placed,
                 "",
-                f"no acknowledgement of order {order_id} within {self._request_timeout:g} s",
+                f"no acknowledgement of order {order_id} within {self._s.request_timeout:g} s",
             )
         finally:
             self._acks.pop(order_id, None)
@@ -575,7 +589,7 @@ class IbSession:
         waiter = self._cancels[order.order_id] = asyncio.get_running_loop().create_future()
         try:
             self.ib.client.cancelOrder(order.order_id, "")
-            return await asyncio.wait_for(asyncio.shield(waiter), self._request_timeout)
+            return await asyncio.wait_for(asyncio.shield(waiter), self._s.request_timeout)
         except TimeoutError:
             return False
         except ConnectionError as exc:
