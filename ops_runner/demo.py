@@ -5,6 +5,10 @@ slot opening to the next and every step is a real tick (run twice: the second mu
 nothing). The second month carries an incident: the data feed delivers a stale SPY, the tick
 goes to DEGRADED_DATA, the QA deadline passes (SAFE_MODE and an alert), an operator repairs the
 data, re-runs QA, approves and resumes, and the cycle completes.
+
+``--broker ib-sim`` runs the same walk through the Interactive Brokers adapter against the
+loopback TWS API simulator (started in this process, on the simulated clock): every order,
+fill and account value crosses a real socket in the TWS protocol.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from ops_runner.notebooks import NOTEBOOKS
 DEFAULT_DEMO = NOTEBOOKS.parent / "demo"
 MARKER = ".ops-runner-demo"
 LAST_CYCLE = date(2025, 11, 28)  # the sample market ends 2025-12-31: the last full cycle
+BROKERS = ("sim", "ib-sim")
+IB_SIM_ACCOUNT = "DU1234521"
 DEMO_SETTINGS = {
     # The simulated clock jumps between slot openings, so the gap between ticks is days.
     "  heartbeat_max_gap_minutes: 60 ": "  heartbeat_max_gap_minutes: 20160 ",
@@ -39,6 +45,17 @@ class DemoResult:
     repeats_identical: int = 0
     jobs: list[str] = field(default_factory=list)
     states: list[str] = field(default_factory=list)
+    broker: str = "sim"
+
+
+class DemoClock:
+    """The simulated instant the TWS simulator's server time follows (set before each tick)."""
+
+    def __init__(self, moment: datetime) -> None:
+        self.moment = moment
+
+    def __call__(self) -> datetime:
+        return self.moment
 
 
 def prepare_workbook(root: Path, account: str | None = None) -> None:
@@ -74,8 +91,44 @@ def _ledger_head(cfg: Any) -> tuple[int, str] | None:
         return ledger.head()
 
 
+def _use_ib_simulator(root: Path, port: int) -> None:
+    """Point the workbook's config at the loopback TWS simulator listening on ``port``."""
+    config = root / "config.yaml"
+    text = config.read_text(encoding="utf-8")
+    settings = {
+        "  kind: sim ": "  kind: ib  ",
+        "  port: 4002\n": f"  port: {port}\n",
+        "  simulator: false ": "  simulator: true  ",
+        "  connect_timeout_seconds: 10 ": "  connect_timeout_seconds: 5  ",
+        "    wait_seconds: 2\n": "    wait_seconds: 0.5\n",
+    }
+    for old, new in settings.items():
+        if old not in text:
+            raise OpsError(f"demo: the config template has no line {old.strip()!r} to change")
+        text = text.replace(old, new, 1)
+    config.write_text(text, encoding="utf-8")
+
+
+def _start_ib_simulator(cfg: Any, clock: DemoClock) -> Any:
+    """Start the TWS simulator on the workbook's market and a fresh paper account."""
+    from decimal import Decimal
+
+    from ops_runner.testing.market import WorkbookMarket
+    from ops_runner.testing.tws_sim import TwsSimulator
+
+    cash = Decimal(str(cfg.values["research"]["initial_cash"]))
+    account = cfg.values["broker"]["account"]
+    sim = TwsSimulator(WorkbookMarket(cfg), clock, account=account, cash=cash)
+    sim.start()
+    return sim
+
+
 def run_demo(
-    workbook: Path | None = None, months: int = 3, quiet: bool = False, account: str | None = None
+    workbook: Path | None = None,
+    months: int = 3,
+    quiet: bool = False,
+    account: str | None = None,
+    broker: str = "sim",
 ) -> DemoResult:
     """Walk ``months`` rebalance cycles (ending with 2025-11) through real ticks; returns the
     result. Raises OpsError when a tick run twice changed the ledger, or the demo went wrong."""
@@ -86,13 +139,14 @@ def run_demo(
 
     if not 1 <= months <= 12:
         raise OpsError("demo: --months must be between 1 and 12")
+    if broker not in BROKERS:
+        raise OpsError(f"demo: --broker must be one of {', '.join(BROKERS)}, not {broker!r}")
     os.environ.setdefault("OPS_RUNNER_APPROVAL_KEY", secrets.token_hex(32))  # never printed
     root = (workbook or DEFAULT_DEMO).resolve()
-    prepare_workbook(root, account)
+    prepare_workbook(root, account or (IB_SIM_ACCOUNT if broker == "ib-sim" else None))
     cfg = load_config(root)
     calendar = cfg.calendar()
     write_sample(cfg.store(), calendar=calendar)
-    _baseline(cfg)
     cycles = _cycles(calendar, months)
     faulty = cycles[1] if len(cycles) > 1 else None
     settings = ScheduleSettings.from_config(cfg.values)
@@ -103,25 +157,58 @@ def run_demo(
     steps, moment = [start], start
     while (moment := compute_next_opening(calendar, settings, moment)) and moment <= end:
         steps.append(moment)
-    result = DemoResult(root)
+    result = DemoResult(root, broker=broker)
     say = (lambda text: None) if quiet else tqdm.write
-    say(
-        f"workbook {root}: SYNTHETIC sample market (not real prices), simulated broker, "
-        f"{months} rebalance(s) {cycles[0]} .. {cycles[-1]}"
-    )
+    clock = DemoClock(start)
+    simulator = _start_ib_simulator(cfg, clock) if broker == "ib-sim" else None
+    try:
+        if simulator is not None:
+            _use_ib_simulator(root, simulator.port)
+            cfg = load_config(root)
+        _baseline(cfg)  # the config as it will run, broker settings included
+        where = (
+            f"the IB adapter on the TWS simulator at 127.0.0.1:{simulator.port}"
+            if simulator is not None
+            else "simulated broker"
+        )
+        say(
+            f"workbook {root}: SYNTHETIC sample market (not real prices), {where}, "
+            f"{months} rebalance(s) {cycles[0]} .. {cycles[-1]}"
+        )
+        _walk(cfg, calendar, settings, steps, faulty, result, clock, quiet, say)
+    finally:
+        if simulator is not None:
+            simulator.stop()
+    _finish(cfg, result, quiet)
+    return result
+
+
+def _walk(
+    cfg: Any,
+    calendar: Any,
+    settings: Any,
+    steps: list[datetime],
+    faulty: date | None,
+    result: DemoResult,
+    clock: DemoClock,
+    quiet: bool,
+    say: Any,
+) -> None:
+    """Tick at every step (twice); the faulty cycle's incident after its close."""
+    from tqdm import tqdm
+
     bar = tqdm(total=len(steps), unit="tick", disable=quiet, dynamic_ncols=True)
     try:
         for moment in steps:
+            clock.moment = moment
             if faulty is not None and moment == _after_close(calendar, settings, faulty):
                 _deliver_stale_data(cfg, faulty, say)
-            _tick_twice(cfg, moment, result, bar)
+            _tick_twice(cfg, moment, result, bar, clock)
             if faulty is not None and moment == _after_close(calendar, settings, faulty):
-                _incident(cfg, calendar, settings, faulty, result, bar, say)
+                _incident(cfg, calendar, settings, faulty, result, bar, say, clock)
             bar.update(1)
     finally:
         bar.close()
-    _finish(cfg, result, quiet)
-    return result
 
 
 def _after_close(calendar: Any, settings: Any, session: date) -> datetime:
@@ -134,9 +221,14 @@ def _baseline(cfg: Any) -> None:
     approve_baseline(cfg, "demo: the sample config and this code, reviewed by the demo")
 
 
-def _tick_twice(cfg: Any, moment: datetime, result: DemoResult, bar: Any) -> None:
+def _tick_twice(
+    cfg: Any, moment: datetime, result: DemoResult, bar: Any, clock: DemoClock | None = None
+) -> None:
     """One tick, then the same tick again: the second must leave the ledger as it was."""
     from ops_runner.orchestrator import tick
+
+    if clock is not None:
+        clock.moment = moment
 
     def on_job(slot: Any) -> None:
         bar.set_description(f"{moment:%Y-%m-%d %H:%M}Z {slot.job}")
@@ -172,7 +264,14 @@ def _deliver_stale_data(cfg: Any, session: date, say: Any) -> None:
 
 
 def _incident(
-    cfg: Any, calendar: Any, settings: Any, session: date, result: DemoResult, bar: Any, say: Any
+    cfg: Any,
+    calendar: Any,
+    settings: Any,
+    session: date,
+    result: DemoResult,
+    bar: Any,
+    say: Any,
+    clock: DemoClock,
 ) -> None:
     """Past the QA deadline (SAFE_MODE), an operator repairs, re-runs QA, approves, resumes."""
     from ops_runner.approvals import Action, approve, resume
@@ -180,19 +279,20 @@ def _incident(
 
     late = _after_close(calendar, settings, session) + settings.deadlines["data_qa"]
     late += timedelta(minutes=5)
-    _tick_twice(cfg, late, result, bar)
+    _tick_twice(cfg, late, result, bar, clock)
     say(
         f"  {late:%H:%M}Z: data QA missed its deadline: state {result.states[-1]}; alert in "
         f"{cfg.path('kill_switch').parent / 'alerts.log'}"
     )
     report = write_sample(cfg.store(), calendar=calendar)
     say(f"  operator: re-imported the sample market ({', '.join(report.replaced)} replaced)")
-    line = _rerun_qa(cfg, session, late + timedelta(minutes=5))
+    clock.moment = late + timedelta(minutes=5)
+    line = _rerun_qa(cfg, session, clock.moment)
     say(f"  operator: ops-runner run data_qa --as-of {session}: {line}")
     token = approve(cfg, Action.EXIT_SAFE_MODE, "stale SPY re-imported; QA clean", now=late)
     state = resume(cfg, token, now=late + timedelta(minutes=10))
     say(f"  operator: ops-runner approve --action exit-safe-mode; resume: state {state}")
-    _tick_twice(cfg, late + timedelta(minutes=15), result, bar)
+    _tick_twice(cfg, late + timedelta(minutes=15), result, bar, clock)
 
 
 def _rerun_qa(cfg: Any, session: date, now: datetime) -> str:
@@ -234,11 +334,16 @@ def _finish(cfg: Any, result: DemoResult, quiet: bool) -> None:
         f"Next: `ops-runner --workbook {root} status`, `... ledger verify`, `... replay --all`, "
         "`make lab` to open the executed notebooks."
     )
+    if result.broker == "ib-sim":
+        print(
+            "  broker     the TWS simulator's paper account lived only for this walk: it stopped "
+            "with the demo, so `broker check` on this workbook finds nothing listening."
+        )
 
 
-def run_demo_cli(workbook: str | None, months: int) -> int:
+def run_demo_cli(workbook: str | None, months: int, broker: str = "sim") -> int:
     """The CLI's entry: 0 when the walk finished and the ledger verifies."""
-    result = run_demo(Path(workbook) if workbook else None, months=months)
+    result = run_demo(Path(workbook) if workbook else None, months=months, broker=broker)
     from ops_runner.ledger import open_ledger
 
     cfg = load_config(result.workbook)
