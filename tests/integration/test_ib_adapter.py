@@ -157,6 +157,8 @@ def open_ib(cfg, clock, client) -> Iterator[Callable[..., IbBroker]]:
 def no_decode_errors(caplog) -> Iterator[None]:
     """Fail on a client decoder error, a failed adapter handler, or a raw account id."""
     caplog.set_level(logging.DEBUG)
+    for library in ("ib_async", "ib_insync"):  # the CLI quiets them; a test must hear them
+        caplog.set_level(logging.DEBUG, logger=library)
     yield
     bad = [
         r.getMessage()
