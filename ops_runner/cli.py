@@ -19,14 +19,19 @@ log = logging.getLogger(__name__)
 
 def _configure_logging(verbose: bool) -> None:
     logging.Formatter.converter = __import__("time").gmtime  # UTC on every line
+    handler = logging.StreamHandler()
+    if not verbose:  # the IB clients log every API error; the adapter reports what they mean
+        handler.addFilter(_quiet_ib_clients)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)sZ %(levelname)s %(name)s: %(message)s",
         datefmt="%Y-%m-%dT%H:%M:%S",
+        handlers=[handler],
     )
-    if not verbose:  # the IB clients log every API error; the adapter reports what they mean
-        for library in ("ib_async", "ib_insync"):
-            logging.getLogger(library).setLevel(logging.CRITICAL)
+
+
+def _quiet_ib_clients(record: logging.LogRecord) -> bool:
+    return not record.name.startswith(("ib_async", "ib_insync"))
 
 
 def _parse_date(text: str) -> date:
