@@ -1,4 +1,5 @@
-"""Daily bars from IB's historical data into the price store: `ops-runner data fetch`.
+"""The CLI against IB: `ops-runner broker check` and `ops-runner data fetch` (daily bars from
+IB's historical data into the price store).
 
 A workbook whose store holds the sample market plays the venue (the TWS simulator serves its
 bars as IB does: TRADES split-adjusted, ADJUSTED_LAST with dividends); a second workbook
@@ -110,3 +111,23 @@ def test_fetch_cli_unknown_symbol_and_no_gateway_fail_in_one_line_storing_nothin
     *warnings, line = done.stderr.strip().splitlines()
     assert line.startswith("ops-runner: ") and "127.0.0.1:1" in line
     assert all(" WARNING ops_runner.brokers." in w for w in warnings)  # the retries, logged
+
+
+@pytest.mark.parametrize("role", ["readonly", "orders"])
+def test_broker_check_logs_in_with_the_roles_client_id_and_shows_the_account_masked(
+    venue, tmp_path, role
+):
+    import json
+
+    _, sim = venue
+    root = fetcher(tmp_path / "wb", sim.port)
+    done = subprocess.run(
+        [str(EXE), "--workbook", str(root), "broker", "check", "--json", "--role", role],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["connected"] is True and report["paper"] is True and report["role"] == role
+    assert report["account"] == "DU*****21" and "DU1234521" not in done.stdout + done.stderr
+    assert report["server_time"] == NOW.isoformat()  # the broker's clock, not ours
+    assert Decimal(report["cash"]) == Decimal("100000") and report["positions"] == {}
