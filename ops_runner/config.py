@@ -117,6 +117,10 @@ SCHEMA: dict[str, Any] = {
         "kill_switch": Field("path", "ops/KILL_SWITCH"),
         "broker": Field("path", "broker"),
         "anchor": Field("path", "ops/ledger-anchor.json"),
+        "backups": Field("path", "backups"),
+    },
+    "backup": {
+        "keep": Field("int", 8, low=1, high=520),  # archives kept; older ones are deleted
     },
     "costs": {
         "commission_per_share": Field("float", 0.005, low=0.0, high=1.0),

@@ -45,6 +45,11 @@ class EventKind(StrEnum):
     #                                         reason, approved_at
     CYCLE_SKIPPED = "CycleSkipped"  # cycle, session, reason (schedule.missed_decision)
     DECISION_RECORDED = "DecisionRecorded"  # the Decision Record (strategy issue)
+    BACKUP_RECORDED = "BackupRecorded"  # archive (path), sha256, manifest_sha256, ledger_seq,
+    #                                     ledger_head, files, bytes, reason (weekly | on demand)
+    AUDIT_RECORDED = "AuditRecorded"  # session, status (CLEAN | BREAK), breaks: list, positions,
+    #                                   cash (broker vs ledger since inception)
+    DRILL_RECORDED = "DrillRecorded"  # archive, passed: bool, reason, steps: list, notebook
 
 
 class State(StrEnum):
