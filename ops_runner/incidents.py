@@ -1,0 +1,763 @@
+"""Incident investigation (runbook 4.1): open, snapshot, classify, link failing runs, close.
+
+An incident is an ``IncidentOpened`` event until an ``IncidentClosed`` with the same id. Opening
+one by hand moves the system to SAFE_MODE (unless it is already in SAFE_MODE or HALT) in the
+same transaction. Closing one in HALT needs the post-mortem reference that the exit-halt
+approval must then name (``require_postmortem``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ops_runner.config import Config, mask_account
+from ops_runner.errors import OpsError
+from ops_runner.events import EventKind, State, Trigger
+from ops_runner.projections import StateView
+
+log = logging.getLogger(__name__)
+
+LATEST_ENTRIES = 15
+
+
+class IncidentError(OpsError):
+    """An incident request that cannot be honoured as asked (unknown id, closed, no reason)."""
+
+
+class Cause(StrEnum):
+    """The runbook's incident classes (section 4.1)."""
+
+    DATA = "Data"
+    BROKER = "Broker/API"
+    SCHEDULER = "Scheduler"
+    STRATEGY = "Strategy logic"
+    MARKET = "Market anomaly"
+
+
+# --- the rule table -----------------------------------------------------------------------------
+# The evidence is the incident's own category plus what the ledger observed in its episode (from
+# the last return to RUN before it opened to its close). Each observation points at one cause
+# with a weight; the same thing observed again (the same check, trigger, job) counts once, at its
+# highest weight. The cause with the highest total wins; a tie goes to the cause listed first in
+# ``Cause``; no evidence at all leaves the cause undetermined (a person decides).
+#   the incident's category (which code path opened it, not why) ............... 1
+#   a state trigger, a failed check, a failed job, a rejection, a blocking QA .... 2
+#   a missed deadline (unambiguous) ............................................ 3
+#   any of those recorded in the incident's own transaction (what opened it) .... 5
+# IncidentOpened.category (what the opening code path calls it) -> cause, weight 1
+CATEGORY_CAUSE: dict[str, Cause] = {
+    "data": Cause.DATA,
+    "broker": Cause.BROKER,
+    "execution": Cause.BROKER,
+    "reconciliation": Cause.BROKER,
+    "scheduler": Cause.SCHEDULER,
+    "strategy": Cause.STRATEGY,
+    "risk": Cause.MARKET,
+    "market": Cause.MARKET,
+}
+# StateChanged.trigger in the incident's episode -> cause, weight 2 (kill switch, the generic
+# incident trigger, approvals and restorations say nothing about the cause)
+TRIGGER_CAUSE: dict[Trigger, Cause] = {
+    Trigger.DATA_FAULT: Cause.DATA,
+    Trigger.BROKER_FAULT: Cause.BROKER,
+    Trigger.SUBMISSION_WINDOW_MISSED: Cause.BROKER,
+    Trigger.RECONCILIATION_UNRESOLVED: Cause.BROKER,
+    Trigger.DECISION_WINDOW_MISSED: Cause.SCHEDULER,
+    Trigger.LEDGER_CORRUPT: Cause.SCHEDULER,
+    Trigger.DRAWDOWN_BREACH: Cause.MARKET,
+}
+# CheckRecorded.check with passed false -> cause, weight 2
+CHECK_CAUSE: dict[str, Cause] = {
+    "data_fresh": Cause.DATA,
+    "broker": Cause.BROKER,
+    "reconciliation": Cause.BROKER,
+    "clock": Cause.SCHEDULER,
+    "timezone": Cause.SCHEDULER,
+    "calendar": Cause.SCHEDULER,
+    "heartbeat": Cause.SCHEDULER,
+    "baseline": Cause.STRATEGY,  # config, strategy or code changed since the validated baseline
+    "slippage_bands": Cause.MARKET,
+}
+# JobFailed.job -> cause, weight 2 (a check job that crashed is the scheduler's)
+JOB_CAUSE: dict[str, Cause] = {
+    "data_qa": Cause.DATA,
+    "decision": Cause.STRATEGY,
+    "execution": Cause.BROKER,
+    "reconciliation": Cause.BROKER,
+    "slippage_report": Cause.MARKET,
+    "daily_checks": Cause.SCHEDULER,
+    "pre_rebalance_checks": Cause.SCHEDULER,
+}
+WEIGHT_CATEGORY, WEIGHT_OBSERVED, WEIGHT_MISSED, WEIGHT_OWN = 1, 2, 3, 5
+# JobMissed -> Scheduler (3); OrderStatusChanged rejected -> Broker/API (2);
+# JobCompleted data_qa with outcome blocking (a blocking QA finding) -> Data (2).
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The cause the evidence points at (None: nothing points anywhere), scores, evidence."""
+
+    incident_id: str
+    cause: Cause | None
+    scores: dict[str, int]
+    evidence: tuple[tuple[str, str], ...]  # (cause, line) for every signal, in ledger order
+
+    @property
+    def label(self) -> str:
+        return str(self.cause) if self.cause else "undetermined (no evidence points anywhere)"
+
+    def lines(self) -> list[str]:
+        """Return the evidence lines that point at the chosen cause."""
+        return [line for cause, line in self.evidence if cause == self.cause]
+
+    def to_frame(self) -> pd.DataFrame:
+        rows = [{"cause": c, "evidence": line} for c, line in self.evidence]
+        return pd.DataFrame(rows, columns=["cause", "evidence"])
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"incident_id": self.incident_id, "cause": self.cause and str(self.cause),
+                "scores": dict(self.scores), "evidence": self.lines()}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FailingRun:
+    """A failed or missed run related to an incident, and its executed notebook if any."""
+
+    job: str
+    slot: str
+    run_id: str | None
+    outcome: str  # failed | missed | the artifact's outcome for an earlier attempt
+    detail: str
+    path: str | None  # workbook-relative (absolute when the ledger lives outside it)
+    exists: bool
+    seq: int
+
+
+@dataclass(frozen=True)
+class BrokerView:
+    """What the broker said, or why it could not be asked (``unavailable``)."""
+
+    connected: bool
+    detail: str
+    account: str  # masked
+    server_time: str | None = None
+    positions: dict[str, int] | None = None
+    cash: str | None = None
+    net_liquidation: str | None = None
+    open_orders: tuple[dict[str, Any], ...] | None = None
+    unavailable: str | None = None  # "unavailable: <reason>" when any query failed
+
+
+@dataclass(frozen=True)
+class IncidentSnapshot:
+    """Runbook 4.1's snapshot: broker and ledger side by side, versions, state, latest entries."""
+
+    incident: dict[str, Any]
+    taken_at: str
+    state: StateView
+    config_hash: str
+    code_version: dict[str, Any]
+    strategy_version: str
+    broker: BrokerView
+    ledger_positions: dict[str, int]
+    ledger_cash: str
+    entries: tuple[dict[str, Any], ...] = field(default=())
+
+    def facts_frame(self) -> pd.DataFrame:
+        code = self.code_version
+        commit = code.get("git_commit")
+        rows = {
+            "incident": self.incident.get("incident_id"),
+            "category": self.incident.get("category"),
+            "summary": self.incident.get("summary"),
+            "state": f"{self.state.state} since {self.state.since or '-'}",
+            "state reason": self.state.reason,
+            "snapshot taken at": self.taken_at,
+            "config hash": self.config_hash,
+            "strategy version": self.strategy_version,
+            "code version": f"{code.get('package')} "
+            + (f"({commit[:12]}{', dirty' if code.get('git_dirty') else ''})" if commit else ""),
+            "broker": ("connected" if self.broker.connected else "NOT connected")
+            + f": {self.broker.detail}",
+            "account": self.broker.account,
+        }
+        return pd.DataFrame({"value": rows})
+
+    def positions_frame(self) -> pd.DataFrame:
+        """Broker vs ledger shares per symbol; the broker column says why when unavailable."""
+        symbols = sorted(set(self.ledger_positions) | set(self.broker.positions or {}))
+        rows = []
+        for symbol in symbols:
+            ledger = self.ledger_positions.get(symbol, 0)
+            if self.broker.positions is None:
+                broker: Any = self.broker.unavailable
+                diff: Any = ""
+            else:
+                broker = self.broker.positions.get(symbol, 0)
+                diff = broker - ledger
+            rows.append({"symbol": symbol, "broker": broker, "ledger": ledger, "difference": diff})
+        if not rows and self.broker.positions is None:
+            rows.append({"symbol": "(none in the ledger)", "broker": self.broker.unavailable,
+                         "ledger": 0, "difference": ""})  # fmt: skip
+        return pd.DataFrame(rows, columns=["symbol", "broker", "ledger", "difference"])
+
+    def cash_frame(self) -> pd.DataFrame:
+        broker = self.broker
+        return pd.DataFrame(
+            {
+                "broker": {
+                    "cash": broker.cash or broker.unavailable,
+                    "net liquidation": broker.net_liquidation or broker.unavailable,
+                },
+                "ledger": {"cash": self.ledger_cash, "net liquidation": "(not projected)"},
+            }
+        )
+
+    def orders_frame(self) -> pd.DataFrame:
+        columns = ["client_ref", "symbol", "side", "quantity", "filled", "status", "session"]
+        if self.broker.open_orders is None:
+            return pd.DataFrame([{"client_ref": self.broker.unavailable}], columns=columns)
+        return pd.DataFrame(list(self.broker.open_orders), columns=columns)
+
+    def entries_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            list(self.entries), columns=["seq", "recorded_at", "kind", "key", "summary"]
+        )
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "incident_id": self.incident.get("incident_id"),
+            "taken_at": self.taken_at,
+            "state": str(self.state.state),
+            "config_hash": self.config_hash,
+            "code_version": dict(self.code_version),
+            "broker": {
+                "connected": self.broker.connected,
+                "account": self.broker.account,
+                "unavailable": self.broker.unavailable,
+                "positions": self.broker.positions,
+                "cash": self.broker.cash,
+            },
+            "ledger_positions": dict(self.ledger_positions),
+            "ledger_cash": self.ledger_cash,
+            "entries": [e["seq"] for e in self.entries],
+        }
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join((text or "").split())
+
+
+def _events(ledger: Any) -> list[Any]:
+    return list(ledger.events())
+
+
+def _opened(events: Sequence[Any], incident_id: str) -> Any | None:
+    for event in events:
+        if event.kind == EventKind.INCIDENT_OPENED and event.payload["incident_id"] == incident_id:
+            return event
+    return None
+
+
+def _closed(events: Sequence[Any], incident_id: str) -> Any | None:
+    for event in events:
+        if event.kind == EventKind.INCIDENT_CLOSED and event.payload["incident_id"] == incident_id:
+            return event
+    return None
+
+
+def compute_masked(text: str, accounts: Iterable[str | None]) -> str:
+    """Return ``text`` with every given account id replaced by its masked form."""
+    for account in sorted({a for a in accounts if a}, key=len, reverse=True):
+        text = text.replace(account, mask_account(account))
+    return text
+
+
+def _accounts(cfg: Config, *more: str | None) -> list[str | None]:
+    return [cfg.values["broker"].get("account"), *more]
+
+
+# --- open, list, close --------------------------------------------------------------------------
+
+
+def compute_incident_id(summary: str, now: datetime) -> str:
+    """Return a hand-opened incident's id: ``manual-<UTC instant>-<digest of the summary>``."""
+    digest = hashlib.sha256(_one_line(summary).encode("utf-8")).hexdigest()[:6]
+    return f"manual-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{digest}"
+
+
+def open_incident(
+    cfg: Config,
+    ledger: Any,
+    summary: str,
+    category: str | None = None,
+    evidence: Iterable[object] = (),
+    now: datetime | None = None,
+    incident_id: str | None = None,
+) -> str:
+    """Open an incident by hand and return its id; SAFE_MODE unless already SAFE_MODE or HALT.
+
+    IncidentOpened and the state change are one transaction. The same id again records nothing
+    (a retry); ``incident_id`` defaults to one derived from ``now`` and the summary. Raises
+    IncidentError for an empty summary, an unknown category, or an id already used for another
+    incident.
+    """
+    from ops_runner.state import apply_trigger, incident_event
+
+    summary = _one_line(summary)
+    if not summary:
+        raise IncidentError("incident summary: say what happened (one line)")
+    kind = (category or "manual").strip().lower()
+    known = {str(c).lower(): c for c in Cause}
+    if kind in known:  # "Broker/API" -> broker, "Strategy logic" -> strategy
+        kind = {Cause.BROKER: "broker", Cause.STRATEGY: "strategy", Cause.MARKET: "market",
+                Cause.DATA: "data", Cause.SCHEDULER: "scheduler"}[known[kind]]  # fmt: skip
+    if kind != "manual" and kind not in CATEGORY_CAUSE:
+        raise IncidentError(
+            f"incident category {category!r} is unknown; use one of "
+            f"{', '.join(sorted(CATEGORY_CAUSE))} (or none)"
+        )
+    moment = now or datetime.now(UTC)
+    incident_id = (incident_id or "").strip() or compute_incident_id(summary, moment)
+    lines = [compute_masked(str(e), _accounts(cfg)) for e in evidence]
+    item = incident_event(incident_id, kind, summary, [f"opened by hand at {_iso(moment)}", *lines])
+    existing = ledger.get(item[1])
+    if existing is not None:
+        if existing.payload.get("summary") != summary:
+            raise IncidentError(
+                f"incident {incident_id} already exists with another summary "
+                f"({existing.payload.get('summary')!r}); choose another id"
+            )
+        return incident_id  # a retry: opened already, the state was moved then
+    apply_trigger(ledger, Trigger.INCIDENT, f"incident opened by hand: {summary}",
+                  [f"incident {incident_id}"], extra_events=[item])  # fmt: skip
+    log.warning("incident %s opened: %s", incident_id, summary)
+    return incident_id
+
+
+def list_incidents(ledger: Any, open_only: bool = True) -> list[dict[str, Any]]:
+    """Return incidents oldest first: each IncidentOpened payload with seq, opened_at, closed
+    (bool), closed_at, resolution and postmortem. ``open_only`` leaves out the closed ones."""
+    rows: dict[str, dict[str, Any]] = {}
+    for event in _events(ledger):
+        if event.kind == EventKind.INCIDENT_OPENED:
+            rows.setdefault(
+                str(event.payload["incident_id"]),
+                {**event.payload, "seq": event.seq, "opened_at": event.recorded_at,
+                 "closed": False, "closed_at": None, "resolution": None, "postmortem": None},
+            )  # fmt: skip
+        elif event.kind == EventKind.INCIDENT_CLOSED:
+            row = rows.get(str(event.payload["incident_id"]))
+            if row is not None:
+                row.update(closed=True, closed_at=event.recorded_at,
+                           resolution=event.payload.get("resolution"),
+                           postmortem=event.payload.get("postmortem"))  # fmt: skip
+    found = sorted(rows.values(), key=lambda row: row["seq"])
+    return [row for row in found if not row["closed"]] if open_only else found
+
+
+def read_incident(ledger: Any, incident_id: str = "") -> dict[str, Any] | None:
+    """Return one incident as ``list_incidents`` shows it; "" means the latest open one (None
+    when none is open). Raises IncidentError for an unknown id."""
+    if not incident_id:
+        still_open = list_incidents(ledger, open_only=True)
+        return still_open[-1] if still_open else None
+    for row in list_incidents(ledger, open_only=False):
+        if row["incident_id"] == incident_id:
+            return row
+    raise IncidentError(
+        f"no incident {incident_id!r} in the ledger; `ops-runner status` lists them"
+    )
+
+
+def close_incident(
+    cfg: Config,
+    ledger: Any,
+    incident_id: str,
+    resolution: str,
+    postmortem: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Record IncidentClosed and return its payload.
+
+    Raises IncidentError for an unknown or already-closed id, an empty resolution, or (in HALT)
+    a missing post-mortem reference: leaving HALT needs an approval naming that reference.
+    Closing changes no state; leaving SAFE_MODE or HALT stays the approvals' business.
+    """
+    from ops_runner.state import read_state
+
+    resolution = _one_line(resolution)
+    postmortem = _one_line(postmortem) or None
+    events = _events(ledger)
+    if _opened(events, incident_id) is None:
+        raise IncidentError(f"no incident {incident_id!r} to close; `ops-runner status` lists them")
+    if (done := _closed(events, incident_id)) is not None:
+        raise IncidentError(
+            f"incident {incident_id} was already closed at event {done.seq} "
+            f"({done.payload.get('resolution')}); nothing was written"
+        )
+    if not resolution:
+        raise IncidentError(f"closing {incident_id}: say how it was resolved (--resolution)")
+    view = read_state(ledger)
+    if view.state is State.HALT and postmortem is None:
+        raise IncidentError(
+            f"closing {incident_id} in HALT needs the post-mortem reference (--postmortem); "
+            "the exit-halt approval must name it as its review"
+        )
+    payload = {
+        "incident_id": incident_id,
+        "resolution": resolution,
+        "postmortem": postmortem,
+        "state": str(view.state),
+        "closed_at": _iso(now or datetime.now(UTC)),
+    }
+    ledger.append(str(EventKind.INCIDENT_CLOSED), f"IncidentClosed:{incident_id}", payload)
+    log.info("incident %s closed: %s", incident_id, resolution)
+    return payload
+
+
+def require_postmortem(ledger: Any, review: str | None) -> None:
+    """Raise IncidentError unless ``review`` is the post-mortem reference of an incident closed
+    during the current HALT (after the StateChanged that entered it). Returns None when it is."""
+    from ops_runner.state import read_state
+
+    view = read_state(ledger)
+    reference = _one_line(review)
+    if view.state is not State.HALT:
+        raise IncidentError(f"the system is in {view.state}, not HALT: no post-mortem to check")
+    if not reference:
+        raise IncidentError("leaving HALT needs the post-mortem reference of a closed incident")
+    named = [
+        e.payload.get("postmortem")
+        for e in ledger.events(kind=str(EventKind.INCIDENT_CLOSED), after_seq=view.seq)
+    ]
+    if reference not in named:
+        known = ", ".join(sorted({str(n) for n in named if n})) or "none"
+        raise IncidentError(
+            f"review {reference!r} is not the post-mortem of an incident closed since HALT began "
+            f"at event {view.seq} (closed with post-mortems: {known}); close the incident with "
+            "`ops-runner incident close --postmortem` first"
+        )
+
+
+# --- the related evidence -----------------------------------------------------------------------
+
+
+def _episode(events: Sequence[Any], opened: Any, closed: Any | None) -> list[Any]:
+    """The events from the last return to RUN before the incident opened to its close (or now):
+    what went wrong since the system was last healthy."""
+    start = 0
+    for event in events:
+        if event.seq > opened.seq:
+            break
+        if event.kind == EventKind.STATE_CHANGED and event.payload.get("to") == str(State.RUN):
+            start = event.seq
+    end = closed.seq if closed is not None else float("inf")
+    return [e for e in events if start < e.seq <= end]
+
+
+def _run_ids(incident: Mapping[str, Any], opened: Any) -> set[str]:
+    ids = {str(opened.run_id)} if getattr(opened, "run_id", None) else set()
+    for line in incident.get("evidence") or ():
+        match = re.match(r"run (\S+)", str(line))
+        if match:
+            ids.add(match.group(1))
+    return ids
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One piece of evidence: the cause it points at, its weight, a line, and what it observed
+    (``key``: repeated observations of the same thing count once, at their highest weight)."""
+
+    cause: Cause
+    weight: int
+    line: str
+    key: str
+
+
+def compute_signals(events: Sequence[Any], incident_id: str) -> list[Signal]:
+    """Return the evidence about ``incident_id`` among ``events``, by the rule table."""
+    opened = _opened(events, incident_id)
+    if opened is None:
+        raise IncidentError(f"no incident {incident_id!r} in the ledger")
+    incident = opened.payload
+    signals: list[Signal] = []
+    category = str(incident.get("category") or "")
+    if category in CATEGORY_CAUSE:
+        line = f"incident category {category}: {incident.get('summary')}"
+        signals.append(Signal(CATEGORY_CAUSE[category], WEIGHT_CATEGORY, line, "category"))
+    for event in _episode(events, opened, _closed(events, incident_id)):
+        # recorded in the incident's own transaction: the cause that opened it
+        own = event.recorded_at == opened.recorded_at
+        p = event.payload
+        where = f"event {event.seq}" + (" (recorded with the incident)" if own else "")
+        found: tuple[Cause, int, str, str] | None = None
+        if event.kind == EventKind.STATE_CHANGED:
+            trigger = Trigger(p["trigger"]) if p.get("trigger") in set(Trigger) else None
+            if trigger in TRIGGER_CAUSE:
+                line = f"{where}: {p.get('from')} -> {p.get('to')} ({trigger}): {p.get('reason')}"
+                found = (TRIGGER_CAUSE[trigger], WEIGHT_OBSERVED, line, f"trigger:{trigger}")
+        elif event.kind == EventKind.CHECK_RECORDED and p.get("passed") is False:
+            cause = CHECK_CAUSE.get(str(p.get("check")))
+            if cause is not None:
+                line = f"{where}: check {p.get('check')} failed: {p.get('detail')}"
+                found = (cause, WEIGHT_OBSERVED, line, f"check:{p.get('check')}")
+        elif event.kind == EventKind.JOB_FAILED:
+            cause = JOB_CAUSE.get(str(p.get("job")), Cause.SCHEDULER)
+            line = f"{where}: job {p.get('job')} ({p.get('slot')}) failed: {p.get('error')}"
+            found = (cause, WEIGHT_OBSERVED, line, f"failed:{p.get('job')}")
+        elif event.kind == EventKind.JOB_MISSED:
+            line = f"{where}: job {p.get('job')} ({p.get('slot')}) missed {p.get('deadline')}"
+            found = (Cause.SCHEDULER, WEIGHT_MISSED, line, f"missed:{p.get('job')}")
+        elif event.kind == EventKind.ORDER_STATUS_CHANGED and p.get("status") == "rejected":
+            line = f"{where}: order {p.get('client_ref')} rejected: {p.get('detail')}"
+            found = (Cause.BROKER, WEIGHT_OBSERVED, line, "rejected")
+        elif (
+            event.kind == EventKind.JOB_COMPLETED
+            and p.get("job") == "data_qa"
+            and p.get("outcome") == "blocking"
+        ):
+            outputs = p.get("outputs") or {}
+            line = (f"{where}: data QA as of {outputs.get('as_of', p.get('session'))} found "
+                    f"blocking findings ({outputs.get('findings', '?')} findings)")  # fmt: skip
+            found = (Cause.DATA, WEIGHT_OBSERVED, line, "qa:blocking")
+        if found is not None:
+            cause, weight, line, key = found
+            signals.append(Signal(cause, WEIGHT_OWN if own else weight, line, key))
+    return signals
+
+
+def compute_classification(events: Sequence[Any], incident_id: str) -> Classification:
+    """Return the classification of ``incident_id`` from ``events`` (pure; see the rule table)."""
+    signals = compute_signals(events, incident_id)
+    counted: dict[tuple[Cause, str], int] = {}
+    for signal in signals:
+        slot = (signal.cause, signal.key)
+        counted[slot] = max(counted.get(slot, 0), signal.weight)
+    scores = {str(cause): 0 for cause in Cause}
+    for (cause, _), weight in counted.items():
+        scores[str(cause)] += weight
+    best = max(Cause, key=lambda c: (scores[str(c)], -list(Cause).index(c)))
+    chosen = best if scores[str(best)] > 0 else None
+    evidence = tuple((str(s.cause), s.line) for s in signals)
+    return Classification(incident_id, chosen, scores, evidence)
+
+
+def classify(ledger: Any, incident: Mapping[str, Any] | str) -> Classification:
+    """Return the cause the ledger's evidence points at for ``incident`` (a row or an id).
+
+    Raises IncidentError for an unknown id."""
+    incident_id = incident if isinstance(incident, str) else str(incident["incident_id"])
+    return compute_classification(_events(ledger), incident_id)
+
+
+def failing_runs(cfg: Config, ledger: Any, incident: Mapping[str, Any] | str) -> list[FailingRun]:
+    """Return the failed and missed runs related to ``incident`` (same run id, or in its
+    episode), each with its executed notebook (ArtifactRecorded path) and whether it exists.
+
+    A missed slot lists the notebooks of its earlier attempts (same slot) when any were run.
+    """
+    incident_id = incident if isinstance(incident, str) else str(incident["incident_id"])
+    events = _events(ledger)
+    opened = _opened(events, incident_id)
+    if opened is None:
+        raise IncidentError(f"no incident {incident_id!r} in the ledger")
+    run_ids = _run_ids(opened.payload, opened)
+    episode = {e.seq for e in _episode(events, opened, _closed(events, incident_id))}
+    artifacts = [e for e in events if e.kind == EventKind.ARTIFACT_RECORDED]
+    found: list[FailingRun] = []
+
+    def notebook(path: str | None) -> tuple[str | None, bool]:
+        if not path:
+            return None, False
+        target = Path(path) if Path(path).is_absolute() else cfg.workbook / path
+        return path, target.is_file()
+
+    for event in events:
+        p = event.payload
+        related = event.seq in episode or str(p.get("run_id")) in run_ids
+        if event.kind == EventKind.JOB_FAILED and related:
+            art = next((a for a in artifacts if a.payload.get("run_id") == p.get("run_id")), None)
+            path, exists = notebook(art.payload.get("path") if art else None)
+            error = str(p.get("error") or "")
+            run = FailingRun(str(p.get("job")), str(p.get("slot")), str(p.get("run_id")),
+                             "failed", error, path, exists, event.seq)  # fmt: skip
+            found.append(run)
+        elif event.kind == EventKind.JOB_MISSED and related:
+            tries = [a for a in artifacts if a.payload.get("slot") == p.get("slot")]
+            for art in tries or [None]:
+                path, exists = notebook(art.payload.get("path") if art else None)
+                found.append(FailingRun(
+                    str(p.get("job")), str(p.get("slot")),
+                    str(art.payload.get("run_id")) if art else None, "missed",
+                    f"deadline {p.get('deadline')}" + (
+                        f"; attempt {art.payload.get('outcome')}" if art else "; never run"),
+                    path, exists, event.seq))  # fmt: skip
+    return found
+
+
+def compute_run_links(cfg: Config, runs: Sequence[FailingRun], base: Path | None = None) -> str:
+    """Return a Markdown list linking each run's notebook (relative to ``base``, else absolute)."""
+    import os
+
+    if not runs:
+        return "_No failed or missed run is related to this incident._"
+    lines = []
+    for run in runs:
+        head = f"- **{run.job}** `{run.slot}` {run.outcome}: {run.detail}"
+        if run.path is None:
+            lines.append(f"{head} — no executed notebook")
+            continue
+        target = Path(run.path) if Path(run.path).is_absolute() else cfg.workbook / run.path
+        href = Path(os.path.relpath(target, base)) if base is not None else target.resolve()
+        state = "" if run.exists else " (MISSING)"
+        lines.append(f"{head} — [{run.path}]({href.as_posix()}){state}")
+    return "\n".join(lines)
+
+
+# --- the snapshot -------------------------------------------------------------------------------
+
+
+def _ask(call: Any) -> tuple[Any, str | None]:
+    from ops_runner.brokers import BrokerError
+
+    try:
+        return call(), None
+    except BrokerError as exc:  # BrokerUnavailable is one: the snapshot still completes
+        return None, f"unavailable: {_one_line(str(exc)) or type(exc).__name__}"
+
+
+def _broker_view(cfg: Config, broker: Any) -> tuple[BrokerView, str | None]:
+    """Return what the broker said and the raw account it named (for masking, never shown)."""
+    health, why = _ask(broker.connect)
+    if health is None:
+        try:
+            health = broker.health()
+        except OpsError:
+            health = None
+    account = (health.account if health is not None else None) or cfg.values["broker"]["account"]
+    accounts = _accounts(cfg, account)
+    detail = compute_masked(health.detail if health is not None else (why or ""), accounts)
+    connected = bool(health is not None and health.connected and why is None)
+    server = health.server_time if health is not None else None
+    base = {
+        "connected": connected,
+        "detail": detail,
+        "account": mask_account(account),
+        "server_time": _iso(server) if server is not None else None,
+    }
+    if why is not None:
+        return BrokerView(**base, unavailable=compute_masked(why, accounts)), account
+    values, why_values = _ask(broker.account_values)
+    positions, why_positions = _ask(broker.positions)
+    orders, why_orders = _ask(broker.open_orders)
+    reason = why_values or why_positions or why_orders
+    view = BrokerView(
+        **base,
+        positions=dict(positions) if positions is not None else None,
+        cash=str(values.cash) if values is not None else None,
+        net_liquidation=str(values.net_liquidation) if values is not None else None,
+        open_orders=None
+        if orders is None
+        else tuple(
+            {
+                "client_ref": o.client_ref,
+                "symbol": o.symbol,
+                "side": o.side,
+                "quantity": o.quantity,
+                "filled": o.filled,
+                "status": str(o.status),
+                "session": o.session,
+            }
+            for o in orders
+        ),  # fmt: skip
+        unavailable=compute_masked(reason, accounts) if reason else None,
+    )
+    return view, account
+
+
+def _entry(event: Any, accounts: list[str | None]) -> dict[str, Any]:
+    p = event.payload
+    words = [f"{k}={p[k]}" for k in list(p)[:6] if not isinstance(p[k], dict | list)]
+    text = compute_masked(_one_line("; ".join(words))[:200], accounts)
+    return {"seq": event.seq, "recorded_at": event.recorded_at, "kind": event.kind,
+            "key": compute_masked(event.key, accounts), "summary": text}  # fmt: skip
+
+
+def snapshot(
+    cfg: Config,
+    ledger: Any,
+    incident_id: str,
+    broker: Any = None,
+    now: datetime | None = None,
+    entries: int = LATEST_ENTRIES,
+) -> IncidentSnapshot:
+    """Return the runbook's snapshot for ``incident_id``: broker positions, cash and open
+    orders where reachable (else "unavailable: <reason>"), the ledger's projections beside
+    them, the latest ``entries`` ledger events, config hash, code version, connectivity, state.
+
+    ``broker`` None opens the configured one (read-only role) and closes it after. Account
+    ids are masked everywhere. Raises IncidentError for an unknown id.
+    """
+    from ops_runner import projections
+    from ops_runner.checks import compute_baseline
+    from ops_runner.state import read_state
+
+    events = _events(ledger)
+    opened = _opened(events, incident_id)
+    if opened is None:
+        raise IncidentError(f"no incident {incident_id!r} in the ledger")
+    moment = now or datetime.now(UTC)
+    own, account = broker is None, None
+    if own:
+        from ops_runner.brokers import BrokerError, open_broker
+
+        options = {"clock": lambda: moment} if now is not None and cfg.values["broker"][
+            "kind"] == "sim" else {}  # fmt: skip
+        try:
+            broker = open_broker(cfg, role="readonly", **options)
+        except BrokerError as exc:
+            broker = None
+            view = BrokerView(False, str(exc), mask_account(cfg.values["broker"]["account"]),
+                              unavailable=f"unavailable: {_one_line(str(exc))}")  # fmt: skip
+    try:
+        if broker is not None:
+            view, account = _broker_view(cfg, broker)
+    finally:
+        if own and broker is not None:
+            broker.close()
+    accounts = _accounts(cfg, account)
+    baseline = compute_baseline(cfg)  # what a validated baseline pins, as it is now
+    incident = {**opened.payload, "seq": opened.seq, "opened_at": opened.recorded_at}
+    incident["evidence"] = [compute_masked(str(e), accounts) for e in incident.get("evidence", [])]
+    return IncidentSnapshot(
+        incident=incident,
+        taken_at=_iso(moment),
+        state=read_state(ledger),
+        config_hash=baseline["config_hash"],
+        code_version=baseline["code_version"],
+        strategy_version=baseline["strategy_version"],
+        broker=view,
+        ledger_positions=projections.compute_positions(events),
+        ledger_cash=str(projections.compute_cash(events).quantize(Decimal("0.01"))),
+        entries=tuple(_entry(e, accounts) for e in events[-entries:][::-1]),
+    )
