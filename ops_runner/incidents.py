@@ -761,3 +761,65 @@ def snapshot(
         ledger_cash=str(projections.compute_cash(events).quantize(Decimal("0.01"))),
         entries=tuple(_entry(e, accounts) for e in events[-entries:][::-1]),
     )
+
+
+# --- the investigation (what the notebook shows) ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Investigation:
+    """Runbook 4.1 for one incident: snapshot, classification and failing runs."""
+
+    incident: dict[str, Any]
+    snapshot: IncidentSnapshot
+    classification: Classification
+    runs: tuple[FailingRun, ...]
+    entered_safe_mode: bool
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "incident_id": self.incident["incident_id"],
+            "closed": bool(self.incident.get("closed")),
+            "entered_safe_mode": self.entered_safe_mode,
+            "classification": self.classification.to_payload(),
+            "snapshot": self.snapshot.to_payload(),
+            "runs": [{"job": r.job, "slot": r.slot, "run_id": r.run_id, "outcome": r.outcome,
+                      "path": r.path, "exists": r.exists} for r in self.runs],
+        }  # fmt: skip
+
+
+def require_safe_mode(ledger: Any, incident: Mapping[str, Any]) -> bool:
+    """Move to SAFE_MODE for an open incident unless already in SAFE_MODE or HALT; True if moved."""
+    from ops_runner.state import apply_trigger, read_state
+
+    if incident.get("closed") or read_state(ledger).state in (State.SAFE_MODE, State.HALT):
+        return False
+    incident_id = incident["incident_id"]
+    apply_trigger(ledger, Trigger.INCIDENT, f"investigating incident {incident_id}",
+                  [f"incident {incident_id}"])  # fmt: skip
+    return True
+
+
+def investigate(
+    cfg: Config, incident_id: str = "", now: str | datetime | None = None, broker: Any = None
+) -> Investigation | None:
+    """Return the investigation of ``incident_id`` ("" = the latest open one; None when no
+    incident is open). An open incident outside SAFE_MODE/HALT moves the system to SAFE_MODE.
+    ``now`` is an ISO instant ("" or None: the real clock). Raises IncidentError."""
+    from ops_runner.ledger import open_ledger
+
+    moment = now if isinstance(now, datetime) else None
+    if isinstance(now, str) and now:
+        moment = datetime.fromisoformat(now.replace("Z", "+00:00"))
+    with open_ledger(cfg) as ledger:
+        incident = read_incident(ledger, incident_id)
+        if incident is None:
+            return None
+        moved = require_safe_mode(ledger, incident)
+        return Investigation(
+            incident=incident,
+            snapshot=snapshot(cfg, ledger, incident["incident_id"], broker=broker, now=moment),
+            classification=classify(ledger, incident),
+            runs=tuple(failing_runs(cfg, ledger, incident)),
+            entered_safe_mode=moved,
+        )
