@@ -12,7 +12,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -322,7 +322,7 @@ def open_incident(
     """
     from ops_runner.state import apply_trigger, incident_event
 
-    summary = _one_line(summary)
+    summary = compute_masked(_one_line(summary), _accounts(cfg))
     if not summary:
         raise IncidentError("incident summary: say what happened (one line)")
     kind = (category or "manual").strip().lower()
@@ -749,10 +749,14 @@ def snapshot(
     baseline = compute_baseline(cfg)  # what a validated baseline pins, as it is now
     incident = {**opened.payload, "seq": opened.seq, "opened_at": opened.recorded_at}
     incident["evidence"] = [compute_masked(str(e), accounts) for e in incident.get("evidence", [])]
+    incident["summary"] = compute_masked(str(incident.get("summary") or ""), accounts)
+    state = read_state(ledger)
+    masked = tuple(compute_masked(line, accounts) for line in state.evidence)
+    state = replace(state, reason=compute_masked(state.reason, accounts), evidence=masked)
     return IncidentSnapshot(
         incident=incident,
         taken_at=_iso(moment),
-        state=read_state(ledger),
+        state=state,
         config_hash=baseline["config_hash"],
         code_version=baseline["code_version"],
         strategy_version=baseline["strategy_version"],
