@@ -220,6 +220,12 @@ def _relative(path: Path, root: Path) -> str:
 # -- creating -----------------------------------------------------------------------------------
 
 
+def _secrets_path(cfg: Config) -> Path | None:
+    value = cfg.values["secrets"]["file"]
+    path = Path(value).expanduser() if value else None
+    return None if path is None else (path if path.is_absolute() else cfg.workbook / path).resolve()
+
+
 def _secret_values(cfg: Config) -> dict[str, str]:
     """Return secret name -> value from the environment and the secrets file, to keep out."""
     found = {
@@ -227,10 +233,8 @@ def _secret_values(cfg: Config) -> dict[str, str]:
         for name, value in os.environ.items()
         if name.startswith("OPS_RUNNER_") and _SECRET_NAME.search(name) and len(value) >= 6
     }
-    secrets_file = cfg.values["secrets"]["file"]
-    if secrets_file:
-        path = Path(secrets_file).expanduser()
-        path = path if path.is_absolute() else cfg.workbook / path
+    path = _secrets_path(cfg)
+    if path is not None:
         with contextlib.suppress(OSError, UnicodeDecodeError):
             for line in path.read_text(encoding="utf-8").splitlines():
                 name, sep, value = line.partition("=")
@@ -315,14 +319,14 @@ def create_backup(
     folder = cfg.path("backups")
     folder.mkdir(parents=True, exist_ok=True)
     secrets = _secret_values(cfg)
-    secrets_file = cfg.values["secrets"]["file"]
+    secrets_file = _secrets_path(cfg)
     with tempfile.TemporaryDirectory(prefix=".backup-", dir=folder) as scratch:
         copy, seq, head, anchor = _copy_ledger(cfg, Path(scratch))
         # Files are read once, after the ledger copy: every notebook the copy registers is
         # already in its final form, and what is hashed is exactly what is archived.
         contents: dict[str, bytes] = {CONFIG_NAME: (cfg.workbook / CONFIG_NAME).read_bytes()}
         for name, path in _evidence(cfg):
-            if secrets_file and path.resolve() == Path(secrets_file).expanduser().resolve():
+            if path.resolve() == secrets_file:
                 continue
             contents[name] = path.read_bytes()
         if anchor is not None:
