@@ -218,3 +218,22 @@ def test_audit_job_when_the_ledger_has_no_cash_history_is_clean_without_comparin
     assert "cash not compared" in report.summary()
     with open_ledger(cfg) as ledger:
         assert [e.key for e in audits(ledger)] == ["AuditRecorded:2025-12-05"]
+
+
+@pytest.mark.parametrize(
+    ("recorded", "status"), [(True, AuditStatus.CLEAN), (False, AuditStatus.BREAK)]
+)
+def test_audit_when_a_deposit_is_made_counts_it_only_if_the_ledger_has_it(world, recorded, status):
+    cfg, ledger, broker, clock = world
+    cycle(cfg, ledger, broker, clock, *FIRST)
+
+    def deposit(book: dict) -> None:
+        book["cash"] = str(Decimal(book["cash"]) + Decimal("5000.00"))
+
+    edit_books(cfg, deposit)
+    if recorded:
+        ledger.append(str(EventKind.CASH_ADJUSTED), "CashAdjusted:deposit-1",
+                      {"amount": "5000.00", "reason": "deposit"})  # fmt: skip
+    report = audit(cfg, ledger, broker, clock, "2025-11-07")
+    assert report.status is status, report.summary()
+    assert [b.what for b in report.breaks] == ([] if recorded else [BreakKind.CASH])
