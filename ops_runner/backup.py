@@ -293,17 +293,13 @@ def _evidence(cfg: Config) -> Iterator[tuple[str, Path]]:
         yield f"data/{path.relative_to(data).as_posix()}", path
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes | None, mtime: float, file: Path | None):
+def _add(tar: tarfile.TarFile, name: str, data: bytes | Path, mtime: float) -> None:
+    """Add ``data`` (bytes, or a file to stream) as member ``name``, owned by nobody, 0644."""
     info = tarfile.TarInfo(name)
     info.mtime, info.mode = int(mtime), 0o644
-    if file is not None:
-        info.size = file.stat().st_size
-        with file.open("rb") as handle:
-            tar.addfile(info, handle)
-    else:
-        assert data is not None  # noqa: S101 - a programming slip, not a runtime condition
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
+    info.size = data.stat().st_size if isinstance(data, Path) else len(data)
+    with data.open("rb") if isinstance(data, Path) else io.BytesIO(data) as handle:
+        tar.addfile(info, handle)
 
 
 def create_backup(
@@ -359,10 +355,10 @@ def create_backup(
         try:
             with os.fdopen(fd, "wb") as handle:
                 with tarfile.open(fileobj=handle, mode="w:gz") as tar:
-                    _add(tar, MANIFEST, manifest_bytes, created.timestamp(), None)
-                    _add(tar, LEDGER_MEMBER, None, created.timestamp(), copy)
+                    _add(tar, MANIFEST, manifest_bytes, created.timestamp())
+                    _add(tar, LEDGER_MEMBER, copy, created.timestamp())
                     for name in sorted(contents):
-                        _add(tar, name, contents[name], created.timestamp(), None)
+                        _add(tar, name, contents[name], created.timestamp())
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, archive)
@@ -453,8 +449,8 @@ def _check_ledger_copy(files: dict[str, Path], manifest: dict, scratch: Path) ->
     try:
         with Ledger.open(files[LEDGER_MEMBER], create=False, readonly=True) as copied:
             report = copied.verify(anchor)
-    except LedgerError as exc:
-        return [f"{LEDGER_MEMBER}: {' '.join(str(exc).split())}"]
+    except LedgerError as exc:  # a corrupt copy: its problem, without the live ledger's advice
+        return [f"{LEDGER_MEMBER}: {getattr(exc, 'problem', None) or ' '.join(str(exc).split())}"]
     if not report.ok:
         return [
             f"{LEDGER_MEMBER}: the chain does not verify at seq {report.first_bad_seq}: "
@@ -579,10 +575,9 @@ def restore_backup(archive: Path, target_workbook: Path, force: bool = False) ->
                 f"restore refused: {target} holds a workbook ({shown}); nothing was changed. "
                 "Pass --force to move it aside into .before-restore-<stamp>/ and restore"
             )
-        aside = target / f".before-restore-{stamp}" if live else None
+        aside = target / f".before-restore-{stamp}"
         with _tick_lock(cfg, target):
             for name, path in live:
-                assert aside is not None  # noqa: S101 - live is non-empty here
                 (aside / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(path, aside / name)
             for name in names:
@@ -590,9 +585,7 @@ def restore_backup(archive: Path, target_workbook: Path, force: bool = False) ->
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(files[name], destination)
             head_seq, head_hash = _verify_restored(cfg, report)
-    notes = []
-    if aside is not None:
-        notes.append(f"the workbook that was there is kept in {aside}")
+    notes = [f"the workbook that was there is kept in {aside}"] if live else []
     store = cfg.store()
     missing = sum(
         1 for s in store.sources() for y in store.symbols(s) if not store.bars_path(s, y).is_file()
@@ -603,7 +596,8 @@ def restore_backup(archive: Path, target_workbook: Path, force: bool = False) ->
             "source files their manifests name, then run data QA"
         )
     log.info("restored %s into %s at ledger seq %s", archive, target, head_seq)
-    return RestoreResult(target, archive, head_seq, head_hash, len(names), aside, tuple(notes))
+    moved = aside if live else None
+    return RestoreResult(target, archive, head_seq, head_hash, len(names), moved, tuple(notes))
 
 
 @contextlib.contextmanager
