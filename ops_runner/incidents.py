@@ -820,10 +820,17 @@ def investigate(
         if incident is None:
             return None
         moved = require_safe_mode(ledger, incident)
-        return Investigation(
-            incident=incident,
-            snapshot=snapshot(cfg, ledger, incident["incident_id"], broker=broker, now=moment),
-            classification=classify(ledger, incident),
-            runs=tuple(failing_runs(cfg, ledger, incident)),
-            entered_safe_mode=moved,
-        )
+        shot = snapshot(cfg, ledger, incident["incident_id"], broker=broker, now=moment)
+        verdict = classify(ledger, incident)
+        runs = failing_runs(cfg, ledger, incident)
+    accounts = _accounts(cfg)  # ledger payloads may quote the configured account: mask it
+    verdict = replace(verdict, evidence=tuple((c, compute_masked(line, accounts))
+                                              for c, line in verdict.evidence))  # fmt: skip
+    runs = [replace(r, detail=compute_masked(r.detail, accounts)) for r in runs]
+    return Investigation(
+        incident={**incident, **shot.incident},
+        snapshot=shot,
+        classification=verdict,
+        runs=tuple(runs),
+        entered_safe_mode=moved,
+    )
