@@ -459,6 +459,98 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _run_job(load_config(args.workbook), args.job, args.cycle, args.as_of, args.now)
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from ops_runner import backup
+
+    if args.action == "verify":
+        report = backup.verify_archive(Path(args.archive))
+        if report.ok:
+            print(f"archive ok: {report.path} (ledger seq {report.head_seq})")
+            return 0
+        print(f"ops-runner: {report.path} does not verify:", file=sys.stderr)
+        for reason in report.reasons:
+            print(f"  {reason}", file=sys.stderr)
+        return backup.ArchiveInvalid.exit_code
+    from ops_runner.config import load_config
+
+    made = backup.create_backup(load_config(args.workbook), reason=args.reason)
+    print(
+        f"backup {made.archive}: ledger seq {made.ledger_seq}, {made.files} files, "
+        f"{made.bytes} bytes; {len(made.deleted)} older archive(s) deleted"
+    )
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from ops_runner import backup
+    from ops_runner.config import resolve_workbook
+
+    target = Path(args.to) if args.to else resolve_workbook(args.workbook)
+    try:
+        done = backup.restore_backup(Path(args.archive), target, force=args.force)
+    except backup.ArchiveInvalid as exc:
+        print(f"ops-runner: {exc}", file=sys.stderr)
+        for reason in exc.reasons:
+            print(f"  {reason}", file=sys.stderr)
+        return exc.exit_code
+    print(f"restored {done.archive} into {done.target}: ledger seq {done.head_seq} verifies, "
+          f"{done.files} files")  # fmt: skip
+    if done.moved_aside:
+        print(f"  the workbook's earlier files are kept in {done.moved_aside}")
+    for note in done.notes:
+        print(f"  {note}")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from ops_runner.audit import audit_job
+    from ops_runner.config import load_config
+    from ops_runner.orchestrator import require_simulated_broker
+
+    cfg = load_config(args.workbook)
+    if args.now:
+        require_simulated_broker(cfg)
+    report = audit_job(cfg, now=args.now or "")
+    print(report.summary())
+    return 0 if str(report.status) == "CLEAN" else 1
+
+
+def cmd_incident(args: argparse.Namespace) -> int:
+    from ops_runner import incidents
+    from ops_runner.config import load_config
+    from ops_runner.ledger import open_ledger
+    from ops_runner.state import read_state
+
+    cfg = load_config(args.workbook)
+    with open_ledger(cfg) as ledger:
+        if args.action == "open":
+            found = incidents.open_incident(cfg, ledger, args.summary, category=args.category,
+                                            evidence=args.evidence or ())  # fmt: skip
+            print(f"incident {found} open; state {read_state(ledger).state}")
+        elif args.action == "close":
+            incidents.close_incident(cfg, ledger, args.id, args.resolution, args.postmortem)
+            print(f"incident {args.id} closed")
+        elif not args.id:
+            shown = incidents.list_incidents(ledger, open_only=not args.all)
+            if not shown:
+                print("no incident open" if not args.all else "no incident recorded")
+            for item in shown:
+                status = "closed" if item.get("closed") else "open"
+                print(f"{item['incident_id']}  {status}  {item.get('summary', '')}")
+        else:
+            incident = incidents.read_incident(ledger, args.id)
+            if incident is None:
+                raise incidents.IncidentError(f"no incident {args.id!r}; `incident show` lists")
+            found = incidents.classify(ledger, incident)
+            print(f"{incident['incident_id']}: {incident.get('summary', '')}")
+            print(f"cause      {found.cause or 'undetermined'}")
+            for line in found.evidence:
+                print(f"  evidence {line}")
+            for run in incidents.failing_runs(cfg, ledger, incident):
+                print(f"  run      {run.path}{'' if run.exists else ' (missing)'}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ops_runner import demo
 
@@ -634,6 +726,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("unkill", help="remove the kill switch file (HALT stays)")
     p.set_defaults(func=cmd_kill)
+
+    p = sub.add_parser("backup", help="archive the ledger, notebooks, snapshots, manifests, config")
+    backup_sub = p.add_subparsers(dest="action", parser_class=_VerbParser)
+    p.add_argument("--reason", default="on demand", help="why (recorded with the backup)")
+    p.set_defaults(func=cmd_backup, action="create")
+    q = backup_sub.add_parser("verify", help="check an archive: manifest, SHA-256s, ledger chain")
+    q.add_argument("archive")
+    q.set_defaults(func=cmd_backup)
+
+    p = sub.add_parser("restore", help="restore a verified backup archive into a workbook")
+    p.add_argument("archive")
+    p.add_argument("--to", help="target folder (default: the workbook)")
+    p.add_argument(
+        "--force", action="store_true", help="replace a live workbook (its files kept aside)"
+    )
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("audit", help="broker positions and cash vs the ledger since inception")
+    p.add_argument("--now", help="a simulated instant (simulated brokers only)")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("incident", help="incidents: open, show (list or one), close")
+    incident_sub = p.add_subparsers(dest="action", required=True, parser_class=_VerbParser)
+    q = incident_sub.add_parser("open", help="open an incident by hand (SAFE_MODE)")
+    q.add_argument("--summary", required=True)
+    q.add_argument("--category")
+    q.add_argument("--evidence", action="append")
+    q.set_defaults(func=cmd_incident)
+    q = incident_sub.add_parser("show", help="list open incidents, or classify one")
+    q.add_argument("id", nargs="?", default="")
+    q.add_argument("--all", action="store_true", help="closed ones too")
+    q.set_defaults(func=cmd_incident)
+    q = incident_sub.add_parser("close", help="record the resolution (HALT: the post-mortem)")
+    q.add_argument("id")
+    q.add_argument("--resolution", required=True)
+    q.add_argument("--postmortem", help="the post-mortem reference (required in HALT)")
+    q.set_defaults(func=cmd_incident)
 
     p = sub.add_parser("demo", help="months of ticks on the sample data (workbook: ./demo)")
     p.add_argument("--months", type=int, default=3, help="rebalance cycles to walk (default 3)")
