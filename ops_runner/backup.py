@@ -42,7 +42,14 @@ from ops_runner.canonical import format_instant
 from ops_runner.config import CONFIG_NAME, Config, load_config_text
 from ops_runner.errors import OpsError
 from ops_runner.events import EventKind
-from ops_runner.ledger import LEDGER_FILE, Ledger, LedgerError, open_ledger, read_anchor
+from ops_runner.ledger import (
+    LEDGER_FILE,
+    Ledger,
+    LedgerError,
+    fsync_folder,
+    open_ledger,
+    read_anchor,
+)
 
 log = logging.getLogger(__name__)
 
@@ -198,15 +205,6 @@ def _hash_file(path: Path) -> tuple[int, str]:
             digest.update(chunk)
             size += len(chunk)
     return size, digest.hexdigest()
-
-
-def _fsync_folder(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -367,7 +365,7 @@ def create_backup(
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-        _fsync_folder(folder)
+        fsync_folder(folder)
     archive_size, archive_sha = _hash_file(archive)
     result = BackupResult(
         archive, archive_sha, _sha256(manifest_bytes), seq, head, len(entries), archive_size

@@ -194,7 +194,8 @@ class VerifyReport:
 # -- the anchor, kept outside the database ------------------------------------------------------
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (fsync the folder itself where the OS allows)."""
     with contextlib.suppress(OSError):  # some platforms cannot open a folder; the file is synced
         fd = os.open(folder, os.O_RDONLY)
         try:
@@ -221,7 +222,7 @@ def write_anchor(path: Path, seq: int, hash: str) -> None:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-        _fsync_folder(path.parent)
+        fsync_folder(path.parent)
     except OSError as exc:
         raise LedgerError(
             f"cannot write the ledger anchor {path}: {exc.strerror or exc}; fix the folder's "
@@ -291,7 +292,7 @@ def _create_file(path: Path) -> None:
             os.fsync(handle.fileno())
         with contextlib.suppress(FileExistsError):  # a ledger another process just made wins
             os.link(tmp, path)  # unlike rename, never replaces an existing file
-        _fsync_folder(path.parent)
+        fsync_folder(path.parent)
     except (OSError, sqlite3.Error) as exc:
         raise LedgerError(f"cannot create the ledger {path}: {exc}") from exc
     finally:

@@ -354,30 +354,12 @@ class IbSession:
     def _on_open_order(self, order_id: int, contract: Any, order: Any, state: Any) -> None:
         if getattr(order, "whatIf", False):
             return
-        found = self._book.on_order(
-            perm_id=int(order.permId or 0),
-            order_id=int(order_id),
-            client_id=int(order.clientId),
-            ref=order.orderRef or "",
-            symbol=contract.symbol,
-            side=order.action,
-            quantity=shares(order.totalQuantity),
-            status=state.status,
-            filled=shares(getattr(order, "filledQuantity", 0)),
-        )
+        found = self._book.on_order(**_order_fields(contract, order, state, order_id))
         self._acknowledge(found)
 
     def _on_completed_order(self, contract: Any, order: Any, state: Any) -> None:
         self._book.on_order(
-            perm_id=int(order.permId or 0),
-            order_id=int(order.orderId or 0),
-            client_id=int(order.clientId or 0),
-            ref=order.orderRef or "",
-            symbol=contract.symbol,
-            side=order.action,
-            quantity=shares(order.totalQuantity),
-            status=state.status,
-            filled=shares(getattr(order, "filledQuantity", 0)),
+            **_order_fields(contract, order, state, order.orderId or 0),
             completed_at=parse_ib_time(getattr(state, "completedTime", "")),
         )
 
@@ -610,3 +592,18 @@ def _chained(name: str, mine: Callable[..., None], theirs: Callable[..., Any]) -
         return theirs(*args)
 
     return handler
+
+
+def _order_fields(contract: Any, order: Any, state: Any, order_id: int) -> dict[str, Any]:
+    """The book's view of an openOrder or completedOrder message."""
+    return {
+        "perm_id": int(order.permId or 0),
+        "order_id": int(order_id),
+        "client_id": int(order.clientId or 0),
+        "ref": order.orderRef or "",
+        "symbol": contract.symbol,
+        "side": order.action,
+        "quantity": shares(order.totalQuantity),
+        "status": state.status,
+        "filled": shares(getattr(order, "filledQuantity", 0)),
+    }
