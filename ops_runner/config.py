@@ -160,6 +160,12 @@ SCHEMA: dict[str, Any] = {
         "heartbeat_max_gap_minutes": Field("int", 60, low=1),
         "cell_timeout_seconds": Field("int", 600, low=1),
         "notebook_deadline_minutes": Field("int", 20, low=1),
+        # After each week's last close: the broker vs ledger audit and a backup archive.
+        "weekly_audit": Field("bool", True),
+        "weekly_backup": Field("bool", True),
+        # The incident notebook runs once for every new incident (its executed copy is the
+        # investigation's record).
+        "investigate_incidents": Field("bool", True),
     },
     "alerts": {
         "log_file": Field("path", "ops/alerts.log"),

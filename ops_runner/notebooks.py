@@ -305,6 +305,7 @@ INCIDENT_CATEGORY = {
     "decision": "strategy",
     "execution": "broker",
     "reconciliation": "broker",
+    "audit": "broker",
 }
 
 

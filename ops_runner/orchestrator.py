@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = "tick.lock"
 MAX_JOBS_PER_TICK = 12
+MAX_INVESTIGATIONS_PER_TICK = 3  # incident notebooks per tick; the rest wait for the next
 SCHEDULE_STARTED = "ScheduleStarted"
 
 
@@ -201,6 +202,8 @@ def tick(
                     _check_clock(cfg, ledger, broker, clock())
                     _probe_broker_down(ledger, broker, clock())
                     ran = _run_due(cfg, ledger, broker, clock, now is not None, on_job)
+                    ran += _investigate_incidents(cfg, ledger, broker, clock, now is not None,
+                                                  on_job)  # fmt: skip
                 view = read_state(ledger)
             finally:
                 broker.close()
@@ -321,6 +324,7 @@ def _run_due(
     settings = ScheduleSettings.from_config(cfg.values)
     calendar = cfg.calendar()
     ran: list[str] = []
+    tried: set[str] = set()  # a slot runs once per tick: one that waits is asked next tick
     for _ in range(MAX_JOBS_PER_TICK):
         now = clock()
         progress = read_progress(ledger, now, lambda: compute_store_fingerprint(cfg))
@@ -338,16 +342,63 @@ def _run_due(
             _record_expired(cfg, ledger, slot, now)
         for slot in agenda.missed:
             _record_missed(ledger, slot, now, read_state(ledger).state)
-        due = [slot for slot in agenda.due if slot.key not in progress.held]
+        due = [s for s in agenda.due if s.key not in progress.held and s.key not in tried]
         if not due:
             break
         slot = due[0]
+        tried.add(slot.key)
         if on_job is not None:
             on_job(slot)
         ok, line = run_slot(cfg, ledger, broker, slot, now, simulated)
         ran.append(line)
         if not ok:
             break
+    return ran
+
+
+def compute_uninvestigated(events: Any, limit: int = MAX_INVESTIGATIONS_PER_TICK) -> list[str]:
+    """Return the open incidents no investigation notebook has started for, oldest first.
+
+    An incident opened because an investigation itself failed is not investigated again
+    (that would loop); its own notebook is linked from the incident it failed on.
+    """
+    from ops_runner.projections import compute_open_incidents
+
+    events = list(events)
+    started = {
+        str(e.payload.get("slot"))
+        for e in events
+        if e.kind == str(EventKind.JOB_STARTED) and e.payload.get("job") == "incident"
+    }
+    return [
+        str(i["incident_id"])
+        for i in compute_open_incidents(events)
+        if f"incident:{i['incident_id']}" not in started
+        and not str(i["incident_id"]).startswith("job-incident-")
+    ][:limit]
+
+
+def _investigate_incidents(
+    cfg: Config,
+    ledger: Any,
+    broker: _LazyBroker,
+    clock: Callable[[], datetime],
+    simulated: bool,
+    on_job: Callable[[Any], None] | None,
+) -> list[str]:
+    """Runbook 4.1 on every new incident: the incident notebook, once per incident (its
+    executed copy is the investigation's record, linked from the runs index)."""
+    from ops_runner.schedule import Job, Slot
+
+    if not cfg.values["schedule"].get("investigate_incidents", True):
+        return []
+    ran = []
+    for incident_id in compute_uninvestigated(ledger.events()):
+        now = clock()
+        slot = Slot(Job.INCIDENT, f"incident:{incident_id}", now.date(), None, now, now)
+        if on_job is not None:
+            on_job(slot)
+        ran.append(run_slot(cfg, ledger, broker, slot, now, simulated)[1])
     return ran
 
 
@@ -450,6 +501,10 @@ def compute_parameters(cfg: Config, slot: Any, now: datetime, simulated: bool) -
         params.update(cycle=str(slot.cycle), now=_iso(now) if simulated else "")
     elif slot.job is Job.SLIPPAGE_REPORT:
         params["cycle"] = str(slot.cycle)
+    elif slot.job is Job.AUDIT:
+        params["now"] = _iso(now) if simulated else ""
+    elif slot.job is Job.INCIDENT:
+        params.update(incident=slot.key.split(":", 1)[1], now=_iso(now) if simulated else "")
     return params
 
 
@@ -482,12 +537,10 @@ def run_slot(
     if slot.job not in NOTEBOOK_JOBS:
         run_id = compute_run_id()
         try:
-            checks = _run_checks(cfg, ledger, broker, slot, now, run_id)
-        except Exception as exc:  # boundary: a check that crashes is a failed job
+            outcome = _run_in_process(cfg, ledger, broker, slot, now, run_id)
+        except Exception as exc:  # boundary: a check or backup that crashes is a failed job
             _record_crash(ledger, slot, about, run_id, exc)
             return False, f"{slot.key} FAILED ({type(exc).__name__})"
-        failed = [c.name for c in checks if not c.passed]
-        outcome = "passed" if not failed else "failed: " + ", ".join(failed)
         ledger.append(
             str(EventKind.JOB_COMPLETED),
             f"JobCompleted:{run_id}",
@@ -501,6 +554,8 @@ def run_slot(
     if slot.job is Job.EXECUTION:
         if down := _probe_orders_session(ledger, broker, slot, now):
             return True, f"{slot.key} waiting: broker unavailable ({down})"
+    if slot.job is Job.AUDIT and (why := compute_audit_hold(ledger.events())):
+        return True, f"{slot.key} waiting: {why}"
     if isinstance(broker, _LazyBroker):
         broker.close()  # the kernel logs in with the same client ids: free them first
     run = execute_job(
@@ -560,14 +615,46 @@ def _record_qa_state(ledger: Any, slot: Any, outcome: str, run_id: str) -> None:
         )
 
 
-def _run_checks(cfg: Config, ledger: Any, broker: Any, slot: Any, now: datetime, run_id: str):
+def compute_audit_hold(events: Any) -> str | None:
+    """Return why the weekly audit must wait, or None: the broker is down (the audit would
+    only fail), or a cycle's orders went out and its reconciliation has not recorded the
+    fills yet (the broker's positions would read as breaks). It runs at a later tick."""
+    from ops_runner.projections import compute_state
+
+    events = list(events)
+    if compute_state(events).state is State.BROKER_DOWN:
+        return "the broker is down"
+    done = {
+        str(e.payload["slot"])
+        for e in events
+        if e.kind == str(EventKind.JOB_COMPLETED) and e.payload.get("done")
+    }
+    for key in sorted(done):
+        job, _, cycle = key.partition(":")
+        if job == "execution" and f"reconciliation:{cycle}" not in done:
+            return f"the {cycle} orders are not reconciled yet"
+    return None
+
+
+def _run_in_process(
+    cfg: Config, ledger: Any, broker: Any, slot: Any, now: datetime, run_id: str
+) -> str:
+    """Run a job that needs no kernel (checks, backup) and return its outcome line."""
     from ops_runner.checks import run_daily_checks, run_pre_rebalance_checks
     from ops_runner.schedule import Job
 
+    if slot.job is Job.BACKUP:
+        from ops_runner.backup import create_backup
+
+        result = create_backup(cfg, now=now, reason=f"weekly ({slot.key})")
+        return f"archived {result.archive.name}"
     real = broker.get() if isinstance(broker, _LazyBroker) else broker
     if slot.job is Job.DAILY_CHECKS:
-        return run_daily_checks(cfg, ledger, real, slot.session, slot.key, run_id)
-    return run_pre_rebalance_checks(cfg, ledger, real, slot.session, slot.key, now, run_id)
+        checks = run_daily_checks(cfg, ledger, real, slot.session, slot.key, run_id)
+    else:
+        checks = run_pre_rebalance_checks(cfg, ledger, real, slot.session, slot.key, now, run_id)
+    failed = [c.name for c in checks if not c.passed]
+    return "passed" if not failed else "failed: " + ", ".join(failed)
 
 
 def _record_crash(ledger: Any, slot: Any, about: dict, run_id: str, exc: Exception) -> None:

@@ -9,6 +9,11 @@ A rebalance cycle (R = the last session of a month, N = the session after it):
 - ``execution`` inside N's submission window (market-on-open orders for N's open);
 - ``reconciliation`` -> ``slippage_report`` after N's open plus ``reconciliation_delay_minutes``.
 Every session: ``daily_checks`` after its close plus ``decision_delay_minutes``.
+The last session of each week: ``audit`` (broker vs ledger since inception) and ``backup`` at
+the same instant, each due by the next session's open (``schedule.weekly_audit`` and
+``schedule.weekly_backup`` turn them off).
+The tick also runs ``incident`` (the investigation notebook) once for every new incident; that
+one is not a slot of the calendar.
 
 Each slot has an opening instant, a deadline (not done by then: missed, an incident) and for
 some a closing instant (past it the slot is not run at all; a decision past its window is the
@@ -36,11 +41,16 @@ class Job(StrEnum):
     EXECUTION = "execution"
     RECONCILIATION = "reconciliation"
     SLIPPAGE_REPORT = "slippage_report"
+    AUDIT = "audit"
+    BACKUP = "backup"
+    INCIDENT = "incident"
 
 
 NOTEBOOK_JOBS = frozenset(
-    {Job.DATA_QA, Job.DECISION, Job.EXECUTION, Job.RECONCILIATION, Job.SLIPPAGE_REPORT}
-)
+    {Job.DATA_QA, Job.DECISION, Job.EXECUTION, Job.RECONCILIATION, Job.SLIPPAGE_REPORT,
+     Job.AUDIT, Job.INCIDENT}
+)  # fmt: skip
+WEEKLY_JOBS = (Job.AUDIT, Job.BACKUP)
 # Jobs that may only run in RUN: everything else reads, checks or reports and runs in any state.
 RUN_ONLY = frozenset({Job.DECISION, Job.EXECUTION})
 _ORDER = {job: i for i, job in enumerate(Job)}
@@ -55,6 +65,7 @@ class ScheduleSettings:
     window_end: str
     reconciliation_delay: timedelta
     deadlines: Mapping[str, timedelta]
+    weekly: tuple[Job, ...] = WEEKLY_JOBS
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any]) -> ScheduleSettings:
@@ -67,6 +78,7 @@ class ScheduleSettings:
             window_end=sched["submission_window"]["end"],
             reconciliation_delay=timedelta(minutes=int(sched["reconciliation_delay_minutes"])),
             deadlines=minutes,
+            weekly=tuple(job for job in WEEKLY_JOBS if sched.get(f"weekly_{job}", True)),
         )
 
 
@@ -126,6 +138,11 @@ def compute_session_slots(calendar: Any, settings: ScheduleSettings, session: da
         Slot(Job.DAILY_CHECKS, f"{Job.DAILY_CHECKS}:{day}", session, None, after_close,
              deadline=next_open, closes=next_open),
     ]  # fmt: skip
+    if next_session.isocalendar()[:2] != session.isocalendar()[:2]:  # the week's last session
+        slots.extend(
+            Slot(job, f"{job}:{day}", session, None, after_close, deadline=next_open)
+            for job in settings.weekly
+        )
     if calendar.is_month_end_session(next_session):
         slots.append(
             Slot(Job.PRE_REBALANCE, f"{Job.PRE_REBALANCE}:{day}", session,

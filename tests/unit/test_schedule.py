@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -125,6 +125,8 @@ JOB_RANK = {  # at equal instants: the daily checks first (a weaker freshness re
     "execution": 4,
     "reconciliation": 5,
     "slippage_report": 6,
+    "audit": 7,
+    "backup": 8,
 }
 
 WALK_START = utc("2024-12-31 15:00")  # after daily_checks:2024-12-30 closed: nothing open
@@ -146,9 +148,17 @@ class _MemoCalendar:
 
 
 @pytest.fixture(scope="module")
-def settings() -> ScheduleSettings:
+def full_settings() -> ScheduleSettings:
+    """The template's schedule: the cycle's jobs, the daily checks and the weekly jobs."""
     values = check_config(yaml.safe_load(TEMPLATE.read_text()))
     return ScheduleSettings.from_config(values)
+
+
+@pytest.fixture(scope="module")
+def settings(full_settings) -> ScheduleSettings:
+    """The template's schedule without the weekly audit and backup: the tables below are about
+    the cycle's jobs and the daily checks (the weekly slots have their own tests)."""
+    return replace(full_settings, weekly=())
 
 
 @pytest.fixture(scope="module")
@@ -279,6 +289,56 @@ def test_slots_when_openings_tie_ordered_daily_pre_qa_decision(cal, settings):
     ]
 
 
+# The week's last session, its audit/backup opening (close + 30 min) and the next open (their
+# deadline), UTC, by hand: Good Friday, Juneteenth on a Thursday, the 4th of July on a Friday
+# after an early close, Thanksgiving's half day, Christmas on a Thursday, a plain week.
+WEEKLY = [
+    ("2025-04-17", "2025-04-17 20:30", "2025-04-21 13:30"),  # Good Friday 04-18 closed
+    ("2025-06-20", "2025-06-20 20:30", "2025-06-23 13:30"),  # Juneteenth Thursday closed
+    ("2025-07-03", "2025-07-03 17:30", "2025-07-07 13:30"),  # early close; the 4th a Friday
+    ("2025-11-28", "2025-11-28 18:30", "2025-12-01 14:30"),  # the half day after Thanksgiving
+    ("2025-12-26", "2025-12-26 21:30", "2025-12-29 14:30"),  # Christmas Thursday closed
+    ("2025-03-07", "2025-03-07 21:30", "2025-03-10 13:30"),  # EST Friday, EDT Monday
+]
+
+
+@pytest.mark.parametrize("session, opens, deadline", WEEKLY, ids=[r[0] for r in WEEKLY])
+def test_weekly_slots_when_week_ends_audit_then_backup_at_literal_instants(
+    cal, full_settings, session, opens, deadline
+):
+    day = date.fromisoformat(session)
+    slots = compute_slots(cal, full_settings, day - timedelta(days=6), day + timedelta(days=3))
+    weekly = [s for s in slots if s.job in (Job.AUDIT, Job.BACKUP) and s.session <= day]
+    assert [(s.key, s.opens, s.deadline, s.closes, s.after) for s in weekly[-2:]] == [
+        (f"audit:{session}", utc(opens), utc(deadline), None, ()),
+        (f"backup:{session}", utc(opens), utc(deadline), None, ()),
+    ]
+    week = day.isocalendar()[:2]
+    assert [s for s in weekly if s.session.isocalendar()[:2] == week] == weekly[-2:]
+
+
+def test_weekly_slots_when_2025_one_audit_and_one_backup_per_week(cal, full_settings):
+    slots = compute_slots(cal, full_settings, date(2025, 1, 1), date(2025, 12, 31))
+    audits = [s.session for s in slots if s.job is Job.AUDIT]
+    backups = [s.session for s in slots if s.job is Job.BACKUP]
+    assert audits == backups
+    # 2025-01-02 Thursday .. 2025-12-31 Wednesday: ISO weeks 1 to 52, and week 1 of 2026
+    # (Monday 2025-12-29) closes on Friday 2026-01-02, outside the range.
+    assert len(audits) == 52
+    assert len({d.isocalendar()[:2] for d in audits}) == 52
+
+
+@pytest.mark.parametrize("off", ["weekly_audit", "weekly_backup"])
+def test_weekly_slots_when_turned_off_in_config_not_scheduled(cal, off):
+    raw = yaml.safe_load(TEMPLATE.read_text())
+    raw["schedule"][off] = False
+    settings = ScheduleSettings.from_config(check_config(raw))
+    slots = compute_slots(cal, settings, date(2025, 11, 24), date(2025, 11, 28))
+    assert [s.key for s in slots if s.job in (Job.AUDIT, Job.BACKUP)] == [
+        f"{job}:2025-11-28" for job in ("audit", "backup") if f"weekly_{job}" != off
+    ]
+
+
 # -- a year of instants, a perfect operator ---------------------------------------------------
 
 
@@ -292,11 +352,22 @@ def _expected_openings() -> list[tuple[str, datetime]]:
     m = MINUTE
     openings: list[tuple[str, datetime]] = []
     holidays, early = set(HOLIDAYS), set(EARLY_CLOSES)
+
+    def trading(d: date) -> bool:
+        return d.weekday() < 5 and d.isoformat() not in holidays
+
     day = WALK_START.date()
     while day <= WALK_END.date():
-        if day.weekday() < 5 and day.isoformat() not in holidays:
+        if trading(day):
             hour = 13 if day.isoformat() in early else 16
             openings.append((f"daily_checks:{day}", _et_to_utc(day, hour, 30)))
+            following = next(
+                day + timedelta(days=k) for k in range(1, 8) if trading(day + timedelta(days=k))
+            )
+            if following.isocalendar()[:2] != day.isocalendar()[:2]:  # the week's last session
+                openings += [
+                    (f"{job}:{day}", _et_to_utc(day, hour, 30)) for job in ("audit", "backup")
+                ]
         day += timedelta(days=1)
     for cycle, pre_p, after_r, window, n_open in CYCLES_2025:
         p, r = pre_p[:10], after_r[:10]
@@ -336,10 +407,11 @@ class Walk:
 
 
 @pytest.fixture(scope="module")
-def walk(cal, settings) -> Walk:
-    """A perfect operator in RUN: at each step, runs (marks done) every due slot at once, and
-    asks again at the same instant until nothing more is due. Ten days of lookback (not 45)
-    keep the walk fast and still reach from any N back past its R (at most four days)."""
+def walk(cal, full_settings) -> Walk:
+    """A perfect operator in RUN: at each step, runs (marks done) the first due slot, as the
+    tick does, and asks again at the same instant until nothing more is due. Ten days of
+    lookback (not 45) keep the walk fast and still reach from any N back past its R (at most
+    four days)."""
     memo = _MemoCalendar(cal)
     steps = _walk_steps()
     done: dict[str, datetime] = {}
@@ -347,7 +419,7 @@ def walk(cal, settings) -> Walk:
     for now in steps:
         while True:
             agenda = compute_agenda(
-                memo, settings, now, done=done, state=State.RUN, started=WALK_START,
+                memo, full_settings, now, done=done, state=State.RUN, started=WALK_START,
                 lookback_days=10, recorded_missed=[k for k, _ in record.missed],
                 recorded_expired=[k for k, _ in record.expired],
             )  # fmt: skip
@@ -355,9 +427,9 @@ def walk(cal, settings) -> Walk:
             record.expired += [(s.key, now) for s in agenda.expired]
             if not agenda.due:
                 break
-            for slot in agenda.due:
-                record.became_due.append((slot.key, now))
-                done[slot.key] = now
+            slot = agenda.due[0]  # as the tick does: run the first, then ask again
+            record.became_due.append((slot.key, now))
+            done[slot.key] = now
     return record
 
 
