@@ -10,12 +10,10 @@ from test_production_tick import EVE, IDLE, make_workbook
 from ops_runner.checks import approve_baseline
 from ops_runner.config import load_config
 from ops_runner.events import EventKind, State
+from ops_runner.incident_evidence import Cause, classify, failing_runs
 from ops_runner.incidents import (
-    Cause,
     IncidentError,
-    classify,
     close_incident,
-    failing_runs,
     list_incidents,
     open_incident,
     require_postmortem,

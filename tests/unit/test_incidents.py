@@ -11,11 +11,10 @@ import pytest
 from ops_runner.brokers import AccountValues, BrokerUnavailable, Health
 from ops_runner.config import init_workbook, load_config
 from ops_runner.events import EventKind, State, Trigger
+from ops_runner.incident_evidence import Cause, compute_classification
 from ops_runner.incidents import (
-    Cause,
     IncidentError,
     close_incident,
-    compute_classification,
     compute_masked,
     list_incidents,
     open_incident,
