@@ -218,6 +218,17 @@ def action_for_state(state: State) -> Action:
     raise OpsError(f"nothing to approve: the system is in {state}, which needs no approval")
 
 
+def require_review(ledger: Any, review: str | None) -> None:
+    """Return None when ``review`` is the post-mortem of an incident closed since the current
+    HALT began; raises ApprovalRefused("review") saying which post-mortems would do."""
+    from ops_runner.incidents import IncidentError, require_postmortem
+
+    try:
+        require_postmortem(ledger, review)
+    except IncidentError as exc:
+        raise ApprovalRefused("review", str(exc)) from None
+
+
 def approve(
     cfg: Config,
     action: Action,
@@ -226,15 +237,22 @@ def approve(
     ttl: timedelta | None = None,
     now: datetime | None = None,
 ) -> str:
-    """Return a token for ``action`` bound to the state the ledger is in now."""
+    """Return a token for ``action`` bound to the state the ledger is in now.
+
+    Raises OpsError when the state needs another approval (or none), ApprovalRefused("review")
+    when an exit-halt names no post-mortem of an incident closed in this HALT: refused here
+    rather than at ``resume``, which checks it again when the token is used.
+    """
     from ops_runner.ledger import open_ledger
     from ops_runner.state import read_state
 
     with open_ledger(cfg, create=False, readonly=True) as ledger:
         view = read_state(ledger)
-    needed = action_for_state(view.state)
-    if needed is not action:
-        raise OpsError(f"the system is in {view.state}: the approval it needs is {needed}")
+        needed = action_for_state(view.state)
+        if needed is not action:
+            raise OpsError(f"the system is in {view.state}: the approval it needs is {needed}")
+        if action is Action.EXIT_HALT and (review or "").strip():  # none: issue_token says so
+            require_review(ledger, review)
     lifetime = ttl or timedelta(minutes=cfg.values["approvals"]["default_ttl_minutes"])
     return issue_token(read_approval_key(cfg), action, view.seq, reason, review, lifetime, now)
 
@@ -273,7 +291,9 @@ def resume(
 ) -> State:
     """Use a token: record ApprovalUsed and the transition in one append. Returns the new state.
 
-    Raises ApprovalRefused (nothing recorded, state unchanged).
+    Leaving SAFE_MODE needs ``integrity`` to find no problem; leaving HALT needs the token's
+    review to be the post-mortem of an incident closed since the HALT began. Raises
+    ApprovalRefused (nothing recorded, state unchanged).
     """
     from ops_runner.ledger import open_ledger
     from ops_runner.state import apply_trigger, read_state
@@ -288,6 +308,8 @@ def resume(
             problems = integrity(cfg, ledger, now) if now is not None else integrity(cfg, ledger)
             if problems:
                 raise ApprovalRefused("integrity", "; ".join(problems))
+        if action is Action.EXIT_HALT:
+            require_review(ledger, claims.review)
         _, to_state, trigger = ACTION_TRANSITIONS[action]
         used_event = (
             str(EventKind.APPROVAL_USED),

@@ -326,7 +326,11 @@ def require_postmortem(ledger: Any, review: str | None) -> None:
     if view.state is not State.HALT:
         raise IncidentError(f"the system is in {view.state}, not HALT: no post-mortem to check")
     if not reference:
-        raise IncidentError("leaving HALT needs the post-mortem reference of a closed incident")
+        raise IncidentError(
+            "leaving HALT needs the post-mortem reference of an incident closed since HALT began: "
+            "`ops-runner incident close ID --resolution TEXT --postmortem REF`, then approve "
+            "with --review REF"
+        )
     named = [
         e.payload.get("postmortem")
         for e in ledger.events(kind=str(EventKind.INCIDENT_CLOSED), after_seq=view.seq)
@@ -336,7 +340,7 @@ def require_postmortem(ledger: Any, review: str | None) -> None:
         raise IncidentError(
             f"review {reference!r} is not the post-mortem of an incident closed since HALT began "
             f"at event {view.seq} (closed with post-mortems: {known}); close the incident with "
-            "`ops-runner incident close --postmortem` first"
+            "`ops-runner incident close ID --resolution TEXT --postmortem REF` first"
         )
 
 

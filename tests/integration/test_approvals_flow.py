@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import os
 import subprocess
 import sys
@@ -11,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from ops_runner.approvals import Action, ApprovalRefused, approve, resume
+from ops_runner.approvals import Action, ApprovalRefused, approve, issue_token, resume
 from ops_runner.config import init_workbook, load_config
 from ops_runner.errors import SecretError
 from ops_runner.events import EventKind, State, Trigger
+from ops_runner.incidents import close_incident, open_incident
 from ops_runner.ledger import open_ledger
 from ops_runner.state import apply_trigger, read_state, record_equity_mark
 
@@ -42,6 +47,43 @@ def events(cfg, kind: EventKind) -> list:
 def state(cfg) -> State:
     with open_ledger(cfg) as ledger:
         return read_state(ledger).state
+
+
+def close_reviewed(cfg, summary: str, postmortem: str, incident_id: str | None = None) -> None:
+    """Close ``incident_id`` (default: a new one opened by hand) naming ``postmortem``."""
+    with open_ledger(cfg) as ledger:
+        found = incident_id or open_incident(cfg, ledger, summary)
+        close_incident(cfg, ledger, found, f"resolved: {summary}", postmortem)
+
+
+def halt_token(cfg, review: str | None) -> str:
+    """Return an exit-halt token for the current HALT as signed offline with the key, without
+    ``approve``'s early check; review None makes one ``issue_token`` would refuse to make."""
+    with open_ledger(cfg) as ledger:
+        seq = read_state(ledger).seq
+    token = issue_token(KEY.encode(), Action.EXIT_HALT, seq, "reviewed", review or "-")
+    if review is not None:
+        return token
+    prefix, body, _ = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    raw = json.dumps({**claims, "review": None}, sort_keys=True, separators=(",", ":"))
+    body = base64.urlsafe_b64encode(raw.encode()).rstrip(b"=").decode()
+    mac = hmac.new(KEY.encode(), f"{prefix}.{body}".encode(), hashlib.sha256).digest()
+    return f"{prefix}.{body}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+
+
+def refused_review(cfg, token: str) -> str:
+    """Assert resume refuses ``token`` for its review, recording nothing; return the message."""
+    with open_ledger(cfg) as ledger:
+        before = len(list(ledger.events()))
+    with pytest.raises(ApprovalRefused) as caught:
+        resume(cfg, token)
+    assert caught.value.why == "review"
+    assert state(cfg) is State.HALT
+    assert events(cfg, EventKind.APPROVAL_USED) == []
+    with open_ledger(cfg) as ledger:
+        assert len(list(ledger.events())) == before
+    return str(caught.value)
 
 
 def test_resume_when_integrity_fails_refuses_and_records_nothing(cfg):
@@ -83,6 +125,7 @@ def test_drawdown_halt_when_reviewed_resumes_to_safe_mode_and_peak_restarts(cfg)
             view = record_equity_mark(ledger, cfg, date.fromisoformat(day), Decimal(value), "sim")
     assert view.drawdown >= Decimal("0.25")
     assert state(cfg) is State.HALT
+    close_reviewed(cfg, "drawdown reviewed", "PM-2026-03", incident_id="drawdown-2026-03-31")
     token = approve(cfg, Action.EXIT_HALT, "drawdown reviewed", review="PM-2026-03")
     assert resume(cfg, token) is State.SAFE_MODE
     with open_ledger(cfg) as ledger:
@@ -127,6 +170,15 @@ def test_cli_when_kill_then_approve_and_resume_halt_goes_to_safe_mode(cfg, tmp_p
     assert missing_review.returncode != 0 and "review" in missing_review.stderr
     assert "Traceback" not in missing_review.stderr
     assert cli("unkill").returncode == 0
+    unreviewed = cli("approve", "--action", "exit-halt", "--reason", "ok", "--review", "PM-1")
+    assert unreviewed.returncode == 1 and "approval refused (review)" in unreviewed.stderr
+    assert "Traceback" not in unreviewed.stderr
+    opened = cli("incident", "open", "--summary", "broker acting up")
+    assert opened.returncode == 0, opened.stderr
+    incident_id = opened.stdout.split()[1]  # "incident <id> open; state HALT"
+    closed = cli("incident", "close", incident_id, "--resolution", "broker restarted",
+                 "--postmortem", "PM-1")  # fmt: skip
+    assert closed.returncode == 0, closed.stderr
     approved = cli("approve", "--action", "exit-halt", "--reason", "ok", "--review", "PM-1")
     assert approved.returncode == 0, approved.stderr
     token = approved.stdout.strip()
@@ -136,3 +188,35 @@ def test_cli_when_kill_then_approve_and_resume_halt_goes_to_safe_mode(cfg, tmp_p
     assert again.returncode == 1 and "approval refused" in again.stderr
     verify = cli("ledger", "verify")
     assert verify.returncode == 0, verify.stdout
+
+
+@pytest.mark.parametrize(
+    ("closed", "review"),
+    [(None, "PM-1"), ("PM-1", "PM-2"), ("PM-1", None)],
+    ids=["none-closed", "another-postmortem", "no-review"],
+)
+def test_resume_when_exit_halt_names_no_closed_postmortem_refuses_review(cfg, closed, review):
+    enter(cfg, Trigger.KILL_SWITCH)
+    if closed is not None:
+        close_reviewed(cfg, "broker restarted", closed)
+    message = refused_review(cfg, halt_token(cfg, review))
+    assert "incident close" in message and "state is unchanged" in message
+
+
+def test_resume_when_postmortem_closed_before_halt_began_refuses_review(cfg):
+    close_reviewed(cfg, "stale prices re-imported", "PM-OLD")  # in SAFE_MODE, before the HALT
+    enter(cfg, Trigger.KILL_SWITCH)
+    with pytest.raises(ApprovalRefused) as early:
+        approve(cfg, Action.EXIT_HALT, "reviewed", review="PM-OLD")
+    assert early.value.why == "review"
+    message = refused_review(cfg, halt_token(cfg, "PM-OLD"))
+    assert "closed since HALT began" in message
+
+
+def test_resume_when_postmortem_closed_in_this_halt_goes_to_safe_mode(cfg):
+    close_reviewed(cfg, "stale prices re-imported", "PM-OLD")
+    enter(cfg, Trigger.KILL_SWITCH)
+    close_reviewed(cfg, "broker restarted", "PM-7")
+    assert resume(cfg, halt_token(cfg, "PM-7")) is State.SAFE_MODE
+    [used] = events(cfg, EventKind.APPROVAL_USED)
+    assert (used.payload["action"], used.payload["review"]) == ("exit-halt", "PM-7")
