@@ -292,7 +292,24 @@ def _incident(
     token = approve(cfg, Action.EXIT_SAFE_MODE, "stale SPY re-imported; QA clean", now=late)
     state = resume(cfg, token, now=late + timedelta(minutes=10))
     say(f"  operator: ops-runner approve --action exit-safe-mode; resume: state {state}")
+    closed = _close_incidents(cfg, "stale SPY delivery re-imported; QA clean; resumed",
+                              late + timedelta(minutes=10))  # fmt: skip
+    say(f"  operator: ops-runner incident close {' '.join(closed)} (executed investigations in "
+        "ledger/runs)")  # fmt: skip
     _tick_twice(cfg, late + timedelta(minutes=15), result, bar, clock)
+
+
+def _close_incidents(cfg: Any, resolution: str, now: datetime) -> list[str]:
+    """The operator records the resolution of every incident still open (runbook 4.1)."""
+    from ops_runner.incidents import close_incident
+    from ops_runner.ledger import open_ledger
+    from ops_runner.projections import compute_open_incidents
+
+    with open_ledger(cfg) as ledger:
+        ids = [str(i["incident_id"]) for i in compute_open_incidents(ledger.events())]
+        for incident_id in ids:
+            close_incident(cfg, ledger, incident_id, resolution, now=now)
+    return ids
 
 
 def _rerun_qa(cfg: Any, session: date, now: datetime) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from ops_runner.backup import verify_archive
 from ops_runner.config import load_config
 from ops_runner.events import EventKind
 from ops_runner.ledger import open_ledger
@@ -25,6 +26,10 @@ HMAC_KEY = "demo-hmac-key-5f1c0e9a7b2d4c6e8f0a1b2c3d4e5f60"
 ACCOUNT = "DU7654321"
 JOBS = ("data_qa", "decision", "execution", "reconciliation", "slippage_report")
 CYCLES = ("2025-09", "2025-10", "2025-11")
+# The last session of each week the walk spans (2025-09-29 after the close to 2025-12-01 noon):
+# each gets a weekly audit and backup. Read off a calendar by hand: no holiday ends a week early.
+WEEKS = ("2025-10-03", "2025-10-10", "2025-10-17", "2025-10-24", "2025-10-31", "2025-11-07",
+         "2025-11-14", "2025-11-21", "2025-11-28")  # fmt: skip
 
 pytestmark = pytest.mark.notebook
 
@@ -55,7 +60,9 @@ def test_demo_when_walked_three_months_ledger_and_artifacts_verify(walk):
     done = subprocess.run([str(EXE), "--workbook", str(cfg.workbook), "ledger", "verify"],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "ledger ok" in done.stdout and "artifacts ok: 16 registered notebooks" in done.stdout
+    registered = 16 + len(WEEKS) + 1  # the cycles' jobs, the audits, one investigation
+    assert "ledger ok" in done.stdout
+    assert f"artifacts ok: {registered} registered notebooks" in done.stdout
 
 
 def test_demo_when_walked_every_job_of_every_cycle_left_a_completed_notebook(walk):
@@ -64,12 +71,27 @@ def test_demo_when_walked_every_job_of_every_cycle_left_a_completed_notebook(wal
     completed = Counter((r["cycle"], r["job"]) for r in runs if r["outcome"] == "completed")
     assert {(c, j) for c in CYCLES for j in JOBS} <= set(completed)
     # 3 cycles x 5 jobs, and the incident month ran data QA twice (blocked, then clean)
-    assert len(runs) == 16
+    assert sum(n for (cycle, _), n in completed.items() if cycle) == 16
     assert completed[("2025-10", "data_qa")] == 2
+    # each week's audit, and the investigation of October's one incident
+    jobs = Counter(r["job"] for r in runs if r["outcome"] == "completed")
+    assert (jobs["audit"], jobs["incident"], len(runs)) == (len(WEEKS), 1, 16 + len(WEEKS) + 1)
     for run in runs:  # each run its own file, and the file still has its recorded hash
         path = cfg.workbook / run["path"]
         assert path.name == f"{run['job']}-{run['run_id']}.ipynb"
         assert hashlib.sha256(path.read_bytes()).hexdigest() == run["sha256"]
+
+
+def test_demo_when_each_week_closed_the_ticks_audited_and_backed_up_once(walk):
+    _, cfg, events = walk
+    audits = _of(events, EventKind.AUDIT_RECORDED)
+    assert [(a["session"], a["status"]) for a in audits] == [(w, "CLEAN") for w in WEEKS]
+    backups = _of(events, EventKind.BACKUP_RECORDED)
+    assert len(backups) == len(WEEKS)
+    kept = sorted(cfg.path("backups").glob("*.tar.gz"))
+    assert len(kept) == min(len(WEEKS), cfg.values["backup"]["keep"])  # retention
+    assert [k.name for k in kept] == [Path(b["archive"]).name for b in backups][-len(kept) :]
+    assert all(verify_archive(k).ok for k in kept)
 
 
 def test_demo_when_each_tick_ran_twice_nothing_was_done_twice(walk):
@@ -96,6 +118,9 @@ def test_demo_when_feed_went_stale_took_the_runbooks_path_and_alerted(walk):
     ]
     missed = _of(events, EventKind.JOB_MISSED)
     assert [m["slot"] for m in missed] == ["data_qa:2025-10"]
+    opened = [i["incident_id"] for i in _of(events, EventKind.INCIDENT_OPENED)]
+    closed = [i["incident_id"] for i in _of(events, EventKind.INCIDENT_CLOSED)]
+    assert opened == closed == ["missed-data_qa-2025-10"]  # investigated, then closed
     alerts = _of(events, EventKind.ALERT_SENT)
     assert any("SAFE_MODE" in a["subject"] for a in alerts)
     log = (cfg.path("kill_switch").parent / "alerts.log").read_text()
