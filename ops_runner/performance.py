@@ -217,7 +217,7 @@ def compute_live_book(events: Iterable[Any], calendar: Any) -> LiveBook | Perfor
         when = fill.get("session") or str(fill.get("time") or "")[:10]
         commission = fill.get("commission")
         rows.append({
-            "symbol": str(fill["symbol"]), "session": date.fromisoformat(str(when)),
+            "symbol": str(fill["symbol"]), "session": calendar.session_on_or_before(str(when)),
             "side": str(fill["side"]), "signed": quantity if fill["side"] == "BUY" else -quantity,
             "price": float(Decimal(str(fill["price"]))),
             "commission": float(Decimal(str(commission))) if commission is not None else 0.0,
@@ -395,11 +395,13 @@ def _day(value: Any) -> date | None:
 def compute_decision_mismatches(
     events: Iterable[Any], decisions: Iterable[Mapping[str, Any]]
 ) -> list[str]:
-    """Return the sessions where the ledger's recorded targets differ from the backtest's."""
+    """Return the backtest's traded decisions that the ledger recorded with other targets, or
+    never recorded (a skipped or missed cycle), one line each."""
     ours = {str(e.payload["session"]): dict(e.payload["decision"]["targets"])
             for e in events if e.kind == EventKind.DECISION_RECORDED}  # fmt: skip
-    differ = [d for d in decisions if d["session"] in ours and ours[d["session"]] != d["targets"]]
-    return [f"{d['session']} (live {ours[d['session']]}, research {d['targets']})" for d in differ]
+    traded = [d for d in decisions if d["execution"] and ours.get(d["session"]) != d["targets"]]
+    return [f"{d['session']} (live {ours.get(d['session'], 'no decision')}, research "
+            f"{d['targets']})" for d in traded]  # fmt: skip
 
 
 def _no_data(message: str, tolerance: float) -> PerformanceReport:
@@ -497,7 +499,7 @@ def _notes(book: LiveBook, live: Curve, mismatches: list[str]) -> list[str]:
     if book.missing_commissions:
         notes.append(f"{book.missing_commissions} fill(s) still lack a commission (counted 0)")
     if mismatches:
-        notes.append("live decided otherwise than research on " + "; ".join(mismatches))
+        notes.append("live did not decide as research on " + "; ".join(mismatches))
     return notes
 
 

@@ -84,4 +84,5 @@ def test_performance_notebook_when_seven_cycles_filled_live_tracks_research(tmp_
         assert abs(m["tracking_bps"] - m["cash_drag_bps"]) < 1.5, m
         assert abs(m["tracking_bps"]) <= scrap["tolerance_bps"]
     assert "production behaves like research" in scrap["summary"]
+    assert not [n for n in scrap["notes"] if n.startswith("live did not decide")]  # same code
     assert "DU0000000" not in run.output.read_text(encoding="utf-8")

@@ -179,6 +179,10 @@ def test_performance_when_everything_at_once_the_parts_sum_to_the_tracking_diffe
     aaa = {FIRST: 100.0, "2024-02-02": 110.0, "2024-03-01": 121.0}
     cfg = make_world(tmp_path, {"AAA": aaa, "BBB": {FIRST: 50.0}})
     record(cfg, "10000", ("AAA", "BUY", 98, "100.10", "2.00", "2024-02-01"))
+    with open_ledger(cfg) as ledger:  # January's decision as research's; February's missed
+        decided = {"cycle_id": "2024-01", "session": "2024-01-31",
+                   "decision": {"targets": {"AAA": "1"}}}  # fmt: skip
+        ledger.append(str(EventKind.DECISION_RECORDED), "DecisionRecorded:2024-01", decided)
     report = read_performance(cfg)
     # cash 10000 - 98 x 100.10 - 2 = 188.20; February ends at 98 x 110 + 188.20 = 10968.20
     feb, mar = month(report, "2024-02"), month(report, "2024-03")
@@ -194,6 +198,8 @@ def test_performance_when_everything_at_once_the_parts_sum_to_the_tracking_diffe
     line = report.summary()
     assert "worst month 2024-02 -31.8 bps" in line and "largest part cash drag -37.2" in line
     assert "tolerance 50 bps/month (default): production behaves like research" in line
+    missed = "live did not decide as research on 2024-02-29 (live no decision, research "
+    assert [n for n in report.notes if n.startswith("live did")] == [f"{missed}{{'AAA': '1'}})"]
     strict = read_performance(cfg, tolerance_bps=20.0)
     assert strict.status is PerformanceStatus.DIVERGING and "2024-02" in strict.message
     assert "DIVERGES from research in 1 month(s)" in strict.summary()
