@@ -1,0 +1,227 @@
+"""A multi-year simulated history: a fresh workbook whose ledger holds N real cycles, fast.
+
+``simulate_history`` drives the same in-process code the cycle notebooks call, without a
+kernel: ``decision.decide`` (decision notebook), ``execution.read_plan`` and
+``submission.submit_plan`` (execution notebook), ``reconcile.reconcile`` (reconciliation
+notebook), against the simulated broker on a simulated clock: decide 30 minutes after the
+rebalance close, submit an hour before the next open, reconcile 45 minutes after it. The
+ledger ends with, per cycle, a Decision Record, the plan of record and its intents, orders,
+fills with commissions and a clean reconciliation check, exactly as a month of production
+writes them (minus the executed notebooks and the scheduler's own events).
+
+The market is the SYNTHETIC sample (``ops_runner.sources.sample``): sessions from 2010-01-04
+to 2025-12-31, so with the default 12-month lookback the first cycle can be 2011-01 and the
+last one whose orders can fill is 2025-11 (its orders fill at the 2025-12-01 open). That is up
+to 179 cycles. Two things the simulated broker does not model over long spans: dividends
+(cash stays as filled) and splits (the sample's QQQ splits 2:1 on 2018-06-18; a position held
+across it keeps its share count). Both books agree, so reconciliation stays clean.
+
+Example::
+
+    from ops_runner.testing.history import simulate_history
+
+    result = simulate_history(tmp_path / "wb", cycles=36)  # 2022-12 .. 2025-11, a few seconds
+    result.cycles[-1]  # "2025-11"
+    simulate_history(tmp_path / "wide", 36, out_of_band={"2024-03": 25.0})  # fills 25 bps off
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from ops_runner.config import Config, init_workbook, load_config
+from ops_runner.errors import OpsError
+from ops_runner.sources.sample import DEFAULT_END, DEFAULT_SEED, DEFAULT_START
+
+log = logging.getLogger(__name__)
+
+SUBMIT_BEFORE_OPEN = timedelta(hours=1)  # 08:30 New York: inside the 08:00-09:20 window
+RECONCILE_AFTER_OPEN = timedelta(minutes=45)  # past reconciliation_delay_minutes (30)
+
+
+class HistoryError(OpsError):
+    """A simulated history cannot be built as asked (a used folder, a span the sample lacks)."""
+
+
+@dataclass(frozen=True)
+class HistoryResult:
+    """What ``simulate_history`` built.
+
+    ``cycles`` are the cycle ids oldest first ("2022-12" ... "2025-11"); ``sessions`` maps each
+    to (decision session, order session) as ISO dates; ``out_of_band`` the cycles whose fills
+    were moved by the slippage asked for; ``orders`` and ``fills`` count what the ledger holds.
+    """
+
+    workbook: Path
+    cycles: tuple[str, ...]
+    sessions: Mapping[str, tuple[str, str]]
+    out_of_band: Mapping[str, float]
+    orders: int
+    fills: int
+    seconds: float
+
+    def config(self) -> Config:
+        """Return the workbook's config, loaded now."""
+        return load_config(self.workbook)
+
+
+def compute_cycle_months(
+    cycles: int, first_cycle: str | None, last: date = DEFAULT_END
+) -> list[tuple[int, int]]:
+    """Return (year, month) of ``cycles`` consecutive cycles from ``first_cycle`` ("YYYY-MM"),
+    or ending with the last month whose orders the sample can fill (the month before ``last``'s)
+    when ``first_cycle`` is None. Raises HistoryError for a bad count or cycle id."""
+    if isinstance(cycles, bool) or not isinstance(cycles, int) or cycles < 1:
+        raise HistoryError(f"cycles: {cycles!r} is not a whole number of cycles >= 1")
+    if first_cycle is None:
+        end = last.year * 12 + last.month - 2  # months since year 0; the last fillable month
+        start = end - cycles + 1
+    else:
+        year, _, month = str(first_cycle).partition("-")
+        if not (year.isdigit() and month.isdigit() and 1 <= int(month) <= 12):
+            raise HistoryError(f"first_cycle: {first_cycle!r} is not a cycle such as 2022-12")
+        start = int(year) * 12 + int(month) - 1
+    return [((start + i) // 12, (start + i) % 12 + 1) for i in range(cycles)]
+
+
+def _prepare(workbook: Path, seed: int, overrides: Mapping[str, Mapping[str, Any]]) -> Config:
+    """Initialise a fresh workbook with the sample market; refuse a folder already in use."""
+    import yaml
+
+    from ops_runner.sources.sample import write_sample
+
+    root = Path(workbook)
+    if root.exists() and any(root.iterdir()):
+        raise HistoryError(
+            f"{root} is not empty; simulate a history into a new folder (it never writes into "
+            "an existing workbook)"
+        )
+    config = init_workbook(root)
+    if overrides:
+        values = yaml.safe_load(config.read_text(encoding="utf-8"))
+        for section, changes in overrides.items():
+            if not isinstance(changes, Mapping) or not isinstance(values.get(section), dict):
+                raise HistoryError(f"config override {section!r}: expected a section's mapping")
+            values[section].update(changes)
+        config.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+    cfg = load_config(root)
+    if cfg.values["broker"]["kind"] != "sim" or cfg.values["data"]["primary"] != "sample":
+        raise HistoryError("a simulated history needs broker.kind sim and data.primary sample")
+    write_sample(cfg.store(), seed=seed, calendar=cfg.calendar())
+    return cfg
+
+
+def _with_slippage(cfg: Config, bps: float) -> Config:
+    """Return ``cfg`` with ``costs.slippage_bps`` replaced: the broker's fills, nothing else."""
+    costs = {**cfg.values["costs"], "slippage_bps": float(bps)}
+    return Config(cfg.workbook, {**cfg.values, "costs": costs}, cfg.source_path)
+
+
+def run_cycle(cfg: Config, year: int, month: int, fill_slippage_bps: float | None = None) -> str:
+    """Run one cycle: decide, plan and submit, fill at the open, reconcile. Returns its id.
+
+    ``fill_slippage_bps`` replaces ``costs.slippage_bps`` for this cycle's fills only. Raises
+    HistoryError when the submission or the reconciliation does not end clean, and what the
+    jobs raise (StrategyError, ExecutionError, ReconciliationError, LedgerError).
+    """
+    from ops_runner.brokers import open_broker
+    from ops_runner.decision import decide
+    from ops_runner.execution import read_plan
+    from ops_runner.ledger import open_ledger
+    from ops_runner.reconcile import ReconciliationStatus, reconcile
+    from ops_runner.submission import SubmissionStatus, submit_plan
+
+    calendar = cfg.calendar()
+    decided = calendar.rebalance_session(year, month)
+    order_session = calendar.next_session(decided)
+    delay = timedelta(minutes=int(cfg.values["schedule"]["decision_delay_minutes"]))
+    decided_at: datetime = calendar.session_close(decided).to_pydatetime() + delay
+    opened: datetime = calendar.session_open(order_session).to_pydatetime()
+    submit_at, reconcile_at = opened - SUBMIT_BEFORE_OPEN, opened + RECONCILE_AFTER_OPEN
+
+    record = decide(cfg, decided, now=decided_at).record
+    cycle = str(record["cycle_id"])
+    broker = open_broker(cfg, clock=lambda: submit_at)
+    broker.connect()
+    plan = read_plan(cfg, broker, record)
+    with open_ledger(cfg) as ledger:
+        submitted = submit_plan(cfg, ledger, broker, plan, submit_at)
+    if submitted.status is not SubmissionStatus.SUBMITTED:
+        raise HistoryError(f"cycle {cycle}: submission {submitted.status}: {submitted.detail}")
+    # The first broker call after the open fills the orders: this one, with the cycle's costs.
+    fills_cfg = cfg if fill_slippage_bps is None else _with_slippage(cfg, fill_slippage_bps)
+    reader = open_broker(fills_cfg, clock=lambda: reconcile_at, role="readonly")
+    reader.connect()
+    with open_ledger(cfg) as ledger:
+        report = reconcile(cfg, ledger, reader, cycle, order_session.isoformat(), reconcile_at)
+    if report.status is not ReconciliationStatus.CLEAN:
+        raise HistoryError(f"cycle {cycle}: reconciliation {report.status}: {report.summary()}")
+    return cycle
+
+
+def simulate_history(
+    workbook: Path,
+    cycles: int = 36,
+    first_cycle: str | None = None,
+    seed: int = DEFAULT_SEED,
+    *,
+    out_of_band: Mapping[str, float] | None = None,
+    config: Mapping[str, Mapping[str, Any]] | None = None,
+) -> HistoryResult:
+    """Build a fresh workbook at ``workbook`` whose ledger holds ``cycles`` real cycles.
+
+    ``first_cycle`` ("YYYY-MM") is the first cycle; None ends the history at 2025-11, the last
+    cycle the sample can fill. ``seed`` is the sample market's (the default is the embedded
+    sample every workbook gets). ``out_of_band`` maps cycle ids to the simulated broker's
+    slippage in bps for that cycle's fills (the default is ``costs.slippage_bps``, 2 bps),
+    e.g. {"2024-03": 25.0} to see orders flagged. ``config`` overrides config sections before
+    anything runs, e.g. {"costs": {"slippage_bands": {"EEM": 20.0}}}.
+
+    No notebook, no tick: the ledger holds decisions, plans, intents, orders, fills,
+    commissions and reconciliation checks, no executed notebooks or slippage checks. Returns
+    the HistoryResult. Raises HistoryError for a folder in use, a span outside the sample or a
+    cycle that does not reconcile clean.
+    """
+    began = time.monotonic()
+    months = compute_cycle_months(cycles, first_cycle)
+    wanted = {f"{y:04d}-{m:02d}" for y, m in months}
+    wide = {str(k): float(v) for k, v in (out_of_band or {}).items()}
+    if stray := sorted(set(wide) - wanted):
+        raise HistoryError(f"out_of_band names cycle(s) outside the history: {', '.join(stray)}")
+    first, last = months[0], months[-1]
+    if (first[0], first[1]) <= (DEFAULT_START.year, DEFAULT_START.month) or (
+        last[0] * 12 + last[1] > DEFAULT_END.year * 12 + DEFAULT_END.month - 1
+    ):
+        raise HistoryError(
+            f"cycles {first[0]}-{first[1]:02d} to {last[0]}-{last[1]:02d} are outside the sample "
+            f"market ({DEFAULT_START} to {DEFAULT_END}): the last cycle it can fill is 2025-11"
+        )
+    cfg = _prepare(Path(workbook), seed, config or {})
+    done, sessions = [], {}
+    calendar = cfg.calendar()
+    for year, month in months:
+        cycle = run_cycle(cfg, year, month, wide.get(f"{year:04d}-{month:02d}"))
+        decided = calendar.rebalance_session(year, month)
+        sessions[cycle] = (decided.isoformat(), calendar.next_session(decided).isoformat())
+        done.append(cycle)
+    orders, fills = _count(cfg)
+    seconds = time.monotonic() - began
+    log.info("simulated %d cycle(s) %s..%s in %.1f s", len(done), done[0], done[-1], seconds)
+    return HistoryResult(Path(workbook), tuple(done), sessions, wide, orders, fills, seconds)
+
+
+def _count(cfg: Config) -> tuple[int, int]:
+    from ops_runner.events import EventKind
+    from ops_runner.ledger import open_ledger
+    from ops_runner.projections import compute_fills
+
+    with open_ledger(cfg, create=False, readonly=True) as ledger:
+        events = list(ledger.events())
+    orders = sum(1 for e in events if e.kind == EventKind.ORDER_SUBMITTED)
+    return orders, len(compute_fills(events))
