@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -27,6 +28,7 @@ BPS = Decimal(10_000)
 HUNDREDTH = Decimal("0.01")  # bps to 0.01, as reconciliation shows them
 RATIO = Decimal("0.0001")
 ZERO = Decimal(0)
+BAND_COLORS = ("tab:purple", "tab:olive", "tab:cyan", "tab:brown", "tab:pink", "tab:gray")
 
 
 class SlippageError(OpsError):
@@ -77,15 +79,26 @@ class OrderSlippage:
 
 @dataclass(frozen=True)
 class CycleSlippage:
-    """A cycle's (or several cycles') orders in figures: |slippage vs open| and dollar cost."""
+    """A cycle's (or several cycles', or one symbol's) orders in figures.
+
+    Averages are over the measured orders (a fill and a reference price), each order's bps
+    counted once as shown (to 0.01): signed averages say which way costs lean, |vs open| and
+    the worst cases are what the bands judge. Dollars are against the opening print.
+    """
 
     cycle_id: str
     session: str | None
     orders: int
     filled: int  # orders with at least one fill
-    avg_abs_bps: Decimal | None  # mean |vs open| over measured orders
-    worst_abs_bps: Decimal | None
+    fill_ratio: Decimal | None  # shares filled / shares ordered, over every order
+    worst_fill_ratio: Decimal | None  # the lowest order's
+    avg_vs_open_bps: Decimal | None  # signed mean: + = paid more than the open on average
+    avg_abs_bps: Decimal | None  # mean |vs open|
+    worst_abs_bps: Decimal | None  # max |vs open|
     worst_symbol: str | None
+    worst_band_bps: Decimal | None  # the worst order's own band
+    avg_vs_close_bps: Decimal | None  # signed mean vs the decision close
+    worst_vs_close_bps: Decimal | None  # max |vs the decision close|
     slippage_cost: Decimal
     commissions: Decimal
     total_cost: Decimal
@@ -156,21 +169,43 @@ def compute_order_rows(
     return rows
 
 
+def _mean(values: Sequence[Decimal]) -> Decimal | None:
+    return (sum(values, ZERO) / len(values)).quantize(HUNDREDTH) if values else None
+
+
 def compute_cycle_summary(
     cycle_id: str, session: str | None, rows: Sequence[OrderSlippage]
 ) -> CycleSlippage:
-    """Return the rows' figures: mean and worst |slippage vs open| over the measured orders,
-    dollars lost against the open, commissions, their total, and how many were flagged."""
-    measured = [(abs(r.vs_open_bps), r.symbol) for r in rows if r.vs_open_bps is not None]
-    mean = worst = symbol = None
-    if measured:
-        mean = (sum((bps for bps, _ in measured), ZERO) / len(measured)).quantize(HUNDREDTH)
-        worst, symbol = max(measured, key=lambda pair: pair[0])
+    """Return the rows' figures: fill ratios; signed and absolute mean, and worst, slippage vs
+    the open and vs the decision close over the measured orders; dollars lost against the open,
+    commissions, their total, and how many orders were out of band."""
+    measured = [(r.vs_open_bps, r) for r in rows if r.vs_open_bps is not None]
+    vs_close = [r.vs_close_bps for r in rows if r.vs_close_bps is not None]
+    worst = max(measured, key=lambda pair: abs(pair[0]), default=None)
+    ordered = sum(r.ordered for r in rows)
+    filled = Decimal(sum(r.filled for r in rows))
+    ratios = [r.fill_ratio for r in rows if r.fill_ratio is not None]
     lost = sum((r.slippage_cost for r in rows if r.slippage_cost is not None), ZERO)
     fees = sum((r.commission for r in rows if r.commission is not None), ZERO)
-    filled, flagged = sum(1 for r in rows if r.filled), sum(1 for r in rows if r.flagged)
-    return CycleSlippage(cycle_id, session, len(rows), filled, mean, worst, symbol, lost, fees,
-                         lost + fees, flagged)  # fmt: skip
+    return CycleSlippage(
+        cycle_id=cycle_id,
+        session=session,
+        orders=len(rows),
+        filled=sum(1 for r in rows if r.filled),
+        fill_ratio=(filled / ordered).quantize(RATIO) if ordered else None,
+        worst_fill_ratio=min(ratios, default=None),
+        avg_vs_open_bps=_mean([bps for bps, _ in measured]),
+        avg_abs_bps=_mean([abs(bps) for bps, _ in measured]),
+        worst_abs_bps=abs(worst[0]) if worst else None,
+        worst_symbol=worst[1].symbol if worst else None,
+        worst_band_bps=worst[1].band_bps if worst else None,
+        avg_vs_close_bps=_mean(vs_close),
+        worst_vs_close_bps=max((abs(bps) for bps in vs_close), default=None),
+        slippage_cost=lost,
+        commissions=fees,
+        total_cost=lost + fees,
+        flagged=sum(1 for r in rows if r.flagged),
+    )
 
 
 def _figures(c: CycleSlippage) -> str:
@@ -238,9 +273,15 @@ class SlippageReport:
         return f"{text}; all within band"
 
     def trailing_summary(self) -> str:
-        """Return one line of figures over the trailing cycles."""
+        """Return one line of figures over the trailing cycles, vs the open and the close."""
         t = self.trailing
-        return f"{t.cycle_id}: {_figures(t)}; {t.flagged} order(s) out of band"
+        parts = [f"{t.cycle_id}: {_figures(t)}"]
+        if t.avg_vs_open_bps is not None:
+            parts.append(f"vs open avg {t.avg_vs_open_bps:+} bps signed")
+        if t.avg_vs_close_bps is not None:
+            parts.append(f"vs decision close avg {t.avg_vs_close_bps:+} bps, worst "
+                         f"{t.worst_vs_close_bps} bps")  # fmt: skip
+        return "; ".join([*parts, f"{t.flagged} order(s) out of band"])
 
     def orders_frame(self) -> pd.DataFrame:
         """Return this cycle's orders as a table indexed by client reference."""
@@ -250,15 +291,37 @@ class SlippageReport:
         """Return one row per trailing cycle (at most 12, oldest first)."""
         return _frame(self.cycles, CycleSlippage, "cycle_id")
 
+    def symbols(self) -> list[CycleSlippage]:
+        """Return the trailing cycles' figures per symbol (``cycle_id`` holds the symbol)."""
+        by_symbol: dict[str, list[OrderSlippage]] = {}
+        for row in self.history:
+            by_symbol.setdefault(row.symbol, []).append(row)
+        return [compute_cycle_summary(s, None, rows) for s, rows in sorted(by_symbol.items())]
+
+    def symbols_frame(self) -> pd.DataFrame:
+        """Return one row per symbol traded in the trailing cycles with its band and figures."""
+        bands = {r.symbol: r.band_bps for r in self.history}
+        frame = _frame(self.symbols(), CycleSlippage, "cycle_id").drop(columns="session")
+        frame.insert(0, "band_bps", [bands[s] for s in frame.index])
+        return frame.rename_axis("symbol")
+
+    def flagged_frame(self) -> pd.DataFrame:
+        """Return the trailing cycles' out-of-band orders, oldest first."""
+        return _frame([r for r in self.history if r.flagged], OrderSlippage, "client_ref")
+
     def to_payload(self) -> dict[str, Any]:
         """Return the report JSON-safe: decimal strings, no floats."""
         extra = {"status": str(self.status), "summary": self.summary(),
-                 "flagged": [r.client_ref for r in self.flagged]}  # fmt: skip
+                 "flagged": [r.client_ref for r in self.flagged],
+                 "symbols": _plain(self.symbols())}  # fmt: skip
         return {**_plain(self), **extra}
 
 
 def read_slippage(cfg: Config, cycle_id: str, trailing: int = TRAILING_CYCLES) -> SlippageReport:
     """Return the slippage report of ``cycle_id`` and the ``trailing`` cycles up to it.
+
+    The trailing cycles are the last ``trailing`` decided or planned cycles up to
+    ``cycle_id``; one that traded nothing counts, with no orders and no cost.
 
     Decision closes are the raw closes execution sized with (OrdersPlanned), else the store's
     raw close of the decision session, else the Decision Record's ``prices_used``. Opening
@@ -270,10 +333,14 @@ def read_slippage(cfg: Config, cycle_id: str, trailing: int = TRAILING_CYCLES) -
         events = list(ledger.events())
     planned = {str(e.payload["cycle_id"]): e.payload for e in events
                if e.kind == EventKind.ORDERS_PLANNED}  # fmt: skip
+    # A decided cycle that traded nothing is still a cycle: it counts, at no cost.
+    decided_cycles = {str(e.payload["cycle_id"]) for e in events
+                      if e.kind == EventKind.DECISION_RECORDED}  # fmt: skip
     fills = list(compute_fills(events).values())
     costs = cfg.values["costs"]
     by_cycle: dict[str, tuple[str | None, list[OrderSlippage]]] = {}
-    for cycle in sorted({c for c in planned if c <= cycle_id} | {cycle_id})[-trailing:]:
+    known = {c for c in planned.keys() | decided_cycles if c <= cycle_id} | {cycle_id}
+    for cycle in sorted(known)[-trailing:]:
         orders = compute_cycle_orders(events, cycle)
         plan = planned.get(cycle, {})
         decided, closes = compute_record_closes(events, cycle)
@@ -286,7 +353,7 @@ def read_slippage(cfg: Config, cycle_id: str, trailing: int = TRAILING_CYCLES) -
                        for line in plan.get("lines", ()) if line.get("side")})  # fmt: skip
         opens = read_session_prices(cfg, symbols, "open", session)
         rows = compute_order_rows(cycle, session, orders, fills, (closes, opens), costs)
-        if rows or cycle in planned:
+        if rows or cycle in planned or cycle in decided_cycles:
             by_cycle[cycle] = (session, rows)
     session, rows = by_cycle.get(cycle_id, (None, []))
     history = [r for _, cycle_rows in by_cycle.values() for r in cycle_rows]
@@ -343,8 +410,8 @@ def write_slippage_check(
 
 
 def plot_slippage(report: SlippageReport) -> Figure:
-    """Return slippage vs the open per order over the trailing cycles, the default band shaded
-    and out-of-band orders in red with their symbol."""
+    """Return slippage vs the open per order over the trailing cycles: the default band shaded,
+    each symbol's own band as dashed lines, out-of-band orders in red with their symbol."""
     import matplotlib.pyplot as plt
     import pandas as pd
 
@@ -352,6 +419,11 @@ def plot_slippage(report: SlippageReport) -> Figure:
     measured = [r for r in report.history if r.vs_open_bps is not None and r.session]
     fig, ax = plt.subplots(figsize=(10, 3.6))
     ax.axhspan(-band, band, color="tab:green", alpha=0.12, lw=0, label=f"band ±{band:g} bps")
+    own = sorted({(r.symbol, r.band_bps) for r in report.history if r.band_bps != report.band_bps})
+    for (symbol, limit), color in zip(own, itertools.cycle(BAND_COLORS)):
+        for level in (-float(limit), float(limit)):
+            ax.axhline(level, color=color, ls="--", lw=0.9,
+                       label=f"{symbol} band ±{float(limit):g}" if level > 0 else None)  # fmt: skip
     ax.axhline(0, color="black", lw=0.5)
     for side, marker in (("BUY", "^"), ("SELL", "v")):
         mine = [r for r in measured if r.side == side]
@@ -359,35 +431,40 @@ def plot_slippage(report: SlippageReport) -> Figure:
             ax.scatter([pd.Timestamp(str(r.session)) for r in mine],
                        [float(r.vs_open_bps) for r in mine], marker=marker, label=side.lower(),
                        c=["tab:red" if r.flagged else "tab:blue" for r in mine])  # fmt: skip
-    for r in (r for r in measured if r.flagged):
-        ax.annotate(r.symbol, (pd.Timestamp(str(r.session)), float(r.vs_open_bps)),
-                    fontsize=8, xytext=(4, 4), textcoords="offset points")  # fmt: skip
+    for r in (r for r in measured if r.flagged):  # buys labelled above, sells below
+        at = (pd.Timestamp(str(r.session)), float(r.vs_open_bps))
+        offset = (5, 3 if r.side == "BUY" else -10)
+        ax.annotate(r.symbol, at, fontsize=8, xytext=offset, textcoords="offset points")
     if not measured:
         ax.text(0.5, 0.5, "no fills yet", transform=ax.transAxes, ha="center", va="center")
-    own = sorted({(r.symbol, r.band_bps) for r in measured if r.band_bps != report.band_bps})
-    note = "; own bands " + ", ".join(f"{s} {b}" for s, b in own) if own else ""
+    flagged = sum(1 for r in measured if r.flagged)
     ax.set_ylabel("slippage vs open (bps, + = cost)")
-    ax.set_title(f"fills vs the opening print, {report.trailing.cycle_id}{note}",
-                 loc="left", fontsize=10)  # fmt: skip
-    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(f"fills vs the opening print, {report.trailing.cycle_id}: {len(measured)} "
+                 f"order(s), {flagged} out of band (red)", loc="left", fontsize=10)  # fmt: skip
+    ax.legend(loc="upper left", fontsize=8, ncol=2)
     fig.tight_layout()
     return fig
 
 
 def plot_costs(report: SlippageReport) -> Figure:
-    """Return the dollar cost per cycle as bars: slippage vs the open, commissions on top."""
+    """Return the dollar cost per cycle as stacked bars: slippage vs the open, commissions on
+    top (a price improvement goes below zero), each cycle's total marked."""
     import matplotlib.pyplot as plt
 
     names = [c.cycle_id for c in report.cycles]
     lost = [float(c.slippage_cost) for c in report.cycles]
     fees = [float(c.commissions) for c in report.cycles]
     fig, ax = plt.subplots(figsize=(10, 3.2))
-    ax.bar(names, lost, color="tab:blue", label="slippage vs open")
-    ax.bar(names, fees, bottom=lost, color="tab:orange", label="commissions")
+    ax.bar(names, lost, color="tab:blue", label="slippage vs open ($)")
+    ax.bar(names, fees, bottom=[max(x, 0.0) for x in lost], color="tab:orange",
+           label="commissions ($)")  # fmt: skip
+    ax.scatter(names, [float(c.total_cost) for c in report.cycles], marker="_", s=300,
+               color="black", zorder=3, label="total")  # fmt: skip
     if not names:
         ax.text(0.5, 0.5, "no cycles with orders yet", transform=ax.transAxes, ha="center")
     ax.axhline(0, color="black", lw=0.5)
     ax.set_ylabel("cost ($)")
+    ax.tick_params(axis="x", labelrotation=45 if len(names) > 6 else 0, labelsize=8)
     total = report.trailing.total_cost.quantize(HUNDREDTH)
     ax.set_title(f"cost per cycle; {report.trailing.cycle_id}: ${total}", loc="left", fontsize=10)
     ax.legend(loc="upper left", fontsize=8)

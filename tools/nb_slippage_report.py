@@ -16,10 +16,12 @@ CELLS = [
         "show whether the expected costs still hold.\n\n"
         "**Inputs.** The workbook's config (bands), ledger (plan, orders, fills) and price store "
         "(raw opens and closes). Parameters: `workbook`, `cycle`.\n\n"
-        "**Outputs.** The orders table, the slippage chart, the trailing-cycles table and the "
-        "cost chart; scraps `slippage`, `check` and `completion`; a `CheckRecorded` event "
-        "(check `slippage_bands`) once the cycle's fills are complete, and an `AlertSent` "
-        "event when an order is out of band."
+        "**Outputs.** The orders table, the slippage chart, the trailing-cycles and per-symbol "
+        "tables, the out-of-band orders and the cost chart; scraps `slippage`, `check` and "
+        "`completion`; a `CheckRecorded` event (check `slippage_bands`) once the cycle's fills "
+        "are complete, and an `AlertSent` event when an order is out of band. The tick "
+        "publishes this executed notebook as `reports/slippage/<cycle>.html`, linked from the "
+        "runs index."
     ),
     new_code_cell(
         'workbook = ""  # "" means $OPS_RUNNER_HOME, else the sample workbook in demo/\n'
@@ -31,17 +33,34 @@ CELLS = [
     new_code_cell("cfg = notebooks.open_workbook(workbook)\nreports.compute_banner(cfg)"),
     new_markdown_cell(
         "## Orders of the cycle\n\n"
-        "Per order: ordered and filled, decision close, opening print, average fill, slippage "
-        "vs each (bps, + = cost), dollars lost vs the open, commission, band."
+        "Per order: ordered, filled and the fill ratio, decision close, opening print, average "
+        "fill, slippage vs each (bps, + = cost), dollars lost vs the open, commission, band."
     ),
     new_code_cell(
         "report = slippage.read_slippage(cfg, cycle)\nprint(report.summary())\n"
         "report.orders_frame()"
     ),
-    new_markdown_cell("## Slippage vs the open over time\n\nThe shaded area is the default band."),
+    new_markdown_cell(
+        "## Slippage vs the open over time\n\n"
+        "Every order of the trailing cycles. The shaded area is the default band; dashed lines "
+        "are the symbols with a band of their own; red orders are out of their band."
+    ),
     new_code_cell("slippage.plot_slippage(report);"),
-    new_markdown_cell("## Trailing cycles\n\nOne row per cycle, at most 12, oldest first."),
+    new_markdown_cell(
+        "## Trailing cycles\n\n"
+        "One row per cycle, at most 12, oldest first (a cycle that traded nothing counts, at no "
+        "cost): fill ratio, signed and absolute average and worst slippage vs the open (with the "
+        "worst order's band) and vs the decision close, dollars, orders out of band."
+    ),
     new_code_cell("print(report.trailing_summary())\nreport.cycles_frame()"),
+    new_markdown_cell("## Per symbol, against its band\n\nThe same figures, symbol by symbol."),
+    new_code_cell("report.symbols_frame()"),
+    new_markdown_cell("## Out-of-band orders of the trailing cycles"),
+    new_code_cell("report.flagged_frame()"),
+    new_markdown_cell(
+        "## Cost in dollars per cycle\n\n"
+        "Slippage against the open with commissions stacked on top; the bar marks the total."
+    ),
     new_code_cell("slippage.plot_costs(report);"),
     new_markdown_cell("## Check against the bands"),
     new_code_cell("check = slippage.write_slippage_check(cfg, report)\nprint(check['detail'])"),

@@ -53,6 +53,10 @@ def test_slippage_notebook_when_four_cycles_filled_checks_bands_and_lists_each_c
     assert {(o["symbol"], o["side"]) for o in report["rows"]} == {("VEU", "SELL"), ("AGG", "BUY")}
     for order in report["rows"]:  # the sim's 2 bps against the trader, rounded to cents
         assert Decimal("1") <= Decimal(order["vs_open_bps"]) <= Decimal("3")
+    # QQQ bought from cash, then QQQ -> AGG -> VEU -> AGG: one row per symbol, 7 orders in all
+    symbols = {s["cycle_id"]: s["orders"] for s in report["symbols"]}
+    assert symbols == {"AGG": 3, "QQQ": 2, "VEU": 2}
+    assert report["trailing"]["orders"] == 7 and report["trailing"]["fill_ratio"] == "1.0000"
     with open_ledger(cfg, create=False, readonly=True) as ledger:
         check = ledger.get("CheckRecorded:slippage_bands:2025-11")
     assert check is not None and check.seq == run.scraps["check"]["seq"]

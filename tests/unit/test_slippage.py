@@ -136,8 +136,35 @@ def test_cycle_summary_when_orders_differ_averages_worst_and_costs_by_hand():
     assert (summary.orders, summary.filled, summary.flagged) == (5, 4, 1)
     assert (summary.avg_abs_bps, summary.worst_abs_bps, summary.worst_symbol) == (
         D("21.67"), D("50.00"), "QQQ")  # fmt: skip
+    assert (summary.avg_vs_open_bps, summary.worst_band_bps) == (D("21.67"), D(10))
+    # vs close 60.30 + 29.94 + 36.59 + 100.50 = 227.33 / 4 = 56.8325, half-even to 56.83
+    assert (summary.avg_vs_close_bps, summary.worst_vs_close_bps) == (D("56.83"), D("100.50"))
+    # shares 100 + 50 + 300 + 10 + 0 of 100 + 50 + 400 + 10 + 20: 460 / 580 = 0.79310
+    assert (summary.fill_ratio, summary.worst_fill_ratio) == (D("0.7931"), D(0))
     assert (summary.slippage_cost, summary.commissions, summary.total_cost) == (
         D("50.00"), D("5.00"), D("55.00"))  # fmt: skip
+
+
+def test_cycle_summary_when_one_order_improved_signed_and_absolute_averages_differ():
+    orders = dict([order("SPY", "BUY", 100), order("AGG", "SELL", 50)])
+    fills = [fill("mr:2025-06:SPY:BUY", 100, "100.05"), fill("mr:2025-06:AGG:SELL", 50, "100.03")]
+    rows = compute_order_rows("2025-06", None, orders, fills, ({}, OPENS), COSTS)
+    summary = compute_cycle_summary("2025-06", None, rows)
+    # SPY paid 5 bps over the open; AGG sold 3 bps above it: -3, a price improvement
+    assert [(r.symbol, r.vs_open_bps) for r in rows] == [("SPY", D("5.00")), ("AGG", D("-3.00"))]
+    assert (summary.avg_vs_open_bps, summary.avg_abs_bps) == (D("1.00"), D("4.00"))
+    assert (summary.worst_abs_bps, summary.worst_symbol) == (D("5.00"), "SPY")
+    assert summary.avg_vs_close_bps is None and summary.worst_vs_close_bps is None
+    assert summary.slippage_cost == D("5.00") - D("1.50")  # 100 x 0.05 less 50 x 0.03
+
+
+def test_report_when_symbols_have_own_bands_tabulates_each_symbol_against_its_band():
+    frame = report_of(hand_rows()).symbols_frame()
+    assert list(frame.index) == ["AGG", "EEM", "IEF", "QQQ", "SPY"]
+    assert list(frame["band_bps"]) == [D(10), D(20), D(10), D(10), D(10)]
+    assert list(frame["worst_abs_bps"].fillna("-")) == [D(10), D("16.67"), "-", D(50), D(10)]
+    assert list(frame["flagged"]) == [0, 0, 0, 1, 0]
+    assert list(report_of(hand_rows()).flagged_frame().index) == ["mr:2025-06:QQQ:BUY"]
 
 
 def report_of(rows, cycle: str = "2025-06") -> SlippageReport:
@@ -173,6 +200,38 @@ def test_report_when_made_a_payload_is_json_safe_with_decimal_strings():
     assert json.loads(canonical_json(payload))["status"] == "OUT_OF_BAND"
     qqq = next(o for o in payload["rows"] if o["symbol"] == "QQQ")
     assert qqq["vs_open_bps"] == "50.00" and payload["flagged"] == ["mr:2025-06:QQQ:BUY"]
+
+
+def test_plot_slippage_when_a_symbol_has_its_own_band_shades_the_default_and_dashes_its_own():
+    figure = plot_slippage(report_of(hand_rows()))
+    (ax,) = figure.axes
+    (shade,) = ax.patches  # axhspan: the default band, -10 to +10 bps
+    assert (shade.get_y(), shade.get_height()) == (-10.0, 20.0)
+    dashed = {line.get_ydata()[0] for line in ax.lines if line.get_linestyle() == "--"}
+    assert dashed == {-20.0, 20.0}  # EEM's own band
+    labels = ax.get_legend_handles_labels()[1]
+    assert "band ±10 bps" in labels and "EEM band ±20" in labels
+    assert [t.get_text() for t in ax.texts] == ["QQQ"]  # the one order out of its band
+    matplotlib.pyplot.close(figure)
+
+
+def test_plot_costs_when_slippage_is_negative_stacks_commissions_from_zero():
+    improved = compute_order_rows(
+        "2025-07", "2025-08-01", dict([order("SPY", "BUY", 100)]),
+        [fill("mr:2025-06:SPY:BUY", 100, "99.90")], (CLOSES, OPENS), COSTS,
+    )  # fmt: skip
+    cycles = (compute_cycle_summary("2025-06", None, hand_rows()),
+              compute_cycle_summary("2025-07", None, improved))  # fmt: skip
+    report = SlippageReport("2025-07", None, tuple(improved), (), cycles, cycles[1], D(10))
+    figure = plot_costs(report)
+    (ax,) = figure.axes
+    slipped, fees = ax.containers
+    # 2025-06: $50 lost, $5 commissions on top; 2025-07: $10 saved (below zero), $1 from zero
+    assert [(b.get_y(), b.get_height()) for b in slipped] == [(0.0, 50.0), (0.0, -10.0)]
+    assert [(b.get_y(), b.get_height()) for b in fees] == [(50.0, 5.0), (0.0, 1.0)]
+    totals = ax.collections[0].get_offsets()[:, 1]
+    assert list(totals) == [55.0, -9.0]
+    matplotlib.pyplot.close(figure)
 
 
 def test_report_when_no_order_filled_says_no_fills_yet_and_plots_anyway():
