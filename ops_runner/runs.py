@@ -30,6 +30,7 @@ th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: ta
 .completed { color: #1a7f37; font-weight: 600; } .failed { color: #c62828; font-weight: 600; }
 .missing { color: #b26a00; font-weight: 600; } .note { color: #b26a00; font-weight: normal; }
 .reason { color: #444; font-weight: normal; }
+.clean { color: #1a7f37; font-weight: 600; } .flagged { color: #c62828; font-weight: 600; }
 .state { padding: 1px 6px; border-radius: 3px; background: #eee; font-weight: 600; }
 .state-RUN { background: #d7f5dd; } .state-HALT, .state-SAFE_MODE { background: #fbd5d5; }
 .state-DEGRADED_DATA, .state-BROKER_DOWN { background: #fde9c8; }
@@ -77,12 +78,8 @@ def _run_row(cfg: Config, seq: int, payload: dict[str, Any], reports: Path) -> R
     from ops_runner.data import read_sha256
     from ops_runner.reports import write_html
 
-    relative = PurePosixPath(str(payload.get("path") or ""))
-    notebook = (cfg.workbook / relative).resolve()
-    # An absolute path is a ledger folder configured outside the workbook; nothing else is read.
-    roots = (cfg.workbook.resolve(), cfg.path("ledger").resolve())
-    inside = any(notebook.is_relative_to(root) for root in roots)
-    if not inside or relative.suffix != ".ipynb" or not notebook.is_file():
+    notebook = _notebook_of(cfg, payload)
+    if notebook is None:
         return RunRow(seq, payload, None, None)
     note = ""
     if payload.get("sha256") and read_sha256(notebook) != payload["sha256"]:
@@ -96,6 +93,100 @@ def _run_row(cfg: Config, seq: int, payload: dict[str, Any], reports: Path) -> R
             log.warning("cannot render %s: %s", notebook, exc)
             html_href, note = None, f"not rendered: {type(exc).__name__}"
     return RunRow(seq, payload, html_href, _href(notebook, reports), note)
+
+
+@dataclass(frozen=True)
+class SlippageRow:
+    """A cycle's latest completed slippage report as the index shows it."""
+
+    cycle: str
+    seq: int
+    payload: dict[str, Any]  # its ArtifactRecorded
+    status: str  # CLEAN, "N flagged", NO_FILLS, INCOMPLETE or unknown
+    href: str | None  # the stable page, relative to index.html
+    note: str = ""
+
+
+def compute_slippage_status(completion: Any) -> str:
+    """Return what the index says of a report: CLEAN, "N flagged", else its status as given."""
+    if not isinstance(completion, dict) or not completion.get("status"):
+        return "unknown"
+    status = str(completion["status"])
+    if status == "WITHIN_BANDS":
+        return "CLEAN"
+    if status == "OUT_OF_BAND":
+        return f"{completion.get('flagged', '?')} flagged"
+    return status
+
+
+def _notebook_of(cfg: Config, payload: dict[str, Any]) -> Path | None:
+    """Return the registered notebook when it is an .ipynb file inside the workbook or ledger."""
+    relative = PurePosixPath(str(payload.get("path") or ""))
+    notebook = (cfg.workbook / relative).resolve()
+    # An absolute path is a ledger folder configured outside the workbook; nothing else is read.
+    roots = (cfg.workbook.resolve(), cfg.path("ledger").resolve())
+    inside = any(notebook.is_relative_to(root) for root in roots)
+    return notebook if inside and relative.suffix == ".ipynb" and notebook.is_file() else None
+
+
+def _slippage_rows(cfg: Config, events: list[Any], reports: Path) -> list[SlippageRow]:
+    """The latest completed slippage_report run per cycle, newest cycle first, each published
+    to its stable page (rendered again only when that page is not from this run)."""
+    from ops_runner.data import read_sha256
+    from ops_runner.notebooks import read_scraps
+    from ops_runner.slippage import JOB, compute_report_path, publish_report, read_report_source
+
+    outputs = {e.payload.get("run_id"): e.payload.get("outputs") for e in events
+               if e.kind == EventKind.JOB_COMPLETED and e.payload.get("job") == JOB}  # fmt: skip
+    latest: dict[str, Any] = {}
+    last: dict[str, Any] = {}
+    for e in events:
+        if e.kind != EventKind.ARTIFACT_RECORDED or e.payload.get("job") != JOB:
+            continue
+        cycle = str(e.payload.get("cycle") or "")
+        last[cycle] = e
+        if e.payload.get("outcome") == "completed":
+            latest[cycle] = e
+    rows = []
+    for cycle in sorted(latest, reverse=True):
+        event, note = latest[cycle], ""
+        if last[cycle].seq != event.seq:
+            note = f"a later run failed ({last[cycle].payload.get('run_id')})"
+        notebook = _notebook_of(cfg, event.payload)
+        completion = outputs.get(event.payload.get("run_id"))
+        href: str | None = None
+        try:
+            if notebook is None:
+                raise FileNotFoundError("notebook missing")
+            if completion is None:  # run by hand, outside the tick: the notebook says it
+                completion = read_scraps(notebook).get("completion")
+            page = compute_report_path(cfg, cycle)
+            source = read_report_source(page) or {}
+            if source.get("sha256") != read_sha256(notebook):
+                page = publish_report(cfg, notebook, cycle)
+            href = _href(page.resolve(), reports)
+        except Exception as exc:  # one bad report must not hide the others or the runs
+            log.warning("cannot publish the slippage report of %s: %s", cycle, exc)
+            note = "; ".join(filter(None, [f"not published: {exc}", note]))
+        status = compute_slippage_status(completion)
+        rows.append(SlippageRow(cycle, event.seq, event.payload, status, href, note))
+    return rows
+
+
+def _slippage_table(rows: list[SlippageRow]) -> str:
+    head = "<tr><th>cycle</th><th>status</th><th>session</th><th>run id</th><th>report</th></tr>"
+    body = []
+    for row in rows:
+        klass = "clean" if row.status == "CLEAN" else "flagged" if "flagged" in row.status else ""
+        note = f'<br><span class="note">{_e(row.note)}</span>' if row.note else ""
+        link = f'<a href="{_e(row.href)}">{_e(row.cycle)}.html</a>' if row.href else "-"
+        body.append(
+            f'<tr data-cycle="{_e(row.cycle)}" data-seq="{row.seq}"><td>{_e(row.cycle)}</td>'
+            f'<td class="status {klass}">{_e(row.status)}{note}</td>'
+            f"<td>{_e(row.payload.get('session'))}</td>"
+            f"<td><code>{_e(row.payload.get('run_id'))}</code></td><td>{link}</td></tr>"
+        )
+    return _table("slippage", head, body, "no slippage report run yet")
 
 
 def _duration(text: Any) -> str:
@@ -169,8 +260,11 @@ def write_runs_index(cfg: Config) -> Path:
     """Render every registered notebook to HTML and write <reports>/index.html. Returns its path.
 
     Opens the ledger read-only. A notebook already rendered and unchanged since is not rendered
-    again; a registered notebook missing on disk is listed as missing. Raises LedgerMissing when
-    the workbook has no ledger, LedgerCorrupt when it cannot be read.
+    again; a registered notebook missing on disk is listed as missing. The "Slippage reports"
+    section links each cycle's stable page (<reports>/slippage/<cycle>.html, published here
+    when it is not from the cycle's latest completed run) with its status: CLEAN or the number
+    of flagged orders. Raises LedgerMissing when the workbook has no ledger, LedgerCorrupt when
+    it cannot be read.
     """
     from ops_runner.data import write_bytes_atomic
     from ops_runner.ledger import open_ledger
@@ -197,6 +291,8 @@ def write_runs_index(cfg: Config) -> Path:
 <span>{len(rows)} run(s)</span></p></header>
 <h2>Runs (newest first)</h2>
 {_runs_table(rows)}
+<h2>Slippage reports (newest cycle first)</h2>
+{_slippage_table(_slippage_rows(cfg, events, reports))}
 <h2>Open incidents</h2>
 {_incidents_table(compute_open_incidents(events))}
 <h2>State timeline (newest first)</h2>

@@ -215,3 +215,128 @@ def test_runs_index_when_ledger_is_empty_says_so(workbook):
     text = write_runs_index(load_config(workbook)).read_text(encoding="utf-8")
     assert 'id="runs-empty"' in text and 'id="incidents-empty"' in text
     assert 'id="timeline-empty"' in text and "RUN" in text
+    assert 'id="slippage-empty"' in text
+
+
+# -- the slippage reports section --------------------------------------------------------------
+
+
+def scrap(name: str, data: dict) -> dict:
+    """A display output as scrapbook's glue writes it."""
+    return nbformat.v4.new_output(
+        "display_data",
+        data={"application/scrapbook.scrap.json+json":
+              {"name": name, "data": data, "encoder": "json", "version": 1}},
+        metadata={"scrapbook": {"name": name, "data": True, "display": False}},
+    )  # fmt: skip
+
+
+def record_report(
+    workbook: Path,
+    run_id: str,
+    cycle: str,
+    completion: dict | None,
+    outcome: str = "completed",
+    job_completed: bool = True,
+) -> Path:
+    """Write a slippage_report notebook (its completion glued unless None) and record the run
+    as execute_job does (ArtifactRecorded) and, when ``job_completed``, as run_slot does."""
+    relative = f"ledger/runs/{cycle}/slippage_report-{run_id}.ipynb"
+    notebook = workbook / relative
+    cell = nbformat.v4.new_code_cell("report.summary()", execution_count=1)
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"report {run_id}")]
+    if completion is not None:
+        cell.outputs.append(scrap("completion", {"job": "slippage_report", "cycle": cycle,
+                                                 **completion}))  # fmt: skip
+    notebook.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), str(notebook))
+    about = {"job": "slippage_report", "run_id": run_id, "slot": f"slippage_report:{cycle}",
+             "session": f"{cycle}-28", "cycle": cycle}  # fmt: skip
+    artifact = {
+        **about,
+        "path": relative,
+        "duration_seconds": "4.0",
+        "outcome": outcome,
+        "sha256": hashlib.sha256(notebook.read_bytes()).hexdigest(),
+        "reason": "",
+    }
+    with open_ledger(load_config(workbook)) as ledger:
+        ledger.append(str(EventKind.ARTIFACT_RECORDED), f"ArtifactRecorded:{run_id}", artifact)
+        if job_completed and outcome == "completed":
+            done = {
+                **about,
+                "done": True,
+                "outcome": completion["status"],
+                "outputs": {"job": "slippage_report", "cycle": cycle, **completion},
+            }
+            ledger.append(str(EventKind.JOB_COMPLETED), f"JobCompleted:{run_id}", done)
+    return notebook
+
+
+CLEAN = {"status": "WITHIN_BANDS", "passed": True, "flagged": 0}
+
+
+def flagged(count: int) -> dict:
+    return {"status": "OUT_OF_BAND", "passed": False, "flagged": count}
+
+
+@pytest.fixture
+def reports(workbook) -> dict[str, Path]:
+    """Four cycles of slippage runs: re-runs, a later failure, one run by hand."""
+    return {
+        "s1": record_report(workbook, "s1", "2025-10", CLEAN),
+        "s2": record_report(workbook, "s2", "2025-11", flagged(1)),
+        "s3": record_report(workbook, "s3", "2025-11", flagged(2)),  # the latest completed
+        "s4": record_report(workbook, "s4", "2025-11", None, outcome="failed"),
+        # run by hand (no JobCompleted): the notebook's own completion record says it
+        "s5": record_report(workbook, "s5", "2025-09", {"status": "NO_FILLS", "passed": None,
+                                                        "flagged": 0}, job_completed=False),
+    }  # fmt: skip
+
+
+def test_runs_index_when_slippage_reports_ran_links_each_cycles_latest_with_its_status(
+    workbook, reports
+):
+    from ops_runner.slippage import read_report_source
+
+    index = write_runs_index(load_config(workbook))
+    page = parse(index.read_text(encoding="utf-8"))
+    rows = page.tables["slippage"]
+    assert [r["attrs"]["data-cycle"] for r in rows] == ["2025-11", "2025-10", "2025-09"]
+    statuses = [r["cells"][1] for r in rows]  # a note follows the status on its own line
+    assert statuses == ["2 flaggeda later run failed (s4)", "CLEAN", "NO_FILLS"]
+    assert "flagged" in rows[0]["classes"][1] and "clean" in rows[1]["classes"][1]
+    assert [r["cells"][3] for r in rows] == ["s3", "s1", "s5"]
+    for row, run_id in zip(rows, ("s3", "s1", "s5"), strict=True):
+        (href,) = row["links"]
+        assert href == f"slippage/{row['attrs']['data-cycle']}.html"
+        target = index.parent / unquote(href)
+        assert target.is_file() and f"report {run_id}" in target.read_text(encoding="utf-8")
+        stamp = read_report_source(target)
+        assert stamp["run_id"] == run_id and stamp["notebook"].endswith(f"-{run_id}.ipynb")
+
+
+def test_runs_index_when_indexed_again_does_not_publish_the_reports_again(workbook, reports):
+    cfg = load_config(workbook)
+    pages = cfg.path("reports") / "slippage"
+    write_runs_index(cfg)
+    before = {p.name: p.stat().st_mtime_ns for p in pages.glob("*.html")}
+    assert sorted(before) == ["2025-09.html", "2025-10.html", "2025-11.html"]
+    write_runs_index(cfg)
+    assert {p.name: p.stat().st_mtime_ns for p in pages.glob("*.html")} == before
+    newer = record_report(workbook, "s6", "2025-10", flagged(1))  # a re-run replaces the page
+    text = parse(write_runs_index(cfg).read_text(encoding="utf-8"))
+    row = next(r for r in text.tables["slippage"] if r["attrs"]["data-cycle"] == "2025-10")
+    assert row["cells"][1] == "1 flagged" and row["cells"][3] == "s6"
+    assert "report s6" in (pages / "2025-10.html").read_text(encoding="utf-8")
+    assert newer.is_file()
+
+
+def test_runs_index_when_a_reports_notebook_is_missing_says_so_and_lists_the_rest(
+    workbook, reports
+):
+    reports["s1"].unlink()
+    page = parse(write_runs_index(load_config(workbook)).read_text(encoding="utf-8"))
+    row = next(r for r in page.tables["slippage"] if r["attrs"]["data-cycle"] == "2025-10")
+    assert row["cells"][1] == "CLEANnot published: notebook missing" and row["links"] == []
+    assert len(page.tables["slippage"]) == 3
