@@ -515,6 +515,28 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0 if str(report.status) == "CLEAN" else 1
 
 
+def cmd_drill(args: argparse.Namespace) -> int:
+    from ops_runner import drill
+    from ops_runner.config import load_config
+    from ops_runner.orchestrator import require_simulated_broker
+
+    cfg = load_config(args.workbook)
+    now = _parse_now(args.now)
+    if now is not None:
+        require_simulated_broker(cfg)
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    result, notebook = drill.execute_drill(cfg, archive=args.archive or "", now=now, progress=say)
+    print(result["summary"])
+    if not result["passed"]:
+        for reason in result["reasons"]:
+            print(f"  {reason}")
+    print(f"  report: {notebook}")
+    return drill.EXIT_CODES[drill.DrillStatus(result["status"])]
+
+
 def cmd_incident(args: argparse.Namespace) -> int:
     from ops_runner import incidents
     from ops_runner.config import load_config
@@ -746,6 +768,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("audit", help="broker positions and cash vs the ledger since inception")
     p.add_argument("--now", help="a simulated instant (simulated brokers only)")
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("drill", help="disaster-recovery drill: restore a backup, re-run a cycle")
+    p.add_argument("--archive", help="the backup archive (default: the newest in paths.backups)")
+    p.add_argument("--now", help="a simulated instant for the record (simulated brokers only)")
+    p.set_defaults(func=cmd_drill)
 
     p = sub.add_parser("incident", help="incidents: open, show (list or one), close")
     incident_sub = p.add_subparsers(dest="action", required=True, parser_class=_VerbParser)
