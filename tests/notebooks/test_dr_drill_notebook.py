@@ -1,0 +1,61 @@
+"""The drill notebook: on its defaults (a sample workbook, no backup) it completes saying so;
+run by ``execute_drill`` on a real backup it is the drill's report and glues a PASS."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from ops_runner.config import load_config
+from ops_runner.events import EventKind
+from ops_runner.ledger import open_ledger
+from ops_runner.notebooks import open_workbook, read_scraps, run_notebook
+
+pytestmark = pytest.mark.notebook
+
+HERE = Path(__file__).resolve().parent
+
+
+def _integration():
+    """tests/integration/test_drill.py, whose session-wide history and drill are shared."""
+    path = HERE.parent / "integration" / "test_drill.py"
+    spec = importlib.util.spec_from_file_location("drill_history", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_dr_drill_notebook_when_run_on_its_defaults_completes_with_no_backup(tmp_path):
+    cfg = open_workbook(str(tmp_path / "wb"))  # a new sample workbook: no backup yet
+
+    run = run_notebook("dr_drill", tmp_path / "drill.ipynb", {"workbook": str(cfg.workbook)})
+
+    assert run.completion == {"job": "dr_drill", "status": "NO_BACKUP",
+                              "drill_id": run.scraps["drill"]["drill_id"], "cycle": None,
+                              "seq": None}  # fmt: skip
+    assert run.scraps["drill"]["reason"] == "no backup to drill: run `ops-runner backup` first"
+    with open_ledger(cfg, create=False, readonly=True) as ledger:
+        assert not list(ledger.events(kind=str(EventKind.DRILL_RECORDED)))
+
+
+def test_dr_drill_notebook_when_executed_on_a_real_backup_glues_a_pass(tmp_path_factory):
+    root, payload, notebook = _integration().shared_drill(tmp_path_factory)
+
+    scraps = read_scraps(notebook)
+    assert scraps["completion"]["status"] == "PASS" and scraps["drill"] == payload
+    assert notebook.parent == root / "ledger" / "runs" / "drills"
+    assert notebook.name.startswith("dr_drill-") and notebook.suffix == ".ipynb"
+    cfg = load_config(root)
+    with open_ledger(cfg, create=False, readonly=True) as ledger:
+        artifacts = ledger.events(kind=str(EventKind.ARTIFACT_RECORDED))
+        (artifact,) = [e for e in artifacts if e.payload["job"] == "dr_drill"]
+        (drill,) = ledger.events(kind=str(EventKind.DRILL_RECORDED))
+    assert artifact.payload["path"] == drill.payload["notebook"] == payload["notebook"]
+    assert artifact.payload["outcome"] == "completed"
+    assert artifact.payload["sha256"] == hashlib.sha256(notebook.read_bytes()).hexdigest()
+    assert drill.seq == scraps["completion"]["seq"]
+    text = notebook.read_text(encoding="utf-8")
+    assert "DU7654321" not in text and "DU*****21" in text  # the account, masked
