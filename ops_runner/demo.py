@@ -46,6 +46,7 @@ class DemoResult:
     jobs: list[str] = field(default_factory=list)
     states: list[str] = field(default_factory=list)
     broker: str = "sim"
+    drills: list[dict] = field(default_factory=list)  # DrillRecorded payloads: good, damaged
 
 
 class DemoClock:
@@ -176,6 +177,7 @@ def run_demo(
             f"{months} rebalance(s) {cycles[0]} .. {cycles[-1]}"
         )
         _walk(cfg, calendar, settings, steps, faulty, result, clock, quiet, say)
+        _drill(cfg, steps[-1], result, say)
     finally:
         if simulator is not None:
             simulator.stop()
@@ -299,6 +301,26 @@ def _incident(
     _tick_twice(cfg, late + timedelta(minutes=15), result, bar, clock)
 
 
+def _drill(cfg: Any, now: datetime, result: DemoResult, say: Any) -> None:
+    """The quarterly drill on a backup taken after the last reconciliation (it passes), then on
+    a truncated copy of it (it fails loudly, with the reason; the live state is untouched)."""
+    from ops_runner.backup import create_backup
+    from ops_runner.drill import execute_drill
+
+    archive = create_backup(cfg, now=now, reason="before the demo's drill").archive
+    say(f"  drill: restoring {archive.name} into drills/ and re-running the last cycle twice")
+    payload, _ = execute_drill(cfg, archive, now=now)
+    result.drills.append(payload)
+    say(f"  drill: {payload['summary']}")
+    damaged = cfg.workbook / "drills" / f"damaged-{archive.name}"
+    damaged.parent.mkdir(parents=True, exist_ok=True)
+    data = archive.read_bytes()
+    damaged.write_bytes(data[: len(data) // 2])  # a copy cut short, as by a full disk
+    payload, _ = execute_drill(cfg, damaged, now=now)
+    result.drills.append(payload)
+    say(f"  drill of a truncated copy: {payload['summary']}")
+
+
 def _close_incidents(cfg: Any, resolution: str, now: datetime) -> list[str]:
     """The operator records the resolution of every incident still open (runbook 4.1)."""
     from ops_runner.incidents import close_incident
@@ -346,7 +368,10 @@ def _finish(cfg: Any, result: DemoResult, quiet: bool) -> None:
         f"  ledger     {root / 'ledger' / 'ledger.sqlite'}: {report.events_checked} events, "
         f"{'verifies' if report.ok else 'BROKEN: ' + str(report.reason)}\n"
         f"  runs       {root / 'ledger' / 'runs'}\n"
-        f"  reports    {index}  (open it in a browser)\n"
+        f"  backups    {cfg.path('backups')}: {len(list(cfg.path('backups').glob('*.tar.gz')))} "
+        "archives (weekly, and one before the drill)\n"
+        + "".join(f"  drill      {d['summary']}\n" for d in result.drills)
+        + f"  reports    {index}  (open it in a browser)\n"
         f"  alerts     {cfg.path('kill_switch').parent / 'alerts.log'}\n"
         f"Next: `ops-runner --workbook {root} status`, `... ledger verify`, `... replay --all`, "
         "`make lab` to open the executed notebooks."

@@ -570,6 +570,8 @@ def run_slot(
     )
     if not run.ok:
         return False, f"{slot.key} FAILED: {run.error}"
+    if slot.job is Job.SLIPPAGE_REPORT:
+        _publish_slippage(cfg, run.output, str(slot.cycle))
     done, outcome = judge_completion(str(slot.job), run.completion or {})
     payload = {
         **about,
@@ -589,6 +591,21 @@ def run_slot(
         cycle_id=slot.cycle,
     )
     return True, f"{slot.key} {outcome}"
+
+
+def _publish_slippage(cfg: Config, notebook: Any, cycle: str) -> None:
+    """The cycle's slippage page in reports/slippage/, linked from the runs index. Publishing
+    is a view of a recorded run: when it fails, the run still counts and says so in the log."""
+    from ops_runner.runs import write_runs_index
+    from ops_runner.slippage import publish_report
+
+    try:
+        page = publish_report(cfg, notebook, cycle)
+        write_runs_index(cfg)
+    except Exception as exc:  # boundary: a page that cannot render never undoes the report
+        log.warning("slippage report of %s not published: %s", cycle, exc)
+    else:
+        log.info("slippage report of %s: %s", cycle, page)
 
 
 def _record_qa_state(ledger: Any, slot: Any, outcome: str, run_id: str) -> None:

@@ -60,7 +60,8 @@ def test_demo_when_walked_three_months_ledger_and_artifacts_verify(walk):
     done = subprocess.run([str(EXE), "--workbook", str(cfg.workbook), "ledger", "verify"],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    registered = 16 + len(WEEKS) + 1  # the cycles' jobs, the audits, one investigation
+    # the cycles' jobs, the audits, one investigation, the two drills' reports
+    registered = 16 + len(WEEKS) + 1 + 2
     assert "ledger ok" in done.stdout
     assert f"artifacts ok: {registered} registered notebooks" in done.stdout
 
@@ -73,9 +74,10 @@ def test_demo_when_walked_every_job_of_every_cycle_left_a_completed_notebook(wal
     # 3 cycles x 5 jobs, and the incident month ran data QA twice (blocked, then clean)
     assert sum(n for (cycle, _), n in completed.items() if cycle) == 16
     assert completed[("2025-10", "data_qa")] == 2
-    # each week's audit, and the investigation of October's one incident
+    # each week's audit, the investigation of October's one incident, the two drills
     jobs = Counter(r["job"] for r in runs if r["outcome"] == "completed")
-    assert (jobs["audit"], jobs["incident"], len(runs)) == (len(WEEKS), 1, 16 + len(WEEKS) + 1)
+    assert (jobs["audit"], jobs["incident"], jobs["dr_drill"]) == (len(WEEKS), 1, 2)
+    assert len(runs) == 16 + len(WEEKS) + 1 + 2
     for run in runs:  # each run its own file, and the file still has its recorded hash
         path = cfg.workbook / run["path"]
         assert path.name == f"{run['job']}-{run['run_id']}.ipynb"
@@ -87,11 +89,29 @@ def test_demo_when_each_week_closed_the_ticks_audited_and_backed_up_once(walk):
     audits = _of(events, EventKind.AUDIT_RECORDED)
     assert [(a["session"], a["status"]) for a in audits] == [(w, "CLEAN") for w in WEEKS]
     backups = _of(events, EventKind.BACKUP_RECORDED)
-    assert len(backups) == len(WEEKS)
+    weekly = [b for b in backups if b["reason"].startswith("weekly")]
+    assert [b["reason"] for b in weekly] == [f"weekly (backup:{w})" for w in WEEKS]
+    assert len(backups) == len(WEEKS) + 1  # and one before the drill
     kept = sorted(cfg.path("backups").glob("*.tar.gz"))
-    assert len(kept) == min(len(WEEKS), cfg.values["backup"]["keep"])  # retention
+    assert len(kept) == min(len(backups), cfg.values["backup"]["keep"])  # retention
     assert [k.name for k in kept] == [Path(b["archive"]).name for b in backups][-len(kept) :]
     assert all(verify_archive(k).ok for k in kept)
+
+
+def test_demo_when_drilled_the_backup_passes_and_a_truncated_copy_fails_with_the_reason(walk):
+    result, cfg, events = walk
+    drills = _of(events, EventKind.DRILL_RECORDED)
+    assert [(d["status"], d["passed"]) for d in drills] == [("PASS", True), ("FAIL", False)]
+    good, damaged = drills
+    assert good["cycle"] == "2025-11" and good["reasons"] == []  # the last cycle, re-run
+    assert "archive truncated" in damaged["reason"] and damaged["scratch"] is None
+    assert [d["status"] for d in result.drills] == ["PASS", "FAIL"]
+    reports = [r for r in _of(events, EventKind.ARTIFACT_RECORDED) if r["job"] == "dr_drill"]
+    assert len(reports) == 2 and all((cfg.workbook / r["path"]).is_file() for r in reports)
+    alerts = _of(events, EventKind.ALERT_SENT)
+    assert sum("drill" in a["subject"].lower() for a in alerts) == 1  # the failed one only
+    last = [p for p in _of(events, EventKind.STATE_CHANGED)][-1]
+    assert last["to"] == "RUN"  # a failed drill is loud, and leaves trading as it was
 
 
 def test_demo_when_each_tick_ran_twice_nothing_was_done_twice(walk):
