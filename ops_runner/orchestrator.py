@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = "tick.lock"
 MAX_JOBS_PER_TICK = 12
-MAX_INVESTIGATIONS_PER_TICK = 3  # incident notebooks per tick; the rest wait for the next
 SCHEDULE_STARTED = "ScheduleStarted"
 
 
@@ -182,6 +181,7 @@ def tick(
     """
     from ops_runner.checks import write_heartbeat
     from ops_runner.ledger import open_ledger
+    from ops_runner.maintenance import investigate_incidents
     from ops_runner.state import enforce_kill_switch, read_state
 
     if now is not None:
@@ -202,8 +202,8 @@ def tick(
                     _check_clock(cfg, ledger, broker, clock())
                     _probe_broker_down(ledger, broker, clock())
                     ran = _run_due(cfg, ledger, broker, clock, now is not None, on_job)
-                    ran += _investigate_incidents(cfg, ledger, broker, clock, now is not None,
-                                                  on_job)  # fmt: skip
+                    ran += investigate_incidents(cfg, ledger, broker, clock, now is not None,
+                                                 on_job)  # fmt: skip
                 view = read_state(ledger)
             finally:
                 broker.close()
@@ -356,52 +356,6 @@ def _run_due(
     return ran
 
 
-def compute_uninvestigated(events: Any, limit: int = MAX_INVESTIGATIONS_PER_TICK) -> list[str]:
-    """Return the open incidents no investigation notebook has started for, oldest first.
-
-    An incident opened because an investigation itself failed is not investigated again
-    (that would loop); its own notebook is linked from the incident it failed on.
-    """
-    from ops_runner.projections import compute_open_incidents
-
-    events = list(events)
-    started = {
-        str(e.payload.get("slot"))
-        for e in events
-        if e.kind == str(EventKind.JOB_STARTED) and e.payload.get("job") == "incident"
-    }
-    return [
-        str(i["incident_id"])
-        for i in compute_open_incidents(events)
-        if f"incident:{i['incident_id']}" not in started
-        and not str(i["incident_id"]).startswith("job-incident-")
-    ][:limit]
-
-
-def _investigate_incidents(
-    cfg: Config,
-    ledger: Any,
-    broker: _LazyBroker,
-    clock: Callable[[], datetime],
-    simulated: bool,
-    on_job: Callable[[Any], None] | None,
-) -> list[str]:
-    """Runbook 4.1 on every new incident: the incident notebook, once per incident (its
-    executed copy is the investigation's record, linked from the runs index)."""
-    from ops_runner.schedule import Job, Slot
-
-    if not cfg.values["schedule"].get("investigate_incidents", True):
-        return []
-    ran = []
-    for incident_id in compute_uninvestigated(ledger.events()):
-        now = clock()
-        slot = Slot(Job.INCIDENT, f"incident:{incident_id}", now.date(), None, now, now)
-        if on_job is not None:
-            on_job(slot)
-        ran.append(run_slot(cfg, ledger, broker, slot, now, simulated)[1])
-    return ran
-
-
 def _record_missed(ledger: Any, slot: Any, now: datetime, state: State | None = None) -> None:
     """Playbook A: a job not done by its deadline opens an incident and moves to SAFE_MODE.
     An execution whose submission window closed with the broker still down is HALT."""
@@ -524,6 +478,7 @@ def run_slot(
     cfg: Config, ledger: Any, broker: Any, slot: Any, now: datetime, simulated: bool
 ) -> tuple[bool, str]:
     """Run one slot and record its JobCompleted; returns (ran without failing, summary line)."""
+    from ops_runner.maintenance import compute_audit_hold, publish_slippage
     from ops_runner.notebooks import compute_run_id, execute_job
     from ops_runner.schedule import NOTEBOOK_JOBS
 
@@ -571,7 +526,7 @@ def run_slot(
     if not run.ok:
         return False, f"{slot.key} FAILED: {run.error}"
     if slot.job is Job.SLIPPAGE_REPORT:
-        _publish_slippage(cfg, run.output, str(slot.cycle))
+        publish_slippage(cfg, run.output, str(slot.cycle))
     done, outcome = judge_completion(str(slot.job), run.completion or {})
     payload = {
         **about,
@@ -591,21 +546,6 @@ def run_slot(
         cycle_id=slot.cycle,
     )
     return True, f"{slot.key} {outcome}"
-
-
-def _publish_slippage(cfg: Config, notebook: Any, cycle: str) -> None:
-    """The cycle's slippage page in reports/slippage/, linked from the runs index. Publishing
-    is a view of a recorded run: when it fails, the run still counts and says so in the log."""
-    from ops_runner.runs import write_runs_index
-    from ops_runner.slippage import publish_report
-
-    try:
-        page = publish_report(cfg, notebook, cycle)
-        write_runs_index(cfg)
-    except Exception as exc:  # boundary: a page that cannot render never undoes the report
-        log.warning("slippage report of %s not published: %s", cycle, exc)
-    else:
-        log.info("slippage report of %s: %s", cycle, page)
 
 
 def _record_qa_state(ledger: Any, slot: Any, outcome: str, run_id: str) -> None:
@@ -630,27 +570,6 @@ def _record_qa_state(ledger: Any, slot: Any, outcome: str, run_id: str) -> None:
             [f"run {run_id}"],
             run_id=run_id,
         )
-
-
-def compute_audit_hold(events: Any) -> str | None:
-    """Return why the weekly audit must wait, or None: the broker is down (the audit would
-    only fail), or a cycle's orders went out and its reconciliation has not recorded the
-    fills yet (the broker's positions would read as breaks). It runs at a later tick."""
-    from ops_runner.projections import compute_state
-
-    events = list(events)
-    if compute_state(events).state is State.BROKER_DOWN:
-        return "the broker is down"
-    done = {
-        str(e.payload["slot"])
-        for e in events
-        if e.kind == str(EventKind.JOB_COMPLETED) and e.payload.get("done")
-    }
-    for key in sorted(done):
-        job, _, cycle = key.partition(":")
-        if job == "execution" and f"reconciliation:{cycle}" not in done:
-            return f"the {cycle} orders are not reconciled yet"
-    return None
 
 
 def _run_in_process(

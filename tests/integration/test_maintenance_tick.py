@@ -18,7 +18,8 @@ from ops_runner.checks import approve_baseline
 from ops_runner.config import init_workbook, load_config
 from ops_runner.events import EventKind, State, Trigger
 from ops_runner.ledger import open_ledger
-from ops_runner.orchestrator import compute_uninvestigated, tick
+from ops_runner.maintenance import compute_uninvestigated
+from ops_runner.orchestrator import tick
 from ops_runner.sources.sample import write_sample
 from ops_runner.state import apply_trigger, incident_event, read_state
 
