@@ -8,6 +8,7 @@ store's raw bars, never through ops_runner.slippage.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -56,7 +57,10 @@ def history(tmp_path_factory):
 def ledger_rows(cfg) -> list[tuple[str, str, dict]]:
     """(kind, key, payload) of every event, read straight from the SQLite file."""
     path = cfg.path("ledger") / "ledger.sqlite"
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+    # Closed at once: a connection the ledger does not know of must not outlive this read (the
+    # ledger's first open in a process reads the file's header, which drops this process's
+    # POSIX locks on it, SQLite's included).
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
         rows = con.execute("SELECT kind, key, payload FROM events ORDER BY seq").fetchall()
     return [(kind, key, json.loads(payload)) for kind, key, payload in rows]
 
