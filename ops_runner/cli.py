@@ -288,7 +288,35 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         print(f"runs index: {write_runs_index(cfg)}")
         return 0
+    if args.action == "performance":
+        return _run_performance(cfg, args.start or "", args.end or "")
     return _run_job(cfg, "slippage_report", cycle=args.cycle, as_of=None, now=None)
+
+
+def _run_performance(cfg, start: str, end: str) -> int:
+    """Run notebooks/performance.ipynb (registered like every run) and render it to
+    reports/performance.html: live vs research in one page."""
+    from ops_runner.notebooks import execute_job
+    from ops_runner.reports import write_html
+
+    for name, text in (("--start", start), ("--end", end)):
+        try:
+            date.fromisoformat(text) if text else None
+        except ValueError:  # one line, before a kernel starts
+            raise ConfigError(f"{name}: {text!r} is not a date; write YYYY-MM-DD") from None
+    now = datetime.now(UTC)
+    day = now.date().isoformat()
+    run = execute_job(cfg, "performance", "performance",
+                      {"workbook": str(cfg.workbook), "start": start, "end": end},
+                      slot=f"performance:{day}", session=day, cycle=None, at=now)  # fmt: skip
+    if not run.ok:
+        print(f"ops-runner: performance report failed: {run.error}", file=sys.stderr)
+        return 1
+    page = write_html(run.output, cfg.path("reports") / "performance.html")
+    done = run.completion or {}
+    print(f"performance {done.get('status')}: {done.get('start')} .. {done.get('end')}, "
+          f"{done.get('months')} month(s); report: {page}")  # fmt: skip
+    return 0
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
@@ -670,12 +698,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", help="what was reviewed (approve)")
     p.set_defaults(func=cmd_baseline)
 
-    p = sub.add_parser("report", help="reports: the runs index page, the slippage report")
+    p = sub.add_parser("report", help="reports: the runs index, slippage, performance")
     report_sub = p.add_subparsers(dest="action", required=True, parser_class=_VerbParser)
     q = report_sub.add_parser("index", help="render executed notebooks; write reports/index.html")
     q.set_defaults(func=cmd_report)
     q = report_sub.add_parser("slippage", help="run the slippage report notebook for a cycle")
     q.add_argument("--cycle", required=True, help="e.g. 2025-11")
+    q.set_defaults(func=cmd_report)
+    q = report_sub.add_parser("performance", help="live (ledger) vs research, month by month")
+    q.add_argument("--start", help="first session, YYYY-MM-DD (default: the first funded close)")
+    q.add_argument("--end", help="last session, YYYY-MM-DD (default: the last with data)")
     q.set_defaults(func=cmd_report)
 
     p = sub.add_parser("decide", help="decide a rebalance session and record it once")

@@ -95,3 +95,22 @@ def test_audit_from_the_command_line_is_clean_on_an_untouched_workbook(workbook,
     assert code == 0 and "CLEAN" in out
     with open_ledger(load_config(workbook), create=False, readonly=True) as ledger:
         assert len(list(ledger.events(kind=str(EventKind.AUDIT_RECORDED)))) == 1
+
+
+def test_report_performance_when_nothing_traded_yet_says_so_and_writes_the_page(workbook, capsys):
+    code, out, err = run(capsys, "--workbook", str(workbook), "report", "performance")
+    assert code == 0, err
+    assert out.startswith("performance NO_HISTORY:")
+    page = workbook / "reports" / "performance.html"
+    assert page.is_file() and "Performance" in page.read_text(encoding="utf-8")
+    cfg = load_config(workbook)
+    with open_ledger(cfg, create=False, readonly=True) as ledger:
+        runs = [e.payload for e in ledger.events(kind=str(EventKind.ARTIFACT_RECORDED))]
+    assert [(r["job"], r["outcome"]) for r in runs] == [("performance", "completed")]
+
+
+def test_report_performance_when_a_date_is_not_a_date_one_line_and_no_run(workbook, capsys):
+    code, out, err = run(capsys, "--workbook", str(workbook), "report", "performance",
+                         "--start", "2025-13-01")  # fmt: skip
+    assert code != 0 and "--start: '2025-13-01' is not a date" in err
+    assert "Traceback" not in err and not (workbook / "reports" / "performance.html").exists()
