@@ -15,7 +15,7 @@ Steps (one report line each; the first that fails stops the drill and says why):
 6. paper: the config gets broker.kind sim, mode paper, no faults, no email, webhook or secrets
    file, and its outside paths brought in; the simulated broker's books are rebuilt from the
    restored ledger at its head (submitted orders with their broker ids, fills, commissions,
-   positions, cash; no pending settlement). The alert secrets are hidden meanwhile.
+   positions, cash; no pending settlement).
 7. passes, twice: at each instant a slot of the cycle opens, a tick on that simulated clock,
    then the cycle's jobs opening then, each through ``orchestrator.run_slot`` (as ``ops-runner
    run`` runs it: a papermill notebook recorded in the scratch ledger).
@@ -23,6 +23,11 @@ Steps (one report line each; the first that fails stops the drill and says why):
    OrderStatusChanged, FillRecorded), no new DecisionRecorded, no new order at the simulated
    broker, no failed job or new incident, reconciliation CLEAN in both passes, no second-pass
    tick changed the ledger, and the scratch ledger and its notebooks still verify.
+
+While the steps run, the alert secrets (webhook URL, SMTP password) are hidden from the
+environment: the scratch workbook alerts nobody. ``drill_scratch`` prepares the scratch workbook
+(steps 1 to 4, and step 6's config and books); this module finds the cycle, runs it twice,
+proves and records the drill.
 
 A PASS proves: the archive is whole and restores into a workbook that verifies; the live price
 data is still what the backup's manifests pin; this code runs the restored cycle's jobs and
@@ -41,13 +46,9 @@ unsafe, but the drill is loud about it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import shutil
-import tarfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -57,7 +58,16 @@ from typing import Any
 import yaml
 
 from ops_runner.canonical import format_instant
-from ops_runner.config import CONFIG_NAME, Config, load_config, load_config_text, mask_account
+from ops_runner.config import CONFIG_NAME, Config, load_config, mask_account
+from ops_runner.drill_scratch import (
+    attach_store,
+    is_inside,
+    restore_scratch,
+    silenced_alerts,
+    verify_scratch,
+)
+from ops_runner.drill_scratch import compute_paper_config as compute_paper_config  # re-export
+from ops_runner.drill_scratch import compute_sim_books as compute_sim_books  # re-export
 from ops_runner.errors import OpsError
 from ops_runner.events import EventKind as K
 
@@ -72,9 +82,6 @@ WATCHED = tuple(map(str, (*ORDER_KINDS, K.DECISION_RECORDED, *QUIET_KINDS, K.STA
                           K.JOB_COMPLETED)))  # fmt: skip
 BROKER_ORDERS = "orders at the simulated broker"
 CYCLE_JOBS = ("data_qa", "decision", "execution", "reconciliation", "slippage_report")
-_INSIDE_ONLY = ("ledger", "data", "anchor", "kill_switch")  # what a restore writes or locks
-_BROUGHT_INSIDE = {"reports": "reports", "broker": "broker", "backups": "backups"}
-_SILENCED_ENV = ("OPS_RUNNER_ALERT_WEBHOOK_URL", "OPS_RUNNER_SMTP_PASSWORD")
 NO_BACKUP_LINE = "no backup to drill: run `ops-runner backup` first"
 
 
@@ -240,76 +247,9 @@ def compute_last_cycle(events: Iterable[Any]) -> tuple[str | None, list[str]]:
     return last, sorted(c for c in decided - clean if last is None or c > last)
 
 
-def compute_sim_books(events: list[Any], account: str) -> dict[str, Any]:
-    """Return simulated-broker books (sim.json) equal to the ledger's projection: each order
-    submitted (broker id, status, shares filled), each fill and commission, positions, cash.
-    Settlement is not replayed: all cash counts as settled."""
-    from ops_runner import projections as p
-    from ops_runner.brokers import OrderStatus
-    from ops_runner.brokers.sim import BOOK_VERSION, PERM_ID_BASE
-
-    sent = {e.payload["client_ref"]: e for e in events if e.kind == K.ORDER_SUBMITTED}
-    fills, orders, final = p.compute_fills(events), [], {s.value for s in OrderStatus}
-    for ref, o in p.compute_orders(events).items():
-        if not o.broker_order_id or ref not in sent:
-            continue
-        done = "filled" if o.filled >= o.quantity else "partial"
-        status = o.status if o.status in final - {OrderStatus.SUBMITTED} else (
-            done if o.filled else "submitted")  # fmt: skip
-        oid = o.broker_order_id
-        orders.append({"broker_order_id": oid, "client_ref": ref, "symbol": o.symbol,
-                       "side": o.side, "quantity": o.quantity, "filled": o.filled,
-                       "status": status, "session": str(sent[ref].payload.get("session") or ""),
-                       "perm_id": str(PERM_ID_BASE + int(oid)) if oid.isdigit() else oid,
-                       "placed_at": sent[ref].recorded_at, "order_type": "MOO", "code": None,
-                       "text": "rebuilt from the ledger by the drill"})  # fmt: skip
-    execs = [{"exec_id": x, "client_ref": f.get("client_ref") or "", "symbol": f["symbol"],
-              "broker_order_id": str(f.get("broker_order_id") or ""), "side": f["side"],
-              "quantity": f["quantity"], "price": str(f["price"]), "session": str(f["session"]),
-              "time": str(f.get("time") or f"{f['session']}T00:00:00+00:00")}
-             for x, f in fills.items()]  # fmt: skip
-    fees = [{"exec_id": x, "amount": str(f["commission"])}
-            for x, f in fills.items() if f.get("commission") is not None]  # fmt: skip
-    ids = [int(o["broker_order_id"]) for o in orders if o["broker_order_id"].isdigit()]
-    return {"version": BOOK_VERSION, "account": account, "cash": str(p.compute_cash(events)),
-            "settlements": [], "positions": p.compute_positions(events), "orders": orders,
-            "next_order_id": max(ids, default=0), "executions": execs,
-            "commissions": fees}  # fmt: skip
-
-
-def compute_paper_config(raw: Mapping[str, Any], scratch: Path) -> tuple[dict, list[str]]:
-    """Return the restored config made safe to run in ``scratch``, and one line per change."""
-    values = json.loads(json.dumps(raw, default=str))
-    changes: list[str] = []
-
-    def put(where: dict, name: str, key: str, value: Any) -> None:
-        if where.get(key) != value:
-            changes.append(f"{name}.{key}: {where.get(key)!r} -> {value!r}")
-            where[key] = value
-
-    broker, paths = values.setdefault("broker", {}), values.setdefault("paths", {})
-    for key, value in (("kind", "sim"), ("mode", "paper"), ("sim_faults", {})):
-        put(broker, "broker", key, value)
-    for name, inside in _BROUGHT_INSIDE.items():
-        if paths.get(name) and not _inside(scratch, paths[name]):
-            put(paths, "paths", name, inside)
-    alerts = values.setdefault("alerts", {})
-    if alerts.get("log_file") and not _inside(scratch, alerts["log_file"]):
-        put(alerts, "alerts", "log_file", "ops/alerts.log")
-    put(alerts.setdefault("email", {}), "alerts.email", "to", None)
-    put(alerts.setdefault("webhook", {}), "alerts.webhook", "url", None)
-    put(values.setdefault("secrets", {}), "secrets", "file", None)
-    return values, changes
-
-
-def _inside(root: Path, value: str | Path) -> bool:
-    path = Path(value).expanduser()
-    return (path if path.is_absolute() else root / path).resolve().is_relative_to(root.resolve())
-
-
 def _relative(path: Path, root: Path) -> str:
     path = path.resolve()
-    return path.relative_to(root.resolve()).as_posix() if _inside(root, path) else str(path)
+    return path.relative_to(root.resolve()).as_posix() if is_inside(root, path) else str(path)
 
 
 def _short(moment: datetime) -> str:
@@ -362,83 +302,7 @@ def _broker_orders(cfg: Config) -> int:
     return len(json.loads(path.read_text(encoding="utf-8"))["orders"]) if path.is_file() else 0
 
 
-def _verify_scratch(report: DrillReport, scfg: Config, step: str, what: str) -> None:
-    from ops_runner.ledger import open_ledger
-    from ops_runner.notebooks import check_artifacts
-
-    with open_ledger(scfg, create=False) as ledger:
-        chain = ledger.verify(scfg.path("anchor"))
-        problems = check_artifacts(scfg, ledger.events())
-        count = sum(1 for _ in ledger.events(kind=str(K.ARTIFACT_RECORDED)))
-    bad = [] if chain.ok else [f"seq {chain.first_bad_seq}: {chain.reason} ({chain.detail})"]
-    detail = f"{chain.events_checked} events and {count} notebooks verify {what}"
-    report.check(step, chain.ok and not problems, detail, bad + problems)
-
-
 # -- the steps -----------------------------------------------------------------------------------
-
-
-def _restore(report: DrillReport, archive: Path, scratch: Path, say: Callable) -> Config:
-    """Verify the archive, restore it into ``scratch``, verify the chain and the notebooks."""
-    from ops_runner.backup import restore_backup, verify_archive
-
-    say(f"verifying {archive.name}")
-    found = verify_archive(archive)
-    report.head_seq, files = found.head_seq, len((found.manifest or {}).get("files", []))
-    report.check("verify", found.ok, f"{archive.name}: {files} files and the ledger chain to "
-                 f"seq {found.head_seq} verify", found.reasons)  # fmt: skip
-    report.scratch = scratch
-    try:
-        if scratch.exists() and any(scratch.iterdir()):
-            raise OpsError(f"the scratch folder {scratch} is not empty")
-        with tarfile.open(archive, "r:gz") as tar:
-            text = tar.extractfile(CONFIG_NAME).read().decode("utf-8")  # type: ignore[union-attr]
-        archived = load_config_text(text, scratch, scratch / CONFIG_NAME)
-        if outside := [
-            f"paths.{n}" for n in _INSIDE_ONLY if not _inside(scratch, archived.path(n))
-        ]:
-            raise OpsError(f"the archived config puts {', '.join(outside)} outside its workbook; "
-                           "a drill restores only into its scratch folder")  # fmt: skip
-        say(f"restoring into {scratch}")
-        restored = restore_backup(archive, scratch)
-    except OpsError as exc:
-        report.check("restore", False, " ".join(str(exc).split()))
-    report.check("restore", True, f"{restored.files} files into {scratch}")
-    scfg = load_config(scratch)
-    _verify_scratch(report, scfg, "chain", "as restored")
-    return scfg
-
-
-def _attach_store(live: Config, scfg: Config, report: DrillReport, say: Callable) -> None:
-    """Copy each bars file the archived manifests name from the live store, by its SHA-256."""
-    from ops_runner.data import read_sha256
-
-    mine, theirs, copied, problems = scfg.store(), live.store(), 0, []
-    say("attaching the live price data, checked against the archived manifests")
-    for source, symbol in [(s, y) for s in mine.sources() for y in mine.symbols(s)]:
-        manifest = mine.read_manifest(source, symbol)
-        shas = [
-            manifest["stored_sha256"],
-            *(h["stored_sha256"] for h in manifest.get("history", [])),
-        ]
-        for n, sha in enumerate(shas):
-            live_file = theirs.bars_path(source, symbol)
-            candidates = (live_file, theirs.version_path(source, symbol, sha))
-            found = [p for p in candidates if p.is_file() and read_sha256(p) == sha]
-            name = f"data/{source}/{symbol}.parquet" + (f" (kept version {sha[:12]})" if n else "")
-            if not found:
-                now = read_sha256(live_file)[:12] if live_file.is_file() else "none"
-                problems.append(f"{name}: no live file has the archived manifest's SHA-256 "
-                                f"{sha[:12]} (the live file's: {now})")  # fmt: skip
-                continue
-            target = mine.version_path(source, symbol, sha) if n else mine.bars_path(source, symbol)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(found[0], target)
-            copied += 1
-    if not mine.symbols(primary := scfg.values["data"]["primary"]):
-        problems.append(f"the backup holds no price manifest of the primary source {primary}")
-    detail = f"{copied} bars files copied, each with its archived SHA-256"
-    report.check("store", not problems, detail, problems)
 
 
 def _go_paper(scfg: Config, report: DrillReport) -> tuple[Config, list[Any], list[Any]]:
@@ -537,17 +401,7 @@ def _prove(scfg: Config, report: DrillReport) -> None:
     moved = [f"tick at {t.at} in pass 2: {t.ran}, head {t.head_before} -> {t.head_after}"
              for t in report.ticks if t.pass_no == 2 and t.head_after != t.head_before]  # fmt: skip
     report.check("ticks", not moved, f"{len(report.ticks)} ticks; pass 2 changed nothing", moved)
-    _verify_scratch(report, scfg, "scratch ledger", "after the re-runs")
-
-
-@contextlib.contextmanager
-def _silenced() -> Iterator[None]:
-    """The scratch workbook alerts nobody: the webhook and SMTP secrets are hidden meanwhile."""
-    kept = {name: os.environ.pop(name) for name in _SILENCED_ENV if name in os.environ}
-    try:
-        yield
-    finally:
-        os.environ.update(kept)
+    verify_scratch(report, scfg, "scratch ledger", "after the re-runs")
 
 
 def run_drill(
@@ -578,10 +432,10 @@ def run_drill(
     where = (scratch or cfg.workbook / DRILLS_FOLDER / report.drill_id).resolve()
     step = "restore"
     try:
-        with _silenced():
-            scfg = _restore(report, chosen, where, say)
+        with silenced_alerts():
+            scfg = restore_scratch(report, chosen, where, say)
             step = "store"
-            _attach_store(cfg, scfg, report, say)
+            attach_store(cfg, scfg, report, say)
             step = "paper"
             scfg, events, plan = _go_paper(scfg, report)
             report.before = {**compute_counts(events), BROKER_ORDERS: _broker_orders(scfg)}

@@ -247,7 +247,7 @@ def test_drill_when_the_archived_anchor_lies_outside_the_workbook_writes_nothing
 
 
 def test_compute_paper_config_when_paths_point_outside_brings_them_in(tmp_path):
-    from ops_runner.drill import compute_paper_config
+    from ops_runner.drill_scratch import compute_paper_config
 
     raw = {"broker": {"kind": "ib", "mode": "live", "account": "U1234567"},
            "paths": {"backups": "/mnt/offsite/backups", "reports": "reports",
