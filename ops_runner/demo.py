@@ -130,9 +130,11 @@ def run_demo(
     quiet: bool = False,
     account: str | None = None,
     broker: str = "sim",
+    drill: bool = True,
 ) -> DemoResult:
-    """Walk ``months`` rebalance cycles (ending with 2025-11) through real ticks; returns the
-    result. Raises OpsError when a tick run twice changed the ledger, or the demo went wrong."""
+    """Walk ``months`` rebalance cycles (ending with 2025-11) through real ticks, then (unless
+    ``drill`` is False) drill a backup and a damaged copy of it; returns the result. Raises
+    OpsError when a tick run twice changed the ledger, or the demo went wrong."""
     from tqdm import tqdm
 
     from ops_runner.schedule import ScheduleSettings, compute_next_opening
@@ -177,7 +179,8 @@ def run_demo(
             f"{months} rebalance(s) {cycles[0]} .. {cycles[-1]}"
         )
         _walk(cfg, calendar, settings, steps, faulty, result, clock, quiet, say)
-        _drill(cfg, steps[-1], result, say)
+        if drill:
+            _drill(cfg, steps[-1], result, say)
     finally:
         if simulator is not None:
             simulator.stop()

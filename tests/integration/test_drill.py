@@ -46,7 +46,7 @@ def shared_history(factory) -> tuple[Path, Path]:
     if not marker.exists():
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("OPS_RUNNER_APPROVAL_KEY", HMAC_KEY)
-            run_demo(root, months=1, quiet=True, account=ACCOUNT)
+            run_demo(root, months=1, quiet=True, account=ACCOUNT, drill=False)
         made = create_backup(load_config(root), now=AFTER_CYCLE, reason="drill tests")
         marker.write_text(made.archive.name)
     return root, root / "backups" / marker.read_text()
