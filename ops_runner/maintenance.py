@@ -42,6 +42,14 @@ def compute_uninvestigated(events: Any, limit: int = MAX_INVESTIGATIONS_PER_TICK
     ][:limit]
 
 
+def read_incident_events(ledger: Any) -> list[Any]:
+    """Return only what ``compute_uninvestigated`` reads (incidents opened and closed, jobs
+    started), in ledger order: every tick asks, so an idle one must not decode the whole ledger."""
+    kinds = (EventKind.INCIDENT_OPENED, EventKind.INCIDENT_CLOSED, EventKind.JOB_STARTED)
+    events = [e for kind in kinds for e in ledger.events(kind=str(kind))]
+    return sorted(events, key=lambda e: e.seq)
+
+
 def investigate_incidents(
     cfg: Config,
     ledger: Any,
@@ -58,7 +66,7 @@ def investigate_incidents(
     if not cfg.values["schedule"].get("investigate_incidents", True):
         return []
     ran = []
-    for incident_id in compute_uninvestigated(ledger.events()):
+    for incident_id in compute_uninvestigated(read_incident_events(ledger)):
         now = clock()
         slot = Slot(Job.INCIDENT, f"incident:{incident_id}", now.date(), None, now, now)
         if on_job is not None:
