@@ -159,7 +159,11 @@ SCHEMA: dict[str, Any] = {
         "missed_decision": Field("str", "halt", choices=("halt", "skip_cycle")),
         "heartbeat_max_gap_minutes": Field("int", 60, low=1),
         "cell_timeout_seconds": Field("int", 600, low=1),
-        "notebook_deadline_minutes": Field("int", 20, low=1),
+        "notebook_deadline_minutes": Field("float", 20.0, low=0.05, high=24 * 60),
+        # The tick's own deadline: past it the tick's kernels are killed and, if it is still
+        # stuck, the process ends with what it ran recorded as failed. Keep it below the
+        # scheduler's own limit (the systemd unit's TimeoutStartSec is 45min).
+        "tick_deadline_minutes": Field("float", 40.0, low=0.1, high=24 * 60),
         # After each week's last close: the broker vs ledger audit and a backup archive.
         "weekly_audit": Field("bool", True),
         "weekly_backup": Field("bool", True),
@@ -382,6 +386,14 @@ def _check_combinations(cfg: dict[str, Any]) -> None:
         raise ConfigError(
             "config error: data.secondary: must differ from data.primary (or be null)",
             "data.secondary",
+        )
+    sched = cfg["schedule"]
+    if sched["tick_deadline_minutes"] <= sched["notebook_deadline_minutes"]:
+        raise ConfigError(
+            f"config error: schedule.tick_deadline_minutes: {sched['tick_deadline_minutes']:g} "
+            "must be longer than schedule.notebook_deadline_minutes "
+            f"({sched['notebook_deadline_minutes']:g}): a tick runs whole notebooks",
+            "schedule.tick_deadline_minutes",
         )
     window = cfg["schedule"]["submission_window"]
     start, end = _hhmm(window["start"]), _hhmm(window["end"])

@@ -519,7 +519,7 @@ def execute_drill(
     params = {"workbook": str(cfg.workbook), "archive": str(chosen), "run_id": run_id,
               "now": format_instant(now) if now else "", "notebook": relative}  # fmt: skip
     # Each inner notebook keeps its own deadline; the drill's cell waits for ten of them.
-    budget = 60 * int(cfg.values["schedule"]["notebook_deadline_minutes"]) * 12
+    budget = 60 * float(cfg.values["schedule"]["notebook_deadline_minutes"]) * 12
     (progress or log.info)(f"drill of {chosen.name}: the report is {relative} (a few minutes)")
     payload: dict[str, Any] | None = None
     try:

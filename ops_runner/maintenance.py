@@ -57,6 +57,7 @@ def investigate_incidents(
     clock: Callable[[], datetime],
     simulated: bool,
     on_job: Callable[[Any], None] | None,
+    remaining: Callable[[], float] | None = None,
 ) -> list[str]:
     """Runbook 4.1 on every new incident: the incident notebook, once per incident (its
     executed copy is the investigation's record, linked from the runs index)."""
@@ -71,7 +72,7 @@ def investigate_incidents(
         slot = Slot(Job.INCIDENT, f"incident:{incident_id}", now.date(), None, now, now)
         if on_job is not None:
             on_job(slot)
-        ran.append(run_slot(cfg, ledger, broker, slot, now, simulated)[1])
+        ran.append(run_slot(cfg, ledger, broker, slot, now, simulated, remaining)[1])
     return ran
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from ops_runner.config import Config, init_workbook, load_config, resolve_workbook
 from ops_runner.errors import OpsError
+from ops_runner.faults import inject
 
 log = logging.getLogger(__name__)
 
@@ -99,17 +100,43 @@ def open_workbook(workbook: str = "") -> Config:
     return cfg
 
 
+# A Unix socket path holds at most 107 bytes (sun_path is 108 with its NUL); jupyter_client
+# adds "-<channel number>" to the base path. Past this, the kernel cannot start at all.
+SOCKET_PATH_LIMIT = 100
+
+
+def compute_socket_base(runtime: Path, name: str) -> Path | None:
+    """Return ``runtime/name`` when its sockets' paths fit the Unix limit, else None."""
+    return runtime / name if len(os.fsencode(runtime / name)) + 3 <= SOCKET_PATH_LIMIT else None
+
+
+def _short_private_folder() -> Path:
+    """Return a new 0700 folder for kernel sockets under a short temporary root."""
+    import tempfile
+
+    root = tempfile.gettempdir()
+    if len(os.fsencode(root)) > 40:  # a deep $TMPDIR: the system's own /tmp is short
+        root = "/tmp"
+    return Path(tempfile.mkdtemp(prefix="opsr-", dir=root))  # mkdtemp makes it 0700
+
+
 def _ipc_kernel_manager(
     started: list | None = None, deadline_passed: threading.Event | None = None
 ) -> type:
     """Return a kernel manager talking to the kernel over local IPC sockets, not TCP ports.
 
-    Each kernel's sockets get their own path in the user's private Jupyter runtime folder.
-    jupyter_client's default is the relative name ``kernel-ipc``: every kernel would share
-    one path in the current folder (the notebooks/ folder here), a kernel still shutting down
-    would answer the next one's client ("Invalid Signature"), and socket files would be left
-    beside the notebooks. Other local users cannot reach the kernel, and ipykernel has no
-    reason to warn about unencrypted TCP.
+    Each kernel's sockets get their own path in the user's private Jupyter runtime folder, or,
+    when that folder is too deep for a Unix socket path (a service account's HOME, a test's tmp
+    folder), in a short private 0700 folder removed with the kernel. jupyter_client's default
+    is the relative name ``kernel-ipc``: every kernel would share one path in the current
+    folder (the notebooks/ folder here), a kernel still shutting down would answer the next
+    one's client ("Invalid Signature"), and socket files would be left beside the notebooks.
+    Other local users cannot reach the kernel, and ipykernel has no reason to warn about
+    unencrypted TCP.
+
+    A kernel that fails to start is killed and its sockets and zmq context closed at once: a
+    context left with open sockets blocks for ever in ``Context.term()`` when garbage
+    collection reaches it, at whatever line then runs (FAULTS.md).
     """
     import uuid
 
@@ -119,22 +146,70 @@ def _ipc_kernel_manager(
 
     class IPCKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+        private_folder: Path | None = None
 
         @default("ip")
         def _ip_default(self) -> str:
-            folder = Path(jupyter_runtime_dir())
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            # short: a Unix socket path must stay under ~104 bytes with its "-N" suffix
-            return str(folder / f"opsr-{uuid.uuid4().hex[:12]}-ipc")
+            name = f"opsr-{uuid.uuid4().hex[:12]}-ipc"
+            runtime = Path(jupyter_runtime_dir())
+            base = compute_socket_base(runtime, name)
+            if base is None:
+                self.private_folder = _short_private_folder()
+                log.info("runtime folder %s is too deep for a socket path; using %s",
+                         runtime, self.private_folder)  # fmt: skip
+                return str(self.private_folder / name)
+            runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+            return str(base)
 
         async def start_kernel(self, **kwargs: Any) -> None:
-            await super().start_kernel(**kwargs)
             if started is not None:  # the runner's deadline watchdog needs the process
                 started.append(self)
-                if deadline_passed is not None and deadline_passed.is_set():
-                    _kill_kernels([self], deadline_passed)
+            try:
+                await super().start_kernel(**kwargs)
+            except BaseException:
+                await self._abandon()
+                raise
+            if deadline_passed is not None and deadline_passed.is_set():
+                _kill_kernels([self], deadline_passed)
+
+        async def _abandon(self) -> None:
+            """After a failed start: kill the process, close every socket and the context."""
+            try:
+                if self.has_kernel:
+                    await self._async_kill_kernel()
+                await self.cleanup_resources()
+                if not self.context.closed:  # a context someone else created: ours to close
+                    self.context.destroy(linger=0)
+            except Exception:  # boundary: the start's own error is the one to report
+                log.exception("cleaning up a kernel that failed to start")
+            self._remove_private_folder()
+
+        async def cleanup_resources(self, restart: bool = False) -> None:
+            await super().cleanup_resources(restart=restart)
+            if not restart:
+                self._remove_private_folder()
+
+        def _remove_private_folder(self) -> None:
+            if self.private_folder is not None:
+                import shutil
+
+                shutil.rmtree(self.private_folder, ignore_errors=True)
+                self.private_folder = None
 
     return IPCKernelManager
+
+
+# Kernel managers of the runs in progress in this process, with each run's "killed" event:
+# the tick's own deadline kills them all (``kill_running_kernels``).
+_RUNNING: dict[int, tuple[list, threading.Event]] = {}
+
+
+def kill_running_kernels() -> int:
+    """Kill the kernel of every notebook run in progress in this process; return how many runs."""
+    runs = list(_RUNNING.values())
+    for managers, fired in runs:
+        _kill_kernels(managers, fired)
+    return len(runs)
 
 
 def _kill_kernels(managers: list, fired: threading.Event) -> None:
@@ -238,6 +313,7 @@ def run_notebook(
     log.info("executing %s -> %s", source.name, output)
     managers: list = []
     fired = threading.Event()
+    _RUNNING[id(managers)] = (managers, fired)
     watchdog = None
     if deadline is not None:
         watchdog = threading.Timer(deadline, _kill_kernels, args=(managers, fired))
@@ -267,19 +343,19 @@ def run_notebook(
         raise failed(f"cell {exc.cell_index} raised {exc.ename}: {exc.evalue}") from None
     except Exception as exc:  # boundary: kernel death, timeouts, nbclient errors
         if fired.is_set():
-            raise failed(
-                f"whole-notebook deadline of {deadline:g} s passed; kernel killed"
-            ) from None
+            limit = f"whole-notebook deadline of {deadline:g} s" if deadline else "tick's deadline"
+            raise failed(f"{limit} passed; kernel killed") from None
         if type(exc).__name__ == "CellTimeoutError":
             raise failed(f"a cell ran past the {cell_timeout} s cell timeout") from None
         if type(exc).__name__ == "DeadKernelError":
             raise failed("the kernel died (killed or crashed) before the last cell") from None
         raise failed(f"{type(exc).__name__}: {exc}") from None
     finally:
+        _RUNNING.pop(id(managers), None)
         if watchdog is not None:
             watchdog.cancel()
-    if fired.is_set():  # the deadline passed even if no kernel was there to kill yet
-        raise failed(f"the whole-notebook deadline ({deadline:g} s) passed")
+    if fired.is_set():  # a deadline passed even if no kernel was there to kill yet
+        raise failed("the notebook's or the tick's deadline passed")
     scraps = read_scraps(output)
     completion = scraps.get(COMPLETION_KEY)
     if not isinstance(completion, dict) or completion.get("job") != job:
@@ -364,6 +440,7 @@ def execute_job(
     with open_ledger(cfg) as ledger:
         ledger.append(str(EventKind.JOB_STARTED), f"JobStarted:{run_id}", about,
                       run_id=run_id, cycle_id=cycle)  # fmt: skip
+    inject("job:started")
     sched = cfg.values["schedule"]
     try:
         run = run_notebook(
@@ -371,7 +448,7 @@ def execute_job(
             output,
             parameters,
             cell_timeout=int(sched["cell_timeout_seconds"]),
-            deadline=60.0 * int(sched["notebook_deadline_minutes"]),
+            deadline=60.0 * float(sched["notebook_deadline_minutes"]),
             source=source,
         )
     except NotebookError as exc:
@@ -448,3 +525,38 @@ def check_artifacts(cfg: Config, events: Any) -> list[str]:
         elif _sha256(path) != event.payload["sha256"]:
             problems.append(f"event {event.seq}: artifact {relative} changed since it was recorded")
     return problems
+
+
+_ABOUT = ("job", "slot", "session", "cycle", "run_id", "at")
+
+
+def record_orphaned_runs(cfg: Config, ledger: Any, why: str) -> list[str]:
+    """Record every run that started and never ended as failed; return their run ids.
+
+    A run ended when its notebook was registered (ArtifactRecorded) or its job recorded
+    JobCompleted or JobFailed. One that did neither died with its process (killed, power
+    lost, stopped at the tick's deadline): JobFailed, an incident and SAFE_MODE, as for any
+    failed job, with its partial notebook registered when one was written. Call it holding
+    the tick lock, so that no run in progress in another process is taken for dead.
+    """
+    from ops_runner.events import EventKind
+
+    ended = {
+        e.run_id
+        for kind in (EventKind.ARTIFACT_RECORDED, EventKind.JOB_COMPLETED, EventKind.JOB_FAILED)
+        for e in ledger.events(kind=str(kind))
+    }
+    orphans = [e for e in ledger.events(kind=str(EventKind.JOB_STARTED)) if e.run_id not in ended]
+    for event in orphans:
+        about = {k: event.payload.get(k) for k in _ABOUT}
+        job, run_id = str(about["job"]), str(about["run_id"])
+        written = sorted((cfg.path("ledger") / "runs").glob(f"*/{job}-{run_id}.ipynb"))
+        items, evidence = [], [f"run {run_id}", f"started at {about['at']}"]
+        if written:
+            output = written[0]
+            items.append(_artifact(cfg, about, output, 0.0, "failed", why))
+            evidence.append(f"notebook {_relative(cfg, output)}")
+        record_job_failure(ledger, about, why, INCIDENT_CATEGORY.get(job, "scheduler"), evidence,
+                           extra=items)  # fmt: skip
+        log.error("run %s of %s never ended: %s", run_id, about["slot"], why)
+    return [str(e.run_id) for e in orphans]

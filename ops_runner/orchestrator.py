@@ -180,8 +180,10 @@ def tick(
     Raises LedgerCorrupt (the system is in HALT; nothing is written to a corrupt ledger).
     """
     from ops_runner.checks import write_heartbeat
+    from ops_runner.deadline import TickDeadline
     from ops_runner.ledger import open_ledger
     from ops_runner.maintenance import investigate_incidents
+    from ops_runner.notebooks import kill_running_kernels, record_orphaned_runs
     from ops_runner.state import enforce_kill_switch, read_state
 
     if now is not None:
@@ -189,21 +191,25 @@ def tick(
     clock: Callable[[], datetime] = (
         (lambda: now) if now is not None else (lambda: datetime.now(UTC))
     )
+    limit = 60.0 * float(cfg.values["schedule"]["tick_deadline_minutes"])
+    watch = TickDeadline(limit, kill=kill_running_kernels, expire=lambda: _record_deadline(cfg))
     with hold_tick_lock(cfg) as held:
         if not held:
             return TickResult(True, None, "busy: another tick holds the lock")
         ran: list[str] = []
-        with open_ledger(cfg) as ledger:
+        with watch, open_ledger(cfg) as ledger:
             broker = _LazyBroker(cfg, clock if now is not None else None)
             try:
+                record_orphaned_runs(cfg, ledger, ORPHANED)
                 view = enforce_kill_switch(cfg, ledger, cancel=cancel or broker.cancel_all)
                 write_heartbeat(cfg, clock())
                 if view is None:
                     _check_clock(cfg, ledger, broker, clock())
                     _probe_broker_down(ledger, broker, clock())
-                    ran = _run_due(cfg, ledger, broker, clock, now is not None, on_job)
+                    ran = _run_due(cfg, ledger, broker, clock, now is not None, on_job,
+                                   watch.remaining)  # fmt: skip
                     ran += investigate_incidents(cfg, ledger, broker, clock, now is not None,
-                                                 on_job)  # fmt: skip
+                                                 on_job, watch.remaining)  # fmt: skip
                 view = read_state(ledger)
             finally:
                 broker.close()
@@ -214,6 +220,34 @@ def tick(
         if ran:
             message += "; ran " + ", ".join(ran)
         return TickResult(False, view.state, message, tuple(ran))
+
+
+ORPHANED = "the run never ended: its process died (killed, power lost or stopped at a deadline)"
+
+
+def _record_deadline(cfg: Config) -> None:
+    """From the deadline's watchdog, the tick still stuck: record what it was running as
+    failed (SAFE_MODE, an incident) and send the alerts, on a connection of its own."""
+    from ops_runner.ledger import open_ledger
+    from ops_runner.notebooks import record_orphaned_runs
+
+    minutes = float(cfg.values["schedule"]["tick_deadline_minutes"])
+    why = f"the tick's deadline of {minutes:g} min passed while this run was in progress"
+    with open_ledger(cfg, busy_timeout=5.0) as ledger:
+        if not record_orphaned_runs(cfg, ledger, why):
+            _record_stuck_tick(ledger, why)
+        send_pending_alerts(cfg, ledger)
+
+
+def _record_stuck_tick(ledger: Any, why: str) -> None:
+    """A tick stuck outside any notebook run: an incident and SAFE_MODE all the same."""
+    from ops_runner.notebooks import compute_run_id
+    from ops_runner.state import apply_trigger, incident_event
+
+    incident_id = f"tick-deadline-{compute_run_id()}"
+    summary = why.replace("this run was", "the tick was")
+    opened = incident_event(incident_id, "scheduler", summary, [summary])
+    apply_trigger(ledger, Trigger.INCIDENT, summary, [summary], extra_events=[opened])
 
 
 class _LazyBroker:
@@ -317,6 +351,7 @@ def _run_due(
     clock: Callable[[], datetime],
     simulated: bool,
     on_job: Callable[[Any], None] | None,
+    remaining: Callable[[], float] | None = None,
 ) -> list[str]:
     from ops_runner.schedule import ScheduleSettings, compute_agenda
     from ops_runner.state import read_state
@@ -349,7 +384,7 @@ def _run_due(
         tried.add(slot.key)
         if on_job is not None:
             on_job(slot)
-        ok, line = run_slot(cfg, ledger, broker, slot, now, simulated)
+        ok, line = run_slot(cfg, ledger, broker, slot, now, simulated, remaining)
         ran.append(line)
         if not ok:
             break
@@ -475,9 +510,19 @@ def judge_completion(job: str, completion: dict[str, Any]) -> tuple[bool, str]:
 
 
 def run_slot(
-    cfg: Config, ledger: Any, broker: Any, slot: Any, now: datetime, simulated: bool
+    cfg: Config,
+    ledger: Any,
+    broker: Any,
+    slot: Any,
+    now: datetime,
+    simulated: bool,
+    remaining: Callable[[], float] | None = None,
 ) -> tuple[bool, str]:
-    """Run one slot and record its JobCompleted; returns (ran without failing, summary line)."""
+    """Run one slot and record its JobCompleted; returns (ran without failing, summary line).
+
+    ``remaining()`` is the tick's time left: a notebook that could not finish inside it (its
+    own deadline is longer) waits for the next tick instead of starting.
+    """
     from ops_runner.maintenance import compute_audit_hold, publish_slippage
     from ops_runner.notebooks import compute_run_id, execute_job
     from ops_runner.schedule import NOTEBOOK_JOBS
@@ -506,6 +551,10 @@ def run_slot(
         return True, f"{slot.key} {outcome}"
     from ops_runner.schedule import Job
 
+    if remaining is not None:
+        needed = 60.0 * float(cfg.values["schedule"]["notebook_deadline_minutes"])
+        if remaining() < needed:
+            return True, f"{slot.key} waiting: the tick's deadline is too near to start it"
     if slot.job is Job.EXECUTION:
         if down := _probe_orders_session(ledger, broker, slot, now):
             return True, f"{slot.key} waiting: broker unavailable ({down})"

@@ -318,3 +318,73 @@ def test_secret_guard_when_the_name_looks_secret_refuses(name):
 
     with pytest.raises(OpsError):
         require_safe_parameters({name: "x"})
+
+
+def _deep_folder(root: Path) -> Path:
+    """A runtime folder as deep as a test's HOME makes it: past a Unix socket path's limit."""
+    folder = root / ("h" * 60) / ".local" / "share" / "jupyter" / "runtime"
+    assert len(str(folder)) > 107
+    return folder
+
+
+def _opsr_folders() -> set[str]:
+    import tempfile
+
+    roots = {Path(tempfile.gettempdir()), Path("/tmp")}
+    return {str(p) for root in roots for p in root.glob("opsr-*")}
+
+
+def test_run_when_the_runtime_folder_is_too_deep_for_a_socket_uses_a_short_private_one(
+    tmp_path, monkeypatch
+):
+    runtime = _deep_folder(tmp_path)
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
+    before = _opsr_folders()
+    source = write_notebook(tmp_path / "deep.ipynb", "import os; pid = os.getpid()")
+    run = run_notebook("deep", tmp_path / "out" / "deep.ipynb", {}, deadline=120, source=source)
+    assert run.completion == {"job": "deep"}
+    # the short 0700 folder held the sockets for the run and went with the kernel
+    assert _opsr_folders() == before
+    assert not runtime.exists() or not any(runtime.glob("opsr-*"))
+
+
+KERNEL_CANNOT_START = """
+import gc, json, os, sys, time
+from pathlib import Path
+os.environ["JUPYTER_RUNTIME_DIR"] = sys.argv[1]
+import ops_runner.notebooks as notebooks
+notebooks.SOCKET_PATH_LIMIT = 10_000  # as before the fix: the deep folder is used as is
+began = time.monotonic()
+try:
+    notebooks.run_notebook("deep", Path(sys.argv[2]), {}, deadline=60, source=Path(sys.argv[3]))
+    reason = None
+except notebooks.NotebookError as exc:
+    reason = exc.reason
+took = time.monotonic() - began
+gc.collect()  # where the 2026-12-06 tick blocked for good: a context left with open sockets
+children = []
+for task in Path("/proc/self/task").iterdir():
+    children += (task / "children").read_text().split()
+alive = [pid for pid in children if Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]
+print(json.dumps({"reason": reason, "took": took, "alive": alive}))
+"""
+
+
+def test_run_when_the_kernel_cannot_start_fails_at_once_leaving_nothing_open(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    source = write_notebook(tmp_path / "deep.ipynb", "x = 1")
+    script = tmp_path / "cannot_start.py"
+    script.write_text(KERNEL_CANNOT_START, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(script), str(_deep_folder(tmp_path)), str(tmp_path / "out.ipynb"),
+         str(source)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "File name too long" in result["reason"]
+    assert result["took"] < 30  # at once, not after a deadline (60 s here)
+    assert result["alive"] == []  # the kernel that did start was killed with its sockets
