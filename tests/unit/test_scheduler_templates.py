@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ops_runner.config import init_workbook, load_config
 from ops_runner.orchestrator import hold_tick_lock
@@ -185,6 +186,9 @@ def test_service_when_parsed_is_a_oneshot_tick_on_the_workbook() -> None:
     assert service["WorkingDirectory"] == WORKBOOK_PLACEHOLDER
     assert service["TimeoutStartSec"] == "45min"
     assert service["EnvironmentFile"].startswith("-")  # optional: secrets.file works as well
+    # the tick stops itself first, recording what it ran; systemd's kill records nothing
+    template = yaml.safe_load((SCHEDULER.parent / "config.yaml").read_text(encoding="utf-8"))
+    assert template["schedule"]["tick_deadline_minutes"] < 45
 
 
 def test_timer_when_parsed_starts_the_service_every_five_minutes() -> None:
@@ -280,9 +284,16 @@ def test_template_when_read_assigns_no_secret(path: Path) -> None:
     assert offending == []
 
 
-def _cron_like_env(home: Path) -> dict[str, str]:
+# The instant the ticks below run at (OPS_RUNNER_NOW stands for --now where the command line
+# is the template's): Wednesday 2025-11-26 10:00 New York, when no job is open. On the real
+# clock these tests passed or hung depending on the day they ran (issue 15, hole 6).
+IDLE_INSTANT = "2025-11-26T15:00:00Z"
+
+
+def _cron_like_env(home: Path, now: str = IDLE_INSTANT) -> dict[str, str]:
     # What cron gives a job: next to nothing.
-    return {"PATH": "/usr/bin:/bin", "HOME": str(home), "SHELL": "/bin/sh", "LANG": "C"}
+    return {"PATH": "/usr/bin:/bin", "HOME": str(home), "SHELL": "/bin/sh", "LANG": "C",
+            "OPS_RUNNER_NOW": now}  # fmt: skip
 
 
 @pytest.mark.parametrize("shell", ["bash", "sh"])
@@ -310,6 +321,33 @@ def test_crontab_command_when_run_as_written_appends_tick_outcome_to_log(
     # The tick's outcome line, one per run; warnings (stderr) may sit between them.
     outcomes = [line for line in second.splitlines() if line.startswith("state ")]
     assert len(outcomes) == 2, second
+
+
+def test_crontab_command_when_home_is_deep_and_the_weekly_audit_is_due_runs_it(
+    tmp_path: Path, workbook: Path
+) -> None:
+    # Sunday after the week's last session (Friday 2025-11-21): the audit's notebook is due.
+    # With HOME this deep, jupyter's runtime folder is past a Unix socket path's limit: the
+    # kernel could not start, and the tick hung for good (2026-12-06).
+    home = tmp_path / ("h" * 60)
+    runtime = home / ".local" / "share" / "jupyter" / "runtime"
+    assert len(str(runtime)) > 100
+    _, command = _cron_schedule_and_command()
+    line = _fill_placeholders(command, workbook, quote=True)
+    result = subprocess.run(
+        ["bash", "-c", line],
+        cwd=tmp_path,
+        env=_cron_like_env(home, now="2025-11-23T15:00:00Z"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    log = (workbook / "ops" / "tick.log").read_text(encoding="utf-8")
+    (outcome,) = [line for line in log.splitlines() if line.startswith("state ")]
+    assert "audit:2025-11-21 CLEAN" in outcome, log
+    assert "FAILED" not in outcome, log
+    assert not runtime.exists() or not any(runtime.glob("opsr-*"))  # no socket left behind
 
 
 def test_crontab_command_when_another_tick_holds_the_lock_logs_busy_and_exits_0(
