@@ -17,6 +17,8 @@ from ops_runner.errors import ConfigError, OpsError
 log = logging.getLogger(__name__)
 
 NOW_ENV = "OPS_RUNNER_NOW"
+RUN_JOBS = ("daily_checks", "pre_rebalance_checks", "data_qa", "decision", "execution",
+            "reconciliation", "slippage_report")  # fmt: skip
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -450,14 +452,13 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def _run_job(cfg, job: str, cycle: str | None, as_of: str | None, now: str | None) -> int:
-    """Run one job's notebook by hand, recorded exactly as the tick records it."""
-    from ops_runner.orchestrator import require_simulated_broker, run_slot, send_pending_alerts
+    """Run one job's notebook by hand, under the tick's rules and recorded as the tick records
+    it; a run the tick would not do now is refused in one line (exit 1)."""
+    from ops_runner.orchestrator import run_by_hand
     from ops_runner.schedule import ScheduleSettings, compute_cycle_id, compute_session_slots
 
     calendar = cfg.calendar()
     instant = _parse_now(now)
-    if instant is not None:
-        require_simulated_broker(cfg)
     if job in ("execution", "reconciliation", "slippage_report"):
         if not cycle:
             raise ConfigError(f"run {job}: --cycle is required (e.g. 2025-11)")
@@ -466,7 +467,8 @@ def _run_job(cfg, job: str, cycle: str | None, as_of: str | None, now: str | Non
             raise ConfigError(f"--cycle: {cycle!r} is not a cycle such as 2025-11")
         session = calendar.rebalance_session(int(year), int(month))
     else:
-        session = _parse_date(as_of) if as_of else calendar.last_closed_session(datetime.now(UTC))
+        clock = instant or datetime.now(UTC)
+        session = _parse_date(as_of) if as_of else calendar.last_closed_session(clock)
         cycle = compute_cycle_id(session)
     settings = ScheduleSettings.from_config(cfg.values)
     slots = [s for s in compute_session_slots(calendar, settings, session) if s.job == job]
@@ -474,13 +476,9 @@ def _run_job(cfg, job: str, cycle: str | None, as_of: str | None, now: str | Non
         from ops_runner.schedule import Job, Slot
 
         moment = calendar.session_close(session).to_pydatetime()
-        slots = [Slot(Job(job), f"{job}:{session.isoformat()}", session, None, moment, moment)]
-    from ops_runner.ledger import open_ledger
-
-    with open_ledger(cfg) as ledger:
-        ok, line = run_slot(cfg, ledger, None, slots[0], instant or datetime.now(UTC),
-                            instant is not None)  # fmt: skip
-        send_pending_alerts(cfg, ledger)
+        slots = [Slot(Job(job), f"{job}:{session.isoformat()}", session, None, moment, moment,
+                      closes=None)]  # fmt: skip
+    ok, line = run_by_hand(cfg, slots[0], instant or datetime.now(UTC), instant is not None)
     print(line)
     return 0 if ok else 1
 
@@ -742,12 +740,16 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--grid", required=True, help="YAML grid file")
         p.set_defaults(func=func)
 
-    p = sub.add_parser("run", help="execute a job's notebook with papermill (the audit artifact)")
-    p.add_argument(
-        "job", choices=("data_qa", "decision", "execution", "reconciliation", "slippage_report")
+    p = sub.add_parser(
+        "run", help="run one job by hand under the tick's rules (state, lock, windows, order)"
     )
-    p.add_argument("--cycle", help="the cycle, e.g. 2025-11 (execution, reconciliation)")
-    p.add_argument("--as-of", help="the session (data_qa, decision); default: last closed")
+    p.add_argument("job", choices=RUN_JOBS)
+    p.add_argument(
+        "--cycle", help="the cycle, e.g. 2025-11 (execution, reconciliation, slippage_report)"
+    )
+    p.add_argument(
+        "--as-of", help="the session (checks, data_qa, decision); default: the last closed"
+    )
     p.add_argument(
         "--now", help="a fixed instant for the simulated broker, e.g. 2025-12-01T13:30:00Z"
     )

@@ -15,13 +15,14 @@ import contextlib
 import fcntl
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ops_runner.config import Config
+from ops_runner.errors import OpsError
 from ops_runner.events import EventKind, State, Trigger
 
 log = logging.getLogger(__name__)
@@ -91,8 +92,6 @@ def _plain(value: Any) -> Any:
 def require_simulated_broker(cfg: Config) -> None:
     """Raise OpsError unless the broker is the simulated one: a fixed clock (``--now``) is
     for the demo, replays and tests, never for a real account."""
-    from ops_runner.errors import OpsError
-
     broker = cfg.values["broker"]
     if broker["kind"] == "sim":
         return
@@ -250,6 +249,76 @@ def _record_stuck_tick(ledger: Any, why: str) -> None:
     apply_trigger(ledger, Trigger.INCIDENT, summary, [summary], extra_events=[opened])
 
 
+class RunRefused(OpsError):
+    """A job asked for by hand that the tick would not run now; nothing was run or recorded."""
+
+
+def compute_refusal(slot: Any, view: Any, done: Collection[str], now: datetime) -> str | None:
+    """Return why the tick would not run ``slot`` at ``now``, or None when it would.
+
+    The tick's rules, whoever asks: decision and execution only in RUN; nothing before its
+    slot opens or after it closes (execution: the submission window); nothing before the
+    jobs it follows are done. A slot done already may run again by hand: every job is safe
+    to repeat (the ledger's keys and the broker lookups see to that).
+    """
+    from ops_runner.schedule import RUN_ONLY, Job
+
+    if slot.job in RUN_ONLY and view.state is not State.RUN:
+        why = f" ({view.reason})" if view.reason else ""
+        return (
+            f"{slot.job} runs only in RUN and the state is {view.state}{why}; "
+            "leave it with an approval first (`ops-runner approve`, `ops-runner resume`)"
+        )
+    if slot.opens > now:
+        return f"{slot.key} opens at {_iso(slot.opens)}; it is {_iso(now)}"
+    if slot.closes is not None and slot.closes <= now:
+        if slot.job is Job.EXECUTION:
+            return (
+                f"the submission window for {slot.session} closed at {_iso(slot.closes)}; "
+                "market-on-open orders are never sent late or as plain market orders"
+            )
+        return f"{slot.key} closed at {_iso(slot.closes)}; it is {_iso(now)}"
+    if missing := [key for key in slot.after if key not in done]:
+        return f"{', '.join(missing)} not done yet; {slot.key} follows it"
+    return None
+
+
+def run_by_hand(cfg: Config, slot: Any, now: datetime, simulated: bool) -> tuple[bool, str]:
+    """Run one slot as ``ops-runner run`` does: under the tick's lock, deadline, kill switch,
+    state, windows and prerequisites. Returns run_slot's (ok, line); raises RunRefused.
+
+    ``simulated``: ``now`` is a fixed instant (simulated brokers only).
+    """
+    from ops_runner.deadline import TickDeadline
+    from ops_runner.ledger import open_ledger
+    from ops_runner.notebooks import kill_running_kernels, record_orphaned_runs
+    from ops_runner.state import enforce_kill_switch, read_state
+
+    if simulated:
+        require_simulated_broker(cfg)
+    limit = 60.0 * float(cfg.values["schedule"]["tick_deadline_minutes"])
+    watch = TickDeadline(limit, kill=kill_running_kernels, expire=lambda: _record_deadline(cfg))
+    with hold_tick_lock(cfg) as held:
+        if not held:
+            raise RunRefused(
+                "a tick or another run holds the workbook's lock; nothing was run: try again "
+                f"when it ends (the lock is {lock_path(cfg)})"
+            )
+        with watch, open_ledger(cfg) as ledger:
+            broker = _LazyBroker(cfg, (lambda: now) if simulated else None)
+            try:
+                record_orphaned_runs(cfg, ledger, ORPHANED)
+                if (halted := enforce_kill_switch(cfg, ledger, broker.cancel_all)) is not None:
+                    raise RunRefused(f"the kill switch is present: {halted.reason}; nothing run")
+                why = compute_refusal(slot, read_state(ledger), read_done(ledger), now)
+                if why is not None:
+                    raise RunRefused(f"run {slot.job}: {why}; the tick would not run it either")
+                return run_slot(cfg, ledger, broker, slot, now, simulated, watch.remaining)
+            finally:
+                broker.close()
+                send_pending_alerts(cfg, ledger)
+
+
 class _LazyBroker:
     """The broker, opened only when a step needs it: an idle tick on the simulated broker
     never touches the broker's books. Checks read through the read-only role; only the kill
@@ -291,8 +360,6 @@ def _check_clock(cfg: Config, ledger: Any, broker: _LazyBroker, now: datetime) -
     """Clock against the broker's server time; beyond the limit: an incident and SAFE_MODE,
     recorded once per day. A broker without a session is the daily check's business."""
     from ops_runner.checks import compute_clock_check, record_checks
-    from ops_runner.errors import OpsError
-
     try:
         health = broker.get().health()
     except OpsError as exc:
@@ -309,7 +376,6 @@ def _check_clock(cfg: Config, ledger: Any, broker: _LazyBroker, now: datetime) -
 def _probe_broker_down(ledger: Any, broker: _LazyBroker, now: datetime) -> None:
     """In BROKER_DOWN every tick asks the broker again (its own retry policy included); a
     healthy session restores RUN, so a submission can still go out inside its window."""
-    from ops_runner.errors import OpsError
     from ops_runner.state import apply_trigger, read_state
 
     if read_state(ledger).state is not State.BROKER_DOWN:
@@ -499,11 +565,16 @@ def compute_parameters(cfg: Config, slot: Any, now: datetime, simulated: bool) -
 
 def judge_completion(job: str, completion: dict[str, Any]) -> tuple[bool, str]:
     """Return (done, outcome) for a completed notebook: a blocking QA, a submission or a
-    reconciliation still waiting, or a stopped submission is not done."""
+    reconciliation still waiting, a stopped submission, or one that left an intent unsent
+    (denied by the gate, stopped before it) is not done."""
     if job == "data_qa":
         blocking = bool(completion.get("blocking"))
         return (not blocking, "blocking" if blocking else "clean")
     status = str(completion.get("status", "completed"))
+    if job == "execution" and (unsettled := list(completion.get("unsettled") or [])):
+        # a denied or unsent intent keeps the cycle open: the tick sends it once the state
+        # allows, inside the window; past it the job is missed (an incident)
+        return False, f"{status}, not at the broker: {', '.join(map(str, unsettled))}"
     if job in ("execution", "reconciliation"):
         return (status not in ("WAIT", "STOPPED"), status)
     return True, status
@@ -551,6 +622,8 @@ def run_slot(
         return True, f"{slot.key} {outcome}"
     from ops_runner.schedule import Job
 
+    if slot.job in RUN_ONLY_CHECKED and (why := _refusal_now(ledger, slot, now)):
+        return True, f"{slot.key} waiting: {why}"
     if remaining is not None:
         needed = 60.0 * float(cfg.values["schedule"]["notebook_deadline_minutes"])
         if remaining() < needed:
@@ -595,6 +668,26 @@ def run_slot(
         cycle_id=slot.cycle,
     )
     return True, f"{slot.key} {outcome}"
+
+
+RUN_ONLY_CHECKED = frozenset({"decision", "execution"})
+
+
+def _refusal_now(ledger: Any, slot: Any, now: datetime) -> str | None:
+    """The tick's rules again at the last moment, for every caller of run_slot (the demo,
+    the drill, a library call): a decision or execution never runs where the tick would not."""
+    from ops_runner.state import read_state
+
+    return compute_refusal(slot, read_state(ledger), read_done(ledger), now)
+
+
+def read_done(ledger: Any) -> set[str]:
+    """Return the keys of the slots the ledger records as done."""
+    return {
+        str(e.payload["slot"])
+        for e in ledger.events(kind=str(EventKind.JOB_COMPLETED))
+        if e.payload.get("done")
+    }
 
 
 def _record_qa_state(ledger: Any, slot: Any, outcome: str, run_id: str) -> None:

@@ -65,6 +65,7 @@ class BreakKind(StrEnum):
     POSITION = "position"
     POSITION_NOT_REPORTED = "position_not_reported"  # no entry is not a flat position
     CASH = "cash"
+    TARGET = "target"  # the account is not where the cycle's decision and plan said it would be
 
 
 def _plain(value: Any) -> Any:
@@ -351,6 +352,57 @@ def check_cash(expected: Decimal, reported: Decimal, tolerance: Decimal) -> list
                   f"(off by {reported - expected}, tolerance {tolerance})")]  # fmt: skip
 
 
+def compute_planned_positions(events: Iterable[Any], cycle_id: str) -> dict[str, int] | None:
+    """Return where the cycle's plan of record leaves each symbol (shares held when planned,
+    plus the order's shares: a skipped line keeps what it held), or None with no plan."""
+    planned = [e for e in events if e.kind == EventKind.ORDERS_PLANNED
+               and e.payload.get("cycle_id") == cycle_id]  # fmt: skip
+    if not planned:
+        return None
+    sign = {"BUY": 1, "SELL": -1}
+    return {
+        str(line["symbol"]): int(line["current"])
+        + sign.get(str(line.get("side")), 0) * int(line.get("quantity") or 0)
+        for line in planned[-1].payload["lines"]
+    }
+
+
+def check_targets(
+    targets: Mapping[str, str],
+    planned: Mapping[str, int] | None,
+    reported: Mapping[str, int],
+    explained: Iterable[str] = (),
+) -> list[Break]:
+    """Return a break per symbol where the account is not where the cycle meant it to be.
+
+    Against the plan of record when there is one (an intent the gate denied or nobody sent
+    leaves the account short: a break with both numbers, not a clean report of what little
+    was sent); without a plan, against the decision's targets: held where the decision holds
+    nothing, or nothing held where it targets a weight. ``explained`` symbols already carry an
+    order's break and get no second one.
+    """
+    breaks, skip = [], set(explained)
+    if planned is not None:
+        for symbol in sorted(set(planned) - skip):
+            want, held = planned[symbol], int(reported.get(symbol, 0))
+            if held != want:
+                weight = targets.get(symbol, "0")
+                breaks.append(Break(BreakKind.TARGET, symbol, want, held,
+                                    f"{symbol}: the cycle's plan ends at {want} shares (decision "
+                                    f"weight {weight}), the account holds {held}: short of the "
+                                    "decision's targets"))  # fmt: skip
+        return breaks
+    wanted = {s for s, w in targets.items() if Decimal(str(w)) > 0}
+    held = {s for s, q in reported.items() if q}
+    for symbol in sorted((wanted ^ held) - skip):
+        breaks.append(Break(BreakKind.TARGET, symbol, targets.get(symbol, "0"),
+                            int(reported.get(symbol, 0)),
+                            f"{symbol}: no orders were planned for the cycle; the decision's "
+                            f"weight is {targets.get(symbol, '0')}, the account holds "
+                            f"{int(reported.get(symbol, 0))}"))  # fmt: skip
+    return breaks
+
+
 def _as_intent(ref: str, view: OrderView, session: str) -> OrderIntent | None:
     if view.symbol is None or view.side not in ("BUY", "SELL"):
         return None
@@ -447,6 +499,13 @@ def compute_record_closes(events: Iterable[Any], cycle_id: str) -> tuple[str | N
             if day == record["session"]:
                 closes[symbol] = Decimal(str(price))
     return str(record["session"]), closes
+
+
+def compute_record_targets(events: Iterable[Any], cycle_id: str) -> dict[str, str] | None:
+    """Return the target weights of the cycle's last Decision Record, or None without one."""
+    records = [e.payload for e in events if e.kind == EventKind.DECISION_RECORDED
+               and e.payload.get("cycle_id") == cycle_id]  # fmt: skip
+    return dict(records[-1]["decision"]["targets"]) if records else None
 
 
 def read_session_prices(
@@ -552,6 +611,10 @@ def reconcile(
         return report
     breaks += check_positions(expected_positions, reported)
     breaks += check_cash(expected_cash, account.cash, tolerance)
+    if (targets := compute_record_targets(events, cycle_id)) is not None:
+        explained = {str(b.symbol) for b in breaks if b.symbol}
+        breaks += check_targets(targets, compute_planned_positions(events, cycle_id), reported,
+                                explained)  # fmt: skip
     status = ReconciliationStatus.CLEAN
     if breaks:
         status = ReconciliationStatus.UNRESOLVED if past_deadline else ReconciliationStatus.BREAKS

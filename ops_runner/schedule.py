@@ -223,6 +223,10 @@ def compute_agenda(
     first = max(now.date() - timedelta(days=lookback_days), started.date() - timedelta(days=7))
     slots = compute_slots(calendar, settings, first, now.date())
     expired_keys = set(expired_before)
+    # A reconciliation follows its execution once that is done or its window has closed: an
+    # execution that ended short (an intent denied, the state not RUN in time) still sent
+    # what it sent, and only reconciliation records those fills and shows the shortfall.
+    closed = {s.key for s in slots if s.job is Job.EXECUTION and s.closes and s.closes <= now}
     due, missed, expired, waiting = [], [], [], []
     for slot in slots:
         if slot.key in done or slot.opens > now:
@@ -235,16 +239,19 @@ def compute_agenda(
             continue
         if slot.key in expired_keys:
             continue
-        ready = all(key in done for key in slot.after)
-        closed = slot.closes is not None and slot.closes <= now
-        if slot.job is Job.DECISION and closed:
+        ready = all(
+            key in done or (slot.job is Job.RECONCILIATION and key in closed)
+            for key in slot.after
+        )
+        is_closed = slot.closes is not None and slot.closes <= now
+        if slot.job is Job.DECISION and is_closed:
             expired.append(slot)
             expired_keys.add(slot.key)
             continue
         deadline = _effective_deadline(slot, done, settings)
         if ready and started < deadline <= now and slot.key not in missed_before:
             missed.append(slot)
-        if closed:
+        if is_closed:
             continue
         if ready and (slot.job not in RUN_ONLY or state is State.RUN):
             due.append(slot)

@@ -87,6 +87,9 @@ class SubmissionReport:
     rows: list[SubmissionRow] = field(default_factory=list)
     detail: str = ""
     state: str = ""
+    # Intents not at the broker for good (denied by the gate, not sent, outcome unknown): the
+    # cycle stays open, and a later run inside the window sends them once the state allows.
+    unsettled: list[str] = field(default_factory=list)
 
     def to_frame(self) -> pd.DataFrame:
         """Return the rows as a table indexed by client reference."""
@@ -419,6 +422,9 @@ def submit_plan(
             report.rows.append(SubmissionRow(*skip, None, line.skipped_reason))
     good = {RowOutcome.SUBMITTED, RowOutcome.ADOPTED}
     partial = any(job.rows[i.client_ref].outcome not in good for i in intents)
+    final = good | {RowOutcome.REJECTED}  # the broker's no is an answer: reconciliation shows it
+    report.unsettled = [i.client_ref for i in intents if job.rows[i.client_ref].outcome
+                        not in final]  # fmt: skip
     report.status = SubmissionStatus.PARTIAL if partial else SubmissionStatus.SUBMITTED
     report.status = SubmissionStatus.STOPPED if stopped else report.status
     details = [report.detail, stopped, "" if intents else "nothing to send"]

@@ -42,6 +42,6 @@ CELLS = [
         'sb.glue("plan", job.plan.to_payload())\n'
         'sb.glue("submission", submission.to_payload())\n'
         'sb.glue("completion", notebooks.completion_record("execution", cycle=cycle, '
-        "status=str(submission.status), state=submission.state))"
+        "status=str(submission.status), state=submission.state, unsettled=submission.unsettled))"
     ),
 ]

@@ -150,8 +150,12 @@ def test_cli_run_when_a_cycle_goes_through_the_sim_broker_registers_each_noteboo
 
     assert run("init", workbook=tmp_path).returncode == 0
     assert run("data", "sample", workbook=tmp_path).returncode == 0
+    # by hand, in the tick's order and windows: QA and the decision after the 2025-11-28 close
     steps = [
-        ("run", "decision", "--as-of", "2025-11-28"),
+        ("baseline", "approve", "--reason", "the sample workbook as made"),
+        ("run", "pre_rebalance_checks", "--as-of", "2025-11-28", "--now", "2025-11-28T19:00:00Z"),
+        ("run", "data_qa", "--as-of", "2025-11-28", "--now", "2025-11-28T19:00:00Z"),
+        ("run", "decision", "--as-of", "2025-11-28", "--now", "2025-11-28T19:00:00Z"),
         ("run", "execution", "--cycle", "2025-11", "--now", "2025-12-01T13:30:00Z"),
         ("run", "reconciliation", "--cycle", "2025-11", "--now", "2025-12-01T15:30:00Z"),
     ]
@@ -168,22 +172,28 @@ def test_cli_run_when_a_cycle_goes_through_the_sim_broker_registers_each_noteboo
 
     with open_ledger(load_config(tmp_path)) as ledger:
         registered = [e.payload for e in ledger.events(kind=str(EventKind.ARTIFACT_RECORDED))]
-    assert [r["job"] for r in registered] == ["decision", "execution", "reconciliation"]
+    jobs = ["data_qa", "decision", "execution", "reconciliation"]
+    assert [r["job"] for r in registered] == jobs
     assert {r["outcome"] for r in registered} == {"completed"}
     paths = [r["path"] for r in registered]
-    assert len(set(paths)) == 3 and all(f"-{r['run_id']}.ipynb" in r["path"] for r in registered)
+    assert len(set(paths)) == 4 and all(f"-{r['run_id']}.ipynb" in r["path"] for r in registered)
     import hashlib
 
     for item in registered:  # the artifact and the record vouch for each other
         assert hashlib.sha256((tmp_path / item["path"]).read_bytes()).hexdigest() == item["sha256"]
+    again = run("run", "execution", "--cycle", "2025-11", "--now", "2025-12-01T13:40:00Z",
+                workbook=tmp_path)  # fmt: skip
+    assert again.returncode == 0  # every intent already settled: nothing to send, nothing twice
     late = run("run", "execution", "--cycle", "2025-11", "--now", "2025-12-02T13:30:00Z",
                workbook=tmp_path)  # fmt: skip
-    assert late.returncode == 0  # every intent already settled: nothing to send, nothing twice
+    assert late.returncode == 1 and "submission window for 2025-12-01 closed" in late.stderr
     with open_ledger(load_config(tmp_path)) as ledger:
         runs = [e.payload["path"] for e in ledger.events(kind=str(EventKind.ARTIFACT_RECORDED))]
-    assert len(runs) == 4 and runs[:3] == paths  # the re-run has its own file; none rewritten
+        submitted = list(ledger.events(kind=str(EventKind.ORDER_SUBMITTED)))
+    assert len(runs) == 5 and runs[:4] == paths  # the re-run has its own file; none rewritten
+    assert len(submitted) == len({e.payload["client_ref"] for e in submitted})
     verify = run("ledger", "verify", workbook=tmp_path)
-    assert verify.returncode == 0 and "4 registered notebooks" in verify.stdout
+    assert verify.returncode == 0 and "5 registered notebooks" in verify.stdout
     (tmp_path / paths[0]).write_text("{}")  # an artifact edited after the fact
     broken = run("ledger", "verify", workbook=tmp_path)
     assert broken.returncode == 1 and "changed since it was recorded" in broken.stdout

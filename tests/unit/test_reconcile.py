@@ -465,3 +465,52 @@ def test_reconcile_when_the_incident_was_closed_opens_a_new_one_for_new_breaks(c
     assert [i["incident_id"] for i in compute_open_incidents(ledger.events())] == [
         report.incident_id
     ]
+
+
+# -- the account against the cycle's targets ------------------------------------------------
+# (targets, planned positions or None, broker positions, explained) -> (symbol, expected, actual)
+TARGET_CASES = [
+    # the plan's BUY denied: sold, never bought
+    ({"AGG": "1"}, {"VEU": 0, "AGG": 844}, {}, (), [("AGG", 844, 0)]),
+    # everything where the plan put it: no break (a skipped line keeps what it held)
+    ({"AGG": "1"}, {"VEU": 0, "AGG": 844, "BIL": 12}, {"AGG": 844, "BIL": 12}, (), []),
+    # an order's own break already names AGG: not reported twice
+    ({"AGG": "1"}, {"VEU": 0, "AGG": 844}, {"AGG": 400}, ("AGG",), []),
+    # no plan was recorded (the execution never ran): against the decision's weights
+    ({"AGG": "1"}, None, {"VEU": 1358}, (), [("AGG", "1", 0), ("VEU", "0", 1358)]),
+    ({"AGG": "1"}, None, {"AGG": 800}, (), []),
+    ({"SPY": "0.5", "QQQ": "0.5"}, None, {"SPY": 10}, (), [("QQQ", "0.5", 0)]),
+]
+
+
+@pytest.mark.parametrize(("targets", "planned", "reported", "explained", "expected"),
+                         TARGET_CASES)  # fmt: skip
+def test_check_targets_when_the_account_is_short_of_the_cycle_breaks_with_both_numbers(
+    targets, planned, reported, explained, expected
+):
+    from ops_runner.reconcile import BreakKind, check_targets
+
+    breaks = check_targets(targets, planned, reported, explained)
+    assert [(b.symbol, b.expected, b.actual) for b in breaks] == expected
+    assert all(b.what is BreakKind.TARGET for b in breaks)
+
+
+def test_compute_planned_positions_when_lines_sell_buy_and_skip_adds_each_order():
+    from types import SimpleNamespace
+
+    from ops_runner.reconcile import compute_planned_positions
+
+    lines = [
+        {"symbol": "VEU", "current": 1358, "side": "SELL", "quantity": 1358},
+        {"symbol": "AGG", "current": 0, "side": "BUY", "quantity": 844},
+        {"symbol": "BIL", "current": 12, "side": "SELL", "quantity": 0},  # below the minimum
+        {"symbol": "SPY", "current": 5, "side": None, "quantity": 0},
+    ]
+    planned = SimpleNamespace(kind=str(EventKind.ORDERS_PLANNED),
+                              payload={"cycle_id": "2025-11", "lines": lines})  # fmt: skip
+    other = SimpleNamespace(kind=str(EventKind.ORDERS_PLANNED),
+                            payload={"cycle_id": "2025-10", "lines": []})  # fmt: skip
+    assert compute_planned_positions([other, planned], "2025-11") == {
+        "VEU": 0, "AGG": 844, "BIL": 12, "SPY": 5
+    }  # fmt: skip
+    assert compute_planned_positions([other], "2025-11") is None

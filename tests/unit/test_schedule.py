@@ -706,6 +706,38 @@ def test_agenda_when_decision_done_execution_due_only_in_run_inside_window(
     assert agenda_keys(agenda) == expected
 
 
+# Reconciliation follows an execution that is done, or whose window closed undone (it ended
+# short, or never ran in RUN): only reconciliation records what was sent and the shortfall.
+# Cycle 2025-05: window 12:00Z..13:20Z on N = 2025-06-02, open 13:30Z, reconciliation 14:00Z.
+@pytest.mark.parametrize(
+    "now, execution_done, expected",
+    [
+        ("2025-06-02 14:05", True,
+         expected_agenda(due=["reconciliation:2025-05"], waiting=["slippage_report:2025-05"])),
+        ("2025-06-02 14:05", False,
+         expected_agenda(due=["reconciliation:2025-05"], missed=["execution:2025-05"],
+                         waiting=["slippage_report:2025-05"])),
+        ("2025-06-02 13:10", False, expected_agenda(waiting=["execution:2025-05"])),
+        ("2025-06-02 13:45", False, expected_agenda(missed=["execution:2025-05"])),
+    ],
+    ids=["done", "window-closed-undone", "window-open", "closed-before-the-reconciliation"],
+)  # fmt: skip
+def test_agenda_when_the_execution_window_closed_reconciliation_is_due(
+    cal, settings, now, execution_done, expected
+):
+    done = {
+        k: utc("2025-05-30 20:30")
+        for k in ("daily_checks:2025-05-30", "pre_rebalance_checks:2025-05-30",
+                  "data_qa:2025-05", "decision:2025-05")
+    }  # fmt: skip
+    if execution_done:
+        done["execution:2025-05"] = utc("2025-06-02 12:05")
+    agenda = compute_agenda(cal, settings, utc(now), done=done, state=State.SAFE_MODE,
+                            started=utc("2025-05-30 20:00"))  # fmt: skip
+    found = {k: [x for x in v if not x.startswith("daily")] for k, v in agenda_keys(agenda).items()}
+    assert found == expected
+
+
 # -- the next opening -------------------------------------------------------------------------
 
 NEXT_OPENINGS = [
