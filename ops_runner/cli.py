@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
@@ -224,11 +225,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_kill(args: argparse.Namespace) -> int:
     from ops_runner.config import load_config
-    from ops_runner.state import remove_kill_switch, write_kill_switch
+    from ops_runner.orchestrator import engage_kill_switch
+    from ops_runner.state import remove_kill_switch
 
     cfg = load_config(args.workbook)
     if args.command == "kill":
-        write_kill_switch(cfg, args.reason)
+        engage_kill_switch(cfg, args.reason)
         print(
             f"kill switch written: {cfg.path('kill_switch')}; the next tick cancels pending "
             "orders and moves to HALT"
@@ -858,14 +860,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OpsError as exc:
         print(f"ops-runner: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("ops-runner: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:
         # The reader went away (`ops-runner ledger export | head`): not an error of ours.
         # Point stdout at devnull so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:  # a read-only or full workbook, a missing folder: one line, no trace
+        from ops_runner.errors import describe_os_error
+
+        log.debug("OSError at the command line", exc_info=True)
+        print(f"ops-runner: {describe_os_error(exc, 'write or read')}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as exc:
+        log.debug("SQLite error at the command line", exc_info=True)
+        print(f"ops-runner: the ledger database: {exc}; run `ops-runner ledger verify`",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    except KeyboardInterrupt:
+        print("ops-runner: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ops_runner.errors import DataError
+from ops_runner.faults import inject
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,9 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            handle.write(data[: len(data) // 2])
+            inject(f"write:{path.name}")  # a disk that fills mid-write (tests)
+            handle.write(data[len(data) // 2 :])
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)

@@ -68,3 +68,34 @@ class LedgerError(OpsError):
     """The ledger refused or could not do what was asked; nothing was written."""
 
     exit_code = 1
+
+
+class NotWritable(OpsError):
+    """A file the workbook must write cannot be written (read-only, full disk, permissions).
+
+    Fields: ``path`` and ``errno`` (of the OSError behind it).
+    """
+
+    def __init__(self, what: str, path: object, exc: OSError, consequence: str = "") -> None:
+        super().__init__(describe_os_error(exc, what, path, consequence))
+        self.path = str(path)
+        self.errno = exc.errno
+
+
+def describe_os_error(exc: OSError, what: str, path: object = None, consequence: str = "") -> str:
+    """Return one line for an OSError: what failed, where, why, and what to do next."""
+    import errno as codes
+
+    where = path if path is not None else exc.filename
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    fixes = {
+        codes.ENOSPC: "free space on that disk, then run it again",
+        codes.EDQUOT: "free space (the disk quota is used up), then run it again",
+        codes.EROFS: "the file system is mounted read-only: remount it read-write",
+        codes.EACCES: "give this user write access to that folder",
+        codes.EPERM: "the file or folder may not be changed (permissions, or marked immutable)",
+        codes.ENOENT: "check the path in config.yaml (paths.*) and that the folder exists",
+    }
+    fix = fixes.get(exc.errno or -1, "check the disk and the folder's permissions")
+    parts = [f"cannot {what} {where}: {reason}" if where else f"cannot {what}: {reason}"]
+    return "; ".join([*parts, *([consequence] if consequence else []), fix])

@@ -309,6 +309,19 @@ def _text(value: Any, name: str) -> str:
     return str(value)
 
 
+def _explain_io_error(path: Path, problem: str) -> str:
+    """SQLite says "disk I/O error" when its WAL or shared-memory file cannot grow: name a full
+    disk when that is what it is."""
+    try:
+        free = os.statvfs(path.parent)
+    except OSError:
+        return problem
+    left = free.f_bavail * free.f_frsize
+    if left < 1 << 20:
+        return f"{problem}: the disk is full ({left} bytes free); free space and try again"
+    return problem
+
+
 # -- the ledger ---------------------------------------------------------------------------------
 
 _Bad = tuple[int | None, str, str]  # (first bad seq, reason, detail)
@@ -391,6 +404,8 @@ class Ledger:
                 raise LedgerCorrupt(self.path, f"{exc} (while {action})") from exc
             family = "_".join(name.split("_")[:2])  # SQLITE_BUSY_SNAPSHOT -> SQLITE_BUSY
             problem = _SQLITE_PROBLEMS.get(family, str(exc))
+            if family == "SQLITE_IOERR" or "disk I/O error" in str(exc):
+                problem = _explain_io_error(self.path, problem)
             raise LedgerError(f"ledger {self.path}: {action} failed: {problem}") from exc
 
     def _require_sound(self) -> None:

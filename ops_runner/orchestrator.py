@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ops_runner.config import Config
-from ops_runner.errors import OpsError
+from ops_runner.errors import NotWritable, OpsError
 from ops_runner.events import EventKind, State, Trigger
 
 log = logging.getLogger(__name__)
@@ -50,19 +50,28 @@ def hold_tick_lock(cfg: Config) -> Iterator[bool]:
     tick never leaves a stale lock behind.
     """
     path = lock_path(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise NotWritable("open the tick lock", path, exc, NOTHING_RUN) from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return
-        os.ftruncate(handle, 0)
-        os.write(handle, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(handle, 0)
+            os.write(handle, f"{os.getpid()}\n".encode())
+        except OSError as exc:
+            raise NotWritable("write the tick lock", path, exc, NOTHING_RUN) from None
         yield True
     finally:
         os.close(handle)
+
+
+NOTHING_RUN = "nothing was run and no order sent"
 
 
 def lock_path(cfg: Config) -> Path:
@@ -178,7 +187,7 @@ def tick(
     before each job). ``on_job(slot)`` is called before each job (the demo's progress bar).
     Raises LedgerCorrupt (the system is in HALT; nothing is written to a corrupt ledger).
     """
-    from ops_runner.checks import write_heartbeat
+    from ops_runner.checks import heartbeat_path, write_heartbeat
     from ops_runner.deadline import TickDeadline
     from ops_runner.ledger import open_ledger
     from ops_runner.maintenance import investigate_incidents
@@ -201,7 +210,11 @@ def tick(
             try:
                 record_orphaned_runs(cfg, ledger, ORPHANED)
                 view = enforce_kill_switch(cfg, ledger, cancel=cancel or broker.cancel_all)
-                write_heartbeat(cfg, clock())
+                try:
+                    write_heartbeat(cfg, clock())
+                except OSError as exc:  # a tick that cannot write trades nothing
+                    raise NotWritable("write the heartbeat", heartbeat_path(cfg), exc,
+                                      NOTHING_RUN) from None  # fmt: skip
                 if view is None:
                     _check_clock(cfg, ledger, broker, clock())
                     _probe_broker_down(ledger, broker, clock())
@@ -317,6 +330,50 @@ def run_by_hand(cfg: Config, slot: Any, now: datetime, simulated: bool) -> tuple
             finally:
                 broker.close()
                 send_pending_alerts(cfg, ledger)
+
+
+def engage_kill_switch(cfg: Config, reason: str) -> Path:
+    """``ops-runner kill``: write the kill switch file (the next tick cancels pending orders and
+    goes to HALT). Returns its path.
+
+    When the file cannot be written (a read-only or full workbook) trading must stop all the
+    same: the HALT goes straight into the ledger, pending orders cancelled first, and
+    NotWritable says so (the caller exits non-zero). When the ledger cannot record it either,
+    NotWritable says that trading is NOT stopped and how to stop it by hand.
+    """
+    import sqlite3
+
+    from ops_runner.ledger import open_ledger
+    from ops_runner.state import record_kill_switch, write_kill_switch
+
+    path = cfg.path("kill_switch")
+    try:
+        return write_kill_switch(cfg, reason)
+    except OSError as exc:
+        failed = exc
+    note = f"the kill switch file could not be written ({failed.strerror or failed})"
+    try:
+        # no tick lock: its file may be what cannot be written, and a state change is
+        # race-safe on its own (one way out of each state episode)
+        with open_ledger(cfg, busy_timeout=10.0) as ledger:
+            broker = _LazyBroker(cfg, None)
+            try:
+                record_kill_switch(cfg, ledger, reason, broker.cancel_all, note=note)
+            finally:
+                broker.close()
+                send_pending_alerts(cfg, ledger)
+    except (OpsError, OSError, sqlite3.Error) as exc:
+        raise NotWritable(
+            "write the kill switch", path, failed,
+            f"the ledger could not record the HALT either ({exc}): trading is NOT stopped; stop "
+            "the scheduler (systemctl stop ops-runner-tick.timer, or comment out the crontab "
+            "line) and cancel open orders at the broker",
+        ) from None  # fmt: skip
+    raise NotWritable(
+        "write the kill switch", path, failed,
+        "HALT recorded in the ledger instead and pending orders cancelled: no tick will "
+        "trade; once fixed, run `ops-runner kill` again so the file stands",
+    )  # fmt: skip
 
 
 class _LazyBroker:

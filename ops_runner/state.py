@@ -36,6 +36,7 @@ __all__ = [
     "read_kill_switch",
     "read_state",
     "record_equity_mark",
+    "record_kill_switch",
     "remove_kill_switch",
     "write_kill_switch",
 ]
@@ -324,8 +325,24 @@ def enforce_kill_switch(
         last = ledger.last(str(EventKind.KILL_SWITCH_SEEN))
         if last is not None and _digest(str(last.payload.get("reason"))) == digest:
             return view
+    return record_kill_switch(cfg, ledger, reason, cancel, run_id=run_id)
+
+
+def record_kill_switch(
+    cfg: Config,
+    ledger: Any,
+    reason: str,
+    cancel: Callable[[], list[str]] | None,
+    *,
+    note: str = "",
+    run_id: str | None = None,
+) -> StateView:
+    """Cancel pending orders (best effort), record KillSwitchSeen and go to HALT; return the
+    state. ``note`` joins the evidence (e.g. why the file itself could not be written)."""
+    view = read_state(ledger)
+    key = f"KillSwitchSeen:{_digest(reason)}:{view.seq}"
     path = str(cfg.path("kill_switch"))
-    evidence = [f"kill switch file: {path}", _call_cancel(cancel)]
+    evidence = [f"kill switch file: {path}", _call_cancel(cancel), *([note] if note else [])]
     seen = {"path": path, "reason": reason, "evidence": evidence}
     return apply_trigger(
         ledger,
