@@ -858,7 +858,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except OpsError as exc:
-        print(f"ops-runner: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [type(exc).__name__]:  # one line per mistake
+            print(f"ops-runner: {line}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:
         # The reader went away (`ops-runner ledger export | head`): not an error of ours.

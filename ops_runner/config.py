@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -56,7 +57,7 @@ SCHEMA: dict[str, Any] = {
         "lookback_months": Field("int", 12, low=1, high=60),
         "blend": Field("blend", []),
         "skip_months": Field("int", 0, low=0, high=59),
-        "top_n": Field("int", 1, low=1),
+        "top_n": Field("int", 1, low=1, high=100),
         "absolute_momentum": Field("bool", True),
         "absolute_compare": Field("str", "each", choices=("each", "benchmark")),
         "benchmark": Field("symbol", None, nullable=True),
@@ -66,12 +67,12 @@ SCHEMA: dict[str, Any] = {
         "secondary": Field("str", None, nullable=True),
     },
     "qa": {
-        "window_sessions": Field("int", 300, low=1),
+        "window_sessions": Field("int", 300, low=1, high=100_000),
         "jump_band": Field("float", 0.15, low=0.0, high=10.0),
         "market_move_share": Field("float", 0.5, low=0.0, high=1.0),
         "cross_close_tolerance": Field("float", 0.01, low=0.0, high=1.0),
         "cross_return_tolerance": Field("float", 0.02, low=0.0, high=10.0),
-        "return_lookback_sessions": Field("int", 252, low=2),
+        "return_lookback_sessions": Field("int", 252, low=2, high=100_000),
     },
     "calendar": {
         "name": Field("str", "XNYS", choices=("XNYS",)),
@@ -84,8 +85,8 @@ SCHEMA: dict[str, Any] = {
         "host": Field("str", "127.0.0.1"),
         "port": Field("int", 4002, low=1, high=65535),
         "client_ids": {
-            "orders": Field("int", 11, low=0),
-            "readonly": Field("int", 12, low=0),
+            "orders": Field("int", 11, low=0, high=2**31 - 1),
+            "readonly": Field("int", 12, low=0, high=2**31 - 1),
         },
         "account": Field("str", None, nullable=True),
         "sim_faults": Field("mapping", {}),
@@ -106,9 +107,9 @@ SCHEMA: dict[str, Any] = {
     },
     "execution": {
         "cash_buffer": Field("float", 0.02, low=0.0, high=0.5),
-        "min_trade_value": Field("float", 100.0, low=0.0),
+        "min_trade_value": Field("float", 100.0, low=0.0, high=1e9),
         "cash_account": Field("bool", True),
-        "reconciliation_limit_minutes": Field("int", 240, low=1),
+        "reconciliation_limit_minutes": Field("int", 240, low=1, high=7 * 24 * 60),
     },
     "paths": {
         "ledger": Field("path", "ledger"),
@@ -130,7 +131,7 @@ SCHEMA: dict[str, Any] = {
         "slippage_bands": Field("mapping", {}),
     },
     "research": {
-        "initial_cash": Field("float", 100000.0, low=1.0),
+        "initial_cash": Field("float", 100000.0, low=1.0, high=1e12),
         "whole_shares": Field("bool", True),
     },
     "risk": {
@@ -149,16 +150,16 @@ SCHEMA: dict[str, Any] = {
         },
         "reconciliation_delay_minutes": Field("int", 30, low=0, high=600),
         "deadlines": {
-            "data_qa": Field("int", 30, low=1),
-            "decision": Field("int", 30, low=1),
-            "execution": Field("int", 60, low=1),
-            "reconciliation": Field("int", 60, low=1),
-            "slippage_report": Field("int", 120, low=1),
+            "data_qa": Field("int", 30, low=1, high=24 * 60),
+            "decision": Field("int", 30, low=1, high=24 * 60),
+            "execution": Field("int", 60, low=1, high=24 * 60),
+            "reconciliation": Field("int", 60, low=1, high=24 * 60),
+            "slippage_report": Field("int", 120, low=1, high=7 * 24 * 60),
         },
         "max_clock_skew_seconds": Field("int", 5, low=1, high=3600),
         "missed_decision": Field("str", "halt", choices=("halt", "skip_cycle")),
-        "heartbeat_max_gap_minutes": Field("int", 60, low=1),
-        "cell_timeout_seconds": Field("int", 600, low=1),
+        "heartbeat_max_gap_minutes": Field("int", 60, low=1, high=7 * 24 * 60),
+        "cell_timeout_seconds": Field("int", 600, low=1, high=24 * 3600),
         "notebook_deadline_minutes": Field("float", 20.0, low=0.05, high=24 * 60),
         # The tick's own deadline: past it the tick's kernels are killed and, if it is still
         # stuck, the process ends with what it ran recorded as failed. Keep it below the
@@ -245,6 +246,8 @@ def _check_leaf(spec: Field, value: Any, key: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise wrong("a number")
         result = float(value)
+        if not math.isfinite(result):  # YAML's .nan and .inf: every bound check passes a NaN
+            raise ConfigError(f"config error: {key}: {value!r} is not a finite number", key)
     elif kind == "bool":
         if not isinstance(value, bool):
             raise wrong("true or false")
@@ -281,7 +284,8 @@ def _check_leaf(spec: Field, value: Any, key: str) -> Any:
                     f"config error: {where}: write {{lookback_months: N, weight: W}}", where
                 )
             months = _check_leaf(Field("int", low=1, high=60), item["lookback_months"], where)
-            weight = _check_leaf(Field("float", low=0.0), item["weight"], f"{where}.weight")
+            weight = _check_leaf(Field("float", low=0.0, high=1e6), item["weight"],
+                                 f"{where}.weight")  # fmt: skip
             if weight <= 0:
                 raise ConfigError(f"config error: {where}.weight: must be above 0", where)
             result.append({"lookback_months": months, "weight": weight})
@@ -308,36 +312,48 @@ def _check_leaf(spec: Field, value: Any, key: str) -> Any:
     return result
 
 
-def _check_section(schema: dict[str, Any], raw: Any, prefix: str) -> dict[str, Any]:
+def _check_section(
+    schema: dict[str, Any], raw: Any, prefix: str, problems: list[ConfigError]
+) -> dict[str, Any]:
+    """Return the section normalised; every mistake found is appended to ``problems``."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         where = prefix or "the file"
-        raise ConfigError(f"config error: {where}: expected a mapping of keys, got {raw!r}", prefix)
+        problems.append(
+            ConfigError(f"config error: {where}: expected a mapping of keys, got {raw!r}", prefix)
+        )
+        raw = {}
     for name in raw:
         key = f"{prefix}{name}"
         if name in schema:
             continue
         if isinstance(name, str) and _SECRET_WORDS.search(name):
             env = SECRET_ENV_PREFIX + re.sub(r"\W", "_", name).upper()
-            raise ConfigError(
+            problems.append(ConfigError(
                 f"config error: {key}: secrets never go in config.yaml; set {env} in the "
                 "environment or put it in the 0600 file named by secrets.file",
                 key,
-            )
+            ))  # fmt: skip
+            continue
         known = ", ".join(schema)
-        raise ConfigError(f"config error: {key}: unknown key; known keys here: {known}", key)
+        problems.append(
+            ConfigError(f"config error: {key}: unknown key; known keys here: {known}", key)
+        )
     result: dict[str, Any] = {}
     for name, spec in schema.items():
         key = f"{prefix}{name}"
         if isinstance(spec, dict):
-            result[name] = _check_section(spec, raw.get(name), f"{key}.")
+            result[name] = _check_section(spec, raw.get(name), f"{key}.", problems)
         elif name in raw:
-            result[name] = _check_leaf(spec, raw[name], key)
+            try:
+                result[name] = _check_leaf(spec, raw[name], key)
+            except ConfigError as exc:
+                problems.append(exc)
         elif spec.default is _REQUIRED:
-            raise ConfigError(
+            problems.append(ConfigError(
                 f"config error: {key}: required key is missing ({spec.hint or spec.kind})", key
-            )
+            ))  # fmt: skip
         else:
             result[name] = spec.default
     return result
@@ -348,104 +364,125 @@ def _hhmm(text: str) -> time:
     return time(int(hours), int(minutes))
 
 
-def _check_combinations(cfg: dict[str, Any]) -> None:
-    """Raise ConfigError for values that are each fine but impossible together."""
+def _check_combinations(cfg: dict[str, Any]) -> list[ConfigError]:
+    """Return a ConfigError for each pair of values that are fine alone, impossible together."""
+    found: list[ConfigError] = []
     uni, strat = cfg["universe"], cfg["strategy"]
     risk = uni["risk"]
     if uni["defensive"] in risk:
-        raise ConfigError(
+        found.append(ConfigError(
             f"config error: universe.defensive: {uni['defensive']} is also in universe.risk; "
             "the defensive asset must sit outside the risk universe",
             "universe.defensive",
-        )
+        ))  # fmt: skip
     if uni["cash_proxy"] is not None and uni["cash_proxy"] in risk:
-        raise ConfigError(
+        found.append(ConfigError(
             f"config error: universe.cash_proxy: {uni['cash_proxy']} is also in universe.risk; "
             "the cash proxy must sit outside the risk universe",
             "universe.cash_proxy",
-        )
+        ))  # fmt: skip
     longest = max([strat["lookback_months"], *(b["lookback_months"] for b in strat["blend"])])
     shortest = min([strat["lookback_months"], *(b["lookback_months"] for b in strat["blend"])])
     if strat["skip_months"] >= shortest or longest > 60:
-        raise ConfigError(
+        found.append(ConfigError(
             "config error: strategy.skip_months: must be smaller than strategy.lookback_months",
             "strategy.skip_months",
-        )
+        ))  # fmt: skip
     if strat["top_n"] > len(risk):
-        raise ConfigError(
+        found.append(ConfigError(
             f"config error: strategy.top_n: {strat['top_n']} exceeds the {len(risk)} risk assets",
             "strategy.top_n",
-        )
+        ))  # fmt: skip
     if strat["absolute_compare"] == "benchmark" and strat["benchmark"] not in risk:
-        raise ConfigError(
+        found.append(ConfigError(
             "config error: strategy.benchmark: with absolute_compare: benchmark, name one of "
             f"universe.risk ({', '.join(risk)})",
             "strategy.benchmark",
-        )
+        ))  # fmt: skip
     if cfg["data"]["secondary"] is not None and cfg["data"]["secondary"] == cfg["data"]["primary"]:
-        raise ConfigError(
+        found.append(ConfigError(
             "config error: data.secondary: must differ from data.primary (or be null)",
             "data.secondary",
-        )
+        ))  # fmt: skip
     sched = cfg["schedule"]
     if sched["tick_deadline_minutes"] <= sched["notebook_deadline_minutes"]:
-        raise ConfigError(
+        found.append(ConfigError(
             f"config error: schedule.tick_deadline_minutes: {sched['tick_deadline_minutes']:g} "
             "must be longer than schedule.notebook_deadline_minutes "
             f"({sched['notebook_deadline_minutes']:g}): a tick runs whole notebooks",
             "schedule.tick_deadline_minutes",
-        )
+        ))  # fmt: skip
     window = cfg["schedule"]["submission_window"]
     start, end = _hhmm(window["start"]), _hhmm(window["end"])
     if end >= REGULAR_OPEN:
-        raise ConfigError(
+        found.append(ConfigError(
             f"config error: schedule.submission_window.end: {window['end']} is after the 09:30 "
             "open; market-on-open orders must be in before the open (use e.g. 09:20)",
             "schedule.submission_window.end",
-        )
-    if end > MOO_CUTOFF:
-        raise ConfigError(
+        ))  # fmt: skip
+    elif end > MOO_CUTOFF:
+        found.append(ConfigError(
             f"config error: schedule.submission_window.end: {window['end']} is past 09:28, when "
             "Nasdaq stops taking market-on-open orders; use 09:20",
             "schedule.submission_window.end",
-        )
+        ))  # fmt: skip
     if start >= end:
-        raise ConfigError(
+        found.append(ConfigError(
             "config error: schedule.submission_window.start: must be before "
             "schedule.submission_window.end",
             "schedule.submission_window.start",
-        )
+        ))  # fmt: skip
     broker = cfg["broker"]
     if broker["kind"] == "ib":
         account = broker["account"]
         if not account:
-            raise ConfigError(
+            found.append(ConfigError(
                 "config error: broker.account: required when broker.kind is ib", "broker.account"
-            )
-        if broker["mode"] == "paper" and not account.startswith("DU"):
-            raise ConfigError(
+            ))  # fmt: skip
+        elif broker["mode"] == "paper" and not account.startswith("DU"):
+            found.append(ConfigError(
                 "config error: broker.account: mode is paper but the account is not an IB paper "
                 "account (those start with DU); fix broker.mode or broker.account",
                 "broker.account",
-            )
-        if broker["mode"] == "live" and account.startswith("DU"):
-            raise ConfigError(
+            ))  # fmt: skip
+        elif broker["mode"] == "live" and account.startswith("DU"):
+            found.append(ConfigError(
                 "config error: broker.account: mode is live but the account is an IB paper "
                 "account (DU...); fix broker.mode or broker.account",
                 "broker.account",
-            )
+            ))  # fmt: skip
         if broker["client_ids"]["orders"] == broker["client_ids"]["readonly"]:
-            raise ConfigError(
+            found.append(ConfigError(
                 "config error: broker.client_ids.readonly: must differ from "
                 "broker.client_ids.orders (IB refuses a second session on one client id)",
                 "broker.client_ids.readonly",
-            )
+            ))  # fmt: skip
+    return found
+
+
+class ConfigProblems(ConfigError):
+    """config.yaml has several mistakes: ``problems`` holds one ConfigError each, and the
+    message is one line per mistake (``key`` is the first one's)."""
+
+    def __init__(self, problems: list[ConfigError]) -> None:
+        super().__init__("\n".join(str(p) for p in problems), problems[0].key)
+        self.problems = problems
 
 
 def check_config(raw: Any) -> dict[str, Any]:
-    """Return the validated, normalised config (defaults filled in). Raises ConfigError."""
-    cfg = _check_section(SCHEMA, raw, "")
-    _check_combinations(cfg)
+    """Return the validated, normalised config (defaults filled in).
+
+    Raises ConfigError for one mistake, ConfigProblems (one line each) for several: every key
+    is checked before anything is reported, then the combinations of the values that passed.
+    """
+    problems: list[ConfigError] = []
+    cfg = _check_section(SCHEMA, raw, "", problems)
+    if not problems:  # combinations of values that passed their own checks
+        problems = _check_combinations(cfg)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise ConfigProblems(problems)
     return cfg
 
 

@@ -217,3 +217,75 @@ def test_config_show_when_printed_masks_account(tmp_path, capsys):
     assert main(["--workbook", str(tmp_path), "config", "show"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["broker"]["account"] == "DU*****00"
+
+
+# -- numbers that are not numbers, and every mistake at once (issue 15, hole 3) ----------------
+
+NON_FINITE = [
+    ("risk.max_drawdown", ".nan"),  # passed every bound: the drawdown guard was off
+    ("research.initial_cash", ".inf"),  # crashed broker check and the tick (InvalidOperation)
+    ("costs.slippage_bps", "-.inf"),
+    ("execution.min_trade_value", ".inf"),
+    ("qa.jump_band", ".NaN"),
+    ("broker.retry.wait_seconds", ".inf"),
+    ("schedule.tick_deadline_minutes", ".nan"),
+]
+
+
+@pytest.mark.parametrize(("key", "text"), NON_FINITE)
+def test_config_when_a_number_is_nan_or_infinite_refuses_it_naming_the_key(key, text):
+    raw = copy.deepcopy(TEMPLATE)
+    *parents, leaf = key.split(".")
+    node = raw
+    for name in parents:
+        node = node[name]
+    node[leaf] = yaml.safe_load(text)  # exactly what YAML makes of the text in a file
+    with pytest.raises(ConfigError) as caught:
+        check_config(raw)
+    assert caught.value.key == key
+    assert str(caught.value) == f"config error: {key}: {node[leaf]!r} is not a finite number"
+
+
+def test_config_when_a_blend_weight_is_nan_refuses_it():
+    raw = _with("strategy.blend", [{"lookback_months": 3, "weight": float("nan")}])
+    with pytest.raises(ConfigError, match=r"strategy\.blend\[0\]\.weight: nan is not a finite"):
+        check_config(raw)
+
+
+def test_config_when_several_keys_are_wrong_reports_each_on_its_own_line_in_file_order():
+    from ops_runner.config import ConfigProblems
+
+    raw = _with("risk.max_drawdown", float("nan"))
+    raw["research"]["initial_cash"] = float("inf")
+    raw["broker"]["port"] = "4002"
+    raw["strategy"]["lookbak_months"] = 12  # a typo: an unknown key
+    with pytest.raises(ConfigProblems) as caught:
+        check_config(raw)
+    keys = [p.key for p in caught.value.problems]
+    assert keys == ["strategy.lookbak_months", "broker.port", "research.initial_cash",
+                    "risk.max_drawdown"]  # fmt: skip
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 4 and all(line.startswith("config error: ") for line in lines)
+
+
+def test_config_check_cli_when_several_keys_are_wrong_prints_one_line_each(tmp_path):
+    import subprocess
+    import sys
+
+    init_workbook(tmp_path)
+    config = tmp_path / "config.yaml"
+    text = config.read_text(encoding="utf-8")
+    text = text.replace("max_drawdown: 0.25", "max_drawdown: .nan")
+    text = text.replace("initial_cash: 100000", "initial_cash: .inf")
+    config.write_text(text, encoding="utf-8")
+    exe = Path(sys.executable).with_name("ops-runner")
+    for args in (["config", "check"], ["tick", "--now", "2025-11-26T15:00:00Z"],
+                 ["broker", "check"]):  # fmt: skip
+        done = subprocess.run([str(exe), "--workbook", str(tmp_path), *args],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr
+        assert done.stderr.splitlines() == [
+            "ops-runner: config error: research.initial_cash: inf is not a finite number",
+            "ops-runner: config error: risk.max_drawdown: nan is not a finite number",
+        ]
