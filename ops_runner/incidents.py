@@ -57,6 +57,7 @@ class BrokerView:
     net_liquidation: str | None = None
     open_orders: tuple[dict[str, Any], ...] | None = None
     unavailable: str | None = None  # "unavailable: <reason>" when any query failed
+    orders: tuple[dict[str, Any], ...] | None = None  # open and completed, with order ids
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class IncidentSnapshot:
     ledger_positions: dict[str, int]
     ledger_cash: str
     entries: tuple[dict[str, Any], ...] = field(default=())
+    ledger_orders: tuple[dict[str, Any], ...] = field(default=())  # the latest cycle's, by ref
 
     def facts_frame(self) -> pd.DataFrame:
         code = self.code_version
@@ -130,6 +132,40 @@ class IncidentSnapshot:
             return pd.DataFrame([{"client_ref": self.broker.unavailable}], columns=columns)
         return pd.DataFrame(list(self.broker.open_orders), columns=columns)
 
+    def orders_vs_ledger(self) -> list[dict[str, Any]]:
+        """Each client reference of the latest cycle, and any the broker holds that the ledger
+        does not know as sent: what the ledger says beside what the broker says, and what it
+        means (an order placed by a run that died before recording it shows here)."""
+        ledger = {str(o["client_ref"]): o for o in self.ledger_orders}
+        broker = {str(o["client_ref"]): o for o in self.broker.orders or () if o["client_ref"]}
+        refs = sorted(set(ledger) | {r for r in broker if not ledger.get(r, {}).get("submitted")
+                                     and (r in ledger or r.startswith(_recent_prefixes(ledger)))})
+        rows = []
+        for ref in refs:
+            mine, theirs = ledger.get(ref), broker.get(ref)
+            if self.broker.orders is None:
+                at_broker: Any = self.broker.unavailable
+                note = "the broker could not be asked"
+            elif theirs is None:
+                at_broker = "not at the broker"
+                note = ("recorded as sent, but the broker does not list it" if mine
+                        and mine.get("submitted") else "never sent")  # fmt: skip
+            else:
+                at_broker = (f"{theirs['status']}, {theirs['filled']} of {theirs['quantity']} "
+                             f"filled (order {theirs['broker_order_id']})")  # fmt: skip
+                note = "" if mine and mine.get("submitted") else (
+                    "placed but not recorded: reconciliation adopts it by its reference")
+            what = mine or theirs or {}
+            rows.append({"client_ref": ref, "symbol": what.get("symbol"), "side": what.get("side"),
+                         "quantity": what.get("quantity"),
+                         "ledger": mine["status"] if mine else "not in the ledger",
+                         "broker": at_broker, "meaning": note})  # fmt: skip
+        return rows
+
+    def orders_vs_ledger_frame(self) -> pd.DataFrame:
+        columns = ["client_ref", "symbol", "side", "quantity", "ledger", "broker", "meaning"]
+        return pd.DataFrame(self.orders_vs_ledger(), columns=columns)
+
     def entries_frame(self) -> pd.DataFrame:
         return pd.DataFrame(
             list(self.entries), columns=["seq", "recorded_at", "kind", "key", "summary"]
@@ -151,6 +187,7 @@ class IncidentSnapshot:
             },
             "ledger_positions": dict(self.ledger_positions),
             "ledger_cash": self.ledger_cash,
+            "orders": self.orders_vs_ledger(),
             "entries": [e["seq"] for e in self.entries],
         }
 
@@ -380,7 +417,9 @@ def _broker_view(cfg: Config, broker: Any) -> tuple[BrokerView, str | None]:
     values, why_values = _ask(broker.account_values)
     positions, why_positions = _ask(broker.positions)
     orders, why_orders = _ask(broker.open_orders)
-    reason = why_values or why_positions or why_orders
+    completed, why_completed = _ask(broker.completed_orders)
+    reason = why_values or why_positions or why_orders or why_completed
+    every = None if orders is None or completed is None else (*orders, *completed)
     view = BrokerView(
         **base,
         positions=dict(positions) if positions is not None else None,
@@ -401,7 +440,13 @@ def _broker_view(cfg: Config, broker: Any) -> tuple[BrokerView, str | None]:
             for o in orders
         ),  # fmt: skip
         unavailable=compute_masked(reason, accounts) if reason else None,
-    )
+        orders=None if every is None else tuple(
+            {"client_ref": o.client_ref, "broker_order_id": o.broker_order_id,
+             "symbol": o.symbol, "side": o.side, "quantity": o.quantity, "filled": o.filled,
+             "status": str(o.status), "session": o.session}
+            for o in every
+        ),
+    )  # fmt: skip
     return view, account
 
 
@@ -474,7 +519,27 @@ def snapshot(
         ledger_positions=projections.compute_positions(events),
         ledger_cash=str(projections.compute_cash(events).quantize(Decimal("0.01"))),
         entries=tuple(_entry(e, accounts) for e in events[-entries:][::-1]),
+        ledger_orders=_latest_cycle_orders(events),
     )
+
+
+def _latest_cycle_orders(events: list[Any]) -> tuple[dict[str, Any], ...]:
+    """The ledger's view of every order of the latest cycle that recorded intents."""
+    from ops_runner import projections
+
+    latest = next((e.cycle_id for e in reversed(events)
+                   if e.kind == EventKind.ORDER_INTENT_RECORDED and e.cycle_id), None)  # fmt: skip
+    if latest is None:
+        return ()
+    mine = {str(e.payload["client_ref"]) for e in events
+            if e.kind == EventKind.ORDER_INTENT_RECORDED and e.cycle_id == latest}  # fmt: skip
+    orders = projections.compute_orders(events)
+    return tuple(vars(orders[ref]) for ref in sorted(mine) if ref in orders)
+
+
+def _recent_prefixes(ledger: Mapping[str, Any]) -> tuple[str, ...]:
+    """The client-reference prefixes of the cycles the ledger's orders belong to."""
+    return tuple(sorted({ref.rsplit(":", 2)[0] + ":" for ref in ledger})) or ("\0",)
 
 
 # --- the investigation (what the notebook shows) ------------------------------------------------

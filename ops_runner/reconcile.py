@@ -226,6 +226,36 @@ def compute_cycle_orders(events: Sequence[Any], cycle_id: str) -> dict[str, Orde
     return {ref: orders[ref] for ref in sorted(refs)}
 
 
+def compute_adoptions(
+    events: Sequence[Any],
+    cycle: Mapping[str, OrderView],
+    broker_orders: tuple[Sequence[BrokerOrder], Sequence[BrokerOrder]],
+) -> list[Item]:
+    """Return OrderSubmitted (adopted) for each intent of the cycle that the ledger never saw
+    submitted and the broker holds under its client reference: the outcome of a place call
+    whose process died before recording it (a killed kernel, a power cut).
+
+    The payload is the one the submission itself records when it finds an order by its
+    reference, so a later execution run finds the event and adds nothing. A reference matching
+    more than one broker order is left alone: the order checks report it.
+    """
+    intents = {str(e.payload["client_ref"]): e.payload for e in events
+               if e.kind == EventKind.ORDER_INTENT_RECORDED}  # fmt: skip
+    every = [*broker_orders[0], *broker_orders[1]]
+    items: list[Item] = []
+    for ref, view in cycle.items():
+        if view.submitted or ref not in intents:
+            continue
+        payload = intents[ref]
+        intent = _as_intent(ref, view, str(payload.get("session") or ""))
+        ids = sorted({o.broker_order_id for o in find_order(every, intent)} if intent else set())
+        if len(ids) == 1:
+            adopted = {**payload, "broker_order_id": ids[0], "adopted": True}
+            items.append((str(EventKind.ORDER_SUBMITTED), f"OrderSubmitted:{ref}", adopted))
+            log.warning("adopted %s: broker order %s, placed but never recorded", ref, ids[0])
+    return items
+
+
 def compute_execution_refs(
     executions: Iterable[Execution], orders: Mapping[str, OrderView], cycle: Iterable[str]
 ) -> dict[str, tuple[str | None, str]]:
@@ -577,10 +607,14 @@ def reconcile(
     reported, account = dict(broker.positions()), broker.account_values()
 
     events = list(ledger.events())
+    adopted = compute_adoptions(events, compute_cycle_orders(events, cycle_id), broker_orders)
+    if adopted:  # placed at the broker by a run that died before recording it: adopt first
+        ledger.append_many(adopted, run_id=run_id, cycle_id=cycle_id)
+        events = list(ledger.events())
     cycle = compute_cycle_orders(events, cycle_id)
     refs = compute_execution_refs(executions, compute_orders(events), cycle)
     items, breaks = compute_fill_events(executions, commissions, compute_fills(events), refs)
-    recorded = [key for _, key, _ in items]
+    recorded = [key for _, key, _ in adopted + items]
     if items:
         ledger.append_many(items, run_id=run_id, cycle_id=cycle_id)
         events = list(ledger.events())

@@ -29,6 +29,7 @@ from ops_runner.execution import (
     _plain,
     compute_client_ref,
 )
+from ops_runner.faults import inject
 from ops_runner.gate import OrderIntent, OrderRefused, Side, require_gate_pass
 from ops_runner.state import apply_trigger, enforce_kill_switch, read_kill_switch, read_state
 
@@ -170,6 +171,7 @@ class _Submission:
         self.rows[intent.client_ref] = _row_of(intent, outcome, order_id, detail)
 
     def hook(self, name: str, *args: object) -> None:
+        inject(f"submission:{name}")  # the crash boundaries of the fault matrix (tests)
         if name in self.hooks:
             self.hooks[name](*args)
 

@@ -51,6 +51,12 @@ CELLS = [
         "display(found.snapshot.cash_frame()) if found else None\n"
         "found.snapshot.orders_frame() if found else None"
     ),
+    new_markdown_cell(
+        "## Orders: broker vs ledger\n\nThe latest cycle's orders as the ledger records them, "
+        "beside the broker's (open and completed): an order placed by a run that died before "
+        "recording it shows here, and reconciliation adopts it by its client reference."
+    ),
+    new_code_cell("found.snapshot.orders_vs_ledger_frame() if found else None"),
     new_markdown_cell("## Failing runs\n\nExecuted notebooks of the failed or missed runs."),
     new_code_cell(
         'Markdown(incidents.compute_run_links(cfg, found.runs) if found else "_No incident open._")'

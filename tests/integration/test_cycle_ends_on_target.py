@@ -17,11 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import yaml
+from conftest import make_decided_november
 
 from ops_runner.approvals import Action, approve, resume
 from ops_runner.brokers import open_broker
-from ops_runner.checks import approve_baseline
 from ops_runner.config import Config, load_config
 from ops_runner.decision import read_record
 from ops_runner.events import EventKind, State, Trigger
@@ -30,7 +29,6 @@ from ops_runner.ledger import open_ledger
 from ops_runner.orchestrator import hold_tick_lock, judge_completion, tick
 from ops_runner.state import apply_trigger, incident_event, read_state
 from ops_runner.submission import RowOutcome, SubmissionStatus, submit_plan
-from ops_runner.testing.history import simulate_history
 
 EXE = Path(sys.executable).with_name("ops-runner")
 KEY = "0123456789abcdef" * 4
@@ -42,7 +40,6 @@ def at(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
-DECIDE_AT = at("2025-11-28T21:30:00Z")  # Friday's early close 13:00 NY, + the decision delay
 WINDOW = at("2025-12-01T13:00:00Z")  # 08:00 New York: the MOO window opens
 RECONCILE_AT = at("2025-12-01T15:10:00Z")  # the 09:30 open + 30 min + 10
 
@@ -50,17 +47,7 @@ RECONCILE_AT = at("2025-12-01T15:10:00Z")  # the 09:30 open + 30 min + 10
 @pytest.fixture
 def cfg(tmp_path: Path, monkeypatch) -> Config:
     monkeypatch.setenv("OPS_RUNNER_APPROVAL_KEY", KEY)
-    result = simulate_history(tmp_path / "wb", cycles=1, first_cycle="2025-10")
-    config = result.workbook / "config.yaml"
-    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
-    # only the cycle's own jobs: no weekly audit, backup or investigation notebooks between
-    raw["schedule"].update(weekly_audit=False, weekly_backup=False, investigate_incidents=False)
-    config.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    cfg = load_config(result.workbook)
-    approve_baseline(cfg, "the simulated history as built")
-    first = tick(cfg, now=DECIDE_AT)  # pre-rebalance checks, data QA and the decision
-    assert "decision:2025-11" in first.message and first.state is State.RUN, first.message
-    return cfg
+    return load_config(make_decided_november(tmp_path / "wb"))
 
 
 def fall_to_safe_mode(cfg: Config, why: str) -> None:
