@@ -300,14 +300,38 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes | Path, mtime: float) -> N
         tar.addfile(info, handle)
 
 
+def _require_matching(cfg: Config, reason: str, force: bool) -> str:
+    """Return the backup's reason; raise BackupError when registered files or the price store
+    do not match the ledger, naming them, unless ``force`` (then the reason says so)."""
+    from ops_runner.integrity import check_prices, check_registered
+
+    with open_ledger(cfg, create=False, readonly=True) as ledger:
+        problems = check_registered(cfg, ledger.events())
+        problems += check_prices(cfg, ledger, adopt=False)[0]
+    if problems and not force:
+        more = "".join(f"; {p}" for p in problems[1:5]) + (
+            f"; +{len(problems) - 5} more" if len(problems) > 5 else "")  # fmt: skip
+        raise BackupError(
+            f"backup refused: {len(problems)} file(s) do not match the ledger: {problems[0]}"
+            f"{more}; restore them from an earlier backup, or archive them as they are with "
+            "`ops-runner backup --force` (the reason records it)"
+        )
+    if problems:
+        return f"{reason}; forced with {len(problems)} file(s) not matching the ledger"
+    return reason
+
+
 def create_backup(
-    cfg: Config, now: datetime | None = None, reason: str = "on demand"
+    cfg: Config, now: datetime | None = None, reason: str = "on demand", force: bool = False
 ) -> BackupResult:
     """Write one verified archive of the workbook, record it in the ledger, apply retention.
 
+    A registered notebook or decision snapshot that is missing or changed, or a price store
+    that no longer matches what the ledger recorded, refuses the backup, naming each, unless
+    ``force`` (then the archive keeps the files as they are and its reason says so).
     Returns the BackupResult. Raises BackupError (the ledger or its anchor does not verify, a
-    secret value shows in a file, the archive cannot be written) or LedgerError; on error no
-    archive is left behind and nothing is recorded.
+    file does not match the ledger, a secret value shows in a file, the archive cannot be
+    written) or LedgerError; on error no archive is left behind and nothing is recorded.
     """
     created = (now or datetime.now(UTC)).astimezone(UTC)
     folder = cfg.path("backups")
@@ -332,6 +356,7 @@ def create_backup(
                         f"backup refused: {name} holds the value of secret {secret}; remove it "
                         "from that file (secrets never enter an artifact), then back up again"
                     )
+        reason = _require_matching(cfg, reason, force)
         size, sha = _hash_file(copy)
         entries = [{"path": LEDGER_MEMBER, "size": size, "sha256": sha}]
         entries += [{"path": n, "size": len(d), "sha256": _sha256(d)} for n, d in contents.items()]
@@ -612,7 +637,7 @@ def _tick_lock(cfg: Config, target: Path) -> Iterator[None]:
 
 def _verify_restored(cfg: Config, report: ArchiveReport) -> tuple[int, str | None]:
     """Open the restored ledger read-write (back to WAL), verify it, anchor it, check artifacts."""
-    from ops_runner.notebooks import check_artifacts  # noqa: PLC0415 - papermill stays lazy
+    from ops_runner.integrity import check_registered  # noqa: PLC0415 - pandas stays lazy
 
     with open_ledger(cfg, create=False) as ledger:
         verified = ledger.verify(cfg.path("anchor"))
@@ -621,7 +646,7 @@ def _verify_restored(cfg: Config, report: ArchiveReport) -> tuple[int, str | Non
                 f"restore failed: the restored ledger does not verify at seq "
                 f"{verified.first_bad_seq} ({verified.reason}); restore another archive"
             )
-        problems = check_artifacts(cfg, ledger.events())
+        problems = check_registered(cfg, ledger.events())
     if (verified.head_seq or 0, verified.head_hash) != (report.head_seq, report.head_hash):
         raise BackupError(
             f"restore failed: the restored ledger ends at seq {verified.head_seq}, the archive "

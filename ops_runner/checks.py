@@ -364,7 +364,8 @@ def run_daily_checks(
     cfg: Config, ledger: Any, broker: Any, session: date, slot: str, run_id: str | None = None
 ) -> list[Check]:
     """The daily checks after ``session``'s close: data freshness, broker health, heartbeat,
-    the equity mark and drawdown (which may HALT). Returns the checks."""
+    integrity (registered notebooks and snapshots, the price store), the equity mark and
+    drawdown (which may HALT). Returns the checks."""
     from ops_runner.state import record_equity_mark
 
     calendar = cfg.calendar()
@@ -373,6 +374,11 @@ def run_daily_checks(
     checks.append(broker_check)
     sched = cfg.values["schedule"]
     checks.append(check_heartbeat(read_heartbeat(cfg), int(sched["heartbeat_max_gap_minutes"])))
+    if ledger.get(f"CheckRecorded:integrity:{slot}") is None:  # hashing once per session
+        from ops_runner.integrity import CHECK, compute_integrity
+
+        passed, detail, evidence = compute_integrity(cfg, ledger)
+        checks.append(Check(CHECK, passed, detail, tuple(evidence)))
     record_checks(cfg, ledger, checks, slot, run_id)
     if values is not None and ledger.get(f"EquityMarked:{session.isoformat()}") is None:
         source = f"broker:{cfg.values['broker']['kind']}"

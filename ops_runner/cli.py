@@ -76,6 +76,15 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _record_prices(cfg, source: str, reason: str) -> None:
+    """Pin what the store now holds in the ledger: the daily integrity check compares."""
+    from ops_runner.integrity import record_prices
+    from ops_runner.ledger import open_ledger
+
+    with open_ledger(cfg) as ledger:
+        record_prices(cfg, ledger, source, reason)
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from ops_runner.config import load_config
 
@@ -90,7 +99,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     elif args.action == "fetch":
         from ops_runner.sources.ibbars import import_from_ib
 
-        symbols = args.symbols.split(",") if args.symbols else cfg.universe_symbols()
+        symbols = args.symbols.split(",") if args.symbols else cfg.universe_symbols
         end = _optional_date(args.end, "--end") or date.today()
         start = _optional_date(args.start, "--start") or end.replace(year=end.year - 2)
         report = import_from_ib(cfg, symbols, start, end, source=args.name)
@@ -106,7 +115,10 @@ def cmd_data(args: argparse.Namespace) -> int:
             f"sample (SYNTHETIC): imported {len(report.imported)}, "
             f"unchanged {len(report.unchanged)}"
         )
-    else:
+    if args.action in ("import", "fetch", "sample"):
+        _record_prices(cfg, report.source, f"data {args.action}")
+        return 0
+    if args.action == "list":
         rows = store.list_rows()
         if args.json:
             print(json.dumps(rows, indent=2, default=str))
@@ -157,17 +169,21 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.workbook)
     if args.action == "verify":
-        from ops_runner.notebooks import check_artifacts
+        from ops_runner.integrity import check_prices, check_registered
 
         with open_ledger(cfg, create=False, readonly=True) as ledger:
             report = ledger.verify(cfg.path("anchor"))
-            artifacts = check_artifacts(cfg, ledger.events()) if report.ok else []
-        registered = 0
+            artifacts = check_registered(cfg, ledger.events()) if report.ok else []
+            prices, unrecorded = check_prices(cfg, ledger, adopt=False) if report.ok else ([], [])
+        registered = snapshots = 0
         if report.ok:
             with open_ledger(cfg, create=False, readonly=True) as ledger:
                 registered = sum(1 for _ in ledger.events(kind=str(EventKind.ARTIFACT_RECORDED)))
+                snapshots = sum(1 for e in ledger.events(kind=str(EventKind.DECISION_RECORDED))
+                                if e.payload.get("snapshot"))  # fmt: skip
         if args.json:
-            print(json.dumps({**report.to_dict(), "artifact_problems": artifacts}, indent=2))
+            print(json.dumps({**report.to_dict(), "artifact_problems": artifacts,
+                              "price_problems": prices}, indent=2))  # fmt: skip
         elif report.ok:
             head = (
                 f"head {report.head_seq} {report.head_hash[:16]}; anchor updated"
@@ -175,18 +191,28 @@ def cmd_ledger(args: argparse.Namespace) -> int:
                 else "empty"
             )
             print(f"ledger ok: {report.events_checked} events, {head}")
+            files = f"{registered} registered notebooks and {snapshots} decision snapshots"
             if artifacts:
-                print(f"artifacts BROKEN: {len(artifacts)} of {registered} registered notebooks")
+                print(f"artifacts BROKEN: {len(artifacts)} of {files}")
                 for line in artifacts:
                     print(f"    {line}")
             else:
-                print(f"artifacts ok: {registered} registered notebooks still have their SHA-256")
+                print(f"artifacts ok: {files} still have their SHA-256")
+            if prices:
+                print(f"prices BROKEN: {len(prices)} problem(s) in the price store")
+                for line in prices:
+                    print(f"    {line}")
+            elif unrecorded:
+                print(f"prices not yet recorded: {', '.join(unrecorded)} (the next daily check "
+                      "records them)")  # fmt: skip
+            else:
+                print("prices ok: the price store is what ops-runner recorded writing")
         else:
             print(
                 f"ledger BROKEN at event {report.first_bad_seq}: {report.reason}"
                 + (f" ({report.detail})" if report.detail else "")
             )
-        return 0 if report.ok and not artifacts else 1
+        return 0 if report.ok and not artifacts and not prices else 1
     with open_ledger(cfg, create=False, readonly=True) as ledger:
         events = ledger.events(
             kind=getattr(args, "kind", None), cycle_id=getattr(args, "cycle", None)
@@ -505,7 +531,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         return backup.ArchiveInvalid.exit_code
     from ops_runner.config import load_config
 
-    made = backup.create_backup(load_config(args.workbook), reason=args.reason)
+    made = backup.create_backup(load_config(args.workbook), reason=args.reason, force=args.force)
     print(
         f"backup {made.archive}: ledger seq {made.ledger_seq}, {made.files} files, "
         f"{made.bytes} bytes; {len(made.deleted)} older archive(s) deleted"
@@ -794,6 +820,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backup", help="archive the ledger, notebooks, snapshots, manifests, config")
     backup_sub = p.add_subparsers(dest="action", parser_class=_VerbParser)
     p.add_argument("--reason", default="on demand", help="why (recorded with the backup)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="archive even when notebooks, snapshots or prices do not match the ledger",
+    )
     p.set_defaults(func=cmd_backup, action="create")
     q = backup_sub.add_parser("verify", help="check an archive: manifest, SHA-256s, ledger chain")
     q.add_argument("archive")

@@ -150,6 +150,7 @@ def run_demo(
     cfg = load_config(root)
     calendar = cfg.calendar()
     write_sample(cfg.store(), calendar=calendar)
+    _record_prices(cfg, "demo: the SYNTHETIC sample market")
     cycles = _cycles(calendar, months)
     faulty = cycles[1] if len(cycles) > 1 else None
     settings = ScheduleSettings.from_config(cfg.values)
@@ -265,7 +266,17 @@ def _deliver_stale_data(cfg: Any, session: date, say: Any) -> None:
         "synthetic": True,
     }
     store.write_bars(SAMPLE_SOURCE, "SPY", stale, provenance)
+    _record_prices(cfg, "a stale SPY delivery")  # delivered through the import path, recorded
     say(f"  fault: the data feed delivered SPY without its {session} bar")
+
+
+def _record_prices(cfg: Any, reason: str) -> None:
+    from ops_runner.integrity import record_prices
+    from ops_runner.ledger import open_ledger
+    from ops_runner.sources.sample import SAMPLE_SOURCE
+
+    with open_ledger(cfg) as ledger:
+        record_prices(cfg, ledger, SAMPLE_SOURCE, reason)
 
 
 def _incident(
@@ -290,6 +301,7 @@ def _incident(
         f"{cfg.path('kill_switch').parent / 'alerts.log'}"
     )
     report = write_sample(cfg.store(), calendar=calendar)
+    _record_prices(cfg, "re-imported by the operator")
     say(f"  operator: re-imported the sample market ({', '.join(report.replaced)} replaced)")
     clock.moment = late + timedelta(minutes=5)
     line = _rerun_qa(cfg, session, clock.moment)

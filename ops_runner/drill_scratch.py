@@ -106,12 +106,12 @@ def is_inside(root: Path, value: str | Path) -> bool:
 def verify_scratch(report: DrillReport, scfg: Config, step: str, what: str) -> None:
     """Record ``step``: the scratch ledger's chain and every notebook it registers verify
     (``what`` says when). A failure stops the drill through ``report.check``."""
+    from ops_runner.integrity import check_registered
     from ops_runner.ledger import open_ledger
-    from ops_runner.notebooks import check_artifacts
 
     with open_ledger(scfg, create=False) as ledger:
         chain = ledger.verify(scfg.path("anchor"))
-        problems = check_artifacts(scfg, ledger.events())
+        problems = check_registered(scfg, ledger.events())
         count = sum(1 for _ in ledger.events(kind=str(K.ARTIFACT_RECORDED)))
     bad = [] if chain.ok else [f"seq {chain.first_bad_seq}: {chain.reason} ({chain.detail})"]
     detail = f"{chain.events_checked} events and {count} notebooks verify {what}"

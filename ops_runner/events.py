@@ -50,6 +50,7 @@ class EventKind(StrEnum):
     AUDIT_RECORDED = "AuditRecorded"  # session, status (CLEAN | BREAK), breaks: list, positions,
     #                                   cash (broker vs ledger since inception)
     DRILL_RECORDED = "DrillRecorded"  # archive, passed: bool, reason, steps: list, notebook
+    PRICES_RECORDED = "PricesRecorded"  # source, reason, manifests: {symbol: manifest sha256}
 
 
 class State(StrEnum):

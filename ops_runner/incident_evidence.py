@@ -77,6 +77,7 @@ CHECK_CAUSE: dict[str, Cause] = {
     "heartbeat": Cause.SCHEDULER,
     "baseline": Cause.STRATEGY,  # config, strategy or code changed since the validated baseline
     "slippage_bands": Cause.MARKET,
+    "integrity": Cause.SCHEDULER,  # a registered file or the price store changed outside
 }
 # JobFailed.job -> cause, weight 2 (a check job that crashed is the scheduler's)
 JOB_CAUSE: dict[str, Cause] = {

@@ -510,23 +510,6 @@ def _artifact(
     return str(EventKind.ARTIFACT_RECORDED), f"ArtifactRecorded:{about['run_id']}", payload
 
 
-def check_artifacts(cfg: Config, events: Any) -> list[str]:
-    """Return one line per registered notebook that is missing or no longer has its SHA-256."""
-    from ops_runner.events import EventKind
-
-    problems = []
-    for event in events:
-        if event.kind != str(EventKind.ARTIFACT_RECORDED):
-            continue
-        relative = str(event.payload["path"])
-        path = Path(relative) if Path(relative).is_absolute() else cfg.workbook / relative
-        if not path.is_file():
-            problems.append(f"event {event.seq}: artifact {relative} is missing")
-        elif _sha256(path) != event.payload["sha256"]:
-            problems.append(f"event {event.seq}: artifact {relative} changed since it was recorded")
-    return problems
-
-
 _ABOUT = ("job", "slot", "session", "cycle", "run_id", "at")
 
 
