@@ -235,16 +235,28 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.workbook)
     ttl = parse_ttl(args.ttl) if args.ttl else None
-    token = approve(cfg, Action(args.action), args.reason, args.review, ttl)
+    token = approve(cfg, Action(args.action), args.reason, args.review, ttl,
+                    now=_simulated_now(cfg, args.now))  # fmt: skip
     print(token)
     return 0
+
+
+def _simulated_now(cfg, text: str | None) -> datetime | None:
+    """Return --now as an instant, refused unless the broker is a simulated one."""
+    now = _parse_now(text)
+    if now is not None:
+        from ops_runner.orchestrator import require_simulated_broker
+
+        require_simulated_broker(cfg)
+    return now
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from ops_runner.approvals import resume
     from ops_runner.config import load_config
 
-    state = resume(load_config(args.workbook), args.token)
+    cfg = load_config(args.workbook)
+    state = resume(cfg, args.token, now=_simulated_now(cfg, args.now))
     print(f"approval used: the system is now in {state}")
     return 0
 
@@ -804,10 +816,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True)
     p.add_argument("--review", help="the review / post-mortem reference (needed to leave HALT)")
     p.add_argument("--ttl", help="lifetime, e.g. 30m, 1h, 2d (default from config)")
+    p.add_argument("--now", help="a simulated instant to issue it at (simulated brokers only)")
     p.set_defaults(func=cmd_approve)
 
     p = sub.add_parser("resume", help="use an approval token")
     p.add_argument("--token", required=True)
+    p.add_argument(
+        "--now", help="a simulated instant (simulated brokers only: demo and drill workbooks)"
+    )
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("kill", help="write the kill switch file: HALT at the next tick")

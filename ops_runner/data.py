@@ -337,7 +337,13 @@ class PriceStore:
                 f"{source}/{symbol}: {path} does not match the SHA-256 in its manifest (changed "
                 f"outside ops-runner); re-import with `{_IMPORT_HINT.format(source=source)}`"
             )
-        bars = pd.read_parquet(io.BytesIO(data), engine="pyarrow")
+        try:
+            bars = pd.read_parquet(io.BytesIO(data), engine="pyarrow")
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise DataError(
+                f"{source}/{symbol}: {path} cannot be read as Parquet ({exc}); re-import with "
+                f"`{_IMPORT_HINT.format(source=source)}`"
+            ) from None
         require_bars_shape(bars, f"{source}/{symbol}")
         return bars
 
