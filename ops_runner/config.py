@@ -158,7 +158,7 @@ SCHEMA: dict[str, Any] = {
         },
         "max_clock_skew_seconds": Field("int", 5, low=1, high=3600),
         "missed_decision": Field("str", "halt", choices=("halt", "skip_cycle")),
-        "heartbeat_max_gap_minutes": Field("int", 60, low=1, high=7 * 24 * 60),
+        "heartbeat_max_gap_minutes": Field("int", 60, low=1, high=31 * 24 * 60),
         "cell_timeout_seconds": Field("int", 600, low=1, high=24 * 3600),
         "notebook_deadline_minutes": Field("float", 20.0, low=0.05, high=24 * 60),
         # The tick's own deadline: past it the tick's kernels are killed and, if it is still

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ops_runner import BLOCK_SLOW_IMPORTS
 from ops_runner.config import Config, init_workbook, load_config, resolve_workbook
 from ops_runner.errors import OpsError
 from ops_runner.faults import inject
@@ -338,6 +339,7 @@ def run_notebook(
             execution_timeout=cell_timeout,
             progress_bar=False,
             log_output=False,
+            extra_arguments=[f"--IPKernelApp.exec_lines={BLOCK_SLOW_IMPORTS}"],
         )
     except pm.PapermillExecutionError as exc:
         raise failed(f"cell {exc.cell_index} raised {exc.ename}: {exc.evalue}") from None

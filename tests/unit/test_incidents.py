@@ -272,6 +272,9 @@ class FakeBroker:
     def open_orders(self):
         return []
 
+    def completed_orders(self):
+        return []
+
     def close(self):
         pass
 
