@@ -42,6 +42,7 @@ from ops_runner.canonical import format_instant
 from ops_runner.config import CONFIG_NAME, Config, load_config_text
 from ops_runner.errors import OpsError
 from ops_runner.events import EventKind
+from ops_runner.faults import inject
 from ops_runner.ledger import (
     LEDGER_FILE,
     Ledger,
@@ -391,6 +392,7 @@ def create_backup(
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         fsync_folder(folder)
+    inject("backup:after_archive")
     archive_size, archive_sha = _hash_file(archive)
     result = BackupResult(
         archive, archive_sha, _sha256(manifest_bytes), seq, head, len(entries), archive_size

@@ -19,6 +19,7 @@ from ops_runner.canonical import canonical_json, format_instant
 from ops_runner.config import Config
 from ops_runner.errors import DataError, OpsError
 from ops_runner.events import EventKind, Trigger
+from ops_runner.faults import inject
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,7 @@ def decide(
     bars, provenance = _load_inputs(cfg, settings, day)
     decision = compute_decision(settings, day, bars, cfg.calendar())
     snapshot_path, snapshot_sha = write_snapshot(cfg, settings.name, day, bars)
+    inject("decision:after_snapshot")
     record = {
         "cycle_id": compute_cycle_id(day),
         "strategy": settings.name,
@@ -259,6 +261,7 @@ def decide(
             run_id=run_id,
             cycle_id=record["cycle_id"],
         )
+    inject("decision:after_record")
     log.info("decided %s %s: %s", settings.name, day, decision.explanation)
     return DecisionOutcome(event.payload, event.seq, created=True)
 

@@ -648,6 +648,26 @@ class Ledger:
                     prev, expected = digest, expected + 1
         return expected - 1, prev, None
 
+    def require_anchored(self, anchor: Path) -> None:
+        """Raise LedgerCorrupt when the head anchored outside the file is no longer in it: the
+        tail was cut (an older copy of the file put back, the last events lost). Cheap: one
+        row is read. No anchor yet: nothing to compare."""
+        anchored = read_anchor(anchor)
+        if anchored is None or anchored["seq"] == 0:
+            return
+        head = self.head()
+        bad = self._check_anchor(anchored, head[0] if head else None)
+        if bad is not None:
+            raise LedgerCorrupt(self.path, f"tail truncated: {bad[2]}")
+
+    def advance_anchor(self, anchor: Path) -> None:
+        """Anchor the current head outside the file when it moved past the anchored one (the
+        tick does this as it ends; ``verify`` checks the whole chain before anchoring)."""
+        head = self.head()
+        anchored = read_anchor(anchor)
+        if head is not None and (anchored is None or anchored["seq"] < head[0]):
+            write_anchor(anchor, head[0], head[1])
+
     def _check_anchor(self, anchored: dict, head_seq: int | None) -> _Bad | None:
         seq, digest, when = anchored["seq"], anchored["hash"], anchored.get("written_at")
         if head_seq is None or head_seq < seq:

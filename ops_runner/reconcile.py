@@ -17,6 +17,7 @@ from ops_runner.canonical import canonical_json
 from ops_runner.config import Config
 from ops_runner.errors import DataError, OpsError
 from ops_runner.events import EventKind, Purpose, State, Trigger
+from ops_runner.faults import inject
 from ops_runner.gate import OrderIntent, Side
 from ops_runner.projections import (
     OrderView,
@@ -618,6 +619,7 @@ def reconcile(
     if items:
         ledger.append_many(items, run_id=run_id, cycle_id=cycle_id)
         events = list(ledger.events())
+    inject("reconciliation:after_fills")
     for ex in {e.exec_id: e for e in executions}.values():
         ref = refs[ex.exec_id][0]
         if ex.session == session and ref not in cycle:

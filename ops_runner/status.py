@@ -33,6 +33,7 @@ def read_status(cfg: Config) -> dict[str, Any]:
         return report
     try:
         with open_ledger(cfg, create=False, readonly=True) as ledger:
+            ledger.require_anchored(cfg.path("anchor"))  # a cut tail is what the tick sees too
             events = list(ledger.events())
             head = ledger.head()
     except LedgerCorrupt as exc:

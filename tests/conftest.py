@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -54,20 +55,15 @@ def sample_workbook(tmp_path_factory) -> Path:
 NOVEMBER_DECIDED_AT = "2025-11-28T21:30:00Z"  # Friday's 13:00 early close + the decision delay
 
 
-def make_decided_november(root: Path) -> Path:
-    """A workbook one real cycle old (October 2025 holds 1,358 VEU) whose November decision
-    (100% AGG) was taken by a real tick: data QA and the decision notebooks ran and are done.
+def make_undecided_november(root: Path) -> Path:
+    """A workbook one real cycle old (October 2025 holds 1,358 VEU), baseline approved, before
+    any tick: the November rebalance (100% AGG) is still to be decided.
 
-    Only the cycle's own jobs run (no weekly audit, backup or investigation notebooks), the
-    baseline is approved, so the pre-rebalance checks leave it in RUN.
-    """
-    from datetime import datetime
-
+    Only the cycle's own jobs run (no weekly audit, backup or investigation notebooks)."""
     import yaml
 
     from ops_runner.checks import approve_baseline
     from ops_runner.config import load_config
-    from ops_runner.orchestrator import tick
     from ops_runner.testing.history import simulate_history
 
     result = simulate_history(root, cycles=1, first_cycle="2025-10")
@@ -75,8 +71,57 @@ def make_decided_november(root: Path) -> Path:
     raw = yaml.safe_load(config.read_text(encoding="utf-8"))
     raw["schedule"].update(weekly_audit=False, weekly_backup=False, investigate_incidents=False)
     config.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    cfg = load_config(result.workbook)
-    approve_baseline(cfg, "the simulated history as built")
-    first = tick(cfg, now=datetime.fromisoformat(NOVEMBER_DECIDED_AT.replace("Z", "+00:00")))
-    assert "decision:2025-11" in first.message and str(first.state) == "RUN", first.message
+    approve_baseline(load_config(result.workbook), "the simulated history as built")
     return result.workbook
+
+
+def make_decided_november(root: Path) -> Path:
+    """``make_undecided_november``, then the tick after the 2025-11-28 close: the checks, data
+    QA and decision notebooks ran and are done; the state is RUN."""
+    from datetime import datetime
+
+    from ops_runner.config import load_config
+    from ops_runner.orchestrator import tick
+
+    workbook = make_undecided_november(root)
+    decided_at = datetime.fromisoformat(NOVEMBER_DECIDED_AT.replace("Z", "+00:00"))
+    first = tick(load_config(workbook), now=decided_at)
+    assert "decision:2025-11" in first.message and str(first.state) == "RUN", first.message
+    return workbook
+
+
+@contextlib.contextmanager
+def read_only(*roots: Path) -> Iterator[None]:
+    """Make every folder and file under ``roots`` unwritable, for root too (``chattr +i``;
+    root ignores permission bits), ``chmod`` otherwise; skip the test where neither works."""
+    import os
+    import shutil
+    import subprocess
+
+    inside = sorted(p for root in roots for p in root.rglob("*"))
+    items = [*roots, *[p for p in inside if p.is_dir()], *[p for p in inside if p.is_file()]]
+    as_root = os.geteuid() == 0
+    if as_root and not shutil.which("chattr"):
+        pytest.skip("running as root without chattr: cannot make a folder read-only")
+    done: list[Path] = []
+    try:
+        for item in items:
+            if as_root:
+                result = subprocess.run(["chattr", "+i", str(item)], capture_output=True)
+                if result.returncode != 0:
+                    pytest.skip(f"chattr +i refused here: {result.stderr.decode().strip()}")
+            else:
+                item.chmod(0o555 if item.is_dir() else 0o444)
+            done.append(item)
+        probe = roots[0] / ".probe"
+        with contextlib.suppress(OSError):
+            probe.touch()
+            probe.unlink()
+            pytest.skip("the folder stayed writable")
+        yield
+    finally:
+        for item in reversed(done):
+            if as_root:
+                subprocess.run(["chattr", "-i", str(item)], capture_output=True)
+            else:
+                item.chmod(0o755 if item.is_dir() else 0o644)

@@ -82,6 +82,10 @@ class SimFaults:
     delayed_open_minutes: int = 0
     duplicate_executions: bool = False
     clock_skew_seconds: int = 0  # the broker's server time runs this far ahead (negative: behind)
+    # The venue takes a second order under a reference it already holds, as IB does with an
+    # orderRef: only the workbook's own lookups then stand between a retry and a second trade
+    # (the fault-matrix tests run with it, so a double send shows as two orders).
+    accepts_duplicate_refs: bool = False
 
     @classmethod
     def from_config(cls, raw: Mapping[str, Any] | None) -> SimFaults:
@@ -150,6 +154,7 @@ class SimFaults:
             delayed_open_minutes=delay,
             duplicate_executions=flag("duplicate_executions"),
             clock_skew_seconds=skew,
+            accepts_duplicate_refs=flag("accepts_duplicate_refs"),
         )
 
 
@@ -355,7 +360,7 @@ class SimBroker:
         if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity <= 0:
             text = f"quantity must be a positive whole number of shares, got {quantity!r}"
             return PlaceResult(Outcome.REJECTED, ref, code=INVALID_ORDER, text=text)
-        for order in book["orders"]:
+        for order in book["orders"] if not self._faults.accepts_duplicate_refs else []:
             status = OrderStatus(order["status"])
             if order["client_ref"] == ref and (status in WORKING or order["filled"] > 0):
                 # Not recorded: the reference already names an order; look it up instead.

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import make_sample_workbook
+from conftest import make_sample_workbook, read_only
 
 from ops_runner.config import load_config
 from ops_runner.events import EventKind, State
@@ -41,43 +39,6 @@ def one_line(done: subprocess.CompletedProcess) -> str:
     lines = [line for line in done.stderr.splitlines() if line.startswith("ops-runner:")]
     assert len(lines) == 1, done.stderr
     return lines[0]
-
-
-def _folders(root: Path) -> list[Path]:
-    """Every folder and file under ``root``, folders first (a file's own flag needs its path)."""
-    inside = sorted(root.rglob("*"))
-    return [root, *[p for p in inside if p.is_dir()], *[p for p in inside if p.is_file()]]
-
-
-@contextlib.contextmanager
-def read_only(*roots: Path) -> Iterator[None]:
-    """Make every folder under ``roots`` unwritable, for root too; skip where impossible."""
-    folders = [f for root in roots for f in _folders(root)]
-    as_root = os.geteuid() == 0
-    if as_root and not shutil.which("chattr"):
-        pytest.skip("running as root without chattr: cannot make a folder read-only")
-    done: list[Path] = []
-    try:
-        for folder in folders:
-            if as_root:
-                result = subprocess.run(["chattr", "+i", str(folder)], capture_output=True)
-                if result.returncode != 0:
-                    pytest.skip(f"chattr +i refused here: {result.stderr.decode().strip()}")
-            else:
-                folder.chmod(0o555 if folder.is_dir() else 0o444)
-            done.append(folder)
-        probe = roots[0] / ".probe"
-        with contextlib.suppress(OSError):
-            probe.touch()
-            probe.unlink()
-            pytest.skip("the folder stayed writable")
-        yield
-    finally:
-        for folder in reversed(done):
-            if as_root:
-                subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
-            else:
-                folder.chmod(0o755 if folder.is_dir() else 0o644)
 
 
 @pytest.fixture
