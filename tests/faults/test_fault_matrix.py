@@ -286,6 +286,25 @@ def test_the_tick_process_dies_after_the_notebook_was_registered(decided, tmp_pa
     require(judge(world, "tick process dies before JobCompleted", "RUN"), world)
 
 
+def test_the_backup_dies_after_writing_its_archive(decided, tmp_path):
+    world = copy_world(decided, tmp_path / "wb")
+    config = world.root / "config.yaml"
+    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    raw["schedule"]["weekly_backup"] = True  # Friday 2025-11-28 is the week's last session
+    config.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    world.cfg = load_config(world.root)
+    died = world.cli("tick", "--now", "2025-11-28T22:00:00Z", fault="crash@backup:after_archive")
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    assert "backup:2025-11-28 archived" in world.tick("2025-11-28T22:05:00Z")
+    recorded = [p for _, kind, _, p in world.rows() if kind == "BackupRecorded"]
+    assert len(recorded) == 1, recorded  # the unrecorded archive is not taken for a backup
+    checked = world.cli("backup", "verify", str(world.root / recorded[0]["archive"]))
+    assert checked.returncode == 0, checked.stderr
+    world.tick(EXECUTE)
+    world.tick(RECONCILE)
+    require(judge(world, "the backup dies after writing its archive", "RUN"), world)
+
+
 def _descendants(pid: int) -> list[int]:
     found, todo = [], [pid]
     while todo:
