@@ -263,7 +263,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_kill(args: argparse.Namespace) -> int:
     from ops_runner.config import load_config
-    from ops_runner.orchestrator import engage_kill_switch
+    from ops_runner.manual import engage_kill_switch
     from ops_runner.state import remove_kill_switch
 
     cfg = load_config(args.workbook)
@@ -494,7 +494,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def _run_job(cfg, job: str, cycle: str | None, as_of: str | None, now: str | None) -> int:
     """Run one job's notebook by hand, under the tick's rules and recorded as the tick records
     it; a run the tick would not do now is refused in one line (exit 1)."""
-    from ops_runner.orchestrator import run_by_hand
+    from ops_runner.manual import run_by_hand
     from ops_runner.schedule import ScheduleSettings, compute_cycle_id, compute_session_slots
 
     calendar = cfg.calendar()

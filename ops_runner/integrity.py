@@ -63,8 +63,7 @@ def compute_manifest_digests(cfg: Config, source: str) -> dict[str, str]:
     """Return symbol -> SHA-256 of its manifest file, for every symbol ``source`` stores."""
     store = cfg.store()
     return {
-        symbol: read_sha256(store.manifest_path(source, symbol))
-        for symbol in store.symbols(source)
+        symbol: read_sha256(store.manifest_path(source, symbol)) for symbol in store.symbols(source)
     }
 
 

@@ -189,10 +189,7 @@ def tick(
     Raises LedgerCorrupt (the system is in HALT; nothing is written to a corrupt ledger).
     """
     from ops_runner.checks import heartbeat_path, write_heartbeat
-    from ops_runner.deadline import TickDeadline
-    from ops_runner.ledger import open_ledger
     from ops_runner.maintenance import investigate_incidents
-    from ops_runner.notebooks import kill_running_kernels, record_orphaned_runs
     from ops_runner.state import enforce_kill_switch, read_state
 
     if now is not None:
@@ -200,41 +197,71 @@ def tick(
     clock: Callable[[], datetime] = (
         (lambda: now) if now is not None else (lambda: datetime.now(UTC))
     )
+    with open_session(cfg, clock if now is not None else None) as session:
+        if session is None:
+            return TickResult(True, None, "busy: another tick holds the lock")
+        ledger, broker = session.ledger, session.broker
+        ran: list[str] = []
+        view = enforce_kill_switch(cfg, ledger, cancel=cancel or broker.cancel_all)
+        try:
+            write_heartbeat(cfg, clock())
+        except OSError as exc:  # a tick that cannot write trades nothing
+            raise NotWritable("write the heartbeat", heartbeat_path(cfg), exc,
+                              NOTHING_RUN) from None  # fmt: skip
+        if view is None:
+            _check_clock(cfg, ledger, broker, clock())
+            _probe_broker_down(ledger, broker, clock())
+            ran = _run_due(cfg, ledger, broker, clock, now is not None, on_job, session.remaining)
+            ran += investigate_incidents(cfg, ledger, broker, clock, now is not None, on_job,
+                                         session.remaining)  # fmt: skip
+        view = read_state(ledger)
+    message = f"state {view.state}"
+    if view.state is not State.RUN and view.reason:
+        message += f" ({view.trigger}: {view.reason})"
+    if ran:
+        message += "; ran " + ", ".join(ran)
+    return TickResult(False, view.state, message, tuple(ran))
+
+
+@dataclass(frozen=True)
+class Session:
+    """What the tick's frame holds for the work inside it."""
+
+    ledger: Any
+    broker: LazyBroker
+    remaining: Callable[[], float]  # seconds left before the tick's deadline
+
+
+@contextlib.contextmanager
+def open_session(
+    cfg: Config, clock: Callable[[], datetime] | None = None
+) -> Iterator[Session | None]:
+    """The tick's frame around any work, the tick's own or a job run by hand: its lock (None
+    is yielded when another process holds it), its deadline, the ledger (a cut tail refused
+    with LedgerCorrupt, nothing written), the broker opened when first needed, and the runs
+    whose process died recorded as failed. On the way out: the broker closed, the alerts sent,
+    the head anchored outside the file. ``clock`` fixes the broker's clock (simulated only).
+    """
+    from ops_runner.deadline import TickDeadline
+    from ops_runner.ledger import open_ledger
+    from ops_runner.notebooks import kill_running_kernels, record_orphaned_runs
+
     limit = 60.0 * float(cfg.values["schedule"]["tick_deadline_minutes"])
     watch = TickDeadline(limit, kill=kill_running_kernels, expire=lambda: _record_deadline(cfg))
     with hold_tick_lock(cfg) as held:
         if not held:
-            return TickResult(True, None, "busy: another tick holds the lock")
-        ran: list[str] = []
+            yield None
+            return
         with watch, open_ledger(cfg) as ledger:
-            ledger.require_anchored(cfg.path("anchor"))  # a cut tail is HALT, nothing written
-            broker = _LazyBroker(cfg, clock if now is not None else None)
+            ledger.require_anchored(cfg.path("anchor"))
+            broker = LazyBroker(cfg, clock)
             try:
                 record_orphaned_runs(cfg, ledger, ORPHANED)
-                view = enforce_kill_switch(cfg, ledger, cancel=cancel or broker.cancel_all)
-                try:
-                    write_heartbeat(cfg, clock())
-                except OSError as exc:  # a tick that cannot write trades nothing
-                    raise NotWritable("write the heartbeat", heartbeat_path(cfg), exc,
-                                      NOTHING_RUN) from None  # fmt: skip
-                if view is None:
-                    _check_clock(cfg, ledger, broker, clock())
-                    _probe_broker_down(ledger, broker, clock())
-                    ran = _run_due(cfg, ledger, broker, clock, now is not None, on_job,
-                                   watch.remaining)  # fmt: skip
-                    ran += investigate_incidents(cfg, ledger, broker, clock, now is not None,
-                                                 on_job, watch.remaining)  # fmt: skip
-                view = read_state(ledger)
+                yield Session(ledger, broker, watch.remaining)
             finally:
                 broker.close()
                 send_pending_alerts(cfg, ledger)
                 _advance_anchor(cfg, ledger)
-        message = f"state {view.state}"
-        if view.state is not State.RUN and view.reason:
-            message += f" ({view.trigger}: {view.reason})"
-        if ran:
-            message += "; ran " + ", ".join(ran)
-        return TickResult(False, view.state, message, tuple(ran))
 
 
 ORPHANED = "the run never ended: its process died (killed, power lost or stopped at a deadline)"
@@ -263,10 +290,6 @@ def _record_stuck_tick(ledger: Any, why: str) -> None:
     summary = why.replace("this run was", "the tick was")
     opened = incident_event(incident_id, "scheduler", summary, [summary])
     apply_trigger(ledger, Trigger.INCIDENT, summary, [summary], extra_events=[opened])
-
-
-class RunRefused(OpsError):
-    """A job asked for by hand that the tick would not run now; nothing was run or recorded."""
 
 
 def compute_refusal(slot: Any, view: Any, done: Collection[str], now: datetime) -> str | None:
@@ -299,44 +322,6 @@ def compute_refusal(slot: Any, view: Any, done: Collection[str], now: datetime) 
     return None
 
 
-def run_by_hand(cfg: Config, slot: Any, now: datetime, simulated: bool) -> tuple[bool, str]:
-    """Run one slot as ``ops-runner run`` does: under the tick's lock, deadline, kill switch,
-    state, windows and prerequisites. Returns run_slot's (ok, line); raises RunRefused.
-
-    ``simulated``: ``now`` is a fixed instant (simulated brokers only).
-    """
-    from ops_runner.deadline import TickDeadline
-    from ops_runner.ledger import open_ledger
-    from ops_runner.notebooks import kill_running_kernels, record_orphaned_runs
-    from ops_runner.state import enforce_kill_switch, read_state
-
-    if simulated:
-        require_simulated_broker(cfg)
-    limit = 60.0 * float(cfg.values["schedule"]["tick_deadline_minutes"])
-    watch = TickDeadline(limit, kill=kill_running_kernels, expire=lambda: _record_deadline(cfg))
-    with hold_tick_lock(cfg) as held:
-        if not held:
-            raise RunRefused(
-                "a tick or another run holds the workbook's lock; nothing was run: try again "
-                f"when it ends (the lock is {lock_path(cfg)})"
-            )
-        with watch, open_ledger(cfg) as ledger:
-            ledger.require_anchored(cfg.path("anchor"))
-            broker = _LazyBroker(cfg, (lambda: now) if simulated else None)
-            try:
-                record_orphaned_runs(cfg, ledger, ORPHANED)
-                if (halted := enforce_kill_switch(cfg, ledger, broker.cancel_all)) is not None:
-                    raise RunRefused(f"the kill switch is present: {halted.reason}; nothing run")
-                why = compute_refusal(slot, read_state(ledger), read_done(ledger), now)
-                if why is not None:
-                    raise RunRefused(f"run {slot.job}: {why}; the tick would not run it either")
-                return run_slot(cfg, ledger, broker, slot, now, simulated, watch.remaining)
-            finally:
-                broker.close()
-                send_pending_alerts(cfg, ledger)
-                _advance_anchor(cfg, ledger)
-
-
 def _advance_anchor(cfg: Config, ledger: Any) -> None:
     """Anchor the head the tick leaves outside the file: a later cut shows at the next tick."""
     try:
@@ -345,51 +330,7 @@ def _advance_anchor(cfg: Config, ledger: Any) -> None:
         log.error("%s", exc)
 
 
-def engage_kill_switch(cfg: Config, reason: str) -> Path:
-    """``ops-runner kill``: write the kill switch file (the next tick cancels pending orders and
-    goes to HALT). Returns its path.
-
-    When the file cannot be written (a read-only or full workbook) trading must stop all the
-    same: the HALT goes straight into the ledger, pending orders cancelled first, and
-    NotWritable says so (the caller exits non-zero). When the ledger cannot record it either,
-    NotWritable says that trading is NOT stopped and how to stop it by hand.
-    """
-    import sqlite3
-
-    from ops_runner.ledger import open_ledger
-    from ops_runner.state import record_kill_switch, write_kill_switch
-
-    path = cfg.path("kill_switch")
-    try:
-        return write_kill_switch(cfg, reason)
-    except OSError as exc:
-        failed = exc
-    note = f"the kill switch file could not be written ({failed.strerror or failed})"
-    try:
-        # no tick lock: its file may be what cannot be written, and a state change is
-        # race-safe on its own (one way out of each state episode)
-        with open_ledger(cfg, busy_timeout=10.0) as ledger:
-            broker = _LazyBroker(cfg, None)
-            try:
-                record_kill_switch(cfg, ledger, reason, broker.cancel_all, note=note)
-            finally:
-                broker.close()
-                send_pending_alerts(cfg, ledger)
-    except (OpsError, OSError, sqlite3.Error) as exc:
-        raise NotWritable(
-            "write the kill switch", path, failed,
-            f"the ledger could not record the HALT either ({exc}): trading is NOT stopped; stop "
-            "the scheduler (systemctl stop ops-runner-tick.timer, or comment out the crontab "
-            "line) and cancel open orders at the broker",
-        ) from None  # fmt: skip
-    raise NotWritable(
-        "write the kill switch", path, failed,
-        "HALT recorded in the ledger instead and pending orders cancelled: no tick will "
-        "trade; once fixed, run `ops-runner kill` again so the file stands",
-    )  # fmt: skip
-
-
-class _LazyBroker:
+class LazyBroker:
     """The broker, opened only when a step needs it: an idle tick on the simulated broker
     never touches the broker's books. Checks read through the read-only role; only the kill
     switch's cancels open the orders role (at IB: another client id)."""
@@ -426,10 +367,11 @@ def send_pending_alerts(cfg: Config, ledger: Any) -> None:
         log.exception("sending alerts failed; the ledger holds what happened")
 
 
-def _check_clock(cfg: Config, ledger: Any, broker: _LazyBroker, now: datetime) -> None:
+def _check_clock(cfg: Config, ledger: Any, broker: LazyBroker, now: datetime) -> None:
     """Clock against the broker's server time; beyond the limit: an incident and SAFE_MODE,
     recorded once per day. A broker without a session is the daily check's business."""
     from ops_runner.checks import compute_clock_check, record_checks
+
     try:
         health = broker.get().health()
     except OpsError as exc:
@@ -443,7 +385,7 @@ def _check_clock(cfg: Config, ledger: Any, broker: _LazyBroker, now: datetime) -
         record_checks(cfg, ledger, [check], f"tick:{now.date().isoformat()}")
 
 
-def _probe_broker_down(ledger: Any, broker: _LazyBroker, now: datetime) -> None:
+def _probe_broker_down(ledger: Any, broker: LazyBroker, now: datetime) -> None:
     """In BROKER_DOWN every tick asks the broker again (its own retry policy included); a
     healthy session restores RUN, so a submission can still go out inside its window."""
     from ops_runner.state import apply_trigger, read_state
@@ -466,7 +408,7 @@ def _probe_orders_session(ledger: Any, broker: Any, slot: Any, now: datetime) ->
     is closed before the kernel logs in with the same client id. Returns why not, or None."""
     from ops_runner.state import apply_trigger
 
-    if not isinstance(broker, _LazyBroker):
+    if not isinstance(broker, LazyBroker):
         return None
     try:
         health = broker.get("orders").health()
@@ -483,7 +425,7 @@ def _probe_orders_session(ledger: Any, broker: Any, slot: Any, now: datetime) ->
 def _run_due(
     cfg: Config,
     ledger: Any,
-    broker: _LazyBroker,
+    broker: LazyBroker,
     clock: Callable[[], datetime],
     simulated: bool,
     on_job: Callable[[Any], None] | None,
@@ -703,7 +645,7 @@ def run_slot(
             return True, f"{slot.key} waiting: broker unavailable ({down})"
     if slot.job is Job.AUDIT and (why := compute_audit_hold(ledger.events())):
         return True, f"{slot.key} waiting: {why}"
-    if isinstance(broker, _LazyBroker):
+    if isinstance(broker, LazyBroker):
         broker.close()  # the kernel logs in with the same client ids: free them first
     run = execute_job(
         cfg,
@@ -797,7 +739,7 @@ def _run_in_process(
 
         result = create_backup(cfg, now=now, reason=f"weekly ({slot.key})")
         return f"archived {result.archive.name}"
-    real = broker.get() if isinstance(broker, _LazyBroker) else broker
+    real = broker.get() if isinstance(broker, LazyBroker) else broker
     if slot.job is Job.DAILY_CHECKS:
         checks = run_daily_checks(cfg, ledger, real, slot.session, slot.key, run_id)
     else:
