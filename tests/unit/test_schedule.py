@@ -680,6 +680,13 @@ def test_agenda_when_started_at_the_decision_deadline_cycle_runs_late(cal, setti
     assert agenda_keys(agenda) == expected
 
 
+def decided_2025_05() -> dict[str, datetime]:
+    """What the ledger holds done once cycle 2025-05 is decided (R = 2025-05-30)."""
+    keys = ("daily_checks:2025-05-30", "pre_rebalance_checks:2025-05-30", "data_qa:2025-05",
+            "decision:2025-05")  # fmt: skip
+    return dict.fromkeys(keys, utc("2025-05-30 20:30"))
+
+
 # Execution held by the state: cycle 2025-05, N = 2025-06-02 (Mon, EDT), window 12:00Z..13:20Z.
 @pytest.mark.parametrize(
     "now, state, expected",
@@ -695,11 +702,7 @@ def test_agenda_when_started_at_the_decision_deadline_cycle_runs_late(cal, setti
 def test_agenda_when_decision_done_execution_due_only_in_run_inside_window(
     cal, settings, now, state, expected
 ):
-    done = {
-        k: utc("2025-05-30 20:30")
-        for k in ("daily_checks:2025-05-30", "pre_rebalance_checks:2025-05-30",
-                  "data_qa:2025-05", "decision:2025-05")
-    }  # fmt: skip
+    done = decided_2025_05()
     agenda = compute_agenda(
         cal, settings, utc(now), done=done, state=state, started=utc("2025-05-30 20:00")
     )
@@ -725,11 +728,7 @@ def test_agenda_when_decision_done_execution_due_only_in_run_inside_window(
 def test_agenda_when_the_execution_window_closed_reconciliation_is_due(
     cal, settings, now, execution_done, expected
 ):
-    done = {
-        k: utc("2025-05-30 20:30")
-        for k in ("daily_checks:2025-05-30", "pre_rebalance_checks:2025-05-30",
-                  "data_qa:2025-05", "decision:2025-05")
-    }  # fmt: skip
+    done = decided_2025_05()
     if execution_done:
         done["execution:2025-05"] = utc("2025-06-02 12:05")
     agenda = compute_agenda(cal, settings, utc(now), done=done, state=State.SAFE_MODE,
