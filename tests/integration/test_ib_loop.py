@@ -223,3 +223,25 @@ def test_broker_still_down_when_the_window_closes_is_halt_with_an_alert(loop):
     assert [e.payload["job"] for e in events(cfg, EventKind.JOB_MISSED)] == ["execution"]
     alerts = [e.payload for e in events(cfg, EventKind.ALERT_SENT)]
     assert any("HALT" in a["subject"] for a in alerts), alerts
+
+
+def test_an_order_placed_before_the_kernel_died_is_adopted_through_ib(loop, monkeypatch):
+    cfg, sim, clock = loop("ib_async")
+    walk(cfg, sim, clock, [m for m in steps(cfg, START, END) if m < WINDOW_OPENS])
+    clock.moment = WINDOW_OPENS
+    monkeypatch.setenv("OPS_RUNNER_FAULT", "crash@submission:after_place")  # in the kernel
+    died = tick(cfg, now=WINDOW_OPENS)
+    monkeypatch.delenv("OPS_RUNNER_FAULT")
+    assert any("execution:2025-11 FAILED" in line for line in died.ran), died.ran
+    (placed,) = sim.orders()  # at the broker over the socket, never recorded
+    assert events(cfg, EventKind.ORDER_SUBMITTED) == []
+    walk(cfg, sim, clock, [m for m in steps(cfg, WINDOW_OPENS, END) if m > WINDOW_OPENS])
+    (adopted,) = [e.payload for e in events(cfg, EventKind.ORDER_SUBMITTED)]
+    assert adopted["client_ref"] == placed.order_ref and adopted["adopted"] is True
+    assert len(sim.orders()) == 1  # nothing sent twice
+    fills = projections.compute_fills(events(cfg))
+    assert sorted(fills) == sorted({e.exec_id for e in sim.executions()})
+    with open_ledger(cfg, create=False, readonly=True) as ledger:
+        positions = {s: q for s, q in projections.compute_positions(ledger.events()).items() if q}
+    assert positions == sim.positions() == {placed.symbol: placed.quantity}
+    assert completed(cfg, "reconciliation")[-1] == "CLEAN"
