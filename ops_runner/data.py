@@ -218,6 +218,17 @@ def compute_parquet_bytes(bars: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
+def _compute_vendor_adjusted_bytes(adjusted: pd.Series) -> bytes:
+    """Return the parquet encoding of a vendor's adjusted close, indexed by date."""
+    frame = pd.DataFrame(
+        {"adjusted_close": adjusted.to_numpy(dtype=np.float64)}, index=adjusted.index
+    )
+    frame.index.name = "date"
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, engine="pyarrow", index=True, compression="zstd")
+    return buffer.getvalue()
+
+
 # -- the store ----------------------------------------------------------------------------------
 
 
@@ -288,6 +299,11 @@ class PriceStore:
         """Return where a replaced version of ``source``/``symbol`` is kept."""
         return self._folder(source) / "versions" / symbol / f"{stored_sha256}.parquet"
 
+    def vendor_adjusted_path(self, source: str, symbol: str, sha256: str) -> Path:
+        """Return where a vendor's own adjusted close of ``source``/``symbol`` is kept (one file
+        per content, named by its SHA-256; the manifest names the current one)."""
+        return self._folder(source) / "vendor" / symbol / f"adjusted_close.{sha256}.parquet"
+
     # -- reading -------------------------------------------------------------------------------
 
     def sources(self) -> list[str]:
@@ -347,6 +363,21 @@ class PriceStore:
         require_bars_shape(bars, f"{source}/{symbol}")
         return bars
 
+    def load_vendor_adjusted(self, source: str, symbol: str) -> pd.Series | None:
+        """Return the vendor's own adjusted close kept at import (for data QA), or None when the
+        layout had none. Raises DataError when it is missing or no longer matches its SHA-256.
+        """
+        sha256 = self.read_manifest(source, symbol).get("vendor_adjusted_sha256")
+        if not sha256:
+            return None
+        path = self.vendor_adjusted_path(source, symbol, sha256)
+        if not path.is_file() or read_sha256(path) != sha256:
+            raise DataError(
+                f"{source}/{symbol}: the vendor adjusted close {path} is missing or altered; "
+                f"re-import with `{_IMPORT_HINT.format(source=source)}`"
+            )
+        return pd.read_parquet(path, engine="pyarrow")["adjusted_close"]
+
     def load_many(self, source: str, symbols: Sequence[str]) -> dict[str, pd.DataFrame]:
         """Return ``{symbol: bars}`` for every symbol; raise DataError naming all missing ones."""
         missing = [s for s in symbols if not self.manifest_path(source, s).is_file()]
@@ -373,7 +404,8 @@ class PriceStore:
         """Return ``(symbol, problem)`` for every stored file that disagrees with its manifest.
 
         Problems: a manifest without its parquet file, a parquet file whose SHA-256 differs from
-        the manifest, a parquet file without a manifest, a kept version that is missing or altered.
+        the manifest, a parquet file without a manifest, a kept version that is missing or altered,
+        a vendor adjusted close the manifest names that is missing or altered.
         """
         findings: list[tuple[str, str]] = []
         folder = self._folder(source)
@@ -391,6 +423,12 @@ class PriceStore:
                     findings.append((symbol, f"kept version {kept.name} is missing"))
                 elif read_sha256(kept) != old["stored_sha256"]:
                     findings.append((symbol, f"kept version {kept.name} was altered"))
+            if vendor := manifest.get("vendor_adjusted_sha256"):
+                kept = self.vendor_adjusted_path(source, symbol, vendor)
+                if not kept.is_file() or read_sha256(kept) != vendor:
+                    findings.append(
+                        (symbol, f"vendor adjusted close {kept.name} missing or altered")
+                    )
         if folder.is_dir():
             for path in sorted(folder.glob("*.parquet")):
                 if not self.manifest_path(source, path.stem).is_file():
@@ -433,6 +471,8 @@ class PriceStore:
                 "source_sha256": item.source_sha256,
                 "synthetic": False,
                 "notes": item.notes,
+                # The vendor's own adjusted close, kept for data QA to compare with the bars.
+                "vendor_adjusted_close": item.extra.get("adjusted_close"),
             }
             items[item.symbol] = (item.bars, provenance)
         report = self.write_many(source, items, layout=layout)
@@ -445,8 +485,11 @@ class PriceStore:
         """Store ``bars`` for ``source``/``symbol`` and return the manifest now in force.
 
         ``provenance`` gives ``layout``, ``source_file``, ``source_sha256``, and optionally
-        ``synthetic`` and ``notes``. Same ``source_sha256`` and layout as stored: nothing is
-        written. Raises DataError for a bad name or a non-canonical frame.
+        ``synthetic`` and ``notes``. Same ``source_sha256``, layout and bars as stored: nothing
+        is written. Raises DataError for a bad name or a non-canonical frame.
+
+        ``provenance["vendor_adjusted_close"]`` (optional, a Series by date) is the vendor's own
+        adjusted close: kept beside the bars, named in the manifest, and read by data QA.
         """
         self.write_many(source, {symbol: (bars, provenance)}, layout=str(provenance["layout"]))
         return self.read_manifest(source, symbol)
@@ -456,12 +499,21 @@ class PriceStore:
         source: str,
         items: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]],
         layout: str,
+        evidence: Mapping[str, bytes] | None = None,
     ) -> ImportReport:
         """Store several symbols as one change: either all are written or none (rolled back).
 
-        ``items`` maps symbol to ``(bars, provenance)`` as for ``write_bars``.
+        ``items`` maps symbol to ``(bars, provenance)`` as for ``write_bars``. ``evidence`` maps
+        a path relative to the source's folder (such as ``raw/<sha256>.json.gz``) to the bytes
+        kept there, written first in the same change; a file already there is left as it is.
         """
         self._require_source_name(source)
+        kept = []
+        for name, data in sorted((evidence or {}).items()):
+            relative = Path(name)
+            if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+                raise DataError(f"evidence path {name!r} leaves {source}/; nothing was written")
+            kept.append((self._folder(source) / relative, data))
         plans = []
         for symbol, (bars, provenance) in sorted(items.items()):
             if not SYMBOL_PATTERN.fullmatch(symbol):
@@ -476,6 +528,9 @@ class PriceStore:
         report = ImportReport(source=source, layout=layout)
         transaction = _Transaction()
         try:
+            for path, data in kept:
+                if not path.is_file():
+                    transaction.write(path, data)
             for symbol, bars, provenance in plans:
                 outcome = self._write_symbol(transaction, source, symbol, bars, provenance)
                 getattr(report, outcome).append(symbol)
@@ -494,14 +549,21 @@ class PriceStore:
     ) -> str:
         manifest_path = self.manifest_path(source, symbol)
         previous = self.read_manifest(source, symbol) if manifest_path.is_file() else None
+        data = compute_parquet_bytes(bars)
+        vendor = provenance.get("vendor_adjusted_close")
+        vendor_data = None if vendor is None else _compute_vendor_adjusted_bytes(vendor)
+        vendor_sha = None if vendor_data is None else compute_sha256(vendor_data)
+        # The same evidence can yield other bars (one vendor answer cut to another date range):
+        # unchanged means the same source AND the same stored bytes.
         if (
             previous is not None
             and previous.get("source_sha256") == provenance["source_sha256"]
             and previous.get("layout") == provenance["layout"]
+            and previous.get("stored_sha256") == compute_sha256(data)
+            and previous.get("vendor_adjusted_sha256") == vendor_sha
             and self.bars_path(source, symbol).is_file()
         ):
             return "unchanged"
-        data = compute_parquet_bytes(bars)
         history: list[dict[str, Any]] = []
         if previous is not None:
             old_path = self.bars_path(source, symbol)
@@ -527,7 +589,12 @@ class PriceStore:
             "notes": str(provenance.get("notes", "")),
             "history": history,
         }
-        # The parquet first, then the manifest that vouches for it.
+        # The parquet files first, then the manifest that vouches for them.
+        if vendor_data is not None and vendor_sha is not None:
+            manifest["vendor_adjusted_sha256"] = vendor_sha
+            kept = self.vendor_adjusted_path(source, symbol, vendor_sha)
+            if not kept.is_file():
+                transaction.write(kept, vendor_data)
         transaction.write(self.bars_path(source, symbol), data)
         text = json.dumps(manifest, indent=2, sort_keys=False) + "\n"
         transaction.write(manifest_path, text.encode("utf-8"))

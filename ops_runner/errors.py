@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+
 
 class OpsError(Exception):
     """Root of every expected failure. The CLI prints ``str(error)`` on one line, no traceback.
@@ -56,6 +58,62 @@ class ImportRefused(DataError):
         self.path = str(path)
         self.line = line
         self.problem = problem
+
+
+class VendorProblem(enum.Enum):
+    """What went wrong with a data vendor's answer; the value is how a message names it."""
+
+    INVALID_KEY = "invalid API key"
+    RATE_LIMITED = "rate limited"
+    REFUSED = "request refused"
+    UNKNOWN_SYMBOL = "unknown symbol"
+    EMPTY_SERIES = "no bars"
+    BAD_JSON = "truncated or invalid JSON"
+    HTML_PAGE = "an HTML page instead of data"
+    SERVER_ERROR = "server error"
+    TIMEOUT = "no answer in time"
+    UNREACHABLE = "cannot connect"
+    BAD_BARS = "bars fail the sanity checks"
+
+
+_VENDOR_ADVICE = {
+    VendorProblem.INVALID_KEY: "check the {vendor} API key in the workbook's secrets",
+    VendorProblem.RATE_LIMITED: "wait for the {vendor} limit to reset (or raise min_interval), "
+    "then fetch again",
+    VendorProblem.REFUSED: "check the {vendor} plan and request",
+    VendorProblem.UNKNOWN_SYMBOL: "check the ticker in the universe (config.yaml)",
+    VendorProblem.EMPTY_SERIES: "check the dates and that {vendor} carries the ticker for them",
+    VendorProblem.BAD_JSON: "the answer was cut off or garbled: fetch again",
+    VendorProblem.HTML_PAGE: "{vendor} or a proxy answered with a web page: check the base URL, "
+    "then fetch again later",
+    VendorProblem.SERVER_ERROR: "{vendor} is failing: fetch again later",
+    VendorProblem.TIMEOUT: "fetch again later, or raise the timeout",
+    VendorProblem.UNREACHABLE: "check the network and the {vendor} base URL",
+    VendorProblem.BAD_BARS: "report it to {vendor} or use the secondary provider",
+}
+
+
+class VendorError(DataError):
+    """A data vendor's answer could not be used; nothing was stored.
+
+    Fields: ``vendor``, ``symbol``, ``problem`` (a VendorProblem), ``detail`` (one line, never
+    an API key) and ``attempts`` (requests made before giving up).
+    """
+
+    def __init__(
+        self, vendor: str, symbol: str, problem: VendorProblem, detail: str = "", attempts: int = 1
+    ) -> None:
+        after = f" after {attempts} attempts" if attempts > 1 else ""
+        shown = f" ({detail})" if detail else ""
+        advice = _VENDOR_ADVICE[problem].format(vendor=vendor)
+        super().__init__(
+            f"{vendor} {symbol}: {problem.value}{shown}{after}; {advice}; nothing was stored"
+        )
+        self.vendor = vendor
+        self.symbol = symbol
+        self.problem = problem
+        self.detail = detail
+        self.attempts = attempts
 
 
 class WorkbookError(OpsError):

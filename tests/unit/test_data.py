@@ -253,11 +253,19 @@ def test_load_many_when_some_missing_names_all_of_them(store):
     assert list(store.load_many("broker", ["SPY"])) == ["SPY"]
 
 
-def test_write_bars_when_same_provenance_again_writes_nothing(store, snapshot):
+def test_write_bars_when_same_provenance_and_bars_again_writes_nothing(store, snapshot):
     store.write_bars("broker", "SPY", HAND, provenance())
     before = snapshot(store.root)
-    store.write_bars("broker", "SPY", HAND.assign(close=HAND["close"] + 1), provenance())
+    store.write_bars("broker", "SPY", HAND.copy(), provenance())
     assert snapshot(store.root) == before
+
+
+def test_write_bars_when_same_evidence_gives_other_bars_keeps_a_new_version(store):
+    # One vendor answer cut to a longer date range: the same source_sha256, more bars.
+    first = store.write_bars("broker", "SPY", HAND.iloc[:-1], provenance())
+    second = store.write_bars("broker", "SPY", HAND, provenance())
+    assert second["rows"] == len(HAND) and len(second["history"]) == 1
+    assert second["history"][0]["stored_sha256"] == first["stored_sha256"]
 
 
 def test_write_bars_when_frame_not_canonical_writes_nothing(store, snapshot):
