@@ -158,6 +158,14 @@ def first_days(panel: Panel) -> np.ndarray:
     return first
 
 
+def last_days(panel: Panel) -> np.ndarray:
+    """Return each symbol's last day number, int64 min for a symbol without bars."""
+    last = np.full(len(panel.symbols), np.iinfo(np.int64).min)  # none: ended before anything
+    has = np.diff(panel.bounds) > 0
+    last[has] = panel.day[panel.bounds[1:][has] - 1]
+    return last
+
+
 def day_number(day: date) -> int:
     """Return the day number of ``day``: days since 1970-01-01, as in ``Panel.day``."""
     return day.toordinal() - _EPOCH

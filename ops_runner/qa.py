@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ops_runner.errors import CalendarError, DataError
+from ops_runner.asset_classes import EQUITY, compute_asset_class
+from ops_runner.errors import CalendarError, ConfigError, DataError
 from ops_runner.panel import (
     BAR_COLUMNS,
     Bars,
@@ -21,6 +22,7 @@ from ops_runner.panel import (
     build_panel,
     day_number,
     first_days,
+    last_days,
     log_index,
     split_adjusted_close,
     to_date,
@@ -88,19 +90,50 @@ class QASettings:
     # reads them); older ones are WARNING.
     window_sessions: int = 300
     jump_band: float = 0.15  # |daily total return| beyond this is a jump
-    # A jump is market-wide (genuine: Oct 2008, Mar 2020) when at least this share of the OTHER
-    # symbols with a return that day moved the same way by at least half the band, and at least
-    # `market_min_others` other symbols had a return that day.
+    # A jump is market-wide (genuine: Oct 2008, Mar 2020) when at least this share of its PEERS
+    # moved the same way that session by at least `market_move_ratio` of its own move, and at
+    # least `market_min_others` peers had a return that session. Peers are the other symbols of
+    # its asset class (asset_classes.py, overridden by `asset_classes`) and the class's
+    # reference symbol (`market_references`, read from the primary even outside the universe):
+    # bonds do not move with an equity crash, so they are never an equity's peers.
     market_move_share: float = 0.5
-    market_min_others: int = 2
-    cross_close_tolerance: float = 0.01  # relative, split-adjusted closes
+    market_move_ratio: float = 0.2
+    market_min_others: int = 1
+    asset_classes: Mapping[str, str] = field(default_factory=dict)  # symbol -> class
+    market_references: Mapping[str, str] = field(default_factory=lambda: {EQUITY: "SPY"})
+    # Closes are compared split-invariantly: each provider's close relative to its own closes on
+    # the common sessions around it, so a split one provider folds into its prices (or that the
+    # primary has not seen yet, as of a past date) cancels out. Relative.
+    cross_close_tolerance: float = 0.01
     cross_return_tolerance: float = 0.02  # absolute, trailing total return
+    # Distributions are compared event by event, as a share of the previous close (a yield is
+    # split-invariant): amounts further apart than this, or one provider's distribution the
+    # other lacks, are findings; ex-dates more than `cross_dividend_sessions` apart too.
+    cross_dividend_tolerance: float = 0.0002
+    cross_dividend_sessions: int = 0
     return_lookback_sessions: int = 252
     ohlc_tolerance: float = 1e-6  # relative; absorbs only the float representation of prices
     dividend_max_share: float = 0.2  # of the previous close
     adjusted_tolerance: float = 0.001  # relative, on a step of vendor-adjusted / raw close
     # Per symbol and kind of fault: list the latest N findings, summarise the older ones in one.
     max_findings_per_kind: int = 25
+
+    def __post_init__(self) -> None:
+        for key, table, words in (
+            ("qa.asset_classes", self.asset_classes, "SYMBOL: class, e.g. {VNQ: equity}"),
+            ("qa.market_references", self.market_references, "class: SYMBOL, e.g. {equity: SPY}"),
+        ):
+            if not isinstance(table, Mapping):
+                raise ConfigError(f"config error: {key}: expected a mapping of {words}", key)
+            for name, value in table.items():
+                if not (isinstance(name, str) and isinstance(value, str) and name and value):
+                    raise ConfigError(
+                        f"config error: {key}: {name!r}: {value!r} is not {words}", key
+                    )
+
+    def asset_class(self, symbol: str) -> str:
+        """Return the asset class ``symbol`` is judged in (its peers share it)."""
+        return compute_asset_class(symbol, self.asset_classes)
 
 
 DEFAULT_SETTINGS = QASettings()
@@ -247,19 +280,46 @@ def _sanity(panel: Panel, ctx: _Context) -> list[Finding]:
     o, h, low, c = (col[name] for name in PRICE_COLUMNS)
     slack = 1 + ctx.settings.ohlc_tolerance
     crossed = (low > np.fmin(o, c) * slack) | (np.fmax(o, c) > h * slack) | (low > h)
+    no_volume = col["volume"] <= 0
+    traded = _traded(panel, no_volume)
     faults = [
         ("missing-value", nan, lambda r: "missing value in "
          + ", ".join(n for n in BAR_COLUMNS if np.isnan(col[n][r]))),
         ("non-positive-price", nonpositive, lambda r: "zero or negative price: " + _ohlc(col, r)),
         ("ohlc", crossed & ~nonpositive & ~nan,
          lambda r: "OHLC inconsistent (need low <= open, close <= high): " + _ohlc(col, r)),
-        ("volume", col["volume"] <= 0,
+        ("volume", traded,
          lambda r: f"volume {col['volume'][r]:g} on a bar where the symbol traded"),
     ]  # fmt: skip
     out = []
     for what, mask, text in faults:
         rows = np.flatnonzero(mask)
         out += ctx.emit(Check.SANITY, what, code[rows], day[rows], text, rows=rows)
+    # A session without a trade is a market fact (young, thin ETFs) that moves a momentum score
+    # by a day's move at most; only a decision made on one (the as_of session) is blocked.
+    idle = np.flatnonzero(no_volume & ~traded)
+    for rows, severity in ((idle[day[idle] == ctx.as_of], None),
+                           (idle[day[idle] != ctx.as_of], Severity.WARNING)):  # fmt: skip
+        out += ctx.emit(
+            Check.SANITY, "no-trade", code[rows], day[rows],
+            lambda r: f"volume {col['volume'][r]:g} and a flat bar at the previous close "
+            f"{c[r]:.4f}: no trade that session (or a bar the vendor filled in), so the close "
+            "is not a trade price",
+            rows=rows, severity=severity,
+        )  # fmt: skip
+    return out
+
+
+def _traded(panel: Panel, rows: np.ndarray) -> np.ndarray:
+    """The bars of mask ``rows`` that show a trade: all but those whose open, high, low and close
+    equal the previous close (what a vendor prints for a session without a trade)."""
+    at = np.flatnonzero(rows)
+    o, h, low, c = (panel.col[name][at] for name in PRICE_COLUMNS)
+    prev = panel.col["close"][at - 1]
+    flat = (at > 0) & (o == c) & (h == c) & (low == c) & (prev == c)
+    flat &= panel.code[np.maximum(at - 1, 0)] == panel.code[at]  # the same symbol's bar before
+    out = rows.copy()
+    out[at[flat]] = False
     return out
 
 
@@ -267,25 +327,18 @@ def _ohlc(col: dict[str, np.ndarray], row: int) -> str:
     return ", ".join(f"{name} {col[name][row]:.4f}" for name in PRICE_COLUMNS)
 
 
-def _jumps(panel: Panel, ctx: _Context, secondary: Panel | None) -> list[Finding]:
+def _jumps(
+    panel: Panel, ctx: _Context, secondary: Panel | None, peers: Panel | None = None
+) -> list[Finding]:
     """Total-return jumps beyond the band that are not market-wide. Splits and dividends are in
     the total return, so a recorded split explains itself and an unrecorded one does not."""
-    band, settings = ctx.settings.jump_band, ctx.settings
+    band = ctx.settings.jump_band
     ret = total_return(panel)
-    valid = np.isfinite(ret)
-    slot = panel.day - panel.span[0]
-    span = int(slot.max()) + 1 if slot.size else 0
-    n_valid = np.bincount(slot[valid], minlength=span)
-    n_up = np.bincount(slot[valid & (ret >= band / 2)], minlength=span)
-    n_down = np.bincount(slot[valid & (ret <= -band / 2)], minlength=span)
-    rows = np.flatnonzero(valid & (np.abs(np.nan_to_num(ret)) > band))
-    others = n_valid[slot[rows]] - 1  # the jumping symbol is not its own market
-    same = np.where(ret[rows] > 0, n_up[slot[rows]], n_down[slot[rows]]) - 1
-    market = (others >= settings.market_min_others) & (
-        same >= settings.market_move_share * np.maximum(others, 1)
-    )
-    rows, others, same = rows[~market], others[~market], same[~market]
-    confirmed = _confirmed(panel, rows, ret, secondary, settings.cross_return_tolerance)
+    rows = np.flatnonzero(np.abs(np.nan_to_num(ret)) > band)
+    moves = _PeerMoves(panel, ret, rows, ctx.settings, peers)
+    keep = ~moves.market
+    rows, others, same, need = rows[keep], moves.others[keep], moves.same[keep], moves.need[keep]
+    confirmed = _confirmed(panel, rows, ret, secondary, ctx.settings.cross_return_tolerance)
     close, split, dividend = panel.col["close"], panel.col["split"], panel.col["dividend"]
     prev = panel.previous(close)
     place = {int(r): k for k, r in enumerate(rows)}
@@ -295,7 +348,8 @@ def _jumps(panel: Panel, ctx: _Context, secondary: Panel | None) -> list[Finding
         words = (
             f"total return {ret[r]:+.1%} beyond the {band:.0%} band (raw close {prev[r]:.4f} "
             f"-> {close[r]:.4f}, split {split[r]:g}, dividend {dividend[r]:g}); not market-wide "
-            f"({same[k]} of {others[k]} other symbols moved that way by {band / 2:.1%})"
+            f"({same[k]} of {others[k]} other symbols of its class, "
+            f"{moves.describe(panel.code[r])}, moved that way by {need[k]:.1%} or more)"
         )
         ratio = _COMMON_SPLITS[np.argmin(np.abs(_COMMON_SPLITS * raw - 1))]
         if split[r] == 1 and abs(ratio * raw - 1) < 0.05:
@@ -312,6 +366,57 @@ def _jumps(panel: Panel, ctx: _Context, secondary: Panel | None) -> list[Finding
         Check.JUMP, "confirmed-jump", panel.code[seen], panel.day[seen], text, rows=seen,
         severity=Severity.INFO,
     )  # fmt: skip
+
+
+class _PeerMoves:
+    """How each jump's peers moved that session: the other symbols of its asset class in the
+    universe, and the class's reference symbol (from ``peers``, bars outside the universe)."""
+
+    def __init__(
+        self,
+        panel: Panel,
+        ret: np.ndarray,
+        rows: np.ndarray,
+        settings: QASettings,
+        peers: Panel | None,
+    ) -> None:
+        self.classes = [settings.asset_class(s) for s in panel.symbols]
+        members: dict[str, list[int]] = {}
+        for code, name in enumerate(self.classes):
+            members.setdefault(name, []).append(code)
+        self.references: dict[str, list[int]] = {}
+        if peers is not None:
+            for name, symbol in settings.market_references.items():
+                if symbol in peers.symbols:
+                    self.references.setdefault(name, []).append(peers.symbols.index(symbol))
+        peer_ret = total_return(peers) if peers is not None else np.empty(0)
+        self.others = np.zeros(rows.size, dtype=np.int64)
+        self.same = np.zeros(rows.size, dtype=np.int64)
+        self.need = settings.market_move_ratio * np.abs(ret[rows])
+        for k, row in enumerate(rows):
+            code, day = int(panel.code[row]), panel.day[row]
+            name = self.classes[code]
+            codes = np.array([c for c in members[name] if c != code], dtype=np.int64)
+            found = panel.locate(codes, np.full(codes.size, day))
+            moves = ret[found[found >= 0]]
+            if peers is not None and name in self.references:
+                refs = np.array(self.references[name], dtype=np.int64)
+                at = peers.locate(refs, np.full(refs.size, day))
+                moves = np.r_[moves, peer_ret[at[at >= 0]]]
+            moves = moves[np.isfinite(moves)]
+            self.others[k] = moves.size
+            self.same[k] = int((moves * np.sign(ret[row]) >= self.need[k]).sum())
+        enough = self.others >= max(settings.market_min_others, 1)
+        self.market = enough & (self.same >= settings.market_move_share * self.others)
+        self._peers = peers
+
+    def describe(self, code: int) -> str:
+        """Name the class of symbol ``code`` and any reference counted among its peers."""
+        name = self.classes[code]
+        refs = self.references.get(name, [])
+        if not refs or self._peers is None:
+            return name
+        return f"{name}, with reference {', '.join(self._peers.symbols[c] for c in refs)}"
 
 
 def _confirmed(
@@ -379,31 +484,213 @@ def _plausible_split(ratio: np.ndarray) -> np.ndarray:
 
 
 def _cross_provider(primary: Panel, secondary: Panel, ctx: _Context) -> list[Finding]:
-    tol, out = ctx.settings.cross_close_tolerance, _cross_returns(primary, secondary, ctx)
-    p_close, s_close = split_adjusted_close(primary), split_adjusted_close(secondary)
     match = secondary.locate(primary.code, primary.day)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        apart = np.abs(p_close / s_close[np.maximum(match, 0)] - 1)
-    bad = np.flatnonzero((match >= 0) & np.isfinite(apart) & (apart > tol))
-    out += ctx.emit(
-        Check.CROSS_PROVIDER, "close", primary.code[bad], primary.day[bad],
-        lambda r: f"split-adjusted close: primary {p_close[r]:.4f} vs secondary "
-        f"{s_close[match[r]]:.4f} ({apart[r]:.2%} apart > {tol:.2%})", rows=bad,
-    )  # fmt: skip
-    back = primary.locate(secondary.code, secondary.day)
-    # Dates are compared where both have begun: a provider's shorter history is not a gap.
-    begun = np.maximum(first_days(primary), first_days(secondary))
-    for name, panel, other, absent in (
-        ("primary", primary, "secondary", match < 0),
-        ("secondary", secondary, "primary", back < 0),
+    return (
+        _cross_closes(primary, secondary, ctx, match)
+        + _cross_dividends(primary, secondary, ctx)
+        + _cross_returns(primary, secondary, ctx)
+        + _cross_dates(primary, secondary, ctx, match)
+    )
+
+
+def _cross_closes(
+    primary: Panel, secondary: Panel, ctx: _Context, match: np.ndarray
+) -> list[Finding]:
+    """Closes compared on a split-invariant basis, on the sessions both providers have.
+
+    g = log(primary close / secondary close), each split-adjusted through as_of by its own
+    provider, is constant while they agree, whatever splits either has folded into its prices
+    (Yahoo's are adjusted as of the download, so before a later split every bar is 2x or 3x a
+    raw vendor's). A single bad close moves g away from both neighbours (a "close" finding); a
+    level that moves and stays (an unrecorded split, a changed basis) is a "close-step" finding.
+    """
+    tol = ctx.settings.cross_close_tolerance
+    p_close, s_close = split_adjusted_close(primary), split_adjusted_close(secondary)
+    rows = np.flatnonzero(match >= 0)
+    same = rows.size == match.size == s_close.size and bool((match == rows).all())
+    with np.errstate(divide="ignore", invalid="ignore"):  # same bars in both: no gathering
+        gap = np.log(p_close / s_close) if same else np.log(p_close[rows] / s_close[match[rows]])
+    finite = np.isfinite(gap)
+    if not finite.all():  # bad prices are the sanity check's findings
+        rows, gap = rows[finite], gap[finite]
+    code = primary.code[rows]
+    first = np.ones(rows.size, dtype=bool)
+    np.not_equal(code[1:], code[:-1], out=first[1:])
+    into = np.zeros(rows.size)
+    np.subtract(gap[1:], gap[:-1], out=into[1:])
+    into[first] = 0.0
+    limit = np.log1p(tol)
+    # Only a session whose ratio moved can be either kind: the rest are never looked at again.
+    moved = np.flatnonzero(np.abs(into) > limit)
+    last = np.r_[first[1:], True]
+
+    def before(k: np.ndarray) -> np.ndarray:
+        return np.where(first[k], k, k - 1)
+
+    def after(k: np.ndarray) -> np.ndarray:
+        return np.where(last[k], k, k + 1)
+
+    def is_spike(k: np.ndarray) -> np.ndarray:
+        out_of = gap[k] - gap[after(k)]
+        return (np.sign(into[k]) == np.sign(out_of)) & (
+            np.minimum(np.abs(into[k]), np.abs(out_of)) > limit
+        )
+
+    spike = is_spike(moved)
+    b = before(moved)
+    step = (
+        (np.abs(gap[moved] - gap[before(b)]) > limit)  # not a bad close on the session before
+        & (np.abs(gap[after(moved)] - gap[b]) > limit)  # nor on this one alone
+        & ~spike
+        & ~(is_spike(b) & (b != moved))
+    )
+    day = primary.day
+
+    def text(k: int, step: bool = False) -> str:
+        r, q = rows[k], rows[int(before(np.array([k]))[0])]
+        words = (
+            f"close: primary {p_close[r]:.4f} vs secondary {s_close[match[r]]:.4f}, "
+            f"{np.expm1(into[k]):+.2%} off their ratio on {to_date(day[q])} "
+            f"({p_close[q]:.4f} vs {s_close[match[q]]:.4f}; > {tol:.2%})"
+        )
+        if last[k]:
+            return words + ", on the last session both have: a bad close, or a new level"
+        if step:
+            return words + " and apart since: an unrecorded split or a changed basis in one"
+        following = rows[int(after(np.array([k]))[0])]
+        return words + f" and on {to_date(day[following])}: this close alone"
+
+    out = []
+    for what, hit, words in (
+        ("close", moved[spike], text),
+        ("close-step", moved[step], lambda k: text(k, step=True)),
     ):
-        rows = np.flatnonzero((panel.day >= begun[panel.code]) & absent)
         out += ctx.emit(
-            Check.CROSS_PROVIDER, f"date-only-in-{name}", panel.code[rows], panel.day[rows],
-            lambda r, name=name, other=other: f"bar in the {name}, missing in the {other}",
-            rows=rows,
+            Check.CROSS_PROVIDER, what, code[hit], day[rows[hit]], words, rows=hit
         )  # fmt: skip
     return out
+
+
+# The same distribution dated differently by the two providers is paired up to this many
+# sessions apart (monthly payers are about 20 apart), rather than reported missing from each.
+_DIVIDEND_PAIRING_SESSIONS = 5
+
+
+def _cross_dividends(primary: Panel, secondary: Panel, ctx: _Context) -> list[Finding]:
+    """Distributions compared event by event where both providers have bars: the ex-date, and
+    the amount as a share of the previous close (split-invariant, so a vendor's split-adjusted
+    amounts compare with another's raw ones)."""
+    tol, sessions = ctx.settings.cross_dividend_tolerance, ctx.settings.cross_dividend_sessions
+    begun = np.maximum(first_days(primary), first_days(secondary))
+    ended = np.minimum(last_days(primary), last_days(secondary))
+    width = ctx.sessions.size + 4 * _DIVIDEND_PAIRING_SESSIONS
+    events = []
+    for panel in (primary, secondary):
+        div, close, code, day = panel.col["dividend"], panel.col["close"], panel.code, panel.day
+        rows = np.flatnonzero(div > 0)
+        rows = rows[
+            (rows > 0) & (day[rows] >= begun[code[rows]]) & (day[rows] <= ended[code[rows]])
+        ]
+        rows = rows[code[rows - 1] == code[rows]]  # a symbol's first bar has no close before it
+        with np.errstate(divide="ignore", invalid="ignore"):  # per share before any split
+            share = div[rows] * panel.col["split"][rows] / close[rows - 1]
+        rows, share = rows[np.isfinite(share)], share[np.isfinite(share)]
+        events.append((rows, code[rows] * width + np.searchsorted(ctx.sessions, day[rows]), share))
+    (p_rows, p_key, p_share), (s_rows, s_key, s_share) = events
+    p_near, s_near = _nearest(s_key, p_key), _nearest(p_key, s_key)
+    paired = np.flatnonzero(p_near >= 0)
+    paired = paired[s_near[p_near[paired]] == paired]  # each other's nearest: one event
+    other = p_near[paired]
+    differ = (np.abs(p_key[paired] - s_key[other]) > sessions) | (
+        np.abs(p_share[paired] - s_share[other]) > tol
+    )
+    pe, se = paired[differ], other[differ]
+    p_div, s_div = primary.col["dividend"], secondary.col["dividend"]
+
+    def pair_text(j: int) -> str:
+        (a, p), (b, s) = (p_share[pe[j]], p_rows[pe[j]]), (s_share[se[j]], s_rows[se[j]])
+        words = (
+            f"distribution: primary {a:.3%} vs secondary {b:.3%} of the previous close "
+            f"({abs(a - b) * 100:.3f} points apart, tolerance {tol * 100:.3f}; "
+            f"{p_div[p]:.6f} and {s_div[s]:.6f} per share as each provider states them)"
+        )
+        if primary.day[p] != secondary.day[s]:
+            words += (
+                f"; ex-date {to_date(primary.day[p])} in the primary, "
+                f"{to_date(secondary.day[s])} in the secondary"
+            )
+        return words
+
+    days = np.maximum(primary.day[p_rows[pe]], secondary.day[s_rows[se]])
+    out = ctx.emit(
+        Check.CROSS_PROVIDER, "dividend", primary.code[p_rows[pe]], days, pair_text
+    )  # fmt: skip
+    lone_p, lone_s = np.ones(p_rows.size, dtype=bool), np.ones(s_rows.size, dtype=bool)
+    lone_p[paired], lone_s[other] = False, False
+    for name, panel, rows, share, lone, absent in (
+        ("primary", primary, p_rows, p_share, lone_p, "secondary"),
+        ("secondary", secondary, s_rows, s_share, lone_s, "primary"),
+    ):
+        hit = np.flatnonzero(lone & (share > tol))  # an immaterial one is no finding
+        div = panel.col["dividend"]
+        out += ctx.emit(
+            Check.CROSS_PROVIDER, f"dividend-only-in-{name}", panel.code[rows[hit]],
+            panel.day[rows[hit]],
+            lambda e, name=name, absent=absent, share=share, div=div, rows=rows: (
+                f"distribution of {div[rows[e]]:.6f} ({share[e]:.3%} of the previous close) in "
+                f"the {name} only: the {absent} has none within {_DIVIDEND_PAIRING_SESSIONS} "
+                "sessions"
+            ),
+            rows=hit,
+        )  # fmt: skip
+    return out
+
+
+def _nearest(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Index in sorted ``keys`` of the key nearest each of ``wanted``, -1 where none is within
+    the pairing distance."""
+    if not keys.size:
+        return np.full(wanted.size, -1, dtype=np.int64)
+    at = np.searchsorted(keys, wanted)
+    lo, hi = np.clip(at - 1, 0, keys.size - 1), np.clip(at, 0, keys.size - 1)
+    best = np.where(np.abs(keys[lo] - wanted) <= np.abs(keys[hi] - wanted), lo, hi)
+    return np.where(np.abs(keys[best] - wanted) <= _DIVIDEND_PAIRING_SESSIONS, best, -1)
+
+
+def _cross_dates(
+    primary: Panel, secondary: Panel, ctx: _Context, match: np.ndarray
+) -> list[Finding]:
+    """Sessions only one provider has, where both have begun: a shorter history is no gap. A
+    secondary that stopped updating is one finding per symbol, not one per bar it lacks; bars
+    the primary lacks at its end are the freshness check's."""
+    back = primary.locate(secondary.code, secondary.day)
+    begun = np.maximum(first_days(primary), first_days(secondary))
+    p_last, s_last = last_days(primary), last_days(secondary)
+    rows = np.flatnonzero((primary.day >= begun[primary.code]) & (match < 0))
+    late = primary.day[rows] > s_last[primary.code[rows]]
+    gaps = rows[~late]
+    out = ctx.emit(
+        Check.CROSS_PROVIDER, "date-only-in-primary", primary.code[gaps], primary.day[gaps],
+        lambda r: "bar in the primary, missing in the secondary", rows=gaps,
+    )  # fmt: skip
+    stale = rows[late]
+    for code in np.unique(primary.code[stale]):
+        days = primary.day[stale[primary.code[stale] == code]]
+        out.append(Finding(
+            primary.symbols[code], to_date(days[0]), Check.CROSS_PROVIDER,
+            ctx.level(int(days[-1])),
+            f"secondary stale since {to_date(s_last[code])}: no secondary bar for the "
+            f"{days.size} primary bar{'s' if days.size != 1 else ''} from {to_date(days[0])} "
+            f"to {to_date(days[-1])}, so they are not compared",
+        ))  # fmt: skip
+    code = secondary.code
+    rows = np.flatnonzero(
+        (secondary.day >= begun[code]) & (back < 0) & (secondary.day <= p_last[code])
+    )
+    return out + ctx.emit(
+        Check.CROSS_PROVIDER, "date-only-in-secondary", code[rows], secondary.day[rows],
+        lambda r: "bar in the secondary, missing in the primary", rows=rows,
+    )  # fmt: skip
 
 
 def _cross_returns(primary: Panel, secondary: Panel, ctx: _Context) -> list[Finding]:
@@ -444,9 +731,18 @@ def _secondary(secondary: Bars, ctx: _Context) -> tuple[Panel, list[Finding]]:
         for s in ctx.symbols
         if s not in secondary
     ]
-    # Only what total returns and split-adjusted closes need: a secondary serves comparisons.
-    columns = ("close", "dividend", "split")
-    return build_panel(secondary, ctx.symbols, ctx.as_of, None, columns), notes
+    return build_panel(secondary, ctx.symbols, ctx.as_of, None, _RETURN_COLUMNS), notes
+
+
+# Only what total returns and split-adjusted closes need: a secondary and the reference symbols
+# serve comparisons, they are not checked themselves.
+_RETURN_COLUMNS = ("close", "dividend", "split")
+
+
+def _peers(peers: Bars | None, ctx: _Context) -> Panel | None:
+    """The reference symbols' bars outside the universe, for judging market-wide moves."""
+    symbols = tuple(sorted(s for s in peers or {} if s not in ctx.symbols))
+    return build_panel(peers or {}, symbols, ctx.as_of, None, _RETURN_COLUMNS) if symbols else None
 
 
 def check_universe(
@@ -456,18 +752,21 @@ def check_universe(
     settings: QASettings = DEFAULT_SETTINGS,
     secondary: Bars | None = None,
     vendor_adjusted: Mapping[str, pd.Series] | None = None,
+    peers: Bars | None = None,
 ) -> list[Finding]:
     """Return the findings of every pure check on the universe's bars dated <= as_of.
 
     ``sessions`` are the calendar's sessions over the bars through as_of; the as_of session is
     the last of them on or before ``as_of``. ``vendor_adjusted`` (symbol -> the vendor's adjusted
-    close) feeds the corporate-action check. Findings come blocking first. Raises DataError for a
-    frame not in the store's shape, CalendarError when no session is on or before as_of.
+    close) feeds the corporate-action check; ``peers`` (the bars of ``market_references``
+    symbols outside the universe) feed the market-wide rule of the jump check. Findings come
+    blocking first. Raises DataError for a frame not in the store's shape, CalendarError when no
+    session is on or before as_of.
     """
     panel, ctx = _prepare(bars_by_symbol, sessions, as_of, settings, vendor_adjusted)
     second, notes = (None, []) if secondary is None else _secondary(secondary, ctx)
     findings = _freshness(panel, ctx) + _completeness(panel, ctx) + _sanity(panel, ctx)
-    findings += _jumps(panel, ctx, second) + _corporate_actions(panel, ctx)
+    findings += _jumps(panel, ctx, second, _peers(peers, ctx)) + _corporate_actions(panel, ctx)
     if second is not None:
         findings += notes + _cross_provider(panel, second, ctx)
     logger.info(
@@ -506,13 +805,14 @@ def check_sanity(
 def check_jumps(
     bars_by_symbol: Bars, sessions: pd.DatetimeIndex, as_of: date,
     settings: QASettings = DEFAULT_SETTINGS, secondary: Bars | None = None,
+    peers: Bars | None = None,
 ) -> list[Finding]:  # fmt: skip
-    """Return findings for daily total returns beyond the band that are not market-wide; a jump
-    the secondary shows too between the same dates is INFO (a genuine move)."""
+    """Return findings for daily total returns beyond the band that are not market-wide (most
+    of the symbol's peers, its asset class and the class's reference in ``peers``, moved with
+    it); a jump the secondary shows too between the same dates is INFO (a genuine move)."""
     panel, ctx = _prepare(bars_by_symbol, sessions, as_of, settings)
-    return sort_findings(
-        _jumps(panel, ctx, None if secondary is None else _secondary(secondary, ctx)[0])
-    )
+    second = None if secondary is None else _secondary(secondary, ctx)[0]
+    return sort_findings(_jumps(panel, ctx, second, _peers(peers, ctx)))
 
 
 def check_corporate_actions(
@@ -531,8 +831,10 @@ def check_cross_provider(
     bars_by_symbol: Bars, secondary: Bars, sessions: pd.DatetimeIndex, as_of: date,
     settings: QASettings = DEFAULT_SETTINGS,
 ) -> list[Finding]:  # fmt: skip
-    """Return findings where the providers disagree: split-adjusted closes, trailing total
-    returns at as_of and each month end in the window, and dates only one of them has."""
+    """Return findings where the providers disagree: closes (split-invariantly, so a split one
+    provider has folded into its prices is never a finding), distributions event by event,
+    trailing total returns at as_of and each month end in the window, and dates only one of
+    them has (a secondary that stopped updating: one finding per symbol)."""
     panel, ctx = _prepare(bars_by_symbol, sessions, as_of, settings)
     second, notes = _secondary(secondary, ctx)
     return sort_findings(notes + _cross_provider(panel, second, ctx))
@@ -558,8 +860,11 @@ def check_store(
     """Return the findings of every check on the stored universe as of ``as_of``.
 
     Bars after as_of are dropped as they load. A symbol the primary lacks is a BLOCKING
-    freshness finding (one the secondary lacks is INFO), not an exception. Raises
-    CalendarCoverageError when as_of is outside the calendar's coverage.
+    freshness finding (one the secondary lacks is INFO), not an exception. The primary's vendor
+    adjusted closes, where the store keeps them, feed the corporate-action check; the
+    ``market_references`` of the universe's asset classes are read from the primary to judge
+    market-wide moves. Raises CalendarCoverageError when as_of is outside the calendar's
+    coverage.
     """
     session, symbols = calendar.session_on_or_before(as_of), tuple(symbols)
     findings: list[Finding] = []
@@ -582,8 +887,42 @@ def check_store(
     firsts = [f.index[0].date() for s in loaded.values() for f in s.values() if len(f)]
     start = max(min([session, *firsts]), calendar.covered_from)
     sessions = calendar.sessions(start, session)
-    findings += check_universe(loaded[primary], sessions, session, settings, second)
+    vendor = _load_vendor_adjusted(store, primary, loaded[primary])
+    peers = _load_references(store, primary, symbols, session, settings)
+    findings += check_universe(loaded[primary], sessions, session, settings, second, vendor, peers)
     return sort_findings(findings)
+
+
+def _load_vendor_adjusted(
+    store: PriceStore, source: str, loaded: Mapping[str, pd.DataFrame]
+) -> dict[str, pd.Series] | None:
+    """The vendor's own adjusted closes the store keeps beside ``loaded`` bars, if any. One the
+    store cannot vouch for is left out: the provenance check already reports it."""
+    kept = {}
+    for symbol in loaded:
+        try:
+            series = store.load_vendor_adjusted(source, symbol)
+        except DataError:
+            continue
+        if series is not None:
+            kept[symbol] = series
+    return kept or None
+
+
+def _load_references(
+    store: PriceStore, source: str, symbols: tuple[str, ...], session: date, settings: QASettings
+) -> dict[str, pd.DataFrame] | None:
+    """Bars of the reference symbols of the universe's asset classes that are not in it."""
+    classes = {settings.asset_class(s) for s in symbols}
+    wanted = {r for c, r in settings.market_references.items() if c in classes} - set(symbols)
+    peers = {}
+    for symbol in sorted(wanted):
+        try:  # a reference the source lacks leaves the class's own symbols as the only peers
+            frame = store.load_bars(source, symbol)
+        except DataError:
+            continue
+        peers[symbol] = frame.loc[frame.index <= pd.Timestamp(session)]
+    return peers or None
 
 
 @dataclass(frozen=True)
@@ -632,7 +971,7 @@ def run_qa(cfg: Config, as_of: date | str) -> QAReport:
     """
     calendar = cfg.calendar()
     session = calendar.session_on_or_before(as_of)
-    primary, secondary = cfg.values["data"]["primary"], cfg.values["data"]["secondary"]
+    primary, secondary = cfg.primary_source, cfg.values["data"]["secondary"]
     symbols = tuple(cfg.universe_symbols)
     found = check_store(
         cfg.store(), calendar, symbols, session, primary, secondary, cfg.qa_settings()

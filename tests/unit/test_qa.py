@@ -8,7 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ops_runner.errors import DataError
+from ops_runner.calendar import MarketCalendar
+from ops_runner.config import compute_template_text, load_config_text
+from ops_runner.data import PriceStore
+from ops_runner.errors import ConfigError, DataError
 from ops_runner.qa import (
     Check,
     Finding,
@@ -219,6 +222,24 @@ def test_sanity_when_one_fault_repeats_lists_the_latest_and_summarises_the_rest(
     assert findings[0].detail == "23 more volume findings from 2020-01-02 to 2020-02-04 not listed"
 
 
+def no_trade(frame: pd.DataFrame, day: str) -> None:
+    """Make ``day`` a session without a trade: a flat bar at the previous close, volume 0."""
+    previous = frame["close"].iloc[frame.index.get_loc(at(day)) - 1]
+    frame.loc[at(day), ["open", "high", "low", "close", "volume"]] = [previous] * 4 + [0]
+
+
+def test_sanity_when_a_session_had_no_trade_warns_unless_it_is_the_as_of_session():
+    world = universe()
+    no_trade(world["BBB"], "2020-01-10")
+    no_trade(world["CCC"], "2020-02-07")
+    findings = check_sanity(world, SESSIONS, AS_OF)
+    assert keys(findings) == [
+        ("CCC", date(2020, 2, 7), Check.SANITY, BLOCK),  # the decision would use this close
+        ("BBB", date(2020, 1, 10), Check.SANITY, WARN),
+    ]
+    assert all("no trade that session" in f.detail for f in findings)
+
+
 # -- jumps ------------------------------------------------------------------------------------
 
 
@@ -255,6 +276,58 @@ def test_jumps_when_the_secondary_shows_the_same_move_is_info():
     world["BBB"] = scale_from(world["BBB"], "2020-01-24", 1.4)
     findings = check_jumps(world, SESSIONS, AS_OF, secondary=world)
     assert keys(findings) == [("BBB", date(2020, 1, 24), Check.JUMP, INFO)]
+
+
+def crash(world: dict, moves: dict[str, float], day: str = "2020-01-24") -> dict:
+    """``world`` with each named symbol's prices scaled from ``day`` on by 1 + its move."""
+    return {s: scale_from(f, day, 1 + moves[s]) if s in moves else f for s, f in world.items()}
+
+
+def etfs(*symbols: str) -> dict[str, pd.DataFrame]:
+    return {symbol: bars(50.0 + 10 * i) for i, symbol in enumerate(symbols)}
+
+
+# 2020-03-16 in the Alpha Vantage files: VNQ -17.7%, IWM -13.3%, EEM -12.5%, SPY -10.9%,
+# EFA -10.3% while AGG +1.7%, IEF +2.6%, TLT +6.5%, SHY +0.2%.
+MARCH_16 = {"VNQ": -0.177, "IWM": -0.133, "EEM": -0.125, "SPY": -0.109, "EFA": -0.103,
+            "AGG": 0.017, "IEF": 0.026, "TLT": 0.065, "SHY": 0.002}  # fmt: skip
+
+
+def test_jumps_when_equities_crash_and_bonds_do_not_flags_nothing():
+    world = crash(etfs(*MARCH_16), MARCH_16)
+    assert check_jumps(world, SESSIONS, AS_OF) == []  # the old rule: 4 of 8 moved, not half
+
+
+def test_jumps_when_a_bond_etf_jumps_with_an_equity_rally_flags_it():
+    moves = {"SPY": 0.12, "EFA": 0.13, "TLT": 0.2}  # bonds' peers are bonds, which stayed put
+    world = crash(etfs("SPY", "EFA", "TLT", "IEF", "AGG"), moves)
+    findings = check_jumps(world, SESSIONS, AS_OF)
+    assert keys(findings) == [("TLT", date(2020, 1, 24), Check.JUMP, BLOCK)]
+    assert "0 of 2 other symbols of its class, bond," in findings[0].detail
+
+
+def test_jumps_when_the_only_equity_crashes_with_its_reference_flags_nothing():
+    world = crash(etfs("VNQ", "AGG"), {"VNQ": -0.177})
+    reference = crash(etfs("SPY"), {"SPY": -0.109})
+    assert check_jumps(world, SESSIONS, AS_OF, peers=reference) == []
+    alone = check_jumps(world, SESSIONS, AS_OF)  # no peer at all: it cannot be market-wide
+    assert keys(alone) == [("VNQ", date(2020, 1, 24), Check.JUMP, BLOCK)]
+    assert "0 of 0 other symbols" in alone[0].detail
+
+
+def test_jumps_when_peers_move_too_little_flags_it():
+    world = crash(etfs("SPY", "EFA", "QQQ"), {"QQQ": -0.5, "SPY": -0.05, "EFA": -0.06})
+    findings = check_jumps(world, SESSIONS, AS_OF)  # peers needed 10%: an unrecorded 2:1 split
+    assert keys(findings) == [("QQQ", date(2020, 1, 24), Check.JUMP, BLOCK)]
+    assert "unrecorded split of ratio 2" in findings[0].detail
+
+
+def test_jumps_when_asset_classes_are_configured_uses_them():
+    world = crash(etfs("AAA", "BBB", "CCC"), {"AAA": -0.2, "BBB": -0.12})
+    settings = QASettings(asset_classes={"AAA": "equity", "BBB": "equity", "CCC": "bond"})
+    assert check_jumps(world, SESSIONS, AS_OF, settings) == []
+    lonely = QASettings(asset_classes={"AAA": "equity", "BBB": "bond", "CCC": "bond"})
+    assert [f.symbol for f in check_jumps(world, SESSIONS, AS_OF, lonely)] == ["AAA"]
 
 
 # -- corporate actions ------------------------------------------------------------------------
@@ -322,10 +395,12 @@ def test_cross_provider_when_trailing_returns_disagree_reports_both_values():
     settings = QASettings(return_lookback_sessions=10)
     findings = check_cross_provider(world, secondary, SESSIONS, AS_OF, settings)
     assert keys(findings) == [
+        ("AAA", date(2020, 1, 27), Check.CROSS_PROVIDER, BLOCK),  # the distribution itself
         ("AAA", date(2020, 1, 31), Check.CROSS_PROVIDER, BLOCK),
         ("AAA", date(2020, 2, 7), Check.CROSS_PROVIDER, BLOCK),
     ]
-    assert "primary +" in findings[0].detail and "vs secondary +" in findings[0].detail
+    assert "in the secondary only" in findings[0].detail
+    assert "primary +" in findings[1].detail and "vs secondary +" in findings[1].detail
 
 
 def test_cross_provider_when_secondary_lacks_a_symbol_notes_it():
@@ -334,6 +409,94 @@ def test_cross_provider_when_secondary_lacks_a_symbol_notes_it():
     assert keys(check_cross_provider(world, secondary, SESSIONS, AS_OF)) == [
         ("CCC", None, Check.CROSS_PROVIDER, INFO)
     ]
+
+
+def test_cross_provider_when_the_secondary_folds_in_a_split_after_as_of_compares_equal():
+    world, secondary = universe(), universe()
+    secondary["AAA"] = scale_from(secondary["AAA"], "2020-01-02", 0.5)  # a split still to come
+    secondary["BBB"] = scale_from(secondary["BBB"], "2020-01-02", 3.0)  # a reverse split
+    assert check_cross_provider(world, secondary, SESSIONS, AS_OF) == []
+
+
+def test_cross_provider_when_the_primary_misses_a_split_finds_one_step():
+    world, secondary = universe(), universe()
+    world["AAA"] = scale_from(world["AAA"], "2020-01-14", 0.5)  # no split recorded
+    findings = check_cross_provider(world, secondary, SESSIONS, AS_OF)
+    assert keys(findings) == [("AAA", date(2020, 1, 14), Check.CROSS_PROVIDER, BLOCK)]
+    assert "-50.00% off their ratio on 2020-01-13" in findings[0].detail
+    assert "unrecorded split" in findings[0].detail
+
+
+def test_cross_provider_when_the_last_close_disagrees_finds_it():
+    world, secondary = universe(), universe()
+    secondary["CCC"].loc[at("2020-02-07"), "close"] *= 1.03
+    findings = check_cross_provider(world, secondary, SESSIONS, AS_OF)
+    assert keys(findings) == [("CCC", date(2020, 2, 7), Check.CROSS_PROVIDER, BLOCK)]
+
+
+def test_cross_provider_when_a_distribution_is_doubled_finds_it_by_ex_date():
+    world, secondary = universe(), universe()
+    world["AAA"].loc[at("2020-01-16"), "dividend"] = 0.125  # 0.25% of a close near 50
+    secondary["AAA"].loc[at("2020-01-16"), "dividend"] = 0.25  # doubled
+    findings = check_cross_provider(world, secondary, SESSIONS, AS_OF)
+    assert keys(findings) == [("AAA", date(2020, 1, 16), Check.CROSS_PROVIDER, BLOCK)]
+    # The close before, 2020-01-15, is 50 * (1 + 0.004 * sin 9) = 50.0824.
+    assert "primary 0.250% vs secondary 0.499% of the previous close" in findings[0].detail
+
+
+def test_cross_provider_when_amounts_are_split_adjusted_compares_the_yield():
+    world, secondary = universe(), universe()
+    world["BBB"].loc[at("2020-01-16"), "dividend"] = 0.3
+    secondary["BBB"] = scale_from(secondary["BBB"], "2020-01-02", 1 / 3)  # a later 3:1 split
+    secondary["BBB"].loc[at("2020-01-16"), "dividend"] = 0.1
+    assert check_cross_provider(world, secondary, SESSIONS, AS_OF) == []
+
+
+def test_cross_provider_when_ex_dates_differ_by_a_session_finds_one_finding():
+    world, secondary = universe(), universe()
+    world["CCC"].loc[at("2020-01-16"), "dividend"] = 0.3
+    secondary["CCC"].loc[at("2020-01-17"), "dividend"] = 0.3
+    findings = check_cross_provider(world, secondary, SESSIONS, AS_OF)
+    assert keys(findings) == [("CCC", date(2020, 1, 17), Check.CROSS_PROVIDER, BLOCK)]
+    assert "ex-date 2020-01-16 in the primary, 2020-01-17 in the secondary" in findings[0].detail
+    tolerant = QASettings(cross_dividend_sessions=1)
+    assert check_cross_provider(world, secondary, SESSIONS, AS_OF, tolerant) == []
+
+
+def test_cross_provider_when_an_immaterial_distribution_is_missing_finds_nothing():
+    world, secondary = universe(), universe()
+    world["AAA"].loc[at("2020-01-16"), "dividend"] = 0.005  # 0.01% of the close: below 0.02%
+    assert check_cross_provider(world, secondary, SESSIONS, AS_OF) == []
+
+
+def test_cross_provider_when_the_secondary_stops_updating_finds_it_once():
+    world, secondary = universe(), universe()
+    secondary["BBB"] = secondary["BBB"].loc[: at("2020-01-24")]
+    findings = check_cross_provider(world, secondary, SESSIONS, AS_OF)
+    assert keys(findings) == [("BBB", date(2020, 1, 27), Check.CROSS_PROVIDER, BLOCK)]
+    assert findings[0].detail.startswith("secondary stale since 2020-01-24: ")
+    assert "10 primary bars from 2020-01-27 to 2020-02-07" in findings[0].detail
+
+
+def test_cross_provider_when_the_primary_stops_leaves_it_to_freshness():
+    world, secondary = universe(), universe()
+    world["BBB"] = world["BBB"].loc[: at("2020-01-24")]
+    assert check_cross_provider(world, secondary, SESSIONS, AS_OF) == []
+    assert [f.check for f in check_universe(world, SESSIONS, AS_OF, secondary=secondary)] == [
+        Check.FRESHNESS
+    ]
+
+
+def test_cross_provider_when_one_fault_repeats_keeps_to_the_cap():
+    world, secondary = universe(), universe()
+    lost = [at(d) for d in ("2020-01-06", "2020-01-08", "2020-01-10", "2020-01-14", "2020-01-16")]
+    secondary["AAA"] = secondary["AAA"].drop(lost)
+    settings = QASettings(max_findings_per_kind=2)
+    findings = check_cross_provider(world, secondary, SESSIONS, AS_OF, settings)
+    assert [f.date for f in findings] == [date(2020, 1, 10), date(2020, 1, 14), date(2020, 1, 16)]
+    assert findings[0].detail == (
+        "3 more date-only-in-primary findings from 2020-01-06 to 2020-01-10 not listed"
+    )
 
 
 # -- the window rule, as_of and the public helpers --------------------------------------------
@@ -393,7 +556,7 @@ def test_finding_id_when_details_differ_differs_and_is_stable_otherwise():
 
 
 class FakeStore:
-    """The two PriceStore calls check_store makes, over in-memory frames."""
+    """The PriceStore calls check_store makes, over in-memory frames."""
 
     def __init__(self, sources: dict[str, dict[str, pd.DataFrame]], broken: list) -> None:
         self.sources, self.broken = sources, broken
@@ -405,6 +568,9 @@ class FakeStore:
 
     def check_provenance(self, source: str) -> list[tuple[str, str]]:
         return [(s, problem) for src, s, problem in self.broken if src == source]
+
+    def load_vendor_adjusted(self, source: str, symbol: str) -> None:
+        return None  # these in-memory sources have no vendor adjusted close
 
 
 class FakeCalendar:
@@ -454,6 +620,78 @@ def test_check_store_when_a_stored_file_is_altered_blocks_on_provenance(tmp_path
     ]
 
 
+def test_check_store_when_the_universe_has_no_equity_peer_reads_the_reference():
+    primary = crash(etfs("VNQ", "AGG", "SPY"), {"VNQ": -0.177, "SPY": -0.109})
+    store = FakeStore({"av": primary}, [])
+    assert check_store(store, FakeCalendar(), ["VNQ", "AGG"], AS_OF, "av") == []
+    del primary["SPY"]  # no reference stored: VNQ has no peer left to share its fall
+    findings = check_store(store, FakeCalendar(), ["VNQ", "AGG"], AS_OF, "av")
+    assert keys(findings) == [("VNQ", date(2020, 1, 24), Check.JUMP, BLOCK)]
+
+
+AV_HEADER = "timestamp,open,high,low,close,adjusted_close,volume,dividend_amount,split_coefficient"
+
+
+def write_alphavantage_file(path, frame: pd.DataFrame, adjusted: pd.Series) -> None:
+    """Write ``frame`` in Alpha Vantage's daily-adjusted layout, newest first."""
+    lines = [AV_HEADER] + [
+        f"{day.date()},{r.open:.4f},{r.high:.4f},{r.low:.4f},{r.close:.4f},{adjusted[day]:.6f},"
+        f"{r.volume:.0f},{r.dividend:.4f},{r.split:.1f}"
+        for day, r in frame.iloc[::-1].iterrows()
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("applied", [True, False])
+def test_check_store_when_the_vendor_adjusted_close_is_kept_checks_it(tmp_path, applied):
+    frame = bars(50.0).round(4)
+    frame.loc[at("2020-01-16"), "dividend"] = 0.5
+    adjusted = frame["close"].copy()
+    if applied:  # Alpha Vantage scales earlier closes by close / (close + dividend)
+        ex_close = frame.loc[at("2020-01-16"), "close"]
+        adjusted[adjusted.index < at("2020-01-16")] *= ex_close / (ex_close + 0.5)
+    write_alphavantage_file(tmp_path / "AAA.csv", frame, adjusted)
+    store = PriceStore(tmp_path / "data")
+    store.import_files(tmp_path / "AAA.csv", "alphavantage", "av")
+    assert store.load_vendor_adjusted("av", "AAA") is not None
+    findings = check_store(store, MarketCalendar(), ["AAA"], AS_OF, "av")
+    if applied:
+        assert findings == []
+    else:  # the vendor's adjusted close never applied the dividend it published
+        assert keys(findings) == [("AAA", date(2020, 1, 16), Check.CORPORATE_ACTION, BLOCK)]
+        assert "vendor adjusted close disagrees" in findings[0].detail
+
+
+def test_check_store_when_the_kept_vendor_adjusted_close_is_altered_blocks(tmp_path):
+    frame = bars(50.0).round(4)
+    write_alphavantage_file(tmp_path / "AAA.csv", frame, frame["close"])
+    store = PriceStore(tmp_path / "data")
+    store.import_files(tmp_path / "AAA.csv", "alphavantage", "av")
+    sha256 = store.read_manifest("av", "AAA")["vendor_adjusted_sha256"]
+    kept = store.vendor_adjusted_path("av", "AAA", sha256)
+    kept.write_bytes(kept.read_bytes() + b"tampered")
+    findings = check_store(store, MarketCalendar(), ["AAA"], AS_OF, "av")
+    assert keys(findings) == [("AAA", None, Check.PROVENANCE, BLOCK)]
+    assert "vendor adjusted close" in findings[0].detail
+
+
+def test_qa_settings_when_config_sets_the_qa_keys_reads_them(tmp_path):
+    text = compute_template_text("config")
+    text = text.replace("max_findings_per_kind: 25", "max_findings_per_kind: 3")
+    text = text.replace("asset_classes: {}", "asset_classes: {XYZ: bond}")
+    settings = load_config_text(text, tmp_path).qa_settings()
+    assert (settings.max_findings_per_kind, settings.asset_class("XYZ")) == (3, "bond")
+    assert settings.asset_class("VNQ") == "equity" and settings.asset_class("TLT") == "bond"
+    assert dict(settings.market_references) == {"equity": "SPY"}
+
+
+def test_qa_settings_when_an_asset_class_is_not_a_name_raises_config_error(tmp_path):
+    text = compute_template_text("config").replace("asset_classes: {}", "asset_classes: {XYZ: 3}")
+    with pytest.raises(ConfigError, match="qa.asset_classes") as caught:
+        load_config_text(text, tmp_path).qa_settings()
+    assert caught.value.key == "qa.asset_classes"
+
+
 def test_freshness_when_no_symbol_has_bars_blocks_each():
     world = {symbol: frame.iloc[:0] for symbol, frame in universe().items()}
     assert keys(check_universe(world, SESSIONS, AS_OF)) == [
@@ -484,7 +722,7 @@ def test_run_qa_when_workbook_holds_the_clean_sample_is_not_blocking(tmp_path):
     from ops_runner.config import init_workbook, load_config
     from ops_runner.sources.sample import write_sample
 
-    init_workbook(tmp_path / "wb")
+    init_workbook(tmp_path / "wb", template="demo")
     cfg = load_config(tmp_path / "wb")
     write_sample(cfg.store(), calendar=cfg.calendar())
     report = run_qa(cfg, "2025-12-31")
