@@ -306,12 +306,15 @@ def _send(
         body=_redact(str(alert.body), channels.secrets),
         severity=alert.severity,
     )
+    preview = getattr(cfg, "preview", False) or getattr(ledger, "preview", False)
+    if preview:  # a notebook run by hand: what would go out, said here only
+        log.warning("preview, not sent: %s", alert.subject)
     payload = {
         "alert_id": alert_id,
         "subject": alert.subject,
         "severity": str(alert.severity),
         "events": [int(seq) for seq in events],
-        "channels": _deliver(channels, alert, alert_id),
+        "channels": {"preview": "not sent"} if preview else _deliver(channels, alert, alert_id),
     }
     if ledger is None:
         return payload, False

@@ -125,7 +125,7 @@ def check_data_fresh(cfg: Config, through: date) -> Check:
     """Return whether every universe symbol has a bar for ``through`` in the primary source."""
     from ops_runner.errors import DataError
 
-    source = cfg.values["data"]["primary"]
+    source = cfg.primary_source
     store = cfg.store()
     stale = []
     for symbol in cfg.universe_symbols:
@@ -241,6 +241,32 @@ def check_baseline(cfg: Config, ledger: Any) -> Check:
             tuple(changed),
         )
     return Check("baseline", True, f"unchanged since the baseline of event {approved.seq}")
+
+
+def record_data_qa(cfg: Config, report: Any, run_id: str | None = None) -> Any:
+    """Record a data QA run (QARecorded) and return the event: its session, sources, whether
+    it blocked, its findings by severity, and the fingerprint of the stored data it read. A
+    decision needs a clean one for its session on the data as it still is. The same result on
+    the same data records nothing new."""
+    from collections import Counter
+
+    from ops_runner.integrity import compute_data_fingerprint
+    from ops_runner.ledger import open_ledger
+
+    fingerprint = compute_data_fingerprint(cfg)
+    session = report.as_of.isoformat()
+    payload = {
+        "session": session,
+        "primary": report.primary,
+        "secondary": report.secondary,
+        "blocking": bool(report.blocking),
+        "findings": dict(sorted(Counter(str(f.severity) for f in report.findings).items())),
+        "fingerprint": fingerprint,
+    }
+    key = f"QARecorded:{session}:{fingerprint}:{'blocking' if report.blocking else 'clean'}"
+    with open_ledger(cfg) as ledger:
+        return ledger.get(key) or ledger.append(str(EventKind.QA_RECORDED), key, payload,
+                                                run_id=run_id)  # fmt: skip
 
 
 def approve_baseline(cfg: Config, reason: str, now: datetime | None = None) -> dict[str, Any]:

@@ -54,10 +54,16 @@ def _resolve_as_of(cfg, text: str | None) -> date:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from ops_runner.config import init_workbook
+    from ops_runner.config import init_workbook, load_config
 
     target = init_workbook(args.workbook, template=args.template)
     print(f"workbook ready: {target} (edit it, then `ops-runner config check`)")
+    if load_config(target.parent).values["data"]["primary"] is None:
+        print(
+            "no data source yet: fetch or import prices under a source name (`ops-runner data "
+            "fetch --source NAME`, `ops-runner data import PATH --layout L --name NAME`), then "
+            "set data.primary: NAME; `--template demo` makes a SYNTHETIC sample workbook"
+        )
     return 0
 
 
@@ -108,8 +114,16 @@ def cmd_data(args: argparse.Namespace) -> int:
             f"unchanged {len(report.unchanged)} (IB historical bars {start}..{end})"
         )
     elif args.action == "sample":
-        from ops_runner.sources.sample import write_sample
+        from ops_runner.sources.sample import SAMPLE_SOURCE, write_sample
 
+        if cfg.values["data"]["primary"] != SAMPLE_SOURCE:  # a production workbook: never
+            raise ConfigError(
+                "data sample: the SYNTHETIC sample market goes only into a demo workbook "
+                f"(data.primary: {SAMPLE_SOURCE}; `ops-runner init --template demo`); this "
+                "workbook's data.primary is "
+                f"{cfg.values['data']['primary'] or 'not set'}; nothing was written",
+                "data.primary",
+            )
         report = write_sample(store, calendar=cfg.calendar())
         print(
             f"sample (SYNTHETIC): imported {len(report.imported)}, "
@@ -683,7 +697,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_VerbParser)
 
     p = sub.add_parser("init", help="create config.yaml from a template")
-    p.add_argument("--template", default="config", help="templates/<name>.yaml (default config)")
+    p.add_argument(
+        "--template",
+        default="config",
+        help="templates/<name>.yaml (default config: no data source yet); demo: the SYNTHETIC "
+        "sample market",
+    )
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("config", help="check, show or hash the config")

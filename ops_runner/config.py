@@ -7,7 +7,6 @@ import json
 import math
 import os
 import re
-import shutil
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,16 +62,27 @@ SCHEMA: dict[str, Any] = {
         "benchmark": Field("symbol", None, nullable=True),
     },
     "data": {
-        "primary": Field("str", "sample"),
+        # No default source: a workbook decides from nothing until its user names one (only
+        # the demo workbook uses the SYNTHETIC sample market).
+        "primary": Field("str", None, nullable=True),
         "secondary": Field("str", None, nullable=True),
     },
     "qa": {
         "window_sessions": Field("int", 300, low=1, high=100_000),
         "jump_band": Field("float", 0.15, low=0.0, high=10.0),
         "market_move_share": Field("float", 0.5, low=0.0, high=1.0),
+        "market_move_ratio": Field("float", 0.2, low=0.0, high=1.0),
+        "market_min_others": Field("int", 1, low=1, high=10_000),
+        # symbol -> asset class over the defaults of ops_runner/asset_classes.py; class ->
+        # reference symbol (read from data.primary even outside the universe). Checked by QA.
+        "asset_classes": Field("mapping", {}),
+        "market_references": Field("mapping", {"equity": "SPY"}),
         "cross_close_tolerance": Field("float", 0.01, low=0.0, high=1.0),
         "cross_return_tolerance": Field("float", 0.02, low=0.0, high=10.0),
+        "cross_dividend_tolerance": Field("float", 0.0002, low=0.0, high=1.0),
+        "cross_dividend_sessions": Field("int", 0, low=0, high=5),
         "return_lookback_sessions": Field("int", 252, low=2, high=100_000),
+        "max_findings_per_kind": Field("int", 25, low=1, high=100_000),
     },
     "calendar": {
         "name": Field("str", "XNYS", choices=("XNYS",)),
@@ -512,6 +522,10 @@ class Config:
     workbook: Path
     values: dict[str, Any]
     source_path: Path | None = None
+    # A notebook run by hand (no run id from the tick or `ops-runner run`): every ledger opened
+    # through this config is an in-memory copy that vanishes with the process, no snapshot or
+    # anchor is written, no order is sent and no alert goes out.
+    preview: bool = False
 
     @property
     def hash(self) -> str:
@@ -521,6 +535,21 @@ class Config:
         """Return the absolute path of ``paths.<name>``, relative paths taken from the workbook."""
         value = Path(self.values["paths"][name])
         return value if value.is_absolute() else self.workbook / value
+
+    @property
+    def primary_source(self) -> str:
+        """The source decisions are made from (``data.primary``). Raises ConfigError, one line
+        saying how to name one, when the workbook has none yet."""
+        source = self.values["data"]["primary"]
+        if not source:
+            raise ConfigError(
+                "config error: data.primary: not set, so there are no prices to decide from; "
+                "fetch or import them under a source name (`ops-runner data fetch --source "
+                "NAME` or `ops-runner data import PATH --layout L --name NAME`), then set "
+                "data.primary: NAME in config.yaml",
+                "data.primary",
+            )
+        return str(source)
 
     @property
     def universe_symbols(self) -> list[str]:
@@ -587,18 +616,48 @@ def load_config(workbook: str | os.PathLike[str] | None = None) -> Config:
     return load_config_text(source.read_text(encoding="utf-8"), root, source)
 
 
-def init_workbook(workbook: str | os.PathLike[str] | None = None, template: str = "config") -> Path:
-    """Create the workbook's config.yaml from a template (never overwrites). Returns its path."""
-    root = resolve_workbook(workbook)
-    target = root / CONFIG_NAME
+DEMO_TEMPLATE = "demo"
+# The demo workbook is the production template with these lines changed: the SYNTHETIC
+# sample market as its source. No other workbook ever gets it by default.
+DEMO_LINES = {
+    "workbook_name: demo\n": "workbook_name: demo  # SYNTHETIC sample market: no real prices\n",
+    "  primary: null                     # REQUIRED: the source prices come from, a name in the\n"
+    "                                    # price store (`ops-runner data list`); only the demo\n"
+    "                                    # workbook uses `sample`, the SYNTHETIC sample market\n":
+    "  primary: sample                   # the SYNTHETIC sample market (a demo workbook only)\n",
+}
+
+
+def compute_template_text(template: str) -> str:
+    """Return the config.yaml text of ``template`` (a file in templates/, or ``demo``: the
+    production template on the SYNTHETIC sample market). Raises WorkbookError."""
+    if template == DEMO_TEMPLATE:
+        text = (TEMPLATES / "config.yaml").read_text(encoding="utf-8")
+        for old, new in DEMO_LINES.items():
+            if old not in text:  # a template edit that broke the demo: say so, never guess
+                raise WorkbookError(f"templates/config.yaml no longer has {old.strip()!r}")
+            text = text.replace(old, new, 1)
+        return text
     source = TEMPLATES / f"{template}.yaml"
     if not source.is_file():
-        choices = ", ".join(sorted(p.stem for p in TEMPLATES.glob("*.yaml")))
-        raise WorkbookError(f"no template {template!r}; choose one of: {choices}")
+        choices = sorted({*(p.stem for p in TEMPLATES.glob("*.yaml")), DEMO_TEMPLATE})
+        raise WorkbookError(f"no template {template!r}; choose one of: {', '.join(choices)}")
+    return source.read_text(encoding="utf-8")
+
+
+def init_workbook(workbook: str | os.PathLike[str] | None = None, template: str = "config") -> Path:
+    """Create the workbook's config.yaml from a template (never overwrites). Returns its path.
+
+    The default template names no data source: the workbook holds no prices until its user
+    fetches or imports some and sets ``data.primary``. ``demo`` is the SYNTHETIC sample market.
+    """
+    root = resolve_workbook(workbook)
+    target = root / CONFIG_NAME
+    text = compute_template_text(template)
     root.mkdir(parents=True, exist_ok=True)
     if not target.exists():
-        load_config_text(source.read_text(encoding="utf-8"), root, source)  # a template must pass
-        shutil.copyfile(source, target)
+        load_config_text(text, root, TEMPLATES / f"{template}.yaml")  # a template must pass
+        target.write_text(text, encoding="utf-8")
     cfg = load_config(root)
     for name in ("ledger", "reports", "data"):
         cfg.path(name).mkdir(parents=True, exist_ok=True)

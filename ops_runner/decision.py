@@ -18,7 +18,7 @@ from ops_runner import __version__
 from ops_runner.canonical import canonical_json, format_instant
 from ops_runner.config import Config
 from ops_runner.errors import DataError, OpsError
-from ops_runner.events import EventKind, Trigger
+from ops_runner.events import EventKind, State, Trigger
 from ops_runner.faults import inject
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def write_snapshot(cfg: Config, strategy: str, session: date, bars: dict[str, pd
     digest = hashlib.sha256(data).hexdigest()
     relative = Path(SNAPSHOTS) / strategy / session.isoformat() / f"{digest[:16]}.parquet"
     target = cfg.path("ledger") / relative
-    if not target.exists():
+    if not target.exists() and not cfg.preview:  # a preview names the file, writes nothing
         target.parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(target, data)
     return relative.as_posix(), digest
@@ -164,7 +164,7 @@ def read_snapshot(cfg: Config, relative: str, sha256: str) -> dict[str, pd.DataF
 def _load_inputs(cfg: Config, settings: Any, session: date):
     """Return (bars <= session per symbol, provenance per symbol) from the primary source."""
     store = cfg.store()
-    source = cfg.values["data"]["primary"]
+    source = cfg.primary_source
     end = pd.Timestamp(session)
     bars, provenance = {}, {}
     for symbol in settings.symbols():
@@ -212,6 +212,8 @@ def decide(
     from ops_runner.strategy import StrategySettings, compute_decision
 
     day = session if isinstance(session, date) else _parse_session(session)
+    with open_ledger(cfg) as ledger:
+        require_decision_gates(cfg, ledger, day)
     settings = StrategySettings.from_config(cfg)
     bars, provenance = _load_inputs(cfg, settings, day)
     decision = compute_decision(settings, day, bars, cfg.calendar())
@@ -264,6 +266,42 @@ def decide(
     inject("decision:after_record")
     log.info("decided %s %s: %s", settings.name, day, decision.explanation)
     return DecisionOutcome(event.payload, event.seq, created=True)
+
+
+class DecisionRefused(OpsError):
+    """A decision the runbook does not allow now: not in RUN, no approved or a changed
+    baseline, or no clean data QA of its session on the data as it is. Nothing was recorded."""
+
+
+def require_decision_gates(cfg: Config, ledger: Any, day: date) -> None:
+    """Raise DecisionRefused unless the state is RUN, the baseline is approved and unchanged,
+    and the latest data QA of ``day`` recorded in the ledger is clean and read the stored
+    data as it still is. Every path to a decision passes here: the tick, ``ops-runner run``,
+    ``ops-runner decide``, a notebook and the library."""
+    from ops_runner.checks import check_baseline
+    from ops_runner.integrity import compute_data_fingerprint
+    from ops_runner.state import read_state
+
+    what = f"decision of {day} refused"
+    view = read_state(ledger)
+    if view.state is not State.RUN:
+        raise DecisionRefused(f"{what}: the state is {view.state} ({view.reason}); decisions are "
+                              "taken only in RUN")  # fmt: skip
+    baseline = check_baseline(cfg, ledger)
+    if not baseline.passed:
+        raise DecisionRefused(f"{what}: {baseline.detail}")
+    checked = [e for e in ledger.events(kind=str(EventKind.QA_RECORDED))
+               if e.payload.get("session") == day.isoformat()]  # fmt: skip
+    if not checked:
+        raise DecisionRefused(f"{what}: no data QA of {day} in the ledger; run it first "
+                              f"(`ops-runner run data_qa --as-of {day}`)")  # fmt: skip
+    last = checked[-1].payload
+    if last["blocking"]:
+        raise DecisionRefused(f"{what}: the data QA of {day} (event {checked[-1].seq}) found "
+                              "blocking findings; fix the data and run the QA again")  # fmt: skip
+    if last["fingerprint"] != compute_data_fingerprint(cfg):
+        raise DecisionRefused(f"{what}: the stored data changed since its QA (event "
+                              f"{checked[-1].seq}); run the data QA of {day} again")  # fmt: skip
 
 
 def _parse_session(text: str) -> date:

@@ -66,7 +66,7 @@ def prepare_workbook(root: Path, account: str | None = None) -> None:
         if not (root / MARKER).exists():
             raise OpsError(f"{root} exists and is not a demo workbook; pass another --workbook")
         shutil.rmtree(root)
-    init_workbook(root)
+    init_workbook(root, template="demo")
     (root / MARKER).write_text("made by ops-runner demo; deleted by the next demo\n")
     config = root / "config.yaml"
     text = config.read_text(encoding="utf-8")

@@ -429,6 +429,11 @@ def run_drill(
         report.reasons = [NO_BACKUP_LINE if chosen is None else f"no backup archive at {chosen}"]
         say(report.summary())
         return report
+    if scratch is None and cfg.preview:  # run by hand: the scratch lives outside the workbook
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="opsr-drill-") as folder:
+            return run_drill(cfg, archive, now, Path(folder) / report.drill_id, progress)
     where = (scratch or cfg.workbook / DRILLS_FOLDER / report.drill_id).resolve()
     step = "restore"
     try:

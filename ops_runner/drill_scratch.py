@@ -181,7 +181,7 @@ def attach_store(live: Config, scfg: Config, report: DrillReport, say: Callable)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(found[0], target)
             copied += 1
-    if not mine.symbols(primary := scfg.values["data"]["primary"]):
+    if not mine.symbols(primary := scfg.primary_source):
         problems.append(f"the backup holds no price manifest of the primary source {primary}")
     detail = f"{copied} bars files copied, each with its archived SHA-256"
     report.check("store", not problems, detail, problems)

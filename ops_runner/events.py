@@ -51,6 +51,8 @@ class EventKind(StrEnum):
     #                                   cash (broker vs ledger since inception)
     DRILL_RECORDED = "DrillRecorded"  # archive, passed: bool, reason, steps: list, notebook
     PRICES_RECORDED = "PricesRecorded"  # source, reason, manifests: {symbol: manifest sha256}
+    QA_RECORDED = "QARecorded"  # session, primary, secondary, blocking: bool, findings:
+    #                             {severity: count}, fingerprint (the stored data it read)
 
 
 class State(StrEnum):

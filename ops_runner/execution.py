@@ -239,7 +239,7 @@ def read_raw_closes(cfg: Config, session: str, symbols: list[str]) -> dict[str, 
     """
     import pandas as pd
 
-    store, source = cfg.store(), cfg.values["data"]["primary"]
+    store, source = cfg.store(), cfg.primary_source
     stamp, closes = pd.Timestamp(session), {}
     for symbol in symbols:
         bars = store.load_bars(source, symbol)

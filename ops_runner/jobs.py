@@ -51,11 +51,15 @@ class ExecutionJob:
         ).set_index("step")
 
     def submit(self) -> Any:
-        """Submit the plan (or the plan of record on a re-run); returns the SubmissionReport."""
+        """Submit the plan (or the plan of record on a re-run); returns the SubmissionReport.
+        A preview (a notebook run by hand) sends nothing: it shows what would be sent."""
         from ops_runner.ledger import open_ledger
-        from ops_runner.submission import submit_plan
+        from ops_runner.state import read_state
+        from ops_runner.submission import compute_preview, submit_plan
 
         with open_ledger(self.cfg) as ledger:
+            if self.cfg.preview:
+                return compute_preview(self.plan, str(read_state(ledger).state))
             return submit_plan(self.cfg, ledger, self.broker, self.plan, self.clock())
 
 

@@ -335,6 +335,7 @@ class Ledger:
     ) -> None:
         self.path = path
         self.readonly = readonly
+        self.preview = False  # an in-memory copy (``open_preview``): nothing reaches the file
         self._conn: sqlite3.Connection | None = conn
         self._clock = clock
 
@@ -445,8 +446,9 @@ class Ledger:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-            resolved = str(self.path.resolve())
-            _OPEN_HERE[resolved] = max(0, _OPEN_HERE.get(resolved, 0) - 1)
+            if not self.preview:
+                resolved = str(self.path.resolve())
+                _OPEN_HERE[resolved] = max(0, _OPEN_HERE.get(resolved, 0) - 1)
 
     def __enter__(self) -> Ledger:
         return self
@@ -613,6 +615,8 @@ class Ledger:
                 False, checked, bad[0], bad[1], head_seq, head_hash, anchored, bad[2]
             )
         if anchor is not None and head_seq is not None and head_hash is not None:
+            if self.preview:  # an in-memory copy anchors nothing
+                return VerifyReport(True, checked, None, None, head_seq, head_hash, anchored)
             latest = read_anchor(anchor)  # another verify may have anchored a later head meanwhile
             if latest is None or latest["seq"] <= head_seq:
                 write_anchor(anchor, head_seq, head_hash)
@@ -663,6 +667,8 @@ class Ledger:
     def advance_anchor(self, anchor: Path) -> None:
         """Anchor the current head outside the file when it moved past the anchored one (the
         tick does this as it ends; ``verify`` checks the whole chain before anchoring)."""
+        if self.preview:
+            return
         head = self.head()
         anchored = read_anchor(anchor)
         if head is not None and (anchored is None or anchored["seq"] < head[0]):
@@ -683,6 +689,43 @@ class Ledger:
 
 
 def open_ledger(cfg: Any, create: bool = True, readonly: bool = False, **options: Any) -> Ledger:
-    """Return the workbook's ledger, ``paths.ledger``/ledger.sqlite; see ``Ledger.open``."""
+    """Return the workbook's ledger, ``paths.ledger``/ledger.sqlite; see ``Ledger.open``.
+
+    For a preview config (a notebook run by hand) a writable open returns the preview copy
+    instead (``open_preview``): the notebook runs as it would, and nothing reaches the file.
+    """
     path = cfg.path("ledger") / LEDGER_FILE
+    if getattr(cfg, "preview", False) and not readonly:
+        return open_preview(path, clock=options.get("clock"))
     return Ledger.open(path, create=create, readonly=readonly, **options)
+
+
+# In-memory copies of ledgers taken by previews in this process: ledger path -> the connection
+# that keeps the shared in-memory database alive while the process runs.
+_PREVIEWS: dict[str, sqlite3.Connection] = {}
+
+
+def open_preview(path: Path, clock: Callable[[], datetime] | None = None) -> Ledger:
+    """Return a writable ledger over an in-memory copy of the file at ``path`` (empty when
+    there is none), the same copy for every open in this process: what a preview appends is
+    read back by its later steps and vanishes with the process. The file is only read."""
+    key = str(Path(path).resolve())
+    name = hashlib.sha256(key.encode()).hexdigest()[:16]
+    uri = f"file:opsr-preview-{name}?mode=memory&cache=shared"
+    if key not in _PREVIEWS:
+        keeper = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        if Path(path).is_file():
+            source = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                source.backup(keeper)
+            except sqlite3.Error as exc:
+                raise LedgerCorrupt(path, f"{exc} (while copying it for a preview)") from exc
+            finally:
+                source.close()
+        else:
+            keeper.executescript(_SCHEMA.replace("PRAGMA journal_mode = WAL;", ""))
+        _PREVIEWS[key] = keeper
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    ledger = Ledger(Path(path), conn, False, clock or (lambda: datetime.now(UTC)))
+    ledger.preview = True
+    return ledger

@@ -11,14 +11,14 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ops_runner import BLOCK_SLOW_IMPORTS
-from ops_runner.config import Config, init_workbook, load_config, resolve_workbook
-from ops_runner.errors import OpsError
+from ops_runner.config import Config, load_config, resolve_workbook
+from ops_runner.errors import OpsError, WorkbookError
 from ops_runner.faults import inject
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 KERNEL_NAME = "ops-runner"
 COMPLETION_KEY = "completion"
-SAMPLE_DECIDED_SESSION = "2025-11-28"  # the cycle the sample notebooks default to (2025-11)
 SECRET_PARAMETER_WORDS = (
     "password",
     "secret",
@@ -78,27 +77,33 @@ def compute_output_path(cfg: Config, folder: str, job: str, run_id: str) -> Path
     return cfg.path("ledger") / "runs" / folder / f"{job}-{run_id}.ipynb"
 
 
-def open_workbook(workbook: str = "") -> Config:
-    """Return the Config of the notebook's workbook, setting up the sample workbook if needed.
+DEMO_WORKBOOK = NOTEBOOKS.parent / "demo"  # made by `make demo`: the SYNTHETIC sample market
+PREVIEW_NOTE = (
+    "PREVIEW: run by hand, not by the tick or `ops-runner run` (no run id): everything is "
+    "computed and shown, nothing is recorded, submitted or sent"
+)
 
-    ``workbook`` empty means $OPS_RUNNER_HOME, else the project's ``demo/`` sample workbook,
-    so that a notebook opened in JupyterLab runs top to bottom offline on the sample data.
+
+def open_workbook(workbook: str = "", run_id: str = "") -> Config:
+    """Return the Config of the notebook's workbook. Opening it never writes to it.
+
+    ``workbook`` "" means $OPS_RUNNER_HOME, else the project's demo workbook ``demo/`` (made
+    by ``make demo`` on the SYNTHETIC sample market), so a notebook opened in JupyterLab runs
+    offline on the demo. ``run_id`` "" (a notebook run by hand, not by the tick or
+    ``ops-runner run``) makes it a preview: the Config says so, every ledger it opens is an
+    in-memory copy that vanishes with the kernel, nothing is submitted and no alert goes out.
+    Raises WorkbookError, one line saying how to make the workbook, when there is none.
     """
-    if not workbook and not os.environ.get("OPS_RUNNER_HOME"):
-        workbook = str(NOTEBOOKS.parent / "demo")
+    if not workbook:
+        workbook = os.environ.get("OPS_RUNNER_HOME") or str(DEMO_WORKBOOK)
     root = resolve_workbook(workbook)
-    if not (root / "config.yaml").exists():
-        init_workbook(root)
+    if not (root / "config.yaml").is_file():
+        hint = "`make demo` makes it" if root == DEMO_WORKBOOK.resolve() else (
+            "`ops-runner init --workbook PATH` makes one (`--template demo`: the SYNTHETIC "
+            "sample market)")  # fmt: skip
+        raise WorkbookError(f"no workbook at {root}: {hint}; nothing was written")
     cfg = load_config(root)
-    if cfg.values["data"]["primary"] == "sample" and "sample" not in cfg.store().sources():
-        from ops_runner.decision import decide
-        from ops_runner.sources.sample import write_sample
-
-        write_sample(cfg.store(), calendar=cfg.calendar())
-        # A new sample workbook also gets the decision its execution and reconciliation
-        # notebooks default to, so each of them runs offline on its own.
-        decide(cfg, SAMPLE_DECIDED_SESSION)
-    return cfg
+    return cfg if run_id else replace(cfg, preview=True)
 
 
 # A Unix socket path holds at most 107 bytes (sun_path is 108 with its NUL); jupyter_client
@@ -237,15 +242,28 @@ def kernel_name() -> str:
     return KERNEL_NAME
 
 
+def _declared(source: Path) -> set[str]:
+    """Return the parameters the notebook's ``parameters`` cell declares (none if no file).
+    Raises ValueError for a notebook papermill cannot inspect (no kernel name)."""
+    import papermill as pm
+
+    return set(pm.inspect_notebook(str(source))) if source.is_file() else set()
+
+
+def _declares_run_id(source: Path) -> bool:
+    try:
+        return "run_id" in _declared(source)
+    except ValueError:  # run_notebook reports it as the run's failure
+        return False
+
+
 def require_known_parameters(source: Path, parameters: dict[str, Any]) -> None:
     """Raise NotebookError for a parameter the notebook does not declare.
 
     papermill only warns about unknown parameters, so a misspelled one would silently run
     with the default (papermill's strict mode is unmerged).
     """
-    import papermill as pm
-
-    declared = set(pm.inspect_notebook(str(source)))
+    declared = _declared(source)
     unknown = sorted(set(parameters) - declared)
     if unknown:
         raise NotebookError(
@@ -444,6 +462,8 @@ def execute_job(
                       run_id=run_id, cycle_id=cycle)  # fmt: skip
     inject("job:started")
     sched = cfg.values["schedule"]
+    if _declares_run_id(source or NOTEBOOKS / f"{job}.ipynb"):  # not a preview: it records
+        parameters = {**parameters, "run_id": run_id}
     try:
         run = run_notebook(
             job,

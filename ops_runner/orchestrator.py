@@ -166,7 +166,7 @@ def compute_store_fingerprint(cfg: Config) -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    folder = cfg.store().manifest_path(cfg.values["data"]["primary"], "X").parent
+    folder = cfg.store().manifest_path(cfg.primary_source, "X").parent
     for path in sorted(folder.glob("*")) if folder.is_dir() else []:
         if path.is_file() and path.suffix == ".json":
             digest.update(path.name.encode() + b"\0" + path.read_bytes())
@@ -194,6 +194,7 @@ def tick(
 
     if now is not None:
         require_simulated_broker(cfg)
+    cfg.primary_source  # noqa: B018 - no prices named, no tick: one line, nothing run
     clock: Callable[[], datetime] = (
         (lambda: now) if now is not None else (lambda: datetime.now(UTC))
     )

@@ -450,7 +450,7 @@ def _compare(
     settings = StrategySettings.from_config(cfg)
     bars = research.load_bars(cfg)
     held = sorted({f["symbol"] for f in book.fills})
-    raw = store.load_many(cfg.values["data"]["primary"], held)
+    raw = store.load_many(cfg.primary_source, held)
     data_end = min(frame.index[-1].date() for frame in [*bars.values(), *raw.values()])
     last = calendar.session_on_or_before(min(end, data_end) if end else data_end)
     first = max(funded, start) if start else funded

@@ -548,7 +548,7 @@ def read_session_prices(
 
     if session is None:
         return {}
-    store, source, day = cfg.store(), cfg.values["data"]["primary"], pd.Timestamp(session)
+    store, source, day = cfg.store(), cfg.primary_source, pd.Timestamp(session)
     prices = {}
     for symbol in sorted(set(symbols)):
         try:

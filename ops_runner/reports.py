@@ -18,12 +18,18 @@ MAX_PLOTTED_SYMBOLS = 6
 
 
 def compute_banner(cfg: Config) -> pd.DataFrame:
-    """Return a one-column table saying which workbook, config and data a notebook ran on."""
+    """Return a one-column table saying which workbook, config and data a notebook ran on, and
+    first, for a notebook run by hand, that it is a preview that records nothing."""
     store = cfg.store()
-    rows: dict[str, Any] = {
+    rows: dict[str, Any] = {}
+    if cfg.preview:  # the first thing a notebook run by hand shows
+        from ops_runner.notebooks import PREVIEW_NOTE
+
+        rows["PREVIEW"] = PREVIEW_NOTE
+    rows |= {
         "workbook": cfg.values["workbook_name"],
         "config hash": cfg.hash[:16],
-        "primary data": cfg.values["data"]["primary"],
+        "primary data": cfg.values["data"]["primary"] or "(not set)",
         "secondary data": cfg.values["data"]["secondary"] or "(none)",
         "broker": f"{cfg.values['broker']['kind']} ({cfg.values['broker']['mode']})",
         "account": mask_account(cfg.values["broker"]["account"]),

@@ -442,4 +442,4 @@ def load_bars(
     Raises DataError naming the symbols the price store lacks.
     """
     symbols = compute_sweep_symbols(StrategySettings.from_config(cfg), grid or {})
-    return cfg.store().load_many(cfg.values["data"]["primary"], symbols)
+    return cfg.store().load_many(cfg.primary_source, symbols)

@@ -52,6 +52,7 @@ class SubmissionStatus(StrEnum):
     SUBMITTED = "SUBMITTED"  # every intent is at the broker (sent now, earlier, or found there)
     PARTIAL = "PARTIAL"  # some intents denied or rejected; the rest went through
     STOPPED = "STOPPED"  # stopped early: kill switch, broker down, unknown or ambiguous outcome
+    PREVIEW = "PREVIEW"  # a notebook run by hand: what would be sent, nothing recorded or sent
 
 
 class RowOutcome(StrEnum):
@@ -63,6 +64,7 @@ class RowOutcome(StrEnum):
     UNKNOWN = "unknown"
     DENIED = "denied"  # refused by the order gate
     SKIPPED = "skipped"  # never sent: below the minimum, unsellable, or the run stopped first
+    PREVIEW = "preview"  # would be sent by the tick or `ops-runner run`; not sent from here
 
 
 @dataclass(frozen=True)
@@ -344,6 +346,16 @@ def adopt_opening_balance(ledger: Any, broker: Any, run_id: str | None = None) -
         run_id=run_id,
     )
     return True
+
+
+def compute_preview(plan: ExecutionPlan, state: str) -> SubmissionReport:
+    """Return what a submission of ``plan`` would send, for a notebook run by hand: nothing is
+    recorded, looked up or sent (the tick or ``ops-runner run execution`` does that)."""
+    from ops_runner.notebooks import PREVIEW_NOTE
+
+    rows = [_row_of(i, RowOutcome.PREVIEW, None, "not sent: preview") for i in plan.intents]
+    return SubmissionReport(SubmissionStatus.PREVIEW, plan.order_session, ("", ""), rows,
+                            PREVIEW_NOTE, state)  # fmt: skip
 
 
 def submit_plan(

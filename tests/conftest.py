@@ -40,7 +40,7 @@ def make_sample_workbook(root: Path) -> Path:
     from ops_runner.config import init_workbook, load_config
     from ops_runner.sources.sample import write_sample
 
-    init_workbook(root)
+    init_workbook(root, template="demo")
     cfg = load_config(root)
     write_sample(cfg.store(), calendar=cfg.calendar())
     return root
@@ -125,3 +125,20 @@ def read_only(*roots: Path) -> Iterator[None]:
                 subprocess.run(["chattr", "-i", str(item)], capture_output=True)
             else:
                 item.chmod(0o755 if item.is_dir() else 0o644)
+
+
+def ready_to_decide(cfg, session) -> None:
+    """What the runbook requires before a decision, done the real way: an approved baseline
+    (approved now if there is none or it changed) and a clean data QA of ``session`` recorded
+    by the real QA on the data as it is."""
+    from ops_runner.checks import approve_baseline, check_baseline, record_data_qa
+    from ops_runner.ledger import open_ledger
+    from ops_runner.qa import run_qa
+
+    with open_ledger(cfg) as ledger:
+        approved = check_baseline(cfg, ledger).passed
+    if not approved:
+        approve_baseline(cfg, "reviewed for this test")
+    report = run_qa(cfg, session)
+    assert not report.blocking, report.summary()
+    record_data_qa(cfg, report)

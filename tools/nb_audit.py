@@ -19,13 +19,14 @@ CELLS = [
         "an `AuditRecorded` event (with a break, `IncidentOpened` and `StateChanged` too)."
     ),
     new_code_cell(
-        'workbook = ""  # "" means $OPS_RUNNER_HOME, else the sample workbook in demo/\n'
+        'workbook = ""  # "": $OPS_RUNNER_HOME, else demo/ (make demo, SYNTHETIC)\n'
+        'run_id = ""  # set by the tick or ops-runner run; "" by hand: a preview, records nothing\n'
         'now = "2025-12-06T15:00:00Z"  # Saturday: audits session 2025-12-05; "" the real clock',
         metadata={"tags": ["parameters"]},
     ),
     new_code_cell("import scrapbook as sb\n\nfrom ops_runner import audit, notebooks, reports"),
     new_markdown_cell("## Workbook and broker"),
-    new_code_cell("cfg = notebooks.open_workbook(workbook)\nreports.compute_banner(cfg)"),
+    new_code_cell("cfg = notebooks.open_workbook(workbook, run_id)\nreports.compute_banner(cfg)"),
     new_markdown_cell("## Positions: ledger vs broker\n\nEvery symbol either side holds."),
     new_code_cell("report = audit.audit_job(cfg, now)\nprint(report.summary())\nreport.to_frame()"),
     new_markdown_cell("## Cash: ledger vs broker\n\nSettled cash is shown, never compared (T+1)."),

@@ -18,13 +18,16 @@ CELLS = [
         "`blocking` and `completion` for the orchestrator."
     ),
     new_code_cell(
-        'workbook = ""  # "" means $OPS_RUNNER_HOME, else the sample workbook in demo/\n'
-        'as_of = "2025-12-31"  # the session being decided; the sample market ends here',
+        'workbook = ""  # "": $OPS_RUNNER_HOME, else demo/ (make demo, SYNTHETIC)\n'
+        'run_id = ""  # set by the tick or ops-runner run; "" by hand: a preview, records nothing\n'
+        'as_of = "2025-11-28"  # the session being decided (the demo decides 2025-11)',
         metadata={"tags": ["parameters"]},
     ),
-    new_code_cell("import scrapbook as sb\n\nfrom ops_runner import notebooks, qa, reports"),
+    new_code_cell(
+        "import scrapbook as sb\n\nfrom ops_runner import checks, notebooks, qa, reports"
+    ),
     new_markdown_cell("## Workbook, config and data sources"),
-    new_code_cell("cfg = notebooks.open_workbook(workbook)\nreports.compute_banner(cfg)"),
+    new_code_cell("cfg = notebooks.open_workbook(workbook, run_id)\nreports.compute_banner(cfg)"),
     new_markdown_cell("## Findings"),
     new_code_cell(
         "result = qa.run_qa(cfg, as_of)\n"
@@ -35,9 +38,11 @@ CELLS = [
     new_code_cell("reports.plot_flagged(cfg, result);"),
     new_markdown_cell("## Record"),
     new_code_cell(
+        "recorded = checks.record_data_qa(cfg, result, run_id or None)  # a decision needs it\n"
         'sb.glue("findings", qa.findings_frame(result.findings).astype(str).to_dict("records"))\n'
         'sb.glue("blocking", result.blocking)\n'
         'sb.glue("completion", notebooks.completion_record("data_qa", as_of=result.as_of, '
-        "blocking=result.blocking, findings=len(result.findings), config_hash=cfg.hash))"
+        "blocking=result.blocking, findings=len(result.findings), config_hash=cfg.hash, "
+        "fingerprint=recorded.payload['fingerprint']))"
     ),
 ]

@@ -19,13 +19,14 @@ CELLS = [
         "scraps `decision`, `targets` and `completion`; a `DecisionRecorded` ledger event."
     ),
     new_code_cell(
-        'workbook = ""  # "" means $OPS_RUNNER_HOME, else the sample workbook in demo/\n'
-        'session = "2025-12-31"  # the rebalance session; the sample market ends here',
+        'workbook = ""  # "": $OPS_RUNNER_HOME, else demo/ (make demo, SYNTHETIC)\n'
+        'run_id = ""  # set by the tick or ops-runner run; "" by hand: a preview, records nothing\n'
+        'session = "2025-11-28"  # the rebalance session (the demo decides 2025-11)',
         metadata={"tags": ["parameters"]},
     ),
     new_code_cell("import scrapbook as sb\n\nfrom ops_runner import decision, notebooks, reports"),
     new_markdown_cell("## Workbook, config and data sources"),
-    new_code_cell("cfg = notebooks.open_workbook(workbook)\nreports.compute_banner(cfg)"),
+    new_code_cell("cfg = notebooks.open_workbook(workbook, run_id)\nreports.compute_banner(cfg)"),
     new_markdown_cell(
         "## Scores\n\nTotal return over the lookback, measured on month-end sessions."
     ),

@@ -26,7 +26,7 @@ CELLS = [
         "backup the status is NO_BACKUP and nothing is recorded."
     ),
     new_code_cell(
-        'workbook = ""  # "" means $OPS_RUNNER_HOME, else the sample workbook in demo/\n'
+        'workbook = ""  # "": $OPS_RUNNER_HOME, else demo/ (make demo, SYNTHETIC)\n'
         'archive = ""  # a backup archive; "" means the newest in the workbook\'s backups\n'
         'now = ""  # the drill\'s instant (ISO, UTC); "" means the real clock\n'
         'run_id = ""  # set by `ops-runner drill`: the run that records the drill\n'
@@ -39,7 +39,7 @@ CELLS = [
         'pd.set_option("display.max_colwidth", 200)  # each step\'s detail in full'
     ),
     new_markdown_cell("## Live workbook"),
-    new_code_cell("cfg = notebooks.open_workbook(workbook)\nreports.compute_banner(cfg)"),
+    new_code_cell("cfg = notebooks.open_workbook(workbook, run_id)\nreports.compute_banner(cfg)"),
     new_markdown_cell(
         "## The drill\n\nOne line per step as it runs (the re-run jobs take a few minutes), "
         "then each step's outcome."

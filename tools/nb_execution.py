@@ -20,14 +20,15 @@ CELLS = [
         "`OrderSubmitted` ledger events."
     ),
     new_code_cell(
-        'workbook = ""  # "" means $OPS_RUNNER_HOME, else the sample workbook in demo/\n'
+        'workbook = ""  # "": $OPS_RUNNER_HOME, else demo/ (make demo, SYNTHETIC)\n'
+        'run_id = ""  # set by the tick or ops-runner run; "" by hand: a preview, records nothing\n'
         'cycle = "2025-11"  # decided on 2025-11-28; orders for the 2025-12-01 open\n'
         'now = "2025-12-01T13:30:00Z"  # 08:30 New York; "" means the real clock',
         metadata={"tags": ["parameters"]},
     ),
     new_code_cell("import scrapbook as sb\n\nfrom ops_runner import jobs, notebooks, reports"),
     new_markdown_cell("## Workbook and broker"),
-    new_code_cell("cfg = notebooks.open_workbook(workbook)\nreports.compute_banner(cfg)"),
+    new_code_cell("cfg = notebooks.open_workbook(workbook, run_id)\nreports.compute_banner(cfg)"),
     new_markdown_cell("## Plan\n\nCurrent, target and delta per symbol at the decision close."),
     new_code_cell("job = jobs.open_execution(cfg, cycle, now)\njob.plan.to_frame()"),
     new_markdown_cell("## Cash walk\n\nWhere the money goes, residual from rounding included."),

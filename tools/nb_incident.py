@@ -20,7 +20,8 @@ CELLS = [
         "system outside SAFE_MODE and HALT. Close it with `ops-runner incident close`."
     ),
     new_code_cell(
-        'workbook = ""  # "" means $OPS_RUNNER_HOME, else the sample workbook in demo/\n'
+        'workbook = ""  # "": $OPS_RUNNER_HOME, else demo/ (make demo, SYNTHETIC)\n'
+        'run_id = ""  # set by the tick or ops-runner run; "" by hand: a preview, records nothing\n'
         'incident = ""  # "" means the latest open incident\n'
         'now = "2025-12-01T15:30:00Z"  # the snapshot\'s clock; "" means the real clock',
         metadata={"tags": ["parameters"]},
@@ -30,7 +31,7 @@ CELLS = [
         "from ops_runner import incidents, notebooks, reports"
     ),
     new_markdown_cell("## Workbook"),
-    new_code_cell("cfg = notebooks.open_workbook(workbook)\nreports.compute_banner(cfg)"),
+    new_code_cell("cfg = notebooks.open_workbook(workbook, run_id)\nreports.compute_banner(cfg)"),
     new_markdown_cell("## Incident and state"),
     new_code_cell(
         "found = incidents.investigate(cfg, incident, now)\n"

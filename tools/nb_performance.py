@@ -25,7 +25,8 @@ CELLS = [
         "table; scraps `performance` and `completion`. Nothing is written to the ledger."
     ),
     new_code_cell(
-        'workbook = ""  # "" means $OPS_RUNNER_HOME, else the sample workbook in demo/\n'
+        'workbook = ""  # "": $OPS_RUNNER_HOME, else demo/ (make demo, SYNTHETIC)\n'
+        'run_id = ""  # set by the tick or ops-runner run; "" by hand: a preview, records nothing\n'
         'start = ""  # "" from the first funded rebalance close; else an ISO date\n'
         'end = ""  # "" to the last session with data; else an ISO date',
         metadata={"tags": ["parameters"]},
@@ -33,8 +34,8 @@ CELLS = [
     new_code_cell(
         "import scrapbook as sb\n\nfrom ops_runner import notebooks, performance, reports"
     ),
+    new_code_cell("cfg = notebooks.open_workbook(workbook, run_id)\nreports.compute_banner(cfg)"),
     new_code_cell(
-        "cfg = notebooks.open_workbook(workbook)\n"
         "report = performance.read_performance(cfg, start or None, end or None)\n"
         "print(report.summary())"
     ),

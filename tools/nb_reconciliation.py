@@ -19,14 +19,15 @@ CELLS = [
         "scraps `reconciliation` and `completion`; `FillRecorded` and `CheckRecorded` events."
     ),
     new_code_cell(
-        'workbook = ""  # "" means $OPS_RUNNER_HOME, else the sample workbook in demo/\n'
+        'workbook = ""  # "": $OPS_RUNNER_HOME, else demo/ (make demo, SYNTHETIC)\n'
+        'run_id = ""  # set by the tick or ops-runner run; "" by hand: a preview, records nothing\n'
         'cycle = "2025-11"  # orders for the 2025-12-01 open\n'
         'now = "2025-12-01T15:30:00Z"  # 10:30 New York; "" means the real clock',
         metadata={"tags": ["parameters"]},
     ),
     new_code_cell("import scrapbook as sb\n\nfrom ops_runner import jobs, notebooks, reports"),
     new_markdown_cell("## Workbook and broker"),
-    new_code_cell("cfg = notebooks.open_workbook(workbook)\nreports.compute_banner(cfg)"),
+    new_code_cell("cfg = notebooks.open_workbook(workbook, run_id)\nreports.compute_banner(cfg)"),
     new_markdown_cell("## Fills\n\nPer order: intended, filled, price, commission, slippage."),
     new_code_cell(
         "report = jobs.run_reconciliation(cfg, cycle, now)\nprint(report.summary())\n"

@@ -24,13 +24,14 @@ CELLS = [
         "runs index."
     ),
     new_code_cell(
-        'workbook = ""  # "" means $OPS_RUNNER_HOME, else the sample workbook in demo/\n'
+        'workbook = ""  # "": $OPS_RUNNER_HOME, else demo/ (make demo, SYNTHETIC)\n'
+        'run_id = ""  # set by the tick or ops-runner run; "" by hand: a preview, records nothing\n'
         'cycle = "2025-11"  # decided on 2025-11-28; filled at the 2025-12-01 open',
         metadata={"tags": ["parameters"]},
     ),
     new_code_cell("import scrapbook as sb\n\nfrom ops_runner import notebooks, reports, slippage"),
     new_markdown_cell("## Workbook"),
-    new_code_cell("cfg = notebooks.open_workbook(workbook)\nreports.compute_banner(cfg)"),
+    new_code_cell("cfg = notebooks.open_workbook(workbook, run_id)\nreports.compute_banner(cfg)"),
     new_markdown_cell(
         "## Orders of the cycle\n\n"
         "Per order: ordered, filled and the fill ratio, decision close, opening print, average "

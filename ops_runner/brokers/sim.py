@@ -199,7 +199,7 @@ class SimBroker:
         self._minimum = _decimal(costs["commission_min"])
         self._slippage = _decimal(costs["slippage_bps"]) / Decimal(10_000)
         self._initial_cash = _cents(_decimal(cfg.values["research"]["initial_cash"]))
-        self._source = cfg.values["data"]["primary"]
+        self._source = cfg.primary_source
         self._store = cfg.store()
         self._calendar = cfg.calendar()
         self._bars: dict[str, tuple[str, pd.DataFrame]] = {}

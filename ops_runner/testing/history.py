@@ -102,7 +102,7 @@ def _prepare(workbook: Path, seed: int, overrides: Mapping[str, Mapping[str, Any
             f"{root} is not empty; simulate a history into a new folder (it never writes into "
             "an existing workbook)"
         )
-    config = init_workbook(root)
+    config = init_workbook(root, template="demo")
     if overrides:
         values = yaml.safe_load(config.read_text(encoding="utf-8"))
         for section, changes in overrides.items():
@@ -114,6 +114,13 @@ def _prepare(workbook: Path, seed: int, overrides: Mapping[str, Mapping[str, Any
     if cfg.values["broker"]["kind"] != "sim" or cfg.values["data"]["primary"] != "sample":
         raise HistoryError("a simulated history needs broker.kind sim and data.primary sample")
     write_sample(cfg.store(), seed=seed, calendar=cfg.calendar())
+    from ops_runner.checks import approve_baseline
+    from ops_runner.integrity import record_prices
+    from ops_runner.ledger import open_ledger
+
+    with open_ledger(cfg) as ledger:
+        record_prices(cfg, ledger, "sample", "simulated history: the SYNTHETIC sample market")
+    approve_baseline(cfg, "a simulated history: the config and code it was built with")
     return cfg
 
 
@@ -131,9 +138,11 @@ def run_cycle(cfg: Config, year: int, month: int, fill_slippage_bps: float | Non
     jobs raise (StrategyError, ExecutionError, ReconciliationError, LedgerError).
     """
     from ops_runner.brokers import open_broker
+    from ops_runner.checks import record_data_qa
     from ops_runner.decision import decide
     from ops_runner.execution import read_plan
     from ops_runner.ledger import open_ledger
+    from ops_runner.qa import run_qa
     from ops_runner.reconcile import ReconciliationStatus, reconcile
     from ops_runner.submission import SubmissionStatus, submit_plan
 
@@ -145,6 +154,7 @@ def run_cycle(cfg: Config, year: int, month: int, fill_slippage_bps: float | Non
     opened: datetime = calendar.session_open(order_session).to_pydatetime()
     submit_at, reconcile_at = opened - SUBMIT_BEFORE_OPEN, opened + RECONCILE_AFTER_OPEN
 
+    record_data_qa(cfg, run_qa(cfg, decided))  # the decision's gate: a clean QA of the session
     record = decide(cfg, decided, now=decided_at).record
     cycle = str(record["cycle_id"])
     broker = open_broker(cfg, clock=lambda: submit_at)
@@ -183,8 +193,9 @@ def simulate_history(
     e.g. {"2024-03": 25.0} to see orders flagged. ``config`` overrides config sections before
     anything runs, e.g. {"costs": {"slippage_bands": {"EEM": 20.0}}}.
 
-    No notebook, no tick: the ledger holds decisions, plans, intents, orders, fills,
-    commissions and reconciliation checks, no executed notebooks or slippage checks. Returns
+    No notebook, no tick: the ledger holds an approved baseline, the sample's prices, and per
+    cycle a clean data QA, the decision, its plan, intents, orders, fills, commissions and a
+    reconciliation check; no executed notebooks or slippage checks. Returns
     the HistoryResult. Raises HistoryError for a folder in use, a span outside the sample or a
     cycle that does not reconcile clean.
     """

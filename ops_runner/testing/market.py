@@ -38,7 +38,7 @@ class WorkbookMarket:
     def __init__(self, cfg: Config) -> None:
         self._calendar = cfg.calendar()
         self._store = cfg.store()
-        self._source = str(cfg.values["data"]["primary"])
+        self._source = cfg.primary_source
         costs = cfg.values["costs"]
         self._per_share = _decimal(costs["commission_per_share"])
         self._minimum = _decimal(costs["commission_min"])

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import ready_to_decide
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -58,6 +59,7 @@ class Crash(Exception):
 def base(tmp_path_factory) -> Path:
     """October filled (1,358 VEU held), November decided (100% AGG) in the ledger."""
     root = simulate_history(tmp_path_factory.mktemp("interleave") / "wb", 1, "2025-10").workbook
+    ready_to_decide(load_config(root), "2025-11-28")
     decide(load_config(root), "2025-11-28", now=datetime(2025, 11, 28, 18, 30, tzinfo=UTC))
     return root
 

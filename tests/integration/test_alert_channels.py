@@ -33,7 +33,7 @@ WEBHOOK_TOKEN = "XyZ9tokenAbC123def456GhI789"
 
 def make_cfg(root: Path, alerts: dict[str, Any] | None = None) -> Config:
     """A workbook at ``root`` whose alerts section is the template's updated with ``alerts``."""
-    init_workbook(root)
+    init_workbook(root, template="demo")
     path = root / "config.yaml"
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     for name, value in (alerts or {}).items():

@@ -30,7 +30,7 @@ EXE = Path(sys.executable).with_name("ops-runner")
 @pytest.fixture
 def cfg(tmp_path, monkeypatch):
     monkeypatch.setenv("OPS_RUNNER_APPROVAL_KEY", KEY)
-    init_workbook(tmp_path)
+    init_workbook(tmp_path, template="demo")
     return load_config(tmp_path)
 
 
@@ -139,7 +139,7 @@ def test_drawdown_halt_when_reviewed_resumes_to_safe_mode_and_peak_restarts(cfg)
 
 def test_read_approval_key_when_key_file_readable_by_others_refuses(tmp_path, monkeypatch):
     monkeypatch.delenv("OPS_RUNNER_APPROVAL_KEY", raising=False)
-    init_workbook(tmp_path)
+    init_workbook(tmp_path, template="demo")
     config = tmp_path / "config.yaml"
     config.write_text(config.read_text().replace("  file: null", "  file: .secrets"))
     (tmp_path / ".secrets").write_text(f"APPROVAL_KEY={KEY}\n")

@@ -10,7 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from conftest import make_sample_workbook
+from conftest import make_sample_workbook, ready_to_decide
 
 from ops_runner.audit import AuditStatus, audit_job, run_audit
 from ops_runner.brokers import BrokerUnavailable
@@ -54,6 +54,7 @@ def world(tmp_path: Path):
 
 def cycle(cfg, ledger, broker, clock, decided: str, session: str) -> None:
     """Decide, plan after the close, submit before the open, reconcile clean after it."""
+    ready_to_decide(cfg, decided)
     record = decide(cfg, decided).record
     clock.now = utc(decided, "21:30")
     plan = read_plan(cfg, broker, record)

@@ -39,7 +39,7 @@ def assert_one_line_error(done, code: int, *words: str) -> None:
 @pytest.fixture(scope="module")
 def workbook(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("wb")
-    done = run("init", workbook=root)
+    done = run("init", "--template", "demo", workbook=root)  # the SYNTHETIC sample market
     assert done.returncode == 0, done.stderr
     return root
 
@@ -53,7 +53,7 @@ def test_cli_when_config_has_unknown_key_exits_2_with_one_line(tmp_path):
 
 
 def test_cli_when_submission_window_after_open_exits_2_naming_key(tmp_path):
-    assert run("init", workbook=tmp_path).returncode == 0
+    assert run("init", "--template", "demo", workbook=tmp_path).returncode == 0
     config = tmp_path / "config.yaml"
     config.write_text(config.read_text().replace('end: "09:20"', 'end: "09:45"'))
     done = run("qa", "--as-of", "2025-12-31", workbook=tmp_path)
@@ -148,7 +148,7 @@ def test_cli_run_when_a_cycle_goes_through_the_sim_broker_registers_each_noteboo
     from ops_runner.events import EventKind
     from ops_runner.ledger import open_ledger
 
-    assert run("init", workbook=tmp_path).returncode == 0
+    assert run("init", "--template", "demo", workbook=tmp_path).returncode == 0
     assert run("data", "sample", workbook=tmp_path).returncode == 0
     # by hand, in the tick's order and windows: QA and the decision after the 2025-11-28 close
     steps = [
@@ -200,10 +200,18 @@ def test_cli_run_when_a_cycle_goes_through_the_sim_broker_registers_each_noteboo
 
 
 def test_cli_when_output_piped_into_head_exits_quietly(tmp_path):
-    assert run("init", workbook=tmp_path).returncode == 0
+    assert run("init", "--template", "demo", workbook=tmp_path).returncode == 0
     assert run("data", "sample", workbook=tmp_path).returncode == 0
     argv = f"'{EXE}' --workbook '{tmp_path}' data list | head -1"
     done = subprocess.run(["bash", "-c", f"set -o pipefail; {argv}"], capture_output=True,
                           text=True, timeout=120)  # fmt: skip
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
     assert done.stdout.startswith("source")
+
+
+def test_cli_data_sample_when_the_workbook_is_not_a_demo_refuses_and_writes_nothing(tmp_path):
+    assert run("init", workbook=tmp_path).returncode == 0
+    before = snapshot(tmp_path / "data")
+    done = run("data", "sample", workbook=tmp_path)
+    assert_one_line_error(done, 2, "data.primary", "demo")
+    assert snapshot(tmp_path / "data") == before

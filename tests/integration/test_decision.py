@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import make_sample_workbook
+from conftest import make_sample_workbook, ready_to_decide
 
 from ops_runner.canonical import canonical_json
 from ops_runner.config import load_config
@@ -48,6 +48,7 @@ def rewrite(cfg, symbol: str, day: str, factor: float) -> None:
 
 
 def test_decide_when_run_records_provenance_snapshot_and_versions(cfg):
+    ready_to_decide(cfg, SESSION)
     outcome = decide(cfg, SESSION)
     assert outcome.created
     record = outcome.record
@@ -69,9 +70,11 @@ def test_decide_when_run_records_provenance_snapshot_and_versions(cfg):
 
 
 def test_decide_when_run_twice_with_same_inputs_returns_the_first_record(cfg):
+    ready_to_decide(cfg, SESSION)
     first = decide(cfg, SESSION)
     with open_ledger(cfg) as ledger:
         head = ledger.head()
+    ready_to_decide(cfg, SESSION)
     second = decide(cfg, SESSION)
     assert not second.created and second.seq == first.seq
     assert canonical_json(second.record) == canonical_json(first.record)
@@ -80,15 +83,19 @@ def test_decide_when_run_twice_with_same_inputs_returns_the_first_record(cfg):
 
 
 def test_decide_when_only_future_bars_change_is_still_the_same_decision(cfg):
+    ready_to_decide(cfg, "2025-11-28")
     first = decide(cfg, "2025-11-28")
     rewrite(cfg, "SPY", "2025-12-15", 1.3)  # after the session: invisible to it
+    ready_to_decide(cfg, "2025-11-28")
     again = decide(cfg, "2025-11-28")
     assert not again.created and again.seq == first.seq
 
 
 def test_decide_when_inputs_changed_for_decided_session_opens_incident_safe_mode(cfg):
+    ready_to_decide(cfg, SESSION)
     decide(cfg, SESSION)
     rewrite(cfg, "SPY", "2025-12-15", 1.05)
+    ready_to_decide(cfg, SESSION)  # the new data passes QA: the conflict is the decision's
     with pytest.raises(DecisionConflict, match="SAFE_MODE"):
         decide(cfg, SESSION)
     assert len(decisions(cfg)) == 1  # never a second decision
@@ -102,8 +109,11 @@ def test_decide_when_inputs_changed_for_decided_session_opens_incident_safe_mode
 
 
 def test_replay_when_nothing_changed_is_identical_byte_for_byte(cfg):
+    ready_to_decide(cfg, "2025-10-31")
     decide(cfg, "2025-10-31")
+    ready_to_decide(cfg, "2025-11-28")
     decide(cfg, "2025-11-28")
+    ready_to_decide(cfg, SESSION)
     decide(cfg, SESSION)
     results = replay_all(cfg)
     assert [r.cycle_id for r in results] == ["2025-10", "2025-11", "2025-12"]
@@ -111,6 +121,7 @@ def test_replay_when_nothing_changed_is_identical_byte_for_byte(cfg):
 
 
 def test_replay_when_config_changed_since_still_uses_recorded_settings(cfg):
+    ready_to_decide(cfg, SESSION)
     decide(cfg, SESSION)
     config = cfg.workbook / "config.yaml"
     config.write_text(config.read_text().replace("  lookback_months: 12", "  lookback_months: 3"))
@@ -119,6 +130,7 @@ def test_replay_when_config_changed_since_still_uses_recorded_settings(cfg):
 
 
 def test_replay_when_snapshot_altered_reports_data_cause(cfg):
+    ready_to_decide(cfg, SESSION)
     outcome = decide(cfg, SESSION)
     snapshot = cfg.path("ledger") / outcome.record["snapshot"]["path"]
     data = bytearray(snapshot.read_bytes())
@@ -130,6 +142,7 @@ def test_replay_when_snapshot_altered_reports_data_cause(cfg):
 
 
 def test_cli_replay_when_identical_exits_0_and_json_lists_cycles(cfg):
+    ready_to_decide(cfg, SESSION)
     decide(cfg, SESSION)
     wb = ["--workbook", str(cfg.workbook)]
     done = subprocess.run([str(EXE), *wb, "replay", "--all", "--json"], capture_output=True,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import make_sample_workbook
+from conftest import make_sample_workbook, ready_to_decide
 
 from ops_runner.brokers.sim import SimBroker
 from ops_runner.config import Config, load_config
@@ -42,6 +42,7 @@ def base(tmp_path_factory) -> Path:
     """A workbook holding VEU (bought at the 2025-11-03 open) with 2025-11-28 decided: AGG."""
     root = make_sample_workbook(tmp_path_factory.mktemp("execution"))
     cfg = load_config(root)
+    ready_to_decide(cfg, "2025-10-31")
     october = decide(cfg, "2025-10-31")
     assert october.targets == {"VEU": "1"}
     broker = SimBroker(cfg, clock=at(NOV_WINDOW))
@@ -50,6 +51,7 @@ def base(tmp_path_factory) -> Path:
                              NOV_WINDOW)  # fmt: skip
     assert report.status is SubmissionStatus.SUBMITTED
     assert list(SimBroker(cfg, clock=at(NOV_FILLED)).positions()) == ["VEU"]
+    ready_to_decide(cfg, "2025-11-28")
     assert decide(cfg, "2025-11-28").targets == {"AGG": "1"}
     return root
 

@@ -112,7 +112,7 @@ def sim(market, clock) -> Iterator[TwsSimulator]:
 def write_ib_config(root: Path, port: int, **broker: object) -> Config:
     """A workbook at ``root`` whose broker is IB at ``port`` with short test timeouts."""
     if not (root / "config.yaml").exists():
-        init_workbook(root)
+        init_workbook(root, template="demo")
     path = root / "config.yaml"
     values = yaml.safe_load(path.read_text())
     values["broker"].update(

@@ -41,7 +41,7 @@ def configure(root: Path, **broker) -> None:
 def venue(tmp_path_factory):
     """(the venue's sample workbook, a started simulator serving its bars)."""
     root = tmp_path_factory.mktemp("venue")
-    init_workbook(root)
+    init_workbook(root, template="demo")
     cfg = load_config(root)
     write_sample(cfg.store(), calendar=cfg.calendar())
     sim = tws_sim.TwsSimulator(WorkbookMarket(cfg), lambda: NOW, account="DU1234521",
@@ -52,7 +52,7 @@ def venue(tmp_path_factory):
 
 
 def fetcher(root: Path, port: int) -> Path:
-    init_workbook(root)
+    init_workbook(root, template="demo")
     configure(root, kind="ib", simulator=True, port=port, account="DU1234521",
               connect_timeout_seconds=2, request_timeout_seconds=10,
               retry={"attempts": 1, "wait_seconds": 0})  # fmt: skip

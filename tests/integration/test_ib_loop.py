@@ -82,7 +82,7 @@ def loop(tmp_path):
 
     def make(client: str = "ib_async"):
         root, clock = tmp_path / client, Clock()
-        init_workbook(root)
+        init_workbook(root, template="demo")
         cfg = load_config(root)
         write_sample(cfg.store(), calendar=cfg.calendar())
         sim = tws_sim.TwsSimulator(WorkbookMarket(cfg), clock, account=ACCOUNT,

@@ -27,7 +27,7 @@ from ops_runner.state import (
 
 @pytest.fixture
 def cfg(tmp_path: Path):
-    init_workbook(tmp_path)
+    init_workbook(tmp_path, template="demo")
     return load_config(tmp_path)
 
 

@@ -24,7 +24,7 @@ EVE = datetime(2025, 11, 26, 21, 35, tzinfo=UTC)
 @pytest.fixture
 def workbook(tmp_path) -> Path:
     root = tmp_path / "wb"
-    init_workbook(root)
+    init_workbook(root, template="demo")
     cfg = load_config(root)
     write_sample(cfg.store(), calendar=cfg.calendar())
     approve_baseline(cfg, "reviewed")

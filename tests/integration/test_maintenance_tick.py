@@ -29,7 +29,7 @@ IDLE = datetime(2025, 11, 27, 15, 0, tzinfo=UTC)  # Thanksgiving: nothing opens
 
 
 def make_workbook(root: Path, **changes) -> Path:
-    init_workbook(root)
+    init_workbook(root, template="demo")
     config = root / "config.yaml"
     values = yaml.safe_load(config.read_text())
     for dotted, value in changes.items():

@@ -29,7 +29,7 @@ TOO_LATE = datetime(2025, 12, 1, 14, 25, tzinfo=UTC)  # N 09:25 ET: the window c
 
 
 def make_workbook(root: Path, **changes) -> Path:
-    init_workbook(root)
+    init_workbook(root, template="demo")
     config = root / "config.yaml"
     values = yaml.safe_load(config.read_text())
     for dotted, value in changes.items():

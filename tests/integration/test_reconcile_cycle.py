@@ -7,7 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from conftest import make_sample_workbook
+from conftest import make_sample_workbook, ready_to_decide
 
 from ops_runner.brokers.sim import SimBroker
 from ops_runner.config import load_config
@@ -55,6 +55,7 @@ def world(tmp_path: Path, request):
 
 def submit(cfg, ledger, broker, clock, decided: str, session: str) -> str:
     """Decide ``decided``, plan after its close, submit at 08:30 New York on ``session``."""
+    ready_to_decide(cfg, decided)
     record = decide(cfg, decided).record
     clock.now = utc(decided, "21:30")
     plan = read_plan(cfg, broker, record)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ready_to_decide
 
 from ops_runner.config import load_config
 from ops_runner.decision import decide
@@ -33,6 +34,7 @@ def test_backtest_when_run_lists_the_decisions_production_would_record(workbook)
     assert "2025-12-31" in months and "2024-01-31" in months
     cfg = load_config(workbook)
     for session in ("2024-06-28", "2025-12-31"):  # research and production agree
+        ready_to_decide(cfg, session)
         assert decide(cfg, session).targets == months[session]
     assert {"cagr", "sharpe", "max_drawdown", "turnover"} <= set(result["metrics"])
 

@@ -60,7 +60,7 @@ def record_run(workbook: Path, run: tuple, write: bool = True) -> Path:
 
 @pytest.fixture
 def workbook(tmp_path) -> Path:
-    init_workbook(tmp_path / "wb")
+    init_workbook(tmp_path / "wb", template="demo")
     return tmp_path / "wb"
 
 

@@ -20,7 +20,7 @@ EXE = Path(sys.executable).with_name("ops-runner")
 
 @pytest.fixture
 def workbook(tmp_path) -> Path:
-    init_workbook(tmp_path)
+    init_workbook(tmp_path, template="demo")
     return tmp_path
 
 

@@ -147,7 +147,7 @@ def test_tick_when_the_disk_is_really_full_fails_in_one_line(tmp_path):
         pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
     try:
         root = mount / "wb"
-        assert cli(root, "init").returncode == 0
+        assert cli(root, "init", "--template", "demo").returncode == 0
         assert cli(root, "tick", "--now", IDLE).returncode == 0
         filler = mount / "filler"
         with filler.open("wb") as handle, contextlib.suppress(OSError):

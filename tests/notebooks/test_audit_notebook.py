@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import pytest
+from conftest import make_decided_november
 
 from ops_runner import jobs
 from ops_runner.config import load_config
 from ops_runner.events import EventKind, State
 from ops_runner.ledger import open_ledger
-from ops_runner.notebooks import open_workbook, run_notebook
+from ops_runner.notebooks import run_notebook
 
 pytestmark = pytest.mark.notebook
 
 
 def test_audit_notebook_when_run_after_a_clean_cycle_records_a_clean_audit(tmp_path):
-    cfg = open_workbook(str(tmp_path / "wb"))  # a new sample workbook, 2025-11 decided
-    # The sample cycle as its notebooks' defaults run it: orders for the 2025-12-01 open.
+    cfg = load_config(make_decided_november(tmp_path / "wb"))  # 2025-11 decided by a tick
+    # The cycle as its notebooks' defaults run it: orders for the 2025-12-01 open.
     jobs.open_execution(cfg, "2025-11", "2025-12-01T13:30:00Z").submit()
     recon = jobs.run_reconciliation(cfg, "2025-11", "2025-12-01T15:30:00Z", alert=None)
     assert str(recon.status) == "CLEAN", recon.summary()
-    params = {"workbook": str(cfg.workbook)}  # `now` stays the default: a Saturday after
+    # `now` stays the default (a Saturday after); a run id as the runner gives one: it records
+    params = {"workbook": str(cfg.workbook), "run_id": "test-run"}
     run = run_notebook("audit", tmp_path / "audit.ipynb", params)
     assert run.completion == {"job": "audit", "session": "2025-12-05", "status": "CLEAN",
                               "state": str(State.RUN)}  # fmt: skip

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import make_sample_workbook
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = [
@@ -97,7 +98,8 @@ def test_run_notebook_when_kernels_follow_each_other_leave_no_sockets_beside_not
     first, second = manager(kernel_name="python3").ip, manager(kernel_name="python3").ip
     assert first != second and Path(first).is_absolute()  # never a shared relative path
     before = sorted(p.name for p in (ROOT / "notebooks").iterdir())
+    workbook = make_sample_workbook(tmp_path / "wb")
     for n in range(2):  # back to back, as a job chain runs them
         run_notebook("data_qa", tmp_path / f"qa{n}.ipynb",
-                     {"workbook": str(tmp_path / "wb"), "as_of": "2025-12-31"})  # fmt: skip
+                     {"workbook": str(workbook), "as_of": "2025-12-31"})  # fmt: skip
     assert sorted(p.name for p in (ROOT / "notebooks").iterdir()) == before

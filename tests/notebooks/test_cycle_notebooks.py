@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import make_decided_november
 
 from ops_runner.config import load_config
 from ops_runner.events import EventKind, State
@@ -13,16 +14,16 @@ pytestmark = pytest.mark.notebook
 
 
 def test_cycle_when_run_by_notebooks_fills_once_and_reconciles_clean(tmp_path, monkeypatch):
-    home = tmp_path / "home"
+    home = make_decided_november(tmp_path / "home")  # 2025-11 decided by a real tick
     monkeypatch.setenv("OPS_RUNNER_HOME", str(home))
-    # Defaults only: the notebooks run offline on the sample workbook they set up.
-    decision = run_notebook("decision", tmp_path / "decision.ipynb", {})
-    assert decision.completion["session"] == "2025-12-31"
-    execution = run_notebook("execution", tmp_path / "execution.ipynb", {})
+    # Defaults (cycle 2025-11, its window and its open) on $OPS_RUNNER_HOME, with a run id as
+    # the runner gives one: each run records.
+    run = {"run_id": "test-run"}
+    execution = run_notebook("execution", tmp_path / "execution.ipynb", run)
     assert execution.completion["status"] == "SUBMITTED", execution.completion
-    again = run_notebook("execution", tmp_path / "execution-again.ipynb", {})
+    again = run_notebook("execution", tmp_path / "execution-again.ipynb", run)
     assert again.completion["status"] == "SUBMITTED"
-    recon = run_notebook("reconciliation", tmp_path / "reconciliation.ipynb", {})
+    recon = run_notebook("reconciliation", tmp_path / "reconciliation.ipynb", run)
     assert recon.completion["status"] == "CLEAN", recon.scraps["reconciliation"]
     assert recon.completion["state"] == str(State.RUN)
     cfg = load_config(home)
@@ -43,9 +44,7 @@ def test_cycle_when_the_open_leaves_an_order_unfilled_alerts_and_goes_safe_mode(
 
     import nbformat
 
-    from ops_runner.notebooks import open_workbook
-
-    cfg = open_workbook(str(tmp_path / "wb"))  # a new sample workbook, 2025-11 decided
+    cfg = load_config(make_decided_november(tmp_path / "wb"))  # 2025-11 decided by a tick
     config = cfg.workbook / "config.yaml"
     with open_ledger(cfg) as ledger:
         decided = ledger.last(str(EventKind.DECISION_RECORDED)).payload["decision"]
@@ -53,7 +52,7 @@ def test_cycle_when_the_open_leaves_an_order_unfilled_alerts_and_goes_safe_mode(
     config.write_text(
         config.read_text().replace("sim_faults: {}", f"sim_faults: {{no_fill: {unfilled}}}")
     )
-    params = {"workbook": str(cfg.workbook)}
+    params = {"workbook": str(cfg.workbook), "run_id": "test-run"}
     run_notebook("execution", tmp_path / "execution.ipynb", params)
     recon = run_notebook("reconciliation", tmp_path / "reconciliation.ipynb", params)
     assert recon.completion["status"] == "BREAKS"

@@ -8,6 +8,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
+from conftest import make_sample_workbook, snapshot_folder
 
 from ops_runner.config import init_workbook, load_config
 from ops_runner.notebooks import NotebookError, read_scraps, run_notebook
@@ -35,7 +36,7 @@ def test_data_qa_notebook_when_sample_is_clean_records_no_blocking(sample_workbo
 
 def test_data_qa_notebook_when_a_session_is_missing_records_blocking(tmp_path):
     root = tmp_path / "wb"
-    init_workbook(root)
+    init_workbook(root, template="demo")
     cfg = load_config(root)
     write_sample(cfg.store(), calendar=cfg.calendar())
     # Plant one fault the QA must see: drop SPY's bar of 2025-12-15 (a Monday session).
@@ -67,11 +68,15 @@ def test_data_qa_notebook_when_a_session_is_missing_records_blocking(tmp_path):
 
 
 def test_data_qa_notebook_when_defaults_used_runs_offline_on_sample(tmp_path, monkeypatch):
-    monkeypatch.setenv("OPS_RUNNER_HOME", str(tmp_path / "home"))
+    home = make_sample_workbook(tmp_path / "home")
+    monkeypatch.setenv("OPS_RUNNER_HOME", str(home))
+    before = snapshot_folder(home)
     out = tmp_path / "default.ipynb"
-    run = run_notebook("data_qa", out, {})
-    assert run.completion["blocking"] is False
-    assert (tmp_path / "home" / "config.yaml").is_file()
+    run = run_notebook("data_qa", out, {})  # by hand, on its defaults: a preview
+    assert run.completion["blocking"] is False and run.completion["as_of"] == "2025-11-28"
+    changed = {k for k in set(before) | set(snapshot_folder(home))
+               if before.get(k) != snapshot_folder(home).get(k)}  # fmt: skip
+    assert {k for k in changed if not k.endswith(("-wal", "-shm"))} == set()  # nothing recorded
 
 
 def test_run_notebook_when_parameter_misspelled_refuses_before_running(tmp_path):

@@ -7,21 +7,21 @@ from decimal import Decimal
 
 import nbformat
 import pytest
+from conftest import make_sample_workbook, ready_to_decide
 
-from ops_runner.config import init_workbook, load_config
+from ops_runner.config import load_config
 from ops_runner.events import EventKind
 from ops_runner.ledger import open_ledger
 from ops_runner.notebooks import run_notebook
-from ops_runner.sources.sample import write_sample
 
 pytestmark = pytest.mark.notebook
 
 
 def test_decision_notebook_when_run_twice_records_one_decision(tmp_path):
-    init_workbook(tmp_path / "wb")
-    cfg = load_config(tmp_path / "wb")
-    write_sample(cfg.store(), calendar=cfg.calendar())
-    params = {"workbook": str(cfg.workbook), "session": "2025-12-31"}
+    cfg = load_config(make_sample_workbook(tmp_path / "wb"))
+    ready_to_decide(cfg, "2025-12-31")  # the gates: baseline, a clean QA of the session
+    # as the runner runs it (a run id: not a preview)
+    params = {"workbook": str(cfg.workbook), "session": "2025-12-31", "run_id": "test-run"}
     first = run_notebook("decision", tmp_path / "first.ipynb", params)
     second = run_notebook("decision", tmp_path / "second.ipynb", params)
     assert first.completion["created"] is True and second.completion["created"] is False

@@ -8,11 +8,12 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from conftest import make_sample_workbook
 
 from ops_runner.config import load_config
 from ops_runner.events import EventKind
 from ops_runner.ledger import open_ledger
-from ops_runner.notebooks import open_workbook, read_scraps, run_notebook
+from ops_runner.notebooks import read_scraps, run_notebook
 
 pytestmark = pytest.mark.notebook
 
@@ -29,7 +30,7 @@ def _integration():
 
 
 def test_dr_drill_notebook_when_run_on_its_defaults_completes_with_no_backup(tmp_path):
-    cfg = open_workbook(str(tmp_path / "wb"))  # a new sample workbook: no backup yet
+    cfg = load_config(make_sample_workbook(tmp_path / "wb"))  # no backup yet
 
     run = run_notebook("dr_drill", tmp_path / "drill.ipynb", {"workbook": str(cfg.workbook)})
 

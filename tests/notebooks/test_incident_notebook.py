@@ -18,8 +18,8 @@ ACCOUNT = "DU1234567"
 
 
 def test_incident_notebook_when_no_incident_open_says_so_and_completes(tmp_path):
-    run = run_notebook("incident", tmp_path / "incident.ipynb",
-                       {"workbook": str(tmp_path / "wb")})  # fmt: skip
+    root = make_sample_workbook(tmp_path / "wb")
+    run = run_notebook("incident", tmp_path / "incident.ipynb", {"workbook": str(root)})
     assert run.completion == {"job": "incident", "incident": None, "classification": None,
                               "state": None}  # fmt: skip
     assert "no incident open" in run.output.read_text()

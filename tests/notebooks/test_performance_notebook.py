@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from conftest import make_sample_workbook
+from conftest import make_sample_workbook, ready_to_decide
 
 from ops_runner import jobs
 from ops_runner.config import load_config
@@ -35,6 +35,7 @@ def run_cycle(cfg, year: int, month: int) -> str:
     the jobs the tick runs, without their notebooks."""
     calendar = cfg.calendar()
     decided = calendar.rebalance_session(year, month)
+    ready_to_decide(cfg, decided)
     cycle = decide(cfg, decided).record["cycle_id"]
     opened = calendar.session_open(calendar.next_session(decided)).to_pydatetime()
     at = lambda moment: moment.strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731 - a local formatter
@@ -53,7 +54,7 @@ def seven_cycles(tmp_path_factory):
 def test_performance_notebook_when_defaults_and_no_fills_says_so_and_completes(
     tmp_path, monkeypatch
 ):
-    monkeypatch.setenv("OPS_RUNNER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("OPS_RUNNER_HOME", str(make_sample_workbook(tmp_path / "home")))
     run = run_notebook("performance", tmp_path / "performance.ipynb", {})
     assert run.completion == {"job": "performance", "status": "NO_HISTORY", "start": None,
                               "end": None, "months": 0}  # fmt: skip

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ops_runner.checks import approve_baseline
 from ops_runner.config import init_workbook, load_config
 from ops_runner.notebooks import run_notebook
 
@@ -20,7 +21,7 @@ def av_workbook(tmp_path_factory) -> Path:
     if not (DATA / "alphavantage").is_dir():
         pytest.skip(f"real data not present at {DATA} (it lives beside the project, not in it)")
     root = tmp_path_factory.mktemp("av")
-    init_workbook(root)
+    init_workbook(root, template="demo")
     config = root / "config.yaml"
     text = config.read_text()
     text = text.replace("  primary: sample", "  primary: alphavantage")
@@ -28,15 +29,19 @@ def av_workbook(tmp_path_factory) -> Path:
     text = text.replace("  absolute_compare: each", "  absolute_compare: benchmark")
     config.write_text(text)
     load_config(root).store().import_files(DATA / "alphavantage", "alphavantage", "alphavantage")
+    approve_baseline(load_config(root), "the real-data workbook as set up")
     return root
 
 
 def test_data_qa_and_decision_notebooks_when_on_alphavantage_complete(av_workbook, tmp_path):
+    # as the runner runs them (a run id): the QA is recorded, and the decision's gate needs it
     qa = run_notebook("data_qa", tmp_path / "qa.ipynb",
-                      {"workbook": str(av_workbook), "as_of": "2020-11-30"})  # fmt: skip
+                      {"workbook": str(av_workbook), "as_of": "2020-11-30",
+                       "run_id": "qa"})  # fmt: skip
     assert qa.scraps["blocking"] is False
     run = run_notebook("decision", tmp_path / "decision.ipynb",
-                       {"workbook": str(av_workbook), "session": "2020-11-30"})  # fmt: skip
+                       {"workbook": str(av_workbook), "session": "2020-11-30",
+                        "run_id": "decision"})  # fmt: skip
     targets = run.completion["targets"]
     assert sum(Decimal(w) for w in targets.values()) == Decimal(1)
     assert set(targets) <= {"SPY", "EFA", "AGG"}

@@ -1,8 +1,9 @@
-"""The research notebooks with their default parameters run offline on the sample workbook."""
+"""The research notebooks with their default parameters run offline on a sample workbook."""
 
 from __future__ import annotations
 
 import pytest
+from conftest import make_sample_workbook
 
 from ops_runner.notebooks import run_notebook
 
@@ -11,6 +12,6 @@ pytestmark = pytest.mark.notebook
 
 @pytest.mark.parametrize("job", ["research/backtest", "research/sweep"])
 def test_research_notebook_when_defaults_used_completes_on_sample(job, tmp_path, monkeypatch):
-    monkeypatch.setenv("OPS_RUNNER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("OPS_RUNNER_HOME", str(make_sample_workbook(tmp_path / "home")))
     run = run_notebook(job, tmp_path / "out.ipynb", {})
     assert run.completion["job"] == job

@@ -20,8 +20,8 @@ from nbformat.v4 import new_code_cell, new_notebook
 from ops_runner.config import Config, init_workbook, load_config
 from ops_runner.errors import OpsError
 from ops_runner.events import EventKind, State
-from ops_runner.ledger import open_ledger
 from ops_runner.integrity import check_registered as check_artifacts
+from ops_runner.ledger import open_ledger
 from ops_runner.notebooks import JobRun, NotebookError, execute_job, run_notebook
 from ops_runner.state import read_state
 
@@ -55,7 +55,7 @@ def write_notebook(path: Path, *body: str, last: str | None = None) -> Path:
 
 @pytest.fixture
 def cfg(tmp_path: Path) -> Config:
-    init_workbook(tmp_path / "wb")
+    init_workbook(tmp_path / "wb", template="demo")
     return load_config(tmp_path / "wb")
 
 

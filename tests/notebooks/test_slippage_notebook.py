@@ -6,7 +6,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from conftest import make_sample_workbook
+from conftest import make_sample_workbook, ready_to_decide
 
 from ops_runner import jobs
 from ops_runner.config import load_config
@@ -22,6 +22,7 @@ def run_cycle(cfg, year: int, month: int) -> str:
     """Decide the month-end, submit an hour before the next open, reconcile 45 minutes after."""
     calendar = cfg.calendar()
     decided = calendar.rebalance_session(year, month)
+    ready_to_decide(cfg, decided)
     cycle = decide(cfg, decided).record["cycle_id"]
     opened = calendar.session_open(calendar.next_session(decided)).to_pydatetime()
     at = lambda moment: moment.strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731 - a local formatter
@@ -33,7 +34,7 @@ def run_cycle(cfg, year: int, month: int) -> str:
 def test_slippage_notebook_when_defaults_and_no_fills_says_so_and_records_nothing(
     tmp_path, monkeypatch
 ):
-    monkeypatch.setenv("OPS_RUNNER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("OPS_RUNNER_HOME", str(make_sample_workbook(tmp_path / "home")))
     run = run_notebook("slippage_report", tmp_path / "slippage.ipynb", {})
     assert run.completion == {"job": "slippage_report", "cycle": "2025-11",
                               "status": "NO_FILLS", "passed": None, "flagged": 0}  # fmt: skip
@@ -45,7 +46,7 @@ def test_slippage_notebook_when_four_cycles_filled_checks_bands_and_lists_each_c
     root = make_sample_workbook(tmp_path / "wb")
     cfg = load_config(root)
     cycles = [run_cycle(cfg, 2025, month) for month in (8, 9, 10, 11)]
-    params = {"workbook": str(root), "cycle": "2025-11"}
+    params = {"workbook": str(root), "cycle": "2025-11", "run_id": "test-run"}  # it records
     run = run_notebook("slippage_report", tmp_path / "slippage.ipynb", params)
     assert run.completion["status"] == "WITHIN_BANDS" and run.completion["passed"] is True
     report = run.scraps["slippage"]

@@ -20,7 +20,7 @@ NOT_CONFIGURED = "not configured"
 
 def make_cfg(root: Path, alerts: dict[str, Any] | None = None) -> Config:
     """A workbook at ``root`` whose alerts section is the template's updated with ``alerts``."""
-    init_workbook(root)
+    init_workbook(root, template="demo")
     path = root / "config.yaml"
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     for name, value in (alerts or {}).items():

@@ -85,7 +85,7 @@ BAD_CONFIGS = [
     ("broker.kind", "schwab", "broker.kind", "one of"),
     ("calendar.extra_closed", ["2025-13-01"], "calendar.extra_closed[0]", "YYYY-MM-DD"),
     ("risk.max_drawdown", 1.5, "risk.max_drawdown", "maximum"),
-    ("data.secondary", "sample", "data.secondary", "differ"),
+    ("data.secondary", None, "data.secondary", "differ"),  # the primary's own name, below
     ("broker.password", "hunter2", "broker.password", "OPS_RUNNER_PASSWORD"),
     ("strategy.blend", [{"lookback_months": 3}], "strategy.blend[0]", "weight"),
     ("strategy.blend", [{"lookback_months": 0, "weight": 1}], "strategy.blend[0]", "minimum"),
@@ -98,8 +98,11 @@ BAD_CONFIGS = [
 
 @pytest.mark.parametrize(("path", "value", "key", "fix"), BAD_CONFIGS)
 def test_check_config_when_value_is_bad_names_key_and_fix(path, value, key, fix):
+    raw = _with(path, value)
+    if path == "data.secondary":  # the same source as the primary
+        raw["data"]["primary"] = raw["data"]["secondary"] = "av"
     with pytest.raises(ConfigError) as caught:
-        check_config(_with(path, value))
+        check_config(raw)
     message = str(caught.value)
     assert caught.value.key == key
     assert key in message and fix in message

@@ -176,7 +176,7 @@ def test_classify_when_id_unknown_raises():
 
 @pytest.fixture
 def cfg(tmp_path):
-    init_workbook(tmp_path)
+    init_workbook(tmp_path, template="demo")
     return load_config(tmp_path)
 
 

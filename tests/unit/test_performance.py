@@ -48,7 +48,7 @@ def make_world(
 ) -> object:  # fmt: skip
     """A workbook holding ``steps`` per symbol (risk: all but BBB), its config and an empty
     ledger; returns the Config."""
-    init_workbook(root)
+    init_workbook(root, template="demo")
     values = yaml.safe_load((root / "config.yaml").read_text(encoding="utf-8"))
     risk = [s for s in steps if s != "BBB"]
     values["universe"] = {"risk": risk, "defensive": "BBB", "cash_proxy": None}

@@ -101,7 +101,7 @@ def order(ref, order_id, symbol, side, qty, filled, status) -> BrokerOrder:
 
 @pytest.fixture
 def cfg(tmp_path):
-    init_workbook(tmp_path)
+    init_workbook(tmp_path, template="demo")
     return load_config(tmp_path)
 
 

@@ -190,7 +190,7 @@ def test_backtest_when_a_held_symbol_misses_its_execution_open_names_it(market):
 
 
 def test_load_research_config_when_given_a_template_or_path_keeps_the_workbook(tmp_path):
-    init_workbook(tmp_path)
+    init_workbook(tmp_path, template="demo")
     cfg = load_config(tmp_path)
     gem = research.load_research_config(cfg, "gem")
     assert gem.values["universe"]["risk"] == ["SPY", "VEU"] and gem.workbook == cfg.workbook

@@ -131,7 +131,7 @@ def _dag_env_defaults() -> dict[str, str]:
 @pytest.fixture
 def workbook(tmp_path: Path) -> Path:
     root = tmp_path / "workbook"
-    init_workbook(root)
+    init_workbook(root, template="demo")
     return root
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import matplotlib
 import pytest
 import yaml
-from conftest import make_sample_workbook
+from conftest import make_sample_workbook, ready_to_decide
 
 from ops_runner import jobs
 from ops_runner.canonical import canonical_json
@@ -255,6 +255,7 @@ def run_cycle(cfg, year: int, month: int) -> str:
     """Decide the month-end, submit an hour before the next open, reconcile 45 minutes after."""
     calendar = cfg.calendar()
     decided = calendar.rebalance_session(year, month)
+    ready_to_decide(cfg, decided)
     cycle = decide(cfg, decided).record["cycle_id"]
     opened = calendar.session_open(calendar.next_session(decided)).to_pydatetime()
     jobs.open_execution(cfg, cycle, stamp(opened - timedelta(hours=1))).submit()
@@ -347,6 +348,7 @@ def test_check_when_recorded_then_the_band_changes_refuses_to_record_other_figur
 
 def test_check_when_nothing_has_filled_says_no_fills_yet_and_records_nothing(tmp_path):
     cfg = load_config(workbook(tmp_path))
+    ready_to_decide(cfg, "2025-11-28")
     decide(cfg, "2025-11-28")
     report = read_slippage(cfg, "2025-11")
     assert report.status is SlippageStatus.NO_FILLS and report.rows == ()
