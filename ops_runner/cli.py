@@ -9,6 +9,7 @@ import os
 import sqlite3
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -91,6 +92,29 @@ def _record_prices(cfg, source: str, reason: str) -> None:
         record_prices(cfg, ledger, source, reason)
 
 
+def _fetch(cfg, args: argparse.Namespace) -> list[str]:
+    """``data fetch``: the named source, else every source a provider serves (the tick's
+    data_fetch job does the same), else the broker's historical bars into ``ib``."""
+    from ops_runner.sources.providers import compute_fetched_sources, fetch_source
+
+    symbols = [s.strip() for s in args.symbols.split(",")] if args.symbols else None
+    start = _optional_date(args.start, "--start")
+    end = _optional_date(args.end, "--end")
+    sources = [args.source] if args.source else compute_fetched_sources(cfg)
+    if not sources and cfg.values["broker"]["kind"] == "ib":
+        sources = ["ib"]
+    if not sources:
+        raise ConfigError(
+            "data fetch: no provider serves data.primary or data.secondary; add one under "
+            "data.providers (e.g. av: {vendor: alphavantage}) or name it with --source",
+            "data.providers",
+        )
+    if "ib" in sources and "ib" not in cfg.values["data"]["providers"]:  # the broker's bars
+        cfg = replace(cfg, values={**cfg.values, "data": {**cfg.values["data"], "providers": {
+            **cfg.values["data"]["providers"], "ib": {"vendor": "ib"}}}})  # fmt: skip
+    return [fetch_source(cfg, name, symbols, start, end) for name in sources]
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from ops_runner.config import load_config
 
@@ -103,16 +127,9 @@ def cmd_data(args: argparse.Namespace) -> int:
             f"unchanged {len(report.unchanged)} ({report.layout})"
         )
     elif args.action == "fetch":
-        from ops_runner.sources.ibbars import import_from_ib
-
-        symbols = args.symbols.split(",") if args.symbols else cfg.universe_symbols
-        end = _optional_date(args.end, "--end") or date.today()
-        start = _optional_date(args.start, "--start") or end.replace(year=end.year - 2)
-        report = import_from_ib(cfg, symbols, start, end, source=args.name)
-        print(
-            f"{report.source}: imported {len(report.imported)}, replaced {len(report.replaced)}, "
-            f"unchanged {len(report.unchanged)} (IB historical bars {start}..{end})"
-        )
+        for line in _fetch(cfg, args):
+            print(line)
+        return 0
     elif args.action == "sample":
         from ops_runner.sources.sample import SAMPLE_SOURCE, write_sample
 
@@ -716,11 +733,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--layout", required=True, choices=("alphavantage", "yahoo", "generic"))
     q.add_argument("--name", help="source name in the store (default: the layout)")
     q.set_defaults(func=cmd_data)
-    q = data_sub.add_parser("fetch", help="fetch daily bars from IB historical data (read-only id)")
-    q.add_argument("--symbols", help="comma-separated tickers (default: the config's universe)")
-    q.add_argument("--start", help="first date YYYY-MM-DD (default: two years before --end)")
-    q.add_argument("--end", help="last date YYYY-MM-DD (default: today)")
-    q.add_argument("--name", default="ib", help="source name in the store (default: ib)")
+    q = data_sub.add_parser(
+        "fetch", help="fetch what the store lacks from the providers (as the tick does daily)"
+    )
+    q.add_argument(
+        "--source",
+        "--name",
+        help="a source in data.providers (default: the primary and secondary it serves; "
+        "`ib`: the broker's historical bars)",
+    )
+    q.add_argument(
+        "--symbols", help="comma-separated tickers (default: the universe and QA's references)"
+    )
+    q.add_argument("--start", help="first date for a symbol not stored yet (data.fetch_start)")
+    q.add_argument("--end", help="last date YYYY-MM-DD (default: the last session closed)")
     q.set_defaults(func=cmd_data)
     q = data_sub.add_parser("sample", help="write the SYNTHETIC sample market into the store")
     q.set_defaults(func=cmd_data)

@@ -66,6 +66,12 @@ SCHEMA: dict[str, Any] = {
         # the demo workbook uses the SYNTHETIC sample market).
         "primary": Field("str", None, nullable=True),
         "secondary": Field("str", None, nullable=True),
+        # Sources fetched from a vendor: name -> {vendor: alphavantage | tiingo | ib, and
+        # optionally base_url, timeout_seconds, retries, min_interval_seconds}. Keys come from
+        # OPS_RUNNER_ALPHAVANTAGE_API_KEY / OPS_RUNNER_TIINGO_API_KEY (or the secrets file).
+        "providers": Field("mapping", {}),
+        "fetch_start": Field("date", date(2000, 1, 1)),  # a symbol not stored yet: from here
+        "fetch_overlap_sessions": Field("int", 5, low=0, high=250),  # re-read to see revisions
     },
     "qa": {
         "window_sessions": Field("int", 300, low=1, high=100_000),
@@ -374,6 +380,36 @@ def _hhmm(text: str) -> time:
     return time(int(hours), int(minutes))
 
 
+VENDORS = ("alphavantage", "tiingo", "ib")
+_PROVIDER_FIELDS = {
+    "vendor": Field("str", _REQUIRED, choices=VENDORS),
+    "base_url": Field("str", None, nullable=True),
+    "timeout_seconds": Field("float", 30.0, low=0.1, high=600.0),
+    "retries": Field("int", 3, low=0, high=10),
+    "min_interval_seconds": Field("float", None, nullable=True, low=0.0, high=3600.0),
+}
+
+
+def _check_providers(raw: dict[str, Any]) -> tuple[dict[str, Any], list[ConfigError]]:
+    """Return ``data.providers`` normalised and a ConfigError per mistake in it."""
+    problems: list[ConfigError] = []
+    result: dict[str, Any] = {}
+    for name, entry in raw.items():
+        key = f"data.providers.{name}"
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_-]{0,30}", name):
+            problems.append(ConfigError(
+                f"config error: {key}: a source name is lower-case letters, digits, - and _",
+                key))  # fmt: skip
+            continue
+        result[name] = _check_section(_PROVIDER_FIELDS, entry, f"{key}.", problems)
+        base = result[name].get("base_url")
+        if base is not None and (not re.match(r"https?://[^?#]+$", base)):
+            problems.append(ConfigError(
+                f"config error: {key}.base_url: write an http:// or https:// URL with no query "
+                "(a key never goes in it: keys come from the secrets)", key))  # fmt: skip
+    return result, problems
+
+
 def _check_combinations(cfg: dict[str, Any]) -> list[ConfigError]:
     """Return a ConfigError for each pair of values that are fine alone, impossible together."""
     found: list[ConfigError] = []
@@ -487,6 +523,9 @@ def check_config(raw: Any) -> dict[str, Any]:
     """
     problems: list[ConfigError] = []
     cfg = _check_section(SCHEMA, raw, "", problems)
+    if isinstance(cfg.get("data", {}).get("providers"), dict):
+        cfg["data"]["providers"], found = _check_providers(cfg["data"]["providers"])
+        problems += found
     if not problems:  # combinations of values that passed their own checks
         problems = _check_combinations(cfg)
     if len(problems) == 1:
@@ -541,6 +580,14 @@ class Config:
         """The source decisions are made from (``data.primary``). Raises ConfigError, one line
         saying how to name one, when the workbook has none yet."""
         source = self.values["data"]["primary"]
+        if source and source not in self.values["data"]["providers"]:
+            if not (self.path("data") / str(source)).is_dir():
+                raise ConfigError(
+                    f"config error: data.primary: {source!r} names no provider "
+                    "(data.providers) and no source in the price store; fetch or import it "
+                    "first, or fix the name",
+                    "data.primary",
+                )
         if not source:
             raise ConfigError(
                 "config error: data.primary: not set, so there are no prices to decide from; "

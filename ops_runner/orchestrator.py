@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Collection, Iterator
@@ -457,6 +458,8 @@ def _run_due(
         for slot in agenda.missed:
             _record_missed(ledger, slot, now, read_state(ledger).state)
         due = [s for s in agenda.due if s.key not in progress.held and s.key not in tried]
+        # fresh prices first: a job that opened earlier and still waits may need them
+        due.sort(key=lambda s: s.job != "data_fetch")
         if not due:
             break
         slot = due[0]
@@ -487,6 +490,9 @@ def _record_missed(ledger: Any, slot: Any, now: datetime, state: State | None = 
     incident_id = f"missed-{slot.key.replace(':', '-')}"
     summary = f"{slot.job} ({slot.key}) not done by its deadline {_iso(slot.deadline)}"
     trigger = Trigger.INCIDENT
+    if slot.job is Job.DATA_FETCH:  # no fresh prices: no decision on them (runbook, playbook C)
+        trigger = Trigger.DATA_FAULT
+        summary += f": {read_fetch_error(ledger, slot.key) or 'no answer from the providers'}"
     if slot.job is Job.EXECUTION and state is State.BROKER_DOWN:
         trigger = Trigger.SUBMISSION_WINDOW_MISSED
         summary = f"the submission window closed at {_iso(slot.deadline)} with the broker down"
@@ -618,6 +624,8 @@ def run_slot(
         "cycle": slot.cycle,
         "at": _iso(now),
     }
+    if slot.job == "data_fetch":
+        return _run_fetch(cfg, ledger, slot, now, about)
     if slot.job not in NOTEBOOK_JOBS:
         run_id = compute_run_id()
         try:
@@ -682,6 +690,52 @@ def run_slot(
         cycle_id=slot.cycle,
     )
     return True, f"{slot.key} {outcome}"
+
+
+def _run_fetch(
+    cfg: Config, ledger: Any, slot: Any, now: datetime, about: dict[str, Any]
+) -> tuple[bool, str]:
+    """The session's prices from every provider serving the primary or the secondary. A vendor
+    that is down or answers garbage leaves the store as it was: its error is recorded (once
+    per distinct error) and the slot waits for the next tick; past the data QA's deadline the
+    tick's missed-job rule makes it DEGRADED_DATA with that error in the incident."""
+    from ops_runner.notebooks import compute_run_id
+    from ops_runner.sources.providers import compute_fetched_sources, fetch_source
+
+    run_id = compute_run_id()
+    lines = []
+    for source in compute_fetched_sources(cfg):
+        try:
+            lines.append(fetch_source(cfg, source, end=slot.session, now=now))
+        except OpsError as exc:  # a vendor's own one-line error: the store is unchanged
+            detail = " ".join(f"{source}: {exc}".split())
+            digest = hashlib.sha256(detail.encode()).hexdigest()[:12]
+            payload = {"check": FETCH_CHECK, "slot": slot.key, "passed": False,
+                       "detail": detail, "evidence": [f"at {_iso(now)}"]}  # fmt: skip
+            key = f"CheckRecorded:{FETCH_CHECK}:{slot.key}:{digest}"
+            if ledger.get(key) is None:
+                ledger.append(str(EventKind.CHECK_RECORDED), key, payload, run_id=run_id)
+            log.warning("%s waiting: %s", slot.key, detail)
+            return True, f"{slot.key} waiting: {detail}"
+        except Exception as exc:  # boundary: a crash is a failed job, as for every check
+            _record_crash(ledger, slot, about, run_id, exc)
+            return False, f"{slot.key} FAILED ({type(exc).__name__})"
+    ledger.append(str(EventKind.JOB_COMPLETED), f"JobCompleted:{run_id}",
+                  {**about, "run_id": run_id, "done": True, "outcome": "fetched",
+                   "outputs": {"fetched": lines}}, run_id=run_id)  # fmt: skip
+    return True, f"{slot.key} fetched"
+
+
+FETCH_CHECK = "data_fetch"
+
+
+def read_fetch_error(ledger: Any, slot_key: str) -> str | None:
+    """Return the last error a slot's data fetch recorded, or None."""
+    found = None
+    for event in ledger.events(kind=str(EventKind.CHECK_RECORDED)):
+        if event.payload.get("check") == FETCH_CHECK and event.payload.get("slot") == slot_key:
+            found = str(event.payload.get("detail"))
+    return found
 
 
 RUN_ONLY_CHECKED = frozenset({"decision", "execution"})

@@ -8,7 +8,9 @@ A rebalance cycle (R = the last session of a month, N = the session after it):
 - ``data_qa`` -> ``decision`` after R's close plus ``decision_delay_minutes``;
 - ``execution`` inside N's submission window (market-on-open orders for N's open);
 - ``reconciliation`` -> ``slippage_report`` after N's open plus ``reconciliation_delay_minutes``.
-Every session: ``daily_checks`` after its close plus ``decision_delay_minutes``.
+Every session: ``data_fetch`` (when a provider serves the primary or the secondary: asked at
+every tick until the data QA's deadline) and ``daily_checks`` after its close plus
+``decision_delay_minutes``.
 The last session of each week: ``audit`` (broker vs ledger since inception) and ``backup`` at
 the same instant, each due by the next session's open (``schedule.weekly_audit`` and
 ``schedule.weekly_backup`` turn them off).
@@ -34,6 +36,7 @@ from ops_runner.events import State
 class Job(StrEnum):
     """The jobs the tick runs; the notebook jobs are notebooks/<job>.ipynb."""
 
+    DATA_FETCH = "data_fetch"  # first: the session's prices, before any check reads them
     DAILY_CHECKS = "daily_checks"
     PRE_REBALANCE = "pre_rebalance_checks"
     DATA_QA = "data_qa"
@@ -66,6 +69,7 @@ class ScheduleSettings:
     reconciliation_delay: timedelta
     deadlines: Mapping[str, timedelta]
     weekly: tuple[Job, ...] = WEEKLY_JOBS
+    fetch: bool = False  # a provider serves the primary or the secondary: data_fetch each session
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any]) -> ScheduleSettings:
@@ -79,6 +83,10 @@ class ScheduleSettings:
             reconciliation_delay=timedelta(minutes=int(sched["reconciliation_delay_minutes"])),
             deadlines=minutes,
             weekly=tuple(job for job in WEEKLY_JOBS if sched.get(f"weekly_{job}", True)),
+            fetch=any(
+                source and source in values["data"].get("providers", {})
+                for source in (values["data"]["primary"], values["data"]["secondary"])
+            ),
         )
 
 
@@ -138,6 +146,10 @@ def compute_session_slots(calendar: Any, settings: ScheduleSettings, session: da
         Slot(Job.DAILY_CHECKS, f"{Job.DAILY_CHECKS}:{day}", session, None, after_close,
              deadline=next_open, closes=next_open),
     ]  # fmt: skip
+    if settings.fetch:  # asked at every tick until the data QA's deadline, then DEGRADED_DATA
+        slots.insert(0, Slot(Job.DATA_FETCH, f"{Job.DATA_FETCH}:{day}", session, None,
+                             after_close, deadline=after_close + deadlines["data_qa"],
+                             closes=next_open))  # fmt: skip
     if next_session.isocalendar()[:2] != session.isocalendar()[:2]:  # the week's last session
         slots.extend(
             Slot(job, f"{job}:{day}", session, None, after_close, deadline=next_open)

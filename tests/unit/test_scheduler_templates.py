@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import make_sample_workbook
 
-from ops_runner.config import init_workbook, load_config
+from ops_runner.config import load_config
 from ops_runner.orchestrator import hold_tick_lock
 
 SCHEDULER = Path(__file__).resolve().parents[2] / "templates" / "scheduler"
@@ -130,9 +131,7 @@ def _dag_env_defaults() -> dict[str, str]:
 
 @pytest.fixture
 def workbook(tmp_path: Path) -> Path:
-    root = tmp_path / "workbook"
-    init_workbook(root, template="demo")
-    return root
+    return make_sample_workbook(tmp_path / "workbook")  # a demo workbook with its sample
 
 
 @pytest.mark.parametrize(
