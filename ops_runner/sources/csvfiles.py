@@ -296,7 +296,7 @@ class AlphaVantageLayout:
         if len(splits):
             listed = ", ".join(f"{d.date()} x{bars.at[d, 'split']:g}" for d in splits)
             notes += f"; splits as published: {listed}"
-        notes += "; vendor adjusted_close not stored (ops_runner computes its own)"
+        notes += "; vendor adjusted_close kept for QA (ops_runner computes its own)"
         return ParsedFile(
             symbol=path.stem.upper(),
             bars=bars,
@@ -370,7 +370,7 @@ class _AdjustedCloseLayout:
                 f"{int(rises.sum())} unexplained rises of the adjusted/close ratio ignored "
                 f"(first on {bars.index[int(np.argmax(rises))].date()})"
             )
-        notes.append("vendor adjusted close not stored (ops_runner computes its own)")
+        notes.append("vendor adjusted close kept for QA (ops_runner computes its own)")
         vendor = pd.Series(adjusted, index=bars.index, name="adjusted_close")
         return ParsedFile(
             symbol=path.stem.upper(),

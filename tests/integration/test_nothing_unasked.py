@@ -204,17 +204,20 @@ def test_decision_when_a_gate_is_shut_is_refused_by_the_library_and_the_cli(unde
 
 
 @pytest.mark.notebook
-def test_decision_when_the_data_changed_after_qa_the_run_and_the_tick_refuse(undecided):
-    qa_then(undecided)
-    change_data(undecided)
+@pytest.mark.parametrize("path", ["run", "tick"])
+def test_decision_when_the_data_changed_after_qa_the_run_and_the_tick_refuse(undecided, path):
+    qa_then(undecided)  # data QA of 2025-11-28 clean, recorded
+    change_data(undecided)  # then a new import: the QA no longer speaks for the data
     before = decisions(undecided)
-    by_hand = cli(undecided, "run", "decision", "--as-of", "2025-11-28", "--now",
-                  "2025-11-28T19:05:00Z")  # fmt: skip
-    assert by_hand.returncode == 1 and "decision:2025-11 FAILED" in by_hand.stdout
-    assert "stored data changed since its QA" in by_hand.stdout
-    assert decisions(undecided) == before
-    # The tick finds the failed decision held until an approval; a fresh workbook's tick
-    # would run the notebook and meet the same refusal.
-    ticked = cli(undecided, "tick", "--now", "2025-11-28T19:10:00Z")
-    assert ticked.returncode == 0 and "SAFE_MODE" in ticked.stdout
-    assert decisions(undecided) == before
+    if path == "run":
+        done = cli(undecided, "run", "decision", "--as-of", "2025-11-28", "--now",
+                   "2025-11-28T19:05:00Z")  # fmt: skip
+        assert done.returncode == 1
+    else:  # the data_qa slot is done: the tick runs the decision notebook, whose gate refuses
+        done = cli(undecided, "tick", "--now", "2025-11-28T19:05:00Z")
+        assert done.returncode == 0
+    assert "decision:2025-11 FAILED" in done.stdout, done.stdout + done.stderr
+    assert "stored data changed since its QA" in done.stdout
+    assert decisions(undecided) == before  # refused: nothing decided, SAFE_MODE and an incident
+    with open_ledger(load_config(undecided)) as ledger:
+        assert str(ledger.last(str(EventKind.STATE_CHANGED)).payload["to"]) == "SAFE_MODE"
