@@ -557,6 +557,15 @@ class Ledger:
             row = self.conn.execute(_HEAD).fetchone()
         return (row[0], row[1]) if row else None
 
+    def run_ids(self, kinds: Sequence[str]) -> set[str]:
+        """Return the run ids recorded with events of ``kinds`` (no payload is decoded: the
+        tick asks at every run which runs ended)."""
+        marks = ", ".join("?" * len(kinds))
+        with self._guard("reading"):
+            query = f"SELECT DISTINCT run_id FROM events WHERE kind IN ({marks})"
+            rows = self.conn.execute(query, [_text(k, "kind") for k in kinds]).fetchall()
+        return {str(r[0]) for r in rows if r[0] is not None}
+
     def events(
         self, kind: str | None = None, cycle_id: str | None = None, after_seq: int = 0
     ) -> Iterator[Event]:

@@ -546,11 +546,11 @@ def record_orphaned_runs(cfg: Config, ledger: Any, why: str) -> list[str]:
     """
     from ops_runner.events import EventKind
 
-    ended = {
-        e.run_id
-        for kind in (EventKind.ARTIFACT_RECORDED, EventKind.JOB_COMPLETED, EventKind.JOB_FAILED)
-        for e in ledger.events(kind=str(kind))
-    }
+    kinds = (EventKind.ARTIFACT_RECORDED, EventKind.JOB_COMPLETED, EventKind.JOB_FAILED)
+    ended = ledger.run_ids([str(kind) for kind in kinds])
+    started = ledger.run_ids([str(EventKind.JOB_STARTED)])
+    if started <= ended:  # the usual tick: nothing died, nothing decoded
+        return []
     orphans = [e for e in ledger.events(kind=str(EventKind.JOB_STARTED)) if e.run_id not in ended]
     for event in orphans:
         about = {k: event.payload.get(k) for k in _ABOUT}
