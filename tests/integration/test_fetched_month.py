@@ -186,3 +186,50 @@ def test_readme_data_fetch_lines_when_run_as_written_fetch_from_the_providers(tm
     stored = {s: load_config(root).store().read_manifest("av", s)["last_date"]
               for s in load_config(root).store().symbols("av")}  # fmt: skip
     assert set(stored) == set(rows) and set(stored.values()) == {"2020-11-30"}
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [Fault.INVALID_KEY, Fault.RATE_LIMIT, Fault.UNKNOWN_SYMBOL, Fault.EMPTY_SERIES,
+     Fault.TRUNCATED_JSON, Fault.HTML_ERROR, Fault.TIMEOUT],
+    ids=lambda f: f.value,
+)  # fmt: skip
+def test_data_fetch_cli_when_the_vendor_misbehaves_is_one_line_and_changes_nothing(
+    tmp_path, fault
+):
+    import os
+    import subprocess
+    import sys
+    from datetime import date
+
+    from conftest import snapshot_folder
+
+    from ops_runner.sources.sample import generate_sample_market
+    from ops_runner.testing.vendor_feed import compute_rows_from_bars
+
+    market = generate_sample_market(["SPY", "AGG"], date(2020, 1, 2), date(2020, 11, 30))
+    rows = {symbol: compute_rows_from_bars(bars) for symbol, bars in market.items()}
+    root = tmp_path / "wb"
+    init_workbook(root)
+    with VendorServer(rows, api_key=KEY, end=date(2020, 11, 30), hang_seconds=2.0) as server:
+        config = root / "config.yaml"
+        raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+        raw["data"].update(primary="tiingo", fetch_start="2020-01-02", providers={"tiingo": {
+            "vendor": "tiingo", "base_url": server.base_url, "retries": 0,
+            "timeout_seconds": 0.5, "min_interval_seconds": 0.0}})  # fmt: skip
+        config.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+        env = {**os.environ, "OPS_RUNNER_TIINGO_API_KEY": KEY}
+        exe = str(Path(sys.executable).with_name("ops-runner"))
+        fetch = [exe, "--workbook", str(root), "data", "fetch", "--symbols", "SPY,AGG"]
+        done = subprocess.run(fetch, capture_output=True, text=True, timeout=120, env=env)
+        assert done.returncode == 0, done.stderr
+        before = snapshot_folder(root / "data")
+        server.end = date(2020, 11, 30)
+        server.set_fault(fault, symbol="AGG")
+        done = subprocess.run([*fetch, "--end", "2020-12-31"], capture_output=True, text=True,
+                              timeout=120, env=env)  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and KEY not in done.stderr + done.stdout
+    lines = [line for line in done.stderr.splitlines() if line.startswith("ops-runner:")]
+    assert len(lines) == 1 and "tiingo" in lines[0] and "AGG" in lines[0], done.stderr
+    assert snapshot_folder(root / "data") == before  # nothing stored, not even SPY's answer
