@@ -30,6 +30,7 @@ th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: ta
 .completed { color: #1a7f37; font-weight: 600; } .failed { color: #c62828; font-weight: 600; }
 .missing { color: #b26a00; font-weight: 600; } .note { color: #b26a00; font-weight: normal; }
 .reason { color: #444; font-weight: normal; }
+.synthetic { background: #fff3cd; padding: 4px 8px; font-weight: 600; display: inline-block; }
 .clean { color: #1a7f37; font-weight: 600; } .flagged { color: #c62828; font-weight: 600; }
 .state { padding: 1px 6px; border-radius: 3px; background: #eee; font-weight: 600; }
 .state-RUN { background: #d7f5dd; } .state-HALT, .state-SAFE_MODE { background: #fbd5d5; }
@@ -280,10 +281,14 @@ def write_runs_index(cfg: Config) -> Path:
     generated = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     since = f" since {_e(view.since)}" if view.since else ""
     name = _e(cfg.values["workbook_name"])
+    synthetic = (  # a demo workbook says what its prices are, on every page a person reads
+        '<p class="synthetic" id="synthetic">SYNTHETIC sample market: not real prices</p>'
+        if cfg.values["data"]["primary"] == "sample" else ""
+    )
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{name}: runs</title>
 <style>{STYLE}</style></head><body>
-<header id="summary"><h1>{name}</h1><p class="meta">
+<header id="summary"><h1>{name}</h1>{synthetic}<p class="meta">
 <span>state <span class="state state-{_e(view.state)}" id="state">{_e(view.state)}</span>{since}
 </span><span>why: {_e(view.reason or "-")}</span></p><p class="meta">
 <span>generated at <time id="generated-at">{generated}</time></span>

@@ -340,3 +340,11 @@ def test_runs_index_when_a_reports_notebook_is_missing_says_so_and_lists_the_res
     row = next(r for r in page.tables["slippage"] if r["attrs"]["data-cycle"] == "2025-10")
     assert row["cells"][1] == "CLEANnot published: notebook missing" and row["links"] == []
     assert len(page.tables["slippage"]) == 3
+
+
+@pytest.mark.parametrize(("template", "says"), [("demo", True), ("config", False)])
+def test_runs_index_when_the_workbook_is_a_demo_says_synthetic(tmp_path, template, says):
+    init_workbook(tmp_path / "wb", template=template)
+    text = write_runs_index(load_config(tmp_path / "wb")).read_text(encoding="utf-8")
+    assert ('id="synthetic"' in text) is says
+    assert ("SYNTHETIC sample market: not real prices" in text) is says
