@@ -580,14 +580,6 @@ class Config:
         """The source decisions are made from (``data.primary``). Raises ConfigError, one line
         saying how to name one, when the workbook has none yet."""
         source = self.values["data"]["primary"]
-        if source and source not in self.values["data"]["providers"]:
-            if not (self.path("data") / str(source)).is_dir():
-                raise ConfigError(
-                    f"config error: data.primary: {source!r} names no provider "
-                    "(data.providers) and no source in the price store; fetch or import it "
-                    "first, or fix the name",
-                    "data.primary",
-                )
         if not source:
             raise ConfigError(
                 "config error: data.primary: not set, so there are no prices to decide from; "
