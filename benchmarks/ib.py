@@ -47,7 +47,7 @@ class Clock:
 
 
 def workbook(root: Path, port: int, client: str):
-    init_workbook(root)
+    init_workbook(root, template="demo")
     path = root / "config.yaml"
     values = yaml.safe_load(path.read_text())
     values["broker"].update(kind="ib", port=port, account="DU1234521", client=client,

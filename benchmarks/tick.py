@@ -82,7 +82,7 @@ def prepare_workbook(workbook: Path) -> None:
     from ops_runner.sources.sample import write_sample
 
     workbook.mkdir(parents=True)
-    init_workbook(workbook)
+    init_workbook(workbook, template="demo")
     cfg = load_config(workbook)
     write_sample(cfg.store(), calendar=cfg.calendar())
     approve_baseline(cfg, "bench")
