@@ -16,8 +16,7 @@ the session before it: so one session before ``start`` is always read too.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -29,13 +28,12 @@ from ops_runner.errors import VendorProblem
 from ops_runner.sources.csvfiles import compute_unrounded_dividends
 from ops_runner.sources.vendorapi import (
     Refusal,
-    VendorHttp,
+    VendorClientBase,
     VendorReply,
     compute_one_line,
     compute_vendor_bars,
     compute_window,
     read_json,
-    require_api_key,
     require_request,
     require_sane_bars,
 )
@@ -61,7 +59,7 @@ FIELDS = {
 }
 
 
-class AlphaVantageClient:
+class AlphaVantageClient(VendorClientBase):
     """A ``VendorClient`` (and a ``Source``) for Alpha Vantage daily adjusted bars.
 
     ``api_key`` comes from the workbook's secrets; it is sent as the ``apikey`` query parameter
@@ -70,50 +68,8 @@ class AlphaVantageClient:
 
     name = AV_VENDOR
     layout = AV_LAYOUT
-
-    def __init__(
-        self,
-        api_key: str,
-        base_url: str = AV_BASE_URL,
-        *,
-        timeout: float = 30.0,
-        retries: int = 3,
-        backoff_initial: float = 2.0,
-        backoff_max: float = 60.0,
-        min_interval: float = AV_MIN_INTERVAL,
-        transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        require_api_key(AV_VENDOR, api_key)
-        self._key = api_key
-        self._http = VendorHttp(
-            AV_VENDOR,
-            base_url,
-            add_key=self._add_key,
-            secret=api_key,
-            timeout=timeout,
-            retries=retries,
-            backoff_initial=backoff_initial,
-            backoff_max=backoff_max,
-            min_interval=min_interval,
-            transport=transport,
-            sleep=sleep,
-            clock=clock,
-        )
-
-    def __repr__(self) -> str:
-        return f"AlphaVantageClient({self._http.base_url!r})"
-
-    def __enter__(self) -> AlphaVantageClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the HTTP connections."""
-        self._http.close()
+    default_base_url = AV_BASE_URL
+    default_min_interval = AV_MIN_INTERVAL
 
     def _add_key(self, request: httpx.Request) -> httpx.Request:
         return httpx.Request(

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
@@ -23,13 +22,12 @@ import pandas as pd
 from ops_runner.errors import VendorProblem
 from ops_runner.sources.vendorapi import (
     Refusal,
-    VendorHttp,
+    VendorClientBase,
     VendorReply,
     compute_one_line,
     compute_vendor_bars,
     compute_window,
     read_json,
-    require_api_key,
     require_request,
     require_sane_bars,
 )
@@ -57,55 +55,13 @@ NOTES = (
 )
 
 
-class TiingoClient:
+class TiingoClient(VendorClientBase):
     """A ``VendorClient`` (and a ``Source``) for Tiingo end-of-day prices."""
 
     name = TIINGO_VENDOR
     layout = TIINGO_LAYOUT
-
-    def __init__(
-        self,
-        api_key: str,
-        base_url: str = TIINGO_BASE_URL,
-        *,
-        timeout: float = 30.0,
-        retries: int = 3,
-        backoff_initial: float = 2.0,
-        backoff_max: float = 60.0,
-        min_interval: float = TIINGO_MIN_INTERVAL,
-        transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        require_api_key(TIINGO_VENDOR, api_key)
-        self._key = api_key
-        self._http = VendorHttp(
-            TIINGO_VENDOR,
-            base_url,
-            add_key=self._add_key,
-            secret=api_key,
-            timeout=timeout,
-            retries=retries,
-            backoff_initial=backoff_initial,
-            backoff_max=backoff_max,
-            min_interval=min_interval,
-            transport=transport,
-            sleep=sleep,
-            clock=clock,
-        )
-
-    def __repr__(self) -> str:
-        return f"TiingoClient({self._http.base_url!r})"
-
-    def __enter__(self) -> TiingoClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the HTTP connections."""
-        self._http.close()
+    default_base_url = TIINGO_BASE_URL
+    default_min_interval = TIINGO_MIN_INTERVAL
 
     def _add_key(self, request: httpx.Request) -> httpx.Request:
         headers = httpx.Headers(request.headers)

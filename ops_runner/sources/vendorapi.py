@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, Self, TypeVar, runtime_checkable
 
 import httpx
 import numpy as np
@@ -383,3 +383,62 @@ def require_request(vendor: str, symbol: str, start: date, end: date) -> None:
         raise DataError(f"{vendor}: {symbol!r} is not a ticker symbol; nothing was fetched")
     if start > end:
         raise DataError(f"{vendor} {symbol}: start {start} is after end {end}; nothing was fetched")
+
+
+class VendorClientBase:
+    """What both HTTP vendors' clients share: the key held apart, the HTTP session with its
+    timeouts, retries and pacing, and a context manager. A subclass names its ``name``,
+    ``layout``, ``base_url`` and ``min_interval`` defaults and how the key goes into a request
+    (``_add_key``, called at the very last step, so no log or error ever holds it)."""
+
+    name: str
+    layout: str
+    default_base_url: str
+    default_min_interval: float
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str | None = None,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff_initial: float = 2.0,
+        backoff_max: float = 60.0,
+        min_interval: float | None = None,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        require_api_key(self.name, api_key)
+        self._key = api_key
+        self._http = VendorHttp(
+            self.name,
+            base_url or self.default_base_url,
+            add_key=self._add_key,
+            secret=api_key,
+            timeout=timeout,
+            retries=retries,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            min_interval=self.default_min_interval if min_interval is None else min_interval,
+            transport=transport,
+            sleep=sleep,
+            clock=clock,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._http.base_url!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._http.close()
+
+    def _add_key(self, request: httpx.Request) -> httpx.Request:
+        raise NotImplementedError
