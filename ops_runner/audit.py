@@ -6,8 +6,14 @@ whenever it runs: a manual trade, a transfer, a late fee or a corrected old fill
 even in a month with no rebalance. Its breaks are reconciliation's (``BreakKind.POSITION``,
 ``POSITION_NOT_REPORTED``, ``CASH``), found by the same ``check_positions`` and ``check_cash``.
 
+Before comparing, the account's events between trades are booked (``ops_runner.books``):
+dividends entitled and paid, tax withheld, splits, interest and fees, each with its evidence
+(the broker's statement line, or the price store's dividend or split); a dividend unpaid past
+its pay date and the grace is a break of its own (``BreakKind.PAYMENT_MISSING``).
+
 Cash rule: the ledger's cash is ``compute_cash`` (CashAdjusted amounts + sell proceeds - buy
-costs - commissions, each exec_id once), compared with the broker's *total* cash, never its
+costs - commissions + dividends, tax, interest, fees and cash in lieu, each once), compared
+with the broker's *total* cash, never its
 settled cash: T+1 settlement moves money between settled and unsettled, not in or out. The
 tolerance is reconciliation's, a cent per order, counted over every order since inception (each
 client reference the ledger knows, plus each fill without one), at least one cent: each order's
@@ -157,7 +163,7 @@ def _break_payload(b: Break) -> dict[str, Any]:
 
 def _read_break(raw: Mapping[str, Any]) -> Break:
     what = BreakKind(raw["what"])
-    read = _number if what is BreakKind.CASH else (lambda v: v)
+    read = _number if what in (BreakKind.CASH, BreakKind.PAYMENT_MISSING) else (lambda v: v)
     return Break(what, raw.get("symbol"), read(raw.get("expected")), read(raw.get("actual")),
                  str(raw["detail"]), raw.get("client_ref"))  # fmt: skip
 
@@ -243,6 +249,7 @@ def run_audit(
     SAFE_MODE in one transaction, then ``alert(summary)``. Raises AuditError (naive ``now``),
     BrokerUnavailable (nothing written: retry later), CalendarError and the ledger's errors.
     """
+    from ops_runner.books import book_account
     from ops_runner.ledger import LedgerConflict
     from ops_runner.state import read_state
 
@@ -256,6 +263,8 @@ def run_audit(
 
     # The broker first: an outage leaves nothing written, and the caller retries.
     reported, account = dict(broker.positions()), broker.account_values()
+    # Then what happened to the account between trades, booked with its evidence.
+    books = book_account(cfg, ledger, broker, now, account=account, run_id=run_id)
 
     events = list(ledger.events())
     orders = compute_order_count(events)
@@ -267,7 +276,7 @@ def run_audit(
         orders=orders,
     )  # fmt: skip
     breaks = check_audit(report.ledger_positions, reported, report.ledger_cash, account.cash,
-                         report.cash_tolerance)  # fmt: skip
+                         report.cash_tolerance) + list(books.breaks)  # fmt: skip
     if breaks:
         report = replace(report, status=AuditStatus.BREAK, breaks=tuple(breaks),
                          incident_id=f"{INCIDENT_PREFIX}-{session}")  # fmt: skip

@@ -106,6 +106,25 @@ SCHEMA: dict[str, Any] = {
         },
         "account": Field("str", None, nullable=True),
         "sim_faults": Field("mapping", {}),
+        # What the simulated broker does to the account between trades, as a real one does:
+        # dividends paid this many sessions after the ex-date, tax withheld at this rate,
+        # interest on cash at this annual rate (credited, or charged on a debit, at each month's
+        # first session), and a monthly fee. Splits are applied on their effective date.
+        "sim_account": {
+            "dividend_pay_lag_sessions": Field("int", 3, low=0, high=60),
+            "withholding_rate": Field("float", 0.0, low=0.0, high=0.5),
+            "interest_rate": Field("float", 0.0, low=-0.1, high=0.25),
+            "monthly_fee": Field("float", 0.0, low=0.0, high=10_000.0),
+        },
+        # IB's statements (Flex Web Service) for cash movements and corporate actions: the
+        # token and query id are secrets (IB_FLEX_TOKEN, IB_FLEX_QUERY_ID), never config.
+        "flex": {
+            "enabled": Field("bool", False),
+            "base_url": Field(
+                "str",
+                "https://ndcdyn.interactivebrokers.com/AccountManagement/FlexWebService",
+            ),
+        },
         # The IB endpoint is the loopback TWS simulator (demo, tests): only then does a tick
         # accept a simulated clock with broker.kind ib.
         "simulator": Field("bool", False),
@@ -120,6 +139,18 @@ SCHEMA: dict[str, Any] = {
             "attempts": Field("int", 3, low=1, high=20),
             "wait_seconds": Field("float", 2.0, low=0.0, high=300.0),
         },
+    },
+    # How the ledger books what happens to the account between trades (dividends, withholding,
+    # splits, interest, fees). statements "broker": from the broker's statement lines where it
+    # gives them (the simulated broker; IB with broker.flex), otherwise from the price store's
+    # dividends and splits; "price_store": always from the price store. A dividend is expected
+    # dividend_pay_lag_sessions after its ex-date, net of withholding_rate; one still unpaid
+    # pay_grace_sessions after that is a break.
+    "books": {
+        "statements": Field("str", "broker", choices=("broker", "price_store")),
+        "dividend_pay_lag_sessions": Field("int", 3, low=0, high=60),
+        "withholding_rate": Field("float", 0.0, low=0.0, high=0.5),
+        "pay_grace_sessions": Field("int", 5, low=0, high=120),
     },
     "execution": {
         "cash_buffer": Field("float", 0.02, low=0.0, high=0.5),
@@ -664,7 +695,7 @@ DEMO_LINES = {
     "                                    # price store (`ops-runner data list`); only the demo\n"
     "                                    # workbook uses `sample`, the SYNTHETIC sample market\n":
     "  primary: sample                   # the SYNTHETIC sample market (a demo workbook only)\n",
-}
+}  # fmt: skip
 
 
 def compute_template_text(template: str) -> str:

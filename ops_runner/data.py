@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,18 @@ def compute_adjusted_close(
     """
     adjusted = bars["close"] * compute_adjustment_factors(bars, convention)
     return adjusted.rename("adjusted_close")
+
+
+def compute_split_ratio(raw: float) -> Decimal:
+    """Return a split's ratio (new shares per old) as a broker applies it: the nearest simple
+    fraction when the vendor's figure is within 1e-5 of one (Alpha Vantage writes 3:1 as
+    3.000003), else the figure itself."""
+    from fractions import Fraction
+
+    near = Fraction(raw).limit_denominator(1000)
+    if abs(float(near) - raw) <= 1e-5 * abs(raw):
+        return Decimal(near.numerator) / Decimal(near.denominator)
+    return Decimal(str(raw))
 
 
 def compute_split_adjusted(bars: pd.DataFrame) -> pd.DataFrame:

@@ -31,6 +31,16 @@ class EventKind(StrEnum):
     FILL_RECORDED = "FillRecorded"  # exec_id, client_ref, symbol, side, quantity, price,
     #                                 commission (decimal str or null), session
     CASH_ADJUSTED = "CashAdjusted"  # amount (decimal str, + deposit / - withdrawal), reason
+    # between trades: what the broker does to the account (one event per line, each keyed)
+    DIVIDEND_ENTITLED = "DividendEntitled"  # symbol, ex_date, pay_date (expected), shares,
+    #                                         rate, amount (shares x rate, cents), evidence
+    DIVIDEND_PAID = "DividendPaid"  # symbol, ex_date, on (pay date), amount (gross), evidence
+    TAX_WITHHELD = "TaxWithheld"  # symbol, ex_date, on, amount (signed: - withheld), evidence
+    SPLIT_APPLIED = "SplitApplied"  # symbol, effective, ratio (new per old), shares_before,
+    #                                 shares_after, cash_in_lieu (decimal str), evidence
+    INTEREST_BOOKED = "InterestBooked"  # on, amount (signed: + credited, - charged), evidence
+    FEE_CHARGED = "FeeCharged"  # on, amount (signed: - charged, + refunded), description,
+    #                             evidence
     # jobs and artifacts
     JOB_STARTED = "JobStarted"  # job, slot, session, cycle, run_id, at
     JOB_COMPLETED = "JobCompleted"  # job, slot, session, cycle, run_id, at, outcome, outputs

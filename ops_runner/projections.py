@@ -127,16 +127,107 @@ def _signed_quantity(fill: Mapping[str, Any]) -> int:
 
 
 def compute_positions(events: Iterable[EventLike]) -> dict[str, int]:
-    """Return shares held per symbol from FillRecorded (each exec_id once); flat symbols omitted."""
+    """Return shares held per symbol: FillRecorded (each exec_id once) plus each SplitApplied's
+    change in shares (each once); flat symbols omitted."""
+    events = list(events)
     positions: dict[str, int] = {}
     for fill in compute_fills(events).values():
         symbol = str(fill["symbol"])
         positions[symbol] = positions.get(symbol, 0) + _signed_quantity(fill)
+    for split in compute_splits(events).values():
+        symbol = str(split["symbol"])
+        change = int(split["shares_after"]) - int(split["shares_before"])
+        positions[symbol] = positions.get(symbol, 0) + change
     return {symbol: qty for symbol, qty in sorted(positions.items()) if qty != 0}
 
 
+# The events that move cash between trades by their ``amount`` (signed: + into the account).
+ACCOUNT_CASH_EVENTS = (
+    EventKind.DIVIDEND_PAID,
+    EventKind.TAX_WITHHELD,
+    EventKind.INTEREST_BOOKED,
+    EventKind.FEE_CHARGED,
+)
+ACCOUNT_EVENTS = (*ACCOUNT_CASH_EVENTS, EventKind.SPLIT_APPLIED, EventKind.DIVIDEND_ENTITLED)
+
+
+def compute_account_events(events: Iterable[EventLike]) -> dict[tuple[str, str], Mapping]:
+    """Return what happened to the account between trades (entitlements, dividends paid, tax
+    withheld, splits, interest, fees) keyed by (kind, id), each once: the first wins.
+
+    The id is the payload's ``id`` (the ledger key it was recorded under), so an event folded
+    twice, or the same statement line recorded again, counts once.
+    """
+    found: dict[tuple[str, str], Mapping] = {}
+    for event in events:
+        if event.kind in ACCOUNT_EVENTS:
+            key = (str(event.kind), str(event.payload.get("id") or event.seq))
+            found.setdefault(key, event.payload)
+    return found
+
+
+def compute_splits(events: Iterable[EventLike]) -> dict[str, Mapping]:
+    """Return the SplitApplied payloads by id (each once)."""
+    return {
+        key: payload
+        for (kind, key), payload in compute_account_events(events).items()
+        if kind == EventKind.SPLIT_APPLIED
+    }
+
+
+def compute_account_cash(events: Iterable[EventLike]) -> Decimal:
+    """Return the cash moved between trades: dividends paid, tax withheld, interest, fees and
+    cash in lieu of fractional shares (each event once, signed)."""
+    total = ZERO
+    for (kind, _), payload in compute_account_events(events).items():
+        if kind in ACCOUNT_CASH_EVENTS:
+            total += Decimal(str(payload["amount"]))
+        elif kind == EventKind.SPLIT_APPLIED:
+            total += Decimal(str(payload.get("cash_in_lieu") or "0"))
+    return total
+
+
+def compute_receivables(events: Iterable[EventLike]) -> dict[tuple[str, str], Decimal]:
+    """Return dividends entitled and not yet paid: (symbol, ex_date) -> the amount owed (gross
+    plus the expected withholding, which is negative).
+
+    A dividend is owed from its ex-date (DividendEntitled) until its cash arrives
+    (DividendPaid for the same symbol and ex-date); a broker counts it in net liquidation
+    meanwhile, so the equity marks do not dip on an ex-date.
+    """
+    owed: dict[tuple[str, str], Decimal] = {}
+    paid: set[tuple[str, str]] = set()
+    for (kind, _), payload in compute_account_events(events).items():
+        key = (str(payload.get("symbol")), str(payload.get("ex_date")))
+        if kind == EventKind.DIVIDEND_ENTITLED:
+            owed[key] = Decimal(str(payload["amount"])) + Decimal(
+                str(payload.get("withholding") or "0")
+            )
+        elif kind == EventKind.DIVIDEND_PAID:
+            paid.add(key)
+    return {key: amount for key, amount in sorted(owed.items()) if key not in paid}
+
+
+def compute_ledger_equity(
+    events: Iterable[EventLike], closes: Mapping[str, Decimal], *, receivables: bool = True
+) -> Decimal:
+    """Return the ledger's total equity: cash + each position at ``closes`` + dividends owed.
+
+    Raises KeyError naming a held symbol without a close.
+    """
+    events = list(events)
+    value = compute_cash(events)
+    for symbol, shares in compute_positions(events).items():
+        value += shares * Decimal(str(closes[symbol]))
+    if receivables:
+        value += sum(compute_receivables(events).values(), ZERO)
+    return value
+
+
 def compute_cash(events: Iterable[EventLike]) -> Decimal:
-    """Return cash: CashAdjusted amounts + sell proceeds - buy costs - commissions.
+    """Return cash: CashAdjusted amounts + sell proceeds - buy costs - commissions + the cash
+    moved between trades (``compute_account_cash``: dividends, withholding, interest, fees,
+    cash in lieu).
 
     Fills count once per exec_id; a fill's commission is the first non-null one reported for its
     exec_id (in the fill itself or a later FillRecorded for the same exec_id). Settlement is not
@@ -151,7 +242,7 @@ def compute_cash(events: Iterable[EventLike]) -> Decimal:
         cash -= _signed_quantity(fill) * Decimal(str(fill["price"]))
         if fill.get("commission") is not None:
             cash -= Decimal(str(fill["commission"]))
-    return cash
+    return cash + compute_account_cash(events)
 
 
 def compute_orders(events: Iterable[EventLike]) -> dict[str, OrderView]:

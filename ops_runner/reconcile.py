@@ -66,6 +66,7 @@ class BreakKind(StrEnum):
     POSITION = "position"
     POSITION_NOT_REPORTED = "position_not_reported"  # no entry is not a flat position
     CASH = "cash"
+    PAYMENT_MISSING = "payment_missing"  # a dividend unpaid past its pay date and the grace
     TARGET = "target"  # the account is not where the cycle's decision and plan said it would be
 
 
@@ -588,6 +589,7 @@ def reconcile(
     findings are acted on once: a second run writes nothing. Raises ReconciliationError (naive
     ``now``, not a session), BrokerUnavailable (nothing written) and the ledger's errors.
     """
+    from ops_runner.books import book_account  # books reads this module's Break
     from ops_runner.state import read_state
 
     if now.tzinfo is None or now.utcoffset() is None:
@@ -627,6 +629,10 @@ def reconcile(
                                 f"execution {ex.exec_id} ({ex.side} {ex.quantity} {ex.symbol}, "
                                 f"ref {ref or 'none'}) is no intent of cycle {cycle_id}",
                                 ref))  # fmt: skip
+    books = book_account(cfg, ledger, broker, now, account=account, run_id=run_id)
+    if books.recorded:
+        events = list(ledger.events())
+    breaks += books.breaks
     decided, closes = compute_record_closes(events, cycle_id)
     symbols = [str(v.symbol) for v in cycle.values() if v.symbol]
     closes.update(read_session_prices(cfg, symbols, "close", decided))

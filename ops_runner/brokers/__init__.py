@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
@@ -110,6 +110,72 @@ class AccountValues:
     net_liquidation: Decimal
     cash: Decimal
     settled_cash: Decimal
+
+
+class CashKind(StrEnum):
+    """A cash movement on the broker's statement that is not a trade."""
+
+    DIVIDEND = "dividend"  # gross, on the pay date (+)
+    WITHHOLDING = "withholding"  # tax withheld from a dividend (-), or refunded (+)
+    IN_LIEU = "in_lieu"  # payment in lieu of a dividend, or cash in lieu of a fractional share
+    INTEREST = "interest"  # credited (+) or charged (-) on cash
+    FEE = "fee"  # a broker fee (-), or its refund (+)
+    TRANSFER = "transfer"  # a deposit (+) or withdrawal (-)
+    OTHER = "other"  # anything else: never booked by itself, shown as a break if it moves cash
+
+
+@dataclass(frozen=True)
+class CashLine:
+    """One line of the broker's cash statement (IB Flex: a ``CashTransaction``).
+
+    ``line_id`` is the broker's own id of the line (IB: transactionID), unique in the account
+    and the line's idempotency key. ``amount`` is signed: + into the account. ``on`` is the
+    day the cash moved (a dividend's pay date); ``ex_date`` the dividend's ex-date where the
+    broker gives it. ``evidence`` is the line as the broker wrote it (for the ledger).
+    """
+
+    line_id: str
+    kind: CashKind
+    amount: Decimal
+    currency: str
+    on: date
+    symbol: str | None = None
+    ex_date: date | None = None
+    description: str = ""
+    evidence: str = ""
+
+
+@dataclass(frozen=True)
+class ActionLine:
+    """One corporate action applied to a position (IB Flex: a ``CorporateAction``).
+
+    ``ratio`` is new shares per old share (2 for a 2:1 split, 0.5 for a 1:2 reverse split);
+    ``quantity`` the signed change in shares the broker booked; ``cash`` the cash in lieu of a
+    fractional share (+). ``line_id`` is the broker's id (IB: transactionID).
+    """
+
+    line_id: str
+    symbol: str
+    effective: date
+    ratio: Decimal
+    quantity: int
+    cash: Decimal = Decimal(0)
+    description: str = ""
+    evidence: str = ""
+
+
+@dataclass(frozen=True)
+class Statement:
+    """What the broker's statement says happened to the account between ``start`` and ``end``
+    (inclusive), apart from trades: cash movements and corporate actions, oldest first."""
+
+    account: str
+    start: date
+    end: date
+    cash: tuple[CashLine, ...] = ()
+    actions: tuple[ActionLine, ...] = ()
+    source: str = ""  # where it came from, e.g. "ib-flex <query>" or "sim books"
+    sha256: str = ""  # of the raw statement, the evidence behind every line
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
@@ -17,18 +17,22 @@ import pandas as pd
 
 from ops_runner.brokers import (
     AccountValues,
+    ActionLine,
     BrokerError,
     BrokerOrder,
     BrokerUnavailable,
+    CashKind,
+    CashLine,
     Commission,
     Execution,
     Health,
     OrderStatus,
     Outcome,
     PlaceResult,
+    Statement,
 )
 from ops_runner.calendar import NY
-from ops_runner.data import write_bytes_atomic
+from ops_runner.data import compute_split_ratio, write_bytes_atomic
 from ops_runner.errors import CalendarError, DataError
 from ops_runner.gate import OrderIntent, Side, require_valid_pass
 
@@ -86,6 +90,9 @@ class SimFaults:
     # orderRef: only the workbook's own lookups then stand between a retry and a second trade
     # (the fault-matrix tests run with it, so a double send shows as two orders).
     accepts_duplicate_refs: bool = False
+    # Dividends paid late (symbol -> extra sessions after the usual pay date) or never.
+    late_dividends: Mapping[str, int] = field(default_factory=dict)
+    missing_dividends: frozenset[str] = frozenset()
 
     @classmethod
     def from_config(cls, raw: Mapping[str, Any] | None) -> SimFaults:
@@ -141,6 +148,11 @@ class SimFaults:
         skew = raw.get("clock_skew_seconds", 0)
         if isinstance(skew, bool) or not isinstance(skew, int):
             raise bad("clock_skew_seconds", "a whole number of seconds")
+        late: dict[str, int] = {}
+        for symbol, sessions in by_symbol("late_dividends").items():
+            if isinstance(sessions, bool) or not isinstance(sessions, int) or sessions < 1:
+                raise bad("late_dividends", "a mapping of symbol to a whole number of sessions")
+            late[symbol] = sessions
         delay = raw.get("delayed_open_minutes", 0)
         if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
             raise bad("delayed_open_minutes", "a whole number of minutes >= 0")
@@ -155,6 +167,8 @@ class SimFaults:
             duplicate_executions=flag("duplicate_executions"),
             clock_skew_seconds=skew,
             accepts_duplicate_refs=flag("accepts_duplicate_refs"),
+            late_dividends=late,
+            missing_dividends=symbols("missing_dividends"),
         )
 
 
@@ -177,7 +191,15 @@ class SimBroker:
     - Settlement, T+1: a buy takes cash and settled cash at the fill. A sale's proceeds net of
       commission raise cash at the fill and settled cash at the open of the next session.
     - net_liquidation: cash plus each position at the close of the last session whose official
-      close is at or before now (no look-ahead: before today's close, yesterday's close).
+      close is at or before now (no look-ahead: before today's close, yesterday's close), plus
+      the dividends accrued and not yet paid (net of withholding), as IB counts them.
+    - Between trades, at each session's open and before its fills, from the price store: a
+      split multiplies the position (floor; the fraction paid in cash at the prior close over
+      the ratio) and the working orders' quantities; a dividend whose ex-date it is accrues on
+      the shares held at the prior close (cents, half-up) and is paid ``broker.sim_account``
+      ``dividend_pay_lag_sessions`` later, tax withheld at ``withholding_rate``; at a month's
+      first session the previous month's interest (closing cash x ``interest_rate`` / 12) and
+      ``monthly_fee`` are booked. Each is a statement line (``statement``) with its own id.
     """
 
     name = "sim"
@@ -203,6 +225,13 @@ class SimBroker:
         self._store = cfg.store()
         self._calendar = cfg.calendar()
         self._bars: dict[str, tuple[str, pd.DataFrame]] = {}
+        self._checked: set[str] = set()
+        self._action_days: dict[str, tuple[pd.DataFrame, dict[date, tuple[float, float]]]] = {}
+        account = cfg.values["broker"]["sim_account"]
+        self._pay_lag = int(account["dividend_pay_lag_sessions"])
+        self._withholding = _decimal(account["withholding_rate"])
+        self._interest = _decimal(account["interest_rate"])
+        self._fee = _cents(_decimal(account["monthly_fee"]))
 
     def __repr__(self) -> str:
         return f"SimBroker({str(self._book_path)!r})"
@@ -273,9 +302,13 @@ class SimBroker:
             (qty * self._mark(book, symbol, now) for symbol, qty in book["positions"].items()),
             Decimal(0),
         )
+        accrued = sum(
+            (Decimal(a["gross"]) + Decimal(a["withholding"]) for a in book["accruals"]),
+            Decimal(0),
+        )
         return AccountValues(
             account=self._account,
-            net_liquidation=_cents(cash + marks),
+            net_liquidation=_cents(cash + marks + accrued),
             cash=cash,
             settled_cash=cash - pending,
         )
@@ -456,9 +489,23 @@ class SimBroker:
         return self._open_of(session) + timedelta(minutes=self._faults.delayed_open_minutes)
 
     def _advance(self, book: dict[str, Any], now: datetime) -> None:
-        """Fill or expire every working order whose open has come; settle what is due."""
+        """Session by session up to now: the account's events at the open, then that open's
+        fills; then fill or expire every working order whose open has come; settle what is
+        due."""
+        self._checked.clear()  # re-read each manifest once per advance, not once per session
+        for session in self._sessions_opened(book, now):
+            self._account_events(book, session)
+            self._fill_working(book, now, session.isoformat())
+            book["account_through"] = session.isoformat()
+        self._fill_working(book, now, None)
+        book["settlements"] = [s for s in book["settlements"] if _instant(s["settles_at"]) > now]
+
+    def _fill_working(self, book: dict[str, Any], now: datetime, session: str | None) -> None:
+        """Fill or expire the working orders whose open has come (only ``session``'s if given)."""
         for order in book["orders"]:
             if OrderStatus(order["status"]) not in WORKING:
+                continue
+            if session is not None and order["session"] != session:
                 continue
             filled_at = self._fill_time(order["session"])
             if now < filled_at:
@@ -480,7 +527,182 @@ class SimBroker:
                 continue
             self._fill(book, order, filled, opening, filled_at)
             order["status"] = str(OrderStatus.FILLED if filled == quantity else OrderStatus.PARTIAL)
-        book["settlements"] = [s for s in book["settlements"] if _instant(s["settles_at"]) > now]
+
+    # -- between trades: splits, dividends, interest, fees ---------------------------------------
+
+    def _sessions_opened(self, book: dict[str, Any], now: datetime) -> list[date]:
+        """Return the sessions opened after ``account_through`` and at or before ``now``.
+
+        A new account starts at the last session opened: nothing happened to it before.
+        """
+        today = now.astimezone(NY).date()
+        last = today if self._calendar.is_session(today) else self._calendar.previous_session(today)
+        if now < self._open_of(last):
+            last = self._calendar.previous_session(last)
+        through = book.get("account_through")
+        if through is None:
+            book["account_through"] = last.isoformat()
+            return []
+        days: list[date] = []
+        day = date.fromisoformat(through)
+        while True:
+            day = self._calendar.next_session(day)
+            if day > last:
+                return days
+            days.append(day)
+
+    def _account_events(self, book: dict[str, Any], session: date) -> None:
+        """Book what happens to the account at ``session``'s open, before its fills."""
+        previous = self._calendar.previous_session(session)
+        if previous.month != session.month:
+            self._month_end(book, previous)
+        # A split applies to the working orders of a symbol not held too (a buy at this open).
+        working = {o["symbol"] for o in book["orders"] if OrderStatus(o["status"]) in WORKING}
+        for symbol in sorted(set(book["positions"]) | working):
+            split = self._actions(symbol).get(session, (0.0, 1.0))[1]
+            if split != 1.0:
+                self._split(book, symbol, session, previous, compute_split_ratio(split))
+        for symbol in sorted(book["positions"]):
+            dividend = self._actions(symbol).get(session, (0.0, 1.0))[0]
+            if dividend > 0:
+                self._accrue(book, symbol, session, _decimal(dividend))
+        due = [a for a in book["accruals"] if a["pay_date"] and a["pay_date"] <= str(session)]
+        for accrual in due:
+            self._pay(book, accrual, session)
+        book["accruals"] = [a for a in book["accruals"] if a not in due]
+
+    def _line(self, book: dict[str, Any], **line: Any) -> None:
+        book["cash_lines"].append(line)
+        book["cash"] = str(Decimal(book["cash"]) + Decimal(line["amount"]))
+
+    def _month_end(self, book: dict[str, Any], last_session: date) -> None:
+        month = f"{last_session:%Y-%m}"
+        cash = Decimal(book["cash"])
+        interest = _cents(cash * self._interest / 12)
+        on = self._calendar.next_session(last_session).isoformat()
+        if interest:
+            self._line(book, line_id=f"sim.interest.{month}", kind=str(CashKind.INTEREST),
+                       amount=str(interest), on=on, symbol=None, ex_date=None,
+                       description=f"interest on cash {cash} for {month}")  # fmt: skip
+        if self._fee:
+            self._line(book, line_id=f"sim.fee.{month}", kind=str(CashKind.FEE),
+                       amount=str(-self._fee), on=on, symbol=None, ex_date=None,
+                       description=f"monthly fee for {month}")  # fmt: skip
+
+    def _split(
+        self, book: dict[str, Any], symbol: str, session: date, previous: date, ratio: Decimal
+    ) -> None:
+        for order in book["orders"]:
+            if order["symbol"] == symbol and OrderStatus(order["status"]) in WORKING:
+                order["quantity"] = math.floor(order["quantity"] * ratio)
+        before = book["positions"].get(symbol, 0)
+        if not before:
+            return
+        exact = before * ratio
+        after = math.floor(exact)
+        prior = self._bar(symbol, previous)
+        price = _decimal(prior["close"]) / ratio if prior is not None else Decimal(0)
+        cash = _cents((exact - after) * price)
+        book["positions"][symbol] = after
+        if after == 0:
+            del book["positions"][symbol]
+        if cash:
+            book["cash"] = str(Decimal(book["cash"]) + cash)
+        book["action_lines"].append(
+            {"line_id": f"sim.split.{symbol}.{session}", "symbol": symbol,
+             "effective": session.isoformat(), "ratio": str(ratio), "quantity": after - before,
+             "cash": str(cash),
+             "description": f"{symbol} split {ratio} for 1: {before} -> {after} shares"}
+        )  # fmt: skip
+        log.info("sim: %s split %s on %s: %d -> %d, cash in lieu %s", symbol, ratio, session,
+                 before, after, cash)  # fmt: skip
+
+    def _accrue(self, book: dict[str, Any], symbol: str, session: date, rate: Decimal) -> None:
+        shares = book["positions"][symbol]
+        gross = _cents(shares * rate)
+        withheld = -_cents(gross * self._withholding)
+        pay: date | None = session
+        for _ in range(self._pay_lag + self._faults.late_dividends.get(symbol, 0)):
+            pay = self._calendar.next_session(pay)
+        if symbol in self._faults.missing_dividends:
+            pay = None
+        book["accruals"].append(
+            {"symbol": symbol, "ex_date": session.isoformat(), "shares": shares,
+             "rate": str(rate), "gross": str(gross), "withholding": str(withheld),
+             "pay_date": pay.isoformat() if pay else None}
+        )  # fmt: skip
+
+    def _pay(self, book: dict[str, Any], accrual: dict[str, Any], session: date) -> None:
+        symbol, ex_date = accrual["symbol"], accrual["ex_date"]
+        what = f"{symbol} cash dividend {accrual['rate']} per share, {accrual['shares']} shares"
+        self._line(book, line_id=f"sim.div.{symbol}.{ex_date}", kind=str(CashKind.DIVIDEND),
+                   amount=accrual["gross"], on=session.isoformat(), symbol=symbol,
+                   ex_date=ex_date, description=what)  # fmt: skip
+        if Decimal(accrual["withholding"]):
+            self._line(book, line_id=f"sim.tax.{symbol}.{ex_date}",
+                       kind=str(CashKind.WITHHOLDING), amount=accrual["withholding"],
+                       on=session.isoformat(), symbol=symbol, ex_date=ex_date,
+                       description=f"{symbol} withholding tax on {what}")  # fmt: skip
+
+    def statement(self, start: date | None = None, end: date | None = None) -> Statement:
+        """Return the account's cash lines and corporate actions from ``start`` to ``end``
+        (inclusive; None: unbounded), as of now."""
+        book, now = self._current()
+        first, last = start or date.min, end or now.astimezone(NY).date()
+
+        def inside(day: str) -> bool:
+            return first <= date.fromisoformat(day) <= last
+
+        cash = tuple(
+            CashLine(
+                line["line_id"],
+                CashKind(line["kind"]),
+                Decimal(line["amount"]),
+                "USD",
+                date.fromisoformat(line["on"]),
+                line["symbol"],
+                date.fromisoformat(line["ex_date"]) if line["ex_date"] else None,
+                line["description"],
+                json.dumps(line, sort_keys=True),
+            )  # fmt: skip
+            for line in book["cash_lines"]
+            if inside(line["on"])
+        )
+        actions = tuple(
+            ActionLine(
+                line["line_id"],
+                line["symbol"],
+                date.fromisoformat(line["effective"]),
+                Decimal(line["ratio"]),
+                int(line["quantity"]),
+                Decimal(line["cash"]),
+                line["description"],
+                json.dumps(line, sort_keys=True),
+            )  # fmt: skip
+            for line in book["action_lines"]
+            if inside(line["effective"])
+        )
+        return Statement(self._account, first, last, cash, actions, source="sim books")
+
+    def _actions(self, symbol: str) -> dict[date, tuple[float, float]]:
+        """Return ``symbol``'s sessions with a dividend or a split: (dividend, split ratio)."""
+        bars = self._load(symbol)
+        if bars is None:
+            return {}
+        cached = self._action_days.get(symbol)
+        if cached is not None and cached[0] is bars:
+            return cached[1]
+        rows = bars.loc[(bars["dividend"] > 0) | (bars["split"] != 1.0), ["dividend", "split"]]
+        found = {day.date(): (float(d), float(r)) for day, d, r in rows.itertuples()}
+        self._action_days[symbol] = (bars, found)
+        return found
+
+    def _bar(self, symbol: str, session: date) -> pd.Series | None:
+        bars = self._load(symbol)
+        day = pd.Timestamp(session)
+        if bars is None or day not in bars.index:
+            return None
+        return bars.loc[day]
 
     def _fill(
         self, book: dict[str, Any], order: dict[str, Any], qty: int, opening: Decimal, at: datetime
@@ -527,9 +749,12 @@ class SimBroker:
 
     def _load(self, symbol: str) -> pd.DataFrame | None:
         """Return the stored raw bars of ``symbol`` (cached by file checksum), None if absent."""
+        cached = self._bars.get(symbol)
+        if cached is not None and symbol in self._checked:
+            return cached[1]
         try:
             sha = self._store.read_manifest(self._source, symbol).get("stored_sha256", "")
-            cached = self._bars.get(symbol)
+            self._checked.add(symbol)
             if cached is not None and cached[0] == sha:
                 return cached[1]
             bars = self._store.load_bars(self._source, symbol)
@@ -571,6 +796,9 @@ class SimBroker:
             "orders": [],
             "executions": [],
             "commissions": [],
+            "accruals": [],
+            "cash_lines": [],
+            "action_lines": [],
         }
 
     @contextlib.contextmanager
@@ -606,6 +834,8 @@ class SimBroker:
                 f"{self._book_path} has books version {book.get('version')!r}, this code reads "
                 f"{BOOK_VERSION}; upgrade ops-runner or restore a matching backup"
             )
+        for name in ("accruals", "cash_lines", "action_lines"):
+            book.setdefault(name, [])  # books written before the account's events existed
         if book.get("account") != self._account:
             raise BrokerError(
                 f"{self._book_path} holds the books of account {book.get('account')!r}, but "
