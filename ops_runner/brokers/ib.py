@@ -37,6 +37,7 @@ from ops_runner.brokers import (
     Health,
     Outcome,
     PlaceResult,
+    Statement,
 )
 from ops_runner.brokers.ib_book import IbBook, IbOrder
 from ops_runner.brokers.ib_loop import LoopThread
@@ -291,6 +292,26 @@ class IbBroker:
         cash = tags["TotalCashValue"]
         account = self._account or next(iter(self._session.accounts), "")
         return AccountValues(account, tags["NetLiquidation"], cash, tags.get("SettledCash", cash))
+
+    def statement(self) -> Statement | None:
+        """Return the account's cash movements and corporate actions from IB's Flex statement
+        (``broker.flex.enabled``; token and query id from the secrets IB_FLEX_TOKEN and
+        IB_FLEX_QUERY_ID), or None when statements are not configured: the books then explain
+        differences from the price store. Raises BrokerUnavailable when IB does not answer
+        (nothing is booked; the audit waits), SecretError for a missing secret."""
+        from ops_runner.brokers.ib_flex import FlexClient, StatementError
+        from ops_runner.config import load_secret
+
+        flex = self._cfg.values["broker"]["flex"]
+        if not flex["enabled"]:
+            return None
+        token = load_secret(self._cfg, "ib_flex_token")
+        query = load_secret(self._cfg, "ib_flex_query_id")
+        client = FlexClient(token, query, base_url=str(flex["base_url"]))
+        try:
+            return client.read(self._account or None)
+        except StatementError as error:
+            raise BrokerUnavailable(f"IB statement: {self._mask(str(error))}") from None
 
     def positions(self) -> dict[str, int]:
         """Return the position of every symbol held in the configured account (no zero rows)."""
