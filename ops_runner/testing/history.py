@@ -32,6 +32,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +237,149 @@ def _count(cfg: Config) -> tuple[int, int]:
         events = list(ledger.events())
     orders = sum(1 for e in events if e.kind == EventKind.ORDER_SUBMITTED)
     return orders, len(compute_fills(events))
+
+
+# -- a history on real vendor files, with the account's events and weekly audits ------------------
+
+
+@dataclass(frozen=True)
+class WeekEnd:
+    """One week's last session: the audit's status, the broker's net liquidation and the
+    ledger's equity (cash + positions at the session's closes + dividends owed)."""
+
+    session: str
+    audit: str
+    broker: Decimal
+    ledger: Decimal
+
+    @property
+    def difference(self) -> Decimal:
+        """Ledger minus broker, the ledger's equity rounded to the cent as the broker's is."""
+        return self.ledger.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP) - self.broker
+
+
+@dataclass(frozen=True)
+class BooksHistoryResult:
+    """What ``simulate_books_history`` built: the cycles, every week-end's audit and marks, and
+    the account's events the ledger holds by kind."""
+
+    workbook: Path
+    cycles: tuple[str, ...]
+    skipped: Mapping[str, str]  # cycle -> the blocking data QA that held it (no decision)
+    weeks: tuple[WeekEnd, ...]
+    events: Mapping[str, int]
+    seconds: float
+
+    def config(self) -> Config:
+        return load_config(self.workbook)
+
+
+def simulate_books_history(
+    workbook: Path,
+    data: Path,
+    layout: str,
+    first_cycle: str,
+    last_cycle: str,
+    *,
+    config: Mapping[str, Mapping[str, Any]] | None = None,
+    progress: bool = False,
+) -> BooksHistoryResult:
+    """Build a fresh workbook on the vendor files in ``data`` (``layout``, also the source's
+    name) and run the monthly cycles ``first_cycle``..``last_cycle`` with the simulated broker
+    paying dividends and applying splits from the same prices, and at the last session of every
+    week: the weekly audit, the equity mark from the broker's net liquidation, and the ledger's
+    own equity at that session's closes.
+
+    ``config`` overrides config sections (e.g. the universe, ``broker.sim_account``). Raises
+    HistoryError for a folder in use or a cycle that does not reconcile clean.
+    """
+    import yaml
+
+    from ops_runner.audit import run_audit
+    from ops_runner.brokers import open_broker
+    from ops_runner.checks import approve_baseline, record_data_qa
+    from ops_runner.data import PriceStore
+    from ops_runner.integrity import record_prices
+    from ops_runner.ledger import open_ledger
+    from ops_runner.projections import compute_account_events, compute_ledger_equity
+    from ops_runner.qa import run_qa
+    from ops_runner.state import record_equity_mark
+
+    began = time.monotonic()
+    root = Path(workbook)
+    if root.exists() and any(root.iterdir()):
+        raise HistoryError(f"{root} is not empty; simulate a history into a new folder")
+    path = init_workbook(root, template="demo")
+    values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    values["data"]["primary"] = layout
+    for section, changes in (config or {}).items():
+        if not isinstance(changes, Mapping) or not isinstance(values.get(section), dict):
+            raise HistoryError(f"config override {section!r}: expected a section's mapping")
+        values[section].update(changes)
+    path.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+    cfg = load_config(root)
+    store = cfg.store()
+    assert isinstance(store, PriceStore)
+    store.import_files(Path(data), layout, layout)
+    with open_ledger(cfg) as ledger:
+        record_prices(cfg, ledger, layout, f"a simulated history on the vendor files in {data}")
+    approve_baseline(cfg, "a simulated history on real vendor files")
+
+    calendar = cfg.calendar()
+    first = compute_cycle_months(1, first_cycle)[0]
+    last = compute_cycle_months(1, last_cycle)[0]
+    months = compute_cycle_months((last[0] - first[0]) * 12 + last[1] - first[1] + 1, first_cycle)
+    cycles: list[str] = []
+    skipped: dict[str, str] = {}
+    weeks: list[WeekEnd] = []
+    closes_cache: dict[str, Any] = {}
+
+    def closes_at(day: date) -> dict[str, Decimal]:
+        import pandas as pd
+
+        found = {}
+        for symbol in store.symbols(layout):
+            if symbol not in closes_cache:
+                closes_cache[symbol] = store.load_bars(layout, symbol)["close"]
+            series = closes_cache[symbol].loc[: pd.Timestamp(day)]
+            if len(series):
+                found[symbol] = Decimal(str(float(series.iloc[-1])))
+        return found
+
+    def week_end(day: date) -> None:
+        # Ten minutes after the close: before a month-end's decision (close + 30 minutes).
+        at = calendar.session_close(day).to_pydatetime() + timedelta(minutes=10)
+        broker = open_broker(cfg, clock=lambda: at, role="readonly")
+        broker.connect()
+        with open_ledger(cfg) as ledger:
+            report = run_audit(cfg, ledger, broker, at, alert=None)
+            account = broker.account_values()
+            record_equity_mark(ledger, cfg, day, account.net_liquidation, "sim")
+            equity = compute_ledger_equity(list(ledger.events()), closes_at(day))
+        weeks.append(WeekEnd(day.isoformat(), str(report.status), account.net_liquidation,
+                             equity))  # fmt: skip
+
+    # From the first cycle's fills on: before them the ledger has no cash history to compare.
+    span = calendar.sessions(calendar.next_session(calendar.rebalance_session(*first)),
+                             calendar.rebalance_session(*last))  # fmt: skip
+    week_ends = [d for d in (t.date() for t in span)
+                 if calendar.next_session(d).isocalendar()[:2] != d.isocalendar()[:2]]  # fmt: skip
+    pending = list(week_ends)
+    for i, (year, month) in enumerate(months):
+        decided = calendar.rebalance_session(year, month)
+        while pending and pending[0] <= decided:
+            week_end(pending.pop(0))
+        qa = run_qa(cfg, decided)
+        if qa.blocking:  # a real vendor fault: production holds (DEGRADED_DATA), so do we
+            record_data_qa(cfg, qa)
+            skipped[f"{year:04d}-{month:02d}"] = qa.summary()
+            continue
+        cycles.append(run_cycle(cfg, year, month))
+        if progress:
+            log.warning("cycle %s (%d of %d)", cycles[-1], i + 1, len(months))
+    with open_ledger(cfg, create=False, readonly=True) as ledger:
+        counts: dict[str, int] = {}
+        for kind, _ in compute_account_events(list(ledger.events())):
+            counts[kind] = counts.get(kind, 0) + 1
+    seconds = time.monotonic() - began
+    return BooksHistoryResult(root, tuple(cycles), skipped, tuple(weeks), counts, seconds)
