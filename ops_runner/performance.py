@@ -1,13 +1,29 @@
 """Performance: the live (ledger) equity curve against the research backtest, month by month.
 
-The live curve, per session from the first funded rebalance close to the last session with data:
-ledger cash (opening balance + flows + sells - buys - commissions) + the shares the fills left,
-marked at the session's raw close. Dividends: the ledger has no dividend event, so each cash
-dividend in the store is credited to the shares held into its ex-date, as cash on the ex-date
-(what a broker's net liquidation shows), never reinvested; the backtest reinvests it at the
-ex-date close through its adjusted prices, so uninvested dividend cash shows as cash drag. A
-``CashAdjusted`` whose reason mentions a dividend is skipped (the store already credited it).
-Shares held into a split are multiplied by its ratio. The opening balance is every
+The live curve, per session from the first funded rebalance close to the last session with data,
+is the ledger's own equity (``projections.compute_ledger_equity``): cash (opening balance + flows
++ sells - buys - commissions + what the account booked between trades) + the dividends owed + the
+shares the fills and splits left, marked at the session's raw close. Between trades it reads the
+ledger's account events (``projections.compute_account_events``, each once):
+
+- a ``DividendEntitled`` credits its amount net of its withholding on its ex-date, as a
+  receivable (what the account is owed from that day, as a broker's net liquidation counts it);
+  the first ``DividendPaid`` of its symbol and ex-date moves it to cash, so the pay date changes
+  equity only by what was paid or withheld beyond the entitlement. A ``DividendPaid`` or
+  ``TaxWithheld`` without an entitlement is credited on its date;
+- a ``SplitApplied`` changes the shares and pays its cash in lieu at its effective session's
+  open, before that session's fills;
+- ``InterestBooked`` and ``FeeCharged`` are income and expense on their ``on`` session;
+- a ``CashAdjusted`` whose reason mentions a dividend, recorded after the first fill, is a
+  dividend on its session (the ledger's cash holds it).
+
+Dates off the calendar count on the session on or before them. A ledger with no account events
+at all (written before the books existed) is credited from the price store instead, and a note
+says so: each cash dividend in the store as cash on its ex-date on the shares held into it,
+shares held into a split times its ratio, a dividend ``CashAdjusted`` skipped (the store already
+credited it). Live never reinvests a dividend; the backtest reinvests the store's at the ex-date
+close through its adjusted prices, so the dividends waiting (owed, then cash, until the next
+rebalance) are cash like the rest of the account's. The opening balance is every
 ``CashAdjusted`` recorded before the first fill; a later one is a flow, dated by its payload's
 ``session`` (else the session of its ``recorded_at``), and live returns are time-weighted.
 
@@ -21,17 +37,22 @@ after them); v_i is the value of asset i at an interval's start (live: raw price
 adjusted), x_i = v_i / E, X = sum of x_i, rho_i the asset's adjusted (research) return over the
 interval and rho_R = sum v_R,i rho_i / sum v_R,i research's invested return (0 when all cash):
 
-- slippage    = -sum over the month's fills of (fill - model) x signed shares / E_L, where model
-                is the raw open moved costs.slippage_bps against the trader (the backtest's price);
-- commissions = -(live commissions / E_L - research commissions / E_R);
-- cash_drag   = sum over intervals of (X_L - X_R) x rho_R: cash held beyond research's (the
-                cash buffer, whole-share remainders, dividends waiting) times the market;
-- rounding    = sum over intervals and assets both hold of (x_L,i - x_R,i X_L,c / X_R,c) x rho_i,
-                X_.,c over those assets: the mix whole-share sizing on the decision close leaves,
-                against the backtest's sizing on the open (zero with a single asset);
-- other       = TD - (slippage + commissions + cash_drag + rounding): assets only one side holds
-                (a skipped or different decision), the modelled slippage on different traded
-                sizes, dividends taken as cash vs reinvested within the ex-date, flows.
+- slippage      = -sum over the month's fills of (fill - model) x signed shares / E_L, where
+                  model is the raw open moved costs.slippage_bps against the trader (the
+                  backtest's price);
+- commissions   = -(live commissions / E_L - research commissions / E_R);
+- interest_fees = the month's ``InterestBooked`` and ``FeeCharged`` / E_L (research has none);
+- cash_drag     = sum over intervals of (X_L - X_R) x rho_R: the money live holds outside the
+                  market beyond research's (the cash buffer, whole-share remainders, dividends
+                  owed or waiting for the next rebalance) times the market;
+- rounding      = sum over intervals and assets both hold of (x_L,i - x_R,i X_L,c / X_R,c) x
+                  rho_i, X_.,c over those assets: the mix whole-share sizing on the decision
+                  close leaves, against the backtest's sizing on the open (zero with one asset);
+- other         = TD - (the parts above): assets only one side holds (a skipped or different
+                  decision), the modelled slippage on different traded sizes, dividends the
+                  ledger credits otherwise than the store implies (withholding, a missed or
+                  different entitlement, a payment other than entitled: a note names each),
+                  dividends taken as cash vs reinvested within the ex-date, flows.
 """
 
 from __future__ import annotations
@@ -50,6 +71,7 @@ import pandas as pd
 
 from ops_runner.config import Config
 from ops_runner.events import EventKind
+from ops_runner.projections import compute_account_events, compute_fills
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -57,8 +79,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOLERANCE_BPS = 50.0  # per month; config has no such key (its slippage bands are per order)
-PARTS = ("slippage", "commissions", "cash_drag", "rounding", "other")
+PARTS = ("slippage", "commissions", "interest_fees", "cash_drag", "rounding", "other")
 BPS = 10_000.0
+# Dollars: an entitlement is shares x rate to the cent, so half a cent apart is no difference.
+ROUNDING = 0.0051
 
 
 class PerformanceStatus(StrEnum):
@@ -69,6 +93,13 @@ class PerformanceStatus(StrEnum):
     NO_DATA = "NO_DATA"  # no closed month, no price, or no backtest over the window
     TRACKING = "TRACKING"  # every month's |TD| within the tolerance
     DIVERGING = "DIVERGING"  # at least one month beyond it
+
+
+class DividendSource(StrEnum):
+    """Where the live curve's dividends and splits come from."""
+
+    LEDGER = "ledger"  # the account events the books recorded
+    STORE = "price store"  # a ledger without any: written before the books existed
 
 
 @dataclass(frozen=True)
@@ -85,6 +116,7 @@ class MonthAttribution:
     tracking_bps: float
     slippage_bps: float
     commissions_bps: float
+    interest_fees_bps: float
     cash_drag_bps: float
     rounding_bps: float
     other_bps: float
@@ -178,35 +210,84 @@ def _round(value: Any, digits: int) -> Any:
 
 
 @dataclass(frozen=True)
+class AccountMove:
+    """One thing the ledger booked between trades, on the session it counts: the change of
+    shares (a split of ``symbol``), of cash and of the dividends owed, and what it adds to equity
+    as a dividend or as interest and fees."""
+
+    session: date
+    symbol: str | None = None  # the split's
+    shares: int = 0
+    cash: float = 0.0
+    receivable: float = 0.0
+    dividend: float = 0.0
+    income: float = 0.0
+
+
+@dataclass(frozen=True)
+class Entitlement:
+    """A dividend the ledger says the account is owed from its ex-date (withholding negative)."""
+
+    symbol: str
+    ex_date: date
+    gross: float
+    withholding: float
+
+
+@dataclass(frozen=True)
 class LiveBook:
-    """What the ledger says happened: funding, fills by session, flows, dividends to skip."""
+    """What the ledger says happened: funding, fills by session, flows, and between trades the
+    account's moves (from the ledger, or none when the store's dividends and splits stand in)."""
 
     capital: float
     fills: tuple[dict[str, Any], ...]  # symbol, session (date), signed, price, commission
     flows: tuple[tuple[date, float], ...]
-    skipped_dividends: int = 0
+    skipped_dividends: int = 0  # dividend CashAdjusted left out (the store credits instead)
     missing_commissions: int = 0
+    source: DividendSource = DividendSource.STORE
+    moves: tuple[AccountMove, ...] = ()
+    entitlements: tuple[Entitlement, ...] = ()
+    remarks: tuple[tuple[date, str], ...] = ()  # dividend cash beyond the entitlements
+
+    @property
+    def symbols(self) -> list[str]:
+        """Return every symbol the account held: traded, or split."""
+        traded = {str(f["symbol"]) for f in self.fills}
+        return sorted(traded | {m.symbol for m in self.moves if m.shares and m.symbol})
+
+
+def _money(value: Any) -> float:
+    return float(Decimal(str(value if value not in (None, "") else "0")))
 
 
 def compute_live_book(events: Iterable[Any], calendar: Any) -> LiveBook | PerformanceReport:
     """Return the ledger's book, or a report saying why there is none (no fill, no funding)."""
-    from ops_runner.projections import compute_fills
-
     events = list(events)
     fills = compute_fills(events)
     if not fills:
         return PerformanceReport(PerformanceStatus.NO_HISTORY, "no fills in the ledger yet")
+    account = compute_account_events(events)
+    source = DividendSource.LEDGER if account else DividendSource.STORE
+    moves, entitlements, remarks = compute_account_moves(account, calendar)
     first_fill = min(e.seq for e in events if e.kind == EventKind.FILL_RECORDED)
     capital, flows, skipped, funded = 0.0, [], 0, False
     for event in (e for e in events if e.kind == EventKind.CASH_ADJUSTED):
-        amount = float(Decimal(str(event.payload["amount"])))
-        if "dividend" in str(event.payload.get("reason") or "").lower():
+        amount = _money(event.payload["amount"])
+        reason = str(event.payload.get("reason") or "")
+        dividend = "dividend" in reason.lower()
+        if dividend and source is DividendSource.STORE:
             skipped += 1
         elif event.seq < first_fill:
             capital, funded = capital + amount, True
         else:
             when = event.payload.get("session") or str(event.recorded_at)[:10]
-            flows.append((calendar.session_on_or_before(str(when)), amount))
+            day = calendar.session_on_or_before(str(when))
+            if dividend:
+                moves.append(AccountMove(day, cash=amount, dividend=amount))
+                remarks.append((day, f"CashAdjusted {amount:,.2f} on {day} ({reason}) "
+                                     "counted as a dividend"))  # fmt: skip
+            else:
+                flows.append((day, amount))
     if not funded:
         return PerformanceReport(PerformanceStatus.NO_OPENING_BALANCE, "fills but no opening "
                                  "balance (no CashAdjusted before the first fill); record the "
@@ -219,12 +300,68 @@ def compute_live_book(events: Iterable[Any], calendar: Any) -> LiveBook | Perfor
         rows.append({
             "symbol": str(fill["symbol"]), "session": calendar.session_on_or_before(str(when)),
             "side": str(fill["side"]), "signed": quantity if fill["side"] == "BUY" else -quantity,
-            "price": float(Decimal(str(fill["price"]))),
-            "commission": float(Decimal(str(commission))) if commission is not None else 0.0,
+            "price": _money(fill["price"]),
+            "commission": _money(commission) if commission is not None else 0.0,
         })  # fmt: skip
     missing = sum(1 for f in fills.values() if f.get("commission") is None)
     rows.sort(key=lambda r: r["session"])
-    return LiveBook(capital, tuple(rows), tuple(sorted(flows)), skipped, missing)
+    return LiveBook(capital, tuple(rows), tuple(sorted(flows)), skipped, missing, source,
+                    tuple(moves), tuple(entitlements), tuple(remarks))  # fmt: skip
+
+
+def compute_account_moves(
+    account: Mapping[tuple[str, str], Mapping[str, Any]], calendar: Any
+) -> tuple[list[AccountMove], list[Entitlement], list[tuple[date, str]]]:
+    """Return the moves of ``projections.compute_account_events``'s answer (see the module
+    docstring), the entitlements, and a remark per payment or withholding beyond them: dated
+    without an entitlement, or a payment whose lines differ from the amount entitled."""
+    on = calendar.session_on_or_before
+    entitled = {  # the last one of a symbol and ex-date counts, as in compute_receivables
+        (str(payload["symbol"]), str(payload["ex_date"])): payload
+        for (kind, _), payload in account.items()
+        if kind == EventKind.DIVIDEND_ENTITLED
+    }
+    owed: dict[tuple[str, str], float] = {}
+    moves: list[AccountMove] = []
+    entitlements: list[Entitlement] = []
+    remarks: list[tuple[date, str]] = []
+    for key, payload in entitled.items():
+        gross, withholding = _money(payload["amount"]), _money(payload.get("withholding"))
+        owed[key] = net = gross + withholding
+        entitlements.append(Entitlement(key[0], on(key[1]), gross, withholding))
+        moves.append(AccountMove(on(key[1]), receivable=net, dividend=net))
+    lines: dict[tuple[str, str], float] = {}
+    settled: dict[tuple[str, str], date] = {}
+    for (kind, _), payload in account.items():
+        if kind in (EventKind.DIVIDEND_PAID, EventKind.TAX_WITHHELD):
+            key = (str(payload.get("symbol")), str(payload.get("ex_date")))
+            day, amount = on(str(payload["on"])), _money(payload["amount"])
+            moves.append(AccountMove(day, cash=amount, dividend=amount))
+            if key not in owed:
+                what = "paid" if kind == EventKind.DIVIDEND_PAID else "withheld"
+                remarks.append((day, f"{_dividend_name(*key)}: {amount:,.2f} {what} on {day} "
+                                     "without an entitlement"))  # fmt: skip
+                continue
+            lines[key] = lines.get(key, 0.0) + amount
+            if kind == EventKind.DIVIDEND_PAID and key not in settled:
+                settled[key] = day
+                moves.append(AccountMove(day, receivable=-owed[key], dividend=-owed[key]))
+        elif kind == EventKind.SPLIT_APPLIED:
+            change = int(payload["shares_after"]) - int(payload["shares_before"])
+            day, lieu = on(str(payload["effective"])), _money(payload.get("cash_in_lieu"))
+            moves.append(AccountMove(day, str(payload["symbol"]), shares=change, cash=lieu))
+        elif kind in (EventKind.INTEREST_BOOKED, EventKind.FEE_CHARGED):
+            amount = _money(payload["amount"])
+            moves.append(AccountMove(on(str(payload["on"])), cash=amount, income=amount))
+    for key, day in settled.items():
+        if abs(lines[key] - owed[key]) >= ROUNDING:
+            remarks.append((day, f"{_dividend_name(*key)}: {lines[key]:,.2f} paid net of tax "
+                                 f"against {owed[key]:,.2f} entitled"))  # fmt: skip
+    return moves, entitlements, remarks
+
+
+def _dividend_name(symbol: str, ex_date: str) -> str:
+    return f"{symbol} ex {ex_date}" if ex_date not in ("None", "") else symbol
 
 
 # -- curves -------------------------------------------------------------------------------------
@@ -243,35 +380,60 @@ class Curve:
     commissions: pd.Series
     slippage: pd.Series  # dollars vs the backtest's price, + = cost (live only)
     fills: pd.Series
-    dividends: pd.Series  # cash credited from the store (live only)
+    dividends: pd.Series  # credited to equity: the ledger's, or the store's (live only)
+    receivables: pd.Series  # dividends owed at the close (live only)
+    income: pd.Series  # interest and fees (live only)
+    implied: pd.DataFrame  # per symbol, the store's dividend on the shares held (live only)
 
     def since(self, first: pd.Timestamp) -> Curve:
         """Return the curve from session ``first`` on."""
         return Curve(*(getattr(self, f).loc[first:] for f in self.__dataclass_fields__))
 
 
+def _fold(
+    moves: Iterable[AccountMove], column: Mapping[str, int]
+) -> tuple[np.ndarray, float, float, float, float]:
+    """Return what ``moves`` add up to: (shares per column, cash, receivable, dividend, income)."""
+    shares, cash, receivable, dividend, income = np.zeros(len(column)), 0.0, 0.0, 0.0, 0.0
+    for move in moves:
+        if move.shares and move.symbol is not None:
+            shares[column[move.symbol]] += move.shares
+        cash, receivable = cash + move.cash, receivable + move.receivable
+        dividend, income = dividend + move.dividend, income + move.income
+    return shares, cash, receivable, dividend, income
+
+
 def compute_live_curve(
     book: LiveBook, raw: Mapping[str, pd.DataFrame], sessions: pd.DatetimeIndex, slippage_bps: float
 ) -> Curve:
-    """Return the live curve on ``sessions`` (the first is the base: fills on or before it are
-    folded in) from raw bars per symbol (open, close, dividend, split; gaps carried forward)."""
-    symbols = sorted({f["symbol"] for f in book.fills})
+    """Return the live curve on ``sessions`` (the first is the base: fills and account moves on
+    or before it are folded in) from raw bars per symbol (open, close, dividend, split; gaps
+    carried forward); dividends and splits from the book's moves, or from the store's bars when
+    the book's source is the store."""
+    symbols = book.symbols
     bars = {s: raw[s].reindex(sessions) for s in symbols}
     opens = pd.DataFrame({s: b["open"] for s, b in bars.items()}, index=sessions).ffill()
     closes = pd.DataFrame({s: b["close"] for s, b in bars.items()}, index=sessions).ffill()
     dividends = pd.DataFrame({s: b["dividend"] for s, b in bars.items()}, index=sessions).fillna(0)
     splits = pd.DataFrame({s: b["split"] for s, b in bars.items()}, index=sessions).fillna(1)
     n, slip = len(sessions), slippage_bps / BPS
-    names = ("equity", "cash", "flows", "commissions", "slippage", "fills", "dividends")
+    names = ("equity", "cash", "flows", "commissions", "slippage", "fills", "dividends",
+             "receivables", "income")  # fmt: skip
     out = {k: np.zeros(n) for k in names}
     gap, day = np.zeros((n, len(symbols))), np.zeros((n, len(symbols)))
+    implied = np.zeros((n, len(symbols)))
     column = {s: j for j, s in enumerate(symbols)}
-    first = sessions[0].date()
-    held, cash = np.zeros(len(symbols)), book.capital
+    first, ledger = sessions[0].date(), book.source is DividendSource.LEDGER
+    moves: dict[date, list[AccountMove]] = {}
+    for move in book.moves:
+        moves.setdefault(max(move.session, first), []).append(move)
+    held, cash, owed = np.zeros(len(symbols)), book.capital, 0.0
     cash += sum(a for d, a in book.flows if d <= first)
     for f in (f for f in book.fills if f["session"] <= first):
         held[column[f["symbol"]]] += f["signed"]
         cash -= f["signed"] * f["price"] + f["commission"]
+    shares, moved, owing, _, _ = _fold(moves.get(first, ()), column)
+    held, cash, owed = held + shares, cash + moved, owed + owing
     by_session: dict[date, list[dict[str, Any]]] = {}
     for f in book.fills:
         by_session.setdefault(f["session"], []).append(f)
@@ -279,9 +441,16 @@ def compute_live_curve(
         day_t = sessions[t].date()
         if t:
             gap[t] = held * closes.iloc[t - 1].to_numpy()
-            held = held * splits.iloc[t].to_numpy()
-            out["dividends"][t] = float(held @ dividends.iloc[t].to_numpy())
-            cash += out["dividends"][t]
+            if ledger:
+                shares, moved, owing, out["dividends"][t], out["income"][t] = _fold(
+                    moves.get(day_t, ()), column
+                )
+                held, cash, owed = held + shares, cash + moved, owed + owing
+            else:
+                held = held * splits.iloc[t].to_numpy()
+                out["dividends"][t] = float(held @ dividends.iloc[t].to_numpy())
+                cash += out["dividends"][t]
+            implied[t] = held * dividends.iloc[t].to_numpy()
             for f in by_session.get(day_t, ()):
                 j, opening = column[f["symbol"]], float(opens.iat[t, column[f["symbol"]]])
                 held[j] += f["signed"]
@@ -293,11 +462,11 @@ def compute_live_curve(
             out["flows"][t] = sum(a for d, a in book.flows if d == day_t)
             cash += out["flows"][t]
         day[t] = held * opens.iloc[t].to_numpy()
-        out["cash"][t] = cash
-        out["equity"][t] = cash + float(held @ closes.iloc[t].to_numpy())
-    frames = [pd.DataFrame(v, index=sessions, columns=symbols) for v in (gap, day)]
+        out["cash"][t], out["receivables"][t] = cash, owed
+        out["equity"][t] = cash + owed + float(held @ closes.iloc[t].to_numpy())
+    frames = [pd.DataFrame(v, index=sessions, columns=symbols) for v in (gap, day, implied)]
     return Curve(**{k: pd.Series(v, index=sessions, name=k) for k, v in out.items()},
-                 gap_values=frames[0], day_values=frames[1])  # fmt: skip
+                 gap_values=frames[0], day_values=frames[1], implied=frames[2])  # fmt: skip
 
 
 def compute_research_curve(result: Any, prices: Mapping[str, pd.DataFrame]) -> Curve:
@@ -314,9 +483,10 @@ def compute_research_curve(result: Any, prices: Mapping[str, pd.DataFrame]) -> C
     day = units * opens
     cash = result.equity - (units * closes).sum(axis=1)
     fees = trades.groupby("session")["commission"].sum().reindex(sessions).fillna(0.0)
-    zero = pd.Series(0.0, index=sessions)
-    return Curve(result.equity.rename("equity"), cash.rename("cash"), zero, gap, day,
-                 fees, zero, zero, zero)  # fmt: skip
+    zero, none = pd.Series(0.0, index=sessions), pd.DataFrame(0.0, index=sessions, columns=symbols)
+    return Curve(result.equity.rename("equity"), cash.rename("cash"), zero, gap, day, fees,
+                 slippage=zero, fills=zero, dividends=zero, receivables=zero, income=zero,
+                 implied=none)  # fmt: skip
 
 
 def compute_returns(prices: Mapping[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -373,7 +543,8 @@ def compute_months(live: Curve, research: Curve, gap: pd.DataFrame, day: pd.Data
         modelled = float(research.commissions.iloc[took].sum())
         lost = float(live.slippage.iloc[took].sum())
         parts = {"slippage": -lost / e_live, "cash_drag": drag, "rounding": rounding,
-                 "commissions": -(paid / e_live - modelled / e_research)}  # fmt: skip
+                 "commissions": -(paid / e_live - modelled / e_research),
+                 "interest_fees": float(live.income.iloc[took].sum()) / e_live}  # fmt: skip
         tracking = live_return - research_return
         parts["other"] = tracking - sum(parts.values())
         rows.append(MonthAttribution(
@@ -449,8 +620,7 @@ def _compare(
     funded = calendar.previous_session(book.fills[0]["session"])
     settings = StrategySettings.from_config(cfg)
     bars = research.load_bars(cfg)
-    held = sorted({f["symbol"] for f in book.fills})
-    raw = store.load_many(cfg.primary_source, held)
+    raw = store.load_many(cfg.primary_source, book.symbols)
     data_end = min(frame.index[-1].date() for frame in [*bars.values(), *raw.values()])
     last = calendar.session_on_or_before(min(end, data_end) if end else data_end)
     first = max(funded, start) if start else funded
@@ -477,9 +647,10 @@ def _compare(
         "live_equity": live.equity, "research_equity": theirs.equity,
         "live_growth": capital * growth, "live_cash": live.cash, "research_cash": theirs.cash,
         "live_flows": live.flows, "live_dividends": live.dividends,
+        "live_receivables": live.receivables, "live_interest_fees": live.income,
     })  # fmt: skip
     curves.index.name = "date"
-    notes = _notes(book, live, compute_decision_mismatches(events, result.decisions))
+    notes = _notes(book, live, raw, compute_decision_mismatches(events, result.decisions))
     beyond = [m.month for m in months if abs(m.tracking_bps) > tolerance]
     status = PerformanceStatus.DIVERGING if beyond else PerformanceStatus.TRACKING
     message = (f"{len(beyond)} month(s) beyond {tolerance:g} bps: {', '.join(beyond)}" if beyond
@@ -488,18 +659,80 @@ def _compare(
                              curves, tuple(months), tuple(notes))  # fmt: skip
 
 
-def _notes(book: LiveBook, live: Curve, mismatches: list[str]) -> list[str]:
-    notes = [f"dividends: {float(live.dividends.sum()):,.2f} credited from the store as cash on "
-             "their ex-dates (the ledger records none); research reinvests them"]  # fmt: skip
-    if book.skipped_dividends:
-        notes.append(f"{book.skipped_dividends} CashAdjusted dividend record(s) skipped: the "
-                     "store's dividends are credited instead")  # fmt: skip
+def _notes(
+    book: LiveBook, live: Curve, raw: Mapping[str, pd.DataFrame], mismatches: list[str]
+) -> list[str]:
+    window = live.equity.index[1:]  # the sessions after the base close
+    notes = _dividend_notes(book, live, raw) if len(window) else []
+    if income := float(live.income.iloc[1:].sum()):
+        notes.append(f"interest and fees: {income:+,.2f} booked in the ledger, their own part "
+                     "(research has none)")  # fmt: skip
     if flows := [(d, a) for d, a in book.flows if pd.Timestamp(d) > live.equity.index[0]]:
         notes.append(f"{len(flows)} cash flow(s) in the window: live returns are time-weighted")
     if book.missing_commissions:
         notes.append(f"{book.missing_commissions} fill(s) still lack a commission (counted 0)")
     if mismatches:
         notes.append("live did not decide as research on " + "; ".join(mismatches))
+    return notes
+
+
+def _dividend_notes(book: LiveBook, live: Curve, raw: Mapping[str, pd.DataFrame]) -> list[str]:
+    """Return where the dividends came from and, from the ledger, how they differ from what
+    the price store implies on the shares held (the difference is in "other")."""
+    window = live.equity.index[1:]
+    base, last = live.equity.index[0].date(), window[-1].date()
+    credited = float(live.dividends.iloc[1:].sum())
+    if book.source is DividendSource.STORE:
+        acted = [s for s in book.symbols
+                 if (raw[s]["dividend"].reindex(window).fillna(0.0) > 0).any()
+                 or (raw[s]["split"].reindex(window).fillna(1.0) != 1.0).any()]  # fmt: skip
+        notes = []
+        if acted:
+            notes.append(f"dividends credited from the price store: the ledger has no "
+                         f"entitlements ({credited:,.2f} as cash on their ex-dates, splits by "
+                         "the store's ratios); research reinvests them")  # fmt: skip
+        if book.skipped_dividends:
+            notes.append(f"{book.skipped_dividends} CashAdjusted dividend record(s) skipped: "
+                         "the store's dividends are credited instead")  # fmt: skip
+        return notes
+    entitled = [e for e in book.entitlements if base < e.ex_date <= last]
+    implied = live.implied.iloc[1:]
+    ours = {(e.symbol, e.ex_date): e.gross for e in entitled}
+    theirs = {(s, d.date()): float(v) for s in implied.columns
+              for d, v in implied[s].items() if v}  # fmt: skip
+    withheld = sum(e.withholding for e in entitled)
+    notes = []
+    if ours or theirs or credited:
+        net = f" net of {-withheld:,.2f} withholding" if withheld else ""
+        notes.append(
+            f"dividends credited from the ledger: {credited:,.2f} (entitled on their "
+            f"ex-dates{net}, owed until paid); research reinvests the store's"
+        )
+    found = [f"withholding {withheld:,.2f}"] if withheld else []
+    for symbol, ex_date in sorted(ours.keys() | theirs.keys()):
+        gross, store = ours.get((symbol, ex_date)), theirs.get((symbol, ex_date))
+        if gross is None:
+            found.append(f"{symbol} ex {ex_date}: no entitlement, the store implies {store:,.2f}")
+        elif store is None:
+            found.append(f"{symbol} ex {ex_date}: entitled {gross:,.2f}, the store implies none")
+        elif abs(gross - store) >= ROUNDING:
+            found.append(f"{symbol} ex {ex_date}: entitled {gross:,.2f}, the store implies "
+                         f"{store:,.2f}")  # fmt: skip
+    found += [remark for day, remark in book.remarks if base < day <= last]
+    if found:
+        store_total = sum(theirs.values())
+        notes.append(f"the ledger's dividends differ from the {store_total:,.2f} the price store "
+                     f"implies by {credited - store_total:+,.2f}, in other: "
+                     + "; ".join(found))  # fmt: skip
+    split = {(m.symbol, m.session) for m in book.moves if m.shares}
+    for symbol in book.symbols:
+        ratios = raw[symbol]["split"].reindex(window).fillna(1.0)
+        for day, ratio in ratios[ratios != 1.0].items():
+            if live.gap_values.at[day, symbol] and (symbol, day.date()) not in split:
+                notes.append(
+                    f"{symbol} split {ratio:g} on {day.date()} in the price store: the "
+                    "ledger has no SplitApplied (its shares are off until it has)"
+                )
     return notes
 
 
@@ -535,8 +768,8 @@ def plot_equity(report: PerformanceReport) -> Figure:
     return fig
 
 
-PART_COLORS = {"slippage": "tab:blue", "commissions": "tab:orange", "cash_drag": "tab:green",
-               "rounding": "tab:purple", "other": "tab:grey"}  # fmt: skip
+PART_COLORS = {"slippage": "tab:blue", "commissions": "tab:orange", "interest_fees": "tab:olive",
+               "cash_drag": "tab:green", "rounding": "tab:purple", "other": "tab:grey"}  # fmt: skip
 
 
 def plot_attribution(report: PerformanceReport) -> Figure:

@@ -7,8 +7,9 @@ commission formula. So slippage differs from the model only by the cent rounding
 a cent a share: under 1 bps of equity at these sizes) and commissions only by the shares traded
 (the backtest sizes without a buffer: a few cents a month, far under 0.5 bps). What remains is
 cash: execution keeps ``execution.cash_buffer`` (2%) back, whole shares leave a remainder, and
-the store's dividends wait in cash (the simulated broker pays none, so they are never
-reinvested: a few more tenths of a percent over these months). That cash misses the market's
+the dividends the simulated broker pays (booked in the ledger as entitled on the ex-date and
+paid a few sessions later) wait in cash until the next rebalance, never reinvested in between
+(research reinvests them: a few more tenths of a percent over these months). That cash misses the market's
 move, so each month's tracking difference is the cash drag, within 5% of equity times the
 month's move, give or take a bps of the rest.
 """
