@@ -69,6 +69,11 @@ def _decimal(value: Any) -> Decimal:
     return Decimal(str(float(value)))
 
 
+def _without_through(book: Mapping[str, Any]) -> str:
+    """Return the books as JSON without ``account_through`` (to tell a read from a change)."""
+    return json.dumps({k: v for k, v in book.items() if k != "account_through"}, sort_keys=True)
+
+
 def _instant(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
@@ -493,12 +498,17 @@ class SimBroker:
         fills; then fill or expire every working order whose open has come; settle what is
         due."""
         self._checked.clear()  # re-read each manifest once per advance, not once per session
+        through, unchanged = book.get("account_through"), _without_through(book)
         for session in self._sessions_opened(book, now):
             self._account_events(book, session)
             self._fill_working(book, now, session.isoformat())
             book["account_through"] = session.isoformat()
         self._fill_working(book, now, None)
         book["settlements"] = [s for s in book["settlements"] if _instant(s["settles_at"]) > now]
+        if through is not None and _without_through(book) == unchanged:
+            # Nothing happened in those sessions: a read leaves the books byte for byte as they
+            # were (a preview records nothing); the next change books them from ``through`` on.
+            book["account_through"] = through
 
     def _fill_working(self, book: dict[str, Any], now: datetime, session: str | None) -> None:
         """Fill or expire the working orders whose open has come (only ``session``'s if given)."""
