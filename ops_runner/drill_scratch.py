@@ -63,10 +63,19 @@ def compute_sim_books(events: list[Any], account: str) -> dict[str, Any]:
     fees = [{"exec_id": x, "amount": str(f["commission"])}
             for x, f in fills.items() if f.get("commission") is not None]  # fmt: skip
     ids = [int(o["broker_order_id"]) for o in orders if o["broker_order_id"].isdigit()]
+    # Dividends owed and not yet paid stay owed: the rebuilt broker pays them on their date.
+    entitled = {(e.payload["symbol"], e.payload["ex_date"]): e.payload
+                for e in events if e.kind == K.DIVIDEND_ENTITLED}  # fmt: skip
+    accruals = [{"symbol": s, "ex_date": x, "shares": entitled[(s, x)]["shares"],
+                 "rate": entitled[(s, x)]["rate"], "gross": entitled[(s, x)]["amount"],
+                 "withholding": entitled[(s, x)].get("withholding") or "0",
+                 "pay_date": entitled[(s, x)]["pay_date"]}
+                for s, x in p.compute_receivables(events)]  # fmt: skip
     return {"version": BOOK_VERSION, "account": account, "cash": str(p.compute_cash(events)),
             "settlements": [], "positions": p.compute_positions(events), "orders": orders,
             "next_order_id": max(ids, default=0), "executions": execs,
-            "commissions": fees}  # fmt: skip
+            "commissions": fees, "accruals": accruals, "cash_lines": [],
+            "action_lines": []}  # fmt: skip
 
 
 def compute_paper_config(raw: Mapping[str, Any], scratch: Path) -> tuple[dict, list[str]]:
