@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -384,18 +385,47 @@ def check_cash(expected: Decimal, reported: Decimal, tolerance: Decimal) -> list
                   f"(off by {reported - expected}, tolerance {tolerance})")]  # fmt: skip
 
 
-def compute_planned_positions(events: Iterable[Any], cycle_id: str) -> dict[str, int] | None:
+def compute_planned_positions(
+    events: Iterable[Any], cycle_id: str, splits: Mapping[str, Decimal] | None = None
+) -> dict[str, int] | None:
     """Return where the cycle's plan of record leaves each symbol (shares held when planned,
-    plus the order's shares: a skipped line keeps what it held), or None with no plan."""
+    plus the order's shares: a skipped line keeps what it held), or None with no plan. A
+    symbol in ``splits`` (split at the order session's open) has both scaled, whole shares."""
     planned = [e for e in events if e.kind == EventKind.ORDERS_PLANNED
                and e.payload.get("cycle_id") == cycle_id]  # fmt: skip
     if not planned:
         return None
-    sign = {"BUY": 1, "SELL": -1}
+    sign, splits = {"BUY": 1, "SELL": -1}, splits or {}
+
+    def scaled(symbol: str, shares: int) -> int:
+        return math.floor(shares * splits[symbol]) if symbol in splits else shares
+
     return {
-        str(line["symbol"]): int(line["current"])
-        + sign.get(str(line.get("side")), 0) * int(line.get("quantity") or 0)
+        str(line["symbol"]): scaled(str(line["symbol"]), int(line["current"]))
+        + sign.get(str(line.get("side")), 0)
+        * scaled(str(line["symbol"]), int(line.get("quantity") or 0))
         for line in planned[-1].payload["lines"]
+    }
+
+
+def compute_session_splits(events: Iterable[Any], session: str) -> dict[str, Decimal]:
+    """Return the ratio of each split booked with ``session`` as its effective date."""
+    return {
+        str(e.payload["symbol"]): Decimal(str(e.payload["ratio"]))
+        for e in events
+        if e.kind == EventKind.SPLIT_APPLIED and str(e.payload.get("effective")) == session
+    }
+
+
+def compute_split_orders(
+    orders: Mapping[str, OrderView], splits: Mapping[str, Decimal]
+) -> dict[str, OrderView]:
+    """Return the orders with the quantity of each split symbol's scaled to whole shares."""
+    return {
+        ref: replace(view, quantity=math.floor(view.quantity * splits[str(view.symbol)]))
+        if str(view.symbol) in splits
+        else view
+        for ref, view in orders.items()
     }
 
 
@@ -561,6 +591,17 @@ def read_session_prices(
     return prices
 
 
+def read_session_splits(cfg: Config, symbols: Iterable[str], session: str) -> dict[str, Decimal]:
+    """Return the ratio of each of ``symbols`` the price store splits at ``session``'s open."""
+    from ops_runner.data import compute_split_ratio
+
+    splits = {}
+    for symbol, raw in read_session_prices(cfg, symbols, "split", session).items():
+        if raw != 1:
+            splits[symbol] = compute_split_ratio(float(raw))
+    return splits
+
+
 def _digest(payload: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()[:16]
 
@@ -638,7 +679,12 @@ def reconcile(
     closes.update(read_session_prices(cfg, symbols, "close", decided))
     prices = (closes, read_session_prices(cfg, symbols, "open", session))
     fills = compute_fills(events)
-    rows, more, pending = check_orders(cycle, fills, broker_orders, session, past_deadline, prices)
+    # A split at the order session's open scales the working orders at the broker (as IB does):
+    # the cycle's intents and plan are judged on the same basis.
+    splits = read_session_splits(cfg, symbols, session)
+    splits.update(compute_session_splits(events, session))
+    judged = compute_split_orders(cycle, splits)
+    rows, more, pending = check_orders(judged, fills, broker_orders, session, past_deadline, prices)
     breaks += more
     expected_positions, expected_cash = compute_positions(events), compute_cash(events)
     tolerance = CENT * max(1, len(cycle))
@@ -655,8 +701,8 @@ def reconcile(
     breaks += check_cash(expected_cash, account.cash, tolerance)
     if (targets := compute_record_targets(events, cycle_id)) is not None:
         explained = {str(b.symbol) for b in breaks if b.symbol}
-        breaks += check_targets(targets, compute_planned_positions(events, cycle_id), reported,
-                                explained)  # fmt: skip
+        planned = compute_planned_positions(events, cycle_id, splits)
+        breaks += check_targets(targets, planned, reported, explained)
     status = ReconciliationStatus.CLEAN
     if breaks:
         status = ReconciliationStatus.UNRESOLVED if past_deadline else ReconciliationStatus.BREAKS

@@ -482,3 +482,6 @@ def test_split_when_on_a_working_orders_session_scales_its_quantity(world, symbo
     assert order["status"] == "filled" and order["filled"] == order["quantity"]
     if symbol == "VEU":
         assert "VEU" not in world.book()["positions"]  # 4074 after the split, all sold
+    # Reconciliation judges the intent on the split's basis: whole shares, no overfill.
+    report = reconcile(cfg, ledger, broker, record["cycle_id"], SECOND[1], clock.now)
+    assert report.status is ReconciliationStatus.CLEAN, report.summary()
