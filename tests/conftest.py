@@ -142,3 +142,30 @@ def ready_to_decide(cfg, session) -> None:
     report = run_qa(cfg, session)
     assert not report.blocking, report.summary()
     record_data_qa(cfg, report)
+
+
+def run_clean_cycle(cfg, ledger, broker, clock, decided: str, session: str) -> dict:
+    """Run one cycle the real way on a simulated clock (``clock.now`` is set as it goes):
+    decide after ``decided``'s close, plan at 21:30 UTC, submit at 13:30 UTC on ``session``
+    (before its open), reconcile at 15:00 UTC (after it); assert each step ends clean and
+    return the Decision Record."""
+    from datetime import UTC, datetime
+
+    from ops_runner.decision import decide
+    from ops_runner.execution import read_plan
+    from ops_runner.reconcile import ReconciliationStatus, reconcile
+    from ops_runner.submission import SubmissionStatus, submit_plan
+
+    def utc(day: str, hhmm: str) -> datetime:
+        return datetime.fromisoformat(f"{day}T{hhmm}:00+00:00").astimezone(UTC)
+
+    ready_to_decide(cfg, decided)
+    record = decide(cfg, decided).record
+    clock.now = utc(decided, "21:30")
+    plan = read_plan(cfg, broker, record)
+    clock.now = utc(session, "13:30")
+    assert submit_plan(cfg, ledger, broker, plan, clock.now).status is SubmissionStatus.SUBMITTED
+    clock.now = utc(session, "15:00")
+    report = reconcile(cfg, ledger, broker, record["cycle_id"], session, clock.now)
+    assert report.status is ReconciliationStatus.CLEAN, report.summary()
+    return record

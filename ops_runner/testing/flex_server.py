@@ -12,14 +12,15 @@ its token. Standard library only, besides the project.
 from __future__ import annotations
 
 import enum
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape
+
+from ops_runner.testing.loopback import LoopbackServer
 
 FLEX_PATH = "/AccountManagement/FlexWebService"
 SEND_REQUEST = "SendRequest"
@@ -96,31 +97,7 @@ class ServedRequest:
     status: int
 
 
-class _HttpServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    flex: FlexServer
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that gave up (timeout) closes its end; anything else is a bug worth printing.
-        import sys
-
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _HttpServer
-
-    def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
-        self.server.flex.answer(self)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # the request line carries the Flex token: never print it
-
-
-class FlexServer:
+class FlexServer(LoopbackServer[Fault, ServedRequest]):
     """IB's Flex Web Service on 127.0.0.1, for tests.
 
     ``statements`` maps a Flex query id to the statement it serves (XML bytes, or a file path).
@@ -148,61 +125,19 @@ class FlexServer:
         self.in_progress_polls = in_progress_polls
         self.hang_seconds = hang_seconds
         self.statement_url = statement_url
-        self._address = (host, port)
-        self._lock = threading.Lock()
-        self._faults: dict[str | None, tuple[Fault, int | None]] = {}
-        self._requests: list[ServedRequest] = []
+        super().__init__(host, port)
         self._references: dict[str, str] = {}  # reference code -> query id
         self._polls: dict[str, int] = {}  # reference code -> GetStatement polls so far
         self._next_reference = FIRST_REFERENCE
-        self._stopping = threading.Event()
-        self._httpd: _HttpServer | None = None
-        self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
         return f"FlexServer(queries={sorted(self._statements)})"
 
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> str:
-        """Start serving in a daemon thread; return the Flex Web Service base URL."""
-        if self._httpd is None:
-            self._stopping.clear()
-            self._httpd = _HttpServer(self._address, _Handler)
-            self._httpd.flex = self
-            self._thread = threading.Thread(
-                target=self._httpd.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="flex-server",
-                daemon=True,
-            )
-            self._thread.start()
-        return self.flex_url
-
-    def stop(self) -> None:
-        """Stop serving (a hanging answer is cut short); idempotent."""
-        if self._httpd is None:
-            return
-        self._stopping.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
-        self._httpd = self._thread = None
-
-    def __enter__(self) -> FlexServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    thread_name = "flex-server"
 
     @property
-    def base_url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("the Flex server is not started")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+    def url(self) -> str:
+        return self.flex_url
 
     @property
     def flex_url(self) -> str:
@@ -218,34 +153,7 @@ class FlexServer:
         ``times`` requests (until cleared when None); an endpoint's own fault wins."""
         if endpoint not in (None, SEND_REQUEST, GET_STATEMENT):
             raise ValueError(f"no Flex endpoint {endpoint!r}")
-        with self._lock:
-            self._faults[endpoint] = (fault, times)
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    @property
-    def requests(self) -> list[ServedRequest]:
-        with self._lock:
-            return list(self._requests)
-
-    def clear_requests(self) -> None:
-        with self._lock:
-            self._requests.clear()
-
-    def _take_fault(self, endpoint: str) -> Fault | None:
-        with self._lock:
-            key = endpoint if endpoint in self._faults else None
-            if key not in self._faults:
-                return None
-            fault, times = self._faults[key]
-            if times is not None:
-                if times <= 1:
-                    del self._faults[key]
-                else:
-                    self._faults[key] = (fault, times - 1)
-            return fault
+        self._put_fault(endpoint, fault, times)
 
     # -- answering ---------------------------------------------------------------------------
 
@@ -341,17 +249,8 @@ class FlexServer:
         )
         self._send(handler, replace(seen, answer=code), body, "text/xml")
 
-    def _record(self, seen: ServedRequest) -> None:
-        with self._lock:
-            self._requests.append(seen)
-
     def _send(self, handler: Any, seen: ServedRequest, body: bytes, content_type: str) -> None:
-        self._record(seen)
-        handler.send_response(seen.status)
-        handler.send_header("Content-Type", f"{content_type};charset=utf-8")
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
+        self._write(handler, seen, seen.status, body, f"{content_type};charset=utf-8")
 
 
 def _response(status: str, inner: str) -> bytes:

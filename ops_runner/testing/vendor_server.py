@@ -14,14 +14,14 @@ from __future__ import annotations
 import enum
 import json
 import re
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from ops_runner.testing.loopback import LoopbackServer
 from ops_runner.testing.vendor_feed import (
     AV_INVALID_CALL,
     AV_INVALID_KEY,
@@ -69,36 +69,14 @@ class ServedRequest:
     status: int
 
 
-class _HttpServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    vendor: VendorServer
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that gave up (timeout) closes its end; anything else is a bug worth printing.
-        import sys
-
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _HttpServer
-
-    def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
-        self.server.vendor.answer(self)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # the request line carries Alpha Vantage's key: never print it
-
-
-class VendorServer:
+class VendorServer(LoopbackServer[Fault, ServedRequest]):
     """Both vendors' daily-bar endpoints on 127.0.0.1, for tests and benchmarks.
 
     ``rows`` maps symbol to its sessions (oldest first). ``api_key`` is the only key accepted.
     ``revise_back`` picks the session the bar faults change: that many before the last served.
     """
+
+    thread_name = "vendor-server"
 
     def __init__(
         self,
@@ -118,93 +96,18 @@ class VendorServer:
         self.hang_seconds = hang_seconds
         self.revise_back = revise_back
         self.retry_after = retry_after
-        self._address = (host, port)
-        self._lock = threading.Lock()
-        self._faults: dict[str | None, tuple[Fault, int | None]] = {}
-        self._requests: list[ServedRequest] = []
+        super().__init__(host, port)
         self._rebased: dict[tuple[str, date | None], list[VendorRow]] = {}
-        self._stopping = threading.Event()
-        self._httpd: _HttpServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> str:
-        """Start serving in a daemon thread; return the base URL."""
-        if self._httpd is None:
-            self._stopping.clear()
-            self._httpd = _HttpServer(self._address, _Handler)
-            self._httpd.vendor = self
-            self._thread = threading.Thread(
-                target=self._httpd.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="vendor-server",
-                daemon=True,
-            )
-            self._thread.start()
-        return self.base_url
-
-    def stop(self) -> None:
-        """Stop serving (a hanging answer is cut short); idempotent."""
-        if self._httpd is None:
-            return
-        self._stopping.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
-        self._httpd = self._thread = None
-
-    def __enter__(self) -> VendorServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("the vendor server is not started")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
 
     # -- what tests set and read -------------------------------------------------------------
 
     def set_fault(self, fault: Fault, symbol: str | None = None, times: int | None = None) -> None:
         """Apply ``fault`` to ``symbol`` (every symbol when None) for ``times`` requests (until
         cleared when None); a symbol's own fault wins over the global one."""
-        with self._lock:
-            self._faults[symbol.upper() if symbol else None] = (fault, times)
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    @property
-    def requests(self) -> list[ServedRequest]:
-        with self._lock:
-            return list(self._requests)
-
-    def clear_requests(self) -> None:
-        with self._lock:
-            self._requests.clear()
+        self._put_fault(symbol.upper() if symbol else None, fault, times)
 
     def symbols(self) -> list[str]:
         return sorted(self._rows)
-
-    def _take_fault(self, symbol: str) -> Fault | None:
-        with self._lock:
-            key = symbol if symbol in self._faults else None
-            if key not in self._faults:
-                return None
-            fault, times = self._faults[key]
-            if times is not None:
-                if times <= 1:
-                    del self._faults[key]
-                else:
-                    self._faults[key] = (fault, times - 1)
-            return fault
 
     def _served_rows(self, symbol: str, fault: Fault | None) -> list[VendorRow]:
         """The symbol's rows through ``end``, adjusted close re-based to it, with bar faults."""
@@ -325,10 +228,6 @@ class VendorServer:
             return True
         return False
 
-    def _record(self, seen: ServedRequest) -> None:
-        with self._lock:
-            self._requests.append(seen)
-
     def _send_json(self, handler: Any, seen: ServedRequest, body: Any, status: int = 200) -> None:
         self._send(
             handler, replace(seen, status=status), json.dumps(body).encode(), "application/json"
@@ -342,14 +241,7 @@ class VendorServer:
         content_type: str,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        self._record(seen)
-        handler.send_response(seen.status)
-        handler.send_header("Content-Type", content_type)
-        handler.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            handler.send_header(name, value)
-        handler.end_headers()
-        handler.wfile.write(body)
+        self._write(handler, seen, seen.status, body, content_type, headers)
 
 
 _BAR_FAULTS = {Fault.REVISE, Fault.ZERO_PRICE, Fault.HIGH_BELOW_LOW, Fault.DUPLICATE_DATE}

@@ -10,20 +10,17 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from conftest import make_sample_workbook, ready_to_decide
+from conftest import make_sample_workbook, run_clean_cycle
 
 from ops_runner.audit import AuditStatus, audit_job, run_audit
 from ops_runner.brokers import BrokerUnavailable
 from ops_runner.brokers.sim import SimBroker
 from ops_runner.config import load_config
-from ops_runner.decision import decide
 from ops_runner.events import EventKind, State
-from ops_runner.execution import read_plan
 from ops_runner.ledger import open_ledger
 from ops_runner.projections import compute_open_incidents
-from ops_runner.reconcile import BreakKind, ReconciliationStatus, reconcile
+from ops_runner.reconcile import BreakKind
 from ops_runner.state import read_state
-from ops_runner.submission import SubmissionStatus, submit_plan
 
 # As in test_reconcile_cycle: the sample decides VEU on 2025-10-31 (bought at the 2025-11-03
 # open) and AGG on 2025-11-28 (VEU sold, AGG bought at the 2025-12-01 open).
@@ -52,19 +49,6 @@ def world(tmp_path: Path):
         yield cfg, ledger, SimBroker(cfg, clock=clock), clock
 
 
-def cycle(cfg, ledger, broker, clock, decided: str, session: str) -> None:
-    """Decide, plan after the close, submit before the open, reconcile clean after it."""
-    ready_to_decide(cfg, decided)
-    record = decide(cfg, decided).record
-    clock.now = utc(decided, "21:30")
-    plan = read_plan(cfg, broker, record)
-    clock.now = utc(session, "13:30")
-    assert submit_plan(cfg, ledger, broker, plan, clock.now).status is SubmissionStatus.SUBMITTED
-    clock.now = utc(session, "15:00")
-    report = reconcile(cfg, ledger, broker, record["cycle_id"], session, clock.now)
-    assert report.status is ReconciliationStatus.CLEAN, report.summary()
-
-
 def audit(cfg, ledger, broker, clock, day: str, hhmm: str = "22:00"):
     clock.now = utc(day, hhmm)
     return run_audit(cfg, ledger, broker, clock.now)
@@ -87,8 +71,8 @@ def audits(ledger) -> list:
 
 def test_audit_when_cycles_reconciled_clean_is_clean_and_equals_the_brokers_books(world):
     cfg, ledger, broker, clock = world
-    cycle(cfg, ledger, broker, clock, *FIRST)
-    cycle(cfg, ledger, broker, clock, *SECOND)
+    run_clean_cycle(cfg, ledger, broker, clock, *FIRST)
+    run_clean_cycle(cfg, ledger, broker, clock, *SECOND)
     # 21:30 UTC on 2025-12-01: after its close, before the VEU sale settles at the next open.
     report = audit(cfg, ledger, broker, clock, "2025-12-01", "21:30")
     assert report.status is AuditStatus.CLEAN, report.summary()
@@ -117,8 +101,8 @@ def test_audit_when_cycles_reconciled_clean_is_clean_and_equals_the_brokers_book
 
 def test_audit_when_a_position_is_traded_behind_the_ledgers_back_breaks_once(world):
     cfg, ledger, broker, clock = world
-    cycle(cfg, ledger, broker, clock, *FIRST)
-    cycle(cfg, ledger, broker, clock, *SECOND)
+    run_clean_cycle(cfg, ledger, broker, clock, *FIRST)
+    run_clean_cycle(cfg, ledger, broker, clock, *SECOND)
     held = broker.positions()["AGG"]
 
     def manual_sale(book: dict) -> None:  # the user sells 10 AGG at 100.00 in the broker's app
@@ -150,7 +134,7 @@ def test_audit_when_a_position_is_traded_behind_the_ledgers_back_breaks_once(wor
 )  # fmt: skip
 def test_audit_when_cash_is_off_breaks_only_past_a_cent_per_order(world, offset, status):
     cfg, ledger, broker, clock = world
-    cycle(cfg, ledger, broker, clock, *FIRST)  # one order since inception: a cent of tolerance
+    run_clean_cycle(cfg, ledger, broker, clock, *FIRST)  # one order: a cent of tolerance
 
     def drift(book: dict) -> None:
         book["cash"] = str(Decimal(book["cash"]) + Decimal(offset))
@@ -169,8 +153,8 @@ def test_audit_when_cash_is_off_breaks_only_past_a_cent_per_order(world, offset,
 
 def test_audit_when_an_old_cycle_differs_at_the_broker_catches_it(world):
     cfg, ledger, broker, clock = world
-    cycle(cfg, ledger, broker, clock, *FIRST)
-    cycle(cfg, ledger, broker, clock, *SECOND)
+    run_clean_cycle(cfg, ledger, broker, clock, *FIRST)
+    run_clean_cycle(cfg, ledger, broker, clock, *SECOND)
     first_fill = f"sim.{FIRST[1]}."
 
     def correction(book: dict) -> None:
@@ -196,7 +180,7 @@ def test_audit_when_an_old_cycle_differs_at_the_broker_catches_it(world):
 
 def test_audit_when_the_broker_is_down_records_nothing_and_raises(world):
     cfg, ledger, broker, clock = world
-    cycle(cfg, ledger, broker, clock, *FIRST)
+    run_clean_cycle(cfg, ledger, broker, clock, *FIRST)
     config = cfg.workbook / "config.yaml"
     config.write_text(
         config.read_text().replace("sim_faults: {}", "sim_faults: {refuse_connection: true}")
@@ -226,7 +210,7 @@ def test_audit_job_when_the_ledger_has_no_cash_history_is_clean_without_comparin
 )
 def test_audit_when_a_deposit_is_made_counts_it_only_if_the_ledger_has_it(world, recorded, status):
     cfg, ledger, broker, clock = world
-    cycle(cfg, ledger, broker, clock, *FIRST)
+    run_clean_cycle(cfg, ledger, broker, clock, *FIRST)
 
     def deposit(book: dict) -> None:
         book["cash"] = str(Decimal(book["cash"]) + Decimal("5000.00"))

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
-from conftest import make_sample_workbook, ready_to_decide
+from conftest import make_sample_workbook, ready_to_decide, run_clean_cycle
 
 from ops_runner.audit import AuditReport, AuditStatus, run_audit
 from ops_runner.books import book_account
@@ -70,19 +70,6 @@ class Clock:
         return self.now
 
 
-def cycle(cfg, ledger, broker, clock, decided: str, session: str) -> None:
-    """Decide, plan after the close, submit before the open, reconcile clean after it."""
-    ready_to_decide(cfg, decided)
-    record = decide(cfg, decided).record
-    clock.now = utc(decided, "21:30")
-    plan = read_plan(cfg, broker, record)
-    clock.now = utc(session, "13:30")
-    assert submit_plan(cfg, ledger, broker, plan, clock.now).status is SubmissionStatus.SUBMITTED
-    clock.now = utc(session, "15:00")
-    report = reconcile(cfg, ledger, broker, record["cycle_id"], session, clock.now)
-    assert report.status is ReconciliationStatus.CLEAN, report.summary()
-
-
 def make_first_cycle(root: Path, initial_cash: int | None = None) -> Path:
     """A sample workbook after its first cycle: VEU bought at the 2025-11-03 open."""
     workbook = make_sample_workbook(root)
@@ -91,7 +78,7 @@ def make_first_cycle(root: Path, initial_cash: int | None = None) -> Path:
     cfg = load_config(workbook)
     clock = Clock(utc(FIRST[0], "21:00"))
     with open_ledger(cfg) as ledger:
-        cycle(cfg, ledger, SimBroker(cfg, clock=clock), clock, *FIRST)
+        run_clean_cycle(cfg, ledger, SimBroker(cfg, clock=clock), clock, *FIRST)
     return workbook
 
 

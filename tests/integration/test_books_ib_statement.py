@@ -61,6 +61,11 @@ def set_dividend(cfg, symbol: str, day: str, amount: float, split: float = 1.0) 
     store.write_bars(source, symbol, bars, provenance)
 
 
+def fund(ledger) -> None:
+    payload = {"amount": str(OPENING), "reason": "opening balance"}
+    ledger.append(str(EventKind.CASH_ADJUSTED), "CashAdjusted:opening", payload)
+
+
 def fill(ledger, exec_id: str, symbol: str, side: str, quantity: int, price: str, session: str):
     payload = {
         "exec_id": exec_id,
@@ -91,8 +96,7 @@ def test_books_when_ib_statement_has_dividend_tax_interest_fee_books_each_line_o
         set_dividend(cfg, "SPY", "2020-09-18", 1.3392)
         broker = IbBroker(cfg)
         with open_ledger(cfg) as ledger:
-            ledger.append(str(EventKind.CASH_ADJUSTED), "CashAdjusted:opening",
-                          {"amount": str(OPENING), "reason": "opening balance"})  # fmt: skip
+            fund(ledger)
             fill(ledger, "e1", "SPY", "BUY", 150, "330.00", "2020-09-01")
             report = book_account(cfg, ledger, broker, at("2020-11-02"))
             events = list(ledger.events())
@@ -134,8 +138,7 @@ def test_books_when_ib_statement_has_reverse_split_books_shares_and_cash_in_lieu
         cfg = workbook(tmp_path / "wb", server)
         broker = IbBroker(cfg)
         with open_ledger(cfg) as ledger:
-            ledger.append(str(EventKind.CASH_ADJUSTED), "CashAdjusted:opening",
-                          {"amount": str(OPENING), "reason": "opening balance"})  # fmt: skip
+            fund(ledger)
             fill(ledger, "b1", "BIL", "BUY", 301, "45.70", "2017-10-02")
             report = book_account(cfg, ledger, broker, at("2017-12-15"))
             events = list(ledger.events())
