@@ -49,7 +49,8 @@ def run_span(scratch: Path, first: str, last: str, risk: list[str]) -> dict:
     seconds = time.perf_counter() - started
     weeks = result.weeks
     worst = max((abs(w.difference) for w in weeks), default=0)
-    report = read_performance(result.config())
+    # Up to the last week the books were kept (audited): the history stops there.
+    report = read_performance(result.config(), end=weeks[-1].session if weeks else None)
     months = report.months or []
     tracking = [m.tracking_bps for m in months]
     parts = {}
@@ -68,7 +69,7 @@ def run_span(scratch: Path, first: str, last: str, risk: list[str]) -> dict:
               f"{min(tracking):+.2f} / {max(tracking):+.2f}; parts (mean bps/month): "
               + ", ".join(f"{k} {v:+.2f}" for k, v in parts.items()))  # fmt: skip
     for note in (report.notes or ())[:5]:
-        print(f"  note: {note}")
+        print(f"  note: {note[:300]}{'...' if len(note) > 300 else ''}")
     mean = statistics.fmean(tracking) if tracking else 0.0
     return {"first": first, "last": last, "cycles": len(result.cycles),
             "skipped": len(result.skipped), "weeks": len(weeks),
