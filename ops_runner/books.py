@@ -31,7 +31,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -293,8 +293,8 @@ def book_account(
             elif ledger.get(item[1]) is None:
                 items.append(item)
     elif account is not None:
-        items += _explained_payments(events + [_Pending(i) for i in items], items, account,
-                                     today, notes)  # fmt: skip
+        pending = events + [_Pending(i) for i in items]
+        items += _explained_payments(pending, account, today, notes)
     if items:
         ledger.append_many(items, run_id=run_id)
         events = list(ledger.events())
@@ -376,7 +376,7 @@ def _prior_close(cfg: Config, symbol: str, day: date) -> Decimal:
 
 
 def _explained_payments(
-    events: list[Any], pending: list[Item], account: AccountValues, today: date, notes: list[str]
+    events: list[Any], account: AccountValues, today: date, notes: list[str]
 ) -> list[Item]:
     """Return DividendPaid (and TaxWithheld) items for the due dividends that explain the
     difference between the broker's cash and the ledger's, or none."""
@@ -436,9 +436,3 @@ def _missing_payments(events: list[Any], calendar: Any, today: date, grace: int)
                 f"{payload['rate']}, net of withholding) expected by {payload['pay_date']}, not "
                 f"paid by {today} ({payload['evidence'][0]})"))  # fmt: skip
     return breaks
-
-
-def read_books_summary(report: BooksReport) -> Mapping[str, Any]:
-    """Return the report as JSON-ready values (for a notebook's table)."""
-    return {"source": report.source, "recorded": list(report.recorded),
-            "breaks": [b.detail for b in report.breaks], "notes": list(report.notes)}  # fmt: skip
