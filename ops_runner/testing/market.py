@@ -18,9 +18,14 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from ops_runner.calendar import NY
-from ops_runner.data import DividendConvention, compute_adjustment_factors, compute_split_adjusted
+from ops_runner.data import (
+    DividendConvention,
+    compute_adjustment_factors,
+    compute_split_adjusted,
+    compute_split_ratio,
+)
 from ops_runner.errors import DataError
-from ops_runner.testing.tws_account import Bar
+from ops_runner.testing.tws_account import Bar, CorporateAction
 
 if TYPE_CHECKING:
     from ops_runner.config import Config
@@ -43,6 +48,8 @@ class WorkbookMarket:
         self._per_share = _decimal(costs["commission_per_share"])
         self._minimum = _decimal(costs["commission_min"])
         self._bars: dict[str, tuple[str, pd.DataFrame]] = {}
+        # IB pays a dividend some sessions after its ex-date: the simulated broker's lag.
+        self._pay_lag = int(cfg.values["broker"]["sim_account"]["dividend_pay_lag_sessions"])
 
     def _load(self, symbol: str) -> pd.DataFrame | None:
         """The stored raw bars of ``symbol`` (cached by checksum), None when it has none."""
@@ -96,6 +103,36 @@ class WorkbookMarket:
         closed = pd.Timestamp(self._calendar.last_closed_session(moment))
         closes = bars["close"].loc[:closed]
         return _decimal(closes.iloc[-1]) if len(closes) else None
+
+    def sessions_opened(self, after: date | None, moment: datetime) -> list[date]:
+        """The sessions opened after ``after`` and at or before ``moment`` (``after`` None:
+        the last one opened)."""
+        local = moment.astimezone(NY).date()
+        last = local if self._calendar.is_session(local) else self._calendar.previous_session(local)
+        if moment < self.open_instant(last):
+            last = self._calendar.previous_session(last)
+        if after is None:
+            return [last]
+        days, day = [], after
+        while (day := self._calendar.next_session(day)) <= last:
+            days.append(day)
+        return days
+
+    def corporate_action(self, symbol: str, session: date) -> CorporateAction | None:
+        """The store's dividend and split of ``symbol`` at ``session``, None when neither."""
+        bars = self._load(symbol)
+        day = pd.Timestamp(session)
+        if bars is None or day not in bars.index:
+            return None
+        dividend, split = float(bars.at[day, "dividend"]), float(bars.at[day, "split"])
+        if dividend <= 0 and split == 1.0:
+            return None
+        closes = bars["close"].loc[: day - pd.Timedelta(days=1)]
+        prior = _decimal(closes.iloc[-1]) if len(closes) else Decimal(0)
+        pay = session
+        for _ in range(self._pay_lag):
+            pay = self._calendar.next_session(pay)
+        return CorporateAction(_decimal(dividend), compute_split_ratio(split), prior, pay)
 
     def daily_bars(self, symbol: str, adjusted: bool) -> list[Bar]:
         """Daily bars as IB serves them: TRADES split-adjusted as of today (``adjusted`` False)

@@ -65,6 +65,25 @@ class Market(Protocol):
         """The last close at or before ``moment`` (portfolio value); None when unknown."""
         ...
 
+    def sessions_opened(self, after: date | None, moment: datetime) -> list[date]:
+        """The sessions opened after ``after`` and at or before ``moment``, oldest first
+        (``after`` None: only the last one opened)."""
+        ...
+
+    def corporate_action(self, symbol: str, session: date) -> CorporateAction | None:
+        """The dividend and split of ``symbol`` at ``session``'s open, if any."""
+        ...
+
+
+class CorporateAction(NamedTuple):
+    """A dividend (per share, after the split) and a split (new shares per old) at an open,
+    the prior close, and the session the dividend is paid on."""
+
+    dividend: Decimal
+    split: Decimal
+    prior_close: Decimal
+    pay_date: date
+
 
 def compute_open_instant(session: date) -> datetime:
     """09:30 New York on ``session``, as an aware UTC datetime."""
@@ -141,6 +160,15 @@ class StaticMarket:
 
     def daily_bars(self, symbol: str, adjusted: bool) -> list[Bar]:
         return list((self._adjusted if adjusted else self._bars).get(symbol, []))
+
+    def sessions_opened(self, after: date | None, moment: datetime) -> list[date]:
+        opened = [s for s in self._sessions if compute_open_instant(s) <= moment]
+        if after is None:
+            return opened[-1:]
+        return [s for s in opened if s > after]
+
+    def corporate_action(self, symbol: str, session: date) -> CorporateAction | None:
+        return None  # a static venue pays no dividends and splits nothing
 
     def mark(self, symbol: str, moment: datetime) -> Decimal | None:
         # The latest print at or before the moment: a bar's close (16:00) or an opening print.
@@ -239,6 +267,10 @@ class Account:
     executions: list[SimExecution] = field(default_factory=list)
     settlements: list[_Settlement] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    # Dividends owed (symbol, ex-date, gross, pay date) and the last session whose open's
+    # corporate actions were applied.
+    accruals: list[tuple[str, date, Decimal, date]] = field(default_factory=list)
+    through: date | None = None
     _next_perm: int = PERM_ID_BASE
     _next_exec: int = 0
 
@@ -330,6 +362,47 @@ class Account:
             self.executions.append(execution)
             return execution
 
+    def apply_corporate_actions(self, market: Market, through: date, now: datetime) -> None:
+        """Apply each opened session's corporate actions up to ``through``, as IB does before
+        the open: a split multiplies positions (floor; the fraction paid at the prior close
+        over the ratio) and working orders; a dividend accrues on the shares held at the prior
+        close and is paid on its pay date. A new account starts at the last session opened."""
+        with self.lock:
+            for session in market.sessions_opened(self.through, now):
+                if session > through:
+                    break
+                if self.through is not None:
+                    self._apply(market, session)
+                self.through = session
+
+    def _apply(self, market: Market, session: date) -> None:
+        for symbol in sorted({*self.positions, *(o.symbol for o in self.working())}):
+            action = market.corporate_action(symbol, session)
+            if action is None:
+                continue
+            if action.split != 1:
+                held = self.positions.get(symbol, 0)
+                after = int(held * action.split)  # floor for a long position
+                self.cash += ((held * action.split - after) * action.prior_close / action.split
+                              ).quantize(CENT, rounding=ROUND_HALF_UP)  # fmt: skip
+                self.positions[symbol] = after
+                for order in self.working():
+                    if order.symbol == symbol:
+                        order.quantity = int(order.quantity * action.split)
+            if action.dividend > 0 and self.positions.get(symbol, 0) > 0:
+                gross = (self.positions[symbol] * action.dividend).quantize(
+                    CENT, rounding=ROUND_HALF_UP
+                )
+                self.accruals.append((symbol, session, gross, action.pay_date))
+        due = [a for a in self.accruals if a[3] <= session]
+        for accrual in due:
+            self.cash += accrual[2]
+            self.accruals.remove(accrual)
+
+    def accrued(self) -> Decimal:
+        with self.lock:
+            return sum((a[2] for a in self.accruals), Decimal(0))
+
     def snapshot_orders(self) -> list[SimOrder]:
         with self.lock:
             return [replace(o) for o in self.orders]
@@ -346,7 +419,7 @@ class Account:
             settled = self.settled_cash(now)
         # A cash account: it may trade with unsettled proceeds, so funds are the whole cash.
         return {
-            "NetLiquidation": cash + stock,
+            "NetLiquidation": cash + stock + self.accrued(),
             "TotalCashValue": cash,
             "SettledCash": settled,
             "AvailableFunds": cash,

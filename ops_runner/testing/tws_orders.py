@@ -332,14 +332,18 @@ def fill_due_orders(sim: TwsSimulator) -> None:
     """
     market, account, faults = sim.market, sim._account, sim.faults
     now = sim.clock()
-    due = [
-        o
-        for o in account.working()
-        if o.session is not None
-        and now >= market.open_instant(o.session)
-        and market.opening_price(o.symbol, o.session) is not None
-    ]
+    due = sorted(
+        (
+            o
+            for o in account.working()
+            if o.session is not None
+            and now >= market.open_instant(o.session)
+            and market.opening_price(o.symbol, o.session) is not None
+        ),
+        key=lambda o: o.session or date.min,
+    )
     if not due:
+        account.apply_corporate_actions(market, date.max, now)
         return
     burst = faults.burst
     silent = False
@@ -352,11 +356,14 @@ def fill_due_orders(sim: TwsSimulator) -> None:
                 lambda: sim._broadcast(wire.msg_error(-1, 1102, TEXT_1102)),
             )
     for i, order in enumerate(due):
+        # The account's corporate actions of every open up to this order's come first.
+        account.apply_corporate_actions(market, order.session or date.max, now)
         _fill(sim, order, push=not silent)
         if burst == "drop" and i == 0:
             faults.burst = "none"
             sim._drop_all()
             silent = True
+    account.apply_corporate_actions(market, date.max, now)
     if not silent:
         for conn in sim._live():
             if conn.account_updates:
