@@ -15,7 +15,8 @@ What a broker does to an account between trades is recorded as its own events (s
   broker's statement, one event per line keyed by the line's id (``books.statements: broker``
   and a broker that gives statements: the simulated broker, IB with ``broker.flex``). Lines
   dated before the first fill's session are inside the opening balance adopted then, and are
-  not booked again. Deposits and withdrawals stay the operator's ``CashAdjusted``.
+  not booked again. A deposit or withdrawal line is a ``CashAdjusted`` (a flow, keyed
+  ``CashAdjusted:<line id>``).
 - **Without statements** (IB without Flex, or ``books.statements: price_store``) a dividend due
   by its expected pay date is booked as paid only when it explains the broker's cash: the
   difference between the broker's cash and the ledger's equals the net amount of the due
@@ -144,6 +145,13 @@ def compute_explained(due: list[tuple[str, Decimal]], difference: Decimal) -> li
 
 def _line_item(line: CashLine, statement: Statement, events: list[Any]) -> Item | None:
     """Return the event booking one statement cash line, or None for a kind never booked."""
+    evidence = f"{statement.source} line {line.line_id}: {line.evidence or line.description}"
+    if line.kind is CashKind.TRANSFER:  # a deposit or withdrawal: a flow
+        key = f"{EventKind.CASH_ADJUSTED}:{line.line_id}"
+        reason = "deposit" if line.amount > 0 else "withdrawal"
+        return (str(EventKind.CASH_ADJUSTED), key, {
+            "amount": str(line.amount), "reason": f"{reason} on the broker's statement",
+            "session": line.on.isoformat(), "evidence": [evidence]})  # fmt: skip
     kind = _CASH_KINDS.get(line.kind)
     if kind is None:
         return None
@@ -159,9 +167,7 @@ def _line_item(line: CashLine, statement: Statement, events: list[Any]) -> Item 
         "id": key,
         "on": line.on.isoformat(),
         "amount": str(line.amount),
-        "evidence": [
-            f"{statement.source} line {line.line_id}: {line.evidence or line.description}"
-        ],
+        "evidence": [evidence],
     }
     if line.symbol:
         payload["symbol"] = line.symbol

@@ -105,9 +105,10 @@ def test_books_when_ib_statement_has_dividend_tax_interest_fee_books_each_line_o
         served = len(server.requests)
 
     kinds = sorted(key.split(":")[0] for key in report.recorded)
-    assert kinds == ["DividendEntitled", "DividendPaid", "FeeCharged", "InterestBooked",
-                     "TaxWithheld"]  # fmt: skip
+    assert kinds == ["CashAdjusted", "DividendEntitled", "DividendPaid", "FeeCharged",
+                     "InterestBooked", "TaxWithheld"]  # fmt: skip
     by_kind = {e.kind: e.payload for e in events if e.kind not in ("FillRecorded",)}
+    deposit = next(e for e in events if e.key == "CashAdjusted:13987000103").payload
     entitled = by_kind[EventKind.DIVIDEND_ENTITLED]
     # 150 shares held at the 2020-09-17 close x 1.3392 = 200.88, from the price store.
     assert (entitled["shares"], entitled["amount"], entitled["ex_date"]) == (
@@ -123,9 +124,11 @@ def test_books_when_ib_statement_has_dividend_tax_interest_fee_books_each_line_o
     assert by_kind[EventKind.INTEREST_BOOKED]["amount"] == "1.37"
     assert by_kind[EventKind.FEE_CHARGED]["amount"] == "-10"
     # The deposit is the operator's CashAdjusted, never booked from a statement line.
-    assert any("13987000103" in note for note in report.notes)
-    # Cash: opening - 150 x 330 - 1 commission + 200.88 - 30.13 + 1.37 - 10, by hand.
-    assert compute_cash(events) == Decimal("100000.00") - 49500 - 1 + Decimal("162.12")
+    # The deposit (its DETAIL row, not IB's SUMMARY copy) is a flow, dated as it settled.
+    assert (deposit["amount"], deposit["session"]) == ("5000", "2020-10-15")
+    assert "line 13987000103" in deposit["evidence"][0]
+    # Cash: opening - 150 x 330 - 1 commission + 200.88 - 30.13 + 1.37 - 10 + 5000, by hand.
+    assert compute_cash(events) == Decimal("100000.00") - 49500 - 1 + Decimal("5162.12")
     assert compute_receivables(events) == {}  # paid: nothing owed any more
     for event in events:
         text = str(event.payload)
