@@ -223,6 +223,7 @@ def book_account(
     if books["statements"] == "broker" and hasattr(broker, "statement"):
         statement = broker.statement()
     events = list(ledger.events())
+    known = {e.key for e in events}  # what is booked already: every item is keyed
     held = sorted({str(f["symbol"]) for f in compute_fills(events).values()})
     if not held:
         return BooksReport(source="statement" if statement else "price store")
@@ -237,7 +238,7 @@ def book_account(
             if line.effective < first or line.effective > today:
                 continue
             key = f"{EventKind.SPLIT_APPLIED}:{line.symbol}:{line.effective.isoformat()}"
-            if ledger.get(key) is None:
+            if key not in known:
                 pending = events + [_Pending(item) for item in items]  # earlier splits of this pass
                 before = compute_shares_at(pending, line.symbol, line.effective, splits=False)
                 items.append(_split_item(key, line.symbol, line.effective, line.ratio, before,
@@ -249,7 +250,7 @@ def book_account(
             if action.split == 1:
                 continue
             key = f"{EventKind.SPLIT_APPLIED}:{action.symbol}:{action.day.isoformat()}"
-            if ledger.get(key) is not None:
+            if key in known:
                 continue
             pending = events + [_Pending(item) for item in items]
             before = compute_shares_at(pending, action.symbol, action.day, splits=False)
@@ -272,7 +273,7 @@ def book_account(
         if action.dividend <= 0:
             continue
         key = f"{EventKind.DIVIDEND_ENTITLED}:{action.symbol}:{action.day.isoformat()}"
-        if ledger.get(key) is not None:
+        if key in known:
             continue
         shares = compute_shares_at(events, action.symbol, action.day, splits=True)
         if shares <= 0:
@@ -296,7 +297,7 @@ def book_account(
             if item is None:
                 notes.append(f"statement line {line.line_id} ({line.kind}, {line.amount}) is "
                              "not booked automatically")  # fmt: skip
-            elif ledger.get(item[1]) is None:
+            elif item[1] not in known:
                 items.append(item)
     elif account is not None:
         pending = events + [_Pending(i) for i in items]

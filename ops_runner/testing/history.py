@@ -91,13 +91,11 @@ def compute_cycle_months(
     return [((start + i) // 12, (start + i) % 12 + 1) for i in range(cycles)]
 
 
-def _prepare(workbook: Path, seed: int, overrides: Mapping[str, Mapping[str, Any]]) -> Config:
-    """Initialise a fresh workbook with the sample market; refuse a folder already in use."""
+def _new_workbook(root: Path, overrides: Mapping[str, Mapping[str, Any]]) -> Config:
+    """Initialise a demo-template workbook at ``root`` with config sections overridden; refuse
+    a folder already in use. Raises HistoryError."""
     import yaml
 
-    from ops_runner.sources.sample import write_sample
-
-    root = Path(workbook)
     if root.exists() and any(root.iterdir()):
         raise HistoryError(
             f"{root} is not empty; simulate a history into a new folder (it never writes into "
@@ -111,7 +109,16 @@ def _prepare(workbook: Path, seed: int, overrides: Mapping[str, Mapping[str, Any
                 raise HistoryError(f"config override {section!r}: expected a section's mapping")
             values[section].update(changes)
         config.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
-    cfg = load_config(root)
+    return load_config(root)
+
+
+def _prepare(workbook: Path, seed: int, overrides: Mapping[str, Mapping[str, Any]]) -> Config:
+    """Initialise a fresh workbook with the sample market; refuse a folder already in use."""
+
+    from ops_runner.sources.sample import write_sample
+
+    root = Path(workbook)
+    cfg = _new_workbook(root, overrides)
     if cfg.values["broker"]["kind"] != "sim" or cfg.values["data"]["primary"] != "sample":
         raise HistoryError("a simulated history needs broker.kind sim and data.primary sample")
     write_sample(cfg.store(), seed=seed, calendar=cfg.calendar())
@@ -293,7 +300,6 @@ def simulate_books_history(
     ``config`` overrides config sections (e.g. the universe, ``broker.sim_account``). Raises
     HistoryError for a folder in use or a cycle that does not reconcile clean.
     """
-    import yaml
 
     from ops_runner.audit import run_audit
     from ops_runner.brokers import open_broker
@@ -307,17 +313,8 @@ def simulate_books_history(
 
     began = time.monotonic()
     root = Path(workbook)
-    if root.exists() and any(root.iterdir()):
-        raise HistoryError(f"{root} is not empty; simulate a history into a new folder")
-    path = init_workbook(root, template="demo")
-    values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    values["data"]["primary"] = layout
-    for section, changes in (config or {}).items():
-        if not isinstance(changes, Mapping) or not isinstance(values.get(section), dict):
-            raise HistoryError(f"config override {section!r}: expected a section's mapping")
-        values[section].update(changes)
-    path.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
-    cfg = load_config(root)
+    data_section = {"data": {"primary": layout}}
+    cfg = _new_workbook(root, {**(config or {}), **data_section})
     store = cfg.store()
     assert isinstance(store, PriceStore)
     store.import_files(Path(data), layout, layout)
