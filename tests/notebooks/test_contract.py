@@ -1,21 +1,26 @@
-"""The notebook contract: no outputs committed, one literal parameters cell, thin, honest end."""
+"""The notebook contract: a py:percent pair, no outputs, literal parameters, thin, honest end."""
 
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
+import jupytext
 import nbformat
 import pytest
 from conftest import make_sample_workbook
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = [
     p for p in sorted((ROOT / "notebooks").rglob("*.ipynb")) if ".ipynb_checkpoints" not in p.parts
 ]
+TEXTS = [
+    p for p in sorted((ROOT / "notebooks").rglob("*.py")) if ".ipynb_checkpoints" not in p.parts
+]
 FORBIDDEN_IMPORTS = ("ib_async", "ib_insync", "ops_runner.brokers")
+# Cell metadata about outputs that jupytext keeps in the .ipynb only, never in the text.
+OUTPUT_METADATA = ("autoscroll", "collapsed", "scrolled", "trusted", "execution", "ExecuteTime")
 SECRET_WORDS = ("password", "secret", "token", "api_key", "apikey", "credential")
 
 
@@ -27,20 +32,78 @@ def _code(nb):
     return [c for c in nb.cells if c.cell_type == "code"]
 
 
+def _cells(nb):
+    """Return (type, source, metadata) per cell: what a py:percent text holds of a cell."""
+    return [
+        (c.cell_type, c.source, {k: v for k, v in c.metadata.items() if k not in OUTPUT_METADATA})
+        for c in nb.cells
+    ]
+
+
+def _check_pair(path: Path) -> list[str]:
+    """Return how the notebook at path and its py:percent text disagree; none when in sync."""
+    text = path.with_suffix(".py")
+    if not text.is_file():
+        return [f"{path.name} has no {text.name} beside it"]
+    nb, paired = nbformat.read(str(path), as_version=4), jupytext.read(text)
+    ours, theirs = _cells(nb), _cells(paired)
+    problems = [
+        f"cell {i}: {_brief(a)} in {path.name}, {_brief(b)} in {text.name}"
+        for i, (a, b) in enumerate(zip(ours, theirs, strict=False))  # a missing cell: below
+        if a != b
+    ]
+    if len(ours) != len(theirs):
+        problems.append(f"{len(ours)} cells in {path.name}, {len(theirs)} in {text.name}")
+    if nb.metadata.get("kernelspec") != paired.metadata.get("kernelspec"):
+        problems.append(f"the kernelspecs of {path.name} and {text.name} differ")
+    return problems
+
+
+def _brief(cell: tuple) -> tuple:
+    kind, source, metadata = cell
+    return kind, source[:60], metadata
+
+
 def test_notebooks_when_listed_include_data_qa():
     assert ROOT / "notebooks" / "data_qa.ipynb" in NOTEBOOKS
 
 
-def test_notebooks_when_regenerated_match_committed_sources(tmp_path):
-    tool = ROOT / "tools" / "make_notebooks.py"
-    subprocess.run([sys.executable, str(tool), str(tmp_path)], check=True)
-    made = sorted(tmp_path.glob("*.ipynb"))
-    assert made
-    for path in made:
-        committed = ROOT / "notebooks" / path.name
-        assert committed.read_bytes() == path.read_bytes(), (
-            f"re-run {tool.name}, commit {path.name}"
-        )
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_when_committed_agrees_with_its_py_percent_text(path):
+    assert _check_pair(path) == [], "run `make notebooks` (jupytext --sync), commit both files"
+
+
+@pytest.mark.parametrize("text", TEXTS, ids=_ids(TEXTS))
+def test_notebook_text_when_committed_has_its_ipynb(text):
+    # papermill runs the .ipynb: a text alone is a notebook that never runs.
+    assert text.with_suffix(".ipynb").is_file(), "run `make notebooks` (jupytext --sync)"
+
+
+def test_check_pair_when_text_is_missing_or_differs_says_so(tmp_path):
+    cells = [
+        new_markdown_cell("# Title"),
+        new_code_cell('as_of = "2025-11-28"', metadata={"tags": ["parameters"]}),
+        new_code_cell("import scrapbook as sb"),
+    ]
+    kernel = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb = new_notebook(cells=cells, metadata={"kernelspec": kernel})
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, str(path))
+    assert _check_pair(path) == ["nb.ipynb has no nb.py beside it"]
+    jupytext.write(nb, path.with_suffix(".py"), fmt="py:percent")
+    assert _check_pair(path) == []
+    nb.cells[1].metadata["tags"] = []  # the parameters tag lost on one side
+    nb.cells[2].source = "import os"
+    nb.cells.append(new_markdown_cell("## One more"))
+    nb.metadata["kernelspec"]["name"] = "python2"
+    nbformat.write(nb, str(path))
+    found = [p.split(":")[0] for p in _check_pair(path)]
+    assert found == [
+        "cell 1",
+        "cell 2",
+        "4 cells in nb.ipynb, 3 in nb.py",
+        "the kernelspecs of nb.ipynb and nb.py differ",
+    ]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))

@@ -1,0 +1,67 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Decision
+#
+# **Purpose.** Decide the monthly rotation for one rebalance session (the last session of the month) from the bars known at its close, and record the Decision Record once: scores, selection, target weights, the prices used with their provenance, a snapshot of the exact input bars, the config hash and the code version. Deciding again with the same inputs returns the same record; other inputs for a decided session are an incident.
+#
+# **Inputs.** The workbook's `config.yaml` (universe and strategy) and its price store. Parameters: `workbook`, `session`.
+#
+# **Outputs.** The scores table, the ranking chart, the targets and the explanation; scraps `decision`, `targets` and `completion`; a `DecisionRecorded` ledger event.
+
+# %% tags=["parameters"]
+workbook = ""  # "": $OPS_RUNNER_HOME, else demo/ (make demo, SYNTHETIC)
+run_id = ""  # set by the tick or ops-runner run; "" by hand: a preview, records nothing
+session = "2025-11-28"  # the rebalance session (the demo decides 2025-11)
+
+# %%
+import scrapbook as sb
+
+from ops_runner import decision, notebooks, reports
+
+# %% [markdown]
+# ## Workbook, config and data sources
+
+# %%
+cfg = notebooks.open_workbook(workbook, run_id)
+reports.compute_banner(cfg)
+
+# %% [markdown]
+# ## Scores
+#
+# Total return over the lookback, measured on month-end sessions.
+
+# %%
+outcome = decision.decide(cfg, session)
+print("recorded now" if outcome.created else f"already decided (event {outcome.seq})")
+outcome.scores_frame()
+
+# %%
+reports.plot_scores(outcome);
+
+# %% [markdown]
+# ## Selection and targets
+
+# %%
+print(outcome.explanation)
+outcome.targets_frame()
+
+# %% [markdown]
+# ## Record
+
+# %%
+sb.glue("decision", outcome.record["decision"])
+sb.glue("targets", outcome.targets)
+sb.glue("completion", notebooks.completion_record("decision", session=session, seq=outcome.seq, created=outcome.created, targets=outcome.targets))

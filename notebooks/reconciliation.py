@@ -1,0 +1,69 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Reconciliation
+#
+# **Purpose.** After the next session's open (plus the configured delay), fetch executions, commissions, positions and cash from the broker and compare them with the ledger: target vs filled, expected vs broker positions and cash, partial and missing fills. Duplicate reports count once; a missing position report is not a flat position. Clean: recorded. A break: SAFE_MODE and an incident; a break unresolved past its time limit: HALT.
+#
+# **Inputs.** The workbook's config, ledger and broker. Parameters: `workbook`, `cycle`, `now`.
+#
+# **Outputs.** The fills (with slippage against the open), breaks and positions tables; scraps `reconciliation` and `completion`; `FillRecorded` and `CheckRecorded` events.
+
+# %% tags=["parameters"]
+workbook = ""  # "": $OPS_RUNNER_HOME, else demo/ (make demo, SYNTHETIC)
+run_id = ""  # set by the tick or ops-runner run; "" by hand: a preview, records nothing
+cycle = "2025-11"  # orders for the 2025-12-01 open
+now = "2025-12-01T15:30:00Z"  # 10:30 New York; "" means the real clock
+
+# %%
+import scrapbook as sb
+
+from ops_runner import jobs, notebooks, reports
+
+# %% [markdown]
+# ## Workbook and broker
+
+# %%
+cfg = notebooks.open_workbook(workbook, run_id)
+reports.compute_banner(cfg)
+
+# %% [markdown]
+# ## Fills
+#
+# Per order: intended, filled, price, commission, slippage.
+
+# %%
+report = jobs.run_reconciliation(cfg, cycle, now)
+print(report.summary())
+report.to_frame()
+
+# %% [markdown]
+# ## Breaks
+
+# %%
+report.breaks_frame()
+
+# %% [markdown]
+# ## Positions: ledger vs broker
+
+# %%
+report.positions_frame()
+
+# %% [markdown]
+# ## Record
+
+# %%
+sb.glue("reconciliation", report.to_payload())
+sb.glue("completion", notebooks.completion_record("reconciliation", cycle=cycle, status=str(report.status), state=str(report.state)))

@@ -1,0 +1,103 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Slippage report
+#
+# **Purpose.** Once a cycle's orders have filled, compare each fill with the raw close the decision sized it with and with the order session's opening print, in basis points signed as a cost (positive: a buy paid more, a sell received less), and add up what the cycle cost in dollars (slippage against the open plus commissions). Orders whose |slippage vs the open| is beyond their band (`costs.slippage_band_bps`, or `costs.slippage_bands` per symbol) are flagged and alerted. The trailing 12 cycles show whether the expected costs still hold.
+#
+# **Inputs.** The workbook's config (bands), ledger (plan, orders, fills) and price store (raw opens and closes). Parameters: `workbook`, `cycle`.
+#
+# **Outputs.** The orders table, the slippage chart, the trailing-cycles and per-symbol tables, the out-of-band orders and the cost chart; scraps `slippage`, `check` and `completion`; a `CheckRecorded` event (check `slippage_bands`) once the cycle's fills are complete, and an `AlertSent` event when an order is out of band. The tick publishes this executed notebook as `reports/slippage/<cycle>.html`, linked from the runs index.
+
+# %% tags=["parameters"]
+workbook = ""  # "": $OPS_RUNNER_HOME, else demo/ (make demo, SYNTHETIC)
+run_id = ""  # set by the tick or ops-runner run; "" by hand: a preview, records nothing
+cycle = "2025-11"  # decided on 2025-11-28; filled at the 2025-12-01 open
+
+# %%
+import scrapbook as sb
+
+from ops_runner import notebooks, reports, slippage
+
+# %% [markdown]
+# ## Workbook
+
+# %%
+cfg = notebooks.open_workbook(workbook, run_id)
+reports.compute_banner(cfg)
+
+# %% [markdown]
+# ## Orders of the cycle
+#
+# Per order: ordered, filled and the fill ratio, decision close, opening print, average fill, slippage vs each (bps, + = cost), dollars lost vs the open, commission, band.
+
+# %%
+report = slippage.read_slippage(cfg, cycle)
+print(report.summary())
+report.orders_frame()
+
+# %% [markdown]
+# ## Slippage vs the open over time
+#
+# Every order of the trailing cycles. The shaded area is the default band; dashed lines are the symbols with a band of their own; red orders are out of their band.
+
+# %%
+slippage.plot_slippage(report);
+
+# %% [markdown]
+# ## Trailing cycles
+#
+# One row per cycle, at most 12, oldest first (a cycle that traded nothing counts, at no cost): fill ratio, signed and absolute average and worst slippage vs the open (with the worst order's band) and vs the decision close, dollars, orders out of band.
+
+# %%
+print(report.trailing_summary())
+report.cycles_frame()
+
+# %% [markdown]
+# ## Per symbol, against its band
+#
+# The same figures, symbol by symbol.
+
+# %%
+report.symbols_frame()
+
+# %% [markdown]
+# ## Out-of-band orders of the trailing cycles
+
+# %%
+report.flagged_frame()
+
+# %% [markdown]
+# ## Cost in dollars per cycle
+#
+# Slippage against the open with commissions stacked on top; the bar marks the total.
+
+# %%
+slippage.plot_costs(report);
+
+# %% [markdown]
+# ## Check against the bands
+
+# %%
+check = slippage.write_slippage_check(cfg, report)
+print(check['detail'])
+
+# %% [markdown]
+# ## Record
+
+# %%
+sb.glue("slippage", report.to_payload())
+sb.glue("check", check)
+sb.glue("completion", notebooks.completion_record("slippage_report", cycle=cycle, status=str(report.status), passed=check['passed'], flagged=len(report.flagged)))
