@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint lab clean-venv
+.PHONY: demo test bench lint lab notebooks clean-venv
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ops-runner needs Python 3.11+, found " + sys.version.split()[0])'
@@ -29,10 +29,16 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check ops_runner tests benchmarks
+	$(BIN)/ruff check ops_runner tests benchmarks notebooks
+	$(BIN)/lint-imports
 
 lab: $(STAMP)
 	$(BIN)/ops-runner lab
+
+# Each notebook is an .ipynb and its py:percent text (jupytext.toml): after editing either, this
+# writes the other from the newer one, keeping the .ipynb's cell ids.
+notebooks: $(STAMP)
+	$(BIN)/jupytext --sync notebooks/*.ipynb notebooks/research/*.ipynb
 
 clean-venv:
 	rm -rf $(VENV)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ops_runner.brokers.ib import IbBroker  # noqa: E402
 from ops_runner.config import init_workbook, load_config  # noqa: E402
-from ops_runner.events import Purpose  # noqa: E402
+from ops_runner.core.events import Purpose  # noqa: E402
 from ops_runner.gate import OrderIntent, Side, require_gate_pass  # noqa: E402
 from ops_runner.ledger import open_ledger  # noqa: E402
 from ops_runner.testing.tws_sim import StaticMarket, TwsSimulator  # noqa: E402

@@ -15,14 +15,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ops_runner.events import EventKind
-from ops_runner.ledger import (
-    GENESIS_HASH,
-    Ledger,
-    canonical_json,
-    compute_event_hash,
-    format_instant,
-)
+from ops_runner.core.canonical import canonical_json
+from ops_runner.core.clock import format_instant
+from ops_runner.core.events import EventKind
+from ops_runner.ledger import GENESIS_HASH, Ledger, compute_event_hash
 
 APPENDS = 3_000
 VERIFY_EVENTS = 1_000_000

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from ops_runner.config import Config, load_secret
-from ops_runner.errors import OpsError, SecretError
-from ops_runner.events import EventKind, State
+from ops_runner.core.clock import format_seconds
+from ops_runner.core.errors import OpsError, SecretError
+from ops_runner.core.events import EventKind, State
+from ops_runner.core.hashing import compute_sha256
 
 __all__ = [
     "Alert",
@@ -168,7 +169,7 @@ def _read_channels(cfg: Config) -> _Channels:
 
 def _write_log_file(path: Path, alert_id: str, alert: Alert, at: datetime) -> None:
     """Append the alert to the 0600 log file: a header line, then the body lines indented."""
-    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = format_seconds(at)
     head = f"{stamp} {str(alert.severity).upper()} [{alert_id}] {_one_line(alert.subject, 1000)}"
     lines = [head, *("    " + line for line in alert.body.splitlines() if line.strip())]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -258,7 +259,7 @@ def _alert_id(key: str | None) -> str:
     # A keyed alert gets the same id on every re-run, so its AlertSent payload repeats exactly.
     if key is None:
         return uuid.uuid4().hex[:16]
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+    return compute_sha256(key)[:16]
 
 
 def _deliver(channels: _Channels, alert: Alert, alert_id: str) -> dict[str, str]:

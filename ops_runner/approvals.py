@@ -16,8 +16,9 @@ from enum import StrEnum
 from typing import Any
 
 from ops_runner.config import Config, load_secret
-from ops_runner.errors import OpsError
-from ops_runner.events import EventKind, State, Trigger
+from ops_runner.core.clock import format_seconds
+from ops_runner.core.errors import OpsError
+from ops_runner.core.events import EventKind, State, Trigger
 
 TOKEN_PREFIX = "opsr1"
 KEY_NAME = "approval_key"
@@ -75,13 +76,9 @@ class Claims:
             "from_seq": self.from_seq,
             "reason": self.reason,
             "review": self.review,
-            "issued_at": _iso(self.issued_at),
-            "expires_at": _iso(self.expires_at),
+            "issued_at": format_seconds(self.issued_at),
+            "expires_at": format_seconds(self.expires_at),
         }
-
-
-def _iso(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _b64(data: bytes) -> str:
@@ -198,7 +195,8 @@ def require_valid_token(
     if claims.token_id in set(used):
         raise ApprovalRefused("replayed", f"token {claims.token_id[:12]} was already used")
     if (now or datetime.now(UTC)) >= claims.expires_at:
-        raise ApprovalRefused("expired", f"the token expired at {_iso(claims.expires_at)}")
+        expired = format_seconds(claims.expires_at)
+        raise ApprovalRefused("expired", f"the token expired at {expired}")
     if claims.action is not action:
         raise ApprovalRefused("wrong-action", f"the token allows {claims.action}, not {action}")
     if state is not claims.from_state or state_seq != claims.from_seq:
@@ -321,7 +319,7 @@ def resume(
                 "to": str(to_state),
                 "reason": claims.reason,
                 "review": claims.review,
-                "issued_at": _iso(claims.issued_at),
+                "issued_at": format_seconds(claims.issued_at),
             },
         )
         evidence = [f"token:{claims.token_id}"] + (

@@ -34,10 +34,10 @@ from enum import StrEnum
 from typing import Any
 
 from ops_runner.brokers import Broker
-from ops_runner.canonical import format_instant
 from ops_runner.config import Config
-from ops_runner.errors import OpsError
-from ops_runner.events import EventKind, State, Trigger
+from ops_runner.core.clock import format_instant
+from ops_runner.core.errors import OpsError
+from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.jobs import alert_console, read_clock
 from ops_runner.projections import compute_cash, compute_fills, compute_orders, compute_positions
 from ops_runner.reconcile import CENT, CHECK, Break, BreakKind, check_cash, check_positions

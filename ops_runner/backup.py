@@ -38,16 +38,17 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ops_runner.canonical import format_instant
 from ops_runner.config import CONFIG_NAME, Config, load_config_text
-from ops_runner.errors import OpsError
-from ops_runner.events import EventKind
-from ops_runner.faults import inject
+from ops_runner.core.clock import format_instant, format_stamp
+from ops_runner.core.errors import OpsError
+from ops_runner.core.events import EventKind
+from ops_runner.core.faults import inject
+from ops_runner.core.files import open_atomic
+from ops_runner.core.hashing import compute_sha256, read_size_and_sha256
 from ops_runner.ledger import (
     LEDGER_FILE,
     Ledger,
     LedgerError,
-    fsync_folder,
     open_ledger,
     read_anchor,
 )
@@ -140,7 +141,7 @@ class RestoreResult:
 
 def compute_archive_name(created_at: datetime, head_seq: int) -> str:
     """Return the archive's file name for a UTC instant and a ledger head seq."""
-    return f"ops-runner-backup-{created_at.astimezone(UTC):%Y%m%dT%H%M%SZ}-{head_seq:06d}.tar.gz"
+    return f"ops-runner-backup-{format_stamp(created_at)}-{head_seq:06d}.tar.gz"
 
 
 def compute_expired(names: list[str], keep: int) -> list[str]:
@@ -193,19 +194,6 @@ def check_manifest(manifest: Any, found: dict[str, tuple[int, str]]) -> list[str
     if CONFIG_NAME not in listed:
         problems.append(f"{CONFIG_NAME}: not in the manifest")
     return problems
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _hash_file(path: Path) -> tuple[int, str]:
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -358,9 +346,11 @@ def create_backup(
                         "from that file (secrets never enter an artifact), then back up again"
                     )
         reason = _require_matching(cfg, reason, force)
-        size, sha = _hash_file(copy)
+        size, sha = read_size_and_sha256(copy)
         entries = [{"path": LEDGER_MEMBER, "size": size, "sha256": sha}]
-        entries += [{"path": n, "size": len(d), "sha256": _sha256(d)} for n, d in contents.items()]
+        entries += [
+            {"path": n, "size": len(d), "sha256": compute_sha256(d)} for n, d in contents.items()
+        ]
         manifest = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
@@ -375,27 +365,18 @@ def create_backup(
         archive = folder / compute_archive_name(created, seq)
         if archive.exists():
             raise BackupError(f"backup refused: {archive} already exists; try again in a second")
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{archive.name}.", suffix=".tmp")
         try:
-            with os.fdopen(fd, "wb") as handle:
-                with tarfile.open(fileobj=handle, mode="w:gz") as tar:
-                    _add(tar, MANIFEST, manifest_bytes, created.timestamp())
-                    _add(tar, LEDGER_MEMBER, copy, created.timestamp())
-                    for name in sorted(contents):
-                        _add(tar, name, contents[name], created.timestamp())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, archive)
+            with open_atomic(archive) as handle, tarfile.open(fileobj=handle, mode="w:gz") as tar:
+                _add(tar, MANIFEST, manifest_bytes, created.timestamp())
+                _add(tar, LEDGER_MEMBER, copy, created.timestamp())
+                for name in sorted(contents):
+                    _add(tar, name, contents[name], created.timestamp())
         except OSError as exc:
             raise BackupError(f"cannot write the backup {archive}: {exc.strerror or exc}") from exc
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        fsync_folder(folder)
     inject("backup:after_archive")
-    archive_size, archive_sha = _hash_file(archive)
+    archive_size, archive_sha = read_size_and_sha256(archive)
     result = BackupResult(
-        archive, archive_sha, _sha256(manifest_bytes), seq, head, len(entries), archive_size
+        archive, archive_sha, compute_sha256(manifest_bytes), seq, head, len(entries), archive_size
     )
     _record(cfg, result, reason, now)
     deleted = apply_retention(folder, cfg.values["backup"]["keep"])
@@ -524,7 +505,7 @@ def _verify_into(path: Path, scratch: Path) -> tuple[ArchiveReport, dict[str, Pa
         path,
         tuple(reasons),
         manifest if isinstance(manifest, dict) else None,
-        _sha256(manifest_bytes),
+        compute_sha256(manifest_bytes),
         head.get("head_seq") if isinstance(head, dict) else None,
         head.get("head_hash") if isinstance(head, dict) else None,
     )

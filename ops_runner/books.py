@@ -2,7 +2,7 @@
 ledger with their evidence, so reconciliation and the weekly audit compare like with like.
 
 What a broker does to an account between trades is recorded as its own events (see
-``ops_runner.events``), each under a key that makes recording it twice a no-op:
+``ops_runner.core.events``), each under a key that makes recording it twice a no-op:
 
 - **Splits** (``SplitApplied:<symbol>:<effective>``): the shares held at the prior close times
   the ratio, the fraction paid as cash in lieu. Evidence: the broker's statement line, or the
@@ -40,9 +40,9 @@ from typing import Any
 
 from ops_runner.brokers import AccountValues, CashKind, CashLine, Statement
 from ops_runner.config import Config
+from ops_runner.core.errors import DataError
+from ops_runner.core.events import EventKind
 from ops_runner.data import compute_split_ratio
-from ops_runner.errors import DataError
-from ops_runner.events import EventKind
 from ops_runner.projections import compute_cash, compute_fills, compute_receivables, compute_splits
 from ops_runner.reconcile import Break, BreakKind
 

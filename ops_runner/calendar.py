@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pandas_market_calendars as mcal
 
-from ops_runner.errors import CalendarCoverageError, CalendarError
+from ops_runner.core.errors import CalendarCoverageError, CalendarError
 
 NY = ZoneInfo("America/New_York")
 DEFAULT_COVERED_FROM = date(1990, 1, 2)

@@ -18,8 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from ops_runner.config import Config
-from ops_runner.errors import OpsError
-from ops_runner.events import EventKind, State, Trigger
+from ops_runner.core.canonical import canonical_json
+from ops_runner.core.clock import format_seconds, parse_instant
+from ops_runner.core.errors import CalendarError, DataError, OpsError
+from ops_runner.core.events import EventKind, State, Trigger
+from ops_runner.core.files import write_bytes_atomic
+from ops_runner.core.hashing import compute_sha256
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +53,6 @@ class Check:
         }
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 # --- the checks ---------------------------------------------------------------------------------
 
 
@@ -67,8 +67,8 @@ def compute_clock_check(server_time: datetime | None, local: datetime, limit_sec
         )
     skew = (local - server_time).total_seconds()
     evidence = (
-        f"local {_iso(local)}",
-        f"broker {_iso(server_time)}",
+        f"local {format_seconds(local)}",
+        f"broker {format_seconds(server_time)}",
         f"skew {skew:+.1f} s",
         f"limit {limit_seconds} s",
     )
@@ -99,8 +99,6 @@ def check_timezone(cfg: Config) -> Check:
 def check_calendar(cfg: Config, session: date) -> Check:
     """Return whether the calendar knows the coming rebalance session, its close and the open
     after it (early closes included): a calendar that ends too soon is an incident."""
-    from ops_runner.errors import CalendarError
-
     calendar = cfg.calendar()
     try:
         following = calendar.next_session(session)
@@ -123,8 +121,6 @@ def check_calendar(cfg: Config, session: date) -> Check:
 
 def check_data_fresh(cfg: Config, through: date) -> Check:
     """Return whether every universe symbol has a bar for ``through`` in the primary source."""
-    from ops_runner.errors import DataError
-
     source = cfg.primary_source
     store = cfg.store()
     stale = []
@@ -271,8 +267,6 @@ def record_data_qa(cfg: Config, report: Any, run_id: str | None = None) -> Any:
 
 def approve_baseline(cfg: Config, reason: str, now: datetime | None = None) -> dict[str, Any]:
     """Record the current config, strategy and code as the validated baseline; returns it."""
-    from ops_runner.canonical import canonical_json
-    from ops_runner.data import compute_sha256
     from ops_runner.ledger import open_ledger
 
     if not reason.strip():
@@ -280,10 +274,10 @@ def approve_baseline(cfg: Config, reason: str, now: datetime | None = None) -> d
     payload = {
         **compute_baseline(cfg),
         "reason": reason.strip(),
-        "approved_at": _iso(now or datetime.now(UTC)),
+        "approved_at": format_seconds(now or datetime.now(UTC)),
     }
     pinned = canonical_json({k: payload[k] for k in compute_baseline(cfg)})
-    key = f"BaselineApproved:{compute_sha256(pinned.encode())[:16]}"
+    key = f"BaselineApproved:{compute_sha256(pinned)[:16]}"
     with open_ledger(cfg) as ledger:
         existing = ledger.get(key)
         if existing is not None:
@@ -309,19 +303,19 @@ def write_heartbeat(cfg: Config, now: datetime) -> None:
     A file, not the ledger: the heartbeat changes every tick and the ledger stays identical
     when nothing happened. The daily check reads the day's longest gap from it.
     """
-    from ops_runner.data import write_bytes_atomic
-
     beat = read_heartbeat(cfg)
     previous = beat.get("last")
     gap = 0.0
     if previous:
         try:
-            gap = (now - datetime.fromisoformat(previous.replace("Z", "+00:00"))).total_seconds()
+            gap = (now - parse_instant(previous)).total_seconds()
         except ValueError:
             gap = 0.0
     day = now.date().isoformat()
     longest = max(gap, float(beat.get("longest_gap_seconds", 0))) if beat.get("day") == day else gap
-    beat = {"last": _iso(now), "day": day, "longest_gap_seconds": round(max(longest, 0.0), 1)}
+    beat = {
+        "last": format_seconds(now), "day": day, "longest_gap_seconds": round(max(longest, 0.0), 1)
+    }
     path = heartbeat_path(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(path, (json.dumps(beat) + "\n").encode())

@@ -14,7 +14,9 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from ops_runner import __version__
-from ops_runner.errors import ConfigError, OpsError
+from ops_runner.core.cycle import Cycle
+from ops_runner.core.errors import ConfigError, OpsError, describe_os_error
+from ops_runner.core.events import EventKind
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +197,6 @@ def cmd_qa(args: argparse.Namespace) -> int:
 
 def cmd_ledger(args: argparse.Namespace) -> int:
     from ops_runner.config import load_config
-    from ops_runner.events import EventKind
     from ops_runner.ledger import open_ledger
 
     cfg = load_config(args.workbook)
@@ -526,21 +527,18 @@ def _run_job(cfg, job: str, cycle: str | None, as_of: str | None, now: str | Non
     """Run one job's notebook by hand, under the tick's rules and recorded as the tick records
     it; a run the tick would not do now is refused in one line (exit 1)."""
     from ops_runner.manual import run_by_hand
-    from ops_runner.schedule import ScheduleSettings, compute_cycle_id, compute_session_slots
+    from ops_runner.schedule import ScheduleSettings, compute_session_slots
 
     calendar = cfg.calendar()
     instant = _parse_now(now)
     if job in ("execution", "reconciliation", "slippage_report"):
         if not cycle:
             raise ConfigError(f"run {job}: --cycle is required (e.g. 2025-11)")
-        year, _, month = cycle.partition("-")
-        if not (year.isdigit() and month.isdigit()):
-            raise ConfigError(f"--cycle: {cycle!r} is not a cycle such as 2025-11")
-        session = calendar.rebalance_session(int(year), int(month))
+        wanted = Cycle.parse(cycle, what="--cycle")  # CycleError: exit 2, like ConfigError
+        session = calendar.rebalance_session(wanted.year, wanted.month)
     else:
         clock = instant or datetime.now(UTC)
         session = _parse_date(as_of) if as_of else calendar.last_closed_session(clock)
-        cycle = compute_cycle_id(session)
     settings = ScheduleSettings.from_config(cfg.values)
     slots = [s for s in compute_session_slots(calendar, settings, session) if s.job == job]
     if not slots:  # e.g. data QA of a session that is not a month-end: an ad-hoc run
@@ -959,8 +957,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except OSError as exc:  # a read-only or full workbook, a missing folder: one line, no trace
-        from ops_runner.errors import describe_os_error
-
         log.debug("OSError at the command line", exc_info=True)
         print(f"ops-runner: {describe_os_error(exc, 'write or read')}", file=sys.stderr)
         return 1

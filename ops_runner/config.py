@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -17,7 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from ops_runner.errors import ConfigError, SecretError, WorkbookError
+from ops_runner.core.errors import ConfigError, SecretError, WorkbookError
+from ops_runner.core.hashing import compute_sha256
 
 CONFIG_NAME = "config.yaml"
 HOME_ENV = "OPS_RUNNER_HOME"
@@ -582,7 +582,7 @@ def _canonical(value: Any) -> Any:
 def compute_config_hash(cfg: dict[str, Any]) -> str:
     """Return the SHA-256 of the canonical form (sorted keys, normalised numbers, defaults in)."""
     text = json.dumps(_canonical(cfg), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return compute_sha256(text)
 
 
 @dataclass(frozen=True)

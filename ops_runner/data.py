@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import hashlib
 import io
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,8 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ops_runner.errors import DataError
-from ops_runner.faults import inject
+from ops_runner.core.errors import DataError
+from ops_runner.core.files import write_bytes_atomic
+from ops_runner.core.hashing import compute_sha256, read_sha256
 
 log = logging.getLogger(__name__)
 
@@ -181,47 +179,6 @@ def compute_split_adjusted(bars: pd.DataFrame) -> pd.DataFrame:
     adjusted["volume"] = bars["volume"].to_numpy(dtype=np.float64) * later
     adjusted["split"] = 1.0
     return adjusted
-
-
-# -- hashing and atomic writes ------------------------------------------------------------------
-
-
-def compute_sha256(data: bytes) -> str:
-    """Return the hex SHA-256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def read_sha256(path: Path) -> str:
-    """Return the hex SHA-256 of the file at ``path``."""
-    return compute_sha256(Path(path).read_bytes())
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data[: len(data) // 2])
-            inject(f"write:{path.name}")  # a disk that fills mid-write (tests)
-            handle.write(data[len(data) // 2 :])
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    # Makes the rename itself durable; not every platform lets a folder be opened.
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def compute_parquet_bytes(bars: pd.DataFrame) -> bytes:

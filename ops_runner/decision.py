@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -15,11 +14,15 @@ from typing import Any
 import pandas as pd
 
 from ops_runner import __version__
-from ops_runner.canonical import canonical_json, format_instant
 from ops_runner.config import Config
-from ops_runner.errors import DataError, OpsError
-from ops_runner.events import EventKind, State, Trigger
-from ops_runner.faults import inject
+from ops_runner.core.canonical import canonical_json
+from ops_runner.core.clock import format_instant
+from ops_runner.core.cycle import Cycle
+from ops_runner.core.errors import DataError, OpsError
+from ops_runner.core.events import EventKind, State, Trigger
+from ops_runner.core.faults import inject
+from ops_runner.core.files import write_bytes_atomic
+from ops_runner.core.hashing import compute_sha256
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +112,6 @@ def compute_code_version() -> dict[str, Any]:
     return version
 
 
-def compute_cycle_id(session: date) -> str:
-    """Return the cycle a rebalance session belongs to: its year and month, e.g. 2025-12."""
-    return f"{session:%Y-%m}"
-
-
 def _snapshot_bytes(bars: dict[str, pd.DataFrame]) -> bytes:
     frames = []
     for symbol in sorted(bars):
@@ -131,10 +129,8 @@ def write_snapshot(cfg: Config, strategy: str, session: date, bars: dict[str, pd
 
     Content-addressed: the same inputs give the same file, written once.
     """
-    from ops_runner.data import write_bytes_atomic
-
     data = _snapshot_bytes(bars)
-    digest = hashlib.sha256(data).hexdigest()
+    digest = compute_sha256(data)
     relative = Path(SNAPSHOTS) / strategy / session.isoformat() / f"{digest[:16]}.parquet"
     target = cfg.path("ledger") / relative
     if not target.exists() and not cfg.preview:  # a preview names the file, writes nothing
@@ -151,7 +147,7 @@ def read_snapshot(cfg: Config, relative: str, sha256: str) -> dict[str, pd.DataF
     if not path.is_file():
         raise DataError(f"snapshot {path} is missing; restore ledger/ from a backup")
     data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != sha256:
+    if compute_sha256(data) != sha256:
         raise DataError(f"snapshot {path} no longer matches its recorded SHA-256")
     table = pd.read_parquet(io.BytesIO(data))
     bars = {}
@@ -220,7 +216,7 @@ def decide(
     snapshot_path, snapshot_sha = write_snapshot(cfg, settings.name, day, bars)
     inject("decision:after_snapshot")
     record = {
-        "cycle_id": compute_cycle_id(day),
+        "cycle_id": str(Cycle.of(day)),
         "strategy": settings.name,
         "session": day.isoformat(),
         "settings": settings.to_dict(),

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ops_runner.config import init_workbook, load_config
-from ops_runner.errors import OpsError
+from ops_runner.core.cycle import Cycle
+from ops_runner.core.errors import OpsError
 from ops_runner.notebooks import NOTEBOOKS
 
 DEFAULT_DEMO = NOTEBOOKS.parent / "demo"
@@ -78,10 +79,10 @@ def prepare_workbook(root: Path, account: str | None = None) -> None:
 
 
 def _cycles(calendar: Any, months: int) -> list[date]:
-    sessions, year, month = [], LAST_CYCLE.year, LAST_CYCLE.month
+    sessions, cycle = [], Cycle.of(LAST_CYCLE)
     for _ in range(months):
-        sessions.append(calendar.rebalance_session(year, month))
-        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
+        sessions.append(calendar.rebalance_session(cycle.year, cycle.month))
+        cycle = cycle.previous()
     return sorted(sessions)
 
 

@@ -57,8 +57,12 @@ from typing import Any
 
 import yaml
 
-from ops_runner.canonical import format_instant
 from ops_runner.config import CONFIG_NAME, Config, load_config, mask_account
+from ops_runner.core.clock import format_instant
+from ops_runner.core.cycle import Cycle
+from ops_runner.core.errors import OpsError
+from ops_runner.core.events import EventKind as K
+from ops_runner.core.hashing import read_sha256
 from ops_runner.drill_scratch import (
     attach_store,
     is_inside,
@@ -68,8 +72,6 @@ from ops_runner.drill_scratch import (
 )
 from ops_runner.drill_scratch import compute_paper_config as compute_paper_config  # re-export
 from ops_runner.drill_scratch import compute_sim_books as compute_sim_books  # re-export
-from ops_runner.errors import OpsError
-from ops_runner.events import EventKind as K
 
 log = logging.getLogger(__name__)
 
@@ -342,7 +344,8 @@ def _cycle_plan(scfg: Config, cycle: str) -> list[tuple[datetime, list[Any]]]:
     from ops_runner.schedule import ScheduleSettings, compute_session_slots
 
     calendar, settings = scfg.calendar(), ScheduleSettings.from_config(scfg.values)
-    session = calendar.rebalance_session(*(int(p) for p in cycle.split("-")))
+    wanted = Cycle.parse(cycle)
+    session = calendar.rebalance_session(wanted.year, wanted.month)
     days = (calendar.previous_session(session), session)
     slots = [s for d in days for s in compute_session_slots(calendar, settings, d)]
     slots = [s for s in slots if s.cycle == cycle]
@@ -505,7 +508,6 @@ def execute_drill(
     failed and, unless it recorded its drill, recorded as a FAIL drill with its alert.
     ``progress`` is told where the report goes. Raises NoBackup, before running anything,
     when there is no archive to drill."""
-    from ops_runner.data import read_sha256
     from ops_runner.ledger import open_ledger
     from ops_runner.notebooks import (
         NotebookError,

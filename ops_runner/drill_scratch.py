@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ops_runner.config import CONFIG_NAME, Config, load_config, load_config_text
-from ops_runner.errors import OpsError
-from ops_runner.events import EventKind as K
+from ops_runner.core.errors import OpsError
+from ops_runner.core.events import EventKind as K
+from ops_runner.core.hashing import read_sha256
 
 if TYPE_CHECKING:
     from ops_runner.drill import DrillReport
@@ -166,8 +167,6 @@ def attach_store(live: Config, scfg: Config, report: DrillReport, say: Callable)
     """Copy each bars file the archived manifests name from the live store, by its SHA-256.
     Records the store step; a file with no live copy of that SHA-256 (or no manifest of the
     primary source) fails it and stops the drill through ``report.check``."""
-    from ops_runner.data import read_sha256
-
     mine, theirs, copied, problems = scfg.store(), live.store(), 0, []
     say("attaching the live price data, checked against the archived manifests")
     for source, symbol in [(s, y) for s in mine.sources() for y in mine.symbols(s)]:

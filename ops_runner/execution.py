@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, is_dataclass
+from dataclasses import dataclass
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from ops_runner.brokers import AccountValues
-from ops_runner.errors import OpsError
-from ops_runner.events import Purpose
+from ops_runner.core.canonical import compute_json_ready
+from ops_runner.core.errors import OpsError
+from ops_runner.core.events import Purpose
 from ops_runner.gate import OrderIntent, Side
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class ExecutionPlan:
 
     def to_payload(self) -> dict[str, Any]:
         """Return the plan as JSON-ready values: decimal strings, integers, no floats."""
-        return _plain(self)
+        return compute_json_ready(self)
 
 
 def compute_client_ref(cycle_id: str, symbol: str, side: Side | str) -> str:
@@ -100,17 +100,6 @@ def _frame(rows: list[dict[str, Any]], index: str) -> pd.DataFrame:
     import pandas as pd
 
     return pd.DataFrame(rows).set_index(index) if rows else pd.DataFrame()
-
-
-def _plain(value: Any) -> Any:
-    """Return ``value`` JSON-ready: Decimals and enums as text, dataclasses as dicts."""
-    if isinstance(value, Decimal | StrEnum):
-        return str(value)
-    if is_dataclass(value) and not isinstance(value, type):
-        value = vars(value)
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return [_plain(v) for v in value] if isinstance(value, list | tuple) else value
 
 
 def _decimal(value: object, what: str) -> Decimal:

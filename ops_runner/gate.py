@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from ops_runner.errors import OpsError
-from ops_runner.events import EventKind, Purpose, State, Trigger
+from ops_runner.core.errors import OpsError
+from ops_runner.core.events import EventKind, Purpose, State, Trigger
 from ops_runner.projections import StateView, compute_state
 
 # Minted fresh in every process and never stored: a GatePass can only come from this module.

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ops_runner.config import Config
-from ops_runner.events import EventKind, State, Trigger
+from ops_runner.core.events import EventKind, State, Trigger
 
 if TYPE_CHECKING:
     from ops_runner.incidents import IncidentError

@@ -10,7 +10,6 @@ the failing runs it links live in ``incident_evidence``; ``classify``, ``failing
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -21,8 +20,10 @@ from typing import Any
 import pandas as pd
 
 from ops_runner.config import Config, mask_account
-from ops_runner.errors import OpsError
-from ops_runner.events import EventKind, State, Trigger
+from ops_runner.core.clock import format_seconds, format_stamp, parse_instant
+from ops_runner.core.errors import OpsError
+from ops_runner.core.events import EventKind, State, Trigger
+from ops_runner.core.hashing import compute_sha256
 from ops_runner.incident_evidence import (
     CATEGORY_CAUSE,
     Cause,
@@ -195,10 +196,6 @@ class IncidentSnapshot:
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _one_line(text: str | None) -> str:
     return " ".join((text or "").split())
 
@@ -219,8 +216,7 @@ def _accounts(cfg: Config, *more: str | None) -> list[str | None]:
 
 def compute_incident_id(summary: str, now: datetime) -> str:
     """Return a hand-opened incident's id: ``manual-<UTC instant>-<digest of the summary>``."""
-    digest = hashlib.sha256(_one_line(summary).encode("utf-8")).hexdigest()[:6]
-    return f"manual-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{digest}"
+    return f"manual-{format_stamp(now)}-{compute_sha256(_one_line(summary))[:6]}"
 
 
 def open_incident(
@@ -257,7 +253,8 @@ def open_incident(
     moment = now or datetime.now(UTC)
     incident_id = (incident_id or "").strip() or compute_incident_id(summary, moment)
     lines = [compute_masked(str(e), _accounts(cfg)) for e in evidence]
-    item = incident_event(incident_id, kind, summary, [f"opened by hand at {_iso(moment)}", *lines])
+    opened = f"opened by hand at {format_seconds(moment)}"
+    item = incident_event(incident_id, kind, summary, [opened, *lines])
     existing = ledger.get(item[1])
     if existing is not None:
         if existing.payload.get("summary") != summary:
@@ -346,7 +343,7 @@ def close_incident(
         "resolution": resolution,
         "postmortem": postmortem,
         "state": str(view.state),
-        "closed_at": _iso(now or datetime.now(UTC)),
+        "closed_at": format_seconds(now or datetime.now(UTC)),
     }
     ledger.append(str(EventKind.INCIDENT_CLOSED), f"IncidentClosed:{incident_id}", payload)
     log.info("incident %s closed: %s", incident_id, resolution)
@@ -410,7 +407,7 @@ def _broker_view(cfg: Config, broker: Any) -> tuple[BrokerView, str | None]:
         "connected": connected,
         "detail": detail,
         "account": mask_account(account),
-        "server_time": _iso(server) if server is not None else None,
+        "server_time": format_seconds(server) if server is not None else None,
     }
     if why is not None:
         return BrokerView(**base, unavailable=compute_masked(why, accounts)), account
@@ -510,7 +507,7 @@ def snapshot(
     state = replace(state, reason=compute_masked(state.reason, accounts), evidence=masked)
     return IncidentSnapshot(
         incident=incident,
-        taken_at=_iso(moment),
+        taken_at=format_seconds(moment),
         state=state,
         config_hash=baseline["config_hash"],
         code_version=baseline["code_version"],
@@ -589,7 +586,7 @@ def investigate(
 
     moment = now if isinstance(now, datetime) else None
     if isinstance(now, str) and now:
-        moment = datetime.fromisoformat(now.replace("Z", "+00:00"))
+        moment = parse_instant(now)
     with open_ledger(cfg) as ledger:
         incident = read_incident(ledger, incident_id)
         if incident is None:

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ops_runner.config import Config
-from ops_runner.data import read_sha256
-from ops_runner.events import EventKind
+from ops_runner.core.events import EventKind
+from ops_runner.core.hashing import compute_sha256, read_sha256
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def record_prices(
     known = read_recorded_prices(ledger).get(source, {})
     if manifests and all(known.get(symbol) == d for symbol, d in manifests.items()):
         return False
-    digest = hashlib.sha256(repr(sorted(manifests.items())).encode()).hexdigest()[:16]
+    digest = compute_sha256(repr(sorted(manifests.items())))[:16]
     key = f"PricesRecorded:{source}:{digest}"
     if ledger.get(key) is not None:
         return False

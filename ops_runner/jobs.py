@@ -12,7 +12,8 @@ from typing import Any
 import pandas as pd
 
 from ops_runner.config import Config
-from ops_runner.errors import OpsError
+from ops_runner.core.clock import parse_instant
+from ops_runner.core.errors import OpsError
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ def read_clock(now: str) -> Callable[[], datetime]:
     if not now:
         return lambda: datetime.now(UTC)
     try:
-        instant = datetime.fromisoformat(now.replace("Z", "+00:00"))
+        instant = parse_instant(now)
     except ValueError:
         raise OpsError(f"now: {now!r} is not an ISO instant such as 2025-12-01T13:30:00Z") from None
     if instant.tzinfo is None:

@@ -18,8 +18,11 @@ from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
 
-from ops_runner.canonical import canonical_json, format_instant
-from ops_runner.errors import LedgerError
+from ops_runner.core.canonical import canonical_json
+from ops_runner.core.clock import format_instant
+from ops_runner.core.errors import LedgerError
+from ops_runner.core.files import fsync_folder, open_atomic
+from ops_runner.core.hashing import compute_sha256
 
 log = logging.getLogger(__name__)
 
@@ -194,16 +197,6 @@ class VerifyReport:
 # -- the anchor, kept outside the database ------------------------------------------------------
 
 
-def fsync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (fsync the folder itself where the OS allows)."""
-    with contextlib.suppress(OSError):  # some platforms cannot open a folder; the file is synced
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def write_anchor(path: Path, seq: int, hash: str) -> None:
     """Write the head as JSON {seq, hash, written_at} to ``path`` atomically. Raises LedgerError."""
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0 or not _HEX64.fullmatch(hash):
@@ -211,18 +204,8 @@ def write_anchor(path: Path, seq: int, hash: str) -> None:
     path = Path(path)
     record = {"seq": seq, "hash": hash, "written_at": format_instant(datetime.now(UTC))}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(json.dumps(record, indent=2, sort_keys=True) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        fsync_folder(path.parent)
+        with open_atomic(path) as handle:
+            handle.write((json.dumps(record, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     except OSError as exc:
         raise LedgerError(
             f"cannot write the ledger anchor {path}: {exc.strerror or exc}; fix the folder's "
@@ -719,7 +702,7 @@ def open_preview(path: Path, clock: Callable[[], datetime] | None = None) -> Led
     there is none), the same copy for every open in this process: what a preview appends is
     read back by its later steps and vanishes with the process. The file is only read."""
     key = str(Path(path).resolve())
-    name = hashlib.sha256(key.encode()).hexdigest()[:16]
+    name = compute_sha256(key)[:16]
     uri = f"file:opsr-preview-{name}?mode=memory&cache=shared"
     if key not in _PREVIEWS:
         keeper = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ops_runner.config import Config
-from ops_runner.events import EventKind, State
+from ops_runner.core.events import EventKind, State
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ops_runner.config import Config
-from ops_runner.errors import NotWritable, OpsError
+from ops_runner.core.errors import NotWritable, OpsError
 from ops_runner.orchestrator import (
     LazyBroker,
     compute_refusal,

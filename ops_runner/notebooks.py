@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -18,8 +17,11 @@ from typing import Any
 
 from ops_runner import BLOCK_SLOW_IMPORTS
 from ops_runner.config import Config, load_config, resolve_workbook
-from ops_runner.errors import OpsError, WorkbookError
-from ops_runner.faults import inject
+from ops_runner.core.clock import format_seconds, format_stamp
+from ops_runner.core.errors import OpsError, WorkbookError
+from ops_runner.core.events import EventKind, Trigger
+from ops_runner.core.faults import inject
+from ops_runner.core.hashing import read_sha256
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +70,7 @@ class NotebookRun:
 def compute_run_id(now: datetime | None = None) -> str:
     """Return a new run id: the UTC start time and 6 random hex digits, e.g.
     20251128T183000Z-3fa2c1 (sortable, and unique when two runs start in one second)."""
-    moment = (now or datetime.now(UTC)).astimezone(UTC)
-    return f"{moment:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    return f"{format_stamp(now or datetime.now(UTC))}-{secrets.token_hex(3)}"
 
 
 def compute_output_path(cfg: Config, folder: str, job: str, run_id: str) -> Path:
@@ -285,14 +286,6 @@ def require_safe_parameters(parameters: dict[str, Any]) -> None:
             )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_scraps(path: Path) -> dict[str, Any]:
     """Return the scrapbook scraps glued in an executed notebook (name -> data)."""
     import scrapbook as sb
@@ -381,7 +374,7 @@ def run_notebook(
     if not isinstance(completion, dict) or completion.get("job") != job:
         raise failed("no completion record from the last cell (the notebook stopped early)")
     took = time.monotonic() - began
-    return NotebookRun(job, output, _sha256(output), completion, scraps, took)
+    return NotebookRun(job, output, read_sha256(output), completion, scraps, took)
 
 
 def known_jobs() -> list[str]:
@@ -449,12 +442,11 @@ def execute_job(
     returns the JobRun with its ``error``; it never raises for a notebook's failure. JobCompleted
     is the caller's to record: only it knows whether the outcome counts as done.
     """
-    from ops_runner.events import EventKind
     from ops_runner.ledger import open_ledger
 
     run_id = compute_run_id()
     output = compute_output_path(cfg, folder, job, run_id)
-    stamp = at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = format_seconds(at)
     about = {"job": job, "slot": slot, "session": session, "cycle": cycle, "run_id": run_id,
              "at": stamp}  # fmt: skip
     with open_ledger(cfg) as ledger:
@@ -500,7 +492,6 @@ def record_job_failure(
 ) -> None:
     """Record a failed run: ``extra`` (e.g. its artifact), JobFailed, an incident and SAFE_MODE,
     in one transaction. ``about`` carries job, slot, session, cycle, run_id and at."""
-    from ops_runner.events import EventKind, Trigger
     from ops_runner.state import apply_trigger, incident_event
 
     run_id, slot = str(about["run_id"]), str(about["slot"])
@@ -518,12 +509,10 @@ def record_job_failure(
 def _artifact(
     cfg: Config, about: dict[str, Any], path: Path, duration: float, outcome: str, reason: str
 ) -> tuple[str, str, dict[str, Any]]:
-    from ops_runner.events import EventKind
-
     payload = {
         **about,
         "path": _relative(cfg, path),
-        "sha256": _sha256(path),
+        "sha256": read_sha256(path),
         "duration_seconds": f"{duration:.1f}",
         "outcome": outcome,
         "reason": reason,
@@ -544,8 +533,6 @@ def record_orphaned_runs(cfg: Config, ledger: Any, why: str) -> list[str]:
     failed job, with its partial notebook registered when one was written. Call it holding
     the tick lock, so that no run in progress in another process is taken for dead.
     """
-    from ops_runner.events import EventKind
-
     kinds = (EventKind.ARTIFACT_RECORDED, EventKind.JOB_COMPLETED, EventKind.JOB_FAILED)
     ended = ledger.run_ids([str(kind) for kind in kinds])
     started = ledger.run_ids([str(EventKind.JOB_STARTED)])

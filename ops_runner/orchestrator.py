@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from ops_runner.config import Config
-from ops_runner.errors import NotWritable, OpsError
-from ops_runner.events import EventKind, State, Trigger
-from ops_runner.faults import inject
+from ops_runner.core.clock import format_seconds, parse_instant
+from ops_runner.core.errors import NotWritable, OpsError
+from ops_runner.core.events import EventKind, State, Trigger
+from ops_runner.core.faults import inject
+from ops_runner.core.hashing import compute_sha256
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +83,11 @@ def lock_path(cfg: Config) -> Path:
     return cfg.path("kill_switch").parent / LOCK_NAME
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _instant(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
 def _plain(value: Any) -> Any:
     """JSON-safe and float-free (the ledger's canonical JSON refuses floats)."""
+    # Not core.canonical.compute_json_ready: a notebook's outputs may hold floats, kept here as
+    # their repr ("0.1"), and Decimals are left for canonical_json to spell ("1.50" -> "1.5");
+    # compute_json_ready keeps a Decimal's own text and leaves floats for the ledger to refuse.
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -138,13 +135,13 @@ def read_progress(ledger: Any, now: datetime, fingerprint: Callable[[], str]) ->
     """
     first = ledger.get(SCHEDULE_STARTED)
     if first is None:
-        first = ledger.append(SCHEDULE_STARTED, SCHEDULE_STARTED, {"at": _iso(now)})
+        first = ledger.append(SCHEDULE_STARTED, SCHEDULE_STARTED, {"at": format_seconds(now)})
     done: dict[str, datetime] = {}
     blocked: dict[str, str] = {}
     for event in ledger.events(kind=str(EventKind.JOB_COMPLETED)):
         slot = str(event.payload["slot"])
         if event.payload.get("done"):
-            done.setdefault(slot, _instant(str(event.payload["at"])))
+            done.setdefault(slot, parse_instant(str(event.payload["at"])))
         elif event.payload.get("fingerprint"):
             blocked[slot] = str(event.payload["fingerprint"])
     missed, expired = set(), set()
@@ -159,13 +156,12 @@ def read_progress(ledger: Any, now: datetime, fingerprint: Callable[[], str]) ->
     if blocked:
         current = fingerprint()
         held |= {slot for slot, seen in blocked.items() if seen == current}
-    return Progress(_instant(str(first.payload["at"])), done, missed, expired, held - set(done))
+    started = parse_instant(str(first.payload["at"]))
+    return Progress(started, done, missed, expired, held - set(done))
 
 
 def compute_store_fingerprint(cfg: Config) -> str:
     """Return a digest of the primary source's manifests: it changes when any data does."""
-    import hashlib
-
     digest = hashlib.sha256()
     folder = cfg.store().manifest_path(cfg.primary_source, "X").parent
     for path in sorted(folder.glob("*")) if folder.is_dir() else []:
@@ -311,14 +307,15 @@ def compute_refusal(slot: Any, view: Any, done: Collection[str], now: datetime) 
             "leave it with an approval first (`ops-runner approve`, `ops-runner resume`)"
         )
     if slot.opens > now:
-        return f"{slot.key} opens at {_iso(slot.opens)}; it is {_iso(now)}"
+        return f"{slot.key} opens at {format_seconds(slot.opens)}; it is {format_seconds(now)}"
     if slot.closes is not None and slot.closes <= now:
         if slot.job is Job.EXECUTION:
+            closed = format_seconds(slot.closes)
             return (
-                f"the submission window for {slot.session} closed at {_iso(slot.closes)}; "
+                f"the submission window for {slot.session} closed at {closed}; "
                 "market-on-open orders are never sent late or as plain market orders"
             )
-        return f"{slot.key} closed at {_iso(slot.closes)}; it is {_iso(now)}"
+        return f"{slot.key} closed at {format_seconds(slot.closes)}; it is {format_seconds(now)}"
     if missing := [key for key in slot.after if key not in done]:
         return f"{', '.join(missing)} not done yet; {slot.key} follows it"
     return None
@@ -400,7 +397,8 @@ def _probe_broker_down(ledger: Any, broker: LazyBroker, now: datetime) -> None:
         log.warning("broker probe failed: %s", exc)
         return
     if health.connected:
-        apply_trigger(ledger, Trigger.BROKER_RESTORED, f"broker session healthy at {_iso(now)}",
+        apply_trigger(ledger, Trigger.BROKER_RESTORED,
+                      f"broker session healthy at {format_seconds(now)}",
                       [health.detail or "connected"])  # fmt: skip
 
 
@@ -420,7 +418,7 @@ def _probe_orders_session(ledger: Any, broker: Any, slot: Any, now: datetime) ->
         return None
     detail = health.detail or "no session"
     apply_trigger(ledger, Trigger.BROKER_FAULT, f"broker unavailable for {slot.key}: {detail}",
-                  [f"probed at {_iso(now)}"], cycle_id=slot.cycle)  # fmt: skip
+                  [f"probed at {format_seconds(now)}"], cycle_id=slot.cycle)  # fmt: skip
     return detail
 
 
@@ -484,28 +482,31 @@ def _record_missed(ledger: Any, slot: Any, now: datetime, state: State | None = 
         "slot": slot.key,
         "session": slot.session.isoformat(),
         "cycle": slot.cycle,
-        "deadline": _iso(slot.deadline),
-        "at": _iso(now),
+        "deadline": format_seconds(slot.deadline),
+        "at": format_seconds(now),
     }
     incident_id = f"missed-{slot.key.replace(':', '-')}"
-    summary = f"{slot.job} ({slot.key}) not done by its deadline {_iso(slot.deadline)}"
+    summary = f"{slot.job} ({slot.key}) not done by its deadline {format_seconds(slot.deadline)}"
     trigger = Trigger.INCIDENT
     if slot.job is Job.DATA_FETCH:  # no fresh prices: no decision on them (runbook, playbook C)
         trigger = Trigger.DATA_FAULT
         summary += f": {read_fetch_error(ledger, slot.key) or 'no answer from the providers'}"
     if slot.job is Job.EXECUTION and state is State.BROKER_DOWN:
         trigger = Trigger.SUBMISSION_WINDOW_MISSED
-        summary = f"the submission window closed at {_iso(slot.deadline)} with the broker down"
+        summary = (
+            f"the submission window closed at {format_seconds(slot.deadline)} with the broker down"
+        )
     apply_trigger(
         ledger,
         trigger,
         summary,
-        [f"checked at {_iso(now)}"],
+        [f"checked at {format_seconds(now)}"],
         cycle_id=slot.cycle,
         extra_events=[
             (str(EventKind.JOB_MISSED), f"JobMissed:{slot.key}", payload),
             incident_event(incident_id, "scheduler", summary,
-                           [f"deadline {_iso(slot.deadline)}", f"checked at {_iso(now)}"]),
+                           [f"deadline {format_seconds(slot.deadline)}",
+                            f"checked at {format_seconds(now)}"]),
         ],
     )  # fmt: skip
 
@@ -521,19 +522,20 @@ def _record_expired(cfg: Config, ledger: Any, slot: Any, now: datetime) -> None:
         "slot": slot.key,
         "session": slot.session.isoformat(),
         "cycle": slot.cycle,
-        "deadline": _iso(slot.closes),
-        "at": _iso(now),
+        "deadline": format_seconds(slot.closes),
+        "at": format_seconds(now),
         "expired": True,
     }
     summary = (
-        f"the {slot.cycle} decision's window closed at {_iso(slot.closes)} without a "
+        f"the {slot.cycle} decision's window closed at {format_seconds(slot.closes)} without a "
         f"decision; policy {policy}"
     )
     incident_id = f"expired-{slot.key.replace(':', '-')}"
     events = [
         (str(EventKind.JOB_MISSED), f"JobMissed:{slot.key}:expired", payload),
         incident_event(incident_id, "scheduler", summary,
-                       [f"window closed {_iso(slot.closes)}", f"found at {_iso(now)}"]),
+                       [f"window closed {format_seconds(slot.closes)}",
+                        f"found at {format_seconds(now)}"]),
     ]  # fmt: skip
     trigger = Trigger.DECISION_WINDOW_MISSED
     if policy == "skip_cycle":
@@ -553,7 +555,7 @@ def _record_expired(cfg: Config, ledger: Any, slot: Any, now: datetime) -> None:
         ledger,
         trigger,
         summary,
-        [f"found at {_iso(now)}"],
+        [f"found at {format_seconds(now)}"],
         cycle_id=slot.cycle,
         extra_events=events,
     )
@@ -572,13 +574,14 @@ def compute_parameters(cfg: Config, slot: Any, now: datetime, simulated: bool) -
     elif slot.job is Job.DECISION:
         params["session"] = slot.session.isoformat()
     elif slot.job in (Job.EXECUTION, Job.RECONCILIATION):
-        params.update(cycle=str(slot.cycle), now=_iso(now) if simulated else "")
+        params.update(cycle=str(slot.cycle), now=format_seconds(now) if simulated else "")
     elif slot.job is Job.SLIPPAGE_REPORT:
         params["cycle"] = str(slot.cycle)
     elif slot.job is Job.AUDIT:
-        params["now"] = _iso(now) if simulated else ""
+        params["now"] = format_seconds(now) if simulated else ""
     elif slot.job is Job.INCIDENT:
-        params.update(incident=slot.key.split(":", 1)[1], now=_iso(now) if simulated else "")
+        incident = slot.key.split(":", 1)[1]
+        params.update(incident=incident, now=format_seconds(now) if simulated else "")
     return params
 
 
@@ -622,7 +625,7 @@ def run_slot(
         "slot": slot.key,
         "session": slot.session.isoformat(),
         "cycle": slot.cycle,
-        "at": _iso(now),
+        "at": format_seconds(now),
     }
     if slot.job == "data_fetch":
         return _run_fetch(cfg, ledger, slot, now, about)
@@ -709,9 +712,9 @@ def _run_fetch(
             lines.append(fetch_source(cfg, source, end=slot.session, now=now))
         except OpsError as exc:  # a vendor's own one-line error: the store is unchanged
             detail = " ".join(f"{source}: {exc}".split())
-            digest = hashlib.sha256(detail.encode()).hexdigest()[:12]
+            digest = compute_sha256(detail)[:12]
             payload = {"check": FETCH_CHECK, "slot": slot.key, "passed": False,
-                       "detail": detail, "evidence": [f"at {_iso(now)}"]}  # fmt: skip
+                       "detail": detail, "evidence": [f"at {format_seconds(now)}"]}  # fmt: skip
             key = f"CheckRecorded:{FETCH_CHECK}:{slot.key}:{digest}"
             if ledger.get(key) is None:
                 ledger.append(str(EventKind.CHECK_RECORDED), key, payload, run_id=run_id)

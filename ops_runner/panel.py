@@ -10,7 +10,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from ops_runner.errors import DataError
+from ops_runner.core.errors import DataError
 
 Bars = Mapping[str, pd.DataFrame]
 BAR_COLUMNS = ("open", "high", "low", "close", "volume", "dividend", "split")

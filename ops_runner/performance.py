@@ -70,7 +70,8 @@ import numpy as np
 import pandas as pd
 
 from ops_runner.config import Config
-from ops_runner.events import EventKind
+from ops_runner.core.errors import CalendarError, DataError
+from ops_runner.core.events import EventKind
 from ops_runner.projections import compute_account_events, compute_fills
 
 if TYPE_CHECKING:
@@ -589,7 +590,6 @@ def read_performance(
     window) come back as a report whose status and message say so, never as an error. Raises
     LedgerError for a ledger that cannot be read.
     """
-    from ops_runner.errors import CalendarError, DataError
     from ops_runner.ledger import LedgerMissing, open_ledger
     from ops_runner.research import ResearchError
     from ops_runner.strategy import StrategyError

@@ -8,7 +8,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, Protocol
 
-from ops_runner.events import EventKind, State, Trigger
+from ops_runner.core.events import EventKind, State, Trigger
 
 ZERO = Decimal(0)
 

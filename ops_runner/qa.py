@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -14,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from ops_runner.asset_classes import EQUITY, compute_asset_class
-from ops_runner.errors import CalendarError, ConfigError, DataError
+from ops_runner.core.errors import CalendarError, ConfigError, DataError
+from ops_runner.core.hashing import compute_sha256
 from ops_runner.panel import (
     BAR_COLUMNS,
     Bars,
@@ -79,7 +79,7 @@ class Finding:
         """A short stable hash of (symbol, date, check, detail) that the ledger can cite."""
         day = self.date.isoformat() if self.date is not None else ""
         text = f"{self.symbol}|{day}|{self.check.value}|{self.detail}"
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return compute_sha256(text)[:12]
 
 
 @dataclass(frozen=True)

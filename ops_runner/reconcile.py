@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -14,11 +13,12 @@ from typing import Any
 
 from ops_runner.brokers import Broker, BrokerOrder, Commission, Execution, OrderStatus, find_order
 from ops_runner.calendar import NY
-from ops_runner.canonical import canonical_json
 from ops_runner.config import Config
-from ops_runner.errors import DataError, OpsError
-from ops_runner.events import EventKind, Purpose, State, Trigger
-from ops_runner.faults import inject
+from ops_runner.core.canonical import canonical_json, compute_json_ready
+from ops_runner.core.errors import DataError, OpsError
+from ops_runner.core.events import EventKind, Purpose, State, Trigger
+from ops_runner.core.faults import inject
+from ops_runner.core.hashing import compute_sha256
 from ops_runner.gate import OrderIntent, Side
 from ops_runner.projections import (
     OrderView,
@@ -69,21 +69,6 @@ class BreakKind(StrEnum):
     CASH = "cash"
     PAYMENT_MISSING = "payment_missing"  # a dividend unpaid past its pay date and the grace
     TARGET = "target"  # the account is not where the cycle's decision and plan said it would be
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready: Decimal -> str, datetime -> ISO, enums -> str, dataclasses -> dicts."""
-    if isinstance(value, Decimal | StrEnum):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if hasattr(value, "__dataclass_fields__"):
-        return {k: _plain(v) for k, v in vars(value).items()}
-    return value
 
 
 @dataclass(frozen=True)
@@ -180,7 +165,7 @@ class ReconciliationReport:
         """Return the breaks as a DataFrame, one row each."""
         import pandas as pd
 
-        rows = [_plain(b) for b in self.breaks]
+        rows = [compute_json_ready(b) for b in self.breaks]
         return pd.DataFrame(rows, columns=list(Break.__dataclass_fields__))
 
     def positions_frame(self) -> Any:
@@ -193,8 +178,9 @@ class ReconciliationReport:
 
     def to_payload(self) -> dict[str, Any]:
         """Return the report as JSON-ready values (decimal strings, ISO instants, no floats)."""
-        extra = {"summary": self.summary(), "residual_weight": _plain(self.residual_weight)}
-        return {**_plain(self), **extra}
+        residual = compute_json_ready(self.residual_weight)
+        extra = {"summary": self.summary(), "residual_weight": residual}
+        return {**compute_json_ready(self), **extra}
 
 
 # -- pure parts ----------------------------------------------------------------------------------
@@ -603,7 +589,7 @@ def read_session_splits(cfg: Config, symbols: Iterable[str], session: str) -> di
 
 
 def _digest(payload: Mapping[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()[:16]
+    return compute_sha256(canonical_json(payload))[:16]
 
 
 # -- the job -------------------------------------------------------------------------------------
@@ -723,7 +709,8 @@ def _record_outcome(
     check = {
         "check": CHECK, "passed": not breaks, "detail": report.summary(),
         "evidence": [b.detail for b in breaks], "cycle_id": cycle_id, "session": report.session,
-        "status": str(report.status), "breaks": _plain(breaks), "fills": _plain(report.rows),
+        "status": str(report.status), "breaks": compute_json_ready(breaks),
+        "fills": compute_json_ready(report.rows),
         "expected_positions": report.expected_positions,
         "broker_positions": report.broker_positions,
         "expected_cash": report.expected_cash, "broker_cash": report.broker_cash,

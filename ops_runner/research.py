@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from ops_runner.config import TEMPLATES, Config, load_config_text
+from ops_runner.core.errors import OpsError
 from ops_runner.data import compute_adjustment_factors
-from ops_runner.errors import OpsError
 from ops_runner.strategy import StrategySettings, compute_decision_series
 
 log = logging.getLogger(__name__)

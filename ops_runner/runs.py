@@ -13,7 +13,10 @@ from typing import Any
 from urllib.parse import quote
 
 from ops_runner.config import Config
-from ops_runner.events import EventKind
+from ops_runner.core.clock import format_seconds
+from ops_runner.core.events import EventKind
+from ops_runner.core.files import write_bytes_atomic
+from ops_runner.core.hashing import read_sha256
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +79,6 @@ def _is_current(html: Path, notebook: Path) -> bool:
 
 
 def _run_row(cfg: Config, seq: int, payload: dict[str, Any], reports: Path) -> RunRow:
-    from ops_runner.data import read_sha256
     from ops_runner.reports import write_html
 
     notebook = _notebook_of(cfg, payload)
@@ -133,7 +135,6 @@ def _notebook_of(cfg: Config, payload: dict[str, Any]) -> Path | None:
 def _slippage_rows(cfg: Config, events: list[Any], reports: Path) -> list[SlippageRow]:
     """The latest completed slippage_report run per cycle, newest cycle first, each published
     to its stable page (rendered again only when that page is not from this run)."""
-    from ops_runner.data import read_sha256
     from ops_runner.notebooks import read_scraps
     from ops_runner.slippage import JOB, compute_report_path, publish_report, read_report_source
 
@@ -267,7 +268,6 @@ def write_runs_index(cfg: Config) -> Path:
     of flagged orders. Raises LedgerMissing when the workbook has no ledger, LedgerCorrupt when
     it cannot be read.
     """
-    from ops_runner.data import write_bytes_atomic
     from ops_runner.ledger import open_ledger
     from ops_runner.projections import compute_open_incidents, compute_state
 
@@ -278,7 +278,7 @@ def write_runs_index(cfg: Config) -> Path:
     artifacts = [e for e in events if e.kind == EventKind.ARTIFACT_RECORDED]
     rows = [_run_row(cfg, e.seq, e.payload, reports) for e in reversed(artifacts)]
     view = compute_state(events)
-    generated = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    generated = format_seconds(datetime.now(UTC))
     since = f" since {_e(view.since)}" if view.since else ""
     name = _e(cfg.values["workbook_name"])
     synthetic = (  # a demo workbook says what its prices are, on every page a person reads

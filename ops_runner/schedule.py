@@ -30,7 +30,8 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from ops_runner.events import State
+from ops_runner.core.cycle import Cycle
+from ops_runner.core.events import State
 
 
 class Job(StrEnum):
@@ -128,11 +129,6 @@ def _utc(stamp: Any) -> datetime:
     return stamp.to_pydatetime() if hasattr(stamp, "to_pydatetime") else stamp
 
 
-def compute_cycle_id(session: date) -> str:
-    """Return the cycle a rebalance session belongs to, e.g. 2025-11."""
-    return f"{session:%Y-%m}"
-
-
 def compute_session_slots(calendar: Any, settings: ScheduleSettings, session: date) -> list[Slot]:
     """Return every slot that opens because of ``session``: its daily checks, and the cycle's
     jobs when it is a month-end session or the session before one."""
@@ -158,12 +154,12 @@ def compute_session_slots(calendar: Any, settings: ScheduleSettings, session: da
     if calendar.is_month_end_session(next_session):
         slots.append(
             Slot(Job.PRE_REBALANCE, f"{Job.PRE_REBALANCE}:{day}", session,
-                 compute_cycle_id(next_session), after_close,
+                 str(Cycle.of(next_session)), after_close,
                  deadline=after_close + deadlines["data_qa"], closes=next_open)
         )  # fmt: skip
     if not calendar.is_month_end_session(session):
         return slots
-    cycle = compute_cycle_id(session)
+    cycle = str(Cycle.of(session))
     window = calendar.submission_window(next_session, settings.window_start, settings.window_end)
     window_start, window_end = (_utc(t) for t in window)
     pre = Slot(Job.PRE_REBALANCE, f"{Job.PRE_REBALANCE}:{day}", session, cycle, after_close,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import html
 import itertools
 import json
@@ -18,8 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ops_runner.config import Config
-from ops_runner.errors import OpsError
-from ops_runner.events import EventKind
+from ops_runner.core.canonical import compute_json_ready
+from ops_runner.core.cycle import Cycle
+from ops_runner.core.errors import CycleError, LedgerError, OpsError
+from ops_runner.core.events import EventKind
+from ops_runner.core.files import hold_lock, write_bytes_atomic
+from ops_runner.core.hashing import read_sha256
 from ops_runner.projections import OrderView, compute_fills
 from ops_runner.reconcile import compute_cycle_orders, compute_record_closes, read_session_prices
 
@@ -34,7 +37,6 @@ JOB = "slippage_report"
 REPORTS_FOLDER = "slippage"  # <reports>/slippage/<cycle>.html, one stable page per cycle
 SOURCE_META = "ops-runner-slippage-source"
 _SOURCE = re.compile(rf'<meta name="{SOURCE_META}" content="([^"]*)"')
-_CYCLE_ID = re.compile(r"\d{4}-\d{2}")
 TRAILING_CYCLES = 12
 BPS = Decimal(10_000)
 HUNDREDTH = Decimal("0.01")  # bps to 0.01, as reconciliation shows them
@@ -228,17 +230,6 @@ def _figures(c: CycleSlippage) -> str:
             f"${c.total_cost.quantize(HUNDREDTH)} incl. ${c.commissions} commissions")  # fmt: skip
 
 
-def _plain(value: Any) -> Any:
-    """Return ``value`` JSON-safe: Decimals and enums as text, dataclasses as dicts, no floats."""
-    if isinstance(value, Decimal | StrEnum):
-        return str(value)
-    if hasattr(value, "__dataclass_fields__"):
-        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _frame(rows: Sequence[Any], kind: type, index: str) -> pd.DataFrame:
     import pandas as pd
 
@@ -325,8 +316,8 @@ class SlippageReport:
         """Return the report JSON-safe: decimal strings, no floats."""
         extra = {"status": str(self.status), "summary": self.summary(),
                  "flagged": [r.client_ref for r in self.flagged],
-                 "symbols": _plain(self.symbols())}  # fmt: skip
-        return {**_plain(self), **extra}
+                 "symbols": compute_json_ready(self.symbols())}  # fmt: skip
+        return {**compute_json_ready(self), **extra}
 
 
 def read_slippage(cfg: Config, cycle_id: str, trailing: int = TRAILING_CYCLES) -> SlippageReport:
@@ -489,8 +480,10 @@ def plot_costs(report: SlippageReport) -> Figure:
 
 def compute_report_path(cfg: Config, cycle: str) -> Path:
     """Return <reports>/slippage/<cycle>.html. Raises SlippageError for a cycle not YYYY-MM."""
-    if not isinstance(cycle, str) or not _CYCLE_ID.fullmatch(cycle):
-        raise SlippageError(f"cycle: {cycle!r} is not a cycle such as 2025-11")
+    try:
+        Cycle.parse(cycle)  # also keeps a path out of the file name ("../x")
+    except CycleError as error:
+        raise SlippageError(str(error)) from None
     return cfg.path("reports") / REPORTS_FOLDER / f"{cycle}.html"
 
 
@@ -514,7 +507,6 @@ def read_report_source(page: Path) -> dict[str, Any] | None:
 
 def _registered(cfg: Config, notebook: Path) -> tuple[int | None, str | None]:
     """Return (seq, run id) of the ArtifactRecorded naming ``notebook``, (None, None) if none."""
-    from ops_runner.errors import LedgerError
     from ops_runner.ledger import open_ledger
 
     try:
@@ -553,12 +545,8 @@ def _require_completed(notebook: Path, cycle: str) -> None:
 def _publishing(folder: Path) -> Iterator[None]:
     """Hold the folder's publishing lock: compare-and-replace is one step between processes."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".publish.lock", "a+b") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    with hold_lock(folder / ".publish.lock"):
+        yield
 
 
 def _superseded(current: dict[str, Any] | None, seq: int | None) -> bool:
@@ -577,7 +565,6 @@ def publish_report(cfg: Config, notebook: Path, cycle: str) -> Path:
     page stays). Raises SlippageError for a bad cycle id or a notebook that is missing or holds
     no completion record of this cycle's report (a failed or partial run: the page stays).
     """
-    from ops_runner.data import read_sha256, write_bytes_atomic
     from ops_runner.reports import write_html
 
     target = compute_report_path(cfg, cycle)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -12,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from ops_runner.config import Config
-from ops_runner.errors import OpsError
-from ops_runner.events import EventKind, Purpose, State, Trigger
+from ops_runner.core.errors import OpsError
+from ops_runner.core.events import EventKind, Purpose, State, Trigger
+from ops_runner.core.files import write_bytes_atomic
+from ops_runner.core.hashing import compute_sha256
 from ops_runner.gate import OrderIntent, Side
 from ops_runner.projections import (
     DrawdownView,
@@ -264,8 +265,6 @@ def write_kill_switch(cfg: Config, reason: str) -> Path:
     """Write the kill switch file atomically with ``reason`` as content. Returns its path."""
     path = cfg.path("kill_switch")
     path.parent.mkdir(parents=True, exist_ok=True)
-    from ops_runner.data import write_bytes_atomic
-
     write_bytes_atomic(path, ((reason.strip() or "kill switch engaged") + "\n").encode("utf-8"))
     return path
 
@@ -298,7 +297,7 @@ def _call_cancel(cancel: Callable[[], list[str]] | None) -> str:
 
 
 def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return compute_sha256(text)[:16]
 
 
 def enforce_kill_switch(

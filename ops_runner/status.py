@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ops_runner.config import Config
-from ops_runner.events import State
+from ops_runner.core.events import State
 
 
 def read_status(cfg: Config) -> dict[str, Any]:

@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ops_runner.core.errors import OpsError
 from ops_runner.data import compute_adjusted_close
-from ops_runner.errors import OpsError
 
 # Bumped whenever the rules above change: a new version needs a new validated baseline
 # (`ops-runner baseline approve`) before the tick decides with it.

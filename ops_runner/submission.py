@@ -19,17 +19,17 @@ from ops_runner.brokers import (
     PlaceResult,
     find_order,
 )
-from ops_runner.events import EventKind, Purpose, State, Trigger
+from ops_runner.core.canonical import compute_json_ready
+from ops_runner.core.events import EventKind, Purpose, State, Trigger
+from ops_runner.core.faults import inject
 from ops_runner.execution import (
     REF_PREFIX,
     ExecutionError,
     ExecutionPlan,
     ExecutionRefused,
     _frame,
-    _plain,
     compute_client_ref,
 )
-from ops_runner.faults import inject
 from ops_runner.gate import OrderIntent, OrderRefused, Side, require_gate_pass
 from ops_runner.state import apply_trigger, enforce_kill_switch, read_kill_switch, read_state
 
@@ -100,7 +100,7 @@ class SubmissionReport:
 
     def to_payload(self) -> dict[str, Any]:
         """Return the report as JSON-ready values (no floats)."""
-        return _plain(self)
+        return compute_json_ready(self)
 
 
 class _Stop(Exception):
@@ -159,7 +159,7 @@ class _Submission:
         self.append_once(EventKind.ORDER_STATUS_CHANGED, key, payload)
 
     def record_submitted(self, intent: OrderIntent, order_id: str, adopted: bool) -> None:
-        payload = {**_plain(intent), "broker_order_id": order_id, "adopted": adopted}
+        payload = {**compute_json_ready(intent), "broker_order_id": order_id, "adopted": adopted}
         self.append_once(EventKind.ORDER_SUBMITTED, f"OrderSubmitted:{intent.client_ref}", payload)
 
     def trigger(
@@ -412,11 +412,11 @@ def submit_plan(
     if intents and (wrong := sorted({str(i.session) for i in intents} - {session})):
         raise ExecutionError(f"cycle {plan.cycle_id}'s intents were recorded for {wrong}, not "
                              f"{session}; open an incident")  # fmt: skip
-    if intents and _plain(intents) != _plain(plan.intents):
+    if intents and compute_json_ready(intents) != compute_json_ready(plan.intents):
         report.detail = "this plan differs from the plan of record: the recorded intents are sent"
     elif not intents and plan.intents:
         kind = str(EventKind.ORDER_INTENT_RECORDED)
-        items = [(kind, f"OrderIntentRecorded:{i.client_ref}", _plain(i))
+        items = [(kind, f"OrderIntentRecorded:{i.client_ref}", compute_json_ready(i))
                  for i in plan.intents]  # fmt: skip
         # The plan of record (lines, cash walk, residual) goes in with its intents, atomically.
         planned = (str(EventKind.ORDERS_PLANNED), f"OrdersPlanned:{plan.cycle_id}",

@@ -13,7 +13,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ops_runner.errors import OpsError
+from ops_runner.core.errors import OpsError
 
 if TYPE_CHECKING:
     from ops_runner.config import Config

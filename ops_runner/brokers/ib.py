@@ -49,7 +49,7 @@ from ops_runner.brokers.ib_session import (
 )
 from ops_runner.calendar import NY
 from ops_runner.config import mask_account
-from ops_runner.errors import CalendarError, DataError, OpsError
+from ops_runner.core.errors import CalendarError, DataError, OpsError
 from ops_runner.gate import OrderIntent, require_valid_pass
 
 if TYPE_CHECKING:

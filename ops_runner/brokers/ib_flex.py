@@ -23,7 +23,7 @@ import httpx
 
 from ops_runner.brokers import ActionLine, BrokerError, CashKind, CashLine, Statement
 from ops_runner.config import mask_account
-from ops_runner.data import compute_sha256
+from ops_runner.core.hashing import compute_sha256
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from ops_runner.brokers.ib_book import (
     shares,
 )
 from ops_runner.config import mask_account
-from ops_runner.errors import OpsError
+from ops_runner.core.errors import OpsError
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import math
@@ -32,8 +31,9 @@ from ops_runner.brokers import (
     Statement,
 )
 from ops_runner.calendar import NY
-from ops_runner.data import compute_split_ratio, write_bytes_atomic
-from ops_runner.errors import CalendarError, DataError
+from ops_runner.core.errors import CalendarError, DataError
+from ops_runner.core.files import hold_lock, write_bytes_atomic
+from ops_runner.data import compute_split_ratio
 from ops_runner.gate import OrderIntent, Side, require_valid_pass
 
 if TYPE_CHECKING:
@@ -818,17 +818,13 @@ class SimBroker:
         An exception inside the block leaves the file as it was.
         """
         self._folder.mkdir(parents=True, exist_ok=True)
-        with open(self._lock_path, "a+b") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            try:
-                before = self._book_path.read_bytes() if self._book_path.exists() else None
-                book = self._new_book() if before is None else self._decode(before)
-                yield book
-                after = json.dumps(book, indent=1, sort_keys=True).encode("utf-8") + b"\n"
-                if after != before:
-                    write_bytes_atomic(self._book_path, after)
-            finally:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+        with hold_lock(self._lock_path):
+            before = self._book_path.read_bytes() if self._book_path.exists() else None
+            book = self._new_book() if before is None else self._decode(before)
+            yield book
+            after = json.dumps(book, indent=1, sort_keys=True).encode("utf-8") + b"\n"
+            if after != before:
+                write_bytes_atomic(self._book_path, after)
 
     def _decode(self, data: bytes) -> dict[str, Any]:
         try:

@@ -10,8 +10,8 @@ from typing import Protocol, runtime_checkable
 
 import pandas as pd
 
+from ops_runner.core.errors import DataError, ImportRefused
 from ops_runner.data import SYMBOL_PATTERN
-from ops_runner.errors import DataError, ImportRefused
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from ops_runner.errors import VendorProblem
+from ops_runner.core.errors import VendorProblem
 from ops_runner.sources.csvfiles import compute_unrounded_dividends
 from ops_runner.sources.vendorapi import (
     Refusal,

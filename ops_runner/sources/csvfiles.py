@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ops_runner.data import compute_sha256, make_bars
-from ops_runner.errors import ImportRefused
+from ops_runner.core.errors import ImportRefused
+from ops_runner.core.hashing import compute_sha256
+from ops_runner.data import make_bars
 from ops_runner.sources import ParsedFile
 
 # yfinance exports store prices as float32: day-to-day steps of adj/close below this are noise

@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 
 from ops_runner.calendar import MarketCalendar
-from ops_runner.data import BAR_COLUMNS, PriceStore, compute_sha256
-from ops_runner.errors import CalendarError, DataError
+from ops_runner.core.errors import CalendarError, DataError
+from ops_runner.core.hashing import compute_sha256
+from ops_runner.data import BAR_COLUMNS, PriceStore
 from ops_runner.sources.vendorapi import VendorClient, VendorReply
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ops_runner.data import ImportReport, compute_parquet_bytes, compute_sha256
-from ops_runner.errors import DataError
+from ops_runner.core.errors import DataError
+from ops_runner.core.hashing import compute_sha256
+from ops_runner.data import ImportReport, compute_parquet_bytes
 
 if TYPE_CHECKING:
     from ops_runner.config import Config

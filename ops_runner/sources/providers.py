@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from ops_runner.config import Config, load_secret
-from ops_runner.errors import ConfigError
+from ops_runner.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 
 from ops_runner.calendar import MarketCalendar
+from ops_runner.core.errors import DataError
+from ops_runner.core.hashing import compute_sha256
 from ops_runner.data import (
     BAR_COLUMNS,
     DATE_UNIT,
     ImportReport,
     PriceStore,
-    compute_sha256,
 )
-from ops_runner.errors import DataError
 
 SAMPLE_SOURCE = "sample"
 SAMPLE_LAYOUT = "sample"

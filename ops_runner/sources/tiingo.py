@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from ops_runner.errors import VendorProblem
+from ops_runner.core.errors import VendorProblem
 from ops_runner.sources.vendorapi import (
     Refusal,
     VendorClientBase,

@@ -21,15 +21,15 @@ import numpy as np
 import pandas as pd
 import tenacity
 
+from ops_runner.core.errors import DataError, SecretError, VendorError, VendorProblem
+from ops_runner.core.hashing import compute_sha256
 from ops_runner.data import (
     BAR_COLUMNS,
     DATE_UNIT,
     PRICE_COLUMNS,
     SYMBOL_PATTERN,
-    compute_sha256,
     require_bars_shape,
 )
-from ops_runner.errors import DataError, SecretError, VendorError, VendorProblem
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from ops_runner.config import Config, init_workbook, load_config
-from ops_runner.errors import OpsError
+from ops_runner.core.cycle import Cycle
+from ops_runner.core.errors import OpsError
+from ops_runner.core.events import EventKind
 from ops_runner.sources.sample import DEFAULT_END, DEFAULT_SEED, DEFAULT_START
 
 log = logging.getLogger(__name__)
@@ -209,7 +211,7 @@ def simulate_history(
     """
     began = time.monotonic()
     months = compute_cycle_months(cycles, first_cycle)
-    wanted = {f"{y:04d}-{m:02d}" for y, m in months}
+    wanted = {str(Cycle(y, m)) for y, m in months}
     wide = {str(k): float(v) for k, v in (out_of_band or {}).items()}
     if stray := sorted(set(wide) - wanted):
         raise HistoryError(f"out_of_band names cycle(s) outside the history: {', '.join(stray)}")
@@ -225,7 +227,7 @@ def simulate_history(
     done, sessions = [], {}
     calendar = cfg.calendar()
     for year, month in months:
-        cycle = run_cycle(cfg, year, month, wide.get(f"{year:04d}-{month:02d}"))
+        cycle = run_cycle(cfg, year, month, wide.get(str(Cycle(year, month))))
         decided = calendar.rebalance_session(year, month)
         sessions[cycle] = (decided.isoformat(), calendar.next_session(decided).isoformat())
         done.append(cycle)
@@ -236,7 +238,6 @@ def simulate_history(
 
 
 def _count(cfg: Config) -> tuple[int, int]:
-    from ops_runner.events import EventKind
     from ops_runner.ledger import open_ledger
     from ops_runner.projections import compute_fills
 
@@ -369,7 +370,7 @@ def simulate_books_history(
         qa = run_qa(cfg, decided)
         if qa.blocking:  # a real vendor fault: production holds (DEGRADED_DATA), so do we
             record_data_qa(cfg, qa)
-            skipped[f"{year:04d}-{month:02d}"] = qa.summary()
+            skipped[str(Cycle(year, month))] = qa.summary()
             continue
         cycles.append(run_cycle(cfg, year, month))
         if progress:

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from ops_runner.calendar import NY
+from ops_runner.core.errors import DataError
 from ops_runner.data import (
     DividendConvention,
     compute_adjustment_factors,
     compute_split_adjusted,
     compute_split_ratio,
 )
-from ops_runner.errors import DataError
 from ops_runner.testing.tws_account import Bar, CorporateAction
 
 if TYPE_CHECKING:

@@ -41,7 +41,7 @@ from ops_runner.approvals import Action, approve, resume
 from ops_runner.brokers import open_broker
 from ops_runner.checks import approve_baseline
 from ops_runner.config import Config, load_config
-from ops_runner.errors import OpsError
+from ops_runner.core.errors import OpsError
 from ops_runner.ledger import LEDGER_FILE, open_ledger
 from ops_runner.orchestrator import tick
 

@@ -28,9 +28,9 @@ from hypothesis import strategies as st
 
 from ops_runner.brokers import open_broker
 from ops_runner.config import Config, load_config
+from ops_runner.core.errors import OpsError
+from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.decision import decide, read_record
-from ops_runner.errors import OpsError
-from ops_runner.events import EventKind, State, Trigger
 from ops_runner.execution import read_plan
 from ops_runner.ledger import open_ledger
 from ops_runner.projections import compute_positions

@@ -21,7 +21,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from ops_runner.alerts import Alert, pump_alerts, send_alert
 from ops_runner.config import Config, init_workbook, load_config
-from ops_runner.events import EventKind, Trigger
+from ops_runner.core.events import EventKind, Trigger
 from ops_runner.ledger import open_ledger
 from ops_runner.state import apply_trigger
 

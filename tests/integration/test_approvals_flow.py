@@ -17,8 +17,8 @@ import pytest
 
 from ops_runner.approvals import Action, ApprovalRefused, approve, issue_token, resume
 from ops_runner.config import init_workbook, load_config
-from ops_runner.errors import SecretError
-from ops_runner.events import EventKind, State, Trigger
+from ops_runner.core.errors import SecretError
+from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.incidents import close_incident, open_incident
 from ops_runner.ledger import open_ledger
 from ops_runner.state import apply_trigger, read_state, record_equity_mark

@@ -16,7 +16,7 @@ from ops_runner.audit import AuditStatus, audit_job, run_audit
 from ops_runner.brokers import BrokerUnavailable
 from ops_runner.brokers.sim import SimBroker
 from ops_runner.config import load_config
-from ops_runner.events import EventKind, State
+from ops_runner.core.events import EventKind, State
 from ops_runner.ledger import open_ledger
 from ops_runner.projections import compute_open_incidents
 from ops_runner.reconcile import BreakKind

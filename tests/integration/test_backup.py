@@ -32,7 +32,7 @@ from ops_runner.backup import (
     verify_archive,
 )
 from ops_runner.config import Config, load_config
-from ops_runner.events import EventKind
+from ops_runner.core.events import EventKind
 from ops_runner.ledger import LEDGER_FILE, Ledger, open_ledger
 
 T0 = datetime(2025, 1, 31, 22, 0, tzinfo=UTC)

@@ -22,8 +22,8 @@ from ops_runner.audit import AuditReport, AuditStatus, run_audit
 from ops_runner.books import book_account
 from ops_runner.brokers.sim import SimBroker
 from ops_runner.config import Config, load_config
+from ops_runner.core.events import EventKind, State
 from ops_runner.decision import decide
-from ops_runner.events import EventKind, State
 from ops_runner.execution import read_plan
 from ops_runner.ledger import open_ledger
 from ops_runner.projections import (

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ops_runner.events import EventKind
+from ops_runner.core.events import EventKind
 from ops_runner.ledger import open_ledger
 from ops_runner.projections import compute_fills
 from ops_runner.testing.history import simulate_books_history

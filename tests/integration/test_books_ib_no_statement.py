@@ -21,7 +21,7 @@ from conftest import make_sample_workbook
 from ops_runner.audit import AuditStatus, run_audit
 from ops_runner.brokers.ib import IbBroker
 from ops_runner.config import load_config
-from ops_runner.events import EventKind
+from ops_runner.core.events import EventKind
 from ops_runner.ledger import open_ledger
 from ops_runner.projections import compute_cash, compute_ledger_equity
 from ops_runner.reconcile import BreakKind

@@ -22,7 +22,7 @@ from ops_runner.books import book_account
 from ops_runner.brokers import BrokerUnavailable
 from ops_runner.brokers.ib import IbBroker
 from ops_runner.config import load_config
-from ops_runner.events import EventKind
+from ops_runner.core.events import EventKind
 from ops_runner.ledger import open_ledger
 from ops_runner.projections import compute_cash, compute_positions, compute_receivables
 from ops_runner.testing.flex_server import Fault, FlexServer

@@ -145,7 +145,7 @@ def test_cli_when_workbook_given_after_the_verb_uses_it(tmp_path):
 
 
 def test_cli_run_when_a_cycle_goes_through_the_sim_broker_registers_each_notebook(tmp_path):
-    from ops_runner.events import EventKind
+    from ops_runner.core.events import EventKind
     from ops_runner.ledger import open_ledger
 
     assert run("init", "--template", "demo", workbook=tmp_path).returncode == 0

@@ -22,8 +22,8 @@ from conftest import make_decided_november
 from ops_runner.approvals import Action, approve, resume
 from ops_runner.brokers import open_broker
 from ops_runner.config import Config, load_config
+from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.decision import read_record
-from ops_runner.events import EventKind, State, Trigger
 from ops_runner.execution import read_plan
 from ops_runner.ledger import open_ledger
 from ops_runner.orchestrator import hold_tick_lock, judge_completion, tick

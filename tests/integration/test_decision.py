@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from conftest import make_sample_workbook, ready_to_decide
 
-from ops_runner.canonical import canonical_json
 from ops_runner.config import load_config
+from ops_runner.core.canonical import canonical_json
+from ops_runner.core.events import EventKind, State
 from ops_runner.decision import DecisionConflict, decide, replay, replay_all
-from ops_runner.events import EventKind, State
 from ops_runner.ledger import open_ledger
 from ops_runner.state import read_state
 

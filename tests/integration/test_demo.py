@@ -18,7 +18,7 @@ import pytest
 
 from ops_runner.backup import verify_archive
 from ops_runner.config import load_config
-from ops_runner.events import EventKind
+from ops_runner.core.events import EventKind
 from ops_runner.ledger import open_ledger
 
 EXE = Path(sys.executable).with_name("ops-runner")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ops_runner.config import load_config
-from ops_runner.events import EventKind
+from ops_runner.core.events import EventKind
 from ops_runner.ledger import open_ledger
 
 pytest.importorskip("ops_runner.testing.tws_sim")

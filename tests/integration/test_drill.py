@@ -24,7 +24,7 @@ from ops_runner.backup import create_backup, verify_archive
 from ops_runner.checks import approve_baseline
 from ops_runner.cli import main
 from ops_runner.config import load_config
-from ops_runner.events import EventKind
+from ops_runner.core.events import EventKind
 from ops_runner.ledger import open_ledger
 from ops_runner.projections import compute_positions, compute_state
 

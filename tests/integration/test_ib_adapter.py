@@ -25,8 +25,8 @@ import yaml
 from ops_runner.brokers import BrokerError, OrderStatus, Outcome, open_broker
 from ops_runner.brokers.ib import IbBroker
 from ops_runner.config import Config, init_workbook, load_config
-from ops_runner.errors import DataError
-from ops_runner.events import Purpose
+from ops_runner.core.errors import DataError
+from ops_runner.core.events import Purpose
 from ops_runner.gate import GatePass, OrderIntent, OrderRefused, Side, require_gate_pass
 from ops_runner.ledger import open_ledger
 from ops_runner.testing.tws_sim import StaticMarket, TwsFaults, TwsSimulator

@@ -40,7 +40,7 @@ from ops_runner.brokers import BrokerUnavailable, OrderStatus, Outcome, find_ord
 from ops_runner.brokers.ib import IbBroker
 from ops_runner.brokers.sim import SimBroker
 from ops_runner.config import Config
-from ops_runner.events import State
+from ops_runner.core.events import State
 from ops_runner.execution import read_plan
 from ops_runner.gate import Side
 from ops_runner.ledger import open_ledger

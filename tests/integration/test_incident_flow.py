@@ -9,7 +9,7 @@ from test_production_tick import EVE, IDLE, make_workbook
 
 from ops_runner.checks import approve_baseline
 from ops_runner.config import load_config
-from ops_runner.events import EventKind, State
+from ops_runner.core.events import EventKind, State
 from ops_runner.incident_evidence import Cause, classify, failing_runs
 from ops_runner.incidents import (
     IncidentError,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ops_runner.config import init_workbook, load_config
-from ops_runner.events import EventKind, Purpose, State, Trigger
+from ops_runner.core.events import EventKind, Purpose, State, Trigger
 from ops_runner.gate import OrderIntent, OrderRefused, Side, require_gate_pass
 from ops_runner.projections import compute_open_incidents
 from ops_runner.state import (

@@ -12,7 +12,7 @@ import pytest
 from ops_runner.checks import approve_baseline
 from ops_runner.cli import main
 from ops_runner.config import init_workbook, load_config
-from ops_runner.events import EventKind, State
+from ops_runner.core.events import EventKind, State
 from ops_runner.ledger import open_ledger
 from ops_runner.orchestrator import tick
 from ops_runner.sources.sample import write_sample

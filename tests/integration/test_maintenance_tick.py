@@ -16,7 +16,7 @@ import yaml
 from ops_runner.backup import verify_archive
 from ops_runner.checks import approve_baseline
 from ops_runner.config import init_workbook, load_config
-from ops_runner.events import EventKind, State, Trigger
+from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.ledger import open_ledger
 from ops_runner.maintenance import compute_uninvestigated
 from ops_runner.orchestrator import tick

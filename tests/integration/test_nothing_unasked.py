@@ -19,8 +19,8 @@ import pytest
 from conftest import make_decided_november, make_undecided_november, snapshot_folder
 
 from ops_runner.config import load_config
+from ops_runner.core.events import EventKind, Trigger
 from ops_runner.decision import DecisionRefused, decide
-from ops_runner.events import EventKind, Trigger
 from ops_runner.ledger import open_ledger
 from ops_runner.notebooks import NotebookError, read_scraps, run_notebook
 from ops_runner.state import apply_trigger

@@ -22,7 +22,7 @@ from conftest import make_decided_november
 
 from ops_runner.brokers import open_broker
 from ops_runner.config import Config, load_config
-from ops_runner.events import EventKind, State
+from ops_runner.core.events import EventKind, State
 from ops_runner.ledger import open_ledger
 from ops_runner.notebooks import read_scraps
 from ops_runner.projections import compute_positions

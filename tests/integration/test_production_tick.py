@@ -16,7 +16,7 @@ import yaml
 
 from ops_runner.checks import approve_baseline
 from ops_runner.config import init_workbook, load_config
-from ops_runner.events import EventKind, State, Trigger
+from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.ledger import open_ledger
 from ops_runner.orchestrator import tick
 from ops_runner.sources.sample import write_sample
@@ -162,7 +162,7 @@ def test_tick_now_when_broker_is_not_simulated_is_refused_in_one_line(tmp_path):
     ],
 )
 def test_a_simulated_clock_with_ib_needs_the_loopback_paper_simulator(tmp_path, settings, accepted):
-    from ops_runner.errors import OpsError
+    from ops_runner.core.errors import OpsError
     from ops_runner.orchestrator import require_simulated_broker
 
     values = {"broker.kind": "ib", "broker.account": "DU1234567", **settings}

@@ -11,8 +11,8 @@ from conftest import make_sample_workbook, ready_to_decide
 
 from ops_runner.brokers.sim import SimBroker
 from ops_runner.config import load_config
+from ops_runner.core.events import EventKind, State
 from ops_runner.decision import decide
-from ops_runner.events import EventKind, State
 from ops_runner.execution import read_plan
 from ops_runner.ledger import open_ledger
 from ops_runner.projections import compute_cash, compute_open_incidents, compute_positions

@@ -14,7 +14,7 @@ import pytest
 from conftest import make_sample_workbook
 
 from ops_runner.config import load_config
-from ops_runner.events import State, Trigger
+from ops_runner.core.events import State, Trigger
 from ops_runner.ledger import open_ledger
 from ops_runner.state import apply_trigger, read_state
 

@@ -24,7 +24,7 @@ import nbformat
 import pytest
 
 from ops_runner.config import load_config
-from ops_runner.events import EventKind
+from ops_runner.core.events import EventKind
 from ops_runner.ledger import open_ledger
 from ops_runner.slippage import (
     SlippageError,

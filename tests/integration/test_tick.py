@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ops_runner.config import init_workbook, load_config
-from ops_runner.events import EventKind
+from ops_runner.core.events import EventKind
 from ops_runner.ledger import LEDGER_FILE, open_ledger
 from ops_runner.orchestrator import hold_tick_lock
 

@@ -20,8 +20,8 @@ from conftest import make_sample_workbook
 
 from ops_runner.checks import approve_baseline
 from ops_runner.config import Config, load_config
+from ops_runner.core.events import EventKind, State
 from ops_runner.deadline import EXIT_CODE
-from ops_runner.events import EventKind, State
 from ops_runner.ledger import open_ledger
 from ops_runner.orchestrator import ORPHANED, hold_tick_lock, run_slot
 from ops_runner.schedule import Job, Slot
@@ -137,7 +137,7 @@ def test_run_slot_when_the_tick_has_less_left_than_a_notebook_may_take_waits(wor
 def test_config_when_the_tick_deadline_is_not_above_the_notebooks_refuses_it(
     workbook, tick_minutes, ok
 ):
-    from ops_runner.errors import ConfigError
+    from ops_runner.core.errors import ConfigError
 
     if ok:
         with_schedule(workbook, tick_deadline_minutes=tick_minutes)

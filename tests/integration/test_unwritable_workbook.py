@@ -18,7 +18,7 @@ import pytest
 from conftest import make_sample_workbook, read_only
 
 from ops_runner.config import load_config
-from ops_runner.events import EventKind, State
+from ops_runner.core.events import EventKind, State
 from ops_runner.ledger import open_ledger
 from ops_runner.state import read_state
 

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from ops_runner.calendar import MarketCalendar
-from ops_runner.errors import DataError, VendorError, VendorProblem
+from ops_runner.core.errors import DataError, VendorError, VendorProblem
 from ops_runner.sources.alphavantage import AlphaVantageClient
 from ops_runner.sources.fetch import fetch_into_store, raw_answer_path, read_raw_answer
 from ops_runner.sources.sample import generate_sample_market

@@ -7,7 +7,7 @@ from conftest import make_decided_november
 
 from ops_runner import jobs
 from ops_runner.config import load_config
-from ops_runner.events import EventKind, State
+from ops_runner.core.events import EventKind, State
 from ops_runner.ledger import open_ledger
 from ops_runner.notebooks import run_notebook
 

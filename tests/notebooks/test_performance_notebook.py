@@ -9,9 +9,9 @@ a cent a share: under 1 bps of equity at these sizes) and commissions only by th
 cash: execution keeps ``execution.cash_buffer`` (2%) back, whole shares leave a remainder, and
 the dividends the simulated broker pays (booked in the ledger as entitled on the ex-date and
 paid a few sessions later) wait in cash until the next rebalance, never reinvested in between
-(research reinvests them: a few more tenths of a percent over these months). That cash misses the market's
-move, so each month's tracking difference is the cash drag, within 5% of equity times the
-month's move, give or take a bps of the rest.
+(research reinvests them: a few more tenths of a percent over these months). That cash misses
+the market's move, so each month's tracking difference is the cash drag, within 5% of equity
+times the month's move, give or take a bps of the rest.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
 from ops_runner.config import Config, init_workbook, load_config
-from ops_runner.errors import OpsError
-from ops_runner.events import EventKind, State
+from ops_runner.core.errors import OpsError
+from ops_runner.core.events import EventKind, State
 from ops_runner.integrity import check_registered as check_artifacts
 from ops_runner.ledger import open_ledger
 from ops_runner.notebooks import JobRun, NotebookError, execute_job, run_notebook

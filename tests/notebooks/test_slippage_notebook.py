@@ -10,8 +10,8 @@ from conftest import make_sample_workbook, ready_to_decide
 
 from ops_runner import jobs
 from ops_runner.config import load_config
+from ops_runner.core.events import EventKind
 from ops_runner.decision import decide
-from ops_runner.events import EventKind
 from ops_runner.ledger import open_ledger
 from ops_runner.notebooks import run_notebook
 

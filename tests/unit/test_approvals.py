@@ -17,8 +17,8 @@ from ops_runner.approvals import (
     parse_ttl,
     require_valid_token,
 )
-from ops_runner.errors import OpsError
-from ops_runner.events import State
+from ops_runner.core.errors import OpsError
+from ops_runner.core.events import State
 
 KEY = b"k" * 40
 NOW = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)

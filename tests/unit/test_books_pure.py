@@ -18,7 +18,7 @@ from ops_runner.books import (
     compute_shares_at,
     compute_split,
 )
-from ops_runner.events import EventKind
+from ops_runner.core.events import EventKind
 from ops_runner.projections import (
     compute_account_cash,
     compute_account_events,

@@ -16,7 +16,7 @@ from ops_runner.calendar import (
     MarketCalendar,
     parse_wall_time,
 )
-from ops_runner.errors import CalendarCoverageError, CalendarError
+from ops_runner.core.errors import CalendarCoverageError, CalendarError
 
 NY = ZoneInfo("America/New_York")
 

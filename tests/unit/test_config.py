@@ -21,7 +21,7 @@ from ops_runner.config import (
     load_secret,
     mask_account,
 )
-from ops_runner.errors import ConfigError, SecretError, WorkbookError
+from ops_runner.core.errors import ConfigError, SecretError, WorkbookError
 
 TEMPLATE = yaml.safe_load((TEMPLATES / "config.yaml").read_text())
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import ops_runner.data as data_module
+from ops_runner.core.errors import DataError, ImportRefused
 from ops_runner.data import (
     BAR_COLUMNS,
     DividendConvention,
@@ -19,7 +20,6 @@ from ops_runner.data import (
     make_bars,
     require_bars_shape,
 )
-from ops_runner.errors import DataError, ImportRefused
 
 DAYS = ["2020-01-02", "2020-01-03", "2020-01-06", "2020-01-07", "2020-01-08"]
 # A 2:1 split on 01-06 (raw close halves) and a 1.00 dividend going ex on 01-07.

@@ -18,9 +18,9 @@ from ops_runner.brokers import (
     Outcome,
     PlaceResult,
 )
-from ops_runner.canonical import canonical_json
 from ops_runner.config import TEMPLATES, load_config_text
-from ops_runner.events import EventKind, Purpose, State, Trigger
+from ops_runner.core.canonical import canonical_json
+from ops_runner.core.events import EventKind, Purpose, State, Trigger
 from ops_runner.execution import (
     ExecutionError,
     ExecutionPlan,

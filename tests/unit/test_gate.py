@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ops_runner.config import TEMPLATES, load_config_text
-from ops_runner.events import EventKind, Purpose, State, Trigger
+from ops_runner.core.events import EventKind, Purpose, State, Trigger
 from ops_runner.gate import (
     GatePass,
     OrderIntent,

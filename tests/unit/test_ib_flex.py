@@ -19,7 +19,7 @@ import pytest
 
 from ops_runner.brokers import BrokerError, CashKind
 from ops_runner.brokers.ib_flex import FlexClient, StatementError, parse_statement
-from ops_runner.errors import OpsError
+from ops_runner.core.errors import OpsError
 
 FLEX = Path(__file__).resolve().parents[1] / "data" / "flex"
 ACCOUNT = "U1234567"

@@ -10,7 +10,7 @@ import pytest
 
 from ops_runner.brokers import AccountValues, BrokerUnavailable, Health
 from ops_runner.config import init_workbook, load_config
-from ops_runner.events import EventKind, State, Trigger
+from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.incident_evidence import Cause, compute_classification
 from ops_runner.incidents import (
     IncidentError,

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ops_runner.errors import OpsError
-from ops_runner.events import EventKind, State
+from ops_runner.core.errors import OpsError
+from ops_runner.core.events import EventKind, State
 from ops_runner.ledger import (
     GENESIS_HASH,
     LEDGER_FILE,

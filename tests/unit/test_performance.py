@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from ops_runner.config import init_workbook, load_config
+from ops_runner.core.events import EventKind
 from ops_runner.data import make_bars
-from ops_runner.events import EventKind
 from ops_runner.ledger import open_ledger
 from ops_runner.performance import (
     PARTS,

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from ops_runner.events import EventKind, State, Trigger
+from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.projections import (
     DrawdownView,
     StateView,

@@ -10,8 +10,8 @@ import pytest
 
 from ops_runner.calendar import MarketCalendar
 from ops_runner.config import compute_template_text, load_config_text
+from ops_runner.core.errors import ConfigError, DataError
 from ops_runner.data import PriceStore
-from ops_runner.errors import ConfigError, DataError
 from ops_runner.qa import (
     Check,
     Finding,

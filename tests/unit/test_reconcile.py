@@ -15,9 +15,9 @@ from ops_runner.brokers import (
     Execution,
     OrderStatus,
 )
-from ops_runner.canonical import canonical_json
 from ops_runner.config import init_workbook, load_config
-from ops_runner.events import EventKind, State
+from ops_runner.core.canonical import canonical_json
+from ops_runner.core.events import EventKind, State
 from ops_runner.ledger import open_ledger
 from ops_runner.projections import compute_cash, compute_open_incidents, compute_positions
 from ops_runner.reconcile import (

@@ -16,7 +16,7 @@ import yaml
 
 from ops_runner.calendar import MarketCalendar
 from ops_runner.config import check_config
-from ops_runner.events import State
+from ops_runner.core.events import State
 from ops_runner.schedule import (
     Agenda,
     Job,

@@ -21,7 +21,7 @@ from ops_runner.brokers import (
 )
 from ops_runner.brokers.sim import SimBroker
 from ops_runner.config import Config, load_config
-from ops_runner.events import Purpose, State
+from ops_runner.core.events import Purpose, State
 from ops_runner.gate import GatePass, OrderIntent, OrderRefused, Side, require_gate_pass
 from ops_runner.ledger import open_ledger
 

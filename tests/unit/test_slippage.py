@@ -13,10 +13,10 @@ import yaml
 from conftest import make_sample_workbook, ready_to_decide
 
 from ops_runner import jobs
-from ops_runner.canonical import canonical_json
 from ops_runner.config import load_config
+from ops_runner.core.canonical import canonical_json
+from ops_runner.core.events import EventKind
 from ops_runner.decision import decide
-from ops_runner.events import EventKind
 from ops_runner.ledger import open_ledger
 from ops_runner.projections import OrderView
 from ops_runner.slippage import (

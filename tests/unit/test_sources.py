@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ops_runner.core.errors import DataError, ImportRefused
 from ops_runner.data import BAR_COLUMNS, PriceStore
-from ops_runner.errors import DataError, ImportRefused
 from ops_runner.sources import ParsedFile, layouts, read_path
 from ops_runner.sources.csvfiles import compute_inferred_dividends, read_vendor_adjusted
 

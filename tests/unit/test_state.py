@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ops_runner.config import TEMPLATES, load_config_text
-from ops_runner.events import EventKind, Purpose, State, Trigger
+from ops_runner.core.events import EventKind, Purpose, State, Trigger
 from ops_runner.gate import OrderIntent, OrderRefused, Side, require_gate_pass
 from ops_runner.state import (
     TRANSITIONS,

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from ops_runner.calendar import MarketCalendar
-from ops_runner.canonical import canonical_json
 from ops_runner.config import TEMPLATES, load_config_text
+from ops_runner.core.canonical import canonical_json
 from ops_runner.data import make_bars
 from ops_runner.sources.sample import generate_sample_market
 from ops_runner.strategy import (

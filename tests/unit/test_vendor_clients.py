@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from ops_runner.calendar import MarketCalendar
+from ops_runner.core.errors import SecretError, VendorError, VendorProblem
 from ops_runner.data import make_bars
-from ops_runner.errors import SecretError, VendorError, VendorProblem
 from ops_runner.sources.alphavantage import AlphaVantageClient
 from ops_runner.sources.fetch import (
     compute_fetch_start,

@@ -40,6 +40,12 @@ class CalendarCoverageError(CalendarError):
     """A date past the span the installed calendar is trusted to know."""
 
 
+class CycleError(OpsError):
+    """A text that is not a cycle id such as 2025-11 (year and month, YYYY-MM)."""
+
+    exit_code = 2
+
+
 class DataError(OpsError):
     """The price store cannot give what was asked (unknown source or symbol, corrupt file)."""
 

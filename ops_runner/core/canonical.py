@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from dataclasses import is_dataclass
+from datetime import date, datetime
 from decimal import Decimal
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
-from ops_runner.errors import LedgerError
+from ops_runner.core.clock import format_instant
+from ops_runner.core.errors import LedgerError
 
 _dumps = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
 ).encode
-
-
-def format_instant(moment: datetime) -> str:
-    """Return an aware datetime as UTC ISO-8601 with microseconds and "Z". Raises LedgerError."""
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise LedgerError(f"{moment!r} is a naive datetime; give it a time zone (UTC)")
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _decimal_text(value: Decimal, where: str) -> str:
@@ -85,3 +80,24 @@ def canonical_json(value: Any, root: str = "payload") -> str:
     except UnicodeEncodeError:
         raise LedgerError(f"{root} holds a lone surrogate, which UTF-8 cannot store") from None
     return text
+
+
+def compute_json_ready(value: Any) -> Any:
+    """Return ``value`` JSON-ready for a report's payload; the lenient cousin of canonical_json.
+
+    Decimals and StrEnums become ``str(value)`` (trailing zeros kept: "1.50"), a datetime its
+    ``isoformat()``, a dataclass instance a dict of its attributes, a tuple a list, dict keys
+    strings; anything else (int, bool, None, str, a date) is returned as it is. Nothing is
+    refused: the ledger's canonical_json judges the result when it is recorded.
+    """
+    if isinstance(value, Decimal | StrEnum):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, tuple | list):
+        return [compute_json_ready(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): compute_json_ready(v) for k, v in value.items()}
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: compute_json_ready(v) for k, v in vars(value).items()}
+    return value
