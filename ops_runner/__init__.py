@@ -9,4 +9,4 @@ __version__ = "0.1.0"
 # in every kernel (FAULTS.md). Nothing here validates URI formats: keep it out of this process
 # (kernels get the same line from the notebook runner, before their first cell).
 BLOCK_SLOW_IMPORTS = "import sys; sys.modules.setdefault('rfc3987_syntax', None)"
-sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[assignment]
+sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]  # None blocks it

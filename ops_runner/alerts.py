@@ -25,6 +25,7 @@ from ops_runner.core.clock import format_seconds
 from ops_runner.core.errors import OpsError, SecretError
 from ops_runner.core.events import EventKind, State
 from ops_runner.core.hashing import compute_sha256
+from ops_runner.ledger import Ledger
 
 __all__ = [
     "Alert",
@@ -288,7 +289,7 @@ def _deliver(channels: _Channels, alert: Alert, alert_id: str) -> dict[str, str]
 
 
 def _send(
-    cfg: Config, alert: Alert, ledger: Any, key: str | None, events: Sequence[int]
+    cfg: Config, alert: Alert, ledger: Ledger | None, key: str | None, events: Sequence[int]
 ) -> tuple[dict[str, Any], bool]:
     """Return (the AlertSent payload, whether this call wrote it)."""
     from ops_runner.ledger import LedgerConflict
@@ -330,7 +331,7 @@ def _send(
 def send_alert(
     cfg: Config,
     alert: Alert,
-    ledger: Any = None,
+    ledger: Ledger | None = None,
     key: str | None = None,
     events: Sequence[int] = (),
 ) -> dict[str, str]:
@@ -404,7 +405,7 @@ def _headline(rank: str, event: Any) -> str:
     return f"job {_field(p, 'job')} {verb}"
 
 
-def pump_alerts(cfg: Config, ledger: Any) -> list[dict[str, Any]]:
+def pump_alerts(cfg: Config, ledger: Ledger) -> list[dict[str, Any]]:
     """Alert once for every new SAFE_MODE/HALT transition, incident, failed or missed job.
 
     All qualifying events not yet in an AlertSent's ``events`` make one alert, keyed

@@ -19,6 +19,7 @@ from ops_runner.config import Config, load_secret
 from ops_runner.core.clock import format_seconds
 from ops_runner.core.errors import OpsError
 from ops_runner.core.events import EventKind, State, Trigger
+from ops_runner.ledger import Ledger
 
 TOKEN_PREFIX = "opsr1"
 KEY_NAME = "approval_key"
@@ -216,7 +217,7 @@ def action_for_state(state: State) -> Action:
     raise OpsError(f"nothing to approve: the system is in {state}, which needs no approval")
 
 
-def require_review(ledger: Any, review: str | None) -> None:
+def require_review(ledger: Ledger, review: str | None) -> None:
     """Return None when ``review`` is the post-mortem of an incident closed since the current
     HALT began; raises ApprovalRefused("review") saying which post-mortems would do."""
     from ops_runner.incidents import IncidentError, require_postmortem
@@ -255,7 +256,7 @@ def approve(
     return issue_token(read_approval_key(cfg), action, view.seq, reason, review, lifetime, now)
 
 
-def check_integrity(cfg: Config, ledger: Any, now: datetime | None = None) -> list[str]:
+def check_integrity(cfg: Config, ledger: Ledger, now: datetime | None = None) -> list[str]:
     """Return the problems that keep SAFE_MODE closed: ledger chain, data QA as of the last
     session closed at ``now`` (default: the real clock), open reconciliation breaks."""
     from ops_runner import projections, qa

@@ -39,6 +39,7 @@ from ops_runner.core.clock import format_instant
 from ops_runner.core.errors import OpsError
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.jobs import alert_console, read_clock
+from ops_runner.ledger import Ledger
 from ops_runner.projections import compute_cash, compute_fills, compute_orders, compute_positions
 from ops_runner.reconcile import CENT, CHECK, Break, BreakKind, check_cash, check_positions
 
@@ -233,7 +234,7 @@ def check_audit(
 
 def run_audit(
     cfg: Config,
-    ledger: Any,
+    ledger: Ledger,
     broker: Broker,
     now: datetime,
     *,
@@ -300,7 +301,7 @@ def run_audit(
     return report
 
 
-def _record(ledger: Any, report: AuditReport, run_id: str | None) -> AuditReport:
+def _record(ledger: Ledger, report: AuditReport, run_id: str | None) -> AuditReport:
     """Record the audit; with breaks, its incident and SAFE_MODE in the same transaction."""
     from ops_runner.state import apply_trigger, incident_event
 

@@ -359,7 +359,7 @@ def create_backup(
             "workbook_name": cfg.values["workbook_name"],
             "config_hash": cfg.hash,
             "ledger": {"path": LEDGER_MEMBER, "head_seq": seq, "head_hash": head},
-            "files": sorted(entries, key=lambda e: e["path"]),
+            "files": sorted(entries, key=lambda e: str(e["path"])),
         }
         manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
         archive = folder / compute_archive_name(created, seq)
@@ -397,7 +397,7 @@ def _record(cfg: Config, result: BackupResult, reason: str, now: datetime | None
         "bytes": result.bytes,
         "reason": reason,
     }
-    options = {} if now is None else {"clock": lambda: now}
+    options: dict[str, Any] = {} if now is None else {"clock": lambda: now}
     with open_ledger(cfg, create=False, **options) as ledger:
         kind = EventKind.BACKUP_RECORDED
         ledger.append(kind, f"{kind}:{result.archive.name}", payload)
@@ -472,7 +472,10 @@ def _check_ledger_copy(files: dict[str, Path], manifest: dict, scratch: Path) ->
 
 def _verify_into(path: Path, scratch: Path) -> tuple[ArchiveReport, dict[str, Path]]:
     path = Path(path)
-    fail = lambda reason: (ArchiveReport(path, (reason,)), {})  # noqa: E731
+
+    def fail(reason: str) -> tuple[ArchiveReport, dict[str, Path]]:
+        return ArchiveReport(path, (reason,)), {}
+
     if not path.is_file():
         return fail(f"{path}: no such archive file")
     try:  # the whole gzip stream first: its length and CRC show truncation and flipped bytes

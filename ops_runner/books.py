@@ -36,13 +36,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, TypeVar
 
-from ops_runner.brokers import AccountValues, CashKind, CashLine, Statement
+from ops_runner.brokers import AccountValues, Broker, CashKind, CashLine, Statement
 from ops_runner.config import Config
 from ops_runner.core.errors import DataError
 from ops_runner.core.events import EventKind
 from ops_runner.data import compute_split_ratio
+from ops_runner.ledger import Ledger
 from ops_runner.projections import compute_cash, compute_fills, compute_receivables, compute_splits
 from ops_runner.reconcile import Break, BreakKind
 
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 CENT = Decimal("0.01")
 _MAX_COMBINED = 12  # due dividends tried in combination when explaining a cash difference
+K = TypeVar("K")  # the key of a due payment: (symbol, ex_date) in the books, any in tests
 Item = tuple[str, str, dict[str, Any]]
 
 _CASH_KINDS = {
@@ -127,7 +129,7 @@ def compute_entitlement(
     return gross, -_cents(gross * withholding_rate)
 
 
-def compute_explained(due: list[tuple[str, Decimal]], difference: Decimal) -> list[str] | None:
+def compute_explained(due: list[tuple[K, Decimal]], difference: Decimal) -> list[K] | None:
     """Return the keys of the due payments whose net amounts sum to ``difference`` (to the
     cent): all of them if they do, else the first combination that does (largest first, in
     order), else None. Only the first ``_MAX_COMBINED`` due payments are combined."""
@@ -197,8 +199,8 @@ def _latest_ex_date(events: list[Any], symbol: str, on: date) -> str | None:
 
 def book_account(
     cfg: Config,
-    ledger: Any,
-    broker: Any,
+    ledger: Ledger,
+    broker: Broker,
     now: datetime,
     *,
     account: AccountValues | None = None,

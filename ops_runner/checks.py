@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from ops_runner.brokers import AccountValues, Broker
 from ops_runner.config import Config
 from ops_runner.core.canonical import canonical_json
 from ops_runner.core.clock import format_seconds, parse_instant
@@ -24,6 +25,7 @@ from ops_runner.core.errors import CalendarError, DataError, OpsError
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.core.files import write_bytes_atomic
 from ops_runner.core.hashing import compute_sha256
+from ops_runner.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +151,7 @@ def check_data_fresh(cfg: Config, through: date) -> Check:
     )
 
 
-def check_broker(cfg: Config, broker: Any) -> tuple[Check, Any]:
+def check_broker(cfg: Config, broker: Broker) -> tuple[Check, AccountValues | None]:
     """Return the broker health check and the account values (None when unreachable).
 
     Healthy means: a session exists, the account answers (permissions intact), it is the
@@ -211,7 +213,7 @@ def compute_baseline(cfg: Config) -> dict[str, Any]:
     }
 
 
-def check_baseline(cfg: Config, ledger: Any) -> Check:
+def check_baseline(cfg: Config, ledger: Ledger) -> Check:
     """Return whether config, strategy and code are the validated baseline's."""
     approved = ledger.last(str(EventKind.BASELINE_APPROVED))
     if approved is None:
@@ -338,7 +340,7 @@ def check_heartbeat(beat: dict[str, Any], max_gap_minutes: int) -> Check:
 # --- recording ----------------------------------------------------------------------------------
 
 
-def _degraded_by_freshness(ledger: Any) -> bool:
+def _degraded_by_freshness(ledger: Ledger) -> bool:
     from ops_runner.state import read_state
 
     view = read_state(ledger)
@@ -346,7 +348,7 @@ def _degraded_by_freshness(ledger: Any) -> bool:
 
 
 def record_checks(
-    cfg: Config, ledger: Any, checks: Iterable[Check], slot: str, run_id: str | None = None
+    cfg: Config, ledger: Ledger, checks: Iterable[Check], slot: str, run_id: str | None = None
 ) -> State:
     """Record each check once for ``slot`` and apply its trigger; returns the state after."""
     from ops_runner.alerts import Alert, send_alert
@@ -381,7 +383,7 @@ def record_checks(
 
 
 def run_daily_checks(
-    cfg: Config, ledger: Any, broker: Any, session: date, slot: str, run_id: str | None = None
+    cfg: Config, ledger: Ledger, broker: Broker, session: date, slot: str, run_id: str | None = None
 ) -> list[Check]:
     """The daily checks after ``session``'s close: data freshness, broker health, heartbeat,
     integrity (registered notebooks and snapshots, the price store), the equity mark and
@@ -408,8 +410,8 @@ def run_daily_checks(
 
 def run_pre_rebalance_checks(
     cfg: Config,
-    ledger: Any,
-    broker: Any,
+    ledger: Ledger,
+    broker: Broker,
     session: date,
     slot: str,
     now: datetime,

@@ -12,8 +12,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import cast
 
 from ops_runner import __version__
+from ops_runner.config import Config
 from ops_runner.core.cycle import Cycle
 from ops_runner.core.errors import ConfigError, OpsError, describe_os_error
 from ops_runner.core.events import EventKind
@@ -49,7 +51,7 @@ def _parse_date(text: str) -> date:
         raise ConfigError(f"--as-of: {text!r} is not a date; write YYYY-MM-DD") from None
 
 
-def _resolve_as_of(cfg, text: str | None) -> date:
+def _resolve_as_of(cfg: Config, text: str | None) -> date:
     """Return the session to check: the date given, else the last session whose close has passed."""
     if text:
         return _parse_date(text)
@@ -85,7 +87,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _record_prices(cfg, source: str, reason: str) -> None:
+def _record_prices(cfg: Config, source: str, reason: str) -> None:
     """Pin what the store now holds in the ledger: the daily integrity check compares."""
     from ops_runner.integrity import record_prices
     from ops_runner.ledger import open_ledger
@@ -94,7 +96,7 @@ def _record_prices(cfg, source: str, reason: str) -> None:
         record_prices(cfg, ledger, source, reason)
 
 
-def _fetch(cfg, args: argparse.Namespace) -> list[str]:
+def _fetch(cfg: Config, args: argparse.Namespace) -> list[str]:
     """``data fetch``: the named source, else every source a provider serves (the tick's
     data_fetch job does the same), else the broker's historical bars into ``ib``."""
     from ops_runner.sources.providers import compute_fetched_sources, fetch_source
@@ -273,7 +275,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _simulated_now(cfg, text: str | None) -> datetime | None:
+def _simulated_now(cfg: Config, text: str | None) -> datetime | None:
     """Return --now as an instant, refused unless the broker is a simulated one."""
     now = _parse_now(text)
     if now is not None:
@@ -371,7 +373,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return _run_job(cfg, "slippage_report", cycle=args.cycle, as_of=None, now=None)
 
 
-def _run_performance(cfg, start: str, end: str) -> int:
+def _run_performance(cfg: Config, start: str, end: str) -> int:
     """Run notebooks/performance.ipynb (registered like every run) and render it to
     reports/performance.html: live vs research in one page."""
     from ops_runner.notebooks import execute_job
@@ -390,7 +392,8 @@ def _run_performance(cfg, start: str, end: str) -> int:
     if not run.ok:
         print(f"ops-runner: performance report failed: {run.error}", file=sys.stderr)
         return 1
-    page = write_html(run.output, cfg.path("reports") / "performance.html")
+    output = cast(Path, run.output)  # a run that is ok has its executed notebook
+    page = write_html(output, cfg.path("reports") / "performance.html")
     done = run.completion or {}
     print(f"performance {done.get('status')}: {done.get('start')} .. {done.get('end')}, "
           f"{done.get('months')} month(s); report: {page}")  # fmt: skip
@@ -523,7 +526,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_job(cfg, job: str, cycle: str | None, as_of: str | None, now: str | None) -> int:
+def _run_job(cfg: Config, job: str, cycle: str | None, as_of: str | None, now: str | None) -> int:
     """Run one job's notebook by hand, under the tick's rules and recorded as the tick records
     it; a run the tick would not do now is refused in one line (exit 1)."""
     from ops_runner.manual import run_by_hand
@@ -662,10 +665,10 @@ def cmd_incident(args: argparse.Namespace) -> int:
             incident = incidents.read_incident(ledger, args.id)
             if incident is None:
                 raise incidents.IncidentError(f"no incident {args.id!r}; `incident show` lists")
-            found = incidents.classify(ledger, incident)
+            classified = incidents.classify(ledger, incident)
             print(f"{incident['incident_id']}: {incident.get('summary', '')}")
-            print(f"cause      {found.cause or 'undetermined'}")
-            for line in found.evidence:
+            print(f"cause      {classified.cause or 'undetermined'}")
+            for line in classified.evidence:
                 print(f"  evidence {line}")
             for run in incidents.failing_runs(cfg, ledger, incident):
                 print(f"  run      {run.path}{'' if run.exists else ' (missing)'}")

@@ -23,6 +23,7 @@ from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.core.faults import inject
 from ops_runner.core.files import write_bytes_atomic
 from ops_runner.core.hashing import compute_sha256
+from ops_runner.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +270,7 @@ class DecisionRefused(OpsError):
     baseline, or no clean data QA of its session on the data as it is. Nothing was recorded."""
 
 
-def require_decision_gates(cfg: Config, ledger: Any, day: date) -> None:
+def require_decision_gates(cfg: Config, ledger: Ledger, day: date) -> None:
     """Raise DecisionRefused unless the state is RUN, the baseline is approved and unchanged,
     and the latest data QA of ``day`` recorded in the ledger is clean and read the stored
     data as it still is. Every path to a decision passes here: the tick, ``ops-runner run``,

@@ -21,7 +21,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ops_runner.config import init_workbook, load_config
+from ops_runner.config import Config, init_workbook, load_config
 from ops_runner.core.cycle import Cycle
 from ops_runner.core.errors import OpsError
 from ops_runner.notebooks import NOTEBOOKS
@@ -86,7 +86,7 @@ def _cycles(calendar: Any, months: int) -> list[date]:
     return sorted(sessions)
 
 
-def _ledger_head(cfg: Any) -> tuple[int, str] | None:
+def _ledger_head(cfg: Config) -> tuple[int, str] | None:
     from ops_runner.ledger import open_ledger
 
     with open_ledger(cfg, create=False, readonly=True) as ledger:
@@ -111,7 +111,7 @@ def _use_ib_simulator(root: Path, port: int) -> None:
     config.write_text(text, encoding="utf-8")
 
 
-def _start_ib_simulator(cfg: Any, clock: DemoClock) -> Any:
+def _start_ib_simulator(cfg: Config, clock: DemoClock) -> Any:
     """Start the TWS simulator on the workbook's market and a fresh paper account."""
     from decimal import Decimal
 
@@ -191,7 +191,7 @@ def run_demo(
 
 
 def _walk(
-    cfg: Any,
+    cfg: Config,
     calendar: Any,
     settings: Any,
     steps: list[datetime],
@@ -222,14 +222,14 @@ def _after_close(calendar: Any, settings: Any, session: date) -> datetime:
     return calendar.session_close(session).to_pydatetime() + settings.decision_delay
 
 
-def _baseline(cfg: Any) -> None:
+def _baseline(cfg: Config) -> None:
     from ops_runner.checks import approve_baseline
 
     approve_baseline(cfg, "demo: the sample config and this code, reviewed by the demo")
 
 
 def _tick_twice(
-    cfg: Any, moment: datetime, result: DemoResult, bar: Any, clock: DemoClock | None = None
+    cfg: Config, moment: datetime, result: DemoResult, bar: Any, clock: DemoClock | None = None
 ) -> None:
     """One tick, then the same tick again: the second must leave the ledger as it was."""
     from ops_runner.orchestrator import tick
@@ -252,7 +252,7 @@ def _tick_twice(
     result.repeats_identical += 1
 
 
-def _deliver_stale_data(cfg: Any, session: date, say: Any) -> None:
+def _deliver_stale_data(cfg: Config, session: date, say: Any) -> None:
     """The feed's fault: SPY arrives without its bar for ``session`` (the rebalance close)."""
     from ops_runner.sources.sample import SAMPLE_SOURCE
 
@@ -271,7 +271,7 @@ def _deliver_stale_data(cfg: Any, session: date, say: Any) -> None:
     say(f"  fault: the data feed delivered SPY without its {session} bar")
 
 
-def _record_prices(cfg: Any, reason: str) -> None:
+def _record_prices(cfg: Config, reason: str) -> None:
     from ops_runner.integrity import record_prices
     from ops_runner.ledger import open_ledger
     from ops_runner.sources.sample import SAMPLE_SOURCE
@@ -281,7 +281,7 @@ def _record_prices(cfg: Any, reason: str) -> None:
 
 
 def _incident(
-    cfg: Any,
+    cfg: Config,
     calendar: Any,
     settings: Any,
     session: date,
@@ -317,7 +317,7 @@ def _incident(
     _tick_twice(cfg, late + timedelta(minutes=15), result, bar, clock)
 
 
-def _drill(cfg: Any, now: datetime, result: DemoResult, say: Any) -> None:
+def _drill(cfg: Config, now: datetime, result: DemoResult, say: Any) -> None:
     """The quarterly drill on a backup taken after the last reconciliation (it passes), then on
     a truncated copy of it (it fails loudly, with the reason; the live state is untouched)."""
     from ops_runner.backup import create_backup
@@ -337,7 +337,7 @@ def _drill(cfg: Any, now: datetime, result: DemoResult, say: Any) -> None:
     say(f"  drill of a truncated copy: {payload['summary']}")
 
 
-def _close_incidents(cfg: Any, resolution: str, now: datetime) -> list[str]:
+def _close_incidents(cfg: Config, resolution: str, now: datetime) -> list[str]:
     """The operator records the resolution of every incident still open (runbook 4.1)."""
     from ops_runner.incidents import close_incident
     from ops_runner.ledger import open_ledger
@@ -350,7 +350,7 @@ def _close_incidents(cfg: Any, resolution: str, now: datetime) -> list[str]:
     return ids
 
 
-def _rerun_qa(cfg: Any, session: date, now: datetime) -> str:
+def _rerun_qa(cfg: Config, session: date, now: datetime) -> str:
     from ops_runner.ledger import open_ledger
     from ops_runner.orchestrator import run_slot
     from ops_runner.schedule import Job, ScheduleSettings, compute_session_slots
@@ -363,7 +363,7 @@ def _rerun_qa(cfg: Any, session: date, now: datetime) -> str:
         return run_slot(cfg, ledger, None, slot, now, True)[1]
 
 
-def _finish(cfg: Any, result: DemoResult, quiet: bool) -> None:
+def _finish(cfg: Config, result: DemoResult, quiet: bool) -> None:
     from ops_runner import projections
     from ops_runner.ledger import open_ledger
     from ops_runner.runs import write_runs_index

@@ -49,7 +49,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -220,7 +220,7 @@ class DrillReport:
 def _frame(rows: list[Any], kind: type) -> Any:
     import pandas as pd
 
-    return pd.DataFrame([asdict(r) for r in rows], columns=list(kind.__dataclass_fields__))
+    return pd.DataFrame([asdict(r) for r in rows], columns=[f.name for f in fields(kind)])
 
 
 # -- pure parts ----------------------------------------------------------------------------------
@@ -481,7 +481,7 @@ def record_drill(
 
     if report.status is DrillStatus.NO_BACKUP:
         return None
-    options = {"clock": lambda: report.at} if report.fixed_clock else {}
+    options: dict[str, Any] = {"clock": lambda: report.at} if report.fixed_clock else {}
     with open_ledger(cfg, create=False, **options) as ledger:
         key = f"{K.DRILL_RECORDED}:{report.drill_id}"
         payload = report.to_payload(notebook)

@@ -13,6 +13,7 @@ from typing import Any
 
 from ops_runner.core.errors import OpsError
 from ops_runner.core.events import EventKind, Purpose, State, Trigger
+from ops_runner.ledger import Ledger
 from ops_runner.projections import StateView, compute_state
 
 # Minted fresh in every process and never stored: a GatePass can only come from this module.
@@ -129,14 +130,16 @@ def _json_safe(value: Any) -> Any:
     return value if _is_whole(value) or value is None else str(value)
 
 
-def _kill_switch_seen_in_halt(ledger: Any, view: StateView) -> bool:
+def _kill_switch_seen_in_halt(ledger: Ledger, view: StateView) -> bool:
     if view.state is not State.HALT:
         return False
     seen = ledger.last(str(EventKind.KILL_SWITCH_SEEN))
     return seen is not None and seen.seq > view.seq
 
 
-def require_gate_pass(ledger: Any, intent: OrderIntent, positions: Mapping[str, int]) -> GatePass:
+def require_gate_pass(
+    ledger: Ledger, intent: OrderIntent, positions: Mapping[str, int]
+) -> GatePass:
     """Return a signed GatePass for ``intent`` in the ledger's current state.
 
     Raises OrderRefused after recording OrderDenied (once per client_ref and state change).
@@ -159,7 +162,7 @@ def require_gate_pass(ledger: Any, intent: OrderIntent, positions: Mapping[str, 
     )
 
 
-def _append_denial(ledger: Any, intent: OrderIntent, view: StateView, reason: str) -> None:
+def _append_denial(ledger: Ledger, intent: OrderIntent, view: StateView, reason: str) -> None:
     from ops_runner.ledger import LedgerConflict
 
     payload = {

@@ -19,6 +19,7 @@ import pandas as pd
 
 from ops_runner.config import Config
 from ops_runner.core.events import EventKind, State, Trigger
+from ops_runner.ledger import Ledger
 
 if TYPE_CHECKING:
     from ops_runner.incidents import IncidentError
@@ -137,7 +138,7 @@ class FailingRun:
 # --- the incident's events ----------------------------------------------------------------------
 
 
-def _events(ledger: Any) -> list[Any]:
+def _events(ledger: Ledger) -> list[Any]:
     return list(ledger.events())
 
 
@@ -267,7 +268,7 @@ def compute_classification(events: Sequence[Any], incident_id: str) -> Classific
     return Classification(incident_id, chosen, scores, evidence)
 
 
-def classify(ledger: Any, incident: Mapping[str, Any] | str) -> Classification:
+def classify(ledger: Ledger, incident: Mapping[str, Any] | str) -> Classification:
     """Return the cause the ledger's evidence points at for ``incident`` (a row or an id).
 
     Raises IncidentError for an unknown id."""
@@ -278,7 +279,9 @@ def classify(ledger: Any, incident: Mapping[str, Any] | str) -> Classification:
 # --- the failing runs ---------------------------------------------------------------------------
 
 
-def failing_runs(cfg: Config, ledger: Any, incident: Mapping[str, Any] | str) -> list[FailingRun]:
+def failing_runs(
+    cfg: Config, ledger: Ledger, incident: Mapping[str, Any] | str
+) -> list[FailingRun]:
     """Return the failed and missed runs related to ``incident`` (same run id, or in its
     episode), each with its executed notebook (ArtifactRecorded path) and whether it exists.
 

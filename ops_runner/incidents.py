@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from ops_runner.brokers import Broker
 from ops_runner.config import Config, mask_account
 from ops_runner.core.clock import format_seconds, format_stamp, parse_instant
 from ops_runner.core.errors import OpsError
@@ -34,6 +35,7 @@ from ops_runner.incident_evidence import (
     failing_runs,
 )
 from ops_runner.incident_evidence import compute_run_links as compute_run_links  # re-export
+from ops_runner.ledger import Ledger
 from ops_runner.projections import StateView
 
 log = logging.getLogger(__name__)
@@ -221,7 +223,7 @@ def compute_incident_id(summary: str, now: datetime) -> str:
 
 def open_incident(
     cfg: Config,
-    ledger: Any,
+    ledger: Ledger,
     summary: str,
     category: str | None = None,
     evidence: Iterable[object] = (),
@@ -269,7 +271,7 @@ def open_incident(
     return incident_id
 
 
-def list_incidents(ledger: Any, open_only: bool = True) -> list[dict[str, Any]]:
+def list_incidents(ledger: Ledger, open_only: bool = True) -> list[dict[str, Any]]:
     """Return incidents oldest first: each IncidentOpened payload with seq, opened_at, closed
     (bool), closed_at, resolution and postmortem. ``open_only`` leaves out the closed ones."""
     rows: dict[str, dict[str, Any]] = {}
@@ -290,7 +292,7 @@ def list_incidents(ledger: Any, open_only: bool = True) -> list[dict[str, Any]]:
     return [row for row in found if not row["closed"]] if open_only else found
 
 
-def read_incident(ledger: Any, incident_id: str = "") -> dict[str, Any] | None:
+def read_incident(ledger: Ledger, incident_id: str = "") -> dict[str, Any] | None:
     """Return one incident as ``list_incidents`` shows it; "" means the latest open one (None
     when none is open). Raises IncidentError for an unknown id."""
     if not incident_id:
@@ -306,7 +308,7 @@ def read_incident(ledger: Any, incident_id: str = "") -> dict[str, Any] | None:
 
 def close_incident(
     cfg: Config,
-    ledger: Any,
+    ledger: Ledger,
     incident_id: str,
     resolution: str,
     postmortem: str | None = None,
@@ -350,7 +352,7 @@ def close_incident(
     return payload
 
 
-def require_postmortem(ledger: Any, review: str | None) -> None:
+def require_postmortem(ledger: Ledger, review: str | None) -> None:
     """Raise IncidentError unless ``review`` is the post-mortem reference of an incident closed
     during the current HALT (after the StateChanged that entered it). Returns None when it is."""
     from ops_runner.state import read_state
@@ -390,7 +392,7 @@ def _ask(call: Any) -> tuple[Any, str | None]:
         return None, f"unavailable: {_one_line(str(exc)) or type(exc).__name__}"
 
 
-def _broker_view(cfg: Config, broker: Any) -> tuple[BrokerView, str | None]:
+def _broker_view(cfg: Config, broker: Broker) -> tuple[BrokerView, str | None]:
     """Return what the broker said and the raw account it named (for masking, never shown)."""
     health, why = _ask(broker.connect)
     if health is None:
@@ -403,7 +405,7 @@ def _broker_view(cfg: Config, broker: Any) -> tuple[BrokerView, str | None]:
     detail = compute_masked(health.detail if health is not None else (why or ""), accounts)
     connected = bool(health is not None and health.connected and why is None)
     server = health.server_time if health is not None else None
-    base = {
+    base: dict[str, Any] = {
         "connected": connected,
         "detail": detail,
         "account": mask_account(account),
@@ -457,9 +459,9 @@ def _entry(event: Any, accounts: list[str | None]) -> dict[str, Any]:
 
 def snapshot(
     cfg: Config,
-    ledger: Any,
+    ledger: Ledger,
     incident_id: str,
-    broker: Any = None,
+    broker: Broker | None = None,
     now: datetime | None = None,
     entries: int = LATEST_ENTRIES,
 ) -> IncidentSnapshot:
@@ -564,7 +566,7 @@ class Investigation:
         }  # fmt: skip
 
 
-def require_safe_mode(ledger: Any, incident: Mapping[str, Any]) -> bool:
+def require_safe_mode(ledger: Ledger, incident: Mapping[str, Any]) -> bool:
     """Move to SAFE_MODE for an open incident unless already in SAFE_MODE or HALT; True if moved."""
     from ops_runner.state import apply_trigger, read_state
 
@@ -577,7 +579,10 @@ def require_safe_mode(ledger: Any, incident: Mapping[str, Any]) -> bool:
 
 
 def investigate(
-    cfg: Config, incident_id: str = "", now: str | datetime | None = None, broker: Any = None
+    cfg: Config,
+    incident_id: str = "",
+    now: str | datetime | None = None,
+    broker: Broker | None = None,
 ) -> Investigation | None:
     """Return the investigation of ``incident_id`` ("" = the latest open one; None when no
     incident is open). An open incident outside SAFE_MODE/HALT moves the system to SAFE_MODE.

@@ -20,6 +20,7 @@ from typing import Any
 from ops_runner.config import Config
 from ops_runner.core.events import EventKind
 from ops_runner.core.hashing import compute_sha256, read_sha256
+from ops_runner.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def _sources(cfg: Config) -> list[str]:
     return [s for s in (data["primary"], data["secondary"]) if s and s in stored]
 
 
-def read_recorded_prices(ledger: Any) -> dict[str, dict[str, str]]:
+def read_recorded_prices(ledger: Ledger) -> dict[str, dict[str, str]]:
     """Return source -> symbol -> manifest SHA-256 as the PricesRecorded events left them."""
     recorded: dict[str, dict[str, str]] = {}
     for event in ledger.events(kind=str(EventKind.PRICES_RECORDED)):
@@ -93,7 +94,7 @@ def read_recorded_prices(ledger: Any) -> dict[str, dict[str, str]]:
 
 
 def record_prices(
-    cfg: Config, ledger: Any, source: str, reason: str, run_id: str | None = None
+    cfg: Config, ledger: Ledger, source: str, reason: str, run_id: str | None = None
 ) -> bool:
     """Record the manifests ``source`` holds now (PricesRecorded), once per content; returns
     True when something new was recorded. Every write to the store by ops-runner calls it."""
@@ -110,7 +111,7 @@ def record_prices(
     return True
 
 
-def check_prices(cfg: Config, ledger: Any, adopt: bool = True) -> tuple[list[str], list[str]]:
+def check_prices(cfg: Config, ledger: Ledger, adopt: bool = True) -> tuple[list[str], list[str]]:
     """Return (problems, adopted sources) for the configured sources in the store.
 
     Each stored file must match its manifest, and each manifest the one ops-runner recorded:
@@ -144,7 +145,7 @@ def check_prices(cfg: Config, ledger: Any, adopt: bool = True) -> tuple[list[str
 # --- the daily check ---------------------------------------------------------------------------
 
 
-def compute_integrity(cfg: Config, ledger: Any) -> tuple[bool, str, list[str]]:
+def compute_integrity(cfg: Config, ledger: Ledger) -> tuple[bool, str, list[str]]:
     """Return (passed, detail, evidence): what was registered since the last passed integrity
     check (notebooks, snapshots) and the whole price store against the ledger."""
     last = None

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from ops_runner.brokers import Broker
 from ops_runner.config import Config
 from ops_runner.core.clock import parse_instant
 from ops_runner.core.errors import OpsError
@@ -43,7 +44,7 @@ class ExecutionJob:
     cycle_id: str
     clock: Callable[[], datetime]
     record: dict[str, Any]
-    broker: Any
+    broker: Broker
     plan: Any
 
     def cash_walk_frame(self) -> pd.DataFrame:

@@ -14,13 +14,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
 
+from ops_runner.config import Config
 from ops_runner.core.canonical import canonical_json
 from ops_runner.core.clock import format_instant
 from ops_runner.core.errors import LedgerError
+from ops_runner.core.events import EventKind
 from ops_runner.core.files import fsync_folder, open_atomic
 from ops_runner.core.hashing import compute_sha256
 
@@ -443,9 +445,9 @@ class Ledger:
 
     def append(
         self,
-        kind: str,
+        kind: EventKind | str,
         key: str,
-        payload: dict,
+        payload: Mapping[str, Any],
         *,
         run_id: str | None = None,
         cycle_id: str | None = None,
@@ -460,7 +462,7 @@ class Ledger:
 
     def append_many(
         self,
-        items: Sequence[tuple[str, str, dict]],
+        items: Sequence[tuple[EventKind | str, str, Mapping[str, Any]]],
         *,
         run_id: str | None = None,
         cycle_id: str | None = None,
@@ -530,7 +532,7 @@ class Ledger:
         """Return the event recorded under ``key``, or None."""
         return self._one("WHERE key = ?", (_text(key, "key"),))
 
-    def last(self, kind: str) -> Event | None:
+    def last(self, kind: EventKind | str) -> Event | None:
         """Return the latest event of ``kind``, or None."""
         return self._one("WHERE kind = ? ORDER BY seq DESC LIMIT 1", (_text(kind, "kind"),))
 
@@ -540,7 +542,7 @@ class Ledger:
             row = self.conn.execute(_HEAD).fetchone()
         return (row[0], row[1]) if row else None
 
-    def run_ids(self, kinds: Sequence[str]) -> set[str]:
+    def run_ids(self, kinds: Sequence[EventKind | str]) -> set[str]:
         """Return the run ids recorded with events of ``kinds`` (no payload is decoded: the
         tick asks at every run which runs ended)."""
         marks = ", ".join("?" * len(kinds))
@@ -550,10 +552,11 @@ class Ledger:
         return {str(r[0]) for r in rows if r[0] is not None}
 
     def events(
-        self, kind: str | None = None, cycle_id: str | None = None, after_seq: int = 0
+        self, kind: EventKind | str | None = None, cycle_id: str | None = None, after_seq: int = 0
     ) -> Iterator[Event]:
         """Yield events in ascending seq: all, or of one kind, one cycle, after a seq."""
-        where, params = "seq > ?", [after_seq]
+        where = "seq > ?"
+        params: list[object] = [after_seq]
         if kind is not None:
             where, params = where + " AND kind = ?", [*params, _text(kind, "kind")]
         if cycle_id is not None:
@@ -680,7 +683,7 @@ class Ledger:
         return None
 
 
-def open_ledger(cfg: Any, create: bool = True, readonly: bool = False, **options: Any) -> Ledger:
+def open_ledger(cfg: Config, create: bool = True, readonly: bool = False, **options: Any) -> Ledger:
     """Return the workbook's ledger, ``paths.ledger``/ledger.sqlite; see ``Ledger.open``.
 
     For a preview config (a notebook run by hand) a writable open returns the preview copy

@@ -10,10 +10,14 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ops_runner.config import Config
 from ops_runner.core.events import EventKind, State
+from ops_runner.ledger import Ledger
+
+if TYPE_CHECKING:  # the orchestrator imports this module when its tick investigates incidents
+    from ops_runner.orchestrator import LazyBroker
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,7 @@ def compute_uninvestigated(events: Any, limit: int = MAX_INVESTIGATIONS_PER_TICK
     ][:limit]
 
 
-def read_incident_events(ledger: Any) -> list[Any]:
+def read_incident_events(ledger: Ledger) -> list[Any]:
     """Return only what ``compute_uninvestigated`` reads (incidents opened and closed, jobs
     started), in ledger order: every tick asks, so an idle one must not decode the whole ledger."""
     kinds = (EventKind.INCIDENT_OPENED, EventKind.INCIDENT_CLOSED, EventKind.JOB_STARTED)
@@ -52,8 +56,8 @@ def read_incident_events(ledger: Any) -> list[Any]:
 
 def investigate_incidents(
     cfg: Config,
-    ledger: Any,
-    broker: Any,
+    ledger: Ledger,
+    broker: LazyBroker,
     clock: Callable[[], datetime],
     simulated: bool,
     on_job: Callable[[Any], None] | None,

@@ -11,7 +11,6 @@ import logging
 import sqlite3
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from ops_runner.config import Config
 from ops_runner.core.errors import NotWritable, OpsError
@@ -25,6 +24,7 @@ from ops_runner.orchestrator import (
     run_slot,
     send_pending_alerts,
 )
+from ops_runner.schedule import Slot
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class RunRefused(OpsError):
     """A job asked for by hand that the tick would not run now; nothing was run or recorded."""
 
 
-def run_by_hand(cfg: Config, slot: Any, now: datetime, simulated: bool) -> tuple[bool, str]:
+def run_by_hand(cfg: Config, slot: Slot, now: datetime, simulated: bool) -> tuple[bool, str]:
     """Run one slot as ``ops-runner run`` does, inside the tick's frame (lock, deadline, the
     ledger's anchor, runs that died) and under its rules (kill switch, state, windows, order).
     Returns run_slot's (ok, line); raises RunRefused, saying why, when the tick would not.

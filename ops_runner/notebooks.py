@@ -22,6 +22,7 @@ from ops_runner.core.errors import OpsError, WorkbookError
 from ops_runner.core.events import EventKind, Trigger
 from ops_runner.core.faults import inject
 from ops_runner.core.hashing import read_sha256
+from ops_runner.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,8 @@ def _ipc_kernel_manager(
             runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
             return str(base)
 
-        async def start_kernel(self, **kwargs: Any) -> None:
+        # jupyter_client types these on the sync base class; AsyncKernelManager's are async.
+        async def start_kernel(self, **kwargs: Any) -> None:  # type: ignore[override]
             if started is not None:  # the runner's deadline watchdog needs the process
                 started.append(self)
             try:
@@ -191,7 +193,7 @@ def _ipc_kernel_manager(
                 log.exception("cleaning up a kernel that failed to start")
             self._remove_private_folder()
 
-        async def cleanup_resources(self, restart: bool = False) -> None:
+        async def cleanup_resources(self, restart: bool = False) -> None:  # type: ignore[override]
             await super().cleanup_resources(restart=restart)
             if not restart:
                 self._remove_private_folder()
@@ -297,7 +299,7 @@ def run_notebook(
     job: str,
     output: Path,
     parameters: dict[str, Any],
-    cell_timeout: int = 600,
+    cell_timeout: float = 600,
     deadline: float | None = None,
     source: Path | None = None,
 ) -> NotebookRun:
@@ -483,7 +485,7 @@ def execute_job(
 
 
 def record_job_failure(
-    ledger: Any,
+    ledger: Ledger,
     about: dict[str, Any],
     error: str,
     category: str,
@@ -524,7 +526,7 @@ def _artifact(
 _ABOUT = ("job", "slot", "session", "cycle", "run_id", "at")
 
 
-def record_orphaned_runs(cfg: Config, ledger: Any, why: str) -> list[str]:
+def record_orphaned_runs(cfg: Config, ledger: Ledger, why: str) -> list[str]:
     """Record every run that started and never ended as failed; return their run ids.
 
     A run ended when its notebook was registered (ArtifactRecorded) or its job recorded

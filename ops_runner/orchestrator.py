@@ -20,14 +20,17 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from ops_runner.brokers import Broker
 from ops_runner.config import Config
 from ops_runner.core.clock import format_seconds, parse_instant
 from ops_runner.core.errors import NotWritable, OpsError
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.core.faults import inject
 from ops_runner.core.hashing import compute_sha256
+from ops_runner.ledger import Ledger
+from ops_runner.schedule import Slot
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +129,7 @@ class Progress:
     held: set[str]
 
 
-def read_progress(ledger: Any, now: datetime, fingerprint: Callable[[], str]) -> Progress:
+def read_progress(ledger: Ledger, now: datetime, fingerprint: Callable[[], str]) -> Progress:
     """Return what is done, missed, expired and held; records ScheduleStarted on first use.
 
     Held (not retried by the tick): a slot whose run failed since the last approval (leaving
@@ -144,7 +147,8 @@ def read_progress(ledger: Any, now: datetime, fingerprint: Callable[[], str]) ->
             done.setdefault(slot, parse_instant(str(event.payload["at"])))
         elif event.payload.get("fingerprint"):
             blocked[slot] = str(event.payload["fingerprint"])
-    missed, expired = set(), set()
+    missed: set[str] = set()
+    expired: set[str] = set()
     for event in ledger.events(kind=str(EventKind.JOB_MISSED)):
         (expired if event.payload.get("expired") else missed).add(str(event.payload["slot"]))
     approval = ledger.last(str(EventKind.APPROVAL_USED))
@@ -225,7 +229,7 @@ def tick(
 class Session:
     """What the tick's frame holds for the work inside it."""
 
-    ledger: Any
+    ledger: Ledger
     broker: LazyBroker
     remaining: Callable[[], float]  # seconds left before the tick's deadline
 
@@ -279,7 +283,7 @@ def _record_deadline(cfg: Config) -> None:
         send_pending_alerts(cfg, ledger)
 
 
-def _record_stuck_tick(ledger: Any, why: str) -> None:
+def _record_stuck_tick(ledger: Ledger, why: str) -> None:
     """A tick stuck outside any notebook run: an incident and SAFE_MODE all the same."""
     from ops_runner.notebooks import compute_run_id
     from ops_runner.state import apply_trigger, incident_event
@@ -290,7 +294,7 @@ def _record_stuck_tick(ledger: Any, why: str) -> None:
     apply_trigger(ledger, Trigger.INCIDENT, summary, [summary], extra_events=[opened])
 
 
-def compute_refusal(slot: Any, view: Any, done: Collection[str], now: datetime) -> str | None:
+def compute_refusal(slot: Slot, view: Any, done: Collection[str], now: datetime) -> str | None:
     """Return why the tick would not run ``slot`` at ``now``, or None when it would.
 
     The tick's rules, whoever asks: decision and execution only in RUN; nothing before its
@@ -321,7 +325,7 @@ def compute_refusal(slot: Any, view: Any, done: Collection[str], now: datetime) 
     return None
 
 
-def _advance_anchor(cfg: Config, ledger: Any) -> None:
+def _advance_anchor(cfg: Config, ledger: Ledger) -> None:
     """Anchor the head the tick leaves outside the file: a later cut shows at the next tick."""
     try:
         ledger.advance_anchor(cfg.path("anchor"))
@@ -336,9 +340,9 @@ class LazyBroker:
 
     def __init__(self, cfg: Config, clock: Callable[[], datetime] | None) -> None:
         self._cfg, self._clock = cfg, clock
-        self._brokers: dict[str, Any] = {}
+        self._brokers: dict[str, Broker] = {}
 
-    def get(self, role: str = "readonly") -> Any:
+    def get(self, role: str = "readonly") -> Broker:
         if role not in self._brokers:
             from ops_runner.brokers import open_broker
 
@@ -357,7 +361,7 @@ class LazyBroker:
         self._brokers.clear()
 
 
-def send_pending_alerts(cfg: Config, ledger: Any) -> None:
+def send_pending_alerts(cfg: Config, ledger: Ledger) -> None:
     from ops_runner.alerts import pump_alerts
 
     try:
@@ -366,7 +370,7 @@ def send_pending_alerts(cfg: Config, ledger: Any) -> None:
         log.exception("sending alerts failed; the ledger holds what happened")
 
 
-def _check_clock(cfg: Config, ledger: Any, broker: LazyBroker, now: datetime) -> None:
+def _check_clock(cfg: Config, ledger: Ledger, broker: LazyBroker, now: datetime) -> None:
     """Clock against the broker's server time; beyond the limit: an incident and SAFE_MODE,
     recorded once per day. A broker without a session is the daily check's business."""
     from ops_runner.checks import compute_clock_check, record_checks
@@ -384,7 +388,7 @@ def _check_clock(cfg: Config, ledger: Any, broker: LazyBroker, now: datetime) ->
         record_checks(cfg, ledger, [check], f"tick:{now.date().isoformat()}")
 
 
-def _probe_broker_down(ledger: Any, broker: LazyBroker, now: datetime) -> None:
+def _probe_broker_down(ledger: Ledger, broker: LazyBroker, now: datetime) -> None:
     """In BROKER_DOWN every tick asks the broker again (its own retry policy included); a
     healthy session restores RUN, so a submission can still go out inside its window."""
     from ops_runner.state import apply_trigger, read_state
@@ -402,7 +406,9 @@ def _probe_broker_down(ledger: Any, broker: LazyBroker, now: datetime) -> None:
                       [health.detail or "connected"])  # fmt: skip
 
 
-def _probe_orders_session(ledger: Any, broker: Any, slot: Any, now: datetime) -> str | None:
+def _probe_orders_session(
+    ledger: Ledger, broker: Broker | LazyBroker | None, slot: Slot, now: datetime
+) -> str | None:
     """Before the execution notebook: can the orders client id log in? When not, BROKER_DOWN
     (not a failed job: the next tick asks again until the window closes). The probe's session
     is closed before the kernel logs in with the same client id. Returns why not, or None."""
@@ -424,7 +430,7 @@ def _probe_orders_session(ledger: Any, broker: Any, slot: Any, now: datetime) ->
 
 def _run_due(
     cfg: Config,
-    ledger: Any,
+    ledger: Ledger,
     broker: LazyBroker,
     clock: Callable[[], datetime],
     simulated: bool,
@@ -471,7 +477,7 @@ def _run_due(
     return ran
 
 
-def _record_missed(ledger: Any, slot: Any, now: datetime, state: State | None = None) -> None:
+def _record_missed(ledger: Ledger, slot: Slot, now: datetime, state: State | None = None) -> None:
     """Playbook A: a job not done by its deadline opens an incident and moves to SAFE_MODE.
     An execution whose submission window closed with the broker still down is HALT."""
     from ops_runner.schedule import Job
@@ -511,30 +517,31 @@ def _record_missed(ledger: Any, slot: Any, now: datetime, state: State | None = 
     )  # fmt: skip
 
 
-def _record_expired(cfg: Config, ledger: Any, slot: Any, now: datetime) -> None:
+def _record_expired(cfg: Config, ledger: Ledger, slot: Slot, now: datetime) -> None:
     """A decision found after its window is not caught up: HALT, or with
     ``schedule.missed_decision: skip_cycle`` the cycle is skipped (positions held) in SAFE_MODE."""
     from ops_runner.state import apply_trigger, incident_event
 
     policy = cfg.values["schedule"]["missed_decision"]
+    closes = cast(datetime, slot.closes)  # only a slot with a window can expire
     payload = {
         "job": str(slot.job),
         "slot": slot.key,
         "session": slot.session.isoformat(),
         "cycle": slot.cycle,
-        "deadline": format_seconds(slot.closes),
+        "deadline": format_seconds(closes),
         "at": format_seconds(now),
         "expired": True,
     }
     summary = (
-        f"the {slot.cycle} decision's window closed at {format_seconds(slot.closes)} without a "
+        f"the {slot.cycle} decision's window closed at {format_seconds(closes)} without a "
         f"decision; policy {policy}"
     )
     incident_id = f"expired-{slot.key.replace(':', '-')}"
     events = [
         (str(EventKind.JOB_MISSED), f"JobMissed:{slot.key}:expired", payload),
         incident_event(incident_id, "scheduler", summary,
-                       [f"window closed {format_seconds(slot.closes)}",
+                       [f"window closed {format_seconds(closes)}",
                         f"found at {format_seconds(now)}"]),
     ]  # fmt: skip
     trigger = Trigger.DECISION_WINDOW_MISSED
@@ -564,7 +571,7 @@ def _record_expired(cfg: Config, ledger: Any, slot: Any, now: datetime) -> None:
 # --- running one slot ---------------------------------------------------------------------------
 
 
-def compute_parameters(cfg: Config, slot: Any, now: datetime, simulated: bool) -> dict[str, str]:
+def compute_parameters(cfg: Config, slot: Slot, now: datetime, simulated: bool) -> dict[str, str]:
     """Return the notebook parameters of ``slot`` (never a secret: papermill writes them)."""
     from ops_runner.schedule import Job
 
@@ -604,9 +611,9 @@ def judge_completion(job: str, completion: dict[str, Any]) -> tuple[bool, str]:
 
 def run_slot(
     cfg: Config,
-    ledger: Any,
-    broker: Any,
-    slot: Any,
+    ledger: Ledger,
+    broker: Broker | LazyBroker | None,
+    slot: Slot,
     now: datetime,
     simulated: bool,
     remaining: Callable[[], float] | None = None,
@@ -672,7 +679,7 @@ def run_slot(
     if not run.ok:
         return False, f"{slot.key} FAILED: {run.error}"
     if slot.job is Job.SLIPPAGE_REPORT:
-        publish_slippage(cfg, run.output, str(slot.cycle))
+        publish_slippage(cfg, cast(Path, run.output), str(slot.cycle))  # ok: it has its output
     done, outcome = judge_completion(str(slot.job), run.completion or {})
     payload = {
         **about,
@@ -696,7 +703,7 @@ def run_slot(
 
 
 def _run_fetch(
-    cfg: Config, ledger: Any, slot: Any, now: datetime, about: dict[str, Any]
+    cfg: Config, ledger: Ledger, slot: Slot, now: datetime, about: dict[str, Any]
 ) -> tuple[bool, str]:
     """The session's prices from every provider serving the primary or the secondary. A vendor
     that is down or answers garbage leaves the store as it was: its error is recorded (once
@@ -732,7 +739,7 @@ def _run_fetch(
 FETCH_CHECK = "data_fetch"
 
 
-def read_fetch_error(ledger: Any, slot_key: str) -> str | None:
+def read_fetch_error(ledger: Ledger, slot_key: str) -> str | None:
     """Return the last error a slot's data fetch recorded, or None."""
     found = None
     for event in ledger.events(kind=str(EventKind.CHECK_RECORDED)):
@@ -744,7 +751,7 @@ def read_fetch_error(ledger: Any, slot_key: str) -> str | None:
 RUN_ONLY_CHECKED = frozenset({"decision", "execution"})
 
 
-def _refusal_now(ledger: Any, slot: Any, now: datetime) -> str | None:
+def _refusal_now(ledger: Ledger, slot: Slot, now: datetime) -> str | None:
     """The tick's rules again at the last moment, for every caller of run_slot (the demo,
     the drill, a library call): a decision or execution never runs where the tick would not."""
     from ops_runner.state import read_state
@@ -752,7 +759,7 @@ def _refusal_now(ledger: Any, slot: Any, now: datetime) -> str | None:
     return compute_refusal(slot, read_state(ledger), read_done(ledger), now)
 
 
-def read_done(ledger: Any) -> set[str]:
+def read_done(ledger: Ledger) -> set[str]:
     """Return the keys of the slots the ledger records as done."""
     return {
         str(e.payload["slot"])
@@ -761,7 +768,7 @@ def read_done(ledger: Any) -> set[str]:
     }
 
 
-def _record_qa_state(ledger: Any, slot: Any, outcome: str, run_id: str) -> None:
+def _record_qa_state(ledger: Ledger, slot: Slot, outcome: str, run_id: str) -> None:
     """A blocking data QA is DEGRADED_DATA (no decision); a clean one restores the data."""
     from ops_runner.state import apply_trigger
 
@@ -786,7 +793,12 @@ def _record_qa_state(ledger: Any, slot: Any, outcome: str, run_id: str) -> None:
 
 
 def _run_in_process(
-    cfg: Config, ledger: Any, broker: Any, slot: Any, now: datetime, run_id: str
+    cfg: Config,
+    ledger: Ledger,
+    broker: Broker | LazyBroker | None,
+    slot: Slot,
+    now: datetime,
+    run_id: str,
 ) -> str:
     """Run a job that needs no kernel (checks, backup) and return its outcome line."""
     from ops_runner.checks import run_daily_checks, run_pre_rebalance_checks
@@ -797,7 +809,8 @@ def _run_in_process(
 
         result = create_backup(cfg, now=now, reason=f"weekly ({slot.key})")
         return f"archived {result.archive.name}"
-    real = broker.get() if isinstance(broker, LazyBroker) else broker
+    # None comes only from drill and demo reruns, which run notebook jobs, never these.
+    real = cast(Broker, broker.get() if isinstance(broker, LazyBroker) else broker)
     if slot.job is Job.DAILY_CHECKS:
         checks = run_daily_checks(cfg, ledger, real, slot.session, slot.key, run_id)
     else:
@@ -806,7 +819,7 @@ def _run_in_process(
     return "passed" if not failed else "failed: " + ", ".join(failed)
 
 
-def _record_crash(ledger: Any, slot: Any, about: dict, run_id: str, exc: Exception) -> None:
+def _record_crash(ledger: Ledger, slot: Slot, about: dict, run_id: str, exc: Exception) -> None:
     from ops_runner.notebooks import record_job_failure
 
     log.exception("%s crashed", slot.key)

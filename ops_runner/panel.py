@@ -65,7 +65,8 @@ def build_panel(
     columns: tuple[str, ...] = BAR_COLUMNS,
 ) -> Panel:
     """Stack the bars of ``symbols`` dated <= as_of, sorted by date, first bar of a date kept."""
-    frames, picks, faults = [], [], {k: [] for k in ("u_code", "u_day", "d_code", "d_day")}
+    frames, picks = [], []
+    faults: dict[str, list[np.ndarray]] = {k: [] for k in ("u_code", "u_day", "d_code", "d_day")}
     for code, symbol in enumerate(symbols):
         frame = bars.get(symbol, _EMPTY)
         if not isinstance(frame, pd.DataFrame) or not isinstance(frame.index, pd.DatetimeIndex):

@@ -548,11 +548,15 @@ def compute_months(live: Curve, research: Curve, gap: pd.DataFrame, day: pd.Data
                  "interest_fees": float(live.income.iloc[took].sum()) / e_live}  # fmt: skip
         tracking = live_return - research_return
         parts["other"] = tracking - sum(parts.values())
+        bps = {p: parts[p] * BPS for p in PARTS}
         rows.append(MonthAttribution(
             f"{period}", f"{sessions[positions[0]].date()}",
             f"{sessions[end].date()}", e_live, e_research, live_return, research_return,
-            tracking * BPS, *(parts[p] * BPS for p in PARTS),
-            int(live.fills.iloc[took].sum()), paid, modelled, lost,
+            tracking * BPS, slippage_bps=bps["slippage"], commissions_bps=bps["commissions"],
+            interest_fees_bps=bps["interest_fees"], cash_drag_bps=bps["cash_drag"],
+            rounding_bps=bps["rounding"], other_bps=bps["other"],
+            fills=int(live.fills.iloc[took].sum()), live_commissions=paid,
+            research_commissions=modelled, slippage_dollars=lost,
         ))  # fmt: skip
     return rows
 

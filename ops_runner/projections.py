@@ -103,7 +103,7 @@ def compute_state_history(events: Iterable[EventLike]) -> list[StateView]:
     return [_state_view(e) for e in _of_kind(events, EventKind.STATE_CHANGED)]
 
 
-def compute_fills(events: Iterable[EventLike]) -> dict[str, Mapping[str, Any]]:
+def compute_fills(events: Iterable[EventLike]) -> dict[str, dict[str, Any]]:
     """Fills keyed by exec_id, first report wins; later reports only supply a missing commission.
 
     A broker may report one execution twice (a reconnect re-requests executions) and may send

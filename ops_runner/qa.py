@@ -242,10 +242,11 @@ def _completeness(panel: Panel, ctx: _Context) -> list[Finding]:
         ("unsorted", panel.unsorted, "dates not sorted: {} is dated before the bar above it"),
         ("duplicate-date", panel.duplicates, "duplicate bar for {}; the first one is used"),
     ):
-        out += ctx.emit(
-            Check.COMPLETENESS, what, codes, days,
-            lambda k, days=days, words=words: words.format(to_date(days[k])),
-        )  # fmt: skip
+
+        def detail(k: int, days: np.ndarray = days, words: str = words) -> str:
+            return words.format(to_date(days[k]))
+
+        out += ctx.emit(Check.COMPLETENESS, what, codes, days, detail)
     first = int(ctx.sessions[0])
     lookup = np.full(ctx.as_of - first + 1, -1, dtype=np.int64)
     lookup[ctx.sessions - first] = np.arange(ctx.sessions.size)
@@ -633,15 +634,18 @@ def _cross_dividends(primary: Panel, secondary: Panel, ctx: _Context) -> list[Fi
     ):
         hit = np.flatnonzero(lone & (share > tol))  # an immaterial one is no finding
         div = panel.col["dividend"]
-        out += ctx.emit(
-            Check.CROSS_PROVIDER, f"dividend-only-in-{name}", panel.code[rows[hit]],
-            panel.day[rows[hit]],
-            lambda e, name=name, absent=absent, share=share, div=div, rows=rows: (
+
+        def lone_text(e: int, name: str = name, absent: str = absent, share: np.ndarray = share,
+                      div: np.ndarray = div, rows: np.ndarray = rows) -> str:  # fmt: skip
+            return (
                 f"distribution of {div[rows[e]]:.6f} ({share[e]:.3%} of the previous close) in "
                 f"the {name} only: the {absent} has none within {_DIVIDEND_PAIRING_SESSIONS} "
                 "sessions"
-            ),
-            rows=hit,
+            )
+
+        out += ctx.emit(
+            Check.CROSS_PROVIDER, f"dividend-only-in-{name}", panel.code[rows[hit]],
+            panel.day[rows[hit]], lone_text, rows=hit,
         )  # fmt: skip
     return out
 
@@ -708,7 +712,7 @@ def _cross_returns(primary: Panel, secondary: Panel, ctx: _Context) -> list[Find
     ok = np.all(np.stack(found) >= 0, axis=0) if found else np.zeros(0, dtype=bool)
     ret_p, ret_s = (
         np.expm1(index[end[ok]] - index[start[ok]])
-        for panel, end, start in ((primary, *found[:2]), (secondary, *found[2:]))
+        for panel, end, start in ((primary, found[0], found[1]), (secondary, found[2], found[3]))
         for index in [log_index(panel, total_return(panel))]  # one panel's index at a time
     )
     bad = np.flatnonzero(np.abs(ret_p - ret_s) > tol)

@@ -20,6 +20,7 @@ from ops_runner.core.events import EventKind, Purpose, State, Trigger
 from ops_runner.core.faults import inject
 from ops_runner.core.hashing import compute_sha256
 from ops_runner.gate import OrderIntent, Side
+from ops_runner.ledger import Ledger
 from ops_runner.projections import (
     OrderView,
     compute_cash,
@@ -441,8 +442,8 @@ def check_targets(
                                     "decision's targets"))  # fmt: skip
         return breaks
     wanted = {s for s, w in targets.items() if Decimal(str(w)) > 0}
-    held = {s for s, q in reported.items() if q}
-    for symbol in sorted((wanted ^ held) - skip):
+    holding = {s for s, q in reported.items() if q}
+    for symbol in sorted((wanted ^ holding) - skip):
         breaks.append(Break(BreakKind.TARGET, symbol, targets.get(symbol, "0"),
                             int(reported.get(symbol, 0)),
                             f"{symbol}: no orders were planned for the cycle; the decision's "
@@ -597,7 +598,7 @@ def _digest(payload: Mapping[str, Any]) -> str:
 
 def reconcile(
     cfg: Config,
-    ledger: Any,
+    ledger: Ledger,
     broker: Broker,
     cycle_id: str,
     order_session: str,
@@ -697,7 +698,7 @@ def reconcile(
 
 
 def _record_outcome(
-    ledger: Any,
+    ledger: Ledger,
     report: ReconciliationReport,
     alert: Callable[[str], None] | None,
     run_id: str | None,

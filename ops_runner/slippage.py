@@ -386,7 +386,7 @@ def write_slippage_check(
     if report.status in (SlippageStatus.NO_FILLS, SlippageStatus.INCOMPLETE):
         return {**result, "detail": f"{report.summary()}; nothing recorded yet"}
     flagged = report.flagged
-    check = {"check": CHECK, "passed": not flagged, "detail": report.summary(),
+    check: dict[str, Any] = {"check": CHECK, "passed": not flagged, "detail": report.summary(),
              "evidence": [r.describe() for r in flagged], "cycle": cycle}  # fmt: skip
     with open_ledger(cfg) as ledger:
         try:
@@ -419,7 +419,8 @@ def plot_slippage(report: SlippageReport) -> Figure:
     import pandas as pd
 
     band = float(report.band_bps)
-    measured = [r for r in report.history if r.vs_open_bps is not None and r.session]
+    measured = [(r, float(r.vs_open_bps)) for r in report.history
+                if r.vs_open_bps is not None and r.session]  # fmt: skip
     fig, ax = plt.subplots(figsize=(10, 3.6))
     ax.axhspan(-band, band, color="tab:green", alpha=0.12, lw=0, label=f"band ±{band:g} bps")
     own = sorted({(r.symbol, r.band_bps) for r in report.history if r.band_bps != report.band_bps})
@@ -429,18 +430,19 @@ def plot_slippage(report: SlippageReport) -> Figure:
                        label=f"{symbol} band ±{float(limit):g}" if level > 0 else None)  # fmt: skip
     ax.axhline(0, color="black", lw=0.5)
     for side, marker in (("BUY", "^"), ("SELL", "v")):
-        mine = [r for r in measured if r.side == side]
+        mine = [(r, bps) for r, bps in measured if r.side == side]
         if mine:
-            ax.scatter([pd.Timestamp(str(r.session)) for r in mine],
-                       [float(r.vs_open_bps) for r in mine], marker=marker, label=side.lower(),
-                       c=["tab:red" if r.flagged else "tab:blue" for r in mine])  # fmt: skip
-    for r in (r for r in measured if r.flagged):  # buys labelled above, sells below
-        at = (pd.Timestamp(str(r.session)), float(r.vs_open_bps))
-        offset = (5, 3 if r.side == "BUY" else -10)
-        ax.annotate(r.symbol, at, fontsize=8, xytext=offset, textcoords="offset points")
+            ax.scatter([pd.Timestamp(str(r.session)) for r, _ in mine],
+                       [bps for _, bps in mine], marker=marker, label=side.lower(),
+                       c=["tab:red" if r.flagged else "tab:blue" for r, _ in mine])  # fmt: skip
+    for r, bps in measured:
+        if r.flagged:  # buys labelled above, sells below
+            at = (pd.Timestamp(str(r.session)), bps)
+            offset = (5, 3 if r.side == "BUY" else -10)
+            ax.annotate(r.symbol, at, fontsize=8, xytext=offset, textcoords="offset points")
     if not measured:
         ax.text(0.5, 0.5, "no fills yet", transform=ax.transAxes, ha="center", va="center")
-    flagged = sum(1 for r in measured if r.flagged)
+    flagged = sum(1 for r, _ in measured if r.flagged)
     ax.set_ylabel("slippage vs open (bps, + = cost)")
     ax.set_title(f"fills vs the opening print, {report.trailing.cycle_id}: {len(measured)} "
                  f"order(s), {flagged} out of band (red)", loc="left", fontsize=10)  # fmt: skip
@@ -576,7 +578,8 @@ def publish_report(cfg: Config, notebook: Path, cycle: str) -> Path:
         return target
     seq, run_id = _registered(cfg, notebook)
     if _superseded(current, seq):
-        log.info("slippage %s: page from event %s kept over %s", cycle, current["seq"], notebook)
+        log.info("slippage %s: page from event %s kept over %s", cycle, (current or {}).get("seq"),
+                 notebook)  # fmt: skip
         return target
     try:
         relative = notebook.relative_to(cfg.workbook.resolve()).as_posix()

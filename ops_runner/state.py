@@ -16,6 +16,7 @@ from ops_runner.core.events import EventKind, Purpose, State, Trigger
 from ops_runner.core.files import write_bytes_atomic
 from ops_runner.core.hashing import compute_sha256
 from ops_runner.gate import OrderIntent, Side
+from ops_runner.ledger import Ledger
 from ops_runner.projections import (
     DrawdownView,
     StateView,
@@ -156,7 +157,7 @@ def compute_next_state(state: State | str, trigger: Trigger | str) -> State:
     return TRANSITIONS[key]
 
 
-def read_state(ledger: Any) -> StateView:
+def read_state(ledger: Ledger) -> StateView:
     """Return the state folded from the ledger's StateChanged events (RUN when there are none)."""
     return compute_state(ledger.events(kind=str(EventKind.STATE_CHANGED)))
 
@@ -165,7 +166,7 @@ _RACE_RETRIES = 3
 
 
 def apply_trigger(
-    ledger: Any,
+    ledger: Ledger,
     trigger: Trigger | str,
     reason: str,
     evidence: Iterable[object] = (),
@@ -187,7 +188,7 @@ def apply_trigger(
     trigger = Trigger(trigger)
     if isinstance(evidence, str):  # one line of evidence, not its characters
         evidence = [evidence]
-    evidence = [str(item) for item in evidence]
+    lines = [str(item) for item in evidence]
     items = [(str(kind), key, payload) for kind, key, payload in extra_events]
     for _ in range(_RACE_RETRIES):
         view = read_state(ledger)
@@ -201,7 +202,7 @@ def apply_trigger(
             "to": str(target),
             "trigger": str(trigger),
             "reason": reason,
-            "evidence": evidence,
+            "evidence": lines,
         }
         key = f"StateChanged:{view.seq}"
         try:
@@ -222,7 +223,7 @@ def apply_trigger(
             since=event.recorded_at,
             trigger=trigger,
             reason=reason,
-            evidence=tuple(evidence),
+            evidence=tuple(lines),
             seq=event.seq,
         )
     raise StateError(f"{trigger}: the state kept changing under it; run the job again")
@@ -302,7 +303,7 @@ def _digest(text: str) -> str:
 
 def enforce_kill_switch(
     cfg: Config,
-    ledger: Any,
+    ledger: Ledger,
     cancel: Callable[[], list[str]] | None = None,
     run_id: str | None = None,
 ) -> StateView | None:
@@ -329,7 +330,7 @@ def enforce_kill_switch(
 
 def record_kill_switch(
     cfg: Config,
-    ledger: Any,
+    ledger: Ledger,
     reason: str,
     cancel: Callable[[], list[str]] | None,
     *,
@@ -384,7 +385,7 @@ class _PendingMark:
 
 
 def record_equity_mark(
-    ledger: Any,
+    ledger: Ledger,
     cfg: Config,
     session: date,
     net_liquidation: Decimal,

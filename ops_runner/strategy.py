@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ops_runner.config import Config
 from ops_runner.core.errors import OpsError
 from ops_runner.data import compute_adjusted_close
 
@@ -123,7 +124,7 @@ class StrategySettings:
         return None
 
     @classmethod
-    def from_config(cls, cfg: Any) -> StrategySettings:
+    def from_config(cls, cfg: Config | Mapping[str, Any]) -> StrategySettings:
         """Return the settings of a Config (or of its checked ``values`` dict)."""
         values = cfg if isinstance(cfg, Mapping) else cfg.values
         uni, strat = values["universe"], values["strategy"]

@@ -31,6 +31,7 @@ from ops_runner.execution import (
     compute_client_ref,
 )
 from ops_runner.gate import OrderIntent, OrderRefused, Side, require_gate_pass
+from ops_runner.ledger import Ledger
 from ops_runner.state import apply_trigger, enforce_kill_switch, read_kill_switch, read_state
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ def _new_york(moment: pd.Timestamp) -> str:
 class _Submission:
     """One run of ``submit_plan``: the ledger, the broker, and the rows so far."""
 
-    def __init__(self, cfg: Config, ledger: Any, broker: Broker, plan: ExecutionPlan,
+    def __init__(self, cfg: Config, ledger: Ledger, broker: Broker, plan: ExecutionPlan,
                  run_id: str | None, hooks: Mapping[str, Hook]) -> None:  # fmt: skip
         self.cfg, self.ledger, self.broker, self.plan = cfg, ledger, broker, plan
         self.run_id, self.hooks = run_id, hooks
@@ -225,7 +226,9 @@ class _Submission:
 
     def match(self, book: _Book, intent: OrderIntent) -> list[tuple[str, OrderStatus | None]]:
         """The broker orders that are ``intent``: by reference (or its fallback), by executions."""
-        found = {o.broker_order_id: o.status for o in find_order(book.orders, intent)}
+        found: dict[str, OrderStatus | None] = {
+            o.broker_order_id: o.status for o in find_order(book.orders, intent)
+        }
         for fill in book.executions:
             if fill.client_ref == intent.client_ref:
                 found.setdefault(fill.broker_order_id, None)
@@ -324,7 +327,7 @@ class _Submission:
         return ""
 
 
-def adopt_opening_balance(ledger: Any, broker: Any, run_id: str | None = None) -> bool:
+def adopt_opening_balance(ledger: Ledger, broker: Broker, run_id: str | None = None) -> bool:
     """Record the broker's cash as the opening balance when the ledger has no cash history yet.
 
     Expected cash is folded from ``CashAdjusted`` events and fills; a new workbook starts with
@@ -360,7 +363,7 @@ def compute_preview(plan: ExecutionPlan, state: str) -> SubmissionReport:
 
 def submit_plan(
     cfg: Config,
-    ledger: Any,
+    ledger: Ledger,
     broker: Broker,
     plan: ExecutionPlan,
     now: datetime,

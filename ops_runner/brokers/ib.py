@@ -19,6 +19,7 @@ once and joins commissions by execution id.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import logging
 import math
@@ -129,7 +130,7 @@ class IbBroker:
         self._account = self._settings.account
         self._loop = LoopThread(f"ib-{role}-{self._settings.client_id}")
         self._book = IbBook(self._working_session, self._open_of, self._now)
-        self._session = IbSession(self._settings, self._book, self._library)
+        self._session = IbSession(self._settings, self._book, self._library, self._now)
         self._lib: Any = None
 
     def __repr__(self) -> str:
@@ -473,7 +474,7 @@ class IbBroker:
         for what in ("TRADES", "ADJUSTED_LAST"):
             try:
                 bars = await session.read(
-                    f"{what} bars of {symbol}", lambda ib, what=what: fetch(ib, what)
+                    f"{what} bars of {symbol}", functools.partial(fetch, what=what)
                 )
             except BrokerError as exc:
                 if exc.code and exc.code.isdigit() and int(exc.code) in UNKNOWN_CONTRACT:

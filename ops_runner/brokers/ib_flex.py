@@ -397,7 +397,7 @@ class FlexClient:
     def __repr__(self) -> str:
         return f"FlexClient(query {self.query_id!r} at {self.base_url!r})"
 
-    def read(self, account: str) -> Statement:
+    def read(self, account: str | None) -> Statement:
         """Return the statement of ``account``, fetched now. Raises StatementError."""
         statement = parse_statement(self.fetch(), account)
         return replace(statement, source=f"{SOURCE} query {self.query_id}")

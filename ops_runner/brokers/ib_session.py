@@ -79,10 +79,17 @@ class Settings:
 
 class IbSession:
     """One role's connection to TWS/Gateway, re-established on demand, and its message
-    handlers. ``library`` returns the imported client module (ib_async or ib_insync)."""
+    handlers. ``library`` returns the imported client module (ib_async or ib_insync); ``now``
+    is the adapter's clock (UTC)."""
 
-    def __init__(self, settings: Settings, book: IbBook, library: Callable[[], Any]) -> None:
-        self._s, self._book, self._import = settings, book, library
+    def __init__(
+        self,
+        settings: Settings,
+        book: IbBook,
+        library: Callable[[], Any],
+        now: Callable[[], datetime],
+    ) -> None:
+        self._s, self._book, self._import, self._now = settings, book, library, now
         self.lib: Any = None
         self.ib: Any = None
         self.accounts: list[str] = []

@@ -354,9 +354,13 @@ class _AdjustedCloseLayout:
             )
         dividends = compute_inferred_dividends(close, adjusted)
         rises = step < -DIVIDEND_STEP_MIN
+        price = {c: values[self.price_columns[c]][order] for c in ("open", "high", "low")}
         bars = make_bars(
             dates[order],
-            *(values[self.price_columns[c]][order] for c in ("open", "high", "low", "close")),
+            price["open"],
+            price["high"],
+            price["low"],
+            close,
             values["Volume"][order],
             dividends,
         )

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ops_runner.brokers import Broker
 from ops_runner.core.errors import DataError
 from ops_runner.core.hashing import compute_sha256
 from ops_runner.data import ImportReport, compute_parquet_bytes
@@ -41,7 +42,7 @@ class IbBarsSource:
 
     name = IB_SOURCE
 
-    def __init__(self, cfg: Config, broker: Any | None = None) -> None:
+    def __init__(self, cfg: Config, broker: Broker | None = None) -> None:
         self._cfg = cfg
         self._broker = broker
 

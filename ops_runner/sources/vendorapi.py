@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Protocol, Self, TypeVar, runtime_checkable
@@ -306,7 +306,7 @@ def read_json(response: httpx.Response) -> Any:
         raise Refusal(VendorProblem.BAD_JSON, f"{error} in {size} bytes") from None
 
 
-def compute_vendor_bars(dates: Sequence[str], columns: dict[str, Sequence[Any]]) -> pd.DataFrame:
+def compute_vendor_bars(dates: Sequence[str], columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
     """Return a bars frame (unchecked) from text dates ``YYYY-MM-DD`` and named columns.
 
     ``columns`` holds open, high, low, close, volume, dividend and split. Raises Refusal for a

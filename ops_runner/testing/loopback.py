@@ -93,7 +93,7 @@ class LoopbackServer(Generic[F, R]):
     def base_url(self) -> str:
         if self._httpd is None:
             raise RuntimeError(f"the {self.thread_name} is not started")
-        host, port = self._httpd.server_address[:2]
+        host, port = self._httpd.socket.getsockname()[:2]
         return f"http://{host}:{port}"
 
     @property

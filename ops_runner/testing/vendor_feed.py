@@ -116,7 +116,11 @@ def compute_rows_from_bars(bars: pd.DataFrame) -> list[VendorRow]:
     return [
         VendorRow(
             day.date().isoformat(),
-            *(repr(float(x)) for x in (o, h, lo, c, a)),
+            repr(float(o)),
+            repr(float(h)),
+            repr(float(lo)),
+            repr(float(c)),
+            repr(float(a)),
             str(int(v)),
             f"{d:.4f}",
             repr(float(s)),

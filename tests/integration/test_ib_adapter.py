@@ -18,12 +18,15 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
 from ops_runner.brokers import BrokerError, OrderStatus, Outcome, open_broker
 from ops_runner.brokers.ib import IbBroker
+from ops_runner.brokers.ib_book import IbBook
+from ops_runner.brokers.ib_session import IbSession, Settings
 from ops_runner.config import Config, init_workbook, load_config
 from ops_runner.core.errors import DataError
 from ops_runner.core.events import Purpose
@@ -219,6 +222,7 @@ def test_open_broker_when_kind_is_ib_returns_the_adapter_for_each_role(cfg, cloc
     orders.close(), readonly.close()
 
 
+@pytest.mark.subprocess
 def test_importing_the_adapter_when_idle_imports_no_ib_client_and_patches_no_loop():
     code = (
         "import asyncio, sys\nrun = asyncio.run\nimport ops_runner.brokers.ib\n"
@@ -243,6 +247,23 @@ def test_adapter_when_called_from_a_running_event_loop_works_and_leaves_asyncio_
     assert asyncio.run(notebook_cell()) == {"VEU": 100}
     assert asyncio.run is run and asyncio.BaseEventLoop.run_until_complete is loop_class
     assert "nest_asyncio" not in sys.modules
+
+
+def test_execution_when_its_time_is_not_a_datetime_is_kept_at_the_adapter_clock():
+    # A client that hands over an execution time it could not parse: the fill is still booked,
+    # stamped with the adapter's clock, instead of failing the handler and losing the fill.
+    book = IbBook(lambda: "", lambda session: None, lambda: AFTER_OPEN)
+    settings = Settings("127.0.0.1", 4002, 11, "orders", ACCOUNT, 1.0, 2.0, 1, 0.1)
+    session = IbSession(settings, book, lambda: None, lambda: AFTER_OPEN)
+    contract = SimpleNamespace(symbol="SPY")
+    execution = SimpleNamespace(
+        acctNumber=ACCOUNT, price=610.0, time="not a time", execId="0001.01", permId=7,
+        orderId=3, clientId=11, orderRef="c-1", side="BOT", shares=5.0,
+    )  # fmt: skip
+    session._on_exec_details(1, contract, execution)
+    [fill] = book.executions()
+    assert (fill.exec_id, fill.quantity, fill.time) == ("0001.01", 5, AFTER_OPEN)
+    assert fill.price == Decimal("610.0")
 
 
 # -- orders ------------------------------------------------------------------------------------

@@ -129,6 +129,7 @@ def test_canonical_json_when_given_a_root_name_uses_it_in_the_message():
 
 
 @given(st.dictionaries(st.text(max_size=4), st.integers() | st.text(max_size=4), max_size=6))
+@pytest.mark.slow
 def test_canonical_json_when_keys_arrive_in_any_order_writes_one_text(mapping):
     reordered = dict(reversed(list(mapping.items())))
     assert canonical_json(reordered) == canonical_json(mapping)
@@ -201,6 +202,15 @@ def test_append_when_same_key_and_same_payload_returns_the_existing_event(ledger
     assert again == first
     assert ledger.head() == (1, first.hash)
     assert count(path) == 1
+
+
+def test_append_when_kind_is_an_event_kind_records_its_text_as_the_string_would(ledger):
+    first = ledger.append(EventKind.FILL_RECORDED, "fill:1", {"qty": 2})
+    again = ledger.append("FillRecorded", "fill:1", {"qty": 2})
+    assert first.kind == "FillRecorded" and type(first.kind) is str
+    assert again == first
+    assert [e.key for e in ledger.events(kind=EventKind.FILL_RECORDED)] == ["fill:1"]
+    assert ledger.last(EventKind.FILL_RECORDED) == first
 
 
 @pytest.mark.parametrize(
@@ -425,6 +435,7 @@ STEPS = st.lists(st.tuples(st.integers(0, 7), st.integers(0, 2), st.booleans()),
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(STEPS)
+@pytest.mark.slow
 def test_append_when_any_sequence_verifies_ok_with_seqs_one_to_n(steps):
     recorded: dict[str, int] = {}  # key -> payload variant first recorded
     with tempfile.TemporaryDirectory() as tmp, Ledger.open(Path(tmp) / LEDGER_FILE) as ledger:
