@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint lab notebooks clean-venv
+.PHONY: demo test test-fast bench lint lab notebooks clean-venv
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ops-runner needs Python 3.11+, found " + sys.version.split()[0])'
@@ -22,8 +22,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/ops-runner demo
 
+# The whole suite, spread over every core; test-fast leaves out notebook kernels and slow tests.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist worksteal
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n auto --dist worksteal -m "not notebook and not slow"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
@@ -31,6 +35,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check ops_runner tests benchmarks notebooks
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 lab: $(STAMP)
 	$(BIN)/ops-runner lab

@@ -8,6 +8,42 @@ from pathlib import Path
 
 import pytest
 
+# What `make test-fast` leaves out is what these markers say; the check below keeps them true.
+_KERNEL = "ipykernel"
+_PROGRAMS = ("python", "ops-runner")
+
+
+@pytest.fixture(autouse=True)
+def _markers_say_what_the_test_starts(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that starts a Jupyter kernel without the ``notebook`` marker, or runs Python
+    or ``ops-runner`` in a child process without ``subprocess`` (or ``notebook``): the markers
+    decide what ``make test-fast`` runs, so they must be complete."""
+    import subprocess
+
+    started: list[str] = []
+    original = subprocess.Popen.__init__
+
+    def recording(self, args, *rest, **options):  # type: ignore[no-untyped-def]
+        words = [str(args)] if isinstance(args, str | bytes | Path) else [str(a) for a in args]
+        started.append(" ".join(words))
+        original(self, args, *rest, **options)
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(subprocess.Popen, "__init__", recording)
+    try:
+        yield
+    finally:
+        patch.undo()
+    marks = {mark.name for mark in request.node.iter_markers()}
+    kernels = [cmd for cmd in started if _KERNEL in cmd]
+    programs = [
+        cmd for cmd in started if Path(cmd.split(" ")[0]).name.startswith(_PROGRAMS)
+    ]
+    if kernels and "notebook" not in marks:
+        pytest.fail(f"started a Jupyter kernel without @pytest.mark.notebook: {kernels[0]}")
+    if programs and not marks & {"notebook", "subprocess"}:
+        pytest.fail(f"ran a child process without @pytest.mark.subprocess: {programs[0][:120]}")
+
 
 def snapshot_folder(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` (relative path -> bytes); empty when the folder is absent."""

@@ -231,6 +231,7 @@ KERNEL_CRASHES = ["after_intents", "before_place", "after_place", "after_record"
 
 
 @pytest.mark.parametrize("point", KERNEL_CRASHES)
+@pytest.mark.notebook
 def test_execution_kernel_dies_at_a_boundary(decided, tmp_path, point):
     world = copy_world(decided, tmp_path / "wb")
     line = world.tick(EXECUTE, fault=f"crash@submission:{point}")
@@ -240,6 +241,7 @@ def test_execution_kernel_dies_at_a_boundary(decided, tmp_path, point):
 
 
 @pytest.mark.parametrize("point", ["after_snapshot", "after_record"])
+@pytest.mark.notebook
 def test_decision_kernel_dies_at_a_boundary(undecided, tmp_path, point):
     world = copy_world(undecided, tmp_path / "wb")
     line = world.tick(DECIDE, fault=f"crash@decision:{point}")
@@ -254,6 +256,7 @@ def test_decision_kernel_dies_at_a_boundary(undecided, tmp_path, point):
     require(judge(world, f"decision kernel dies {point.replace('_', ' ')}", "RUN"), world)
 
 
+@pytest.mark.notebook
 def test_reconciliation_kernel_dies_after_recording_fills(decided, tmp_path):
     world = copy_world(decided, tmp_path / "wb")
     world.tick(EXECUTE)
@@ -264,6 +267,7 @@ def test_reconciliation_kernel_dies_after_recording_fills(decided, tmp_path):
     require(judge(world, "reconciliation kernel dies after fills", "RUN"), world)
 
 
+@pytest.mark.notebook
 def test_the_tick_process_dies_before_the_kernel_starts(decided, tmp_path):
     world = copy_world(decided, tmp_path / "wb")
     died = world.cli("tick", "--now", EXECUTE, fault="crash@job:started")
@@ -274,6 +278,7 @@ def test_the_tick_process_dies_before_the_kernel_starts(decided, tmp_path):
     require(judge(world, "tick process dies after JobStarted", "RUN"), world)
 
 
+@pytest.mark.notebook
 def test_the_tick_process_dies_after_the_notebook_was_registered(decided, tmp_path):
     world = copy_world(decided, tmp_path / "wb")
     died = world.cli("tick", "--now", EXECUTE, fault="crash@job:before_completed")
@@ -286,6 +291,7 @@ def test_the_tick_process_dies_after_the_notebook_was_registered(decided, tmp_pa
     require(judge(world, "tick process dies before JobCompleted", "RUN"), world)
 
 
+@pytest.mark.notebook
 def test_the_backup_dies_after_writing_its_archive(decided, tmp_path):
     world = copy_world(decided, tmp_path / "wb")
     config = world.root / "config.yaml"
@@ -319,6 +325,7 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.notebook
 def test_power_loss_kills_the_tick_and_its_kernel_after_a_place(decided, tmp_path):
     world = copy_world(decided, tmp_path / "wb")
     running = world.cli("tick", "--now", EXECUTE, fault="hang@submission:after_place", wait=False)
@@ -344,6 +351,7 @@ def test_power_loss_kills_the_tick_and_its_kernel_after_a_place(decided, tmp_pat
     require(judge(world, "power loss after a place (tick and kernel)", "RUN"), world)
 
 
+@pytest.mark.notebook
 def test_two_ticks_at_once_send_each_order_once(decided, tmp_path):
     world = copy_world(decided, tmp_path / "wb")
     first = world.cli("tick", "--now", EXECUTE, wait=False)
@@ -372,6 +380,7 @@ BROKER_FAULTS = [
 
 @pytest.mark.parametrize(("name", "faults", "expected"), BROKER_FAULTS,
                          ids=[f[0] for f in BROKER_FAULTS])  # fmt: skip
+@pytest.mark.notebook
 def test_the_broker_misbehaves(decided, tmp_path, name, faults, expected):
     world = copy_world(decided, tmp_path / "wb")
     world.set_faults(**faults)
@@ -386,6 +395,7 @@ def test_the_broker_misbehaves(decided, tmp_path, name, faults, expected):
     require(judge(world, name, expected), world)
 
 
+@pytest.mark.slow
 def test_the_disk_fills_mid_write(decided, tmp_path):
     world = copy_world(decided, tmp_path / "wb")
     line = world.tick(EXECUTE, fault="enospc@write:heartbeat.json")
@@ -396,6 +406,7 @@ def test_the_disk_fills_mid_write(decided, tmp_path):
     require(judge(world, "the disk fills mid-write", "RUN"), world)
 
 
+@pytest.mark.notebook
 def test_the_workbook_is_read_only_for_a_tick(decided, tmp_path):
     world = copy_world(decided, tmp_path / "wb")
     with read_only(world.root):
@@ -406,6 +417,7 @@ def test_the_workbook_is_read_only_for_a_tick(decided, tmp_path):
     require(judge(world, "a read-only workbook", "RUN"), world)
 
 
+@pytest.mark.notebook
 def test_the_clock_jumps_back_and_forth(decided, tmp_path):
     world = copy_world(decided, tmp_path / "wb")
     world.tick(EXECUTE)
@@ -416,6 +428,7 @@ def test_the_clock_jumps_back_and_forth(decided, tmp_path):
     require(judge(world, "the clock jumps back and forth", "RUN"), world)
 
 
+@pytest.mark.notebook
 def test_the_ledger_is_cut_at_its_tail(decided, tmp_path):
     world = copy_world(decided, tmp_path / "wb")
     saved = tmp_path / "before.sqlite"

@@ -123,6 +123,7 @@ step = st.one_of(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(steps=st.lists(step, min_size=1, max_size=8))
+@pytest.mark.slow
 def test_any_interleaving_sends_each_order_once_and_loses_no_fill(base, steps):
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch) / "wb"

@@ -152,6 +152,8 @@ def test_read_approval_key_when_key_file_readable_by_others_refuses(tmp_path, mo
     assert approve(cfg, Action.EXIT_SAFE_MODE, "x").startswith("opsr1.")
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_cli_when_kill_then_approve_and_resume_halt_goes_to_safe_mode(cfg, tmp_path):
     env = {**os.environ, "OPS_RUNNER_APPROVAL_KEY": KEY}
     wb = ["--workbook", str(cfg.workbook)]

@@ -112,6 +112,7 @@ def check_splits(events, wanted: list[tuple[str, str]]) -> None:
         assert payload["shares_before"] == shares_before(events, key[0], date.fromisoformat(key[1]))
 
 
+@pytest.mark.slow
 def test_books_history_when_2005_splits_and_dividends_paid_audits_clean_and_equity_matches(
     tmp_path,
 ):
@@ -122,6 +123,7 @@ def test_books_history_when_2005_splits_and_dividends_paid_audits_clean_and_equi
     assert result.events.get("DividendPaid", 0) >= 10
 
 
+@pytest.mark.slow
 def test_books_history_when_tax_interest_and_fees_and_eem_2008_split_stays_clean(tmp_path):
     account = {"withholding_rate": 0.15, "interest_rate": 0.02, "monthly_fee": 10.0}
     result, events = run(
@@ -155,6 +157,7 @@ def test_books_history_when_tax_interest_and_fees_and_eem_2008_split_stays_clean
     assert interest[0]["amount"] == "166.67" and interest[0]["on"] == "2008-06-02"
 
 
+@pytest.mark.slow
 def test_books_history_when_bil_reverse_split_pays_cash_in_lieu_and_stays_clean(tmp_path):
     result, events = run(tmp_path, "2017-09", "2017-12", WITH_BIL)
     check_books(result, events, date(2017, 9, 29), date(2018, 1, 2))

@@ -44,6 +44,7 @@ def workbook(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.subprocess
 def test_cli_when_config_has_unknown_key_exits_2_with_one_line(tmp_path):
     assert run("init", workbook=tmp_path).returncode == 0
     config = tmp_path / "config.yaml"
@@ -52,6 +53,7 @@ def test_cli_when_config_has_unknown_key_exits_2_with_one_line(tmp_path):
     assert_one_line_error(done, 2, "strategy.top_m", "unknown key")
 
 
+@pytest.mark.subprocess
 def test_cli_when_submission_window_after_open_exits_2_naming_key(tmp_path):
     assert run("init", "--template", "demo", workbook=tmp_path).returncode == 0
     config = tmp_path / "config.yaml"
@@ -60,28 +62,33 @@ def test_cli_when_submission_window_after_open_exits_2_naming_key(tmp_path):
     assert_one_line_error(done, 2, "schedule.submission_window.end", "open")
 
 
+@pytest.mark.subprocess
 def test_cli_when_workbook_missing_says_run_init(tmp_path):
     done = run("config", "check", workbook=tmp_path / "none")
     assert_one_line_error(done, 2, "ops-runner init")
 
 
+@pytest.mark.slow
 def test_cli_when_bad_as_of_exits_2(workbook):
     done = run("qa", "--as-of", "2025-31-12", workbook=workbook)
     assert_one_line_error(done, 2, "--as-of", "YYYY-MM-DD")
 
 
+@pytest.mark.subprocess
 def test_cli_when_usage_wrong_exits_2_one_line():
     done = run("data", "import", "x.csv", "--layout", "bloomberg")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "bloomberg" in done.stderr
 
 
+@pytest.mark.subprocess
 def test_cli_when_home_env_set_uses_that_workbook(workbook):
     done = run("config", "hash", env={"OPS_RUNNER_HOME": str(workbook)})
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.strip()) == 64
 
 
+@pytest.mark.subprocess
 def test_cli_data_when_csv_has_bad_date_refuses_and_store_unchanged(workbook, tmp_path):
     good = "Date,Open,High,Low,Close,Adj Close,Volume\n2024-01-02,10,11,9,10.5,10.5,100\n"
     (tmp_path / "AAA.csv").write_text(good)
@@ -95,6 +102,7 @@ def test_cli_data_when_csv_has_bad_date_refuses_and_store_unchanged(workbook, tm
     assert snapshot(workbook / "data") == before
 
 
+@pytest.mark.subprocess
 def test_cli_data_when_header_matches_no_layout_refuses(workbook, tmp_path):
     (tmp_path / "ZZZ.csv").write_text("when,price\n2024-01-02,10\n")
     before = snapshot(workbook / "data")
@@ -105,6 +113,8 @@ def test_cli_data_when_header_matches_no_layout_refuses(workbook, tmp_path):
     assert snapshot(workbook / "data") == before
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_cli_data_when_sample_then_list_shows_synthetic_symbols(workbook):
     done = run("data", "sample", workbook=workbook)
     assert done.returncode == 0, done.stderr
@@ -117,6 +127,8 @@ def test_cli_data_when_sample_then_list_shows_synthetic_symbols(workbook):
     assert spy["synthetic"] is True and spy["rows"] > 2500
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_cli_qa_when_sample_is_clean_exits_0(workbook):
     assert run("data", "sample", workbook=workbook).returncode == 0
     done = run("qa", "--as-of", "2025-12-31", "--json", workbook=workbook)
@@ -126,6 +138,8 @@ def test_cli_qa_when_sample_is_clean_exits_0(workbook):
     assert report["as_of"] == "2025-12-31"
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_cli_qa_when_universe_symbol_stale_exits_1(workbook):
     assert run("data", "sample", workbook=workbook).returncode == 0
     # 2026-01-02 is a session the sample market (which ends 2025-12-31) has no bar for.
@@ -136,6 +150,7 @@ def test_cli_qa_when_universe_symbol_stale_exits_1(workbook):
     assert {"SPY", "AGG", "BIL"} <= stale
 
 
+@pytest.mark.subprocess
 def test_cli_when_workbook_given_after_the_verb_uses_it(tmp_path):
     done = run("init", "--workbook", str(tmp_path / "after"))
     assert done.returncode == 0, done.stderr
@@ -144,6 +159,7 @@ def test_cli_when_workbook_given_after_the_verb_uses_it(tmp_path):
     assert listing.returncode == 0 and "price store is empty" in listing.stdout
 
 
+@pytest.mark.notebook
 def test_cli_run_when_a_cycle_goes_through_the_sim_broker_registers_each_notebook(tmp_path):
     from ops_runner.core.events import EventKind
     from ops_runner.ledger import open_ledger
@@ -199,6 +215,8 @@ def test_cli_run_when_a_cycle_goes_through_the_sim_broker_registers_each_noteboo
     assert broken.returncode == 1 and "changed since it was recorded" in broken.stdout
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_cli_when_output_piped_into_head_exits_quietly(tmp_path):
     assert run("init", "--template", "demo", workbook=tmp_path).returncode == 0
     assert run("data", "sample", workbook=tmp_path).returncode == 0
@@ -209,6 +227,7 @@ def test_cli_when_output_piped_into_head_exits_quietly(tmp_path):
     assert done.stdout.startswith("source")
 
 
+@pytest.mark.subprocess
 def test_cli_data_sample_when_the_workbook_is_not_a_demo_refuses_and_writes_nothing(tmp_path):
     assert run("init", workbook=tmp_path).returncode == 0
     before = snapshot(tmp_path / "data")

@@ -141,6 +141,8 @@ def test_replay_when_snapshot_altered_reports_data_cause(cfg):
     assert any("data" in cause for cause in result.causes)
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_cli_replay_when_identical_exits_0_and_json_lists_cycles(cfg):
     ready_to_decide(cfg, SESSION)
     decide(cfg, SESSION)
@@ -153,6 +155,8 @@ def test_cli_replay_when_identical_exits_0_and_json_lists_cycles(cfg):
     assert missing.returncode == 1 and "no Decision Record" in missing.stderr
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_decide_when_session_not_month_end_refuses_with_one_line(cfg):
     done = subprocess.run(
         [str(EXE), "--workbook", str(cfg.workbook), "decide", "--session", "2025-12-15"],

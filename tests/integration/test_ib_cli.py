@@ -86,6 +86,8 @@ def test_fetch_stores_ib_bars_with_the_venues_closes_dividends_and_provenance(ve
     assert sorted(again.unchanged) == ["AGG", "SPY"]  # the same download changes nothing
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_fetch_cli_unknown_symbol_and_no_gateway_fail_in_one_line_storing_nothing(venue, tmp_path):
     _, sim = venue
     root = fetcher(tmp_path / "wb", sim.port)
@@ -114,6 +116,8 @@ def test_fetch_cli_unknown_symbol_and_no_gateway_fail_in_one_line_storing_nothin
 
 
 @pytest.mark.parametrize("role", ["readonly", "orders"])
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_broker_check_logs_in_with_the_roles_client_id_and_shows_the_account_masked(
     venue, tmp_path, role
 ):

@@ -235,6 +235,7 @@ def test_fill_burst_when_1100_then_1102_recovers_every_fill_once(cfg, open_ib, s
         assert {o.status for o in broker.completed_orders()} == {OrderStatus.FILLED}
 
 
+@pytest.mark.slow
 def test_fill_burst_when_1100_is_not_restored_reads_are_unavailable_not_stale(
     cfg, open_ib, sim, clock
 ):

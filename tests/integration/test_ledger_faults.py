@@ -244,6 +244,7 @@ def append_burst(path: str, writer: int, barrier, results) -> None:
     results.put((writer, seqs))
 
 
+@pytest.mark.slow
 def test_append_when_eight_processes_write_at_once_loses_nothing_and_never_forks(path):
     Ledger.open(path).close()
     ctx = multiprocessing.get_context("spawn")

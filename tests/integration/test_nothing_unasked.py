@@ -48,6 +48,7 @@ def content(root: Path) -> dict[str, bytes]:
 # --- a fresh workbook -------------------------------------------------------------------------
 
 
+@pytest.mark.subprocess
 def test_init_when_run_says_there_is_no_data_source_yet_and_how_to_name_one(tmp_path):
     done = cli(tmp_path / "wb", "init")
     assert done.returncode == 0, done.stderr
@@ -61,6 +62,8 @@ def test_init_when_run_says_there_is_no_data_source_yet_and_how_to_name_one(tmp_
      "2026-12-06T19:47:00Z"],  # fmt: skip
     ids=["decision-due", "execution-due", "audit-due", "a-sunday"],
 )
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_fresh_workbook_when_ticked_writes_no_prices_and_no_decision(tmp_path, now):
     root = tmp_path / "wb"
     assert cli(root, "init").returncode == 0
@@ -73,6 +76,7 @@ def test_fresh_workbook_when_ticked_writes_no_prices_and_no_decision(tmp_path, n
     assert not list((root / "data").iterdir())
 
 
+@pytest.mark.subprocess
 def test_demo_template_when_inited_is_the_synthetic_sample_and_says_so(tmp_path):
     done = cli(tmp_path / "wb", "init", "--template", "demo")
     assert done.returncode == 0, done.stderr
@@ -190,6 +194,8 @@ def decisions(root: Path) -> int:
 
 
 @pytest.mark.parametrize("gate", list(GATES))
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_decision_when_a_gate_is_shut_is_refused_by_the_library_and_the_cli(undecided, gate):
     prepare, reason = GATES[gate]
     prepare(undecided)

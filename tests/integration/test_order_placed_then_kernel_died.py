@@ -55,6 +55,7 @@ def cfg(tmp_path: Path) -> Config:
     return load_config(root)
 
 
+@pytest.mark.notebook
 def test_order_placed_before_the_kernel_died_is_shown_then_adopted_by_reconciliation(cfg):
     died = tick(cfg, "2025-12-01T13:30:00Z", fault="crash@submission:after_place")
     assert died.returncode == 0, died.stderr

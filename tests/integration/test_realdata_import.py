@@ -67,6 +67,7 @@ def relative_error(bars: pd.DataFrame, vendor: pd.Series) -> pd.Series:
     return (ours / vendor - 1.0).abs()
 
 
+@pytest.mark.slow
 def test_realdata_when_alphavantage_imported_stores_all_14_with_clean_provenance(av_store):
     assert av_store.symbols("alphavantage") == sorted(AV_TICKERS)
     assert av_store.check_provenance("alphavantage") == []
@@ -79,6 +80,7 @@ def published(ticker: str) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("ticker", AV_TICKERS)
+@pytest.mark.slow
 def test_adjusted_close_when_recomputed_matches_alphavantage_within_1e6(av, ticker):
     bars, vendor = av[ticker]
     assert relative_error(bars, vendor).max() <= CONTRACT_TOLERANCE
@@ -141,6 +143,7 @@ def test_alphavantage_when_spy_dividend_implied_recovers_the_unrounded_amount(av
     assert bars.at[day, "dividend"] == pytest.approx(1.405559, abs=2e-6)  # what the store holds
 
 
+@pytest.mark.slow
 def test_realdata_when_all_yahoo_files_imported_none_is_refused(tmp_path):
     folder = require_data("yahoo")
     store = PriceStore(tmp_path / "data")

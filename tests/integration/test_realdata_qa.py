@@ -39,7 +39,7 @@ from ops_runner.qa import (
     has_blocking,
 )
 
-pytestmark = pytest.mark.realdata
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]  # whole vendor histories
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 AS_OF = date(2020, 11, 30)

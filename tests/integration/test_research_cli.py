@@ -26,6 +26,8 @@ def cli(workbook: Path, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=600)  # fmt: skip
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_backtest_when_run_lists_the_decisions_production_would_record(workbook):
     done = cli(workbook, "backtest", "--start", "2024-01-01", "--json")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -39,6 +41,8 @@ def test_backtest_when_run_lists_the_decisions_production_would_record(workbook)
     assert {"cagr", "sharpe", "max_drawdown", "turnover"} <= set(result["metrics"])
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_sweep_when_grid_has_defensive_choices_loads_their_bars(workbook, tmp_path):
     grid = tmp_path / "grid.yaml"
     grid.write_text("lookback_months: [6, 12]\ntop_n: [1, 2]\ndefensive: [AGG, IEF]\n")
@@ -50,6 +54,7 @@ def test_sweep_when_grid_has_defensive_choices_loads_their_bars(workbook, tmp_pa
     assert {r["defensive"] for r in rows} == {"AGG", "IEF"}
 
 
+@pytest.mark.subprocess
 def test_sweep_when_grid_has_unknown_key_exits_with_one_line(workbook, tmp_path):
     grid = tmp_path / "bad.yaml"
     grid.write_text("lookbacks: [6, 12]\n")

@@ -19,7 +19,7 @@ from ops_runner.research import BacktestResult, Costs, backtest
 from ops_runner.sources import read_path
 from ops_runner.strategy import StrategySettings
 
-pytestmark = pytest.mark.realdata
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]  # whole vendor histories
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SYMBOLS = ("SPY", "EFA", "AGG", "BIL")

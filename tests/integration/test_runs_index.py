@@ -294,6 +294,7 @@ def reports(workbook) -> dict[str, Path]:
     }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_runs_index_when_slippage_reports_ran_links_each_cycles_latest_with_its_status(
     workbook, reports
 ):
@@ -316,6 +317,7 @@ def test_runs_index_when_slippage_reports_ran_links_each_cycles_latest_with_its_
         assert stamp["run_id"] == run_id and stamp["notebook"].endswith(f"-{run_id}.ipynb")
 
 
+@pytest.mark.slow
 def test_runs_index_when_indexed_again_does_not_publish_the_reports_again(workbook, reports):
     cfg = load_config(workbook)
     pages = cfg.path("reports") / "slippage"
@@ -332,6 +334,7 @@ def test_runs_index_when_indexed_again_does_not_publish_the_reports_again(workbo
     assert newer.is_file()
 
 
+@pytest.mark.slow
 def test_runs_index_when_a_reports_notebook_is_missing_says_so_and_lists_the_rest(
     workbook, reports
 ):

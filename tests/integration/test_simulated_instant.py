@@ -33,6 +33,8 @@ def workbook(tmp_path: Path) -> Path:
     return make_sample_workbook(tmp_path / "wb")
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_qa_when_a_price_file_is_empty_with_a_matching_manifest_blocks_in_one_finding(workbook):
     store = load_config(workbook).store()
     store.bars_path("sample", "SPY").write_bytes(b"")
@@ -65,6 +67,8 @@ def _real_broker(workbook: Path) -> None:
     ],
     ids=lambda a: a[0],
 )  # fmt: skip
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_now_when_refused_for_a_real_broker_writes_nothing(workbook, args):
     _real_broker(workbook)
     cfg = load_config(workbook)
@@ -81,6 +85,8 @@ def test_now_when_refused_for_a_real_broker_writes_nothing(workbook, args):
         assert ledger.head() == head
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_resume_when_given_the_simulated_instant_leaves_safe_mode_as_of_then(workbook):
     cfg = load_config(workbook)
     with open_ledger(cfg) as ledger:

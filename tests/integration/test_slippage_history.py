@@ -44,6 +44,9 @@ BANDS = {"AGG": D(15)}  # every other symbol: the default 10 bps
 FLAGGED = {"2024-03": {"AGG", "QQQ"}, "2025-03": {"QQQ"}, "2025-09": {"AGG", "QQQ"}}
 
 
+pytestmark = pytest.mark.slow  # three years of simulated cycles, built once
+
+
 @pytest.fixture(scope="module")
 def history(tmp_path_factory):
     began = time.monotonic()

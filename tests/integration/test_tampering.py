@@ -31,6 +31,9 @@ def cli(cfg: Config, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
+pytestmark = pytest.mark.slow  # a decided November, built once
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
     return make_decided_november(tmp_path_factory.mktemp("tamper") / "wb")
@@ -89,6 +92,7 @@ TAMPERING = {
 
 
 @pytest.mark.parametrize("case", list(TAMPERING))
+@pytest.mark.subprocess
 def test_tampering_when_the_daily_checks_run_is_an_incident_naming_the_file(cfg, case):
     expected = TAMPERING[case](cfg)
     done = cli(cfg, *DAILY)
@@ -115,6 +119,7 @@ def test_tampering_when_the_daily_checks_run_is_an_incident_naming_the_file(cfg,
     assert verify.returncode == 1 and expected in verify.stdout, verify.stdout
 
 
+@pytest.mark.subprocess
 def test_integrity_when_nothing_changed_passes_and_verify_counts_the_snapshot(cfg):
     done = cli(cfg, *DAILY)
     assert "daily_checks:2025-12-01 passed" in done.stdout, done.stdout + done.stderr
@@ -124,6 +129,7 @@ def test_integrity_when_nothing_changed_passes_and_verify_counts_the_snapshot(cf
     assert "prices ok" in verify.stdout
 
 
+@pytest.mark.subprocess
 def test_integrity_when_prices_are_reimported_through_ops_runner_passes(cfg, tmp_path):
     bars = cfg.store().load_bars("sample", "SPY")
     csv = tmp_path / "SPY.csv"

@@ -30,6 +30,8 @@ def cli(workbook: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_tick_when_kill_switch_present_halts_once_with_its_reason(workbook):
     assert cli(workbook, "kill", "--reason", "fat finger on the config").returncode == 0
     first = cli(workbook, "tick")
@@ -47,6 +49,7 @@ def test_tick_when_kill_switch_present_halts_once_with_its_reason(workbook):
     assert "HALT" in still.stdout  # removing the file does not leave HALT
 
 
+@pytest.mark.subprocess
 def test_tick_when_another_tick_holds_the_lock_exits_busy(workbook):
     cfg = load_config(workbook)
     with hold_tick_lock(cfg) as held:
@@ -55,6 +58,8 @@ def test_tick_when_another_tick_holds_the_lock_exits_busy(workbook):
     assert done.returncode == 0 and "busy" in done.stdout
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_tick_when_previous_tick_was_killed_takes_the_lock(workbook):
     holder = subprocess.Popen(
         [sys.executable, "-c",
@@ -75,6 +80,7 @@ def test_tick_when_previous_tick_was_killed_takes_the_lock(workbook):
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
+@pytest.mark.subprocess
 def test_tick_when_ledger_corrupt_refuses_with_one_line_and_writes_nothing(workbook, damage):
     path = workbook / "ledger" / LEDGER_FILE
     cfg = load_config(workbook)
@@ -105,6 +111,7 @@ def test_tick_when_ledger_corrupt_refuses_with_one_line_and_writes_nothing(workb
     assert verify.returncode == 3 and path.read_bytes() == before
 
 
+@pytest.mark.subprocess
 def test_status_when_run_during_a_writing_tick_reads_without_blocking(workbook):
     import sqlite3
 

@@ -67,6 +67,8 @@ def events_of(cfg: Config, kind: EventKind) -> list:
         return list(ledger.events(kind=str(kind)))
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_tick_when_stuck_past_its_deadline_stops_with_the_run_recorded_as_failed(workbook):
     cfg = with_schedule(workbook, tick_deadline_minutes=0.25, notebook_deadline_minutes=0.05)
     began = time.monotonic()
@@ -102,6 +104,8 @@ def test_tick_when_stuck_past_its_deadline_stops_with_the_run_recorded_as_failed
         assert ledger.verify().ok and ledger.head()[0] >= head[0]
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_tick_when_killed_inside_a_run_the_next_tick_records_it_failed_once(workbook):
     cfg = load_config(workbook)
     killed = tick(workbook, fault="crash@job:started")

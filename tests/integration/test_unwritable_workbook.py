@@ -53,6 +53,8 @@ def ledger_head(workbook: Path):
         return ledger.head()
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_kill_when_the_whole_workbook_is_read_only_says_trading_is_not_stopped(workbook):
     with read_only(workbook):
         done = cli(workbook, "kill", "--reason", "stop everything")
@@ -62,6 +64,8 @@ def test_kill_when_the_whole_workbook_is_read_only_says_trading_is_not_stopped(w
     assert "systemctl stop ops-runner-tick.timer" in line  # what to do instead
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_kill_when_only_its_folder_is_read_only_records_halt_in_the_ledger(workbook):
     head = ledger_head(workbook)
     with read_only(workbook / "ops"):
@@ -96,6 +100,8 @@ def test_kill_when_only_its_folder_is_read_only_records_halt_in_the_ledger(workb
     ],
     ids=lambda a: " ".join(a[:2]),
 )
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_command_when_the_workbook_is_read_only_fails_in_one_line(workbook, args):
     head = ledger_head(workbook)
     with read_only(workbook):
@@ -108,6 +114,8 @@ def test_command_when_the_workbook_is_read_only_fails_in_one_line(workbook, args
 
 
 @pytest.mark.parametrize("args", [("status",), ("ledger", "verify"), ("data", "list")])
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_read_command_when_the_workbook_is_read_only_still_reads(workbook, args):
     with read_only(workbook):
         done = cli(workbook, *args)
@@ -123,6 +131,8 @@ def test_read_command_when_the_workbook_is_read_only_still_reads(workbook, args)
     ],
     ids=["tick-heartbeat", "kill-file"],
 )
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_command_when_the_disk_fills_mid_write_fails_in_one_line_and_trades_nothing(
     workbook, point, args, words
 ):
@@ -138,6 +148,8 @@ def test_command_when_the_disk_fills_mid_write_fails_in_one_line_and_trades_noth
         assert list(ledger.events(kind=str(EventKind.ORDER_SUBMITTED))) == []
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_tick_when_the_disk_is_really_full_fails_in_one_line(tmp_path):
     mount = tmp_path / "small"
     mount.mkdir()

@@ -154,6 +154,7 @@ def test_notebook_when_read_last_cell_glues_completion_record(path):
     assert 'sb.glue("completion"' in last and "completion_record(" in last
 
 
+@pytest.mark.notebook
 def test_run_notebook_when_kernels_follow_each_other_leave_no_sockets_beside_notebooks(tmp_path):
     from ops_runner.notebooks import _ipc_kernel_manager, run_notebook
 

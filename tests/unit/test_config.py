@@ -271,6 +271,7 @@ def test_config_when_several_keys_are_wrong_reports_each_on_its_own_line_in_file
     assert len(lines) == 4 and all(line.startswith("config error: ") for line in lines)
 
 
+@pytest.mark.subprocess
 def test_config_check_cli_when_several_keys_are_wrong_prints_one_line_each(tmp_path):
     import subprocess
     import sys

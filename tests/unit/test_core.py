@@ -251,6 +251,7 @@ def test_hold_lock_when_held_blocks_another_holder_until_released(tmp_path):
 # -- the layer's promise -------------------------------------------------------------------------
 
 
+@pytest.mark.subprocess
 def test_core_when_imported_alone_loads_no_pandas_and_no_upper_module():
     code = (
         "import importlib, pkgutil, sys\n"

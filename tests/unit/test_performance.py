@@ -144,6 +144,7 @@ def assert_parts(m, tracking: float, **parts: float) -> None:
     assert abs(sum(m.parts().values()) - m.tracking_bps) < EXACT
 
 
+@pytest.mark.slow
 def test_performance_when_fills_cost_more_than_the_model_slippage_is_the_whole_difference(
     tmp_path,
 ):
@@ -163,6 +164,7 @@ def test_performance_when_fills_cost_more_than_the_model_slippage_is_the_whole_d
     assert not [n for n in report.notes if "dividend" in n]  # none in the store, none booked
 
 
+@pytest.mark.slow
 def test_performance_when_live_pays_more_commission_than_modelled_commissions_explain_it(
     tmp_path,
 ):
@@ -375,6 +377,7 @@ def test_performance_when_interest_and_fees_are_booked_they_are_their_own_part(t
         report.notes)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_performance_when_everything_at_once_the_parts_sum_to_the_tracking_difference(tmp_path):
     aaa = {FIRST: 100.0, "2024-02-02": 110.0, "2024-03-01": 121.0}
     cfg = make_world(tmp_path, {"AAA": aaa, "BBB": {FIRST: 50.0}})

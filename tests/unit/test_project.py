@@ -7,6 +7,7 @@ import subprocess
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,6 +96,16 @@ def test_gitignore_when_runtime_output_written_ignores_it_but_readmes():
     assert "ledger/README.md" not in ignored and "reports/README.md" not in ignored
 
 
+@pytest.mark.slow
+def test_mypy_when_run_on_the_package_finds_nothing(monkeypatch):
+    from mypy import api
+
+    monkeypatch.chdir(ROOT)  # [tool.mypy] names the package relative to the project
+    out, err, status = api.run(["--config-file", str(ROOT / "pyproject.toml")])
+    assert status == 0, (out + err)[-3000:]
+
+
+@pytest.mark.subprocess
 def test_ruff_when_run_on_the_project_finds_nothing():
     import sys
 

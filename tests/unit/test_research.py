@@ -106,6 +106,7 @@ def simulate_by_hand(settings, bars, costs: Costs, cash: float, whole: bool):
 
 
 @pytest.mark.parametrize("name", ["config", "topn", "gem"])
+@pytest.mark.slow
 def test_backtest_when_run_targets_equal_compute_decision_on_every_month_end(market, name):
     cfg = template(name)
     result = backtest(cfg, market)
@@ -125,6 +126,7 @@ def test_backtest_when_run_targets_equal_compute_decision_on_every_month_end(mar
 
 @pytest.mark.parametrize("whole", [True, False], ids=["whole-shares", "fractional"])
 @pytest.mark.parametrize("name", ["config", "topn"])
+@pytest.mark.slow
 def test_backtest_when_checked_by_hand_matches_vectorbt(market, name, whole):
     cfg = template(name)
     costs = Costs.from_config(cfg.values)
@@ -214,6 +216,7 @@ def check_rows_against_backtest(table, base, market, **kwargs) -> None:
             assert close_to(table[name].iat[n], value), (n, name, table.iloc[n].to_dict())
 
 
+@pytest.mark.slow
 def test_sweep_when_compared_with_backtest_metrics_agree(market):
     cfg = template("config")
     grid = {"lookback_months": [6, 12], "skip_months": [0, 1], "top_n": [1, 3],
@@ -235,6 +238,7 @@ def test_sweep_when_compared_with_backtest_metrics_agree(market):
             assert close_to(row[name], value), (name, row.to_dict())
 
 
+@pytest.mark.slow
 def test_sweep_when_base_is_a_blend_keeps_the_blend_and_agrees(market):
     cfg = template("topn")  # 3/6/12 blend, top 3 of 8, each filtered against BIL
     grid = {"top_n": [1, 3], "absolute_momentum": [True, False]}
@@ -303,6 +307,7 @@ def test_costs_when_order_is_small_charge_the_minimum():
     assert costs.commission(100) == 1.0 and costs.commission(1000) == 5.0
 
 
+@pytest.mark.subprocess
 def test_research_when_imported_leaves_vectorbt_unloaded():
     code = "import sys, ops_runner.research; print('vectorbt' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -433,6 +433,7 @@ def walk(cal, full_settings) -> Walk:
     return record
 
 
+@pytest.mark.slow
 def test_walk_when_perfect_operator_every_slot_due_exactly_once(walk):
     counts = Counter(key for key, _ in walk.became_due)
     assert [key for key, n in counts.items() if n != 1] == []

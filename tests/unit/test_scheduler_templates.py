@@ -296,6 +296,7 @@ def _cron_like_env(home: Path, now: str = IDLE_INSTANT) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("shell", ["bash", "sh"])
+@pytest.mark.slow
 def test_crontab_command_when_run_as_written_appends_tick_outcome_to_log(
     shell: str, tmp_path: Path, workbook: Path
 ) -> None:
@@ -322,6 +323,7 @@ def test_crontab_command_when_run_as_written_appends_tick_outcome_to_log(
     assert len(outcomes) == 2, second
 
 
+@pytest.mark.slow
 def test_crontab_command_when_home_is_deep_and_the_weekly_audit_is_due_runs_it(
     tmp_path: Path, workbook: Path
 ) -> None:
@@ -370,6 +372,7 @@ def test_crontab_command_when_another_tick_holds_the_lock_logs_busy_and_exits_0(
     assert len(outcomes) == 1 and outcomes[0].startswith("busy:"), log
 
 
+@pytest.mark.subprocess
 def test_service_exec_start_when_run_as_written_ticks(workbook: Path) -> None:
     service = _read_unit(SERVICE)["Service"]
     argv = shlex.split(_fill_placeholders(service["ExecStart"], workbook, quote=True))

@@ -505,6 +505,7 @@ def _place_many(workbook: str, folder: str, prefix: str, count: int, barrier) ->
                 raise SystemExit(f"{w.client_ref}: {result}")
 
 
+@pytest.mark.slow
 def test_books_when_two_processes_place_at_once_lose_and_corrupt_nothing(world):
     context = multiprocessing.get_context("spawn")  # a fresh gate secret in each child
     barrier = context.Barrier(2)

@@ -357,6 +357,7 @@ def test_check_when_nothing_has_filled_says_no_fills_yet_and_records_nothing(tmp
     assert count(cfg, EventKind.CHECK_RECORDED, "CheckRecorded:slippage_bands:2025-11") == 0
 
 
+@pytest.mark.slow
 def test_read_when_several_cycles_ran_has_one_row_per_trailing_cycle(tmp_path):
     cfg = load_config(workbook(tmp_path))
     cycles = [run_cycle(cfg, 2025, month) for month in (8, 9, 10, 11)]

@@ -201,6 +201,7 @@ def test_apply_trigger_when_halt_needs_two_approvals_to_reach_run(ledger):
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(triggers=st.lists(st.sampled_from(list(Trigger)), min_size=1, max_size=25))
+@pytest.mark.slow
 def test_apply_trigger_when_any_sequence_keeps_the_record_and_the_gate_honest(triggers):
     from ops_runner.ledger import open_ledger
 
