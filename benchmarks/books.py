@@ -34,7 +34,7 @@ SPANS = (
 
 def run_span(scratch: Path, first: str, last: str, risk: list[str]) -> dict:
     from ops_runner.performance import read_performance
-    from ops_runner.testing.history import simulate_books_history
+    from ops_runner.simulators.history import simulate_books_history
 
     config = {
         "universe": {"risk": risk, "defensive": "IEF", "cash_proxy": "SHY"},
@@ -82,7 +82,7 @@ def main() -> int:
         print(f"benchmark skipped: no real data at {DATA}")
         return 0
     try:
-        import ops_runner.testing.history  # noqa: F401
+        import ops_runner.simulators.history  # noqa: F401
     except ImportError as error:
         print(f"benchmark skipped: {error}")
         return 0

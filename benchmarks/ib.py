@@ -29,7 +29,7 @@ from ops_runner.config import init_workbook, load_config  # noqa: E402
 from ops_runner.core.events import Purpose  # noqa: E402
 from ops_runner.gate import OrderIntent, Side, require_gate_pass  # noqa: E402
 from ops_runner.ledger import open_ledger  # noqa: E402
-from ops_runner.testing.tws_sim import StaticMarket, TwsSimulator  # noqa: E402
+from ops_runner.simulators.tws_sim import StaticMarket, TwsSimulator  # noqa: E402
 
 SESSION = date(2025, 12, 1)
 BEFORE_OPEN = datetime(2025, 12, 1, 13, 30, tzinfo=UTC)

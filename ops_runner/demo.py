@@ -115,8 +115,8 @@ def _start_ib_simulator(cfg: Config, clock: DemoClock) -> Any:
     """Start the TWS simulator on the workbook's market and a fresh paper account."""
     from decimal import Decimal
 
-    from ops_runner.testing.market import WorkbookMarket
-    from ops_runner.testing.tws_sim import TwsSimulator
+    from ops_runner.simulators.market import WorkbookMarket
+    from ops_runner.simulators.tws_sim import TwsSimulator
 
     cash = Decimal(str(cfg.values["research"]["initial_cash"]))
     account = cfg.values["broker"]["account"]

@@ -36,9 +36,7 @@ def _markers_say_what_the_test_starts(request: pytest.FixtureRequest) -> Iterato
         patch.undo()
     marks = {mark.name for mark in request.node.iter_markers()}
     kernels = [cmd for cmd in started if _KERNEL in cmd]
-    programs = [
-        cmd for cmd in started if Path(cmd.split(" ")[0]).name.startswith(_PROGRAMS)
-    ]
+    programs = [cmd for cmd in started if Path(cmd.split(" ")[0]).name.startswith(_PROGRAMS)]
     if kernels and "notebook" not in marks:
         pytest.fail(f"started a Jupyter kernel without @pytest.mark.notebook: {kernels[0]}")
     if programs and not marks & {"notebook", "subprocess"}:
@@ -100,7 +98,7 @@ def make_undecided_november(root: Path) -> Path:
 
     from ops_runner.checks import approve_baseline
     from ops_runner.config import load_config
-    from ops_runner.testing.history import simulate_history
+    from ops_runner.simulators.history import simulate_history
 
     result = simulate_history(root, cycles=1, first_cycle="2025-10")
     config = result.workbook / "config.yaml"

@@ -35,9 +35,9 @@ from ops_runner.execution import read_plan
 from ops_runner.ledger import open_ledger
 from ops_runner.projections import compute_positions
 from ops_runner.reconcile import reconcile
+from ops_runner.simulators.history import simulate_history
 from ops_runner.state import apply_trigger, read_state
 from ops_runner.submission import HOOKS, submit_plan
-from ops_runner.testing.history import simulate_history
 
 WINDOW_OPENS = datetime(2025, 12, 1, 13, 0, tzinfo=UTC)  # 08:00 New York; closes 14:20Z
 OPEN = datetime(2025, 12, 1, 14, 30, tzinfo=UTC)

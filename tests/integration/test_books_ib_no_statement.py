@@ -25,8 +25,8 @@ from ops_runner.core.events import EventKind
 from ops_runner.ledger import open_ledger
 from ops_runner.projections import compute_cash, compute_ledger_equity
 from ops_runner.reconcile import BreakKind
-from ops_runner.testing.market import WorkbookMarket
-from ops_runner.testing.tws_sim import TwsSimulator
+from ops_runner.simulators.market import WorkbookMarket
+from ops_runner.simulators.tws_sim import TwsSimulator
 
 ACCOUNT = "DU7654321"
 EX, PAY = "2025-11-10", "2025-11-13"  # the pay date: three sessions after the ex-date

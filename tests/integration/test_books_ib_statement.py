@@ -25,7 +25,7 @@ from ops_runner.config import load_config
 from ops_runner.core.events import EventKind
 from ops_runner.ledger import open_ledger
 from ops_runner.projections import compute_cash, compute_positions, compute_receivables
-from ops_runner.testing.flex_server import Fault, FlexServer
+from ops_runner.simulators.flex_server import Fault, FlexServer
 
 FLEX = Path(__file__).resolve().parents[1] / "data" / "flex"
 TOKEN = "flex-token-never-shown-31415"

@@ -13,7 +13,7 @@ from ops_runner.config import load_config
 from ops_runner.core.events import EventKind
 from ops_runner.ledger import open_ledger
 
-pytest.importorskip("ops_runner.testing.tws_sim")
+pytest.importorskip("ops_runner.simulators.tws_sim")
 
 EXE = Path(sys.executable).with_name("ops-runner")
 ACCOUNT = "DU7654321"

@@ -27,9 +27,9 @@ from ops_runner.core.events import EventKind, State
 from ops_runner.ledger import open_ledger
 from ops_runner.orchestrator import tick
 from ops_runner.schedule import ScheduleSettings, compute_next_opening
+from ops_runner.simulators.vendor_feed import load_alphavantage_folder
+from ops_runner.simulators.vendor_server import Fault, VendorServer
 from ops_runner.state import read_state
-from ops_runner.testing.vendor_feed import load_alphavantage_folder
-from ops_runner.testing.vendor_server import Fault, VendorServer
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "alphavantage"
 KEY = "month-key-9c1e-never-shown"
@@ -94,8 +94,11 @@ def test_a_month_of_ticks_fetches_decides_and_trades_with_no_import_by_hand(mont
     assert len(fetched) >= 21 and all(line.endswith(" fetched") for line in fetched), fetched
     for cycle in ("2020-10", "2020-11"):
         for job in ("data_qa", "decision", "reconciliation"):
-            assert any(line.startswith(f"{job}:{cycle} ") for line in ran), (job, cycle,
-                                                                             "\n".join(ran))
+            assert any(line.startswith(f"{job}:{cycle} ") for line in ran), (
+                job,
+                cycle,
+                "\n".join(ran),
+            )
     assert any(line == "reconciliation:2020-11 CLEAN" for line in ran), ran
     assert sorted(cfg.store().sources()) == ["av", "tiingo"]  # nothing else, no sample
     assert {e.payload["cycle_id"] for e in events(cfg, EventKind.DECISION_RECORDED)} == {
@@ -157,8 +160,8 @@ def test_readme_data_fetch_lines_when_run_as_written_fetch_from_the_providers(tm
     import sys
     from datetime import date
 
+    from ops_runner.simulators.vendor_feed import compute_rows_from_bars
     from ops_runner.sources.sample import generate_sample_market
-    from ops_runner.testing.vendor_feed import compute_rows_from_bars
 
     lines = [line.split("#")[0].strip() for line in README.read_text(encoding="utf-8").splitlines()
              if line.startswith("ops-runner --workbook ~/rotation data fetch")]  # fmt: skip
@@ -194,9 +197,7 @@ def test_readme_data_fetch_lines_when_run_as_written_fetch_from_the_providers(tm
      Fault.TRUNCATED_JSON, Fault.HTML_ERROR, Fault.TIMEOUT],
     ids=lambda f: f.value,
 )  # fmt: skip
-def test_data_fetch_cli_when_the_vendor_misbehaves_is_one_line_and_changes_nothing(
-    tmp_path, fault
-):
+def test_data_fetch_cli_when_the_vendor_misbehaves_is_one_line_and_changes_nothing(tmp_path, fault):
     import os
     import subprocess
     import sys
@@ -204,8 +205,8 @@ def test_data_fetch_cli_when_the_vendor_misbehaves_is_one_line_and_changes_nothi
 
     from conftest import snapshot_folder
 
+    from ops_runner.simulators.vendor_feed import compute_rows_from_bars
     from ops_runner.sources.sample import generate_sample_market
-    from ops_runner.testing.vendor_feed import compute_rows_from_bars
 
     market = generate_sample_market(["SPY", "AGG"], date(2020, 1, 2), date(2020, 11, 30))
     rows = {symbol: compute_rows_from_bars(bars) for symbol, bars in market.items()}

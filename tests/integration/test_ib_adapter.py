@@ -1,6 +1,6 @@
 """The IB adapter against the loopback TWS simulator, once per installed client library.
 
-No mock of the client classes: ib_async and ib_insync talk to ``ops_runner.testing.tws_sim``
+No mock of the client classes: ib_async and ib_insync talk to ``ops_runner.simulators.tws_sim``
 over 127.0.0.1 sockets. Fault cases live in test_ib_faults.py; this file holds the normal life
 of a session (connect, place, fill, read back, cancel, bars) and the adapter's promises (lazy
 import, no asyncio patching, a running caller loop, masked account ids).
@@ -32,7 +32,7 @@ from ops_runner.core.errors import DataError
 from ops_runner.core.events import Purpose
 from ops_runner.gate import GatePass, OrderIntent, OrderRefused, Side, require_gate_pass
 from ops_runner.ledger import open_ledger
-from ops_runner.testing.tws_sim import StaticMarket, TwsFaults, TwsSimulator
+from ops_runner.simulators.tws_sim import StaticMarket, TwsFaults, TwsSimulator
 
 ACCOUNT = "DU1234521"
 MASKED = "DU*****21"

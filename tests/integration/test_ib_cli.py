@@ -22,8 +22,8 @@ from ops_runner.config import init_workbook, load_config
 from ops_runner.sources.ibbars import IB_LAYOUT, import_from_ib
 from ops_runner.sources.sample import write_sample
 
-tws_sim = pytest.importorskip("ops_runner.testing.tws_sim")
-from ops_runner.testing.market import WorkbookMarket  # noqa: E402
+tws_sim = pytest.importorskip("ops_runner.simulators.tws_sim")
+from ops_runner.simulators.market import WorkbookMarket  # noqa: E402
 
 EXE = Path(sys.executable).with_name("ops-runner")
 NOW = datetime(2025, 12, 1, 22, 0, tzinfo=UTC)

@@ -44,9 +44,9 @@ from ops_runner.core.events import State
 from ops_runner.execution import read_plan
 from ops_runner.gate import Side
 from ops_runner.ledger import open_ledger
+from ops_runner.simulators.market import WorkbookMarket
+from ops_runner.simulators.tws_sim import TwsSimulator
 from ops_runner.submission import SubmissionReport, SubmissionStatus, submit_plan
-from ops_runner.testing.market import WorkbookMarket
-from ops_runner.testing.tws_sim import TwsSimulator
 
 __all__ = ["base", "cfg", "client", "clock", "market", "no_decode_errors", "open_ib", "sim"]
 

@@ -16,7 +16,7 @@ import pytest
 
 from ops_runner.brokers import CashKind
 from ops_runner.brokers.ib_flex import FlexClient, StatementError
-from ops_runner.testing.flex_server import GET_STATEMENT, SEND_REQUEST, Fault, FlexServer
+from ops_runner.simulators.flex_server import GET_STATEMENT, SEND_REQUEST, Fault, FlexServer
 
 FLEX = Path(__file__).resolve().parents[1] / "data" / "flex"
 OCTOBER = FLEX / "flex_2020_10_cash.xml"

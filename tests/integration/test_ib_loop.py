@@ -25,8 +25,8 @@ from ops_runner.sources.sample import write_sample
 
 pytestmark = pytest.mark.notebook
 
-tws_sim = pytest.importorskip("ops_runner.testing.tws_sim")
-from ops_runner.testing.market import WorkbookMarket  # noqa: E402
+tws_sim = pytest.importorskip("ops_runner.simulators.tws_sim")
+from ops_runner.simulators.market import WorkbookMarket  # noqa: E402
 
 CLIENTS = [
     pytest.param(

@@ -26,6 +26,7 @@ import pytest
 from ops_runner.config import load_config
 from ops_runner.core.events import EventKind
 from ops_runner.ledger import open_ledger
+from ops_runner.simulators.history import HistoryError, simulate_history
 from ops_runner.slippage import (
     SlippageError,
     publish_report,
@@ -33,7 +34,6 @@ from ops_runner.slippage import (
     read_slippage,
     write_slippage_check,
 )
-from ops_runner.testing.history import HistoryError, simulate_history
 
 D = Decimal
 CENT, BP = D("0.01"), D("0.0001")

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from ops_runner.testing.tws_sim import (
+from ops_runner.simulators.tws_sim import (
     Bar,
     DecodeErrorWatch,
     StaticMarket,

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from ops_runner.testing import tws_codec as wire
-from ops_runner.testing.tws_account import SimExecution, SimOrder
-from ops_runner.testing.tws_sim import DecodeErrorWatch
+from ops_runner.simulators import tws_codec as wire
+from ops_runner.simulators.tws_account import SimExecution, SimOrder
+from ops_runner.simulators.tws_sim import DecodeErrorWatch
 
 SPY_CON_ID = 178359423  # compute_con_id("SPY"): stable across runs
 UNSET = 1.7976931348623157e308

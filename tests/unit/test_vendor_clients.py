@@ -13,6 +13,7 @@ import pytest
 from ops_runner.calendar import MarketCalendar
 from ops_runner.core.errors import SecretError, VendorError, VendorProblem
 from ops_runner.data import make_bars
+from ops_runner.simulators.vendor_feed import VendorRow, compute_alphavantage_json
 from ops_runner.sources.alphavantage import AlphaVantageClient
 from ops_runner.sources.fetch import (
     compute_fetch_start,
@@ -21,7 +22,6 @@ from ops_runner.sources.fetch import (
 )
 from ops_runner.sources.tiingo import TiingoClient
 from ops_runner.sources.vendorapi import Refusal, require_sane_bars
-from ops_runner.testing.vendor_feed import VendorRow, compute_alphavantage_json
 
 KEY = "unit-KEY-0451"
 FAST = {"retries": 2, "backoff_initial": 1.0, "backoff_max": 60.0, "min_interval": 0.0}

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from ops_runner.config import load_config
-from ops_runner.testing.market import WorkbookMarket
+from ops_runner.simulators.market import WorkbookMarket
 
 NY = ZoneInfo("America/New_York")
 

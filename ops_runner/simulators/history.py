@@ -18,7 +18,7 @@ across it keeps its share count). Both books agree, so reconciliation stays clea
 
 Example::
 
-    from ops_runner.testing.history import simulate_history
+    from ops_runner.simulators.history import simulate_history
 
     result = simulate_history(tmp_path / "wb", cycles=36)  # 2022-12 .. 2025-11, a few seconds
     result.cycles[-1]  # "2025-11"

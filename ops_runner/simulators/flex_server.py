@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape
 
-from ops_runner.testing.loopback import LoopbackServer
+from ops_runner.simulators.loopback import LoopbackServer
 
 FLEX_PATH = "/AccountManagement/FlexWebService"
 SEND_REQUEST = "SendRequest"

@@ -25,13 +25,14 @@ from ops_runner.data import (
     compute_split_adjusted,
     compute_split_ratio,
 )
-from ops_runner.testing.tws_account import Bar, CorporateAction
+from ops_runner.simulators.tws_account import Bar, CorporateAction
 
 if TYPE_CHECKING:
     from ops_runner.config import Config
 
 CENT = Decimal("0.01")
 MOO_ENTRY_CLOSES = time(9, 28)  # Nasdaq takes market-on-open orders until 09:28 ET
+
 
 def _decimal(value: float) -> Decimal:
     return Decimal(str(float(value)))

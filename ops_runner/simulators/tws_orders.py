@@ -12,8 +12,8 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ops_runner.testing import tws_codec as wire
-from ops_runner.testing.tws_account import (
+from ops_runner.simulators import tws_codec as wire
+from ops_runner.simulators.tws_account import (
     CANCELLED,
     FILLED,
     INACTIVE,
@@ -25,7 +25,7 @@ from ops_runner.testing.tws_account import (
 )
 
 if TYPE_CHECKING:
-    from ops_runner.testing.tws_sim import TwsSimulator, _Connection
+    from ops_runner.simulators.tws_sim import TwsSimulator, _Connection
 
 ACCOUNT_TAGS = ("NetLiquidation", "TotalCashValue", "SettledCash", "AvailableFunds", "BuyingPower")
 TEXT_1100 = "Connectivity between IB and Trader Workstation has been lost."

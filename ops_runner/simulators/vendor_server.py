@@ -21,8 +21,8 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ops_runner.testing.loopback import LoopbackServer
-from ops_runner.testing.vendor_feed import (
+from ops_runner.simulators.loopback import LoopbackServer
+from ops_runner.simulators.vendor_feed import (
     AV_INVALID_CALL,
     AV_INVALID_KEY,
     AV_NOTE,

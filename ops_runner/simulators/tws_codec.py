@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from ops_runner.testing.tws_account import SimExecution, SimOrder, compute_con_id
+from ops_runner.simulators.tws_account import SimExecution, SimOrder, compute_con_id
 
 SERVER_VERSION = 176
 UNSET_DOUBLE = "1.7976931348623157E308"

@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, time
 from decimal import Decimal
 
-from ops_runner.testing import tws_codec as wire
-from ops_runner.testing import tws_orders as orders
-from ops_runner.testing.tws_account import (
+from ops_runner.simulators import tws_codec as wire
+from ops_runner.simulators import tws_orders as orders
+from ops_runner.simulators.tws_account import (
     NY,
     Account,
     Bar,
@@ -48,7 +48,7 @@ from ops_runner.testing.tws_account import (
     StaticMarket,
     compute_con_id,
 )
-from ops_runner.testing.tws_codec import SERVER_VERSION
+from ops_runner.simulators.tws_codec import SERVER_VERSION
 
 __all__ = [
     "SERVER_VERSION",
