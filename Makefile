@@ -34,6 +34,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check ops_runner tests benchmarks notebooks
+	$(BIN)/ruff format --check ops_runner tests benchmarks
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 

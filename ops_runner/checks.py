@@ -316,7 +316,9 @@ def write_heartbeat(cfg: Config, now: datetime) -> None:
     day = now.date().isoformat()
     longest = max(gap, float(beat.get("longest_gap_seconds", 0))) if beat.get("day") == day else gap
     beat = {
-        "last": format_seconds(now), "day": day, "longest_gap_seconds": round(max(longest, 0.0), 1)
+        "last": format_seconds(now),
+        "day": day,
+        "longest_gap_seconds": round(max(longest, 0.0), 1),
     }
     path = heartbeat_path(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)

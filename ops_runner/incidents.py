@@ -141,8 +141,15 @@ class IncidentSnapshot:
         means (an order placed by a run that died before recording it shows here)."""
         ledger = {str(o["client_ref"]): o for o in self.ledger_orders}
         broker = {str(o["client_ref"]): o for o in self.broker.orders or () if o["client_ref"]}
-        refs = sorted(set(ledger) | {r for r in broker if not ledger.get(r, {}).get("submitted")
-                                     and (r in ledger or r.startswith(_recent_prefixes(ledger)))})
+        refs = sorted(
+            set(ledger)
+            | {
+                r
+                for r in broker
+                if not ledger.get(r, {}).get("submitted")
+                and (r in ledger or r.startswith(_recent_prefixes(ledger)))
+            }
+        )
         rows = []
         for ref in refs:
             mine, theirs = ledger.get(ref), broker.get(ref)
@@ -156,8 +163,11 @@ class IncidentSnapshot:
             else:
                 at_broker = (f"{theirs['status']}, {theirs['filled']} of {theirs['quantity']} "
                              f"filled (order {theirs['broker_order_id']})")  # fmt: skip
-                note = "" if mine and mine.get("submitted") else (
-                    "placed but not recorded: reconciliation adopts it by its reference")
+                note = (
+                    ""
+                    if mine and mine.get("submitted")
+                    else ("placed but not recorded: reconciliation adopts it by its reference")
+                )
             what = mine or theirs or {}
             rows.append({"client_ref": ref, "symbol": what.get("symbol"), "side": what.get("side"),
                          "quantity": what.get("quantity"),

@@ -283,7 +283,8 @@ def write_runs_index(cfg: Config) -> Path:
     name = _e(cfg.values["workbook_name"])
     synthetic = (  # a demo workbook says what its prices are, on every page a person reads
         '<p class="synthetic" id="synthetic">SYNTHETIC sample market: not real prices</p>'
-        if cfg.values["data"]["primary"] == "sample" else ""
+        if cfg.values["data"]["primary"] == "sample"
+        else ""
     )
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{name}: runs</title>

@@ -248,8 +248,7 @@ def compute_agenda(
         if slot.key in expired_keys:
             continue
         ready = all(
-            key in done or (slot.job is Job.RECONCILIATION and key in closed)
-            for key in slot.after
+            key in done or (slot.job is Job.RECONCILIATION and key in closed) for key in slot.after
         )
         is_closed = slot.closes is not None and slot.closes <= now
         if slot.job is Job.DECISION and is_closed:

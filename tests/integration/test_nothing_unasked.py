@@ -58,8 +58,12 @@ def test_init_when_run_says_there_is_no_data_source_yet_and_how_to_name_one(tmp_
 
 @pytest.mark.parametrize(
     "now",
-    ["2025-11-28T21:30:00Z", "2025-12-01T13:30:00Z", "2025-11-23T15:00:00Z",
-     "2026-12-06T19:47:00Z"],  # fmt: skip
+    [
+        "2025-11-28T21:30:00Z",
+        "2025-12-01T13:30:00Z",
+        "2025-11-23T15:00:00Z",
+        "2026-12-06T19:47:00Z",
+    ],  # fmt: skip
     ids=["decision-due", "execution-due", "audit-due", "a-sunday"],
 )
 @pytest.mark.subprocess

@@ -117,3 +117,11 @@ def test_ruff_when_run_on_the_project_finds_nothing():
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:]
+    formatted = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", "ops_runner", "tests", "benchmarks"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert formatted.returncode == 0, formatted.stdout[-3000:]
