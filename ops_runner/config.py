@@ -698,6 +698,67 @@ DEMO_LINES = {
 }  # fmt: skip
 
 
+PRESET_KEY = "extends"  # a strategy preset names the config file beside it that it overlays
+_TOP_LEVEL_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):")
+
+
+def _split_sections(text: str) -> tuple[str, dict[str, str]]:
+    """Return the header (comment lines before the first key) and each top-level section's
+    text by key, in file order; a column-0 comment belongs to the section below it."""
+    header: list[str] = []
+    sections: dict[str, list[str]] = {}
+    pending: list[str] = []
+    current: list[str] | None = None
+    for line in text.splitlines():
+        key = _TOP_LEVEL_KEY.match(line)
+        if key:
+            current = sections.setdefault(key.group(1), [])
+            current.extend(pending)
+            pending = []
+            current.append(line)
+        elif current is None:
+            header.append(line)
+        elif line.startswith("#"):
+            pending.append(line)
+        else:
+            current.append(line)
+    if current is not None:
+        current.extend(pending)
+    return "\n".join(header).strip("\n"), {k: "\n".join(v).strip("\n") for k, v in sections.items()}
+
+
+def compute_preset_text(text: str, folder: Path, where: Path | str = "config") -> str:
+    """Return the config text of ``text`` with its ``extends: <file>`` resolved: the base file
+    (in ``folder``) with each top-level section the preset writes put in place of the base's,
+    under the preset's own header comment. Text without ``extends`` is returned unchanged.
+
+    A preset carries only what makes its strategy (name, universe, strategy); everything else
+    stays the base's, comments included, so the presets never fall behind the base config.
+    Raises ConfigError with one line."""
+    header, sections = _split_sections(text)
+    if PRESET_KEY not in sections:
+        return text
+    base_name = yaml.safe_load(sections.pop(PRESET_KEY)).get(PRESET_KEY)
+    if not isinstance(base_name, str) or not (folder / base_name).is_file():
+        raise ConfigError(
+            f"config error: {where}: {PRESET_KEY}: {base_name!r} is not a config file beside it"
+        )
+    base_text = (folder / base_name).read_text(encoding="utf-8")
+    if PRESET_KEY in _split_sections(base_text)[1]:
+        raise ConfigError(f"config error: {where}: {base_name} extends another file; one level")
+    base_header, merged = _split_sections(base_text)
+    unknown = sorted(set(sections) - set(merged))
+    if unknown:
+        raise ConfigError(f"config error: {where}: {unknown[0]!r} is not a section of {base_name}")
+    merged.update(sections)
+    return "\n\n".join([f"{header}\n#\n{base_header}", *merged.values()]) + "\n"
+
+
+def read_config_text(path: Path) -> str:
+    """Return the config text of the file at ``path``, a strategy preset resolved."""
+    return compute_preset_text(path.read_text(encoding="utf-8"), path.parent, path)
+
+
 def compute_template_text(template: str) -> str:
     """Return the config.yaml text of ``template`` (a file in templates/, or ``demo``: the
     production template on the SYNTHETIC sample market). Raises WorkbookError."""
@@ -712,7 +773,7 @@ def compute_template_text(template: str) -> str:
     if not source.is_file():
         choices = sorted({*(p.stem for p in TEMPLATES.glob("*.yaml")), DEMO_TEMPLATE})
         raise WorkbookError(f"no template {template!r}; choose one of: {', '.join(choices)}")
-    return source.read_text(encoding="utf-8")
+    return read_config_text(source)
 
 
 def init_workbook(workbook: str | os.PathLike[str] | None = None, template: str = "config") -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ops_runner.config import TEMPLATES, Config, load_config_text
+from ops_runner.config import TEMPLATES, Config, load_config_text, read_config_text
 from ops_runner.core.errors import OpsError
 from ops_runner.data import compute_adjustment_factors
 from ops_runner.strategy import StrategySettings, compute_decision_series
@@ -421,7 +421,7 @@ def load_research_config(cfg: Config, config: str = "") -> Config:
     if not path.is_file():
         names = ", ".join(sorted(p.stem for p in TEMPLATES.glob("*.yaml")))
         raise ResearchError(f"no config {config!r}: give a YAML path or a template ({names})")
-    other = load_config_text(path.read_text(encoding="utf-8"), cfg.workbook, path)
+    other = load_config_text(read_config_text(path), cfg.workbook, path)
     values = {**cfg.values, **{k: other.values[k] for k in RESEARCH_SECTIONS}}
     return Config(workbook=cfg.workbook, values=values, source_path=path)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ops_runner.config import TEMPLATES, load_config_text
+from ops_runner.config import TEMPLATES, load_config_text, read_config_text
 from ops_runner.research import BacktestResult, Costs, backtest
 from ops_runner.sources import read_path
 from ops_runner.strategy import StrategySettings
@@ -31,7 +31,7 @@ TIE_RESOLUTION = 1e-4  # the strategy ranks scores at 0.01%
 @pytest.fixture(scope="module")
 def gem() -> tuple[StrategySettings, Costs]:
     path = TEMPLATES / "gem.yaml"
-    cfg = load_config_text(path.read_text(encoding="utf-8"), Path("."), path)
+    cfg = load_config_text(read_config_text(path), Path("."), path)
     settings = dataclasses.replace(StrategySettings.from_config(cfg), risk=("SPY", "EFA"))
     assert settings.absolute_compare == "benchmark" and settings.benchmark == "SPY"
     return settings, Costs.from_config(cfg.values)

@@ -20,6 +20,7 @@ from ops_runner.config import (
     load_config_text,
     load_secret,
     mask_account,
+    read_config_text,
 )
 from ops_runner.core.errors import ConfigError, SecretError, WorkbookError
 
@@ -293,3 +294,66 @@ def test_config_check_cli_when_several_keys_are_wrong_prints_one_line_each(tmp_p
             "ops-runner: config error: research.initial_cash: inf is not a finite number",
             "ops-runner: config error: risk.max_drawdown: nan is not a finite number",
         ]
+
+
+# -- strategy presets: small overlays of the base config --------------------------------------
+
+PRESETS = ("gem", "topn")
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_when_read_is_the_base_with_its_own_sections_in_place(name):
+    preset = yaml.safe_load((TEMPLATES / f"{name}.yaml").read_text())
+    assert preset.pop("extends") == "config.yaml"
+    assert set(preset) == {"workbook_name", "universe", "strategy"}
+    expected = check_config({**copy.deepcopy(TEMPLATE), **preset})
+    text = read_config_text(TEMPLATES / f"{name}.yaml")
+    assert load_config_text(text, Path("/x")).values == expected
+    assert "extends" not in yaml.safe_load(text)
+    base = (TEMPLATES / "config.yaml").read_text()
+    kept = base[base.index("\ndata:") :]  # every base section after strategy, comments and all
+    assert kept in text
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_init_when_given_a_preset_writes_the_whole_config_without_extends(tmp_path, name):
+    init_workbook(tmp_path, template=name)
+    written = (tmp_path / "config.yaml").read_text()
+    assert written == read_config_text(TEMPLATES / f"{name}.yaml")
+    assert load_config(tmp_path).values["workbook_name"] == name
+    assert "books:" in written and "backup:" in written  # sections the old copies had lost
+
+
+def test_workbook_config_when_it_extends_a_file_is_refused_in_one_line(tmp_path):
+    (tmp_path / "config.yaml").write_text((TEMPLATES / "gem.yaml").read_text())
+    (tmp_path / "base.yaml").write_text((TEMPLATES / "config.yaml").read_text())
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path)
+    assert "extends" in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("preset", "words"),
+    [
+        ("extends: missing.yaml\nstrategy:\n  top_n: 1\n", "'missing.yaml' is not a config file"),
+        ("extends: base.yaml\nnot_a_section:\n  x: 1\n", "'not_a_section' is not a section"),
+        ("extends: [base.yaml]\n", "is not a config file"),
+    ],
+)
+def test_preset_when_its_base_or_sections_are_wrong_fails_in_one_line(tmp_path, preset, words):
+    (tmp_path / "base.yaml").write_text((TEMPLATES / "config.yaml").read_text())
+    (tmp_path / "mine.yaml").write_text(preset)
+    with pytest.raises(ConfigError) as caught:
+        read_config_text(tmp_path / "mine.yaml")
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_preset_when_written_by_a_user_overlays_the_base_beside_it(tmp_path):
+    (tmp_path / "base.yaml").write_text((TEMPLATES / "config.yaml").read_text())
+    (tmp_path / "mine.yaml").write_text(
+        "# my rotation\n\nextends: base.yaml\n\nuniverse:\n  risk: [SPY, EFA]\n"
+        "  defensive: IEF\n  cash_proxy: BIL\n"
+    )
+    values = load_config_text(read_config_text(tmp_path / "mine.yaml"), tmp_path).values
+    assert values["universe"]["risk"] == ["SPY", "EFA"] and values["universe"]["defensive"] == "IEF"
+    assert values["strategy"] == check_config(copy.deepcopy(TEMPLATE))["strategy"]

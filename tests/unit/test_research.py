@@ -16,7 +16,13 @@ import pytest
 
 from ops_runner import research
 from ops_runner.calendar import MarketCalendar
-from ops_runner.config import TEMPLATES, init_workbook, load_config, load_config_text
+from ops_runner.config import (
+    TEMPLATES,
+    init_workbook,
+    load_config,
+    load_config_text,
+    read_config_text,
+)
 from ops_runner.data import compute_adjustment_factors
 from ops_runner.research import Costs, ResearchError, backtest
 from ops_runner.sources.sample import generate_sample_market
@@ -30,7 +36,7 @@ RELATIVE = 1e-9
 
 def template(name: str):
     path = TEMPLATES / f"{name}.yaml"
-    return load_config_text(path.read_text(encoding="utf-8"), Path("."), path)
+    return load_config_text(read_config_text(path), Path("."), path)
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +203,7 @@ def test_load_research_config_when_given_a_template_or_path_keeps_the_workbook(t
     gem = research.load_research_config(cfg, "gem")
     assert gem.values["universe"]["risk"] == ["SPY", "VEU"] and gem.workbook == cfg.workbook
     assert gem.values["paths"] == cfg.values["paths"] and gem.values["data"] == cfg.values["data"]
-    (tmp_path / "mine.yaml").write_text((TEMPLATES / "topn.yaml").read_text())
+    (tmp_path / "mine.yaml").write_text(read_config_text(TEMPLATES / "topn.yaml"))
     assert research.load_research_config(cfg, "mine.yaml").values["strategy"]["top_n"] == 3
     assert research.load_research_config(cfg, "") is cfg
     with pytest.raises(ResearchError, match="no config 'nope'"):
@@ -333,7 +339,7 @@ def test_backtest_notebook_when_run_on_sample_records_metrics(sample_workbook, t
     assert run.completion["job"] == "research/backtest"
     metrics = run.scraps["metrics"]
     expected = backtest(
-        load_config_text((TEMPLATES / "gem.yaml").read_text(), sample_workbook),
+        load_config_text(read_config_text(TEMPLATES / "gem.yaml"), sample_workbook),
         generate_sample_market(["SPY", "VEU", "AGG", "BIL"]),
         start=date(2015, 1, 1), end=date(2019, 12, 31),
     )  # fmt: skip

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from ops_runner.calendar import MarketCalendar
-from ops_runner.config import TEMPLATES, load_config_text
+from ops_runner.config import TEMPLATES, load_config_text, read_config_text
 from ops_runner.core.canonical import canonical_json
 from ops_runner.data import make_bars
 from ops_runner.sources.sample import generate_sample_market
@@ -466,7 +466,7 @@ def sample() -> dict[str, pd.DataFrame]:
 
 
 def template_settings(name: str) -> StrategySettings:
-    text = (TEMPLATES / f"{name}.yaml").read_text(encoding="utf-8")
+    text = read_config_text(TEMPLATES / f"{name}.yaml")
     return StrategySettings.from_config(load_config_text(text, Path("/x")))
 
 
@@ -561,7 +561,7 @@ def test_settings_when_impossible_refuse_with_one_line(changes, words):
 
 
 def test_settings_when_read_from_config_or_values_agree_and_round_trip():
-    text = (TEMPLATES / "topn.yaml").read_text(encoding="utf-8")
+    text = read_config_text(TEMPLATES / "topn.yaml")
     cfg = load_config_text(text, Path("/x"))
     rules = StrategySettings.from_config(cfg)
     assert rules == StrategySettings.from_config(cfg.values)
@@ -574,7 +574,7 @@ def test_settings_when_read_from_config_or_values_agree_and_round_trip():
 
 
 def test_settings_when_no_blend_use_lookback_months_and_defensive_doubles_as_cash():
-    values = load_config_text((TEMPLATES / "gem.yaml").read_text(), Path("/x")).values
+    values = load_config_text(read_config_text(TEMPLATES / "gem.yaml"), Path("/x")).values
     rules = StrategySettings.from_config(values)
     assert rules.lookbacks == ((12, 1.0),) and rules.benchmark == "SPY"
     assert settings(defensive="BIL").symbols() == ["SPY", "VEU", "BIL"]
