@@ -19,13 +19,18 @@ def _markers_say_what_the_test_starts(request: pytest.FixtureRequest) -> Iterato
     or ``ops-runner`` in a child process without ``subprocess`` (or ``notebook``): the markers
     decide what ``make test-fast`` runs, so they must be complete."""
     import subprocess
+    import threading
 
     started: list[str] = []
     original = subprocess.Popen.__init__
+    # A thread an earlier test left behind (a kernel manager restarting a killed kernel) is not
+    # this test's doing: only this thread and the threads it starts count.
+    earlier = {t.ident for t in threading.enumerate()} - {threading.get_ident()}
 
     def recording(self, args, *rest, **options):  # type: ignore[no-untyped-def]
-        words = [str(args)] if isinstance(args, str | bytes | Path) else [str(a) for a in args]
-        started.append(" ".join(words))
+        if threading.get_ident() not in earlier:
+            words = [str(args)] if isinstance(args, str | bytes | Path) else [str(a) for a in args]
+            started.append(" ".join(words))
         original(self, args, *rest, **options)
 
     patch = pytest.MonkeyPatch()
