@@ -18,7 +18,7 @@ from pathlib import Path
 from ops_runner.core.canonical import canonical_json
 from ops_runner.core.clock import format_instant
 from ops_runner.core.events import EventKind
-from ops_runner.ledger import GENESIS_HASH, Ledger, compute_event_hash
+from ops_runner.ledger.store import GENESIS_HASH, Ledger, compute_event_hash
 
 APPENDS = 3_000
 VERIFY_EVENTS = 1_000_000
@@ -155,7 +155,7 @@ def bench_fold(folder: Path) -> tuple[float, float, int]:
     started = time.perf_counter()
     ledger = Ledger.open(path, readonly=True)
     opened = (time.perf_counter() - started) * 1000
-    from ops_runner import projections
+    from ops_runner.ledger import projections
 
     started = time.perf_counter()
     events = list(ledger.events())  # one read, then every projection the status page folds

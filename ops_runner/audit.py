@@ -40,7 +40,12 @@ from ops_runner.core.errors import OpsError
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.jobs import alert_console, read_clock
 from ops_runner.ledger import Ledger
-from ops_runner.projections import compute_cash, compute_fills, compute_orders, compute_positions
+from ops_runner.ledger.projections import (
+    compute_cash,
+    compute_fills,
+    compute_orders,
+    compute_positions,
+)
 from ops_runner.reconcile import CENT, CHECK, Break, BreakKind, check_cash, check_positions
 
 log = logging.getLogger(__name__)
@@ -252,7 +257,7 @@ def run_audit(
     """
     from ops_runner.books import book_account
     from ops_runner.ledger import LedgerConflict
-    from ops_runner.state import read_state
+    from ops_runner.ledger.states import read_state
 
     if now.tzinfo is None or now.utcoffset() is None:
         raise AuditError(f"now {now.isoformat()} is naive; give the clock a time zone")
@@ -303,7 +308,7 @@ def run_audit(
 
 def _record(ledger: Ledger, report: AuditReport, run_id: str | None) -> AuditReport:
     """Record the audit; with breaks, its incident and SAFE_MODE in the same transaction."""
-    from ops_runner.state import apply_trigger, incident_event
+    from ops_runner.ledger.states import apply_trigger, incident_event
 
     item = (str(EventKind.AUDIT_RECORDED), report.key, report.to_payload())
     if not report.breaks:

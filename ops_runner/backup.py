@@ -45,7 +45,7 @@ from ops_runner.core.events import EventKind
 from ops_runner.core.faults import inject
 from ops_runner.core.files import open_atomic
 from ops_runner.core.hashing import compute_sha256, read_size_and_sha256
-from ops_runner.ledger import (
+from ops_runner.ledger.store import (
     LEDGER_FILE,
     Ledger,
     LedgerError,
@@ -572,7 +572,7 @@ def restore_backup(archive: Path, target_workbook: Path, force: bool = False) ->
         names = sorted(n for n in files if n != MANIFEST)
         live = _live_paths(cfg, names)
         ledger_path = (cfg.path("ledger") / LEDGER_FILE).resolve()
-        from ops_runner.ledger import _OPEN_HERE  # noqa: PLC0415 - the process's open ledgers
+        from ops_runner.ledger.store import _OPEN_HERE  # noqa: PLC0415 - the process's open ledgers
 
         if _OPEN_HERE.get(str(ledger_path)):
             raise RestoreRefused(

@@ -44,7 +44,12 @@ from ops_runner.core.errors import DataError
 from ops_runner.core.events import EventKind
 from ops_runner.data import compute_split_ratio
 from ops_runner.ledger import Ledger
-from ops_runner.projections import compute_cash, compute_fills, compute_receivables, compute_splits
+from ops_runner.ledger.projections import (
+    compute_cash,
+    compute_fills,
+    compute_receivables,
+    compute_splits,
+)
 from ops_runner.reconcile import Break, BreakKind
 
 log = logging.getLogger(__name__)

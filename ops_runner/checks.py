@@ -343,7 +343,7 @@ def check_heartbeat(beat: dict[str, Any], max_gap_minutes: int) -> Check:
 
 
 def _degraded_by_freshness(ledger: Ledger) -> bool:
-    from ops_runner.state import read_state
+    from ops_runner.ledger.states import read_state
 
     view = read_state(ledger)
     return view.state is State.DEGRADED_DATA and view.reason.startswith("data_fresh check")
@@ -354,7 +354,7 @@ def record_checks(
 ) -> State:
     """Record each check once for ``slot`` and apply its trigger; returns the state after."""
     from ops_runner.alerts import Alert, send_alert
-    from ops_runner.state import apply_trigger, incident_event, read_state
+    from ops_runner.ledger.states import apply_trigger, incident_event, read_state
 
     for check in checks:
         key = f"CheckRecorded:{check.name}:{slot}"
@@ -390,7 +390,7 @@ def run_daily_checks(
     """The daily checks after ``session``'s close: data freshness, broker health, heartbeat,
     integrity (registered notebooks and snapshots, the price store), the equity mark and
     drawdown (which may HALT). Returns the checks."""
-    from ops_runner.state import record_equity_mark
+    from ops_runner.ledger.states import record_equity_mark
 
     calendar = cfg.calendar()
     checks = [check_data_fresh(cfg, calendar.previous_session(session))]

@@ -264,8 +264,8 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    from ops_runner.approvals import Action, approve, parse_ttl
     from ops_runner.config import load_config
+    from ops_runner.ledger.approvals import Action, approve, parse_ttl
 
     cfg = load_config(args.workbook)
     ttl = parse_ttl(args.ttl) if args.ttl else None
@@ -286,19 +286,20 @@ def _simulated_now(cfg: Config, text: str | None) -> datetime | None:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from ops_runner.approvals import resume
     from ops_runner.config import load_config
+    from ops_runner.integrity import check_integrity
+    from ops_runner.ledger.approvals import resume
 
     cfg = load_config(args.workbook)
-    state = resume(cfg, args.token, now=_simulated_now(cfg, args.now))
+    state = resume(cfg, args.token, now=_simulated_now(cfg, args.now), integrity=check_integrity)
     print(f"approval used: the system is now in {state}")
     return 0
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
     from ops_runner.config import load_config
+    from ops_runner.ledger.states import remove_kill_switch
     from ops_runner.manual import engage_kill_switch
-    from ops_runner.state import remove_kill_switch
 
     cfg = load_config(args.workbook)
     if args.command == "kill":
@@ -643,7 +644,7 @@ def cmd_incident(args: argparse.Namespace) -> int:
     from ops_runner import incidents
     from ops_runner.config import load_config
     from ops_runner.ledger import open_ledger
-    from ops_runner.state import read_state
+    from ops_runner.ledger.states import read_state
 
     cfg = load_config(args.workbook)
     with open_ledger(cfg) as ledger:

@@ -205,7 +205,7 @@ def decide(
     Raises StrategyError for an impossible decision (not a month-end, missing bars).
     """
     from ops_runner.ledger import open_ledger
-    from ops_runner.state import apply_trigger
+    from ops_runner.ledger.states import apply_trigger
     from ops_runner.strategy import StrategySettings, compute_decision
 
     day = session if isinstance(session, date) else _parse_session(session)
@@ -277,7 +277,7 @@ def require_decision_gates(cfg: Config, ledger: Ledger, day: date) -> None:
     ``ops-runner decide``, a notebook and the library."""
     from ops_runner.checks import check_baseline
     from ops_runner.integrity import compute_data_fingerprint
-    from ops_runner.state import read_state
+    from ops_runner.ledger.states import read_state
 
     what = f"decision of {day} refused"
     view = read_state(ledger)

@@ -291,7 +291,8 @@ def _incident(
     clock: DemoClock,
 ) -> None:
     """Past the QA deadline (SAFE_MODE), an operator repairs, re-runs QA, approves, resumes."""
-    from ops_runner.approvals import Action, approve, resume
+    from ops_runner.integrity import check_integrity
+    from ops_runner.ledger.approvals import Action, approve, resume
     from ops_runner.sources.sample import write_sample
 
     late = _after_close(calendar, settings, session) + settings.deadlines["data_qa"]
@@ -308,7 +309,7 @@ def _incident(
     line = _rerun_qa(cfg, session, clock.moment)
     say(f"  operator: ops-runner run data_qa --as-of {session}: {line}")
     token = approve(cfg, Action.EXIT_SAFE_MODE, "stale SPY re-imported; QA clean", now=late)
-    state = resume(cfg, token, now=late + timedelta(minutes=10))
+    state = resume(cfg, token, now=late + timedelta(minutes=10), integrity=check_integrity)
     say(f"  operator: ops-runner approve --action exit-safe-mode; resume: state {state}")
     closed = _close_incidents(cfg, "stale SPY delivery re-imported; QA clean; resumed",
                               late + timedelta(minutes=10))  # fmt: skip
@@ -341,7 +342,7 @@ def _close_incidents(cfg: Config, resolution: str, now: datetime) -> list[str]:
     """The operator records the resolution of every incident still open (runbook 4.1)."""
     from ops_runner.incidents import close_incident
     from ops_runner.ledger import open_ledger
-    from ops_runner.projections import compute_open_incidents
+    from ops_runner.ledger.projections import compute_open_incidents
 
     with open_ledger(cfg) as ledger:
         ids = [str(i["incident_id"]) for i in compute_open_incidents(ledger.events())]
@@ -364,8 +365,7 @@ def _rerun_qa(cfg: Config, session: date, now: datetime) -> str:
 
 
 def _finish(cfg: Config, result: DemoResult, quiet: bool) -> None:
-    from ops_runner import projections
-    from ops_runner.ledger import open_ledger
+    from ops_runner.ledger import open_ledger, projections
     from ops_runner.runs import write_runs_index
 
     with open_ledger(cfg, create=False, readonly=True) as ledger:

@@ -314,7 +314,7 @@ def _go_paper(scfg: Config, report: DrillReport) -> tuple[Config, list[Any], lis
     the restored events and the cycle's plan."""
     from ops_runner.brokers import open_broker
     from ops_runner.brokers.sim import BOOK_NAME, DEFAULT_ACCOUNT
-    from ops_runner.projections import compute_positions
+    from ops_runner.ledger.projections import compute_positions
 
     source = scfg.workbook / CONFIG_NAME
     values, changes = compute_paper_config(yaml.safe_load(source.read_text("utf-8")), scfg.workbook)

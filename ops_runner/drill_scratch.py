@@ -37,9 +37,9 @@ def compute_sim_books(events: list[Any], account: str) -> dict[str, Any]:
     """Return simulated-broker books (sim.json) equal to the ledger's projection: each order
     submitted (broker id, status, shares filled), each fill and commission, positions, cash.
     Settlement is not replayed: all cash counts as settled."""
-    from ops_runner import projections as p
     from ops_runner.brokers import OrderStatus
     from ops_runner.brokers.sim import BOOK_VERSION, PERM_ID_BASE
+    from ops_runner.ledger import projections as p
 
     sent = {e.payload["client_ref"]: e for e in events if e.kind == K.ORDER_SUBMITTED}
     fills, orders, final = p.compute_fills(events), [], {s.value for s in OrderStatus}

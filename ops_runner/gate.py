@@ -1,4 +1,5 @@
-"""The order gate: the one choke point every order passes before any broker's place call."""
+"""The order gate: the one choke point every order passes before any broker's place call, and the
+risk-off intents a drawdown HALT lets through it."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
+from decimal import ROUND_FLOOR, Decimal
 from enum import StrEnum
 from typing import Any
 
 from ops_runner.core.errors import OpsError
 from ops_runner.core.events import EventKind, Purpose, State, Trigger
 from ops_runner.ledger import Ledger
-from ops_runner.projections import StateView, compute_state
+from ops_runner.ledger.projections import StateView, compute_state
+from ops_runner.ledger.states import StateError, require_decimal
 
 # Minted fresh in every process and never stored: a GatePass can only come from this module.
 _PASS_SECRET = secrets.token_bytes(32)
@@ -202,3 +206,65 @@ def require_valid_pass(gate_pass: object, intent: OrderIntent) -> None:
     expected = _sign(gate_pass.intent, gate_pass.state, gate_pass.ledger_seq)
     if not hmac.compare_digest(expected, gate_pass.signature):
         raise OrderRefused("the gate pass signature does not verify: not minted by the gate", ref)
+
+
+# --- risk-off ------------------------------------------------------------------------------------
+
+RISK_OFF_BUFFER = Decimal("0.02")
+
+
+def compute_risk_off_intents(
+    positions: Mapping[str, int],
+    policy: str,
+    defensive: str,
+    prices: Mapping[str, Decimal],
+    cash: Decimal,
+    session: date | str,
+) -> list[OrderIntent]:
+    """Return the risk-off orders for ``policy``: sells first (by symbol), then any buy.
+
+    none: nothing. cash: sell every long position. defensive: sell every long position but the
+    defensive asset, then buy whole shares of it with the proceeds plus cash, less a 2% buffer.
+    Short or flat positions are left to reconciliation. Raises StateError for an unknown policy
+    or a missing or non-positive price the defensive policy needs (policy cash needs none).
+    """
+    day = session.isoformat() if isinstance(session, date) else str(session)
+    if policy == "none":
+        return []
+    if policy not in ("cash", "defensive"):
+        raise StateError(f"risk.risk_off: unknown policy {policy!r}; use none, defensive or cash")
+
+    def intent(symbol: str, side: Side, quantity: int) -> OrderIntent:
+        return OrderIntent(
+            client_ref=f"riskoff-{day}-{symbol}-{side}",
+            symbol=symbol,
+            side=side,
+            quantity=quantity,
+            purpose=Purpose.RISK_OFF,
+            session=day,
+        )
+
+    keep = defensive if policy == "defensive" else None
+    sells = [
+        intent(symbol, Side.SELL, int(qty))
+        for symbol, qty in sorted(positions.items())
+        if qty > 0 and symbol != keep
+    ]
+    if policy == "cash":
+        return sells
+
+    def price(symbol: str) -> Decimal:
+        if symbol not in prices:
+            raise StateError(
+                f"risk-off: no price for {symbol}; the defensive policy needs one for every "
+                "position sold and for the defensive asset (policy cash needs none)"
+            )
+        value = require_decimal(prices[symbol], f"price of {symbol}")
+        if value <= 0:
+            raise StateError(f"risk-off: price of {symbol} is {value}; it must be positive")
+        return value
+
+    proceeds = sum((price(s.symbol) * s.quantity for s in sells), Decimal(0))
+    budget = (proceeds + require_decimal(cash, "cash")) * (1 - RISK_OFF_BUFFER)
+    shares = int((budget / price(defensive)).to_integral_value(rounding=ROUND_FLOOR))
+    return sells + ([intent(defensive, Side.BUY, shares)] if shares > 0 else [])

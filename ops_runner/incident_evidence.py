@@ -13,16 +13,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from ops_runner.config import Config
+from ops_runner.core.errors import IncidentError
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.ledger import Ledger
-
-if TYPE_CHECKING:
-    from ops_runner.incidents import IncidentError
 
 
 class Cause(StrEnum):
@@ -158,9 +156,6 @@ def compute_opened_closed(events: Sequence[Any], incident_id: str) -> tuple[Any 
 
 
 def _unknown(incident_id: str) -> IncidentError:
-    # incidents imports this module at load time; its error is imported when one is raised
-    from ops_runner.incidents import IncidentError
-
     return IncidentError(f"no incident {incident_id!r} in the ledger")
 
 

@@ -3,9 +3,10 @@
 An incident is an ``IncidentOpened`` event until an ``IncidentClosed`` with the same id. Opening
 one by hand moves the system to SAFE_MODE (unless it is already in SAFE_MODE or HALT) in the
 same transaction. Closing one in HALT needs the post-mortem reference that the exit-halt
-approval must then name (``require_postmortem``). The rule table that classifies an incident and
-the failing runs it links live in ``incident_evidence``; ``classify``, ``failing_runs`` and
-``compute_run_links`` stay importable from here for the CLI and the incident notebook.
+approval must then name (``require_postmortem`` in ``ops_runner.ledger.approvals``). The rule
+table that classifies an incident and the failing runs it links live in ``incident_evidence``;
+``classify``, ``failing_runs`` and ``compute_run_links`` stay importable from here for the CLI
+and the incident notebook.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pandas as pd
 from ops_runner.brokers import Broker
 from ops_runner.config import Config, mask_account
 from ops_runner.core.clock import format_seconds, format_stamp, parse_instant
-from ops_runner.core.errors import OpsError
+from ops_runner.core.errors import IncidentError, OpsError
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.core.hashing import compute_sha256
 from ops_runner.incident_evidence import (
@@ -36,15 +37,11 @@ from ops_runner.incident_evidence import (
 )
 from ops_runner.incident_evidence import compute_run_links as compute_run_links  # re-export
 from ops_runner.ledger import Ledger
-from ops_runner.projections import StateView
+from ops_runner.ledger.projections import StateView
 
 log = logging.getLogger(__name__)
 
 LATEST_ENTRIES = 15
-
-
-class IncidentError(OpsError):
-    """An incident request that cannot be honoured as asked (unknown id, closed, no reason)."""
 
 
 @dataclass(frozen=True)
@@ -247,7 +244,7 @@ def open_incident(
     IncidentError for an empty summary, an unknown category, or an id already used for another
     incident.
     """
-    from ops_runner.state import apply_trigger, incident_event
+    from ops_runner.ledger.states import apply_trigger, incident_event
 
     summary = compute_masked(_one_line(summary), _accounts(cfg))
     if not summary:
@@ -330,7 +327,7 @@ def close_incident(
     a missing post-mortem reference: leaving HALT needs an approval naming that reference.
     Closing changes no state; leaving SAFE_MODE or HALT stays the approvals' business.
     """
-    from ops_runner.state import read_state
+    from ops_runner.ledger.states import read_state
 
     resolution = _one_line(resolution)
     postmortem = _one_line(postmortem) or None
@@ -360,34 +357,6 @@ def close_incident(
     ledger.append(str(EventKind.INCIDENT_CLOSED), f"IncidentClosed:{incident_id}", payload)
     log.info("incident %s closed: %s", incident_id, resolution)
     return payload
-
-
-def require_postmortem(ledger: Ledger, review: str | None) -> None:
-    """Raise IncidentError unless ``review`` is the post-mortem reference of an incident closed
-    during the current HALT (after the StateChanged that entered it). Returns None when it is."""
-    from ops_runner.state import read_state
-
-    view = read_state(ledger)
-    reference = _one_line(review)
-    if view.state is not State.HALT:
-        raise IncidentError(f"the system is in {view.state}, not HALT: no post-mortem to check")
-    if not reference:
-        raise IncidentError(
-            "leaving HALT needs the post-mortem reference of an incident closed since HALT began: "
-            "`ops-runner incident close ID --resolution TEXT --postmortem REF`, then approve "
-            "with --review REF"
-        )
-    named = [
-        e.payload.get("postmortem")
-        for e in ledger.events(kind=str(EventKind.INCIDENT_CLOSED), after_seq=view.seq)
-    ]
-    if reference not in named:
-        known = ", ".join(sorted({str(n) for n in named if n})) or "none"
-        raise IncidentError(
-            f"review {reference!r} is not the post-mortem of an incident closed since HALT began "
-            f"at event {view.seq} (closed with post-mortems: {known}); close the incident with "
-            "`ops-runner incident close ID --resolution TEXT --postmortem REF` first"
-        )
 
 
 # --- the snapshot -------------------------------------------------------------------------------
@@ -482,9 +451,9 @@ def snapshot(
     ``broker`` None opens the configured one (read-only role) and closes it after. Account
     ids are masked everywhere. Raises IncidentError for an unknown id.
     """
-    from ops_runner import projections
     from ops_runner.checks import compute_baseline
-    from ops_runner.state import read_state
+    from ops_runner.ledger import projections
+    from ops_runner.ledger.states import read_state
 
     events = list(ledger.events())
     opened, _ = compute_opened_closed(events, incident_id)
@@ -534,7 +503,7 @@ def snapshot(
 
 def _latest_cycle_orders(events: list[Any]) -> tuple[dict[str, Any], ...]:
     """The ledger's view of every order of the latest cycle that recorded intents."""
-    from ops_runner import projections
+    from ops_runner.ledger import projections
 
     latest = next((e.cycle_id for e in reversed(events)
                    if e.kind == EventKind.ORDER_INTENT_RECORDED and e.cycle_id), None)  # fmt: skip
@@ -578,7 +547,7 @@ class Investigation:
 
 def require_safe_mode(ledger: Ledger, incident: Mapping[str, Any]) -> bool:
     """Move to SAFE_MODE for an open incident unless already in SAFE_MODE or HALT; True if moved."""
-    from ops_runner.state import apply_trigger, read_state
+    from ops_runner.ledger.states import apply_trigger, read_state
 
     if incident.get("closed") or read_state(ledger).state in (State.SAFE_MODE, State.HALT):
         return False

@@ -14,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ops_runner.config import Config
 from ops_runner.core.events import EventKind
 from ops_runner.core.hashing import compute_sha256, read_sha256
-from ops_runner.ledger import Ledger
+from ops_runner.ledger import Ledger, projections
 
 log = logging.getLogger(__name__)
 
@@ -166,3 +167,28 @@ def compute_integrity(cfg: Config, ledger: Ledger) -> tuple[bool, str, list[str]
     if adopted:
         detail += f"; price manifests of {', '.join(adopted)} recorded as found"
     return True, detail, []
+
+
+def check_integrity(cfg: Config, ledger: Ledger, now: datetime | None = None) -> list[str]:
+    """Return the problems that keep SAFE_MODE closed: ledger chain, data QA as of the last
+    session closed at ``now`` (default: the real clock), open reconciliation breaks."""
+    from ops_runner import qa  # noqa: PLC0415 - pandas stays out of the idle tick
+
+    problems: list[str] = []
+    report = ledger.verify(cfg.path("anchor"))
+    if not report.ok:
+        problems.append(
+            f"ledger verify: event {report.first_bad_seq}: {report.detail or report.reason}"
+        )
+    as_of = cfg.calendar().last_closed_session(now or datetime.now(UTC))
+    qa_report = qa.run_qa(cfg, as_of)
+    if qa_report.blocking:
+        problems.append(f"data QA as of {as_of}: {qa_report.summary()}")
+    breaks = [
+        i
+        for i in projections.compute_open_incidents(ledger.events())
+        if i.get("category") == "reconciliation"
+    ]
+    if breaks:
+        problems.append(f"{len(breaks)} reconciliation break(s) still open")
+    return problems

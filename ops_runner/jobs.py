@@ -56,7 +56,7 @@ class ExecutionJob:
         """Submit the plan (or the plan of record on a re-run); returns the SubmissionReport.
         A preview (a notebook run by hand) sends nothing: it shows what would be sent."""
         from ops_runner.ledger import open_ledger
-        from ops_runner.state import read_state
+        from ops_runner.ledger.states import read_state
         from ops_runner.submission import compute_preview, submit_plan
 
         with open_ledger(self.cfg) as ledger:

@@ -30,7 +30,7 @@ def compute_uninvestigated(events: Any, limit: int = MAX_INVESTIGATIONS_PER_TICK
     An incident opened because an investigation itself failed is not investigated again
     (that would loop); its own notebook is linked from the incident it failed on.
     """
-    from ops_runner.projections import compute_open_incidents
+    from ops_runner.ledger.projections import compute_open_incidents
 
     events = list(events)
     started = {
@@ -84,7 +84,7 @@ def compute_audit_hold(events: Any) -> str | None:
     """Return why the weekly audit must wait, or None: the broker is down (the audit would
     only fail), or a cycle's orders went out and its reconciliation has not recorded the
     fills yet (the broker's positions would read as breaks). It runs at a later tick."""
-    from ops_runner.projections import compute_state
+    from ops_runner.ledger.projections import compute_state
 
     events = list(events)
     if compute_state(events).state is State.BROKER_DOWN:

@@ -40,7 +40,7 @@ def run_by_hand(cfg: Config, slot: Slot, now: datetime, simulated: bool) -> tupl
 
     ``simulated``: ``now`` is a fixed instant (simulated brokers only).
     """
-    from ops_runner.state import enforce_kill_switch, read_state
+    from ops_runner.ledger.states import enforce_kill_switch, read_state
 
     if simulated:
         require_simulated_broker(cfg)
@@ -69,7 +69,7 @@ def engage_kill_switch(cfg: Config, reason: str) -> Path:
     NotWritable says that trading is NOT stopped and how to stop it by hand.
     """
     from ops_runner.ledger import open_ledger
-    from ops_runner.state import record_kill_switch, write_kill_switch
+    from ops_runner.ledger.states import record_kill_switch, write_kill_switch
 
     path = cfg.path("kill_switch")
     try:

@@ -494,7 +494,7 @@ def record_job_failure(
 ) -> None:
     """Record a failed run: ``extra`` (e.g. its artifact), JobFailed, an incident and SAFE_MODE,
     in one transaction. ``about`` carries job, slot, session, cycle, run_id and at."""
-    from ops_runner.state import apply_trigger, incident_event
+    from ops_runner.ledger.states import apply_trigger, incident_event
 
     run_id, slot = str(about["run_id"]), str(about["slot"])
     summary = f"{about['job']} ({slot}) failed: {error}"

@@ -190,8 +190,8 @@ def tick(
     Raises LedgerCorrupt (the system is in HALT; nothing is written to a corrupt ledger).
     """
     from ops_runner.checks import heartbeat_path, write_heartbeat
+    from ops_runner.ledger.states import enforce_kill_switch, read_state
     from ops_runner.maintenance import investigate_incidents
-    from ops_runner.state import enforce_kill_switch, read_state
 
     if now is not None:
         require_simulated_broker(cfg)
@@ -285,8 +285,8 @@ def _record_deadline(cfg: Config) -> None:
 
 def _record_stuck_tick(ledger: Ledger, why: str) -> None:
     """A tick stuck outside any notebook run: an incident and SAFE_MODE all the same."""
+    from ops_runner.ledger.states import apply_trigger, incident_event
     from ops_runner.notebooks import compute_run_id
-    from ops_runner.state import apply_trigger, incident_event
 
     incident_id = f"tick-deadline-{compute_run_id()}"
     summary = why.replace("this run was", "the tick was")
@@ -391,7 +391,7 @@ def _check_clock(cfg: Config, ledger: Ledger, broker: LazyBroker, now: datetime)
 def _probe_broker_down(ledger: Ledger, broker: LazyBroker, now: datetime) -> None:
     """In BROKER_DOWN every tick asks the broker again (its own retry policy included); a
     healthy session restores RUN, so a submission can still go out inside its window."""
-    from ops_runner.state import apply_trigger, read_state
+    from ops_runner.ledger.states import apply_trigger, read_state
 
     if read_state(ledger).state is not State.BROKER_DOWN:
         return
@@ -412,7 +412,7 @@ def _probe_orders_session(
     """Before the execution notebook: can the orders client id log in? When not, BROKER_DOWN
     (not a failed job: the next tick asks again until the window closes). The probe's session
     is closed before the kernel logs in with the same client id. Returns why not, or None."""
-    from ops_runner.state import apply_trigger
+    from ops_runner.ledger.states import apply_trigger
 
     if not isinstance(broker, LazyBroker):
         return None
@@ -437,8 +437,8 @@ def _run_due(
     on_job: Callable[[Any], None] | None,
     remaining: Callable[[], float] | None = None,
 ) -> list[str]:
+    from ops_runner.ledger.states import read_state
     from ops_runner.schedule import ScheduleSettings, compute_agenda
-    from ops_runner.state import read_state
 
     settings = ScheduleSettings.from_config(cfg.values)
     calendar = cfg.calendar()
@@ -480,8 +480,8 @@ def _run_due(
 def _record_missed(ledger: Ledger, slot: Slot, now: datetime, state: State | None = None) -> None:
     """Playbook A: a job not done by its deadline opens an incident and moves to SAFE_MODE.
     An execution whose submission window closed with the broker still down is HALT."""
+    from ops_runner.ledger.states import apply_trigger, incident_event
     from ops_runner.schedule import Job
-    from ops_runner.state import apply_trigger, incident_event
 
     payload = {
         "job": str(slot.job),
@@ -520,7 +520,7 @@ def _record_missed(ledger: Ledger, slot: Slot, now: datetime, state: State | Non
 def _record_expired(cfg: Config, ledger: Ledger, slot: Slot, now: datetime) -> None:
     """A decision found after its window is not caught up: HALT, or with
     ``schedule.missed_decision: skip_cycle`` the cycle is skipped (positions held) in SAFE_MODE."""
-    from ops_runner.state import apply_trigger, incident_event
+    from ops_runner.ledger.states import apply_trigger, incident_event
 
     policy = cfg.values["schedule"]["missed_decision"]
     closes = cast(datetime, slot.closes)  # only a slot with a window can expire
@@ -754,7 +754,7 @@ RUN_ONLY_CHECKED = frozenset({"decision", "execution"})
 def _refusal_now(ledger: Ledger, slot: Slot, now: datetime) -> str | None:
     """The tick's rules again at the last moment, for every caller of run_slot (the demo,
     the drill, a library call): a decision or execution never runs where the tick would not."""
-    from ops_runner.state import read_state
+    from ops_runner.ledger.states import read_state
 
     return compute_refusal(slot, read_state(ledger), read_done(ledger), now)
 
@@ -770,7 +770,7 @@ def read_done(ledger: Ledger) -> set[str]:
 
 def _record_qa_state(ledger: Ledger, slot: Slot, outcome: str, run_id: str) -> None:
     """A blocking data QA is DEGRADED_DATA (no decision); a clean one restores the data."""
-    from ops_runner.state import apply_trigger
+    from ops_runner.ledger.states import apply_trigger
 
     if str(slot.job) != "data_qa":
         return

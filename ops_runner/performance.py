@@ -72,7 +72,7 @@ import pandas as pd
 from ops_runner.config import Config
 from ops_runner.core.errors import CalendarError, DataError
 from ops_runner.core.events import EventKind
-from ops_runner.projections import compute_account_events, compute_fills
+from ops_runner.ledger.projections import compute_account_events, compute_fills
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -21,7 +21,7 @@ from ops_runner.core.faults import inject
 from ops_runner.core.hashing import compute_sha256
 from ops_runner.gate import OrderIntent, Side
 from ops_runner.ledger import Ledger
-from ops_runner.projections import (
+from ops_runner.ledger.projections import (
     OrderView,
     compute_cash,
     compute_fills,  # the one dedup rule: first report wins, a later one only adds a commission
@@ -618,7 +618,7 @@ def reconcile(
     ``now``, not a session), BrokerUnavailable (nothing written) and the ledger's errors.
     """
     from ops_runner.books import book_account  # books reads this module's Break
-    from ops_runner.state import read_state
+    from ops_runner.ledger.states import read_state
 
     if now.tzinfo is None or now.utcoffset() is None:
         raise ReconciliationError(f"now {now.isoformat()} is naive; give the clock a time zone")
@@ -704,7 +704,7 @@ def _record_outcome(
     run_id: str | None,
 ) -> ReconciliationReport:
     """Record the check; on breaks also the incident and the state change, then alert."""
-    from ops_runner.state import apply_trigger
+    from ops_runner.ledger.states import apply_trigger
 
     cycle_id, breaks, kind = report.cycle_id, report.breaks, str(EventKind.CHECK_RECORDED)
     check = {

@@ -269,7 +269,7 @@ def write_runs_index(cfg: Config) -> Path:
     it cannot be read.
     """
     from ops_runner.ledger import open_ledger
-    from ops_runner.projections import compute_open_incidents, compute_state
+    from ops_runner.ledger.projections import compute_open_incidents, compute_state
 
     with open_ledger(cfg, create=False, readonly=True) as ledger:
         events = list(ledger.events())

@@ -23,7 +23,7 @@ from ops_runner.core.errors import CycleError, LedgerError, OpsError
 from ops_runner.core.events import EventKind
 from ops_runner.core.files import hold_lock, write_bytes_atomic
 from ops_runner.core.hashing import read_sha256
-from ops_runner.projections import OrderView, compute_fills
+from ops_runner.ledger.projections import OrderView, compute_fills
 from ops_runner.reconcile import compute_cycle_orders, compute_record_closes, read_session_prices
 
 if TYPE_CHECKING:

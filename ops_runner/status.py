@@ -14,9 +14,8 @@ def read_status(cfg: Config) -> dict[str, Any]:
     Opens the ledger read-only, so it is safe while a tick writes. A ledger that cannot be read
     is reported as HALT, which is what every other part of the workbook will treat it as.
     """
-    from ops_runner import projections
-    from ops_runner.ledger import LEDGER_FILE, LedgerCorrupt, open_ledger
-    from ops_runner.state import read_kill_switch
+    from ops_runner.ledger import LEDGER_FILE, LedgerCorrupt, open_ledger, projections
+    from ops_runner.ledger.states import read_kill_switch
 
     kill = read_kill_switch(cfg)
     report: dict[str, Any] = {

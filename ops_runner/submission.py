@@ -32,7 +32,12 @@ from ops_runner.execution import (
 )
 from ops_runner.gate import OrderIntent, OrderRefused, Side, require_gate_pass
 from ops_runner.ledger import Ledger
-from ops_runner.state import apply_trigger, enforce_kill_switch, read_kill_switch, read_state
+from ops_runner.ledger.states import (
+    apply_trigger,
+    enforce_kill_switch,
+    read_kill_switch,
+    read_state,
+)
 
 if TYPE_CHECKING:
     import pandas as pd

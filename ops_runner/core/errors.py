@@ -134,6 +134,10 @@ class LedgerError(OpsError):
     exit_code = 1
 
 
+class IncidentError(OpsError):
+    """An incident request that cannot be honoured as asked (unknown id, closed, no reason)."""
+
+
 class NotWritable(OpsError):
     """A file the workbook must write cannot be written (read-only, full disk, permissions).
 

@@ -76,7 +76,7 @@ class State(StrEnum):
 
 
 class Trigger(StrEnum):
-    """Why a state changes: the keys of the transition table in ``ops_runner.state``."""
+    """Why a state changes: the keys of the transition table in ``ops_runner.ledger.states``."""
 
     DATA_FAULT = "data_fault"  # stale or missing bars, corporate actions, provenance
     DATA_RESTORED = "data_restored"  # data QA clean again

@@ -239,7 +239,7 @@ def simulate_history(
 
 def _count(cfg: Config) -> tuple[int, int]:
     from ops_runner.ledger import open_ledger
-    from ops_runner.projections import compute_fills
+    from ops_runner.ledger.projections import compute_fills
 
     with open_ledger(cfg, create=False, readonly=True) as ledger:
         events = list(ledger.events())
@@ -308,9 +308,9 @@ def simulate_books_history(
     from ops_runner.data import PriceStore
     from ops_runner.integrity import record_prices
     from ops_runner.ledger import open_ledger
-    from ops_runner.projections import compute_account_events, compute_ledger_equity
+    from ops_runner.ledger.projections import compute_account_events, compute_ledger_equity
+    from ops_runner.ledger.states import record_equity_mark
     from ops_runner.qa import run_qa
-    from ops_runner.state import record_equity_mark
 
     began = time.monotonic()
     root = Path(workbook)

@@ -37,12 +37,13 @@ import pytest
 import yaml
 from conftest import make_decided_november, make_undecided_november, read_only
 
-from ops_runner.approvals import Action, approve, resume
 from ops_runner.brokers import open_broker
 from ops_runner.checks import approve_baseline
 from ops_runner.config import Config, load_config
 from ops_runner.core.errors import OpsError
+from ops_runner.integrity import check_integrity
 from ops_runner.ledger import LEDGER_FILE, open_ledger
+from ops_runner.ledger.approvals import Action, approve, resume
 from ops_runner.orchestrator import tick
 
 EXE = Path(sys.executable).with_name("ops-runner")
@@ -100,7 +101,7 @@ class World:
 
     def leave_safe_mode(self, when: str) -> None:
         token = approve(self.cfg, Action.EXIT_SAFE_MODE, "reviewed", now=at(when))
-        resume(self.cfg, token, now=at(when))
+        resume(self.cfg, token, now=at(when), integrity=check_integrity)
 
     def set_faults(self, **faults: object) -> None:
         """Set the broker's faults, on a venue that takes a second order under a reference it

@@ -33,10 +33,10 @@ from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.decision import decide, read_record
 from ops_runner.execution import read_plan
 from ops_runner.ledger import open_ledger
-from ops_runner.projections import compute_positions
+from ops_runner.ledger.projections import compute_positions
+from ops_runner.ledger.states import apply_trigger, read_state
 from ops_runner.reconcile import reconcile
 from ops_runner.simulators.history import simulate_history
-from ops_runner.state import apply_trigger, read_state
 from ops_runner.submission import HOOKS, submit_plan
 
 WINDOW_OPENS = datetime(2025, 12, 1, 13, 0, tzinfo=UTC)  # 08:00 New York; closes 14:20Z

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from ops_runner.approvals import Action, ApprovalRefused, approve, issue_token, resume
 from ops_runner.config import init_workbook, load_config
 from ops_runner.core.errors import SecretError
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.incidents import close_incident, open_incident
+from ops_runner.integrity import check_integrity
 from ops_runner.ledger import open_ledger
-from ops_runner.state import apply_trigger, read_state, record_equity_mark
+from ops_runner.ledger.approvals import Action, ApprovalRefused, approve, issue_token, resume
+from ops_runner.ledger.states import apply_trigger, read_state, record_equity_mark
 
 KEY = "0123456789abcdef" * 4
 EXE = Path(sys.executable).with_name("ops-runner")
@@ -77,7 +78,7 @@ def refused_review(cfg, token: str) -> str:
     with open_ledger(cfg) as ledger:
         before = len(list(ledger.events()))
     with pytest.raises(ApprovalRefused) as caught:
-        resume(cfg, token)
+        resume(cfg, token, integrity=check_integrity)
     assert caught.value.why == "review"
     assert state(cfg) is State.HALT
     assert events(cfg, EventKind.APPROVAL_USED) == []
@@ -127,7 +128,7 @@ def test_drawdown_halt_when_reviewed_resumes_to_safe_mode_and_peak_restarts(cfg)
     assert state(cfg) is State.HALT
     close_reviewed(cfg, "drawdown reviewed", "PM-2026-03", incident_id="drawdown-2026-03-31")
     token = approve(cfg, Action.EXIT_HALT, "drawdown reviewed", review="PM-2026-03")
-    assert resume(cfg, token) is State.SAFE_MODE
+    assert resume(cfg, token, integrity=check_integrity) is State.SAFE_MODE
     with open_ledger(cfg) as ledger:
         # 80000 is 27% below the old peak but 2.4% below the reviewed baseline (82000).
         view = record_equity_mark(ledger, cfg, date(2026, 4, 30), Decimal("80000"), "sim")
@@ -162,7 +163,7 @@ def test_cli_when_kill_then_approve_and_resume_halt_goes_to_safe_mode(cfg, tmp_p
         return subprocess.run([str(EXE), *wb, *args], capture_output=True, text=True, env=env)
 
     assert cli("kill", "--reason", "broker acting up").returncode == 0
-    from ops_runner.state import enforce_kill_switch
+    from ops_runner.ledger.states import enforce_kill_switch
 
     with open_ledger(cfg) as ledger:
         enforce_kill_switch(cfg, ledger)
@@ -219,6 +220,6 @@ def test_resume_when_postmortem_closed_in_this_halt_goes_to_safe_mode(cfg):
     close_reviewed(cfg, "stale prices re-imported", "PM-OLD")
     enter(cfg, Trigger.KILL_SWITCH)
     close_reviewed(cfg, "broker restarted", "PM-7")
-    assert resume(cfg, halt_token(cfg, "PM-7")) is State.SAFE_MODE
+    assert resume(cfg, halt_token(cfg, "PM-7"), integrity=check_integrity) is State.SAFE_MODE
     [used] = events(cfg, EventKind.APPROVAL_USED)
     assert (used.payload["action"], used.payload["review"]) == ("exit-halt", "PM-7")

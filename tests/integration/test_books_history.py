@@ -19,7 +19,7 @@ import pytest
 
 from ops_runner.core.events import EventKind
 from ops_runner.ledger import open_ledger
-from ops_runner.projections import compute_fills
+from ops_runner.ledger.projections import compute_fills
 from ops_runner.simulators.history import simulate_books_history
 
 pytestmark = pytest.mark.realdata

@@ -23,7 +23,7 @@ from ops_runner.brokers.ib import IbBroker
 from ops_runner.config import load_config
 from ops_runner.core.events import EventKind
 from ops_runner.ledger import open_ledger
-from ops_runner.projections import compute_cash, compute_ledger_equity
+from ops_runner.ledger.projections import compute_cash, compute_ledger_equity
 from ops_runner.reconcile import BreakKind
 from ops_runner.simulators.market import WorkbookMarket
 from ops_runner.simulators.tws_sim import TwsSimulator

@@ -24,7 +24,7 @@ from ops_runner.brokers.ib import IbBroker
 from ops_runner.config import load_config
 from ops_runner.core.events import EventKind
 from ops_runner.ledger import open_ledger
-from ops_runner.projections import compute_cash, compute_positions, compute_receivables
+from ops_runner.ledger.projections import compute_cash, compute_positions, compute_receivables
 from ops_runner.simulators.flex_server import Fault, FlexServer
 
 FLEX = Path(__file__).resolve().parents[1] / "data" / "flex"

@@ -19,15 +19,16 @@ from pathlib import Path
 import pytest
 from conftest import make_decided_november
 
-from ops_runner.approvals import Action, approve, resume
 from ops_runner.brokers import open_broker
 from ops_runner.config import Config, load_config
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.decision import read_record
 from ops_runner.execution import read_plan
+from ops_runner.integrity import check_integrity
 from ops_runner.ledger import open_ledger
+from ops_runner.ledger.approvals import Action, approve, resume
+from ops_runner.ledger.states import apply_trigger, incident_event, read_state
 from ops_runner.orchestrator import hold_tick_lock, judge_completion, tick
-from ops_runner.state import apply_trigger, incident_event, read_state
 from ops_runner.submission import RowOutcome, SubmissionStatus, submit_plan
 
 EXE = Path(sys.executable).with_name("ops-runner")
@@ -58,7 +59,7 @@ def fall_to_safe_mode(cfg: Config, why: str) -> None:
 
 def leave_safe_mode(cfg: Config, now: datetime) -> None:
     token = approve(cfg, Action.EXIT_SAFE_MODE, "the incident was reviewed", now=now)
-    assert resume(cfg, token, now=now) is State.RUN
+    assert resume(cfg, token, now=now, integrity=check_integrity) is State.RUN
 
 
 def recorded_since(cfg: Config, head: tuple[int, str] | None) -> list[str]:

@@ -18,7 +18,7 @@ from ops_runner.core.canonical import canonical_json
 from ops_runner.core.events import EventKind, State
 from ops_runner.decision import DecisionConflict, decide, replay, replay_all
 from ops_runner.ledger import open_ledger
-from ops_runner.state import read_state
+from ops_runner.ledger.states import read_state
 
 EXE = Path(sys.executable).with_name("ops-runner")
 SESSION = "2025-12-31"

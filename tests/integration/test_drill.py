@@ -26,7 +26,7 @@ from ops_runner.cli import main
 from ops_runner.config import load_config
 from ops_runner.core.events import EventKind
 from ops_runner.ledger import open_ledger
-from ops_runner.projections import compute_positions, compute_state
+from ops_runner.ledger.projections import compute_positions, compute_state
 
 pytestmark = pytest.mark.notebook
 

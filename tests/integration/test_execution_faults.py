@@ -22,7 +22,7 @@ from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.decision import decide
 from ops_runner.execution import read_plan
 from ops_runner.ledger import open_ledger
-from ops_runner.state import apply_trigger, read_state, write_kill_switch
+from ops_runner.ledger.states import apply_trigger, read_state, write_kill_switch
 from ops_runner.submission import SubmissionReport, SubmissionStatus, submit_plan
 
 NOV_WINDOW = datetime(2025, 11, 3, 13, 30, tzinfo=UTC)  # 08:30 New York, orders for 11-03

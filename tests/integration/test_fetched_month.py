@@ -25,11 +25,11 @@ from ops_runner.checks import approve_baseline
 from ops_runner.config import init_workbook, load_config
 from ops_runner.core.events import EventKind, State
 from ops_runner.ledger import open_ledger
+from ops_runner.ledger.states import read_state
 from ops_runner.orchestrator import tick
 from ops_runner.schedule import ScheduleSettings, compute_next_opening
 from ops_runner.simulators.vendor_feed import load_alphavantage_folder
 from ops_runner.simulators.vendor_server import Fault, VendorServer
-from ops_runner.state import read_state
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "alphavantage"
 KEY = "month-key-9c1e-never-shown"

@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ops_runner import projections
 from ops_runner.checks import approve_baseline
 from ops_runner.config import init_workbook, load_config
 from ops_runner.core.events import EventKind, State, Trigger
-from ops_runner.ledger import open_ledger
+from ops_runner.ledger import open_ledger, projections
 from ops_runner.orchestrator import tick
 from ops_runner.sources.sample import write_sample
 
@@ -162,7 +161,7 @@ def assert_cycle_clean(cfg, sim):
         assert Decimal(str(fill["commission"])) == execution.commission
     assert completed(cfg, "reconciliation")[-1] == "CLEAN"
     with open_ledger(cfg, create=False, readonly=True) as ledger:
-        from ops_runner.state import read_state
+        from ops_runner.ledger.states import read_state
 
         assert read_state(ledger).state is State.RUN
     held = {o.symbol: o.quantity for o in orders if o.action == "BUY"}
@@ -215,7 +214,7 @@ def test_broker_still_down_when_the_window_closes_is_halt_with_an_alert(loop):
     walk(cfg, sim, clock, [WINDOW_OPENS, WINDOW_OPENS + timedelta(minutes=40),
                            WINDOW_CLOSES + timedelta(minutes=5)])  # fmt: skip
     with open_ledger(cfg, create=False, readonly=True) as ledger:
-        from ops_runner.state import read_state
+        from ops_runner.ledger.states import read_state
 
         view = read_state(ledger)
     assert view.state is State.HALT and view.trigger is Trigger.SUBMISSION_WINDOW_MISSED

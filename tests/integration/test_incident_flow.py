@@ -16,12 +16,12 @@ from ops_runner.incidents import (
     close_incident,
     list_incidents,
     open_incident,
-    require_postmortem,
     snapshot,
 )
 from ops_runner.ledger import open_ledger
+from ops_runner.ledger.approvals import require_postmortem
+from ops_runner.ledger.states import read_state, write_kill_switch
 from ops_runner.orchestrator import tick
-from ops_runner.state import read_state, write_kill_switch
 
 ACCOUNT = "DU1234567"
 NOW = datetime(2025, 11, 26, 22, 0, tzinfo=UTC)

@@ -10,12 +10,17 @@ import pytest
 
 from ops_runner.config import init_workbook, load_config
 from ops_runner.core.events import EventKind, Purpose, State, Trigger
-from ops_runner.gate import OrderIntent, OrderRefused, Side, require_gate_pass
-from ops_runner.projections import compute_open_incidents
-from ops_runner.state import (
+from ops_runner.gate import (
+    OrderIntent,
+    OrderRefused,
+    Side,
+    compute_risk_off_intents,
+    require_gate_pass,
+)
+from ops_runner.ledger.projections import compute_open_incidents
+from ops_runner.ledger.states import (
     StateError,
     apply_trigger,
-    compute_risk_off_intents,
     enforce_kill_switch,
     read_kill_switch,
     read_state,

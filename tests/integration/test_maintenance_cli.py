@@ -14,9 +14,9 @@ from ops_runner.cli import main
 from ops_runner.config import init_workbook, load_config
 from ops_runner.core.events import EventKind, State
 from ops_runner.ledger import open_ledger
+from ops_runner.ledger.states import read_state
 from ops_runner.orchestrator import tick
 from ops_runner.sources.sample import write_sample
-from ops_runner.state import read_state
 
 EVE = datetime(2025, 11, 26, 21, 35, tzinfo=UTC)
 

@@ -18,10 +18,10 @@ from ops_runner.checks import approve_baseline
 from ops_runner.config import init_workbook, load_config
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.ledger import open_ledger
+from ops_runner.ledger.states import apply_trigger, incident_event, read_state
 from ops_runner.maintenance import compute_uninvestigated
 from ops_runner.orchestrator import tick
 from ops_runner.sources.sample import write_sample
-from ops_runner.state import apply_trigger, incident_event, read_state
 
 FRIDAY = datetime(2025, 11, 21, 21, 35, tzinfo=UTC)  # the week's last close + 35 min
 THURSDAY = datetime(2025, 11, 20, 21, 35, tzinfo=UTC)  # not the week's last session

@@ -22,8 +22,8 @@ from ops_runner.config import load_config
 from ops_runner.core.events import EventKind, Trigger
 from ops_runner.decision import DecisionRefused, decide
 from ops_runner.ledger import open_ledger
+from ops_runner.ledger.states import apply_trigger
 from ops_runner.notebooks import NotebookError, read_scraps, run_notebook
-from ops_runner.state import apply_trigger
 
 EXE = Path(sys.executable).with_name("ops-runner")
 KEY = "0123456789abcdef" * 4

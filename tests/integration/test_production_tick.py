@@ -18,9 +18,9 @@ from ops_runner.checks import approve_baseline
 from ops_runner.config import init_workbook, load_config
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.ledger import open_ledger
+from ops_runner.ledger.states import read_state
 from ops_runner.orchestrator import tick
 from ops_runner.sources.sample import write_sample
-from ops_runner.state import read_state
 
 EXE = Path(sys.executable).with_name("ops-runner")
 EVE = datetime(2025, 11, 26, 21, 35, tzinfo=UTC)  # P's close + 35 min: P's checks are due

@@ -15,9 +15,9 @@ from ops_runner.core.events import EventKind, State
 from ops_runner.decision import decide
 from ops_runner.execution import read_plan
 from ops_runner.ledger import open_ledger
-from ops_runner.projections import compute_cash, compute_open_incidents, compute_positions
+from ops_runner.ledger.projections import compute_cash, compute_open_incidents, compute_positions
+from ops_runner.ledger.states import read_state
 from ops_runner.reconcile import BreakKind, ReconciliationStatus, reconcile
-from ops_runner.state import read_state
 from ops_runner.submission import SubmissionStatus, submit_plan
 
 # The sample market decides VEU on 2025-10-31 and AGG on 2025-11-28 (worked out once, by hand

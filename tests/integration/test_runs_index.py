@@ -15,8 +15,8 @@ import pytest
 from ops_runner.config import init_workbook, load_config
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.ledger import open_ledger
+from ops_runner.ledger.states import apply_trigger
 from ops_runner.runs import write_runs_index
-from ops_runner.state import apply_trigger
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 NO_BROWSER = (

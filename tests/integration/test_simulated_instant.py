@@ -16,7 +16,7 @@ from conftest import make_sample_workbook
 from ops_runner.config import load_config
 from ops_runner.core.events import State, Trigger
 from ops_runner.ledger import open_ledger
-from ops_runner.state import apply_trigger, read_state
+from ops_runner.ledger.states import apply_trigger, read_state
 
 EXE = Path(sys.executable).with_name("ops-runner")
 KEY = "0123456789abcdef" * 4

@@ -20,7 +20,7 @@ from conftest import make_decided_november
 from ops_runner.config import Config, load_config
 from ops_runner.core.events import EventKind, State
 from ops_runner.ledger import open_ledger
-from ops_runner.state import read_state
+from ops_runner.ledger.states import read_state
 
 EXE = Path(sys.executable).with_name("ops-runner")
 DAILY = ("run", "daily_checks", "--as-of", "2025-12-01", "--now", "2025-12-01T21:35:00Z")

@@ -23,9 +23,9 @@ from ops_runner.config import Config, load_config
 from ops_runner.core.events import EventKind, State
 from ops_runner.deadline import EXIT_CODE
 from ops_runner.ledger import open_ledger
+from ops_runner.ledger.states import read_state
 from ops_runner.orchestrator import ORPHANED, hold_tick_lock, run_slot
 from ops_runner.schedule import Job, Slot
-from ops_runner.state import read_state
 
 EXE = Path(sys.executable).with_name("ops-runner")
 # Friday 2025-11-28 after the early close and the decision delay: data QA is due.

@@ -22,8 +22,8 @@ from ops_runner.core.errors import OpsError
 from ops_runner.core.events import EventKind, State
 from ops_runner.integrity import check_registered as check_artifacts
 from ops_runner.ledger import open_ledger
+from ops_runner.ledger.states import read_state
 from ops_runner.notebooks import JobRun, NotebookError, execute_job, run_notebook
-from ops_runner.state import read_state
 
 pytestmark = pytest.mark.notebook
 

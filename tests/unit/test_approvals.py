@@ -10,15 +10,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ops_runner.approvals import (
+from ops_runner.core.errors import OpsError
+from ops_runner.core.events import State
+from ops_runner.ledger.approvals import (
     Action,
     ApprovalRefused,
     issue_token,
     parse_ttl,
     require_valid_token,
 )
-from ops_runner.core.errors import OpsError
-from ops_runner.core.events import State
 
 KEY = b"k" * 40
 NOW = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)

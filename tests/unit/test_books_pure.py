@@ -19,7 +19,7 @@ from ops_runner.books import (
     compute_split,
 )
 from ops_runner.core.events import EventKind
-from ops_runner.projections import (
+from ops_runner.ledger.projections import (
     compute_account_cash,
     compute_account_events,
     compute_cash,

@@ -30,7 +30,7 @@ from ops_runner.execution import (
     compute_plan,
 )
 from ops_runner.gate import OrderIntent, Side, require_valid_pass
-from ops_runner.state import apply_trigger, read_state, write_kill_switch
+from ops_runner.ledger.states import apply_trigger, read_state, write_kill_switch
 from ops_runner.submission import RowOutcome, SubmissionStatus, submit_plan
 
 D = Decimal

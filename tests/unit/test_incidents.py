@@ -18,11 +18,11 @@ from ops_runner.incidents import (
     compute_masked,
     list_incidents,
     open_incident,
-    require_postmortem,
     snapshot,
 )
 from ops_runner.ledger import open_ledger
-from ops_runner.state import apply_trigger, read_state
+from ops_runner.ledger.approvals import require_postmortem
+from ops_runner.ledger.states import apply_trigger, read_state
 
 NOW = datetime(2025, 12, 1, 15, 30, tzinfo=UTC)
 RAW = "DU7654321"

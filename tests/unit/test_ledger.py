@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from ops_runner.core.errors import OpsError
 from ops_runner.core.events import EventKind, State
-from ops_runner.ledger import (
+from ops_runner.ledger.store import (
     GENESIS_HASH,
     LEDGER_FILE,
     SCHEMA_VERSION,

@@ -27,6 +27,7 @@ from ops_runner.config import init_workbook, load_config
 from ops_runner.core.events import EventKind
 from ops_runner.data import make_bars
 from ops_runner.ledger import open_ledger
+from ops_runner.ledger.projections import compute_ledger_equity
 from ops_runner.performance import (
     PARTS,
     PerformanceStatus,
@@ -34,7 +35,6 @@ from ops_runner.performance import (
     plot_equity,
     read_performance,
 )
-from ops_runner.projections import compute_ledger_equity
 
 matplotlib.use("Agg")
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from ops_runner.core.events import EventKind, State, Trigger
-from ops_runner.projections import (
+from ops_runner.ledger.projections import (
     DrawdownView,
     StateView,
     compute_approvals_used,

@@ -19,7 +19,8 @@ from ops_runner.config import init_workbook, load_config
 from ops_runner.core.canonical import canonical_json
 from ops_runner.core.events import EventKind, State
 from ops_runner.ledger import open_ledger
-from ops_runner.projections import compute_cash, compute_open_incidents, compute_positions
+from ops_runner.ledger.projections import compute_cash, compute_open_incidents, compute_positions
+from ops_runner.ledger.states import read_state
 from ops_runner.reconcile import (
     BreakKind,
     ReconciliationError,
@@ -29,7 +30,6 @@ from ops_runner.reconcile import (
     compute_times,
     reconcile,
 )
-from ops_runner.state import read_state
 
 CYCLE, SESSION = "2025-11", "2025-12-01"
 AGG_SELL, SPY_BUY = "mr:2025-11:AGG:SELL", "mr:2025-11:SPY:BUY"

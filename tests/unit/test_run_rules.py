@@ -7,8 +7,8 @@ from datetime import UTC, date, datetime
 import pytest
 
 from ops_runner.core.events import State
+from ops_runner.ledger.projections import StateView
 from ops_runner.orchestrator import compute_refusal, judge_completion
-from ops_runner.projections import StateView
 from ops_runner.schedule import Job, Slot
 
 

@@ -18,7 +18,7 @@ from ops_runner.core.canonical import canonical_json
 from ops_runner.core.events import EventKind
 from ops_runner.decision import decide
 from ops_runner.ledger import open_ledger
-from ops_runner.projections import OrderView
+from ops_runner.ledger.projections import OrderView
 from ops_runner.slippage import (
     SlippageError,
     SlippageReport,

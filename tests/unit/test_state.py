@@ -1,9 +1,8 @@
-"""The state machine: a table of known transitions, the ledger record, risk-off intents."""
+"""The state machine: a table of known transitions and the ledger record."""
 
 from __future__ import annotations
 
 import tempfile
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -12,14 +11,17 @@ from hypothesis import strategies as st
 
 from ops_runner.config import TEMPLATES, load_config_text
 from ops_runner.core.events import EventKind, Purpose, State, Trigger
-from ops_runner.gate import OrderIntent, OrderRefused, Side, require_gate_pass
-from ops_runner.state import (
+from ops_runner.gate import (
+    OrderIntent,
+    OrderRefused,
+    Side,
+    require_gate_pass,
+)
+from ops_runner.ledger.states import (
     TRANSITIONS,
     IllegalTransition,
-    StateError,
     apply_trigger,
     compute_next_state,
-    compute_risk_off_intents,
     read_state,
 )
 
@@ -237,70 +239,6 @@ def test_apply_trigger_when_any_sequence_keeps_the_record_and_the_gate_honest(tr
             assert event.payload["from"] == previous and event.payload["to"] != previous
             previous = event.payload["to"]
         assert previous == model
-
-
-# --- risk-off intents --------------------------------------------------------------------------
-
-PRICES = {"SPY": Decimal("500.00"), "QQQ": Decimal("400.00"), "AGG": Decimal("100.00")}
-
-
-def refs(intents) -> list[tuple[str, str, str, int, str]]:
-    return [(i.client_ref, i.symbol, str(i.side), i.quantity, str(i.purpose)) for i in intents]
-
-
-def test_compute_risk_off_intents_when_policy_none_is_empty():
-    assert (
-        compute_risk_off_intents({"SPY": 10}, "none", "AGG", PRICES, Decimal(0), "2025-03-03") == []
-    )
-
-
-def test_compute_risk_off_intents_when_policy_cash_sells_everything():
-    positions = {"SPY": 10, "AGG": 5, "QQQ": 3, "IWM": 0}
-    intents = compute_risk_off_intents(positions, "cash", "AGG", {}, Decimal(0), "2025-03-03")
-    assert refs(intents) == [
-        ("riskoff-2025-03-03-AGG-SELL", "AGG", "SELL", 5, "risk_off"),
-        ("riskoff-2025-03-03-QQQ-SELL", "QQQ", "SELL", 3, "risk_off"),
-        ("riskoff-2025-03-03-SPY-SELL", "SPY", "SELL", 10, "risk_off"),
-    ]
-
-
-def test_compute_risk_off_intents_when_policy_defensive_buys_whole_shares_after_sells():
-    # proceeds 100*500 + 20*400 = 58000, plus cash 1000 = 59000; less 2% = 57820; /100 = 578.2
-    positions = {"SPY": 100, "QQQ": 20, "AGG": 7}
-    intents = compute_risk_off_intents(
-        positions, "defensive", "AGG", PRICES, Decimal("1000"), "2025-03-03"
-    )
-    assert refs(intents) == [
-        ("riskoff-2025-03-03-QQQ-SELL", "QQQ", "SELL", 20, "risk_off"),
-        ("riskoff-2025-03-03-SPY-SELL", "SPY", "SELL", 100, "risk_off"),
-        ("riskoff-2025-03-03-AGG-BUY", "AGG", "BUY", 578, "risk_off"),
-    ]
-    assert all(i.session == "2025-03-03" for i in intents)
-
-
-def test_compute_risk_off_intents_when_budget_is_below_one_share_buys_nothing():
-    intents = compute_risk_off_intents({}, "defensive", "AGG", PRICES, Decimal("100"), "2025-03-03")
-    assert intents == []  # 100 * 0.98 = 98 < one share at 100
-
-
-def test_compute_risk_off_intents_when_short_position_leaves_it_to_reconciliation():
-    intents = compute_risk_off_intents({"SPY": -5}, "cash", "AGG", {}, Decimal(0), "2025-03-03")
-    assert intents == []
-
-
-@pytest.mark.parametrize(
-    ("policy", "prices", "match"),
-    [
-        ("hedge", PRICES, "unknown policy"),
-        ("defensive", {"AGG": Decimal(100)}, "no price for SPY"),
-        ("defensive", {"SPY": Decimal(500)}, "no price for AGG"),
-        ("defensive", {"SPY": Decimal(500), "AGG": Decimal(0)}, "must be positive"),
-        ("defensive", {"SPY": 500.0, "AGG": Decimal(100)}, "float"),
-    ],
-)
-def test_compute_risk_off_intents_when_input_is_unusable_raises(policy, prices, match):
-    with pytest.raises(StateError, match=match):
-        compute_risk_off_intents({"SPY": 1}, policy, "AGG", prices, Decimal(0), "2025-03-03")
 
 
 def test_apply_trigger_when_two_writers_race_from_one_state_only_one_leaves_it(tmp_path):

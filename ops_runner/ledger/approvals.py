@@ -17,9 +17,10 @@ from typing import Any
 
 from ops_runner.config import Config, load_secret
 from ops_runner.core.clock import format_seconds
-from ops_runner.core.errors import OpsError
+from ops_runner.core.errors import IncidentError, OpsError
 from ops_runner.core.events import EventKind, State, Trigger
-from ops_runner.ledger import Ledger
+from ops_runner.ledger.states import apply_trigger, read_state
+from ops_runner.ledger.store import Ledger, open_ledger
 
 TOKEN_PREFIX = "opsr1"
 KEY_NAME = "approval_key"
@@ -217,11 +218,35 @@ def action_for_state(state: State) -> Action:
     raise OpsError(f"nothing to approve: the system is in {state}, which needs no approval")
 
 
+def require_postmortem(ledger: Ledger, review: str | None) -> None:
+    """Raise IncidentError unless ``review`` is the post-mortem reference of an incident closed
+    during the current HALT (after the StateChanged that entered it). Returns None when it is."""
+    view = read_state(ledger)
+    reference = " ".join((review or "").split())
+    if view.state is not State.HALT:
+        raise IncidentError(f"the system is in {view.state}, not HALT: no post-mortem to check")
+    if not reference:
+        raise IncidentError(
+            "leaving HALT needs the post-mortem reference of an incident closed since HALT began: "
+            "`ops-runner incident close ID --resolution TEXT --postmortem REF`, then approve "
+            "with --review REF"
+        )
+    named = [
+        e.payload.get("postmortem")
+        for e in ledger.events(kind=str(EventKind.INCIDENT_CLOSED), after_seq=view.seq)
+    ]
+    if reference not in named:
+        known = ", ".join(sorted({str(n) for n in named if n})) or "none"
+        raise IncidentError(
+            f"review {reference!r} is not the post-mortem of an incident closed since HALT began "
+            f"at event {view.seq} (closed with post-mortems: {known}); close the incident with "
+            "`ops-runner incident close ID --resolution TEXT --postmortem REF` first"
+        )
+
+
 def require_review(ledger: Ledger, review: str | None) -> None:
     """Return None when ``review`` is the post-mortem of an incident closed since the current
     HALT began; raises ApprovalRefused("review") saying which post-mortems would do."""
-    from ops_runner.incidents import IncidentError, require_postmortem
-
     try:
         require_postmortem(ledger, review)
     except IncidentError as exc:
@@ -242,9 +267,6 @@ def approve(
     when an exit-halt names no post-mortem of an incident closed in this HALT: refused here
     rather than at ``resume``, which checks it again when the token is used.
     """
-    from ops_runner.ledger import open_ledger
-    from ops_runner.state import read_state
-
     with open_ledger(cfg, create=False, readonly=True) as ledger:
         view = read_state(ledger)
         needed = action_for_state(view.state)
@@ -256,47 +278,22 @@ def approve(
     return issue_token(read_approval_key(cfg), action, view.seq, reason, review, lifetime, now)
 
 
-def check_integrity(cfg: Config, ledger: Ledger, now: datetime | None = None) -> list[str]:
-    """Return the problems that keep SAFE_MODE closed: ledger chain, data QA as of the last
-    session closed at ``now`` (default: the real clock), open reconciliation breaks."""
-    from ops_runner import projections, qa
-
-    problems: list[str] = []
-    report = ledger.verify(cfg.path("anchor"))
-    if not report.ok:
-        problems.append(
-            f"ledger verify: event {report.first_bad_seq}: {report.detail or report.reason}"
-        )
-    as_of = cfg.calendar().last_closed_session(now or datetime.now(UTC))
-    qa_report = qa.run_qa(cfg, as_of)
-    if qa_report.blocking:
-        problems.append(f"data QA as of {as_of}: {qa_report.summary()}")
-    breaks = [
-        i
-        for i in projections.compute_open_incidents(ledger.events())
-        if i.get("category") == "reconciliation"
-    ]
-    if breaks:
-        problems.append(f"{len(breaks)} reconciliation break(s) still open")
-    return problems
-
-
 def resume(
     cfg: Config,
     token: str,
     now: datetime | None = None,
-    integrity: Callable[..., list[str]] = check_integrity,
+    *,
+    integrity: Callable[..., list[str]],
     key: bytes | None = None,
 ) -> State:
     """Use a token: record ApprovalUsed and the transition in one append. Returns the new state.
 
-    Leaving SAFE_MODE needs ``integrity`` to find no problem; leaving HALT needs the token's
-    review to be the post-mortem of an incident closed since the HALT began. Raises
+    Leaving SAFE_MODE needs ``integrity`` (``ops_runner.integrity.check_integrity`` in
+    production, passed in because its data QA sits above the ledger) to find no problem;
+    leaving HALT needs the token's review to be the post-mortem of an incident closed since the
+    HALT began. Raises
     ApprovalRefused (nothing recorded, state unchanged).
     """
-    from ops_runner.ledger import open_ledger
-    from ops_runner.state import apply_trigger, read_state
-
     signing_key = key if key is not None else read_approval_key(cfg)
     with open_ledger(cfg, create=False) as ledger:
         view = read_state(ledger)

@@ -1,28 +1,27 @@
-"""The runbook's states as a transition table; kill switch, drawdown HALT and risk-off intents."""
+"""The runbook's states as a transition table; kill switch and drawdown HALT."""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date
-from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from ops_runner.config import Config
 from ops_runner.core.errors import OpsError
-from ops_runner.core.events import EventKind, Purpose, State, Trigger
+from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.core.files import write_bytes_atomic
 from ops_runner.core.hashing import compute_sha256
-from ops_runner.gate import OrderIntent, Side
-from ops_runner.ledger import Ledger
-from ops_runner.projections import (
+from ops_runner.ledger.projections import (
     DrawdownView,
     StateView,
     compute_equity,
     compute_state,
 )
+from ops_runner.ledger.store import Ledger, LedgerConflict
 
 __all__ = [
     "TRANSITIONS",
@@ -33,7 +32,6 @@ __all__ = [
     "apply_trigger",
     "incident_event",
     "compute_next_state",
-    "compute_risk_off_intents",
     "enforce_kill_switch",
     "read_kill_switch",
     "read_state",
@@ -126,7 +124,6 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
 }
 
 KILL_SWITCH_REASON_LIMIT = 500
-RISK_OFF_BUFFER = Decimal("0.02")
 
 
 class StateError(OpsError):
@@ -183,8 +180,6 @@ def apply_trigger(
     both leave it (the loser gets LedgerConflict, re-reads the state and applies its trigger
     there). A self-loop writes only ``extra_events`` (nothing when there are none).
     """
-    from ops_runner.ledger import LedgerConflict
-
     trigger = Trigger(trigger)
     if isinstance(evidence, str):  # one line of evidence, not its characters
         evidence = [evidence]
@@ -357,7 +352,8 @@ def record_kill_switch(
 # --- drawdown and risk-off ---------------------------------------------------------------------
 
 
-def _require_decimal(value: object, what: str) -> Decimal:
+def require_decimal(value: object, what: str) -> Decimal:
+    """Return ``value`` as a finite Decimal; raises StateError for a float, bool or non-number."""
     if isinstance(value, float) or isinstance(value, bool):
         raise StateError(f"{what}: {value!r} is a float; pass a Decimal or a decimal string")
     try:
@@ -398,8 +394,8 @@ def record_equity_mark(
     opens a risk incident in the same transaction as the mark. Raises StateError for a bad value,
     LedgerConflict when the session was already marked with another value.
     """
-    value = _require_decimal(net_liquidation, "net_liquidation")
-    limit = _require_decimal(str(cfg.values["risk"]["max_drawdown"]), "risk.max_drawdown")
+    value = require_decimal(net_liquidation, "net_liquidation")
+    limit = require_decimal(str(cfg.values["risk"]["max_drawdown"]), "risk.max_drawdown")
     day = session.isoformat()
     mark = (
         str(EventKind.EQUITY_MARKED),
@@ -448,60 +444,3 @@ def record_equity_mark(
         extra_events=[mark, incident],
     )
     return view
-
-
-def compute_risk_off_intents(
-    positions: Mapping[str, int],
-    policy: str,
-    defensive: str,
-    prices: Mapping[str, Decimal],
-    cash: Decimal,
-    session: date | str,
-) -> list[OrderIntent]:
-    """Return the risk-off orders for ``policy``: sells first (by symbol), then any buy.
-
-    none: nothing. cash: sell every long position. defensive: sell every long position but the
-    defensive asset, then buy whole shares of it with the proceeds plus cash, less a 2% buffer.
-    Short or flat positions are left to reconciliation. Raises StateError for an unknown policy
-    or a missing or non-positive price the defensive policy needs (policy cash needs none).
-    """
-    day = session.isoformat() if isinstance(session, date) else str(session)
-    if policy == "none":
-        return []
-    if policy not in ("cash", "defensive"):
-        raise StateError(f"risk.risk_off: unknown policy {policy!r}; use none, defensive or cash")
-
-    def intent(symbol: str, side: Side, quantity: int) -> OrderIntent:
-        return OrderIntent(
-            client_ref=f"riskoff-{day}-{symbol}-{side}",
-            symbol=symbol,
-            side=side,
-            quantity=quantity,
-            purpose=Purpose.RISK_OFF,
-            session=day,
-        )
-
-    keep = defensive if policy == "defensive" else None
-    sells = [
-        intent(symbol, Side.SELL, int(qty))
-        for symbol, qty in sorted(positions.items())
-        if qty > 0 and symbol != keep
-    ]
-    if policy == "cash":
-        return sells
-
-    def price(symbol: str) -> Decimal:
-        if symbol not in prices:
-            raise StateError(
-                f"risk-off: no price for {symbol}; the defensive policy needs one for every "
-                "position sold and for the defensive asset (policy cash needs none)"
-            )
-        value = _require_decimal(prices[symbol], f"price of {symbol}")
-        if value <= 0:
-            raise StateError(f"risk-off: price of {symbol} is {value}; it must be positive")
-        return value
-
-    proceeds = sum((price(s.symbol) * s.quantity for s in sells), Decimal(0))
-    budget = (proceeds + _require_decimal(cash, "cash")) * (1 - RISK_OFF_BUFFER)
-    shares = int((budget / price(defensive)).to_integral_value(rounding=ROUND_FLOOR))
-    return sells + ([intent(defensive, Side.BUY, shares)] if shares > 0 else [])
