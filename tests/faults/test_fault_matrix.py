@@ -396,7 +396,7 @@ def test_the_broker_misbehaves(decided, tmp_path, name, faults, expected):
     require(judge(world, name, expected), world)
 
 
-@pytest.mark.slow
+@pytest.mark.notebook  # the ticks after the full disk run the reconciliation notebook
 def test_the_disk_fills_mid_write(decided, tmp_path):
     world = copy_world(decided, tmp_path / "wb")
     line = world.tick(EXECUTE, fault="enospc@write:heartbeat.json")

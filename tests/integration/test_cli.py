@@ -69,6 +69,7 @@ def test_cli_when_workbook_missing_says_run_init(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_cli_when_bad_as_of_exits_2(workbook):
     done = run("qa", "--as-of", "2025-31-12", workbook=workbook)
     assert_one_line_error(done, 2, "--as-of", "YYYY-MM-DD")
