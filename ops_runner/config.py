@@ -743,10 +743,9 @@ def compute_preset_text(text: str, folder: Path, where: Path | str = "config") -
         raise ConfigError(
             f"config error: {where}: {PRESET_KEY}: {base_name!r} is not a config file beside it"
         )
-    base_text = (folder / base_name).read_text(encoding="utf-8")
-    if PRESET_KEY in _split_sections(base_text)[1]:
+    base_header, merged = _split_sections((folder / base_name).read_text(encoding="utf-8"))
+    if PRESET_KEY in merged:
         raise ConfigError(f"config error: {where}: {base_name} extends another file; one level")
-    base_header, merged = _split_sections(base_text)
     unknown = sorted(set(sections) - set(merged))
     if unknown:
         raise ConfigError(f"config error: {where}: {unknown[0]!r} is not a section of {base_name}")

@@ -109,19 +109,15 @@ def test_mypy_when_run_on_the_package_finds_nothing(monkeypatch):
 def test_ruff_when_run_on_the_project_finds_nothing():
     import sys
 
-    done = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "ops_runner", "tests", "benchmarks", "notebooks"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:]
-    formatted = subprocess.run(
-        [sys.executable, "-m", "ruff", "format", "--check", "ops_runner", "tests", "benchmarks"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert formatted.returncode == 0, formatted.stdout[-3000:]
+    for args in (
+        ["check", "ops_runner", "tests", "benchmarks", "notebooks"],
+        ["format", "--check", "ops_runner", "tests", "benchmarks"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "ruff", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout[-3000:]
