@@ -27,8 +27,6 @@ run_id = ""  # set by the tick or ops-runner run; "" by hand: a preview, records
 now = "2025-12-06T15:00:00Z"  # Saturday: audits session 2025-12-05; "" the real clock
 
 # %%
-import scrapbook as sb
-
 from ops_runner import audit, notebooks, reports
 
 # %% [markdown]
@@ -66,5 +64,5 @@ report.breaks_frame()
 # ## Record
 
 # %%
-sb.glue("audit", report.to_payload())
-sb.glue("completion", notebooks.completion_record("audit", session=report.session, status=str(report.status), state=str(report.state)))
+notebooks.glue("audit", report.to_payload())
+notebooks.glue("completion", notebooks.completion_record("audit", session=report.session, status=str(report.status), state=str(report.state)))

@@ -27,8 +27,6 @@ run_id = ""  # set by the tick or ops-runner run; "" by hand: a preview, records
 as_of = "2025-11-28"  # the session being decided (the demo decides 2025-11)
 
 # %%
-import scrapbook as sb
-
 from ops_runner import checks, notebooks, qa, reports
 
 # %% [markdown]
@@ -59,6 +57,6 @@ reports.plot_flagged(cfg, result);
 
 # %%
 recorded = checks.record_data_qa(cfg, result, run_id or None)  # a decision needs it
-sb.glue("findings", qa.findings_frame(result.findings).astype(str).to_dict("records"))
-sb.glue("blocking", result.blocking)
-sb.glue("completion", notebooks.completion_record("data_qa", as_of=result.as_of, blocking=result.blocking, findings=len(result.findings), config_hash=cfg.hash, fingerprint=recorded.payload['fingerprint']))
+notebooks.glue("findings", qa.findings_frame(result.findings).astype(str).to_dict("records"))
+notebooks.glue("blocking", result.blocking)
+notebooks.glue("completion", notebooks.completion_record("data_qa", as_of=result.as_of, blocking=result.blocking, findings=len(result.findings), config_hash=cfg.hash, fingerprint=recorded.payload['fingerprint']))

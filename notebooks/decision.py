@@ -27,8 +27,6 @@ run_id = ""  # set by the tick or ops-runner run; "" by hand: a preview, records
 session = "2025-11-28"  # the rebalance session (the demo decides 2025-11)
 
 # %%
-import scrapbook as sb
-
 from ops_runner import decision, notebooks, reports
 
 # %% [markdown]
@@ -62,6 +60,6 @@ outcome.targets_frame()
 # ## Record
 
 # %%
-sb.glue("decision", outcome.record["decision"])
-sb.glue("targets", outcome.targets)
-sb.glue("completion", notebooks.completion_record("decision", session=session, seq=outcome.seq, created=outcome.created, targets=outcome.targets))
+notebooks.glue("decision", outcome.record["decision"])
+notebooks.glue("targets", outcome.targets)
+notebooks.glue("completion", notebooks.completion_record("decision", session=session, seq=outcome.seq, created=outcome.created, targets=outcome.targets))

@@ -30,7 +30,6 @@ notebook = ""  # set by `ops-runner drill`: where this executed notebook is kept
 
 # %%
 import pandas as pd
-import scrapbook as sb
 
 from ops_runner import drill, notebooks, reports
 
@@ -80,5 +79,5 @@ report.ticks_frame()
 # %%
 recorded = drill.record_drill(cfg, report, run_id or None, notebook or None)
 print(report.summary(), *report.notes, sep=chr(10))
-sb.glue("drill", report.to_payload(notebook or None))
-sb.glue("completion", notebooks.completion_record("dr_drill", status=str(report.status), drill_id=report.drill_id, cycle=report.cycle, seq=recorded.seq if recorded else None))
+notebooks.glue("drill", report.to_payload(notebook or None))
+notebooks.glue("completion", notebooks.completion_record("dr_drill", status=str(report.status), drill_id=report.drill_id, cycle=report.cycle, seq=recorded.seq if recorded else None))

@@ -28,8 +28,6 @@ cycle = "2025-11"  # decided on 2025-11-28; orders for the 2025-12-01 open
 now = "2025-12-01T13:30:00Z"  # 08:30 New York; "" means the real clock
 
 # %%
-import scrapbook as sb
-
 from ops_runner import jobs, notebooks, reports
 
 # %% [markdown]
@@ -68,6 +66,6 @@ submission.to_frame()
 # ## Record
 
 # %%
-sb.glue("plan", job.plan.to_payload())
-sb.glue("submission", submission.to_payload())
-sb.glue("completion", notebooks.completion_record("execution", cycle=cycle, status=str(submission.status), state=submission.state, unsettled=submission.unsettled))
+notebooks.glue("plan", job.plan.to_payload())
+notebooks.glue("submission", submission.to_payload())
+notebooks.glue("completion", notebooks.completion_record("execution", cycle=cycle, status=str(submission.status), state=submission.state, unsettled=submission.unsettled))

@@ -28,7 +28,6 @@ incident = ""  # "" means the latest open incident
 now = "2025-12-01T15:30:00Z"  # the snapshot's clock; "" means the real clock
 
 # %%
-import scrapbook as sb
 from IPython.display import Markdown, display
 
 from ops_runner import incidents, notebooks, reports
@@ -97,5 +96,5 @@ found.snapshot.entries_frame() if found else None
 # ## Record
 
 # %%
-sb.glue("incident", found.to_payload() if found else {})
-sb.glue("completion", notebooks.completion_record("incident", incident=found.incident["incident_id"] if found else None, classification=found.classification.label if found else None, state=str(found.snapshot.state.state) if found else None))
+notebooks.glue("incident", found.to_payload() if found else {})
+notebooks.glue("completion", notebooks.completion_record("incident", incident=found.incident["incident_id"] if found else None, classification=found.classification.label if found else None, state=str(found.snapshot.state.state) if found else None))

@@ -28,8 +28,6 @@ start = ""  # "" from the first funded rebalance close; else an ISO date
 end = ""  # "" to the last session with data; else an ISO date
 
 # %%
-import scrapbook as sb
-
 from ops_runner import notebooks, performance, reports
 
 # %%
@@ -71,5 +69,5 @@ reports.compute_banner(cfg)
 # ## Record
 
 # %%
-sb.glue("performance", report.to_payload())
-sb.glue("completion", notebooks.completion_record("performance", status=str(report.status), start=report.start, end=report.end, months=len(report.months)))
+notebooks.glue("performance", report.to_payload())
+notebooks.glue("completion", notebooks.completion_record("performance", status=str(report.status), start=report.start, end=report.end, months=len(report.months)))

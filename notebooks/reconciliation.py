@@ -28,8 +28,6 @@ cycle = "2025-11"  # orders for the 2025-12-01 open
 now = "2025-12-01T15:30:00Z"  # 10:30 New York; "" means the real clock
 
 # %%
-import scrapbook as sb
-
 from ops_runner import jobs, notebooks, reports
 
 # %% [markdown]
@@ -65,5 +63,5 @@ report.positions_frame()
 # ## Record
 
 # %%
-sb.glue("reconciliation", report.to_payload())
-sb.glue("completion", notebooks.completion_record("reconciliation", cycle=cycle, status=str(report.status), state=str(report.state)))
+notebooks.glue("reconciliation", report.to_payload())
+notebooks.glue("completion", notebooks.completion_record("reconciliation", cycle=cycle, status=str(report.status), state=str(report.state)))

@@ -27,8 +27,6 @@ run_id = ""  # set by the tick or ops-runner run; "" by hand: a preview, records
 cycle = "2025-11"  # decided on 2025-11-28; filled at the 2025-12-01 open
 
 # %%
-import scrapbook as sb
-
 from ops_runner import notebooks, reports, slippage
 
 # %% [markdown]
@@ -98,6 +96,6 @@ print(check['detail'])
 # ## Record
 
 # %%
-sb.glue("slippage", report.to_payload())
-sb.glue("check", check)
-sb.glue("completion", notebooks.completion_record("slippage_report", cycle=cycle, status=str(report.status), passed=check['passed'], flagged=len(report.flagged)))
+notebooks.glue("slippage", report.to_payload())
+notebooks.glue("check", check)
+notebooks.glue("completion", notebooks.completion_record("slippage_report", cycle=cycle, status=str(report.status), passed=check['passed'], flagged=len(report.flagged)))

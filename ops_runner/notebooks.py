@@ -288,6 +288,46 @@ def require_safe_parameters(parameters: dict[str, Any]) -> None:
             )
 
 
+# scrapbook's JSON scrap, as ``sb.glue`` writes it and ``sb.read_notebook`` reads it back.
+SCRAP_MIME = "application/scrapbook.scrap.json+json"
+SCRAP_VERSION = 1
+# The scraps of the in-process runs under way in this process (``_execute_in_process``).
+_CAPTURED: list[list[tuple[dict[str, Any], dict[str, Any]]]] = []
+
+
+def _json_default(value: Any) -> Any:
+    """What jupyter_client's JSON encoder accepts beyond JSON: numbers (numpy's too), instants."""
+    import numbers
+
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"a scrap holds JSON only, not {type(value).__name__}")
+
+
+def glue(name: str, data: Any) -> None:
+    """Record ``data`` (JSON) under ``name`` in the executed notebook, in scrapbook's own scrap
+    format (``read_scraps`` and ``scrapbook.read_notebook`` read it back).
+
+    Written here rather than with ``scrapbook.glue``: importing scrapbook in a kernel imports
+    papermill, nbformat and jsonschema, seconds of every notebook run for one display call.
+    """
+    value = json.loads(json.dumps(data, default=_json_default))
+    bundle = {
+        SCRAP_MIME: {"name": name, "data": value, "encoder": "json", "version": SCRAP_VERSION}
+    }
+    metadata = {"scrapbook": {"name": name, "data": True, "display": False}}
+    if _CAPTURED:
+        _CAPTURED[-1].append((bundle, metadata))
+        return
+    from IPython.display import display
+
+    display(bundle, metadata=metadata, raw=True)
+
+
 def read_scraps(path: Path) -> dict[str, Any]:
     """Return the scrapbook scraps glued in an executed notebook (name -> data)."""
     import scrapbook as sb

@@ -28,8 +28,6 @@ start = ""  # first month-end considered, YYYY-MM-DD; empty: as early as the dat
 end = ""  # last session, YYYY-MM-DD; empty: the last bar of every symbol
 
 # %%
-import scrapbook as sb
-
 from ops_runner import notebooks, reports, research
 
 # %% [markdown]
@@ -83,6 +81,6 @@ print(research.COST_MODEL)
 # ## Record
 
 # %%
-sb.glue("metrics", result.metrics())
-sb.glue("decisions", result.to_dict()["decisions"])
-sb.glue("completion", notebooks.completion_record("research/backtest", start=result.to_dict()['start'], end=result.to_dict()['end'], decisions=len(result.decisions), metrics=result.metrics(), config_hash=cfg.hash))
+notebooks.glue("metrics", result.metrics())
+notebooks.glue("decisions", result.to_dict()["decisions"])
+notebooks.glue("completion", notebooks.completion_record("research/backtest", start=result.to_dict()['start'], end=result.to_dict()['end'], decisions=len(result.decisions), metrics=result.metrics(), config_hash=cfg.hash))

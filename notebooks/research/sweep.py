@@ -29,8 +29,6 @@ end = ""  # last session, YYYY-MM-DD; empty: the last bar of every symbol
 grid = ""  # a YAML grid file; empty: sweep.DEFAULT_GRID
 
 # %%
-import scrapbook as sb
-
 from ops_runner import notebooks, reports, research, sweep
 
 # %% [markdown]
@@ -65,5 +63,5 @@ reports.plot_sweep_heatmap(table, "cagr");
 # ## Record
 
 # %%
-sb.glue("table", sweep.compute_sweep_records(table))
-sb.glue("completion", notebooks.completion_record("research/sweep", combinations=len(table), start=table["start"].iat[0], end=table["end"].iat[0], grid=grid_values, config_hash=cfg.hash))
+notebooks.glue("table", sweep.compute_sweep_records(table))
+notebooks.glue("completion", notebooks.completion_record("research/sweep", combinations=len(table), start=table["start"].iat[0], end=table["end"].iat[0], grid=grid_values, config_hash=cfg.hash))
