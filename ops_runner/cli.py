@@ -19,12 +19,12 @@ from ops_runner.config import Config
 from ops_runner.core.cycle import Cycle
 from ops_runner.core.errors import ConfigError, OpsError, describe_os_error
 from ops_runner.core.events import EventKind
+from ops_runner.registry import JOBS
 
 log = logging.getLogger(__name__)
 
 NOW_ENV = "OPS_RUNNER_NOW"
-RUN_JOBS = ("daily_checks", "pre_rebalance_checks", "data_qa", "decision", "execution",
-            "reconciliation", "slippage_report")  # fmt: skip
+RUN_JOBS = tuple(str(job) for job, spec in JOBS.items() if spec.by_hand)
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -531,11 +531,11 @@ def _run_job(cfg: Config, job: str, cycle: str | None, as_of: str | None, now: s
     """Run one job's notebook by hand, under the tick's rules and recorded as the tick records
     it; a run the tick would not do now is refused in one line (exit 1)."""
     from ops_runner.manual import run_by_hand
-    from ops_runner.schedule import ScheduleSettings, compute_session_slots
+    from ops_runner.schedule import Job, ScheduleSettings, Slot, compute_session_slots
 
     calendar = cfg.calendar()
     instant = _parse_now(now)
-    if job in ("execution", "reconciliation", "slippage_report"):
+    if "cycle" in JOBS[Job(job)].parameters:  # a cycle's job: its slot is the cycle's
         if not cycle:
             raise ConfigError(f"run {job}: --cycle is required (e.g. 2025-11)")
         wanted = Cycle.parse(cycle, what="--cycle")  # CycleError: exit 2, like ConfigError
@@ -546,8 +546,6 @@ def _run_job(cfg: Config, job: str, cycle: str | None, as_of: str | None, now: s
     settings = ScheduleSettings.from_config(cfg.values)
     slots = [s for s in compute_session_slots(calendar, settings, session) if s.job == job]
     if not slots:  # e.g. data QA of a session that is not a month-end: an ad-hoc run
-        from ops_runner.schedule import Job, Slot
-
         moment = calendar.session_close(session).to_pydatetime()
         slots = [Slot(Job(job), f"{job}:{session.isoformat()}", session, None, moment, moment,
                       closes=None)]  # fmt: skip

@@ -28,9 +28,9 @@ from ops_runner.core.clock import format_seconds, parse_instant
 from ops_runner.core.errors import NotWritable, OpsError
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.core.faults import inject
-from ops_runner.core.hashing import compute_sha256
 from ops_runner.ledger import Ledger
-from ops_runner.schedule import Slot
+from ops_runner.registry import CATEGORIES, JOBS, JobContext, JobWaiting, compute_parameters
+from ops_runner.schedule import RUN_ONLY, Job, ScheduleSettings, Slot, compute_agenda
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +103,8 @@ def _plain(value: Any) -> Any:
 def require_simulated_broker(cfg: Config) -> None:
     """Raise OpsError unless the broker is the simulated one: a fixed clock (``--now``) is
     for the demo, replays and tests, never for a real account."""
-    broker = cfg.values["broker"]
-    if broker["kind"] == "sim":
+    if cfg.simulated:
         return
-    loopback = broker["host"] in ("127.0.0.1", "localhost", "::1")
-    if broker["kind"] == "ib" and broker["simulator"] and broker["mode"] == "paper" and loopback:
-        return  # the loopback TWS simulator (demo --broker ib-sim, tests) runs on that clock
     raise OpsError(
         "--now (a simulated clock) is only accepted with broker.kind: sim, or broker.kind: ib "
         "with broker.simulator: true, mode paper, on 127.0.0.1 (the TWS simulator)"
@@ -258,7 +254,7 @@ def open_session(
             ledger.require_anchored(cfg.path("anchor"))
             broker = LazyBroker(cfg, clock)
             try:
-                record_orphaned_runs(cfg, ledger, ORPHANED)
+                record_orphaned_runs(cfg, ledger, ORPHANED, CATEGORIES)
                 yield Session(ledger, broker, watch.remaining)
             finally:
                 broker.close()
@@ -278,7 +274,7 @@ def _record_deadline(cfg: Config) -> None:
     minutes = float(cfg.values["schedule"]["tick_deadline_minutes"])
     why = f"the tick's deadline of {minutes:g} min passed while this run was in progress"
     with open_ledger(cfg, busy_timeout=5.0) as ledger:
-        if not record_orphaned_runs(cfg, ledger, why):
+        if not record_orphaned_runs(cfg, ledger, why, CATEGORIES):
             _record_stuck_tick(ledger, why)
         send_pending_alerts(cfg, ledger)
 
@@ -302,8 +298,6 @@ def compute_refusal(slot: Slot, view: Any, done: Collection[str], now: datetime)
     jobs it follows are done. A slot done already may run again by hand: every job is safe
     to repeat (the ledger's keys and the broker lookups see to that).
     """
-    from ops_runner.schedule import RUN_ONLY, Job
-
     if slot.job in RUN_ONLY and view.state is not State.RUN:
         why = f" ({view.reason})" if view.reason else ""
         return (
@@ -438,7 +432,6 @@ def _run_due(
     remaining: Callable[[], float] | None = None,
 ) -> list[str]:
     from ops_runner.ledger.states import read_state
-    from ops_runner.schedule import ScheduleSettings, compute_agenda
 
     settings = ScheduleSettings.from_config(cfg.values)
     calendar = cfg.calendar()
@@ -481,7 +474,6 @@ def _record_missed(ledger: Ledger, slot: Slot, now: datetime, state: State | Non
     """Playbook A: a job not done by its deadline opens an incident and moves to SAFE_MODE.
     An execution whose submission window closed with the broker still down is HALT."""
     from ops_runner.ledger.states import apply_trigger, incident_event
-    from ops_runner.schedule import Job
 
     payload = {
         "job": str(slot.job),
@@ -571,44 +563,6 @@ def _record_expired(cfg: Config, ledger: Ledger, slot: Slot, now: datetime) -> N
 # --- running one slot ---------------------------------------------------------------------------
 
 
-def compute_parameters(cfg: Config, slot: Slot, now: datetime, simulated: bool) -> dict[str, str]:
-    """Return the notebook parameters of ``slot`` (never a secret: papermill writes them)."""
-    from ops_runner.schedule import Job
-
-    params = {"workbook": str(cfg.workbook)}
-    if slot.job is Job.DATA_QA:
-        params["as_of"] = slot.session.isoformat()
-    elif slot.job is Job.DECISION:
-        params["session"] = slot.session.isoformat()
-    elif slot.job in (Job.EXECUTION, Job.RECONCILIATION):
-        params.update(cycle=str(slot.cycle), now=format_seconds(now) if simulated else "")
-    elif slot.job is Job.SLIPPAGE_REPORT:
-        params["cycle"] = str(slot.cycle)
-    elif slot.job is Job.AUDIT:
-        params["now"] = format_seconds(now) if simulated else ""
-    elif slot.job is Job.INCIDENT:
-        incident = slot.key.split(":", 1)[1]
-        params.update(incident=incident, now=format_seconds(now) if simulated else "")
-    return params
-
-
-def judge_completion(job: str, completion: dict[str, Any]) -> tuple[bool, str]:
-    """Return (done, outcome) for a completed notebook: a blocking QA, a submission or a
-    reconciliation still waiting, a stopped submission, or one that left an intent unsent
-    (denied by the gate, stopped before it) is not done."""
-    if job == "data_qa":
-        blocking = bool(completion.get("blocking"))
-        return (not blocking, "blocking" if blocking else "clean")
-    status = str(completion.get("status", "completed"))
-    if job == "execution" and (unsettled := list(completion.get("unsettled") or [])):
-        # a denied or unsent intent keeps the cycle open: the tick sends it once the state
-        # allows, inside the window; past it the job is missed (an incident)
-        return False, f"{status}, not at the broker: {', '.join(map(str, unsettled))}"
-    if job in ("execution", "reconciliation"):
-        return (status not in ("WAIT", "STOPPED"), status)
-    return True, status
-
-
 def run_slot(
     cfg: Config,
     ledger: Ledger,
@@ -624,8 +578,7 @@ def run_slot(
     own deadline is longer) waits for the next tick instead of starting.
     """
     from ops_runner.maintenance import compute_audit_hold, publish_slippage
-    from ops_runner.notebooks import compute_run_id, execute_job
-    from ops_runner.schedule import NOTEBOOK_JOBS
+    from ops_runner.notebooks import execute_job
 
     about = {
         "job": str(slot.job),
@@ -634,26 +587,10 @@ def run_slot(
         "cycle": slot.cycle,
         "at": format_seconds(now),
     }
-    if slot.job == "data_fetch":
-        return _run_fetch(cfg, ledger, slot, now, about)
-    if slot.job not in NOTEBOOK_JOBS:
-        run_id = compute_run_id()
-        try:
-            outcome = _run_in_process(cfg, ledger, broker, slot, now, run_id)
-        except Exception as exc:  # boundary: a check or backup that crashes is a failed job
-            _record_crash(ledger, slot, about, run_id, exc)
-            return False, f"{slot.key} FAILED ({type(exc).__name__})"
-        ledger.append(
-            str(EventKind.JOB_COMPLETED),
-            f"JobCompleted:{run_id}",
-            {**about, "run_id": run_id, "done": True, "outcome": outcome, "outputs": {}},
-            run_id=run_id,
-            cycle_id=slot.cycle,
-        )
-        return True, f"{slot.key} {outcome}"
-    from ops_runner.schedule import Job
-
-    if slot.job in RUN_ONLY_CHECKED and (why := _refusal_now(ledger, slot, now)):
+    spec = JOBS[slot.job]
+    if spec.in_process:
+        return _run_in_process(cfg, ledger, broker, slot, now, about)
+    if slot.job in RUN_ONLY and (why := _refusal_now(ledger, slot, now)):
         return True, f"{slot.key} waiting: {why}"
     if remaining is not None:
         needed = 60.0 * float(cfg.values["schedule"]["notebook_deadline_minutes"])
@@ -668,19 +605,20 @@ def run_slot(
         broker.close()  # the kernel logs in with the same client ids: free them first
     run = execute_job(
         cfg,
-        str(slot.job),
+        str(spec.notebook),
         slot.folder,
         compute_parameters(cfg, slot, now, simulated),
         slot=slot.key,
         session=slot.session.isoformat(),
         cycle=slot.cycle,
         at=now,
+        category=spec.category,
     )
     if not run.ok:
         return False, f"{slot.key} FAILED: {run.error}"
     if slot.job is Job.SLIPPAGE_REPORT:
         publish_slippage(cfg, cast(Path, run.output), str(slot.cycle))  # ok: it has its output
-    done, outcome = judge_completion(str(slot.job), run.completion or {})
+    done, outcome = spec.judge(run.completion or {})
     payload = {
         **about,
         "run_id": run.run_id,
@@ -702,53 +640,13 @@ def run_slot(
     return True, f"{slot.key} {outcome}"
 
 
-def _run_fetch(
-    cfg: Config, ledger: Ledger, slot: Slot, now: datetime, about: dict[str, Any]
-) -> tuple[bool, str]:
-    """The session's prices from every provider serving the primary or the secondary. A vendor
-    that is down or answers garbage leaves the store as it was: its error is recorded (once
-    per distinct error) and the slot waits for the next tick; past the data QA's deadline the
-    tick's missed-job rule makes it DEGRADED_DATA with that error in the incident."""
-    from ops_runner.notebooks import compute_run_id
-    from ops_runner.sources.providers import compute_fetched_sources, fetch_source
-
-    run_id = compute_run_id()
-    lines = []
-    for source in compute_fetched_sources(cfg):
-        try:
-            lines.append(fetch_source(cfg, source, end=slot.session, now=now))
-        except OpsError as exc:  # a vendor's own one-line error: the store is unchanged
-            detail = " ".join(f"{source}: {exc}".split())
-            digest = compute_sha256(detail)[:12]
-            payload = {"check": FETCH_CHECK, "slot": slot.key, "passed": False,
-                       "detail": detail, "evidence": [f"at {format_seconds(now)}"]}  # fmt: skip
-            key = f"CheckRecorded:{FETCH_CHECK}:{slot.key}:{digest}"
-            if ledger.get(key) is None:
-                ledger.append(str(EventKind.CHECK_RECORDED), key, payload, run_id=run_id)
-            log.warning("%s waiting: %s", slot.key, detail)
-            return True, f"{slot.key} waiting: {detail}"
-        except Exception as exc:  # boundary: a crash is a failed job, as for every check
-            _record_crash(ledger, slot, about, run_id, exc)
-            return False, f"{slot.key} FAILED ({type(exc).__name__})"
-    ledger.append(str(EventKind.JOB_COMPLETED), f"JobCompleted:{run_id}",
-                  {**about, "run_id": run_id, "done": True, "outcome": "fetched",
-                   "outputs": {"fetched": lines}}, run_id=run_id)  # fmt: skip
-    return True, f"{slot.key} fetched"
-
-
-FETCH_CHECK = "data_fetch"
-
-
 def read_fetch_error(ledger: Ledger, slot_key: str) -> str | None:
     """Return the last error a slot's data fetch recorded, or None."""
     found = None
     for event in ledger.events(kind=str(EventKind.CHECK_RECORDED)):
-        if event.payload.get("check") == FETCH_CHECK and event.payload.get("slot") == slot_key:
+        if event.payload.get("check") == "data_fetch" and event.payload.get("slot") == slot_key:
             found = str(event.payload.get("detail"))
     return found
-
-
-RUN_ONLY_CHECKED = frozenset({"decision", "execution"})
 
 
 def _refusal_now(ledger: Ledger, slot: Slot, now: datetime) -> str | None:
@@ -798,25 +696,32 @@ def _run_in_process(
     broker: Broker | LazyBroker | None,
     slot: Slot,
     now: datetime,
-    run_id: str,
-) -> str:
-    """Run a job that needs no kernel (checks, backup) and return its outcome line."""
-    from ops_runner.checks import run_daily_checks, run_pre_rebalance_checks
-    from ops_runner.schedule import Job
+    about: dict[str, Any],
+) -> tuple[bool, str]:
+    """Run a job that needs no kernel (checks, backup, data fetch) and record its JobCompleted.
+    One that waits (a vendor down) records nothing more; one that crashes is a failed job."""
+    from ops_runner.notebooks import compute_run_id
 
-    if slot.job is Job.BACKUP:
-        from ops_runner.backup import create_backup
-
-        result = create_backup(cfg, now=now, reason=f"weekly ({slot.key})")
-        return f"archived {result.archive.name}"
-    # None comes only from drill and demo reruns, which run notebook jobs, never these.
-    real = cast(Broker, broker.get() if isinstance(broker, LazyBroker) else broker)
-    if slot.job is Job.DAILY_CHECKS:
-        checks = run_daily_checks(cfg, ledger, real, slot.session, slot.key, run_id)
-    else:
-        checks = run_pre_rebalance_checks(cfg, ledger, real, slot.session, slot.key, now, run_id)
-    failed = [c.name for c in checks if not c.passed]
-    return "passed" if not failed else "failed: " + ", ".join(failed)
+    run_id = compute_run_id()
+    opener = broker.get if isinstance(broker, LazyBroker) else (lambda: cast(Broker, broker))
+    context = JobContext(cfg, ledger, opener if broker is not None else None, slot, now, run_id)
+    try:
+        done = cast(Callable, JOBS[slot.job].run)(context)
+    except JobWaiting as exc:
+        log.warning("%s waiting: %s", slot.key, exc)
+        return True, f"{slot.key} waiting: {exc}"
+    except Exception as exc:  # boundary: a check, backup or fetch that crashes is a failed job
+        _record_crash(ledger, slot, about, run_id, exc)
+        return False, f"{slot.key} FAILED ({type(exc).__name__})"
+    ledger.append(
+        str(EventKind.JOB_COMPLETED),
+        f"JobCompleted:{run_id}",
+        {**about, "run_id": run_id, "done": True, "outcome": done.outcome,
+         "outputs": dict(done.outputs)},
+        run_id=run_id,
+        cycle_id=slot.cycle,
+    )  # fmt: skip
+    return True, f"{slot.key} {done.outcome}"
 
 
 def _record_crash(ledger: Ledger, slot: Slot, about: dict, run_id: str, exc: Exception) -> None:

@@ -50,10 +50,6 @@ class Job(StrEnum):
     INCIDENT = "incident"
 
 
-NOTEBOOK_JOBS = frozenset(
-    {Job.DATA_QA, Job.DECISION, Job.EXECUTION, Job.RECONCILIATION, Job.SLIPPAGE_REPORT,
-     Job.AUDIT, Job.INCIDENT}
-)  # fmt: skip
 WEEKLY_JOBS = (Job.AUDIT, Job.BACKUP)
 # Jobs that may only run in RUN: everything else reads, checks or reports and runs in any state.
 RUN_ONLY = frozenset({Job.DECISION, Job.EXECUTION})

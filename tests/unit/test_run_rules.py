@@ -8,7 +8,8 @@ import pytest
 
 from ops_runner.core.events import State
 from ops_runner.ledger.projections import StateView
-from ops_runner.orchestrator import compute_refusal, judge_completion
+from ops_runner.orchestrator import compute_refusal
+from ops_runner.registry import judge_completion
 from ops_runner.schedule import Job, Slot
 
 
