@@ -622,6 +622,18 @@ class Config:
         return str(source)
 
     @property
+    def simulated(self) -> bool:
+        """True for a broker that is a simulator: ``broker.kind: sim``, or the loopback TWS
+        simulator (``kind: ib``, ``simulator: true``, paper, on 127.0.0.1). Only then do a
+        fixed clock and in-process notebook runs make sense: never for a real account."""
+        broker = self.values["broker"]
+        if broker["kind"] == "sim":
+            return True
+        loopback = broker["host"] in ("127.0.0.1", "localhost", "::1")
+        tws_simulator = broker["kind"] == "ib" and broker["simulator"] and loopback
+        return bool(tws_simulator and broker["mode"] == "paper")
+
+    @property
     def universe_symbols(self) -> list[str]:
         """Risk assets, then the defensive asset, then the cash proxy (if any)."""
         uni = self.values["universe"]

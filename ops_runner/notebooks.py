@@ -7,9 +7,10 @@ import logging
 import os
 import secrets
 import signal
+import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from ops_runner.core.clock import format_seconds, format_stamp
 from ops_runner.core.errors import OpsError, WorkbookError
 from ops_runner.core.events import EventKind, Trigger
 from ops_runner.core.faults import inject
+from ops_runner.core.files import write_bytes_atomic
 from ops_runner.core.hashing import read_sha256
 from ops_runner.ledger import Ledger
 
@@ -107,6 +109,15 @@ def open_workbook(workbook: str = "", run_id: str = "") -> Config:
     cfg = load_config(root)
     return cfg if run_id else replace(cfg, preview=True)
 
+
+# Run in each job's kernel before its first cell: no slow optional import (see
+# BLOCK_SLOW_IMPORTS), and exit() or quit() in a cell kills the kernel at once. IPython's own
+# exit() stops the kernel only after the cell, so whether the next cells still ran (and glued
+# a completion record) was a race; a job that asks to exit has failed, every time.
+KERNEL_START = (
+    f"{BLOCK_SLOW_IMPORTS}; import os as _os; "
+    "get_ipython().user_ns.update(exit=lambda *_: _os._exit(1), quit=lambda *_: _os._exit(1))"
+)
 
 # A Unix socket path holds at most 107 bytes (sun_path is 108 with its NUL); jupyter_client
 # adds "-<channel number>" to the base path. Past this, the kernel cannot start at all.
@@ -342,8 +353,12 @@ def run_notebook(
     cell_timeout: float = 600,
     deadline: float | None = None,
     source: Path | None = None,
+    in_process: bool = False,
 ) -> NotebookRun:
     """Execute notebooks/<job>.ipynb (or ``source``) in a fresh kernel into ``output``.
+
+    ``in_process`` runs its cells in this process instead (``_execute_in_process``: for the
+    simulated broker's tests, no deadline, no isolation).
 
     ``cell_timeout`` bounds each cell (seconds); ``deadline`` bounds the whole run (seconds):
     past it the kernel is killed. A run counts only when papermill returned cleanly AND the
@@ -382,18 +397,21 @@ def run_notebook(
         return NotebookError(f"{job} failed: {reason}{kept}", where, reason, took)
 
     try:
-        pm.execute_notebook(
-            str(source),
-            str(output),
-            parameters=parameters,
-            kernel_name=kernel_name(),
-            kernel_manager_class=_ipc_kernel_manager(managers, fired),
-            cwd=str(NOTEBOOKS),
-            execution_timeout=cell_timeout,
-            progress_bar=False,
-            log_output=False,
-            extra_arguments=[f"--IPKernelApp.exec_lines={BLOCK_SLOW_IMPORTS}"],
-        )
+        if in_process:
+            _execute_in_process(source, output, parameters)
+        else:
+            pm.execute_notebook(
+                str(source),
+                str(output),
+                parameters=parameters,
+                kernel_name=kernel_name(),
+                kernel_manager_class=_ipc_kernel_manager(managers, fired),
+                cwd=str(NOTEBOOKS),
+                execution_timeout=cell_timeout,
+                progress_bar=False,
+                log_output=False,
+                extra_arguments=[f"--IPKernelApp.exec_lines={KERNEL_START}"],
+            )
     except pm.PapermillExecutionError as exc:
         raise failed(f"cell {exc.cell_index} raised {exc.ename}: {exc.evalue}") from None
     except Exception as exc:  # boundary: kernel death, timeouts, nbclient errors
@@ -419,6 +437,81 @@ def run_notebook(
     return NotebookRun(job, output, read_sha256(output), completion, scraps, took)
 
 
+IN_PROCESS_ENV = "OPS_RUNNER_IN_PROCESS_NOTEBOOKS"
+
+
+def read_in_process(cfg: Config) -> bool:
+    """True when ``OPS_RUNNER_IN_PROCESS_NOTEBOOKS=1`` asks for in-process runs (the tests).
+    Raises NotebookError when it asks that of a workbook whose broker is not a simulator: a
+    real account's jobs run in kernels, each the isolated record of what was done."""
+    if os.environ.get(IN_PROCESS_ENV) != "1":
+        return False
+    if not cfg.simulated:
+        why = f"{IN_PROCESS_ENV}=1 is for the simulated broker only; unset it for this workbook"
+        raise NotebookError(f"refused before running: {why}", None, why)
+    return True
+
+
+def _execute_in_process(source: Path, output: Path, parameters: dict[str, Any]) -> None:
+    """Run the notebook's code cells, parameterized as papermill does, in this process.
+
+    Each cell's printed text and glued scraps become its outputs; a cell that raises stops the
+    run with papermill's own error, the partial notebook written. The same code as a kernel
+    runs, without a kernel's isolation, deadline or rich output: for the tests of the tick on
+    the simulated broker (``OPS_RUNNER_IN_PROCESS_NOTEBOOKS=1``), so that only the notebook
+    tests pay seconds for each kernel. Never a real account (``execute_job`` refuses).
+    """
+    import contextlib
+    import io
+
+    import nbformat
+    import papermill as pm
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    notebook = load_notebook_node(str(source))
+    if parameters:  # as papermill: no injected cell without parameters
+        notebook = parameterize_notebook(notebook, parameters, kernel_name="python3",
+                                         language="python")  # fmt: skip
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    captured: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    _CAPTURED.append(captured)
+    try:
+        for index, cell in enumerate(notebook.cells):
+            if cell.cell_type != "code":
+                continue
+            captured.clear()
+            printed = io.StringIO()
+            error = None
+            try:
+                with contextlib.redirect_stdout(printed):
+                    exec(compile(cell.source, f"<{source.name} cell {index}>", "exec"), namespace)
+            except SystemExit:  # exit() or quit(): in a kernel, the kernel dies (KERNEL_START)
+                from nbclient.exceptions import DeadKernelError
+
+                raise DeadKernelError(f"cell {index} called exit()") from None
+            except Exception as exc:  # boundary: the cell's error ends the run, as in a kernel
+                error = exc
+            outputs = [nbformat.v4.new_output("stream", name="stdout", text=printed.getvalue())]
+            outputs = outputs if printed.getvalue() else []
+            outputs += [nbformat.v4.new_output("display_data", data=bundle, metadata=meta)
+                        for bundle, meta in captured]  # fmt: skip
+            if error is not None:
+                ename, evalue = type(error).__name__, str(error)
+                trace = [f"{ename}: {evalue}"]
+                outputs.append(nbformat.v4.new_output("error", ename=ename, evalue=evalue,
+                                                      traceback=trace))  # fmt: skip
+            cell.outputs = outputs
+            if error is not None:
+                write_bytes_atomic(output, nbformat.writes(notebook).encode())
+                raise pm.PapermillExecutionError(index, None, cell.source, ename, evalue, [])
+    finally:
+        _CAPTURED.pop()
+        if "matplotlib.pyplot" in sys.modules:  # the figures the cells drew, not shown anywhere
+            sys.modules["matplotlib.pyplot"].close("all")
+    write_bytes_atomic(output, nbformat.writes(notebook).encode())
+
+
 def known_jobs() -> list[str]:
     """Return the names of the notebooks that can be run as jobs."""
     return sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
@@ -430,14 +523,6 @@ def completion_record(job: str, **outputs: Any) -> dict[str, Any]:
 
 
 # --- jobs: a notebook run recorded in the ledger ---------------------------------------------
-
-INCIDENT_CATEGORY = {
-    "data_qa": "data",
-    "decision": "strategy",
-    "execution": "broker",
-    "reconciliation": "broker",
-    "audit": "broker",
-}
 
 
 @dataclass(frozen=True)
@@ -475,6 +560,7 @@ def execute_job(
     cycle: str | None,
     at: datetime,
     source: Path | None = None,
+    category: str = "scheduler",
 ) -> JobRun:
     """Run ``job``'s notebook into ledger/runs/<folder>/<job>-<run id>.ipynb and record it.
 
@@ -506,6 +592,7 @@ def execute_job(
             cell_timeout=int(sched["cell_timeout_seconds"]),
             deadline=60.0 * float(sched["notebook_deadline_minutes"]),
             source=source,
+            in_process=read_in_process(cfg),
         )
     except NotebookError as exc:
         items = []
@@ -514,7 +601,7 @@ def execute_job(
         evidence = [f"run {run_id}"] + ([f"notebook {_relative(cfg, exc.output)}"]
                                         if exc.output is not None else [])  # fmt: skip
         with open_ledger(cfg) as ledger:
-            record_job_failure(ledger, about, exc.reason, INCIDENT_CATEGORY.get(job, "scheduler"),
+            record_job_failure(ledger, about, exc.reason, category,
                                evidence, extra=items)  # fmt: skip
         log.error("%s", exc)
         return JobRun(job, slot, run_id, exc.output, None, exc.reason, exc.duration)
@@ -566,7 +653,9 @@ def _artifact(
 _ABOUT = ("job", "slot", "session", "cycle", "run_id", "at")
 
 
-def record_orphaned_runs(cfg: Config, ledger: Ledger, why: str) -> list[str]:
+def record_orphaned_runs(
+    cfg: Config, ledger: Ledger, why: str, categories: Mapping[str, str]
+) -> list[str]:
     """Record every run that started and never ended as failed; return their run ids.
 
     A run ended when its notebook was registered (ArtifactRecorded) or its job recorded
@@ -590,7 +679,7 @@ def record_orphaned_runs(cfg: Config, ledger: Ledger, why: str) -> list[str]:
             output = written[0]
             items.append(_artifact(cfg, about, output, 0.0, "failed", why))
             evidence.append(f"notebook {_relative(cfg, output)}")
-        record_job_failure(ledger, about, why, INCIDENT_CATEGORY.get(job, "scheduler"), evidence,
+        record_job_failure(ledger, about, why, categories.get(job, "scheduler"), evidence,
                            extra=items)  # fmt: skip
         log.error("run %s of %s never ended: %s", run_id, about["slot"], why)
     return [str(e.run_id) for e in orphans]

@@ -13,6 +13,19 @@ _KERNEL = "ipykernel"
 _PROGRAMS = ("python", "ops-runner")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _jobs_run_their_notebooks_in_process() -> Iterator[None]:
+    """A job's notebook runs its cells in the test process (``OPS_RUNNER_IN_PROCESS_NOTEBOOKS``,
+    the simulated broker only) unless the test is marked ``notebook``: the tick's tests test
+    the tick, and only the notebook tests pay seconds for each kernel."""
+    from ops_runner.notebooks import IN_PROCESS_ENV
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv(IN_PROCESS_ENV, "1")
+    yield
+    patch.undo()
+
+
 @pytest.fixture(autouse=True)
 def _markers_say_what_the_test_starts(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail a test that starts a Jupyter kernel without the ``notebook`` marker, or runs Python
@@ -35,6 +48,10 @@ def _markers_say_what_the_test_starts(request: pytest.FixtureRequest) -> Iterato
 
     patch = pytest.MonkeyPatch()
     patch.setattr(subprocess.Popen, "__init__", recording)
+    if request.node.get_closest_marker("notebook"):
+        from ops_runner.notebooks import IN_PROCESS_ENV
+
+        patch.delenv(IN_PROCESS_ENV, raising=False)  # a notebook test: real kernels
     try:
         yield
     finally:
@@ -94,11 +111,36 @@ def sample_workbook(tmp_path_factory) -> Path:
 NOVEMBER_DECIDED_AT = "2025-11-28T21:30:00Z"  # Friday's 13:00 early close + the decision delay
 
 
+# Worlds built once per test process, copied for each test that asks (a workbook is a folder:
+# the fault matrix's copies show a copy behaves as the original). Keyed by the approval key,
+# which the baseline approval signs with.
+_BUILT: dict[tuple[str, str | None], Path] = {}
+
+
+def _copy_of_built(name: str, build: Callable[[Path], Path], root: Path) -> Path:
+    import atexit
+    import os
+    import shutil
+    import tempfile
+
+    key = (name, os.environ.get("OPS_RUNNER_APPROVAL_KEY"))
+    if key not in _BUILT or not _BUILT[key].is_dir():
+        base = Path(tempfile.mkdtemp(prefix=f"ops-{name}-"))
+        atexit.register(shutil.rmtree, base, True)
+        _BUILT[key] = build(base / "wb")
+    shutil.copytree(_BUILT[key], root)
+    return root
+
+
 def make_undecided_november(root: Path) -> Path:
     """A workbook one real cycle old (October 2025 holds 1,358 VEU), baseline approved, before
     any tick: the November rebalance (100% AGG) is still to be decided.
 
     Only the cycle's own jobs run (no weekly audit, backup or investigation notebooks)."""
+    return _copy_of_built("undecided", _build_undecided_november, root)
+
+
+def _build_undecided_november(root: Path) -> Path:
     import yaml
 
     from ops_runner.checks import approve_baseline
@@ -117,12 +159,16 @@ def make_undecided_november(root: Path) -> Path:
 def make_decided_november(root: Path) -> Path:
     """``make_undecided_november``, then the tick after the 2025-11-28 close: the checks, data
     QA and decision notebooks ran and are done; the state is RUN."""
+    return _copy_of_built("decided", _build_decided_november, root)
+
+
+def _build_decided_november(root: Path) -> Path:
     from datetime import datetime
 
     from ops_runner.config import load_config
     from ops_runner.orchestrator import tick
 
-    workbook = make_undecided_november(root)
+    workbook = _build_undecided_november(root)
     decided_at = datetime.fromisoformat(NOVEMBER_DECIDED_AT.replace("Z", "+00:00"))
     first = tick(load_config(workbook), now=decided_at)
     assert "decision:2025-11" in first.message and str(first.state) == "RUN", first.message

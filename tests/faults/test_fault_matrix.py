@@ -268,7 +268,7 @@ def test_reconciliation_kernel_dies_after_recording_fills(decided, tmp_path):
     require(judge(world, "reconciliation kernel dies after fills", "RUN"), world)
 
 
-@pytest.mark.notebook
+@pytest.mark.subprocess
 def test_the_tick_process_dies_before_the_kernel_starts(decided, tmp_path):
     world = copy_world(decided, tmp_path / "wb")
     died = world.cli("tick", "--now", EXECUTE, fault="crash@job:started")
@@ -279,7 +279,7 @@ def test_the_tick_process_dies_before_the_kernel_starts(decided, tmp_path):
     require(judge(world, "tick process dies after JobStarted", "RUN"), world)
 
 
-@pytest.mark.notebook
+@pytest.mark.subprocess
 def test_the_tick_process_dies_after_the_notebook_was_registered(decided, tmp_path):
     world = copy_world(decided, tmp_path / "wb")
     died = world.cli("tick", "--now", EXECUTE, fault="crash@job:before_completed")
@@ -292,7 +292,7 @@ def test_the_tick_process_dies_after_the_notebook_was_registered(decided, tmp_pa
     require(judge(world, "tick process dies before JobCompleted", "RUN"), world)
 
 
-@pytest.mark.notebook
+@pytest.mark.subprocess
 def test_the_backup_dies_after_writing_its_archive(decided, tmp_path):
     world = copy_world(decided, tmp_path / "wb")
     config = world.root / "config.yaml"
@@ -352,7 +352,8 @@ def test_power_loss_kills_the_tick_and_its_kernel_after_a_place(decided, tmp_pat
     require(judge(world, "power loss after a place (tick and kernel)", "RUN"), world)
 
 
-@pytest.mark.notebook
+@pytest.mark.slow  # two tick processes
+@pytest.mark.subprocess
 def test_two_ticks_at_once_send_each_order_once(decided, tmp_path):
     world = copy_world(decided, tmp_path / "wb")
     first = world.cli("tick", "--now", EXECUTE, wait=False)
@@ -381,7 +382,6 @@ BROKER_FAULTS = [
 
 @pytest.mark.parametrize(("name", "faults", "expected"), BROKER_FAULTS,
                          ids=[f[0] for f in BROKER_FAULTS])  # fmt: skip
-@pytest.mark.notebook
 def test_the_broker_misbehaves(decided, tmp_path, name, faults, expected):
     world = copy_world(decided, tmp_path / "wb")
     world.set_faults(**faults)
@@ -396,7 +396,6 @@ def test_the_broker_misbehaves(decided, tmp_path, name, faults, expected):
     require(judge(world, name, expected), world)
 
 
-@pytest.mark.notebook  # the ticks after the full disk run the reconciliation notebook
 def test_the_disk_fills_mid_write(decided, tmp_path):
     world = copy_world(decided, tmp_path / "wb")
     line = world.tick(EXECUTE, fault="enospc@write:heartbeat.json")
@@ -407,7 +406,7 @@ def test_the_disk_fills_mid_write(decided, tmp_path):
     require(judge(world, "the disk fills mid-write", "RUN"), world)
 
 
-@pytest.mark.notebook
+@pytest.mark.subprocess
 def test_the_workbook_is_read_only_for_a_tick(decided, tmp_path):
     world = copy_world(decided, tmp_path / "wb")
     with read_only(world.root):
@@ -418,7 +417,6 @@ def test_the_workbook_is_read_only_for_a_tick(decided, tmp_path):
     require(judge(world, "a read-only workbook", "RUN"), world)
 
 
-@pytest.mark.notebook
 def test_the_clock_jumps_back_and_forth(decided, tmp_path):
     world = copy_world(decided, tmp_path / "wb")
     world.tick(EXECUTE)
@@ -429,7 +427,7 @@ def test_the_clock_jumps_back_and_forth(decided, tmp_path):
     require(judge(world, "the clock jumps back and forth", "RUN"), world)
 
 
-@pytest.mark.notebook
+@pytest.mark.subprocess
 def test_the_ledger_is_cut_at_its_tail(decided, tmp_path):
     world = copy_world(decided, tmp_path / "wb")
     saved = tmp_path / "before.sqlite"

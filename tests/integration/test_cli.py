@@ -160,7 +160,8 @@ def test_cli_when_workbook_given_after_the_verb_uses_it(tmp_path):
     assert listing.returncode == 0 and "price store is empty" in listing.stdout
 
 
-@pytest.mark.notebook
+@pytest.mark.slow  # a whole cycle through ops-runner run
+@pytest.mark.subprocess
 def test_cli_run_when_a_cycle_goes_through_the_sim_broker_registers_each_notebook(tmp_path):
     from ops_runner.core.events import EventKind
     from ops_runner.ledger import open_ledger

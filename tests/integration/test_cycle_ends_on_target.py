@@ -28,7 +28,8 @@ from ops_runner.integrity import check_integrity
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.approvals import Action, approve, resume
 from ops_runner.ledger.states import apply_trigger, incident_event, read_state
-from ops_runner.orchestrator import hold_tick_lock, judge_completion, tick
+from ops_runner.orchestrator import hold_tick_lock, tick
+from ops_runner.registry import judge_completion
 from ops_runner.submission import RowOutcome, SubmissionStatus, submit_plan
 
 EXE = Path(sys.executable).with_name("ops-runner")
@@ -102,7 +103,7 @@ def cli(cfg: Config, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.notebook
+@pytest.mark.subprocess
 def test_manual_run_when_safe_mode_is_refused_as_the_tick_refuses_then_the_tick_finishes(cfg):
     fall_to_safe_mode(cfg, "an operator's check found something to review")
     with open_ledger(cfg) as ledger:
@@ -134,7 +135,7 @@ def test_manual_run_when_safe_mode_is_refused_as_the_tick_refuses_then_the_tick_
         pytest.param("2025-11-28T21:35:00Z", 0, id="before-the-window"),
     ],
 )
-@pytest.mark.notebook
+@pytest.mark.subprocess
 def test_manual_run_when_outside_the_tick_s_rules_is_refused_in_one_line(cfg, when, at_broker):
     expected = {
         "2025-12-01T13:30:00Z": "holds the workbook's lock",
@@ -175,7 +176,6 @@ def submit_with_safe_mode_after_the_sell(cfg: Config, now: datetime):
 
 
 @pytest.mark.parametrize("approved_in_window", [True, False], ids=["left-in-time", "stayed"])
-@pytest.mark.notebook
 def test_submission_when_the_buy_is_denied_keeps_the_cycle_open(cfg, approved_in_window):
     report = submit_with_safe_mode_after_the_sell(cfg, at("2025-12-01T13:30:00Z"))
     outcomes = {row.client_ref: row.outcome for row in report.rows}

@@ -21,6 +21,8 @@ from ops_runner.config import load_config
 from ops_runner.core.events import EventKind
 from ops_runner.ledger import open_ledger
 
+pytestmark = pytest.mark.slow  # the demo walked month by month
+
 EXE = Path(sys.executable).with_name("ops-runner")
 HMAC_KEY = "demo-hmac-key-5f1c0e9a7b2d4c6e8f0a1b2c3d4e5f60"
 ACCOUNT = "DU7654321"
@@ -30,8 +32,6 @@ CYCLES = ("2025-09", "2025-10", "2025-11")
 # each gets a weekly audit and backup. Read off a calendar by hand: no holiday ends a week early.
 WEEKS = ("2025-10-03", "2025-10-10", "2025-10-17", "2025-10-24", "2025-10-31", "2025-11-07",
          "2025-11-14", "2025-11-21", "2025-11-28")  # fmt: skip
-
-pytestmark = pytest.mark.notebook
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,7 @@ def _of(events, kind):
     return [e.payload for e in events if e.kind == str(kind)]
 
 
+@pytest.mark.subprocess
 def test_demo_when_walked_three_months_ledger_and_artifacts_verify(walk):
     _, cfg, _ = walk
     done = subprocess.run([str(EXE), "--workbook", str(cfg.workbook), "ledger", "verify"],
@@ -170,6 +171,7 @@ def _banner_rows(cfg):
     return compute_banner(cfg).astype(str).to_dict("records")
 
 
+@pytest.mark.subprocess
 def test_demo_when_ticked_again_later_by_the_cli_stays_idempotent(walk):
     _, cfg, _ = walk
 

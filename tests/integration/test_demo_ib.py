@@ -13,14 +13,14 @@ from ops_runner.config import load_config
 from ops_runner.core.events import EventKind
 from ops_runner.ledger import open_ledger
 
+pytestmark = pytest.mark.slow  # the demo walked month by month
+
 pytest.importorskip("ops_runner.simulators.tws_sim")
 
 EXE = Path(sys.executable).with_name("ops-runner")
 ACCOUNT = "DU7654321"
 HMAC_KEY = "demo-ib-hmac-key-0a1b2c3d4e5f60718293a4b5c6d7e8f9"
 JOBS = ("data_qa", "decision", "execution", "reconciliation", "slippage_report")
-
-pytestmark = pytest.mark.notebook
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,7 @@ def _of(events, kind):
     return [e.payload for e in events if e.kind == str(kind)]
 
 
+@pytest.mark.subprocess
 def test_demo_ib_sim_runs_the_cycle_through_the_adapter_and_ends_clean_in_run(walk):
     result, cfg, events = walk
     assert cfg.values["broker"]["kind"] == "ib" and cfg.values["broker"]["simulator"] is True

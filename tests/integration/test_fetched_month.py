@@ -37,8 +37,6 @@ SYMBOLS = ["SPY", "EFA", "AGG", "BIL"]
 START = datetime(2020, 10, 30, 20, 30, tzinfo=UTC)  # October's rebalance close + 30 minutes
 END = datetime(2020, 12, 1, 23, 0, tzinfo=UTC)  # after December 1's evening fetch
 
-pytestmark = pytest.mark.notebook
-
 
 @pytest.fixture
 def month(tmp_path, monkeypatch):
@@ -87,6 +85,7 @@ def events(cfg, kind: EventKind) -> list:
         return list(ledger.events(kind=str(kind)))
 
 
+@pytest.mark.slow  # a month of ticks
 def test_a_month_of_ticks_fetches_decides_and_trades_with_no_import_by_hand(month):
     cfg, server = month
     ran = walk(cfg, server, START, END)
@@ -151,6 +150,7 @@ def test_a_vendor_down_past_the_qa_deadline_is_degraded_data_with_its_own_error(
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
+@pytest.mark.subprocess
 def test_readme_data_fetch_lines_when_run_as_written_fetch_from_the_providers(tmp_path):
     """The README's own `data fetch` command lines, run as written (the workbook path swapped
     for a test's), against the loopback vendor server: a crash here once hid behind them."""
@@ -197,6 +197,7 @@ def test_readme_data_fetch_lines_when_run_as_written_fetch_from_the_providers(tm
      Fault.TRUNCATED_JSON, Fault.HTML_ERROR, Fault.TIMEOUT],
     ids=lambda f: f.value,
 )  # fmt: skip
+@pytest.mark.subprocess
 def test_data_fetch_cli_when_the_vendor_misbehaves_is_one_line_and_changes_nothing(tmp_path, fault):
     import os
     import subprocess

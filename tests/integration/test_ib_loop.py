@@ -22,8 +22,6 @@ from ops_runner.ledger import open_ledger, projections
 from ops_runner.orchestrator import tick
 from ops_runner.sources.sample import write_sample
 
-pytestmark = pytest.mark.notebook
-
 tws_sim = pytest.importorskip("ops_runner.simulators.tws_sim")
 from ops_runner.simulators.market import WorkbookMarket  # noqa: E402
 
@@ -179,6 +177,7 @@ def test_a_cycle_through_ib_is_decided_sent_filled_and_reconciled_clean(loop, cl
     assert sim.protocol_errors() == []
 
 
+@pytest.mark.notebook  # a kernel that dies (or whose connection drops) mid-cycle
 @pytest.mark.parametrize("burst", ["drop", "1100"])
 def test_a_fault_in_the_opening_fill_burst_ends_clean_with_every_fill_once(loop, burst):
     cfg, sim, clock = loop("ib_async")
@@ -224,6 +223,7 @@ def test_broker_still_down_when_the_window_closes_is_halt_with_an_alert(loop):
     assert any("HALT" in a["subject"] for a in alerts), alerts
 
 
+@pytest.mark.notebook  # a kernel that dies (or whose connection drops) mid-cycle
 def test_an_order_placed_before_the_kernel_died_is_adopted_through_ib(loop, monkeypatch):
     cfg, sim, clock = loop("ib_async")
     walk(cfg, sim, clock, [m for m in steps(cfg, START, END) if m < WINDOW_OPENS])

@@ -72,7 +72,6 @@ def test_snapshot_when_broker_refuses_marks_it_unavailable_and_classifies_broker
     assert any("check broker failed" in line for line in verdict.lines())
 
 
-@pytest.mark.notebook
 def test_failing_runs_when_data_qa_notebook_failed_links_its_executed_notebook(tmp_path):
     from ops_runner.notebooks import execute_job
 

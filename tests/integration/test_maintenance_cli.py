@@ -97,7 +97,6 @@ def test_audit_from_the_command_line_is_clean_on_an_untouched_workbook(workbook,
         assert len(list(ledger.events(kind=str(EventKind.AUDIT_RECORDED)))) == 1
 
 
-@pytest.mark.notebook
 def test_report_performance_when_nothing_traded_yet_says_so_and_writes_the_page(workbook, capsys):
     code, out, err = run(capsys, "--workbook", str(workbook), "report", "performance")
     assert code == 0, err

@@ -59,7 +59,6 @@ def completed(cfg) -> dict[str, str]:
     return {p["slot"]: p["outcome"] for p in payloads(cfg, EventKind.JOB_COMPLETED) if p["done"]}
 
 
-@pytest.mark.notebook
 def test_tick_when_the_week_closes_runs_the_audit_notebook_then_a_backup_once(tmp_path):
     cfg = load_config(make_workbook(tmp_path))
     first = tick(cfg, now=THURSDAY)
@@ -110,7 +109,6 @@ def _record_job(cfg, slot: str) -> None:
         ledger.append(str(EventKind.JOB_COMPLETED), f"JobCompleted:{slot}", payload)
 
 
-@pytest.mark.notebook
 def test_tick_when_a_cycle_is_not_reconciled_the_audit_waits_and_the_backup_runs(tmp_path):
     cfg = load_config(make_workbook(tmp_path, **{"schedule.investigate_incidents": False}))
     tick(cfg, now=THURSDAY)
@@ -133,7 +131,6 @@ def test_tick_when_a_cycle_is_not_reconciled_the_audit_waits_and_the_backup_runs
     assert [a["status"] for a in payloads(cfg, EventKind.AUDIT_RECORDED)] == ["CLEAN"]
 
 
-@pytest.mark.notebook
 def test_tick_when_incidents_open_runs_the_incident_notebook_once_for_each(tmp_path):
     cfg = load_config(make_workbook(tmp_path, **{"broker.sim_faults": {"clock_skew_seconds": 42}}))
 

@@ -213,8 +213,9 @@ def test_decision_when_a_gate_is_shut_is_refused_by_the_library_and_the_cli(unde
     assert decisions(undecided) == before
 
 
-@pytest.mark.notebook
+@pytest.mark.slow  # a cycle to the decision, each way
 @pytest.mark.parametrize("path", ["run", "tick"])
+@pytest.mark.subprocess
 def test_decision_when_the_data_changed_after_qa_the_run_and_the_tick_refuse(undecided, path):
     qa_then(undecided)  # data QA of 2025-11-28 clean, recorded
     change_data(undecided)  # then a new import: the QA no longer speaks for the data

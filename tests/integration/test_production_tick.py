@@ -71,7 +71,6 @@ def test_tick_when_eve_of_rebalance_runs_checks_in_process_and_records_each(tmp_
     assert tick(cfg, now=EVE).ran == ()  # done is never done again
 
 
-@pytest.mark.notebook
 def test_tick_when_no_baseline_approved_blocks_the_rebalance_in_safe_mode(tmp_path):
     cfg = load_config(make_workbook(tmp_path))
     tick(cfg, now=EVE)
@@ -82,7 +81,6 @@ def test_tick_when_no_baseline_approved_blocks_the_rebalance_in_safe_mode(tmp_pa
     assert ids == ["check-baseline-pre_rebalance_checks-2025-11-26"]
 
 
-@pytest.mark.notebook
 def test_tick_when_config_changed_after_baseline_blocks_until_new_baseline(tmp_path):
     root = make_workbook(tmp_path)
     approve_baseline(load_config(root), "reviewed")
@@ -101,7 +99,6 @@ def test_tick_when_config_changed_after_baseline_blocks_until_new_baseline(tmp_p
         assert check_baseline(cfg, ledger).passed
 
 
-@pytest.mark.notebook
 def test_tick_when_broker_clock_is_skewed_moves_to_safe_mode_once(tmp_path):
     cfg = load_config(make_workbook(tmp_path, **{"broker.sim_faults": {"clock_skew_seconds": 42}}))
     approve_baseline(cfg, "reviewed")
@@ -116,7 +113,6 @@ def test_tick_when_broker_clock_is_skewed_moves_to_safe_mode_once(tmp_path):
         assert ledger.head() == head  # the same day's skew is recorded once
 
 
-@pytest.mark.notebook
 def test_tick_when_decision_found_after_its_window_halts(tmp_path):
     cfg = load_config(make_workbook(tmp_path))
     approve_baseline(cfg, "reviewed")
@@ -133,7 +129,6 @@ def test_tick_when_decision_found_after_its_window_halts(tmp_path):
     assert events_of(cfg, EventKind.DECISION_RECORDED) == []
 
 
-@pytest.mark.notebook
 def test_tick_when_decision_missed_and_policy_skip_cycle_holds_positions_in_safe_mode(tmp_path):
     cfg = load_config(make_workbook(tmp_path, **{"schedule.missed_decision": "skip_cycle"}))
     approve_baseline(cfg, "reviewed")

@@ -271,7 +271,6 @@ def published(history):
     return cfg, notebook, publish_report(cfg, notebook, "2025-09")
 
 
-@pytest.mark.notebook
 def test_report_when_run_on_the_history_is_published_and_linked_from_the_runs_index(published):
     from ops_runner.notebooks import read_scraps
     from ops_runner.runs import write_runs_index

@@ -66,6 +66,20 @@ def lib(request):
 
 
 @pytest.fixture(autouse=True)
+def main_thread_loop() -> Iterator[None]:
+    """The clients here run on the main thread's event loop, as a user's script does: give
+    each test its own. An earlier test in the same process that ran ``asyncio.run`` leaves the
+    main thread with no loop set, and the clients' ``get_event_loop()`` would raise."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()
+
+
+@pytest.fixture(autouse=True)
 def no_decode_errors() -> Iterator[None]:
     with DecodeErrorWatch() as watch:
         yield

@@ -151,7 +151,7 @@ def test_notebook_when_read_is_thin_and_has_no_broker_imports(path):
 def test_notebook_when_read_last_cell_glues_completion_record(path):
     nb = nbformat.read(str(path), as_version=4)
     last = _code(nb)[-1].source
-    assert 'sb.glue("completion"' in last and "completion_record(" in last
+    assert 'notebooks.glue("completion"' in last and "completion_record(" in last
 
 
 @pytest.mark.notebook
