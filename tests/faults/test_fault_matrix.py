@@ -268,6 +268,7 @@ def test_reconciliation_kernel_dies_after_recording_fills(decided, tmp_path):
     require(judge(world, "reconciliation kernel dies after fills", "RUN"), world)
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 @pytest.mark.subprocess
 def test_the_tick_process_dies_before_the_kernel_starts(decided, tmp_path):
     world = copy_world(decided, tmp_path / "wb")
@@ -279,6 +280,7 @@ def test_the_tick_process_dies_before_the_kernel_starts(decided, tmp_path):
     require(judge(world, "tick process dies after JobStarted", "RUN"), world)
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 @pytest.mark.subprocess
 def test_the_tick_process_dies_after_the_notebook_was_registered(decided, tmp_path):
     world = copy_world(decided, tmp_path / "wb")
@@ -292,6 +294,7 @@ def test_the_tick_process_dies_after_the_notebook_was_registered(decided, tmp_pa
     require(judge(world, "tick process dies before JobCompleted", "RUN"), world)
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 @pytest.mark.subprocess
 def test_the_backup_dies_after_writing_its_archive(decided, tmp_path):
     world = copy_world(decided, tmp_path / "wb")
@@ -380,6 +383,7 @@ BROKER_FAULTS = [
 ]
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 @pytest.mark.parametrize(("name", "faults", "expected"), BROKER_FAULTS,
                          ids=[f[0] for f in BROKER_FAULTS])  # fmt: skip
 def test_the_broker_misbehaves(decided, tmp_path, name, faults, expected):
@@ -396,6 +400,7 @@ def test_the_broker_misbehaves(decided, tmp_path, name, faults, expected):
     require(judge(world, name, expected), world)
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 def test_the_disk_fills_mid_write(decided, tmp_path):
     world = copy_world(decided, tmp_path / "wb")
     line = world.tick(EXECUTE, fault="enospc@write:heartbeat.json")
@@ -406,6 +411,7 @@ def test_the_disk_fills_mid_write(decided, tmp_path):
     require(judge(world, "the disk fills mid-write", "RUN"), world)
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 @pytest.mark.subprocess
 def test_the_workbook_is_read_only_for_a_tick(decided, tmp_path):
     world = copy_world(decided, tmp_path / "wb")
@@ -417,6 +423,7 @@ def test_the_workbook_is_read_only_for_a_tick(decided, tmp_path):
     require(judge(world, "a read-only workbook", "RUN"), world)
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 def test_the_clock_jumps_back_and_forth(decided, tmp_path):
     world = copy_world(decided, tmp_path / "wb")
     world.tick(EXECUTE)
@@ -427,6 +434,7 @@ def test_the_clock_jumps_back_and_forth(decided, tmp_path):
     require(judge(world, "the clock jumps back and forth", "RUN"), world)
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 @pytest.mark.subprocess
 def test_the_ledger_is_cut_at_its_tail(decided, tmp_path):
     world = copy_world(decided, tmp_path / "wb")

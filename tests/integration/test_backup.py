@@ -173,6 +173,7 @@ def _append_until_stopped(path: Path, stop, count) -> None:  # runs in the child
             count.value += 1
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 def test_backup_when_another_process_appends_restores_to_one_appended_state(
     cfg: Config, tmp_path: Path
 ) -> None:

@@ -229,6 +229,7 @@ def test_cli_when_output_piped_into_head_exits_quietly(tmp_path):
     assert done.stdout.startswith("source")
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 @pytest.mark.subprocess
 def test_cli_data_sample_when_the_workbook_is_not_a_demo_refuses_and_writes_nothing(tmp_path):
     assert run("init", workbook=tmp_path).returncode == 0

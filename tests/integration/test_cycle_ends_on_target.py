@@ -103,6 +103,7 @@ def cli(cfg: Config, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 @pytest.mark.subprocess
 def test_manual_run_when_safe_mode_is_refused_as_the_tick_refuses_then_the_tick_finishes(cfg):
     fall_to_safe_mode(cfg, "an operator's check found something to review")
@@ -127,6 +128,7 @@ def test_manual_run_when_safe_mode_is_refused_as_the_tick_refuses_then_the_tick_
     assert broker_positions(cfg, RECONCILE_AT) == {"AGG": PLANNED["AGG"]}
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 @pytest.mark.parametrize(
     ("when", "at_broker"),
     [
@@ -175,6 +177,7 @@ def submit_with_safe_mode_after_the_sell(cfg: Config, now: datetime):
         broker.close()
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 @pytest.mark.parametrize("approved_in_window", [True, False], ids=["left-in-time", "stayed"])
 def test_submission_when_the_buy_is_denied_keeps_the_cycle_open(cfg, approved_in_window):
     report = submit_with_safe_mode_after_the_sell(cfg, at("2025-12-01T13:30:00Z"))

@@ -122,6 +122,7 @@ def _submit_then_die(root: str, hook: str, nth: int) -> None:
     submit(load_config(root), hooks={hook: die})
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 @pytest.mark.parametrize(
     ("hook", "nth", "after_rerun"),
     [

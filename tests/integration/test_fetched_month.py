@@ -121,6 +121,7 @@ def test_a_month_of_ticks_fetches_decides_and_trades_with_no_import_by_hand(mont
         "compact"}  # fmt: skip
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 def test_a_vendor_down_past_the_qa_deadline_is_degraded_data_with_its_own_error(month):
     cfg, server = month
     evening = datetime(2020, 11, 2, 21, 30, tzinfo=UTC)  # EST: the 16:00 close + 30 minutes
@@ -150,6 +151,7 @@ def test_a_vendor_down_past_the_qa_deadline_is_degraded_data_with_its_own_error(
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 @pytest.mark.subprocess
 def test_readme_data_fetch_lines_when_run_as_written_fetch_from_the_providers(tmp_path):
     """The README's own `data fetch` command lines, run as written (the workbook path swapped
@@ -191,6 +193,7 @@ def test_readme_data_fetch_lines_when_run_as_written_fetch_from_the_providers(tm
     assert set(stored) == set(rows) and set(stored.values()) == {"2020-11-30"}
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 @pytest.mark.parametrize(
     "fault",
     [Fault.INVALID_KEY, Fault.RATE_LIMIT, Fault.UNKNOWN_SYMBOL, Fault.EMPTY_SERIES,

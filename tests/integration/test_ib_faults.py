@@ -96,6 +96,7 @@ def test_connect_when_nothing_listens_is_unavailable_at_once(tmp_path, clock, cl
     broker.close()
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 @pytest.mark.parametrize(
     ("fault", "value", "says", "fast"),
     [

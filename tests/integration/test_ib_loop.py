@@ -166,6 +166,7 @@ def assert_cycle_clean(cfg, sim):
     assert sim.positions() == held
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 @pytest.mark.parametrize("client", CLIENTS)
 def test_a_cycle_through_ib_is_decided_sent_filled_and_reconciled_clean(loop, client):
     cfg, sim, clock = loop(client)
@@ -190,6 +191,7 @@ def test_a_fault_in_the_opening_fill_burst_ends_clean_with_every_fill_once(loop,
     assert_cycle_clean(cfg, sim)
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 def test_broker_down_in_the_window_waits_then_sends_once_the_session_is_back(loop):
     cfg, sim, clock = loop("ib_async")
     walk(cfg, sim, clock, [m for m in steps(cfg, START, END) if m < WINDOW_OPENS])
@@ -206,6 +208,7 @@ def test_broker_down_in_the_window_waits_then_sends_once_the_session_is_back(loo
     assert_cycle_clean(cfg, sim)
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 def test_broker_still_down_when_the_window_closes_is_halt_with_an_alert(loop):
     cfg, sim, clock = loop("ib_async")
     walk(cfg, sim, clock, [m for m in steps(cfg, START, END) if m < WINDOW_OPENS])

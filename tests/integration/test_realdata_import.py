@@ -86,6 +86,7 @@ def test_adjusted_close_when_recomputed_matches_alphavantage_within_1e6(av, tick
     assert relative_error(bars, vendor).max() <= CONTRACT_TOLERANCE
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 @pytest.mark.parametrize("ticker", AV_TICKERS)
 def test_alphavantage_dividends_when_restored_round_to_the_published_amounts(av, ticker):
     bars, _ = av[ticker]

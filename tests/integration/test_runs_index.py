@@ -146,6 +146,7 @@ def dump_dom(index: Path, profile: Path) -> str:
     return done.stdout
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 def test_runs_index_when_opened_in_headless_chromium_shows_runs_links_incident_and_state(
     world, tmp_path
 ):

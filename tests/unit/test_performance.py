@@ -178,6 +178,7 @@ def test_performance_when_live_pays_more_commission_than_modelled_commissions_ex
     assert_parts(feb, -4 / 10001 * BPS, commissions=-4 / 10001 * BPS)
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 def test_performance_when_live_keeps_cash_back_the_market_move_on_it_is_cash_drag(tmp_path):
     cfg = make_world(tmp_path, {"AAA": FLAT, "BBB": {FIRST: 50.0}})
     record(cfg, "10000", ("AAA", "BUY", 98, "100.00", "0", "2024-02-01"))  # 200 (2%) kept
@@ -187,6 +188,7 @@ def test_performance_when_live_keeps_cash_back_the_market_move_on_it_is_cash_dra
     assert_parts(feb, -20.0, cash_drag=-20.0)
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 def test_performance_when_whole_shares_tilt_the_mix_rounding_and_cash_drag_split_it(tmp_path):
     steps = {"AAA": FLAT, "CCC": {FIRST: 300.0}, "BBB": {FIRST: 50.0}}
     cfg = make_world(tmp_path, steps, whole_shares=False)

@@ -255,6 +255,7 @@ def test_sweep_when_base_is_a_blend_keeps_the_blend_and_agrees(market):
     )
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 def test_sweep_when_benchmark_compare_agrees_with_backtest(market):
     cfg = template("gem")
     grid = {"lookback_months": [3, 12], "defensive": ["AGG", "TLT"]}

@@ -146,6 +146,7 @@ def test_sample_when_bil_checked_returns_small_and_steady(market):
     assert (total_return(market["BIL"]).abs() < 0.002).all()
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 def test_sample_when_500_symbols_over_30_years_is_fast():
     started = time.perf_counter()
     market = generate_sample_market(

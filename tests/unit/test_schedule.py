@@ -440,6 +440,7 @@ def test_walk_when_perfect_operator_every_slot_due_exactly_once(walk):
     assert set(counts) == {key for key, _ in _expected_openings()}
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 def test_walk_when_perfect_operator_each_slot_due_at_first_step_from_its_opening(walk):
     def first_step(instant: datetime) -> datetime:
         return walk.steps[bisect.bisect_left(walk.steps, instant)]
@@ -448,14 +449,17 @@ def test_walk_when_perfect_operator_each_slot_due_at_first_step_from_its_opening
     assert dict(walk.became_due) == expected
 
 
+@pytest.mark.slow  # the year walked at every 15 minutes (module fixture)
 def test_walk_when_perfect_operator_slots_due_in_literal_order(walk):
     assert [key for key, _ in walk.became_due] == [key for key, _ in _expected_openings()]
 
 
+@pytest.mark.slow  # the year walked at every 15 minutes (module fixture)
 def test_walk_when_perfect_operator_nothing_missed_or_expired(walk):
     assert (walk.missed, walk.expired) == ([], [])
 
 
+@pytest.mark.slow  # the year walked at every 15 minutes (module fixture)
 def test_walk_when_year_2025_one_daily_check_per_session_and_twelve_cycles(walk):
     due = [key for key, _ in walk.became_due]
     assert sum(k.startswith("daily_checks:2025-") for k in due) == 250  # NYSE sessions in 2025
@@ -476,6 +480,7 @@ def test_walk_when_year_2025_one_daily_check_per_session_and_twelve_cycles(walk)
     ]
 
 
+@pytest.mark.slow  # the year walked at every 15 minutes (module fixture)
 def test_walk_when_dst_switch_week_daily_checks_shift_by_an_hour(walk):
     due = dict(walk.became_due)
     assert [due[f"daily_checks:2025-03-{d:02d}"] for d in (6, 7, 10, 11)] == [

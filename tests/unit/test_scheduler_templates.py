@@ -372,6 +372,7 @@ def test_crontab_command_when_another_tick_holds_the_lock_logs_busy_and_exits_0(
     assert len(outcomes) == 1 and outcomes[0].startswith("busy:"), log
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 @pytest.mark.subprocess
 def test_service_exec_start_when_run_as_written_ticks(workbook: Path) -> None:
     service = _read_unit(SERVICE)["Service"]
@@ -384,6 +385,7 @@ def test_service_exec_start_when_run_as_written_ticks(workbook: Path) -> None:
     assert result.stdout.splitlines()[-1].startswith("state "), result.stdout
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 def test_dag_command_when_run_with_its_environment_ticks(tmp_path: Path, workbook: Path) -> None:
     env = _cron_like_env(tmp_path) | {
         "OPS_RUNNER_BIN": str(OPS_RUNNER),

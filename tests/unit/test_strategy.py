@@ -629,6 +629,7 @@ def test_gem_template_when_read_is_antonacci_gem():
     assert "EFA" in (TEMPLATES / "gem.yaml").read_text()
 
 
+@pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 def test_series_when_compared_equals_one_decision_per_session(sample):
     rules = template_settings("topn")
     series = compute_decision_series(rules, sample, CAL, date(2016, 1, 1), date(2019, 12, 31))
