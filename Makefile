@@ -27,13 +27,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/ops-runner demo
 
-# The whole suite, one worker per core and one more: many tests wait on a socket, a child
-# process or a kernel, and the extra worker fills that time (2 cores: 3 workers, test-fast
-# 119 s -> 102 s). test-fast leaves out notebook kernels and slow tests.
+# The whole suite, one worker per core (kernels keep every core busy). test-fast leaves out
+# notebook kernels and slow tests; its tests often wait on a socket or a child process, so one
+# worker more than cores fills that time (2 cores: 3 workers, 119 s -> 102 s).
 WORKERS ?= $(shell $(PYTHON) -c 'import os; print(len(os.sched_getaffinity(0)) + 1)')
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(WORKERS) --dist worksteal
+	$(BIN)/python -m pytest -n auto --dist worksteal
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n $(WORKERS) --dist worksteal -m "not notebook and not slow"

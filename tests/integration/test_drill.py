@@ -30,6 +30,16 @@ from ops_runner.ledger.projections import compute_positions, compute_state
 
 pytestmark = pytest.mark.notebook
 
+
+@pytest.fixture(autouse=True)
+def inner_jobs_in_process(monkeypatch) -> None:
+    """The drill's own notebook runs in a kernel (these tests are about it); the jobs it
+    replays in its scratch workbook run their cells in that kernel's process, as the tick's
+    tests do (tests/notebooks/test_dr_drill_notebook.py runs them in kernels too)."""
+    from ops_runner.notebooks import IN_PROCESS_ENV
+
+    monkeypatch.setenv(IN_PROCESS_ENV, "1")
+
 ACCOUNT = "DU7654321"
 HMAC_KEY = "drill-hmac-key-1f2e3d4c5b6a79880f1e2d3c4b5a6978"
 AFTER_CYCLE = datetime(2025, 12, 1, 18, 0, tzinfo=UTC)  # after 2025-11's reconciliation
