@@ -52,6 +52,7 @@ from ops_runner.ledger.store import (
     open_ledger,
     read_anchor,
 )
+from ops_runner.ticklock import hold_tick_lock
 
 log = logging.getLogger(__name__)
 
@@ -611,8 +612,6 @@ def restore_backup(archive: Path, target_workbook: Path, force: bool = False) ->
 
 @contextlib.contextmanager
 def _tick_lock(cfg: Config, target: Path) -> Iterator[None]:
-    from ops_runner.orchestrator import hold_tick_lock  # noqa: PLC0415 - the tick imports us
-
     with hold_tick_lock(cfg) as held:
         if not held:
             raise RestoreRefused(

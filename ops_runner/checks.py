@@ -25,6 +25,7 @@ from ops_runner.core.errors import CalendarError, DataError, OpsError
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.core.files import write_bytes_atomic
 from ops_runner.core.hashing import compute_sha256
+from ops_runner.core.version import compute_code_version
 from ops_runner.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -203,7 +204,6 @@ def check_broker(cfg: Config, broker: Broker) -> tuple[Check, AccountValues | No
 
 def compute_baseline(cfg: Config) -> dict[str, Any]:
     """Return what a validated baseline pins: config hash, strategy version, code version."""
-    from ops_runner.decision import compute_code_version
     from ops_runner.strategy import STRATEGY_VERSION
 
     return {

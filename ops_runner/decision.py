@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import subprocess
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -13,7 +12,6 @@ from typing import Any
 
 import pandas as pd
 
-from ops_runner import __version__
 from ops_runner.config import Config
 from ops_runner.core.canonical import canonical_json
 from ops_runner.core.clock import format_instant
@@ -23,12 +21,12 @@ from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.core.faults import inject
 from ops_runner.core.files import write_bytes_atomic
 from ops_runner.core.hashing import compute_sha256
+from ops_runner.core.version import compute_code_version
 from ops_runner.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
 SNAPSHOTS = "snapshots"
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 # Parts of a record that say what was decided from what. Provenance is left out: a vendor file
 # re-imported with only later bars changed has a new checksum but gives the same inputs, and
 # the snapshot's SHA-256 already pins the exact bars used.
@@ -92,25 +90,6 @@ class ReplayResult:
             return f"{self.cycle_id} ({self.session}): identical"
         why = "; ".join(self.causes) or "no recorded cause differs: the code's arithmetic did"
         return f"{self.cycle_id} ({self.session}): DIFFERS ({why})"
-
-
-def compute_code_version() -> dict[str, Any]:
-    """Return the package version always, and the git commit and dirty flag in a checkout."""
-    version: dict[str, Any] = {"package": __version__, "git_commit": None, "git_dirty": None}
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(PACKAGE_ROOT), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(
-            ["git", "-C", str(PACKAGE_ROOT), "status", "--porcelain", "--untracked-files=no",
-             "--", "ops_runner"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return version  # not a checkout (an installed package): the version alone must do
-    version.update(git_commit=commit, git_dirty=bool(dirty))
-    return version
 
 
 def _snapshot_bytes(bars: dict[str, pd.DataFrame]) -> bytes:

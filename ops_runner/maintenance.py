@@ -10,14 +10,12 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ops_runner.config import Config
 from ops_runner.core.events import EventKind, State
 from ops_runner.ledger import Ledger
-
-if TYPE_CHECKING:  # the orchestrator imports this module when its tick investigates incidents
-    from ops_runner.orchestrator import LazyBroker
+from ops_runner.schedule import Job, Slot
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +55,13 @@ def read_incident_events(ledger: Ledger) -> list[Any]:
 def investigate_incidents(
     cfg: Config,
     ledger: Ledger,
-    broker: LazyBroker,
     clock: Callable[[], datetime],
-    simulated: bool,
+    run_job: Callable[[Slot, datetime], tuple[bool, str]],
     on_job: Callable[[Any], None] | None,
-    remaining: Callable[[], float] | None = None,
 ) -> list[str]:
     """Runbook 4.1 on every new incident: the incident notebook, once per incident (its
-    executed copy is the investigation's record, linked from the runs index)."""
-    from ops_runner.orchestrator import run_slot
-    from ops_runner.schedule import Job, Slot
-
+    executed copy is the investigation's record, linked from the runs index). ``run_job`` runs
+    a slot at an instant the tick's way (``orchestrator.run_slot``)."""
     if not cfg.values["schedule"].get("investigate_incidents", True):
         return []
     ran = []
@@ -76,7 +70,7 @@ def investigate_incidents(
         slot = Slot(Job.INCIDENT, f"incident:{incident_id}", now.date(), None, now, now)
         if on_job is not None:
             on_job(slot)
-        ran.append(run_slot(cfg, ledger, broker, slot, now, simulated, remaining)[1])
+        ran.append(run_job(slot, now)[1])
     return ran
 
 

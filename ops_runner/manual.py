@@ -17,7 +17,6 @@ from ops_runner.core.errors import NotWritable, OpsError
 from ops_runner.orchestrator import (
     LazyBroker,
     compute_refusal,
-    lock_path,
     open_session,
     read_done,
     require_simulated_broker,
@@ -25,6 +24,7 @@ from ops_runner.orchestrator import (
     send_pending_alerts,
 )
 from ops_runner.schedule import Slot
+from ops_runner.ticklock import lock_path
 
 log = logging.getLogger(__name__)
 

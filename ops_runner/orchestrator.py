@@ -12,10 +12,8 @@ Alerts for what the tick recorded go out last, and never block it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
-import os
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,10 +29,10 @@ from ops_runner.core.faults import inject
 from ops_runner.ledger import Ledger
 from ops_runner.registry import CATEGORIES, JOBS, JobContext, JobWaiting, compute_parameters
 from ops_runner.schedule import RUN_ONLY, Job, ScheduleSettings, Slot, compute_agenda
+from ops_runner.ticklock import NOTHING_RUN, hold_tick_lock
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = "tick.lock"
 MAX_JOBS_PER_TICK = 12
 SCHEDULE_STARTED = "ScheduleStarted"
 
@@ -47,43 +45,6 @@ class TickResult:
     state: State | None
     message: str
     ran: tuple[str, ...] = field(default_factory=tuple)
-
-
-@contextlib.contextmanager
-def hold_tick_lock(cfg: Config) -> Iterator[bool]:
-    """Yield True while holding the workbook's tick lock, False if another process holds it.
-
-    An flock on a file beside the kill switch: released by the OS when a tick dies, so a killed
-    tick never leaves a stale lock behind.
-    """
-    path = lock_path(cfg)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise NotWritable("open the tick lock", path, exc, NOTHING_RUN) from None
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            os.ftruncate(handle, 0)
-            os.write(handle, f"{os.getpid()}\n".encode())
-        except OSError as exc:
-            raise NotWritable("write the tick lock", path, exc, NOTHING_RUN) from None
-        yield True
-    finally:
-        os.close(handle)
-
-
-NOTHING_RUN = "nothing was run and no order sent"
-
-
-def lock_path(cfg: Config) -> Path:
-    """Return where the tick lock lives."""
-    return cfg.path("kill_switch").parent / LOCK_NAME
 
 
 def _plain(value: Any) -> Any:
@@ -210,8 +171,12 @@ def tick(
             _check_clock(cfg, ledger, broker, clock())
             _probe_broker_down(ledger, broker, clock())
             ran = _run_due(cfg, ledger, broker, clock, now is not None, on_job, session.remaining)
-            ran += investigate_incidents(cfg, ledger, broker, clock, now is not None, on_job,
-                                         session.remaining)  # fmt: skip
+            simulated = now is not None
+
+            def run_job(slot: Slot, at: datetime) -> tuple[bool, str]:
+                return run_slot(cfg, ledger, broker, slot, at, simulated, session.remaining)
+
+            ran += investigate_incidents(cfg, ledger, clock, run_job, on_job)
         view = read_state(ledger)
     message = f"state {view.state}"
     if view.state is not State.RUN and view.reason:

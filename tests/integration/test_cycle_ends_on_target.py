@@ -28,9 +28,10 @@ from ops_runner.integrity import check_integrity
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.approvals import Action, approve, resume
 from ops_runner.ledger.states import apply_trigger, incident_event, read_state
-from ops_runner.orchestrator import hold_tick_lock, tick
+from ops_runner.orchestrator import tick
 from ops_runner.registry import judge_completion
 from ops_runner.submission import RowOutcome, SubmissionStatus, submit_plan
+from ops_runner.ticklock import hold_tick_lock
 
 EXE = Path(sys.executable).with_name("ops-runner")
 KEY = "0123456789abcdef" * 4

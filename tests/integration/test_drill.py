@@ -40,6 +40,7 @@ def inner_jobs_in_process(monkeypatch) -> None:
 
     monkeypatch.setenv(IN_PROCESS_ENV, "1")
 
+
 ACCOUNT = "DU7654321"
 HMAC_KEY = "drill-hmac-key-1f2e3d4c5b6a79880f1e2d3c4b5a6978"
 AFTER_CYCLE = datetime(2025, 12, 1, 18, 0, tzinfo=UTC)  # after 2025-11's reconciliation

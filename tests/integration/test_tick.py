@@ -13,7 +13,7 @@ import pytest
 from ops_runner.config import init_workbook, load_config
 from ops_runner.core.events import EventKind
 from ops_runner.ledger import LEDGER_FILE, open_ledger
-from ops_runner.orchestrator import hold_tick_lock
+from ops_runner.ticklock import hold_tick_lock
 
 EXE = Path(sys.executable).with_name("ops-runner")
 
@@ -64,7 +64,7 @@ def test_tick_when_previous_tick_was_killed_takes_the_lock(workbook):
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import sys, time; from ops_runner.config import load_config; "
-         "from ops_runner.orchestrator import hold_tick_lock\n"
+         "from ops_runner.ticklock import hold_tick_lock\n"
          f"with hold_tick_lock(load_config({str(workbook)!r})) as held:\n"
          "    print(held, flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,

@@ -24,8 +24,9 @@ from ops_runner.core.events import EventKind, State
 from ops_runner.deadline import EXIT_CODE
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.states import read_state
-from ops_runner.orchestrator import ORPHANED, hold_tick_lock, run_slot
+from ops_runner.orchestrator import ORPHANED, run_slot
 from ops_runner.schedule import Job, Slot
+from ops_runner.ticklock import hold_tick_lock
 
 EXE = Path(sys.executable).with_name("ops-runner")
 # Friday 2025-11-28 after the early close and the decision delay: data QA is due.

@@ -112,6 +112,7 @@ def test_in_process_when_the_broker_is_a_real_account_is_refused_and_nothing_run
         assert read_state(ledger).state is State.SAFE_MODE
 
 
+@pytest.mark.filterwarnings("ignore:No kernel detected:UserWarning")  # sb.glue outside a kernel
 def test_glue_when_read_back_by_scrapbook_gives_what_was_glued(tmp_path, monkeypatch):
     import scrapbook as sb
     from IPython import display as ipd

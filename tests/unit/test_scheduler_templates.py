@@ -17,7 +17,7 @@ import yaml
 from conftest import make_sample_workbook
 
 from ops_runner.config import load_config
-from ops_runner.orchestrator import hold_tick_lock
+from ops_runner.ticklock import hold_tick_lock
 
 SCHEDULER = Path(__file__).resolve().parents[2] / "templates" / "scheduler"
 CRONTAB = SCHEDULER / "ops-runner.crontab"
