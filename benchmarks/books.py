@@ -33,8 +33,8 @@ SPANS = (
 
 
 def run_span(scratch: Path, first: str, last: str, risk: list[str]) -> dict:
-    from ops_runner.performance import read_performance
     from ops_runner.simulators.history import simulate_books_history
+    from ops_runner.strategy.performance import read_performance
 
     config = {
         "universe": {"risk": risk, "defensive": "IEF", "cash_proxy": "SHY"},

@@ -22,18 +22,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ops_runner.calendar import MarketCalendar  # noqa: E402
-from ops_runner.data import PriceStore  # noqa: E402
+from ops_runner.market.calendar import MarketCalendar  # noqa: E402
+from ops_runner.market.prices import PriceStore  # noqa: E402
+from ops_runner.market.sources.alphavantage import AV_MIN_INTERVAL, AlphaVantageClient  # noqa: E402
+from ops_runner.market.sources.fetch import fetch_into_store  # noqa: E402
+from ops_runner.market.sources.sample import generate_sample_market  # noqa: E402
+from ops_runner.market.sources.tiingo import TIINGO_MIN_INTERVAL, TiingoClient  # noqa: E402
 from ops_runner.simulators.vendor_feed import (  # noqa: E402
     SHARED_ALPHAVANTAGE,
     compute_rows_from_bars,
     load_alphavantage_folder,
 )
 from ops_runner.simulators.vendor_server import VendorServer  # noqa: E402
-from ops_runner.sources.alphavantage import AV_MIN_INTERVAL, AlphaVantageClient  # noqa: E402
-from ops_runner.sources.fetch import fetch_into_store  # noqa: E402
-from ops_runner.sources.sample import generate_sample_market  # noqa: E402
-from ops_runner.sources.tiingo import TIINGO_MIN_INTERVAL, TiingoClient  # noqa: E402
 
 KEY = "benchmark-key"
 START, FIRST_END, SECOND_END = date(2000, 12, 11), date(2020, 11, 30), date(2020, 12, 11)

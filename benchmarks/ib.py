@@ -24,12 +24,13 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ops_runner.brokers.gate import OrderIntent, Side, require_gate_pass  # noqa: E402
 from ops_runner.brokers.ib import IbBroker  # noqa: E402
-from ops_runner.config import init_workbook, load_config  # noqa: E402
 from ops_runner.core.events import Purpose  # noqa: E402
-from ops_runner.gate import OrderIntent, Side, require_gate_pass  # noqa: E402
 from ops_runner.ledger import open_ledger  # noqa: E402
+from ops_runner.ledger.init import init_workbook  # noqa: E402
 from ops_runner.simulators.tws_sim import StaticMarket, TwsSimulator  # noqa: E402
+from ops_runner.workbook.config import load_config  # noqa: E402
 
 SESSION = date(2025, 12, 1)
 BEFORE_OPEN = datetime(2025, 12, 1, 13, 30, tzinfo=UTC)

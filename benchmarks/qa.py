@@ -25,9 +25,9 @@ def main() -> int:
     try:
         import pandas as pd
 
-        from ops_runner.calendar import MarketCalendar
-        from ops_runner.qa import check_universe, findings_frame, has_blocking
-        from ops_runner.sources.sample import generate_sample_market
+        from ops_runner.market.calendar import MarketCalendar
+        from ops_runner.market.qa import check_universe, findings_frame, has_blocking
+        from ops_runner.market.sources.sample import generate_sample_market
     except ImportError as error:
         print(f"benchmark skipped: {error}")
         return 0

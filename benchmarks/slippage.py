@@ -21,8 +21,8 @@ TARGET_HISTORY_S, TARGET_READ_S = 60.0, 1.0
 
 def main() -> int:
     try:
+        from ops_runner.execution.slippage import read_slippage, write_slippage_check
         from ops_runner.simulators.history import simulate_history
-        from ops_runner.slippage import read_slippage, write_slippage_check
     except ImportError as error:
         print(f"benchmark skipped: {error}")
         return 0

@@ -33,10 +33,10 @@ def main() -> int:
     try:
         import numpy as np
 
-        from ops_runner import research
-        from ops_runner import sweep as sweeps
-        from ops_runner.sources.sample import generate_sample_market
-        from ops_runner.strategy import StrategySettings
+        from ops_runner.market.sources.sample import generate_sample_market
+        from ops_runner.strategy import research
+        from ops_runner.strategy import sweep as sweeps
+        from ops_runner.strategy.momentum import StrategySettings
     except ImportError as error:
         print(f"benchmark skipped: {error}")
         return 0

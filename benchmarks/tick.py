@@ -77,14 +77,17 @@ def tick(workbook: Path, now: str) -> list[str]:
 
 def prepare_workbook(workbook: Path) -> None:
     """A fresh workbook: config, the sample market and an approved baseline."""
-    from ops_runner.checks import approve_baseline
-    from ops_runner.config import init_workbook, load_config
-    from ops_runner.sources.sample import write_sample
+    from ops_runner.ledger.init import init_workbook
+    from ops_runner.market.calendar import open_calendar
+    from ops_runner.market.prices import open_store
+    from ops_runner.market.sources.sample import write_sample
+    from ops_runner.ops.checks import approve_baseline
+    from ops_runner.workbook.config import load_config
 
     workbook.mkdir(parents=True)
     init_workbook(workbook, template="demo")
     cfg = load_config(workbook)
-    write_sample(cfg.store(), calendar=cfg.calendar())
+    write_sample(open_store(cfg), calendar=open_calendar(cfg))
     approve_baseline(cfg, "bench")
 
 
@@ -164,7 +167,7 @@ def write_empty_notebook(path: Path) -> None:
 
 def main() -> int:
     try:
-        from ops_runner.notebooks import kernel_name
+        from ops_runner.runtime.notebooks import kernel_name
     except ImportError as error:
         print(f"benchmark skipped: {error}")
         return 0

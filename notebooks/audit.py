@@ -27,14 +27,16 @@ run_id = ""  # set by the tick or ops-runner run; "" by hand: a preview, records
 now = "2025-12-06T15:00:00Z"  # Saturday: audits session 2025-12-05; "" the real clock
 
 # %%
-from ops_runner import audit, notebooks, reports
+from ops_runner.ops import audit
+from ops_runner.reports import pages
+from ops_runner.runtime import notebooks
 
 # %% [markdown]
 # ## Workbook and broker
 
 # %%
 cfg = notebooks.open_workbook(workbook, run_id)
-reports.compute_banner(cfg)
+pages.compute_banner(cfg)
 
 # %% [markdown]
 # ## Positions: ledger vs broker

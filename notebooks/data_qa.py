@@ -27,14 +27,17 @@ run_id = ""  # set by the tick or ops-runner run; "" by hand: a preview, records
 as_of = "2025-11-28"  # the session being decided (the demo decides 2025-11)
 
 # %%
-from ops_runner import checks, notebooks, qa, reports
+from ops_runner.market import qa
+from ops_runner.ops import checks
+from ops_runner.reports import pages
+from ops_runner.runtime import notebooks
 
 # %% [markdown]
 # ## Workbook, config and data sources
 
 # %%
 cfg = notebooks.open_workbook(workbook, run_id)
-reports.compute_banner(cfg)
+pages.compute_banner(cfg)
 
 # %% [markdown]
 # ## Findings
@@ -50,7 +53,7 @@ qa.findings_frame(result.findings)
 # Red lines mark the dates of findings.
 
 # %%
-reports.plot_flagged(cfg, result);
+pages.plot_flagged(cfg, result);
 
 # %% [markdown]
 # ## Record

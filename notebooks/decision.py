@@ -27,14 +27,16 @@ run_id = ""  # set by the tick or ops-runner run; "" by hand: a preview, records
 session = "2025-11-28"  # the rebalance session (the demo decides 2025-11)
 
 # %%
-from ops_runner import decision, notebooks, reports
+from ops_runner.ops import decision
+from ops_runner.reports import pages
+from ops_runner.runtime import notebooks
 
 # %% [markdown]
 # ## Workbook, config and data sources
 
 # %%
 cfg = notebooks.open_workbook(workbook, run_id)
-reports.compute_banner(cfg)
+pages.compute_banner(cfg)
 
 # %% [markdown]
 # ## Scores
@@ -47,7 +49,7 @@ print("recorded now" if outcome.created else f"already decided (event {outcome.s
 outcome.scores_frame()
 
 # %%
-reports.plot_scores(outcome);
+pages.plot_scores(outcome);
 
 # %% [markdown]
 # ## Selection and targets

@@ -15,7 +15,7 @@
 # %% [markdown]
 # # Disaster-recovery drill
 #
-# **Purpose.** The quarterly drill: restore the latest backup into a scratch workbook (`<workbook>/drills/<drill id>/`), verify its ledger chain, its executed notebooks and the live price data against the archived manifests, switch it to paper on the simulated broker (books rebuilt from the restored ledger), then run the last reconciled cycle again twice: every tick at the cycle's instants and every job of the cycle. It passes only if nothing new was ordered or decided, no job failed, reconciliation was CLEAN both times and the second pass's ticks changed nothing. What a PASS proves and what it does not is written at the top of `ops_runner/drill.py`. This executed notebook is the drill's report.
+# **Purpose.** The quarterly drill: restore the latest backup into a scratch workbook (`<workbook>/drills/<drill id>/`), verify its ledger chain, its executed notebooks and the live price data against the archived manifests, switch it to paper on the simulated broker (books rebuilt from the restored ledger), then run the last reconciled cycle again twice: every tick at the cycle's instants and every job of the cycle. It passes only if nothing new was ordered or decided, no job failed, reconciliation was CLEAN both times and the second pass's ticks changed nothing. What a PASS proves and what it does not is written at the top of `ops_runner/ops/drill.py`. This executed notebook is the drill's report.
 #
 # **Inputs.** The live workbook's config, backups and price store (read only). Parameters: `workbook`, `archive` ("" = the latest backup), `now` (stamps the drill), and, when `ops-runner drill` runs it, `run_id` and `notebook` (this report's path).
 #
@@ -31,7 +31,9 @@ notebook = ""  # set by `ops-runner drill`: where this executed notebook is kept
 # %%
 import pandas as pd
 
-from ops_runner import drill, notebooks, reports
+from ops_runner.ops import drill
+from ops_runner.reports import pages
+from ops_runner.runtime import notebooks
 
 pd.set_option("display.max_colwidth", 200)  # each step's detail in full
 
@@ -40,7 +42,7 @@ pd.set_option("display.max_colwidth", 200)  # each step's detail in full
 
 # %%
 cfg = notebooks.open_workbook(workbook, run_id)
-reports.compute_banner(cfg)
+pages.compute_banner(cfg)
 
 # %% [markdown]
 # ## The drill

@@ -28,14 +28,16 @@ cycle = "2025-11"  # decided on 2025-11-28; orders for the 2025-12-01 open
 now = "2025-12-01T13:30:00Z"  # 08:30 New York; "" means the real clock
 
 # %%
-from ops_runner import jobs, notebooks, reports
+from ops_runner.ops import jobs
+from ops_runner.reports import pages
+from ops_runner.runtime import notebooks
 
 # %% [markdown]
 # ## Workbook and broker
 
 # %%
 cfg = notebooks.open_workbook(workbook, run_id)
-reports.compute_banner(cfg)
+pages.compute_banner(cfg)
 
 # %% [markdown]
 # ## Plan

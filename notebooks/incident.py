@@ -30,14 +30,16 @@ now = "2025-12-01T15:30:00Z"  # the snapshot's clock; "" means the real clock
 # %%
 from IPython.display import Markdown, display
 
-from ops_runner import incidents, notebooks, reports
+from ops_runner.ops import incidents
+from ops_runner.reports import pages
+from ops_runner.runtime import notebooks
 
 # %% [markdown]
 # ## Workbook
 
 # %%
 cfg = notebooks.open_workbook(workbook, run_id)
-reports.compute_banner(cfg)
+pages.compute_banner(cfg)
 
 # %% [markdown]
 # ## Incident and state

@@ -15,7 +15,7 @@
 # %% [markdown]
 # # Performance: live vs research
 #
-# **Purpose.** Does production behave like research? The live equity curve folded from the ledger (fills, commissions, cash, marked at each session's close; between trades the books' dividends, owed from their ex-dates net of withholding, splits, interest and fees; for a ledger without them, the store's dividends and splits) against the research backtest of the same config from the same rebalance close with the same capital. Per month: the tracking difference (live - research) and where it came from, in bps of the month's starting equity: slippage (fills vs the backtest's price), commissions (paid vs modelled), interest and fees (booked in the ledger), cash drag (cash held beyond research's, times the market), rounding (the mix whole shares leave) and other, which makes the parts sum exactly to the total and holds what the ledger's dividends differ from the store's, named in the notes (the formulas are in `ops_runner.performance`). A month beyond the tolerance (50 bps by default) says production diverges.
+# **Purpose.** Does production behave like research? The live equity curve folded from the ledger (fills, commissions, cash, marked at each session's close; between trades the books' dividends, owed from their ex-dates net of withholding, splits, interest and fees; for a ledger without them, the store's dividends and splits) against the research backtest of the same config from the same rebalance close with the same capital. Per month: the tracking difference (live - research) and where it came from, in bps of the month's starting equity: slippage (fills vs the backtest's price), commissions (paid vs modelled), interest and fees (booked in the ledger), cash drag (cash held beyond research's, times the market), rounding (the mix whole shares leave) and other, which makes the parts sum exactly to the total and holds what the ledger's dividends differ from the store's, named in the notes (the formulas are in `ops_runner.strategy.performance`). A month beyond the tolerance (50 bps by default) says production diverges.
 #
 # **Inputs.** The workbook's config (strategy, costs, research), ledger (opening balance, fills, decisions, the account between trades) and price store (raw and adjusted prices, dividends, splits). Parameters: `workbook`, `start`, `end` (empty: from the first funded rebalance to the last session with data).
 #
@@ -28,11 +28,13 @@ start = ""  # "" from the first funded rebalance close; else an ISO date
 end = ""  # "" to the last session with data; else an ISO date
 
 # %%
-from ops_runner import notebooks, performance, reports
+from ops_runner.reports import pages
+from ops_runner.runtime import notebooks
+from ops_runner.strategy import performance
 
 # %%
 cfg = notebooks.open_workbook(workbook, run_id)
-reports.compute_banner(cfg)
+pages.compute_banner(cfg)
 
 # %%
 report = performance.read_performance(cfg, start or None, end or None)
@@ -63,7 +65,7 @@ report.months_frame()
 # ## Workbook
 
 # %%
-reports.compute_banner(cfg)
+pages.compute_banner(cfg)
 
 # %% [markdown]
 # ## Record

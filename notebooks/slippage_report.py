@@ -27,14 +27,16 @@ run_id = ""  # set by the tick or ops-runner run; "" by hand: a preview, records
 cycle = "2025-11"  # decided on 2025-11-28; filled at the 2025-12-01 open
 
 # %%
-from ops_runner import notebooks, reports, slippage
+from ops_runner.execution import slippage
+from ops_runner.reports import pages
+from ops_runner.runtime import notebooks
 
 # %% [markdown]
 # ## Workbook
 
 # %%
 cfg = notebooks.open_workbook(workbook, run_id)
-reports.compute_banner(cfg)
+pages.compute_banner(cfg)
 
 # %% [markdown]
 # ## Orders of the cycle

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import cast
 
 from ops_runner import __version__
-from ops_runner.config import Config
 from ops_runner.core.cycle import Cycle
 from ops_runner.core.errors import ConfigError, OpsError, describe_os_error
 from ops_runner.core.events import EventKind
-from ops_runner.registry import JOBS
+from ops_runner.market.calendar import open_calendar
+from ops_runner.market.prices import open_store
+from ops_runner.ops.registry import JOBS
+from ops_runner.workbook.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +57,12 @@ def _resolve_as_of(cfg: Config, text: str | None) -> date:
     """Return the session to check: the date given, else the last session whose close has passed."""
     if text:
         return _parse_date(text)
-    return cfg.calendar().last_closed_session(datetime.now(UTC))
+    return open_calendar(cfg).last_closed_session(datetime.now(UTC))
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from ops_runner.config import init_workbook, load_config
+    from ops_runner.ledger.init import init_workbook
+    from ops_runner.workbook.config import load_config
 
     target = init_workbook(args.workbook, template=args.template)
     print(f"workbook ready: {target} (edit it, then `ops-runner config check`)")
@@ -73,7 +76,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from ops_runner.config import load_config, mask_account
+    from ops_runner.workbook.config import load_config, mask_account
 
     cfg = load_config(args.workbook)
     if args.action == "hash":
@@ -89,8 +92,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def _record_prices(cfg: Config, source: str, reason: str) -> None:
     """Pin what the store now holds in the ledger: the daily integrity check compares."""
-    from ops_runner.integrity import record_prices
     from ops_runner.ledger import open_ledger
+    from ops_runner.market.integrity import record_prices
 
     with open_ledger(cfg) as ledger:
         record_prices(cfg, ledger, source, reason)
@@ -99,7 +102,8 @@ def _record_prices(cfg: Config, source: str, reason: str) -> None:
 def _fetch(cfg: Config, args: argparse.Namespace) -> list[str]:
     """``data fetch``: the named source, else every source a provider serves (the tick's
     data_fetch job does the same), else the broker's historical bars into ``ib``."""
-    from ops_runner.sources.providers import compute_fetched_sources, fetch_source
+    from ops_runner.market.sources.providers import compute_fetched_sources
+    from ops_runner.ops.fetch import fetch_source
 
     symbols = [s.strip() for s in args.symbols.split(",")] if args.symbols else None
     start = _optional_date(args.start, "--start")
@@ -120,10 +124,10 @@ def _fetch(cfg: Config, args: argparse.Namespace) -> list[str]:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from ops_runner.config import load_config
+    from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
-    store = cfg.store()
+    store = open_store(cfg)
     if args.action == "import":
         report = store.import_files(Path(args.path), layout=args.layout, source=args.name)
         print(
@@ -135,7 +139,7 @@ def cmd_data(args: argparse.Namespace) -> int:
             print(line)
         return 0
     elif args.action == "sample":
-        from ops_runner.sources.sample import SAMPLE_SOURCE, write_sample
+        from ops_runner.market.sources.sample import SAMPLE_SOURCE, write_sample
 
         if cfg.values["data"]["primary"] != SAMPLE_SOURCE:  # a production workbook: never
             raise ConfigError(
@@ -145,7 +149,7 @@ def cmd_data(args: argparse.Namespace) -> int:
                 f"{cfg.values['data']['primary'] or 'not set'}; nothing was written",
                 "data.primary",
             )
-        report = write_sample(store, calendar=cfg.calendar())
+        report = write_sample(store, calendar=open_calendar(cfg))
         print(
             f"sample (SYNTHETIC): imported {len(report.imported)}, "
             f"unchanged {len(report.unchanged)}"
@@ -181,8 +185,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_qa(args: argparse.Namespace) -> int:
-    from ops_runner import qa
-    from ops_runner.config import load_config
+    from ops_runner.market import qa
+    from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
     as_of = _resolve_as_of(cfg, args.as_of)
@@ -198,12 +202,12 @@ def cmd_qa(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    from ops_runner.config import load_config
     from ops_runner.ledger import open_ledger
+    from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
     if args.action == "verify":
-        from ops_runner.integrity import check_prices, check_registered
+        from ops_runner.market.integrity import check_prices, check_registered
 
         with open_ledger(cfg, create=False, readonly=True) as ledger:
             report = ledger.verify(cfg.path("anchor"))
@@ -264,8 +268,8 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    from ops_runner.config import load_config
     from ops_runner.ledger.approvals import Action, approve, parse_ttl
+    from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
     ttl = parse_ttl(args.ttl) if args.ttl else None
@@ -279,16 +283,16 @@ def _simulated_now(cfg: Config, text: str | None) -> datetime | None:
     """Return --now as an instant, refused unless the broker is a simulated one."""
     now = _parse_now(text)
     if now is not None:
-        from ops_runner.orchestrator import require_simulated_broker
+        from ops_runner.ops.tick import require_simulated_broker
 
         require_simulated_broker(cfg)
     return now
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from ops_runner.config import load_config
-    from ops_runner.integrity import check_integrity
     from ops_runner.ledger.approvals import resume
+    from ops_runner.market.integrity import check_integrity
+    from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
     state = resume(cfg, args.token, now=_simulated_now(cfg, args.now), integrity=check_integrity)
@@ -297,9 +301,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
-    from ops_runner.config import load_config
     from ops_runner.ledger.states import remove_kill_switch
-    from ops_runner.manual import engage_kill_switch
+    from ops_runner.ops.manual import engage_kill_switch
+    from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
     if args.command == "kill":
@@ -315,8 +319,8 @@ def cmd_kill(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ops_runner import status
-    from ops_runner.config import load_config
+    from ops_runner.ops import status
+    from ops_runner.workbook.config import load_config
 
     report = status.read_status(load_config(args.workbook))
     print(json.dumps(report, indent=2, default=str) if args.json else status.format_status(report))
@@ -326,14 +330,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _parse_now(text: str | None) -> datetime | None:
     if not text:
         return None
-    from ops_runner.jobs import read_clock
+    from ops_runner.ops.jobs import read_clock
 
     return read_clock(text)()
 
 
 def cmd_tick(args: argparse.Namespace) -> int:
-    from ops_runner.config import load_config
-    from ops_runner.orchestrator import tick
+    from ops_runner.ops.tick import tick
+    from ops_runner.workbook.config import load_config
 
     # OPS_RUNNER_NOW stands for --now where the command line is fixed (the scheduler entries
     # as written, run by their tests at a chosen instant); refused with a real broker alike.
@@ -343,8 +347,8 @@ def cmd_tick(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from ops_runner.checks import approve_baseline, compute_baseline
-    from ops_runner.config import load_config
+    from ops_runner.ops.checks import approve_baseline, compute_baseline
+    from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
     if args.action == "show":
@@ -361,11 +365,11 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ops_runner.config import load_config
+    from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
     if args.action == "index":
-        from ops_runner.runs import write_runs_index
+        from ops_runner.reports.runs import write_runs_index
 
         print(f"runs index: {write_runs_index(cfg)}")
         return 0
@@ -377,8 +381,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _run_performance(cfg: Config, start: str, end: str) -> int:
     """Run notebooks/performance.ipynb (registered like every run) and render it to
     reports/performance.html: live vs research in one page."""
-    from ops_runner.notebooks import execute_job
-    from ops_runner.reports import write_html
+    from ops_runner.reports.pages import write_html
+    from ops_runner.runtime.notebooks import execute_job
 
     for name, text in (("--start", start), ("--end", end)):
         try:
@@ -402,11 +406,11 @@ def _run_performance(cfg: Config, start: str, end: str) -> int:
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
-    from ops_runner import decision
-    from ops_runner.config import load_config
+    from ops_runner.ops import decision
+    from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
-    session = args.session or cfg.calendar().last_closed_session(datetime.now(UTC)).isoformat()
+    session = args.session or open_calendar(cfg).last_closed_session(datetime.now(UTC)).isoformat()
     outcome = decision.decide(cfg, session)
     if args.json:
         print(json.dumps(outcome.record, indent=2, sort_keys=True))
@@ -418,8 +422,8 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from ops_runner import decision
-    from ops_runner.config import load_config
+    from ops_runner.ops import decision
+    from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
     if bool(args.cycle) == bool(args.all):
@@ -442,8 +446,8 @@ def _research_inputs(args: argparse.Namespace, grid: dict | None = None):
 
     --config is a template name (gem, topn) or a YAML file, relative to the current folder.
     """
-    from ops_runner import research
-    from ops_runner.config import load_config
+    from ops_runner.strategy import research
+    from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
     if args.config:
@@ -464,7 +468,7 @@ def _optional_date(text: str | None, name: str) -> date | None:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from ops_runner import research
+    from ops_runner.strategy import research
 
     cfg, bars = _research_inputs(args)
     start, end = _optional_date(args.start, "--start"), _optional_date(args.end, "--end")
@@ -477,7 +481,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from ops_runner import sweep
+    from ops_runner.strategy import sweep
 
     grid = sweep.load_grid(Path(args.grid))
     cfg, bars = _research_inputs(args, grid)
@@ -492,7 +496,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     from ops_runner.brokers import open_broker
-    from ops_runner.config import load_config, mask_account
+    from ops_runner.workbook.config import load_config, mask_account
 
     cfg = load_config(args.workbook)
     broker = open_broker(cfg, role=args.role)
@@ -530,10 +534,10 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def _run_job(cfg: Config, job: str, cycle: str | None, as_of: str | None, now: str | None) -> int:
     """Run one job's notebook by hand, under the tick's rules and recorded as the tick records
     it; a run the tick would not do now is refused in one line (exit 1)."""
-    from ops_runner.manual import run_by_hand
-    from ops_runner.schedule import Job, ScheduleSettings, Slot, compute_session_slots
+    from ops_runner.ops.manual import run_by_hand
+    from ops_runner.ops.schedule import Job, ScheduleSettings, Slot, compute_session_slots
 
-    calendar = cfg.calendar()
+    calendar = open_calendar(cfg)
     instant = _parse_now(now)
     if "cycle" in JOBS[Job(job)].parameters:  # a cycle's job: its slot is the cycle's
         if not cycle:
@@ -555,13 +559,13 @@ def _run_job(cfg: Config, job: str, cycle: str | None, as_of: str | None, now: s
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ops_runner.config import load_config
+    from ops_runner.workbook.config import load_config
 
     return _run_job(load_config(args.workbook), args.job, args.cycle, args.as_of, args.now)
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from ops_runner import backup
+    from ops_runner.ops import backup
 
     if args.action == "verify":
         report = backup.verify_archive(Path(args.archive))
@@ -572,7 +576,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         for reason in report.reasons:
             print(f"  {reason}", file=sys.stderr)
         return backup.ArchiveInvalid.exit_code
-    from ops_runner.config import load_config
+    from ops_runner.workbook.config import load_config
 
     made = backup.create_backup(load_config(args.workbook), reason=args.reason, force=args.force)
     print(
@@ -583,8 +587,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from ops_runner import backup
-    from ops_runner.config import resolve_workbook
+    from ops_runner.ops import backup
+    from ops_runner.workbook.config import resolve_workbook
 
     target = Path(args.to) if args.to else resolve_workbook(args.workbook)
     try:
@@ -604,9 +608,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from ops_runner.audit import audit_job
-    from ops_runner.config import load_config
-    from ops_runner.orchestrator import require_simulated_broker
+    from ops_runner.ops.audit import audit_job
+    from ops_runner.ops.tick import require_simulated_broker
+    from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
     if args.now:
@@ -617,9 +621,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
-    from ops_runner import drill
-    from ops_runner.config import load_config
-    from ops_runner.orchestrator import require_simulated_broker
+    from ops_runner.ops import drill
+    from ops_runner.ops.tick import require_simulated_broker
+    from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
     now = _parse_now(args.now)
@@ -639,10 +643,10 @@ def cmd_drill(args: argparse.Namespace) -> int:
 
 
 def cmd_incident(args: argparse.Namespace) -> int:
-    from ops_runner import incidents
-    from ops_runner.config import load_config
     from ops_runner.ledger import open_ledger
     from ops_runner.ledger.states import read_state
+    from ops_runner.ops import incidents
+    from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
     with open_ledger(cfg) as ledger:
@@ -683,7 +687,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
-    from ops_runner.notebooks import NOTEBOOKS
+    from ops_runner.runtime.notebooks import NOTEBOOKS
 
     if args.workbook:
         os.environ["OPS_RUNNER_HOME"] = str(Path(args.workbook).resolve())

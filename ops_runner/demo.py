@@ -21,10 +21,13 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ops_runner.config import Config, init_workbook, load_config
 from ops_runner.core.cycle import Cycle
 from ops_runner.core.errors import OpsError
-from ops_runner.notebooks import NOTEBOOKS
+from ops_runner.ledger.init import init_workbook
+from ops_runner.market.calendar import open_calendar
+from ops_runner.market.prices import open_store
+from ops_runner.runtime.notebooks import NOTEBOOKS
+from ops_runner.workbook.config import Config, load_config
 
 DEFAULT_DEMO = NOTEBOOKS.parent / "demo"
 MARKER = ".ops-runner-demo"
@@ -138,8 +141,8 @@ def run_demo(
     OpsError when a tick run twice changed the ledger, or the demo went wrong."""
     from tqdm import tqdm
 
-    from ops_runner.schedule import ScheduleSettings, compute_next_opening
-    from ops_runner.sources.sample import write_sample
+    from ops_runner.market.sources.sample import write_sample
+    from ops_runner.ops.schedule import ScheduleSettings, compute_next_opening
 
     if not 1 <= months <= 12:
         raise OpsError("demo: --months must be between 1 and 12")
@@ -149,8 +152,8 @@ def run_demo(
     root = (workbook or DEFAULT_DEMO).resolve()
     prepare_workbook(root, account or (IB_SIM_ACCOUNT if broker == "ib-sim" else None))
     cfg = load_config(root)
-    calendar = cfg.calendar()
-    write_sample(cfg.store(), calendar=calendar)
+    calendar = open_calendar(cfg)
+    write_sample(open_store(cfg), calendar=calendar)
     _record_prices(cfg, "demo: the SYNTHETIC sample market")
     cycles = _cycles(calendar, months)
     faulty = cycles[1] if len(cycles) > 1 else None
@@ -223,7 +226,7 @@ def _after_close(calendar: Any, settings: Any, session: date) -> datetime:
 
 
 def _baseline(cfg: Config) -> None:
-    from ops_runner.checks import approve_baseline
+    from ops_runner.ops.checks import approve_baseline
 
     approve_baseline(cfg, "demo: the sample config and this code, reviewed by the demo")
 
@@ -232,7 +235,7 @@ def _tick_twice(
     cfg: Config, moment: datetime, result: DemoResult, bar: Any, clock: DemoClock | None = None
 ) -> None:
     """One tick, then the same tick again: the second must leave the ledger as it was."""
-    from ops_runner.orchestrator import tick
+    from ops_runner.ops.tick import tick
 
     if clock is not None:
         clock.moment = moment
@@ -254,9 +257,9 @@ def _tick_twice(
 
 def _deliver_stale_data(cfg: Config, session: date, say: Any) -> None:
     """The feed's fault: SPY arrives without its bar for ``session`` (the rebalance close)."""
-    from ops_runner.sources.sample import SAMPLE_SOURCE
+    from ops_runner.market.sources.sample import SAMPLE_SOURCE
 
-    store = cfg.store()
+    store = open_store(cfg)
     bars = store.load_bars(SAMPLE_SOURCE, "SPY")
     manifest = store.read_manifest(SAMPLE_SOURCE, "SPY")
     stale = bars[bars.index < str(session)]
@@ -272,9 +275,9 @@ def _deliver_stale_data(cfg: Config, session: date, say: Any) -> None:
 
 
 def _record_prices(cfg: Config, reason: str) -> None:
-    from ops_runner.integrity import record_prices
     from ops_runner.ledger import open_ledger
-    from ops_runner.sources.sample import SAMPLE_SOURCE
+    from ops_runner.market.integrity import record_prices
+    from ops_runner.market.sources.sample import SAMPLE_SOURCE
 
     with open_ledger(cfg) as ledger:
         record_prices(cfg, ledger, SAMPLE_SOURCE, reason)
@@ -291,9 +294,9 @@ def _incident(
     clock: DemoClock,
 ) -> None:
     """Past the QA deadline (SAFE_MODE), an operator repairs, re-runs QA, approves, resumes."""
-    from ops_runner.integrity import check_integrity
     from ops_runner.ledger.approvals import Action, approve, resume
-    from ops_runner.sources.sample import write_sample
+    from ops_runner.market.integrity import check_integrity
+    from ops_runner.market.sources.sample import write_sample
 
     late = _after_close(calendar, settings, session) + settings.deadlines["data_qa"]
     late += timedelta(minutes=5)
@@ -302,7 +305,7 @@ def _incident(
         f"  {late:%H:%M}Z: data QA missed its deadline: state {result.states[-1]}; alert in "
         f"{cfg.path('kill_switch').parent / 'alerts.log'}"
     )
-    report = write_sample(cfg.store(), calendar=calendar)
+    report = write_sample(open_store(cfg), calendar=calendar)
     _record_prices(cfg, "re-imported by the operator")
     say(f"  operator: re-imported the sample market ({', '.join(report.replaced)} replaced)")
     clock.moment = late + timedelta(minutes=5)
@@ -321,8 +324,8 @@ def _incident(
 def _drill(cfg: Config, now: datetime, result: DemoResult, say: Any) -> None:
     """The quarterly drill on a backup taken after the last reconciliation (it passes), then on
     a truncated copy of it (it fails loudly, with the reason; the live state is untouched)."""
-    from ops_runner.backup import create_backup
-    from ops_runner.drill import execute_drill
+    from ops_runner.ops.backup import create_backup
+    from ops_runner.ops.drill import execute_drill
 
     archive = create_backup(cfg, now=now, reason="before the demo's drill").archive
     say(f"  drill: restoring {archive.name} into drills/ and re-running the last cycle twice")
@@ -340,9 +343,9 @@ def _drill(cfg: Config, now: datetime, result: DemoResult, say: Any) -> None:
 
 def _close_incidents(cfg: Config, resolution: str, now: datetime) -> list[str]:
     """The operator records the resolution of every incident still open (runbook 4.1)."""
-    from ops_runner.incidents import close_incident
     from ops_runner.ledger import open_ledger
     from ops_runner.ledger.projections import compute_open_incidents
+    from ops_runner.ops.incidents import close_incident
 
     with open_ledger(cfg) as ledger:
         ids = [str(i["incident_id"]) for i in compute_open_incidents(ledger.events())]
@@ -353,12 +356,14 @@ def _close_incidents(cfg: Config, resolution: str, now: datetime) -> list[str]:
 
 def _rerun_qa(cfg: Config, session: date, now: datetime) -> str:
     from ops_runner.ledger import open_ledger
-    from ops_runner.orchestrator import run_slot
-    from ops_runner.schedule import Job, ScheduleSettings, compute_session_slots
+    from ops_runner.ops.schedule import Job, ScheduleSettings, compute_session_slots
+    from ops_runner.ops.tick import run_slot
 
     settings = ScheduleSettings.from_config(cfg.values)
     slot = next(
-        s for s in compute_session_slots(cfg.calendar(), settings, session) if s.job is Job.DATA_QA
+        s
+        for s in compute_session_slots(open_calendar(cfg), settings, session)
+        if s.job is Job.DATA_QA
     )
     with open_ledger(cfg) as ledger:
         return run_slot(cfg, ledger, None, slot, now, True)[1]
@@ -366,7 +371,7 @@ def _rerun_qa(cfg: Config, session: date, now: datetime) -> str:
 
 def _finish(cfg: Config, result: DemoResult, quiet: bool) -> None:
     from ops_runner.ledger import open_ledger, projections
-    from ops_runner.runs import write_runs_index
+    from ops_runner.reports.runs import write_runs_index
 
     with open_ledger(cfg, create=False, readonly=True) as ledger:
         report = ledger.verify(cfg.path("anchor"))

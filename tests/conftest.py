@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from ops_runner.market.calendar import open_calendar
+from ops_runner.market.prices import open_store
+
 # What `make test-fast` leaves out is what these markers say; the check below keeps them true.
 _KERNEL = "ipykernel"
 _PROGRAMS = ("python", "ops-runner")
@@ -18,7 +21,7 @@ def _jobs_run_their_notebooks_in_process() -> Iterator[None]:
     """A job's notebook runs its cells in the test process (``OPS_RUNNER_IN_PROCESS_NOTEBOOKS``,
     the simulated broker only) unless the test is marked ``notebook``: the tick's tests test
     the tick, and only the notebook tests pay seconds for each kernel."""
-    from ops_runner.notebooks import IN_PROCESS_ENV
+    from ops_runner.runtime.notebooks import IN_PROCESS_ENV
 
     patch = pytest.MonkeyPatch()
     patch.setenv(IN_PROCESS_ENV, "1")
@@ -49,7 +52,7 @@ def _markers_say_what_the_test_starts(request: pytest.FixtureRequest) -> Iterato
     patch = pytest.MonkeyPatch()
     patch.setattr(subprocess.Popen, "__init__", recording)
     if request.node.get_closest_marker("notebook"):
-        from ops_runner.notebooks import IN_PROCESS_ENV
+        from ops_runner.runtime.notebooks import IN_PROCESS_ENV
 
         patch.delenv(IN_PROCESS_ENV, raising=False)  # a notebook test: real kernels
     try:
@@ -86,19 +89,20 @@ def store_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def store(store_root: Path):
-    from ops_runner.data import PriceStore
+    from ops_runner.market.prices import PriceStore
 
     return PriceStore(store_root)
 
 
 def make_sample_workbook(root: Path) -> Path:
     """Initialise a workbook at ``root`` with the SYNTHETIC sample market in its store."""
-    from ops_runner.config import init_workbook, load_config
-    from ops_runner.sources.sample import write_sample
+    from ops_runner.ledger.init import init_workbook
+    from ops_runner.market.sources.sample import write_sample
+    from ops_runner.workbook.config import load_config
 
     init_workbook(root, template="demo")
     cfg = load_config(root)
-    write_sample(cfg.store(), calendar=cfg.calendar())
+    write_sample(open_store(cfg), calendar=open_calendar(cfg))
     return root
 
 
@@ -143,9 +147,9 @@ def make_undecided_november(root: Path) -> Path:
 def _build_undecided_november(root: Path) -> Path:
     import yaml
 
-    from ops_runner.checks import approve_baseline
-    from ops_runner.config import load_config
+    from ops_runner.ops.checks import approve_baseline
     from ops_runner.simulators.history import simulate_history
+    from ops_runner.workbook.config import load_config
 
     result = simulate_history(root, cycles=1, first_cycle="2025-10")
     config = result.workbook / "config.yaml"
@@ -165,8 +169,8 @@ def make_decided_november(root: Path) -> Path:
 def _build_decided_november(root: Path) -> Path:
     from datetime import datetime
 
-    from ops_runner.config import load_config
-    from ops_runner.orchestrator import tick
+    from ops_runner.ops.tick import tick
+    from ops_runner.workbook.config import load_config
 
     workbook = _build_undecided_november(root)
     decided_at = datetime.fromisoformat(NOVEMBER_DECIDED_AT.replace("Z", "+00:00"))
@@ -216,9 +220,9 @@ def ready_to_decide(cfg, session) -> None:
     """What the runbook requires before a decision, done the real way: an approved baseline
     (approved now if there is none or it changed) and a clean data QA of ``session`` recorded
     by the real QA on the data as it is."""
-    from ops_runner.checks import approve_baseline, check_baseline, record_data_qa
     from ops_runner.ledger import open_ledger
-    from ops_runner.qa import run_qa
+    from ops_runner.market.qa import run_qa
+    from ops_runner.ops.checks import approve_baseline, check_baseline, record_data_qa
 
     with open_ledger(cfg) as ledger:
         approved = check_baseline(cfg, ledger).passed
@@ -236,10 +240,10 @@ def run_clean_cycle(cfg, ledger, broker, clock, decided: str, session: str) -> d
     return the Decision Record."""
     from datetime import UTC, datetime
 
-    from ops_runner.decision import decide
-    from ops_runner.execution import read_plan
-    from ops_runner.reconcile import ReconciliationStatus, reconcile
-    from ops_runner.submission import SubmissionStatus, submit_plan
+    from ops_runner.execution.plan import read_plan
+    from ops_runner.execution.reconcile import ReconciliationStatus, reconcile
+    from ops_runner.execution.submission import SubmissionStatus, submit_plan
+    from ops_runner.ops.decision import decide
 
     def utc(day: str, hhmm: str) -> datetime:
         return datetime.fromisoformat(f"{day}T{hhmm}:00+00:00").astimezone(UTC)

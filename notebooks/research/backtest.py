@@ -28,14 +28,16 @@ start = ""  # first month-end considered, YYYY-MM-DD; empty: as early as the dat
 end = ""  # last session, YYYY-MM-DD; empty: the last bar of every symbol
 
 # %%
-from ops_runner import notebooks, reports, research
+from ops_runner.reports import pages
+from ops_runner.runtime import notebooks
+from ops_runner.strategy import research
 
 # %% [markdown]
 # ## Workbook, strategy and data
 
 # %%
 cfg = research.load_research_config(notebooks.open_workbook(workbook), config)
-reports.compute_banner(cfg)
+pages.compute_banner(cfg)
 
 # %% [markdown]
 # ## Metrics
@@ -52,16 +54,16 @@ result.metrics_frame()
 # Total return: dividends are reinvested.
 
 # %%
-reports.plot_equity(result.equity, result.buy_and_hold);
+pages.plot_equity(result.equity, result.buy_and_hold);
 
 # %%
-reports.plot_drawdown(result.equity);
+pages.plot_drawdown(result.equity);
 
 # %% [markdown]
 # ## Monthly returns
 
 # %%
-reports.plot_monthly_heatmap(result.equity);
+pages.plot_monthly_heatmap(result.equity);
 
 # %% [markdown]
 # ## Decisions

@@ -29,7 +29,9 @@ end = ""  # last session, YYYY-MM-DD; empty: the last bar of every symbol
 grid = ""  # a YAML grid file; empty: sweep.DEFAULT_GRID
 
 # %%
-from ops_runner import notebooks, reports, research, sweep
+from ops_runner.reports import pages
+from ops_runner.runtime import notebooks
+from ops_runner.strategy import research, sweep
 
 # %% [markdown]
 # ## Workbook, strategy and grid
@@ -38,7 +40,7 @@ from ops_runner import notebooks, reports, research, sweep
 cfg = research.load_research_config(notebooks.open_workbook(workbook), config)
 grid_values = sweep.load_grid(grid) if grid else sweep.DEFAULT_GRID
 print(grid_values)
-reports.compute_banner(cfg)
+pages.compute_banner(cfg)
 
 # %% [markdown]
 # ## The best combinations by Sharpe ratio
@@ -54,10 +56,10 @@ table.sort_values("sharpe", ascending=False).head(10)
 # Each cell is the median over the grid's other parameters.
 
 # %%
-reports.plot_sweep_heatmap(table, "sharpe");
+pages.plot_sweep_heatmap(table, "sharpe");
 
 # %%
-reports.plot_sweep_heatmap(table, "cagr");
+pages.plot_sweep_heatmap(table, "cagr");
 
 # %% [markdown]
 # ## Record

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ops_runner.core.errors import OpsError
 
 if TYPE_CHECKING:
-    from ops_runner.config import Config
-    from ops_runner.gate import GatePass, OrderIntent
+    from ops_runner.brokers.gate import GatePass, OrderIntent
+    from ops_runner.workbook.config import Config
 
 
 class BrokerError(OpsError):

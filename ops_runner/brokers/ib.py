@@ -40,6 +40,7 @@ from ops_runner.brokers import (
     PlaceResult,
     Statement,
 )
+from ops_runner.brokers.gate import OrderIntent, require_valid_pass
 from ops_runner.brokers.ib_book import IbBook, IbOrder
 from ops_runner.brokers.ib_loop import LoopThread
 from ops_runner.brokers.ib_session import (
@@ -48,15 +49,14 @@ from ops_runner.brokers.ib_session import (
     SessionLost,
     Settings,
 )
-from ops_runner.calendar import NY
-from ops_runner.config import mask_account
 from ops_runner.core.errors import CalendarError, DataError, OpsError
-from ops_runner.gate import OrderIntent, require_valid_pass
+from ops_runner.market.calendar import NY, open_calendar
+from ops_runner.workbook.config import mask_account
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ops_runner.config import Config
+    from ops_runner.workbook.config import Config
 
 ROLES = ("orders", "readonly")
 CLIENTS = ("ib_async", "ib_insync")
@@ -191,7 +191,7 @@ class IbBroker:
         else the next session (no MOO order is taken from 09:28 until the close)."""
         now = self._now()
         day = now.astimezone(NY).date()
-        calendar = self._cfg.calendar()
+        calendar = open_calendar(self._cfg)
         try:
             if calendar.is_session(day) and now < calendar.session_close(day).to_pydatetime():
                 return day.isoformat()
@@ -200,7 +200,7 @@ class IbBroker:
             return day.isoformat()
 
     def _open_of(self, session: str) -> datetime | None:
-        calendar = self._cfg.calendar()
+        calendar = open_calendar(self._cfg)
         try:
             if not calendar.is_session(session):
                 return None
@@ -301,7 +301,7 @@ class IbBroker:
         differences from the price store. Raises BrokerUnavailable when IB does not answer
         (nothing is booked; the audit waits), SecretError for a missing secret."""
         from ops_runner.brokers.ib_flex import FlexClient, StatementError
-        from ops_runner.config import load_secret
+        from ops_runner.workbook.config import load_secret
 
         flex = self._cfg.values["broker"]["flex"]
         if not flex["enabled"]:

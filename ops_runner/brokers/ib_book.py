@@ -17,7 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ops_runner.brokers import BrokerOrder, Commission, Execution, OrderStatus
-from ops_runner.calendar import NY
+from ops_runner.market.calendar import NY
 
 # IB order status words: still working at the venue, or done.
 WORKING = frozenset(

@@ -31,8 +31,8 @@ from ops_runner.brokers.ib_book import (
     parse_ib_time,
     shares,
 )
-from ops_runner.config import mask_account
 from ops_runner.core.errors import OpsError
+from ops_runner.workbook.config import mask_account
 
 log = logging.getLogger(__name__)
 

@@ -30,14 +30,14 @@ from ops_runner.brokers import (
     PlaceResult,
     Statement,
 )
-from ops_runner.calendar import NY
+from ops_runner.brokers.gate import OrderIntent, Side, require_valid_pass
 from ops_runner.core.errors import CalendarError, DataError
 from ops_runner.core.files import hold_lock, write_bytes_atomic
-from ops_runner.data import compute_split_ratio
-from ops_runner.gate import OrderIntent, Side, require_valid_pass
+from ops_runner.market.calendar import NY, open_calendar
+from ops_runner.market.prices import compute_split_ratio, open_store
 
 if TYPE_CHECKING:
-    from ops_runner.config import Config
+    from ops_runner.workbook.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -227,8 +227,8 @@ class SimBroker:
         self._slippage = _decimal(costs["slippage_bps"]) / Decimal(10_000)
         self._initial_cash = _cents(_decimal(cfg.values["research"]["initial_cash"]))
         self._source = cfg.primary_source
-        self._store = cfg.store()
-        self._calendar = cfg.calendar()
+        self._store = open_store(cfg)
+        self._calendar = open_calendar(cfg)
         self._bars: dict[str, tuple[str, pd.DataFrame]] = {}
         self._checked: set[str] = set()
         self._action_days: dict[str, tuple[pd.DataFrame, dict[date, tuple[float, float]]]] = {}
@@ -631,11 +631,10 @@ class SimBroker:
         shares = book["positions"][symbol]
         gross = _cents(shares * rate)
         withheld = -_cents(gross * self._withholding)
-        pay: date | None = session
+        paid = session
         for _ in range(self._pay_lag + self._faults.late_dividends.get(symbol, 0)):
-            pay = self._calendar.next_session(pay)
-        if symbol in self._faults.missing_dividends:
-            pay = None
+            paid = self._calendar.next_session(paid)
+        pay: date | None = None if symbol in self._faults.missing_dividends else paid
         book["accruals"].append(
             {"symbol": symbol, "ex_date": session.isoformat(), "shares": shares,
              "rate": str(rate), "gross": str(gross), "withholding": str(withheld),

@@ -15,12 +15,12 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from ops_runner.config import Config, load_secret
 from ops_runner.core.clock import format_seconds
 from ops_runner.core.errors import IncidentError, OpsError
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.ledger.states import apply_trigger, read_state
 from ops_runner.ledger.store import Ledger, open_ledger
+from ops_runner.workbook.config import Config, load_secret
 
 TOKEN_PREFIX = "opsr1"
 KEY_NAME = "approval_key"
@@ -288,7 +288,7 @@ def resume(
 ) -> State:
     """Use a token: record ApprovalUsed and the transition in one append. Returns the new state.
 
-    Leaving SAFE_MODE needs ``integrity`` (``ops_runner.integrity.check_integrity`` in
+    Leaving SAFE_MODE needs ``integrity`` (``ops_runner.market.integrity.check_integrity`` in
     production, passed in because its data QA sits above the ledger) to find no problem;
     leaving HALT needs the token's review to be the post-mortem of an incident closed since the
     HALT began. Raises

@@ -10,7 +10,6 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from ops_runner.config import Config
 from ops_runner.core.errors import OpsError
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.core.files import write_bytes_atomic
@@ -22,6 +21,7 @@ from ops_runner.ledger.projections import (
     compute_state,
 )
 from ops_runner.ledger.store import Ledger, LedgerConflict
+from ops_runner.workbook.config import Config
 
 __all__ = [
     "TRANSITIONS",

@@ -18,13 +18,13 @@ from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
 
-from ops_runner.config import Config
 from ops_runner.core.canonical import canonical_json
 from ops_runner.core.clock import format_instant
 from ops_runner.core.errors import LedgerError
 from ops_runner.core.events import EventKind
 from ops_runner.core.files import fsync_folder, open_atomic
 from ops_runner.core.hashing import compute_sha256
+from ops_runner.workbook.config import Config
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ ledger ends with, per cycle, a Decision Record, the plan of record and its inten
 fills with commissions and a clean reconciliation check, exactly as a month of production
 writes them (minus the executed notebooks and the scheduler's own events).
 
-The market is the SYNTHETIC sample (``ops_runner.sources.sample``): sessions from 2010-01-04
+The market is the SYNTHETIC sample (``ops_runner.market.sources.sample``): sessions from 2010-01-04
 to 2025-12-31, so with the default 12-month lookback the first cycle can be 2011-01 and the
 last one whose orders can fill is 2025-11 (its orders fill at the 2025-12-01 open). That is up
 to 179 cycles. Two things the simulated broker does not model over long spans: dividends
@@ -36,11 +36,14 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from ops_runner.config import Config, init_workbook, load_config
 from ops_runner.core.cycle import Cycle
 from ops_runner.core.errors import OpsError
 from ops_runner.core.events import EventKind
-from ops_runner.sources.sample import DEFAULT_END, DEFAULT_SEED, DEFAULT_START
+from ops_runner.ledger.init import init_workbook
+from ops_runner.market.calendar import open_calendar
+from ops_runner.market.prices import open_store
+from ops_runner.market.sources.sample import DEFAULT_END, DEFAULT_SEED, DEFAULT_START
+from ops_runner.workbook.config import Config, load_config
 
 log = logging.getLogger(__name__)
 
@@ -117,16 +120,16 @@ def _new_workbook(root: Path, overrides: Mapping[str, Mapping[str, Any]]) -> Con
 def _prepare(workbook: Path, seed: int, overrides: Mapping[str, Mapping[str, Any]]) -> Config:
     """Initialise a fresh workbook with the sample market; refuse a folder already in use."""
 
-    from ops_runner.sources.sample import write_sample
+    from ops_runner.market.sources.sample import write_sample
 
     root = Path(workbook)
     cfg = _new_workbook(root, overrides)
     if cfg.values["broker"]["kind"] != "sim" or cfg.values["data"]["primary"] != "sample":
         raise HistoryError("a simulated history needs broker.kind sim and data.primary sample")
-    write_sample(cfg.store(), seed=seed, calendar=cfg.calendar())
-    from ops_runner.checks import approve_baseline
-    from ops_runner.integrity import record_prices
+    write_sample(open_store(cfg), seed=seed, calendar=open_calendar(cfg))
     from ops_runner.ledger import open_ledger
+    from ops_runner.market.integrity import record_prices
+    from ops_runner.ops.checks import approve_baseline
 
     with open_ledger(cfg) as ledger:
         record_prices(cfg, ledger, "sample", "simulated history: the SYNTHETIC sample market")
@@ -148,15 +151,15 @@ def run_cycle(cfg: Config, year: int, month: int, fill_slippage_bps: float | Non
     jobs raise (StrategyError, ExecutionError, ReconciliationError, LedgerError).
     """
     from ops_runner.brokers import open_broker
-    from ops_runner.checks import record_data_qa
-    from ops_runner.decision import decide
-    from ops_runner.execution import read_plan
+    from ops_runner.execution.plan import read_plan
+    from ops_runner.execution.reconcile import ReconciliationStatus, reconcile
+    from ops_runner.execution.submission import SubmissionStatus, submit_plan
     from ops_runner.ledger import open_ledger
-    from ops_runner.qa import run_qa
-    from ops_runner.reconcile import ReconciliationStatus, reconcile
-    from ops_runner.submission import SubmissionStatus, submit_plan
+    from ops_runner.market.qa import run_qa
+    from ops_runner.ops.checks import record_data_qa
+    from ops_runner.ops.decision import decide
 
-    calendar = cfg.calendar()
+    calendar = open_calendar(cfg)
     decided = calendar.rebalance_session(year, month)
     order_session = calendar.next_session(decided)
     delay = timedelta(minutes=int(cfg.values["schedule"]["decision_delay_minutes"]))
@@ -225,7 +228,7 @@ def simulate_history(
         )
     cfg = _prepare(Path(workbook), seed, config or {})
     done, sessions = [], {}
-    calendar = cfg.calendar()
+    calendar = open_calendar(cfg)
     for year, month in months:
         cycle = run_cycle(cfg, year, month, wide.get(str(Cycle(year, month))))
         decided = calendar.rebalance_session(year, month)
@@ -302,28 +305,28 @@ def simulate_books_history(
     HistoryError for a folder in use or a cycle that does not reconcile clean.
     """
 
-    from ops_runner.audit import run_audit
     from ops_runner.brokers import open_broker
-    from ops_runner.checks import approve_baseline, record_data_qa
-    from ops_runner.data import PriceStore
-    from ops_runner.integrity import record_prices
     from ops_runner.ledger import open_ledger
     from ops_runner.ledger.projections import compute_account_events, compute_ledger_equity
     from ops_runner.ledger.states import record_equity_mark
-    from ops_runner.qa import run_qa
+    from ops_runner.market.integrity import record_prices
+    from ops_runner.market.prices import PriceStore
+    from ops_runner.market.qa import run_qa
+    from ops_runner.ops.audit import run_audit
+    from ops_runner.ops.checks import approve_baseline, record_data_qa
 
     began = time.monotonic()
     root = Path(workbook)
     data_section = {"data": {"primary": layout}}
     cfg = _new_workbook(root, {**(config or {}), **data_section})
-    store = cfg.store()
+    store = open_store(cfg)
     assert isinstance(store, PriceStore)
     store.import_files(Path(data), layout, layout)
     with open_ledger(cfg) as ledger:
         record_prices(cfg, ledger, layout, f"a simulated history on the vendor files in {data}")
     approve_baseline(cfg, "a simulated history on real vendor files")
 
-    calendar = cfg.calendar()
+    calendar = open_calendar(cfg)
     first = compute_cycle_months(1, first_cycle)[0]
     last = compute_cycle_months(1, last_cycle)[0]
     months = compute_cycle_months((last[0] - first[0]) * 12 + last[1] - first[1] + 1, first_cycle)

@@ -17,18 +17,19 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from ops_runner.calendar import NY
 from ops_runner.core.errors import DataError
-from ops_runner.data import (
+from ops_runner.market.calendar import NY, open_calendar
+from ops_runner.market.prices import (
     DividendConvention,
     compute_adjustment_factors,
     compute_split_adjusted,
     compute_split_ratio,
+    open_store,
 )
 from ops_runner.simulators.tws_account import Bar, CorporateAction
 
 if TYPE_CHECKING:
-    from ops_runner.config import Config
+    from ops_runner.workbook.config import Config
 
 CENT = Decimal("0.01")
 MOO_ENTRY_CLOSES = time(9, 28)  # Nasdaq takes market-on-open orders until 09:28 ET
@@ -39,11 +40,11 @@ def _decimal(value: float) -> Decimal:
 
 
 class WorkbookMarket:
-    """Sessions from ``cfg.calendar()``, prints from the store's ``data.primary`` source."""
+    """Sessions from ``open_calendar(cfg)``, prints from the store's ``data.primary`` source."""
 
     def __init__(self, cfg: Config) -> None:
-        self._calendar = cfg.calendar()
-        self._store = cfg.store()
+        self._calendar = open_calendar(cfg)
+        self._store = open_store(cfg)
         self._source = cfg.primary_source
         costs = cfg.values["costs"]
         self._per_share = _decimal(costs["commission_per_share"])

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from ops_runner.data import compute_adjusted_close
+from ops_runner.market.prices import compute_adjusted_close
 
 SHARED_ALPHAVANTAGE = (
     Path(__file__).resolve().parents[2].parent / "shared" / "data" / "alphavantage"

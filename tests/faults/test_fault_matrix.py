@@ -38,13 +38,13 @@ import yaml
 from conftest import make_decided_november, make_undecided_november, read_only
 
 from ops_runner.brokers import open_broker
-from ops_runner.checks import approve_baseline
-from ops_runner.config import Config, load_config
 from ops_runner.core.errors import OpsError
-from ops_runner.integrity import check_integrity
 from ops_runner.ledger import LEDGER_FILE, open_ledger
 from ops_runner.ledger.approvals import Action, approve, resume
-from ops_runner.orchestrator import tick
+from ops_runner.market.integrity import check_integrity
+from ops_runner.ops.checks import approve_baseline
+from ops_runner.ops.tick import tick
+from ops_runner.workbook.config import Config, load_config
 
 EXE = Path(sys.executable).with_name("ops-runner")
 KEY = "0123456789abcdef" * 4

@@ -27,17 +27,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ops_runner.brokers import open_broker
-from ops_runner.config import Config, load_config
 from ops_runner.core.errors import OpsError
 from ops_runner.core.events import EventKind, State, Trigger
-from ops_runner.decision import decide, read_record
-from ops_runner.execution import read_plan
+from ops_runner.execution.plan import read_plan
+from ops_runner.execution.reconcile import reconcile
+from ops_runner.execution.submission import HOOKS, submit_plan
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.projections import compute_positions
 from ops_runner.ledger.states import apply_trigger, read_state
-from ops_runner.reconcile import reconcile
+from ops_runner.ops.decision import decide, read_record
 from ops_runner.simulators.history import simulate_history
-from ops_runner.submission import HOOKS, submit_plan
+from ops_runner.workbook.config import Config, load_config
 
 WINDOW_OPENS = datetime(2025, 12, 1, 13, 0, tzinfo=UTC)  # 08:00 New York; closes 14:20Z
 OPEN = datetime(2025, 12, 1, 14, 30, tzinfo=UTC)

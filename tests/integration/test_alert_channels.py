@@ -19,11 +19,12 @@ import yaml
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from ops_runner.alerts import Alert, pump_alerts, send_alert
-from ops_runner.config import Config, init_workbook, load_config
 from ops_runner.core.events import EventKind, Trigger
 from ops_runner.ledger import open_ledger
+from ops_runner.ledger.init import init_workbook
 from ops_runner.ledger.states import apply_trigger
+from ops_runner.runtime.alerts import Alert, pump_alerts, send_alert
+from ops_runner.workbook.config import Config, load_config
 
 HOST = "127.0.0.1"
 SMTP_USER = "ops-alerts"

@@ -15,14 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from ops_runner.config import init_workbook, load_config
 from ops_runner.core.errors import SecretError
 from ops_runner.core.events import EventKind, State, Trigger
-from ops_runner.incidents import close_incident, open_incident
-from ops_runner.integrity import check_integrity
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.approvals import Action, ApprovalRefused, approve, issue_token, resume
+from ops_runner.ledger.init import init_workbook
 from ops_runner.ledger.states import apply_trigger, read_state, record_equity_mark
+from ops_runner.market.integrity import check_integrity
+from ops_runner.ops.incidents import close_incident, open_incident
+from ops_runner.workbook.config import load_config
 
 KEY = "0123456789abcdef" * 4
 EXE = Path(sys.executable).with_name("ops-runner")

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from conftest import make_sample_workbook, run_clean_cycle
 
-from ops_runner.audit import AuditStatus, audit_job, run_audit
 from ops_runner.brokers import BrokerUnavailable
 from ops_runner.brokers.sim import SimBroker
-from ops_runner.config import load_config
 from ops_runner.core.events import EventKind, State
+from ops_runner.execution.reconcile import BreakKind
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.projections import compute_open_incidents
 from ops_runner.ledger.states import read_state
-from ops_runner.reconcile import BreakKind
+from ops_runner.ops.audit import AuditStatus, audit_job, run_audit
+from ops_runner.workbook.config import load_config
 
 # As in test_reconcile_cycle: the sample decides VEU on 2025-10-31 (bought at the 2025-11-03
 # open) and AGG on 2025-11-28 (VEU sold, AGG bought at the 2025-12-01 open).

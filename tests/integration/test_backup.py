@@ -20,7 +20,9 @@ import pytest
 import yaml
 from conftest import make_sample_workbook
 
-from ops_runner.backup import (
+from ops_runner.core.events import EventKind
+from ops_runner.ledger import LEDGER_FILE, Ledger, open_ledger
+from ops_runner.ops.backup import (
     ArchiveInvalid,
     BackupError,
     RestoreRefused,
@@ -31,9 +33,7 @@ from ops_runner.backup import (
     restore_backup,
     verify_archive,
 )
-from ops_runner.config import Config, load_config
-from ops_runner.core.events import EventKind
-from ops_runner.ledger import LEDGER_FILE, Ledger, open_ledger
+from ops_runner.workbook.config import Config, load_config
 
 T0 = datetime(2025, 1, 31, 22, 0, tzinfo=UTC)
 NOTEBOOK = "ledger/runs/2025-01-31/data_qa-20250131T220000Z-abc123.ipynb"

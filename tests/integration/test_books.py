@@ -18,13 +18,12 @@ import pytest
 import yaml
 from conftest import make_sample_workbook, ready_to_decide, run_clean_cycle
 
-from ops_runner.audit import AuditReport, AuditStatus, run_audit
-from ops_runner.books import book_account
 from ops_runner.brokers.sim import SimBroker
-from ops_runner.config import Config, load_config
 from ops_runner.core.events import EventKind, State
-from ops_runner.decision import decide
-from ops_runner.execution import read_plan
+from ops_runner.execution.books import book_account
+from ops_runner.execution.plan import read_plan
+from ops_runner.execution.reconcile import BreakKind, ReconciliationStatus, reconcile
+from ops_runner.execution.submission import SubmissionStatus, submit_plan
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.projections import (
     compute_account_cash,
@@ -34,8 +33,10 @@ from ops_runner.ledger.projections import (
     compute_receivables,
 )
 from ops_runner.ledger.states import read_state
-from ops_runner.reconcile import BreakKind, ReconciliationStatus, reconcile
-from ops_runner.submission import SubmissionStatus, submit_plan
+from ops_runner.market.prices import open_store
+from ops_runner.ops.audit import AuditReport, AuditStatus, run_audit
+from ops_runner.ops.decision import decide
+from ops_runner.workbook.config import Config, load_config
 
 # As in test_audit: the sample decides VEU on 2025-10-31, bought at the 2025-11-03 open, and AGG
 # on 2025-11-28 (VEU sold, AGG bought at the 2025-12-01 open).
@@ -155,7 +156,7 @@ def write_config(workbook: Path, changes: Mapping[str, Any]) -> None:
 
 def rewrite_bars(cfg: Config, symbol: str, change: Callable[[pd.DataFrame], None]) -> None:
     """Rewrite ``symbol``'s stored bars through the price store, its provenance kept."""
-    store, source = cfg.store(), cfg.primary_source
+    store, source = open_store(cfg), cfg.primary_source
     manifest = store.read_manifest(source, symbol)
     bars = store.load_bars(source, symbol).copy()
     change(bars)
@@ -196,7 +197,7 @@ def split_flag(day: str, ratio: float) -> Callable[[pd.DataFrame], None]:
 
 
 def stored_close(cfg: Config, symbol: str, day: str) -> Decimal:
-    bars = cfg.store().load_bars(cfg.primary_source, symbol)
+    bars = open_store(cfg).load_bars(cfg.primary_source, symbol)
     return Decimal(str(bars.loc[pd.Timestamp(day), "close"]))
 
 

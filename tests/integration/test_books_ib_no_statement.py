@@ -18,15 +18,16 @@ import pytest
 import yaml
 from conftest import make_sample_workbook
 
-from ops_runner.audit import AuditStatus, run_audit
 from ops_runner.brokers.ib import IbBroker
-from ops_runner.config import load_config
 from ops_runner.core.events import EventKind
+from ops_runner.execution.reconcile import BreakKind
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.projections import compute_cash, compute_ledger_equity
-from ops_runner.reconcile import BreakKind
+from ops_runner.market.prices import open_store
+from ops_runner.ops.audit import AuditStatus, run_audit
 from ops_runner.simulators.market import WorkbookMarket
 from ops_runner.simulators.tws_sim import TwsSimulator
+from ops_runner.workbook.config import load_config
 
 ACCOUNT = "DU7654321"
 EX, PAY = "2025-11-10", "2025-11-13"  # the pay date: three sessions after the ex-date
@@ -50,7 +51,7 @@ def at(day: str, hhmm: str = "22:00") -> datetime:
 
 
 def write_dividend(cfg) -> None:
-    store, source = cfg.store(), cfg.primary_source
+    store, source = open_store(cfg), cfg.primary_source
     bars = store.load_bars(source, "VEU").copy()
     bars.loc[bars.index >= pd.Timestamp("2025-11-04"), "dividend"] = 0.0
     bars.loc[pd.Timestamp(EX), "dividend"] = RATE
@@ -61,7 +62,7 @@ def write_dividend(cfg) -> None:
 
 
 def close_of(cfg, day: str) -> Decimal:
-    bars = cfg.store().load_bars(cfg.primary_source, "VEU")
+    bars = open_store(cfg).load_bars(cfg.primary_source, "VEU")
     return Decimal(str(float(bars.at[pd.Timestamp(day), "close"])))
 
 

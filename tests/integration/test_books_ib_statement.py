@@ -18,14 +18,15 @@ import pytest
 import yaml
 from conftest import make_sample_workbook
 
-from ops_runner.books import book_account
 from ops_runner.brokers import BrokerUnavailable
 from ops_runner.brokers.ib import IbBroker
-from ops_runner.config import load_config
 from ops_runner.core.events import EventKind
+from ops_runner.execution.books import book_account
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.projections import compute_cash, compute_positions, compute_receivables
+from ops_runner.market.prices import open_store
 from ops_runner.simulators.flex_server import Fault, FlexServer
+from ops_runner.workbook.config import load_config
 
 FLEX = Path(__file__).resolve().parents[1] / "data" / "flex"
 TOKEN = "flex-token-never-shown-31415"
@@ -47,7 +48,7 @@ def workbook(root: Path, server: FlexServer) -> object:
 def set_dividend(cfg, symbol: str, day: str, amount: float, split: float = 1.0) -> None:
     """Write ``symbol``'s stored bars back with one dividend (and split) on ``day`` and no
     other dividend within 90 days of it."""
-    store, source = cfg.store(), cfg.primary_source
+    store, source = open_store(cfg), cfg.primary_source
     bars = store.load_bars(source, symbol).copy()
     near = (bars.index >= pd.Timestamp(day) - pd.Timedelta(days=90)) & (
         bars.index <= pd.Timestamp(day) + pd.Timedelta(days=90)

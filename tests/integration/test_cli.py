@@ -186,7 +186,7 @@ def test_cli_run_when_a_cycle_goes_through_the_sim_broker_registers_each_noteboo
     assert json.loads(check.stdout)["role"] == "readonly"
     check = run("broker", "check", "--json", "--role", "orders", workbook=tmp_path)
     assert check.returncode == 0 and json.loads(check.stdout)["role"] == "orders"
-    from ops_runner.config import load_config
+    from ops_runner.workbook.config import load_config
 
     with open_ledger(load_config(tmp_path)) as ledger:
         registered = [e.payload for e in ledger.events(kind=str(EventKind.ARTIFACT_RECORDED))]

@@ -20,18 +20,18 @@ import pytest
 from conftest import make_decided_november
 
 from ops_runner.brokers import open_broker
-from ops_runner.config import Config, load_config
 from ops_runner.core.events import EventKind, State, Trigger
-from ops_runner.decision import read_record
-from ops_runner.execution import read_plan
-from ops_runner.integrity import check_integrity
+from ops_runner.execution.plan import read_plan
+from ops_runner.execution.submission import RowOutcome, SubmissionStatus, submit_plan
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.approvals import Action, approve, resume
 from ops_runner.ledger.states import apply_trigger, incident_event, read_state
-from ops_runner.orchestrator import tick
-from ops_runner.registry import judge_completion
-from ops_runner.submission import RowOutcome, SubmissionStatus, submit_plan
-from ops_runner.ticklock import hold_tick_lock
+from ops_runner.market.integrity import check_integrity
+from ops_runner.ops.decision import read_record
+from ops_runner.ops.registry import judge_completion
+from ops_runner.ops.tick import tick
+from ops_runner.ops.ticklock import hold_tick_lock
+from ops_runner.workbook.config import Config, load_config
 
 EXE = Path(sys.executable).with_name("ops-runner")
 KEY = "0123456789abcdef" * 4

@@ -13,12 +13,13 @@ import pandas as pd
 import pytest
 from conftest import make_sample_workbook, ready_to_decide
 
-from ops_runner.config import load_config
 from ops_runner.core.canonical import canonical_json
 from ops_runner.core.events import EventKind, State
-from ops_runner.decision import DecisionConflict, decide, replay, replay_all
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.states import read_state
+from ops_runner.market.prices import open_store
+from ops_runner.ops.decision import DecisionConflict, decide, replay, replay_all
+from ops_runner.workbook.config import load_config
 
 EXE = Path(sys.executable).with_name("ops-runner")
 SESSION = "2025-12-31"
@@ -36,7 +37,7 @@ def decisions(cfg) -> list:
 
 def rewrite(cfg, symbol: str, day: str, factor: float) -> None:
     """Change one stored close (and high) as a vendor's corrected file would."""
-    store = cfg.store()
+    store = open_store(cfg)
     bars = store.load_bars("sample", symbol)
     stamp = pd.Timestamp(day)
     bars.loc[stamp, "close"] *= factor
@@ -61,7 +62,7 @@ def test_decide_when_run_records_provenance_snapshot_and_versions(cfg):
     import hashlib
 
     assert hashlib.sha256(snapshot.read_bytes()).hexdigest() == record["snapshot"]["sha256"]
-    manifest = cfg.store().read_manifest("sample", "SPY")
+    manifest = open_store(cfg).read_manifest("sample", "SPY")
     assert record["provenance"]["SPY"]["stored_sha256"] == manifest["stored_sha256"]
     assert record["provenance"]["SPY"]["synthetic"] is True
     # no bar after the session is in the snapshot

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from ops_runner.backup import verify_archive
-from ops_runner.config import load_config
 from ops_runner.core.events import EventKind
 from ops_runner.ledger import open_ledger
+from ops_runner.ops.backup import verify_archive
+from ops_runner.workbook.config import load_config
 
 pytestmark = pytest.mark.slow  # the demo walked month by month
 
@@ -166,7 +166,7 @@ def test_demo_when_known_secrets_set_no_notebook_report_or_log_contains_them(wal
 
 
 def _banner_rows(cfg):
-    from ops_runner.reports import compute_banner
+    from ops_runner.reports.pages import compute_banner
 
     return compute_banner(cfg).astype(str).to_dict("records")
 

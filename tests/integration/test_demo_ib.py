@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ops_runner.config import load_config
 from ops_runner.core.events import EventKind
 from ops_runner.ledger import open_ledger
+from ops_runner.workbook.config import load_config
 
 pytestmark = pytest.mark.slow  # the demo walked month by month
 

@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 from conftest import make_sample_workbook
 
-from ops_runner.backup import create_backup, verify_archive
-from ops_runner.checks import approve_baseline
 from ops_runner.cli import main
-from ops_runner.config import load_config
 from ops_runner.core.events import EventKind
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.projections import compute_positions, compute_state
+from ops_runner.ops.backup import create_backup, verify_archive
+from ops_runner.ops.checks import approve_baseline
+from ops_runner.workbook.config import load_config
 
 pytestmark = pytest.mark.notebook
 
@@ -36,7 +36,7 @@ def inner_jobs_in_process(monkeypatch) -> None:
     """The drill's own notebook runs in a kernel (these tests are about it); the jobs it
     replays in its scratch workbook run their cells in that kernel's process, as the tick's
     tests do (tests/notebooks/test_dr_drill_notebook.py runs them in kernels too)."""
-    from ops_runner.notebooks import IN_PROCESS_ENV
+    from ops_runner.runtime.notebooks import IN_PROCESS_ENV
 
     monkeypatch.setenv(IN_PROCESS_ENV, "1")
 
@@ -66,7 +66,7 @@ def shared_history(factory) -> tuple[Path, Path]:
 def shared_drill(factory) -> tuple[Path, dict, Path]:
     """Return (a copy of the history, the drill's payload, its executed notebook), drilled once
     per session through ``execute_drill``."""
-    from ops_runner.drill import execute_drill
+    from ops_runner.ops.drill import execute_drill
 
     history, _ = shared_history(factory)
     base = factory.getbasetemp() / "drill-history"
@@ -232,7 +232,7 @@ def test_drill_when_there_is_no_backup_says_so_in_one_line(tmp_path, capsys):
 
 
 def test_drill_when_the_archived_anchor_lies_outside_the_workbook_writes_nothing_there(tmp_path):
-    from ops_runner.drill import DrillStatus, run_drill
+    from ops_runner.ops.drill import DrillStatus, run_drill
 
     root = make_sample_workbook(tmp_path / "wb")
     anchor = tmp_path / "elsewhere" / "anchor.json"
@@ -258,7 +258,7 @@ def test_drill_when_the_archived_anchor_lies_outside_the_workbook_writes_nothing
 
 
 def test_compute_paper_config_when_paths_point_outside_brings_them_in(tmp_path):
-    from ops_runner.drill_scratch import compute_paper_config
+    from ops_runner.ops.drill_scratch import compute_paper_config
 
     raw = {"broker": {"kind": "ib", "mode": "live", "account": "U1234567"},
            "paths": {"backups": "/mnt/offsite/backups", "reports": "reports",

@@ -17,13 +17,14 @@ import yaml
 from conftest import make_sample_workbook, ready_to_decide
 
 from ops_runner.brokers.sim import SimBroker
-from ops_runner.config import Config, load_config
 from ops_runner.core.events import EventKind, State, Trigger
-from ops_runner.decision import decide
-from ops_runner.execution import read_plan
+from ops_runner.execution.plan import read_plan
+from ops_runner.execution.submission import SubmissionReport, SubmissionStatus, submit_plan
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.states import apply_trigger, read_state, write_kill_switch
-from ops_runner.submission import SubmissionReport, SubmissionStatus, submit_plan
+from ops_runner.market.prices import open_store
+from ops_runner.ops.decision import decide
+from ops_runner.workbook.config import Config, load_config
 
 NOV_WINDOW = datetime(2025, 11, 3, 13, 30, tzinfo=UTC)  # 08:30 New York, orders for 11-03
 NOV_FILLED = datetime(2025, 11, 3, 15, 0, tzinfo=UTC)  # after the 09:30 open
@@ -97,7 +98,7 @@ def test_read_plan_sizes_from_the_raw_close_of_the_decision_session(base, tmp_pa
     broker = SimBroker(cfg, clock=at(DEC_WINDOW))
     with open_ledger(cfg) as ledger:
         plan = read_plan(cfg, broker, ledger.get(DECISION_KEY).payload)
-    bars = cfg.store().load_bars("sample", "AGG")
+    bars = open_store(cfg).load_bars("sample", "AGG")
     raw = Decimal(repr(float(bars.at[pd.Timestamp("2025-11-28"), "close"])))
     agg = next(line for line in plan.lines if line.symbol == "AGG")
     assert agg.price == raw.quantize(Decimal("0.0001"))

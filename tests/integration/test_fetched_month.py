@@ -21,15 +21,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ops_runner.checks import approve_baseline
-from ops_runner.config import init_workbook, load_config
 from ops_runner.core.events import EventKind, State
 from ops_runner.ledger import open_ledger
+from ops_runner.ledger.init import init_workbook
 from ops_runner.ledger.states import read_state
-from ops_runner.orchestrator import tick
-from ops_runner.schedule import ScheduleSettings, compute_next_opening
+from ops_runner.market.calendar import open_calendar
+from ops_runner.market.prices import open_store
+from ops_runner.ops.checks import approve_baseline
+from ops_runner.ops.schedule import ScheduleSettings, compute_next_opening
+from ops_runner.ops.tick import tick
 from ops_runner.simulators.vendor_feed import load_alphavantage_folder
 from ops_runner.simulators.vendor_server import Fault, VendorServer
+from ops_runner.workbook.config import load_config
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "alphavantage"
 KEY = "month-key-9c1e-never-shown"
@@ -72,7 +75,7 @@ def walk(cfg, server, first: datetime, last: datetime) -> list[str]:
     """Tick at every slot opening from ``first`` to ``last``, the vendors' "today" following the
     clock (a vendor serves a session once it has closed)."""
     settings = ScheduleSettings.from_config(cfg.values)
-    calendar, ran, moment = cfg.calendar(), [], first
+    calendar, ran, moment = open_calendar(cfg), [], first
     while moment is not None and moment <= last:
         server.end = calendar.last_closed_session(moment)
         ran += tick(cfg, now=moment).ran
@@ -99,7 +102,7 @@ def test_a_month_of_ticks_fetches_decides_and_trades_with_no_import_by_hand(mont
                 "\n".join(ran),
             )
     assert any(line == "reconciliation:2020-11 CLEAN" for line in ran), ran
-    assert sorted(cfg.store().sources()) == ["av", "tiingo"]  # nothing else, no sample
+    assert sorted(open_store(cfg).sources()) == ["av", "tiingo"]  # nothing else, no sample
     assert {e.payload["cycle_id"] for e in events(cfg, EventKind.DECISION_RECORDED)} == {
         "2020-10", "2020-11"}  # fmt: skip
     assert events(cfg, EventKind.FILL_RECORDED), "the cycles traded"
@@ -109,9 +112,9 @@ def test_a_month_of_ticks_fetches_decides_and_trades_with_no_import_by_hand(mont
     # every stored version has its raw answer kept by its SHA-256, and no key anywhere
     for source in ("av", "tiingo"):
         for symbol in SYMBOLS:
-            manifest = cfg.store().read_manifest(source, symbol)
+            manifest = open_store(cfg).read_manifest(source, symbol)
             assert manifest["last_date"] == "2020-12-01"
-            kept = cfg.store().root / source / "raw" / f"{manifest['source_sha256']}.json.gz"
+            kept = open_store(cfg).root / source / "raw" / f"{manifest['source_sha256']}.json.gz"
             assert kept.is_file()
     leaks = [p for p in cfg.workbook.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
     assert leaks == []
@@ -126,7 +129,7 @@ def test_a_vendor_down_past_the_qa_deadline_is_degraded_data_with_its_own_error(
     cfg, server = month
     evening = datetime(2020, 11, 2, 21, 30, tzinfo=UTC)  # EST: the 16:00 close + 30 minutes
     walk(cfg, server, START, evening - timedelta(minutes=1))  # October decided, orders sent
-    before = {s: cfg.store().read_manifest("av", s)["stored_sha256"] for s in SYMBOLS}
+    before = {s: open_store(cfg).read_manifest("av", s)["stored_sha256"] for s in SYMBOLS}
     server.set_fault(Fault.INVALID_KEY)  # the key was revoked during the day
     ran = walk(cfg, server, evening, evening + timedelta(minutes=25))
     waiting = [line for line in ran if line.startswith("data_fetch:2020-11-02 waiting")]
@@ -144,7 +147,7 @@ def test_a_vendor_down_past_the_qa_deadline_is_degraded_data_with_its_own_error(
     with open_ledger(cfg) as ledger:
         view = read_state(ledger)
     assert view.state is State.DEGRADED_DATA and str(view.trigger) == "data_fault"
-    after = {s: cfg.store().read_manifest("av", s)["stored_sha256"] for s in SYMBOLS}
+    after = {s: open_store(cfg).read_manifest("av", s)["stored_sha256"] for s in SYMBOLS}
     assert after == before  # the refused answers changed nothing
 
 
@@ -162,8 +165,8 @@ def test_readme_data_fetch_lines_when_run_as_written_fetch_from_the_providers(tm
     import sys
     from datetime import date
 
+    from ops_runner.market.sources.sample import generate_sample_market
     from ops_runner.simulators.vendor_feed import compute_rows_from_bars
-    from ops_runner.sources.sample import generate_sample_market
 
     lines = [line.split("#")[0].strip() for line in README.read_text(encoding="utf-8").splitlines()
              if line.startswith("ops-runner --workbook ~/rotation data fetch")]  # fmt: skip
@@ -188,8 +191,8 @@ def test_readme_data_fetch_lines_when_run_as_written_fetch_from_the_providers(tm
             done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
             assert done.returncode == 0, (line, done.stderr)
             assert "Traceback" not in done.stderr and done.stdout.startswith("alphavantage")
-    stored = {s: load_config(root).store().read_manifest("av", s)["last_date"]
-              for s in load_config(root).store().symbols("av")}  # fmt: skip
+    stored = {s: open_store(load_config(root)).read_manifest("av", s)["last_date"]
+              for s in open_store(load_config(root)).symbols("av")}  # fmt: skip
     assert set(stored) == set(rows) and set(stored.values()) == {"2020-11-30"}
 
 
@@ -209,8 +212,8 @@ def test_data_fetch_cli_when_the_vendor_misbehaves_is_one_line_and_changes_nothi
 
     from conftest import snapshot_folder
 
+    from ops_runner.market.sources.sample import generate_sample_market
     from ops_runner.simulators.vendor_feed import compute_rows_from_bars
-    from ops_runner.sources.sample import generate_sample_market
 
     market = generate_sample_market(["SPY", "AGG"], date(2020, 1, 2), date(2020, 11, 30))
     rows = {symbol: compute_rows_from_bars(bars) for symbol, bars in market.items()}

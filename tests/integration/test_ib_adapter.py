@@ -24,15 +24,16 @@ import pytest
 import yaml
 
 from ops_runner.brokers import BrokerError, OrderStatus, Outcome, open_broker
+from ops_runner.brokers.gate import GatePass, OrderIntent, OrderRefused, Side, require_gate_pass
 from ops_runner.brokers.ib import IbBroker
 from ops_runner.brokers.ib_book import IbBook
 from ops_runner.brokers.ib_session import IbSession, Settings
-from ops_runner.config import Config, init_workbook, load_config
 from ops_runner.core.errors import DataError
 from ops_runner.core.events import Purpose
-from ops_runner.gate import GatePass, OrderIntent, OrderRefused, Side, require_gate_pass
 from ops_runner.ledger import open_ledger
+from ops_runner.ledger.init import init_workbook
 from ops_runner.simulators.tws_sim import StaticMarket, TwsFaults, TwsSimulator
+from ops_runner.workbook.config import Config, load_config
 
 ACCOUNT = "DU1234521"
 MASKED = "DU*****21"

@@ -18,11 +18,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ops_runner.config import init_workbook, load_config
-from ops_runner.sources.ibbars import IB_LAYOUT, import_from_ib
-from ops_runner.sources.sample import write_sample
+from ops_runner.brokers.ib_source import IB_LAYOUT, import_from_ib
+from ops_runner.ledger.init import init_workbook
+from ops_runner.market.sources.sample import write_sample
+from ops_runner.workbook.config import load_config
 
 tws_sim = pytest.importorskip("ops_runner.simulators.tws_sim")
+from ops_runner.market.calendar import open_calendar  # noqa: E402
+from ops_runner.market.prices import open_store  # noqa: E402
 from ops_runner.simulators.market import WorkbookMarket  # noqa: E402
 
 EXE = Path(sys.executable).with_name("ops-runner")
@@ -43,7 +46,7 @@ def venue(tmp_path_factory):
     root = tmp_path_factory.mktemp("venue")
     init_workbook(root, template="demo")
     cfg = load_config(root)
-    write_sample(cfg.store(), calendar=cfg.calendar())
+    write_sample(open_store(cfg), calendar=open_calendar(cfg))
     sim = tws_sim.TwsSimulator(WorkbookMarket(cfg), lambda: NOW, account="DU1234521",
                                cash=Decimal("100000"))  # fmt: skip
     sim.start()
@@ -64,10 +67,10 @@ def test_fetch_stores_ib_bars_with_the_venues_closes_dividends_and_provenance(ve
     cfg = load_config(fetcher(tmp_path / "wb", sim.port))
     report = import_from_ib(cfg, ["SPY", "AGG"], START, END)
     assert sorted(report.imported) == ["AGG", "SPY"]
-    store = cfg.store()
+    store = open_store(cfg)
     for symbol in ("SPY", "AGG"):
         got = store.load_bars("ib", symbol)
-        truth = venue_cfg.store().load_bars("sample", symbol).loc[str(START) : str(END)]
+        truth = open_store(venue_cfg).load_bars("sample", symbol).loc[str(START) : str(END)]
         assert list(got.index) == list(truth.index)
         assert got["close"].to_numpy() == pytest.approx(truth["close"].to_numpy(), abs=0.006)
         assert (got["split"] == 1.0).all()

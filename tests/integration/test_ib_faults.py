@@ -37,16 +37,16 @@ from test_ib_adapter import (
 )
 
 from ops_runner.brokers import BrokerUnavailable, OrderStatus, Outcome, find_order
+from ops_runner.brokers.gate import Side
 from ops_runner.brokers.ib import IbBroker
 from ops_runner.brokers.sim import SimBroker
-from ops_runner.config import Config
 from ops_runner.core.events import State
-from ops_runner.execution import read_plan
-from ops_runner.gate import Side
+from ops_runner.execution.plan import read_plan
+from ops_runner.execution.submission import SubmissionReport, SubmissionStatus, submit_plan
 from ops_runner.ledger import open_ledger
 from ops_runner.simulators.market import WorkbookMarket
 from ops_runner.simulators.tws_sim import TwsSimulator
-from ops_runner.submission import SubmissionReport, SubmissionStatus, submit_plan
+from ops_runner.workbook.config import Config
 
 __all__ = ["base", "cfg", "client", "clock", "market", "no_decode_errors", "open_ib", "sim"]
 
@@ -341,7 +341,7 @@ def world(base, tmp_path, client):
     """The execution tests' workbook (VEU held, AGG decided) with its account at the TWS sim."""
     root = tmp_path / "wb"
     shutil.copytree(base, root)
-    from ops_runner.config import load_config
+    from ops_runner.workbook.config import load_config
 
     books = SimBroker(load_config(root), clock=lambda: DEC_WINDOW)
     positions, cash = books.positions(), books.account_values().cash

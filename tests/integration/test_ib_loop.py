@@ -15,14 +15,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ops_runner.checks import approve_baseline
-from ops_runner.config import init_workbook, load_config
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.ledger import open_ledger, projections
-from ops_runner.orchestrator import tick
-from ops_runner.sources.sample import write_sample
+from ops_runner.ledger.init import init_workbook
+from ops_runner.market.sources.sample import write_sample
+from ops_runner.ops.checks import approve_baseline
+from ops_runner.ops.tick import tick
+from ops_runner.workbook.config import load_config
 
 tws_sim = pytest.importorskip("ops_runner.simulators.tws_sim")
+from ops_runner.market.calendar import open_calendar  # noqa: E402
+from ops_runner.market.prices import open_store  # noqa: E402
 from ops_runner.simulators.market import WorkbookMarket  # noqa: E402
 
 CLIENTS = [
@@ -81,7 +84,7 @@ def loop(tmp_path):
         root, clock = tmp_path / client, Clock()
         init_workbook(root, template="demo")
         cfg = load_config(root)
-        write_sample(cfg.store(), calendar=cfg.calendar())
+        write_sample(open_store(cfg), calendar=open_calendar(cfg))
         sim = tws_sim.TwsSimulator(WorkbookMarket(cfg), clock, account=ACCOUNT,
                                    cash=Decimal("100000"))  # fmt: skip
         made.append(sim)
@@ -101,11 +104,11 @@ def loop(tmp_path):
 
 
 def steps(cfg, start: datetime, end: datetime) -> list[datetime]:
-    from ops_runner.schedule import ScheduleSettings, compute_next_opening
+    from ops_runner.ops.schedule import ScheduleSettings, compute_next_opening
 
     settings = ScheduleSettings.from_config(cfg.values)
     found, moment = [start], start
-    while (moment := compute_next_opening(cfg.calendar(), settings, moment)) and moment <= end:
+    while (moment := compute_next_opening(open_calendar(cfg), settings, moment)) and moment <= end:
         found.append(moment)
     return found
 

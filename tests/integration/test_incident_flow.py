@@ -7,21 +7,21 @@ from datetime import UTC, datetime
 import pytest
 from test_production_tick import EVE, IDLE, make_workbook
 
-from ops_runner.checks import approve_baseline
-from ops_runner.config import load_config
 from ops_runner.core.events import EventKind, State
-from ops_runner.incident_evidence import Cause, classify, failing_runs
-from ops_runner.incidents import (
+from ops_runner.ledger import open_ledger
+from ops_runner.ledger.approvals import require_postmortem
+from ops_runner.ledger.states import read_state, write_kill_switch
+from ops_runner.ops.checks import approve_baseline
+from ops_runner.ops.incident_evidence import Cause, classify, failing_runs
+from ops_runner.ops.incidents import (
     IncidentError,
     close_incident,
     list_incidents,
     open_incident,
     snapshot,
 )
-from ops_runner.ledger import open_ledger
-from ops_runner.ledger.approvals import require_postmortem
-from ops_runner.ledger.states import read_state, write_kill_switch
-from ops_runner.orchestrator import tick
+from ops_runner.ops.tick import tick
+from ops_runner.workbook.config import load_config
 
 ACCOUNT = "DU1234567"
 NOW = datetime(2025, 11, 26, 22, 0, tzinfo=UTC)
@@ -73,7 +73,7 @@ def test_snapshot_when_broker_refuses_marks_it_unavailable_and_classifies_broker
 
 
 def test_failing_runs_when_data_qa_notebook_failed_links_its_executed_notebook(tmp_path):
-    from ops_runner.notebooks import execute_job
+    from ops_runner.runtime.notebooks import execute_job
 
     cfg = load_config(make_workbook(tmp_path))
     run = execute_job(cfg, "data_qa", "2025-11/2025-11-26", {"workbook": str(cfg.workbook),

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from ops_runner.config import init_workbook, load_config
-from ops_runner.core.events import EventKind, Purpose, State, Trigger
-from ops_runner.gate import (
+from ops_runner.brokers.gate import (
     OrderIntent,
     OrderRefused,
     Side,
     compute_risk_off_intents,
     require_gate_pass,
 )
+from ops_runner.core.events import EventKind, Purpose, State, Trigger
+from ops_runner.ledger.init import init_workbook
 from ops_runner.ledger.projections import compute_open_incidents
 from ops_runner.ledger.states import (
     StateError,
@@ -28,6 +28,7 @@ from ops_runner.ledger.states import (
     remove_kill_switch,
     write_kill_switch,
 )
+from ops_runner.workbook.config import load_config
 
 
 @pytest.fixture

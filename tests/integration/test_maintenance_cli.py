@@ -9,14 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from ops_runner.checks import approve_baseline
 from ops_runner.cli import main
-from ops_runner.config import init_workbook, load_config
 from ops_runner.core.events import EventKind, State
 from ops_runner.ledger import open_ledger
+from ops_runner.ledger.init import init_workbook
 from ops_runner.ledger.states import read_state
-from ops_runner.orchestrator import tick
-from ops_runner.sources.sample import write_sample
+from ops_runner.market.calendar import open_calendar
+from ops_runner.market.prices import open_store
+from ops_runner.market.sources.sample import write_sample
+from ops_runner.ops.checks import approve_baseline
+from ops_runner.ops.tick import tick
+from ops_runner.workbook.config import load_config
 
 EVE = datetime(2025, 11, 26, 21, 35, tzinfo=UTC)
 
@@ -26,7 +29,7 @@ def workbook(tmp_path) -> Path:
     root = tmp_path / "wb"
     init_workbook(root, template="demo")
     cfg = load_config(root)
-    write_sample(cfg.store(), calendar=cfg.calendar())
+    write_sample(open_store(cfg), calendar=open_calendar(cfg))
     approve_baseline(cfg, "reviewed")
     tick(cfg, now=EVE)  # the eve's checks: a ledger with real events
     return root

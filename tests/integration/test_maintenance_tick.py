@@ -13,15 +13,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ops_runner.backup import verify_archive
-from ops_runner.checks import approve_baseline
-from ops_runner.config import init_workbook, load_config
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.ledger import open_ledger
+from ops_runner.ledger.init import init_workbook
 from ops_runner.ledger.states import apply_trigger, incident_event, read_state
-from ops_runner.maintenance import compute_uninvestigated
-from ops_runner.orchestrator import tick
-from ops_runner.sources.sample import write_sample
+from ops_runner.market.calendar import open_calendar
+from ops_runner.market.prices import open_store
+from ops_runner.market.sources.sample import write_sample
+from ops_runner.ops.backup import verify_archive
+from ops_runner.ops.checks import approve_baseline
+from ops_runner.ops.maintenance import compute_uninvestigated
+from ops_runner.ops.tick import tick
+from ops_runner.workbook.config import load_config
 
 FRIDAY = datetime(2025, 11, 21, 21, 35, tzinfo=UTC)  # the week's last close + 35 min
 THURSDAY = datetime(2025, 11, 20, 21, 35, tzinfo=UTC)  # not the week's last session
@@ -40,7 +43,7 @@ def make_workbook(root: Path, **changes) -> Path:
         node[leaf] = value
     config.write_text(yaml.safe_dump(values))
     cfg = load_config(root)
-    write_sample(cfg.store(), calendar=cfg.calendar())
+    write_sample(open_store(cfg), calendar=open_calendar(cfg))
     approve_baseline(cfg, "reviewed")
     return root
 

@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 from conftest import make_decided_november, make_undecided_november, snapshot_folder
 
-from ops_runner.config import load_config
 from ops_runner.core.events import EventKind, Trigger
-from ops_runner.decision import DecisionRefused, decide
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.states import apply_trigger
-from ops_runner.notebooks import NotebookError, read_scraps, run_notebook
+from ops_runner.market.prices import open_store
+from ops_runner.ops.decision import DecisionRefused, decide
+from ops_runner.runtime.notebooks import NotebookError, read_scraps, run_notebook
+from ops_runner.workbook.config import load_config
 
 EXE = Path(sys.executable).with_name("ops-runner")
 KEY = "0123456789abcdef" * 4
@@ -156,7 +157,7 @@ def qa_then(root: Path) -> None:
 def change_data(root: Path) -> None:
     """A new import after the QA: a vendor's revised SPY (recorded, as every import is)."""
     cfg = load_config(root)
-    bars = cfg.store().load_bars("sample", "SPY")
+    bars = open_store(cfg).load_bars("sample", "SPY")
     csv = root.parent / "SPY.csv"
     frame = bars.assign(close=bars["close"] * 1.001)
     lines = ["Date,Open,High,Low,Close,Adj Close,Volume"] + [

@@ -21,12 +21,12 @@ import yaml
 from conftest import make_decided_november
 
 from ops_runner.brokers import open_broker
-from ops_runner.config import Config, load_config
 from ops_runner.core.events import EventKind, State
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.projections import compute_positions
 from ops_runner.ledger.states import read_state
-from ops_runner.notebooks import read_scraps
+from ops_runner.runtime.notebooks import read_scraps
+from ops_runner.workbook.config import Config, load_config
 
 EXE = Path(sys.executable).with_name("ops-runner")
 SELL, BUY = "mr:2025-11:VEU:SELL", "mr:2025-11:AGG:BUY"

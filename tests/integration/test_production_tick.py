@@ -14,13 +14,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ops_runner.checks import approve_baseline
-from ops_runner.config import init_workbook, load_config
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.ledger import open_ledger
+from ops_runner.ledger.init import init_workbook
 from ops_runner.ledger.states import read_state
-from ops_runner.orchestrator import tick
-from ops_runner.sources.sample import write_sample
+from ops_runner.market.calendar import open_calendar
+from ops_runner.market.prices import open_store
+from ops_runner.market.sources.sample import write_sample
+from ops_runner.ops.checks import approve_baseline
+from ops_runner.ops.tick import tick
+from ops_runner.workbook.config import load_config
 
 EXE = Path(sys.executable).with_name("ops-runner")
 EVE = datetime(2025, 11, 26, 21, 35, tzinfo=UTC)  # P's close + 35 min: P's checks are due
@@ -40,7 +43,7 @@ def make_workbook(root: Path, **changes) -> Path:
         node[leaf] = value
     config.write_text(yaml.safe_dump(values))
     cfg = load_config(root)
-    write_sample(cfg.store(), calendar=cfg.calendar())
+    write_sample(open_store(cfg), calendar=open_calendar(cfg))
     return root
 
 
@@ -93,7 +96,7 @@ def test_tick_when_config_changed_after_baseline_blocks_until_new_baseline(tmp_p
     assert any(line.startswith("config_hash: approved") for line in baseline[0]["evidence"])
     assert state_of(cfg).state is State.SAFE_MODE
     approve_baseline(cfg, "reviewed top_n 2")  # a new baseline: the next check passes
-    from ops_runner.checks import check_baseline
+    from ops_runner.ops.checks import check_baseline
 
     with open_ledger(cfg) as ledger:
         assert check_baseline(cfg, ledger).passed
@@ -165,7 +168,7 @@ def test_tick_now_when_broker_is_not_simulated_is_refused_in_one_line(tmp_path):
 )
 def test_a_simulated_clock_with_ib_needs_the_loopback_paper_simulator(tmp_path, settings, accepted):
     from ops_runner.core.errors import OpsError
-    from ops_runner.orchestrator import require_simulated_broker
+    from ops_runner.ops.tick import require_simulated_broker
 
     values = {"broker.kind": "ib", "broker.account": "DU1234567", **settings}
     cfg = load_config(make_workbook(tmp_path, **values))

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ops_runner.data import DividendConvention, PriceStore, compute_adjusted_close
-from ops_runner.sources.csvfiles import read_vendor_adjusted
+from ops_runner.market.prices import DividendConvention, PriceStore, compute_adjusted_close
+from ops_runner.market.sources.csvfiles import read_vendor_adjusted
 
 pytestmark = pytest.mark.realdata
 

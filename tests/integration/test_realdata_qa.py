@@ -27,9 +27,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ops_runner.calendar import MarketCalendar
-from ops_runner.data import PriceStore
-from ops_runner.qa import (
+from ops_runner.market.calendar import MarketCalendar
+from ops_runner.market.prices import PriceStore
+from ops_runner.market.qa import (
     Check,
     QASettings,
     Severity,

@@ -10,15 +10,15 @@ import pytest
 from conftest import make_sample_workbook, ready_to_decide
 
 from ops_runner.brokers.sim import SimBroker
-from ops_runner.config import load_config
 from ops_runner.core.events import EventKind, State
-from ops_runner.decision import decide
-from ops_runner.execution import read_plan
+from ops_runner.execution.plan import read_plan
+from ops_runner.execution.reconcile import BreakKind, ReconciliationStatus, reconcile
+from ops_runner.execution.submission import SubmissionStatus, submit_plan
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.projections import compute_cash, compute_open_incidents, compute_positions
 from ops_runner.ledger.states import read_state
-from ops_runner.reconcile import BreakKind, ReconciliationStatus, reconcile
-from ops_runner.submission import SubmissionStatus, submit_plan
+from ops_runner.ops.decision import decide
+from ops_runner.workbook.config import load_config
 
 # The sample market decides VEU on 2025-10-31 and AGG on 2025-11-28 (worked out once, by hand
 # from the sample's scores): cycle 2025-10 buys VEU at the 2025-11-03 open, cycle 2025-11 sells

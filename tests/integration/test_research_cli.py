@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import ready_to_decide
 
-from ops_runner.config import load_config
-from ops_runner.decision import decide
+from ops_runner.ops.decision import decide
+from ops_runner.workbook.config import load_config
 
 EXE = Path(sys.executable).with_name("ops-runner")
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ops_runner.config import TEMPLATES, load_config_text, read_config_text
-from ops_runner.research import BacktestResult, Costs, backtest
-from ops_runner.sources import read_path
-from ops_runner.strategy import StrategySettings
+from ops_runner.market.sources import read_path
+from ops_runner.strategy.momentum import StrategySettings
+from ops_runner.strategy.research import BacktestResult, Costs, backtest
+from ops_runner.workbook.config import TEMPLATES, load_config_text, read_config_text
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]  # whole vendor histories
 

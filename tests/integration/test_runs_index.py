@@ -12,11 +12,12 @@ from urllib.parse import unquote
 import nbformat
 import pytest
 
-from ops_runner.config import init_workbook, load_config
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.ledger import open_ledger
+from ops_runner.ledger.init import init_workbook
 from ops_runner.ledger.states import apply_trigger
-from ops_runner.runs import write_runs_index
+from ops_runner.reports.runs import write_runs_index
+from ops_runner.workbook.config import load_config
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 NO_BROWSER = (
@@ -299,7 +300,7 @@ def reports(workbook) -> dict[str, Path]:
 def test_runs_index_when_slippage_reports_ran_links_each_cycles_latest_with_its_status(
     workbook, reports
 ):
-    from ops_runner.slippage import read_report_source
+    from ops_runner.reports.slippage import read_report_source
 
     index = write_runs_index(load_config(workbook))
     page = parse(index.read_text(encoding="utf-8"))

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from conftest import make_sample_workbook
 
-from ops_runner.config import load_config
 from ops_runner.core.events import State, Trigger
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.states import apply_trigger, read_state
+from ops_runner.market.prices import open_store
+from ops_runner.workbook.config import load_config
 
 EXE = Path(sys.executable).with_name("ops-runner")
 KEY = "0123456789abcdef" * 4
@@ -36,7 +37,7 @@ def workbook(tmp_path: Path) -> Path:
 @pytest.mark.subprocess
 @pytest.mark.slow
 def test_qa_when_a_price_file_is_empty_with_a_matching_manifest_blocks_in_one_finding(workbook):
-    store = load_config(workbook).store()
+    store = open_store(load_config(workbook))
     store.bars_path("sample", "SPY").write_bytes(b"")
     manifest_path = store.manifest_path("sample", "SPY")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))

@@ -3,7 +3,7 @@
 One 36-cycle history (2022-12 .. 2025-11) is built per module without a kernel: three cycles
 fill wide of the open (12, 25 and 30 bps instead of the sim's 2) and AGG has a 15 bps band of
 its own. Expected figures are computed here from the ledger's rows (read with sqlite3) and the
-store's raw bars, never through ops_runner.slippage.
+store's raw bars, never through ops_runner.execution.slippage.
 """
 
 from __future__ import annotations
@@ -23,17 +23,14 @@ from urllib.parse import unquote
 import nbformat
 import pytest
 
-from ops_runner.config import load_config
 from ops_runner.core.events import EventKind
+from ops_runner.execution.slippage import SlippageError, read_slippage, write_slippage_check
 from ops_runner.ledger import open_ledger
+from ops_runner.market.calendar import open_calendar
+from ops_runner.market.prices import open_store
+from ops_runner.reports.slippage import publish_report, read_report_source
 from ops_runner.simulators.history import HistoryError, simulate_history
-from ops_runner.slippage import (
-    SlippageError,
-    publish_report,
-    read_report_source,
-    read_slippage,
-    write_slippage_check,
-)
+from ops_runner.workbook.config import load_config
 
 D = Decimal
 CENT, BP = D("0.01"), D("0.0001")
@@ -71,7 +68,7 @@ def ledger_rows(cfg) -> list[tuple[str, str, dict]]:
 def raw_price(cfg, symbol: str, session: str, column: str) -> Decimal:
     import pandas as pd
 
-    bars = pd.read_parquet(cfg.store().bars_path("sample", symbol))
+    bars = pd.read_parquet(open_store(cfg).bars_path("sample", symbol))
     return D(repr(float(bars.at[pd.Timestamp(session), column]))).quantize(BP)
 
 
@@ -247,10 +244,10 @@ class Links(HTMLParser):
 
 def run_report_job(cfg, cycle: str) -> Path:
     """Run the slippage_report slot as the tick does; return the executed notebook's path."""
-    from ops_runner.orchestrator import run_slot
-    from ops_runner.schedule import Job, ScheduleSettings, compute_session_slots
+    from ops_runner.ops.schedule import Job, ScheduleSettings, compute_session_slots
+    from ops_runner.ops.tick import run_slot
 
-    calendar = cfg.calendar()
+    calendar = open_calendar(cfg)
     session = calendar.rebalance_session(*map(int, cycle.split("-")))
     slots = compute_session_slots(calendar, ScheduleSettings.from_config(cfg.values), session)
     slot = next(s for s in slots if s.job is Job.SLIPPAGE_REPORT)
@@ -272,8 +269,8 @@ def published(history):
 
 
 def test_report_when_run_on_the_history_is_published_and_linked_from_the_runs_index(published):
-    from ops_runner.notebooks import read_scraps
-    from ops_runner.runs import write_runs_index
+    from ops_runner.reports.runs import write_runs_index
+    from ops_runner.runtime.notebooks import read_scraps
 
     cfg, notebook, page = published
     completion = read_scraps(notebook)["completion"]

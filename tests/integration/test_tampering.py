@@ -17,10 +17,11 @@ import pandas as pd
 import pytest
 from conftest import make_decided_november
 
-from ops_runner.config import Config, load_config
 from ops_runner.core.events import EventKind, State
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.states import read_state
+from ops_runner.market.prices import open_store
+from ops_runner.workbook.config import Config, load_config
 
 EXE = Path(sys.executable).with_name("ops-runner")
 DAILY = ("run", "daily_checks", "--as-of", "2025-12-01", "--now", "2025-12-01T21:35:00Z")
@@ -72,7 +73,7 @@ def edit_prices_and_manifest(cfg: Config) -> str:
     """Raise one SPY close by 10% and make the manifest agree: the store's own check passes."""
     import hashlib
 
-    store = cfg.store()
+    store = open_store(cfg)
     path, manifest_path = store.bars_path("sample", "SPY"), store.manifest_path("sample", "SPY")
     bars = pd.read_parquet(path)
     bars.iloc[-30, bars.columns.get_loc("close")] *= 1.10
@@ -131,7 +132,7 @@ def test_integrity_when_nothing_changed_passes_and_verify_counts_the_snapshot(cf
 
 @pytest.mark.subprocess
 def test_integrity_when_prices_are_reimported_through_ops_runner_passes(cfg, tmp_path):
-    bars = cfg.store().load_bars("sample", "SPY")
+    bars = open_store(cfg).load_bars("sample", "SPY")
     csv = tmp_path / "SPY.csv"
     frame = pd.DataFrame({"Date": bars.index.strftime("%Y-%m-%d"), "Open": bars["open"],
                           "High": bars["high"], "Low": bars["low"], "Close": bars["close"] * 1.01,

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from ops_runner.config import init_workbook, load_config
 from ops_runner.core.events import EventKind
 from ops_runner.ledger import LEDGER_FILE, open_ledger
-from ops_runner.ticklock import hold_tick_lock
+from ops_runner.ledger.init import init_workbook
+from ops_runner.ops.ticklock import hold_tick_lock
+from ops_runner.workbook.config import load_config
 
 EXE = Path(sys.executable).with_name("ops-runner")
 
@@ -63,8 +64,8 @@ def test_tick_when_another_tick_holds_the_lock_exits_busy(workbook):
 def test_tick_when_previous_tick_was_killed_takes_the_lock(workbook):
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from ops_runner.config import load_config; "
-         "from ops_runner.ticklock import hold_tick_lock\n"
+         "import sys, time; from ops_runner.workbook.config import load_config; "
+         "from ops_runner.ops.ticklock import hold_tick_lock\n"
          f"with hold_tick_lock(load_config({str(workbook)!r})) as held:\n"
          "    print(held, flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,

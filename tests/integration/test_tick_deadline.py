@@ -18,15 +18,15 @@ import pytest
 import yaml
 from conftest import make_sample_workbook
 
-from ops_runner.checks import approve_baseline
-from ops_runner.config import Config, load_config
+from ops_runner.core.deadline import EXIT_CODE
 from ops_runner.core.events import EventKind, State
-from ops_runner.deadline import EXIT_CODE
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.states import read_state
-from ops_runner.orchestrator import ORPHANED, run_slot
-from ops_runner.schedule import Job, Slot
-from ops_runner.ticklock import hold_tick_lock
+from ops_runner.ops.checks import approve_baseline
+from ops_runner.ops.schedule import Job, Slot
+from ops_runner.ops.tick import ORPHANED, run_slot
+from ops_runner.ops.ticklock import hold_tick_lock
+from ops_runner.workbook.config import Config, load_config
 
 EXE = Path(sys.executable).with_name("ops-runner")
 # Friday 2025-11-28 after the early close and the decision delay: data QA is due.

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from conftest import make_sample_workbook, read_only
 
-from ops_runner.config import load_config
 from ops_runner.core.events import EventKind, State
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.states import read_state
+from ops_runner.workbook.config import load_config
 
 EXE = Path(sys.executable).with_name("ops-runner")
 IDLE = "2025-11-26T15:00:00Z"  # Wednesday 10:00 New York: nothing is due

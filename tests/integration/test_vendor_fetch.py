@@ -17,14 +17,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ops_runner.calendar import MarketCalendar
 from ops_runner.core.errors import DataError, VendorError, VendorProblem
+from ops_runner.market.calendar import MarketCalendar
+from ops_runner.market.sources.alphavantage import AlphaVantageClient
+from ops_runner.market.sources.fetch import fetch_into_store, raw_answer_path, read_raw_answer
+from ops_runner.market.sources.sample import generate_sample_market
+from ops_runner.market.sources.tiingo import TiingoClient
 from ops_runner.simulators.vendor_feed import compute_rows_from_bars, load_alphavantage_folder
 from ops_runner.simulators.vendor_server import Fault, VendorServer
-from ops_runner.sources.alphavantage import AlphaVantageClient
-from ops_runner.sources.fetch import fetch_into_store, raw_answer_path, read_raw_answer
-from ops_runner.sources.sample import generate_sample_market
-from ops_runner.sources.tiingo import TiingoClient
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "alphavantage"
 KEY = "k3y-DO-NOT-LEAK-7f2c9e"

@@ -156,7 +156,7 @@ def test_notebook_when_read_last_cell_glues_completion_record(path):
 
 @pytest.mark.notebook
 def test_run_notebook_when_kernels_follow_each_other_leave_no_sockets_beside_notebooks(tmp_path):
-    from ops_runner.notebooks import _ipc_kernel_manager, run_notebook
+    from ops_runner.runtime.notebooks import _ipc_kernel_manager, run_notebook
 
     manager = _ipc_kernel_manager()
     first, second = manager(kernel_name="python3").ip, manager(kernel_name="python3").ip

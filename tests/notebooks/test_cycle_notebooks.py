@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from conftest import make_decided_november
 
-from ops_runner.config import load_config
 from ops_runner.core.events import EventKind, State
 from ops_runner.ledger import open_ledger
-from ops_runner.notebooks import run_notebook
+from ops_runner.runtime.notebooks import run_notebook
+from ops_runner.workbook.config import load_config
 
 pytestmark = pytest.mark.notebook
 

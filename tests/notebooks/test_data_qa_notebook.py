@@ -10,9 +10,12 @@ import pandas as pd
 import pytest
 from conftest import make_sample_workbook, snapshot_folder
 
-from ops_runner.config import init_workbook, load_config
-from ops_runner.notebooks import NotebookError, read_scraps, run_notebook
-from ops_runner.sources.sample import write_sample
+from ops_runner.ledger.init import init_workbook
+from ops_runner.market.calendar import open_calendar
+from ops_runner.market.prices import open_store
+from ops_runner.market.sources.sample import write_sample
+from ops_runner.runtime.notebooks import NotebookError, read_scraps, run_notebook
+from ops_runner.workbook.config import load_config
 
 pytestmark = pytest.mark.notebook
 
@@ -38,9 +41,9 @@ def test_data_qa_notebook_when_a_session_is_missing_records_blocking(tmp_path):
     root = tmp_path / "wb"
     init_workbook(root, template="demo")
     cfg = load_config(root)
-    write_sample(cfg.store(), calendar=cfg.calendar())
+    write_sample(open_store(cfg), calendar=open_calendar(cfg))
     # Plant one fault the QA must see: drop SPY's bar of 2025-12-15 (a Monday session).
-    store = cfg.store()
+    store = open_store(cfg)
     bars = store.load_bars("sample", "SPY").drop(index=[pd.Timestamp("2025-12-15")])
     store.write_bars(
         "sample",

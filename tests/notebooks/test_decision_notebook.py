@@ -9,10 +9,10 @@ import nbformat
 import pytest
 from conftest import make_sample_workbook, ready_to_decide
 
-from ops_runner.config import load_config
 from ops_runner.core.events import EventKind
 from ops_runner.ledger import open_ledger
-from ops_runner.notebooks import run_notebook
+from ops_runner.runtime.notebooks import run_notebook
+from ops_runner.workbook.config import load_config
 
 pytestmark = pytest.mark.notebook
 

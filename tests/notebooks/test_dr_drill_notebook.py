@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from conftest import make_sample_workbook
 
-from ops_runner.config import load_config
 from ops_runner.core.events import EventKind
 from ops_runner.ledger import open_ledger
-from ops_runner.notebooks import read_scraps, run_notebook
+from ops_runner.runtime.notebooks import read_scraps, run_notebook
+from ops_runner.workbook.config import load_config
 
 pytestmark = pytest.mark.notebook
 

@@ -17,11 +17,11 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
-from ops_runner.config import Config, init_workbook, load_config
 from ops_runner.core.events import State
 from ops_runner.ledger import open_ledger
+from ops_runner.ledger.init import init_workbook
 from ops_runner.ledger.states import read_state
-from ops_runner.notebooks import (
+from ops_runner.runtime.notebooks import (
     IN_PROCESS_ENV,
     NotebookError,
     execute_job,
@@ -29,6 +29,7 @@ from ops_runner.notebooks import (
     read_scraps,
     run_notebook,
 )
+from ops_runner.workbook.config import Config, load_config
 
 AT = datetime(2025, 11, 28, 21, 0, tzinfo=UTC)
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -40,7 +41,7 @@ def write_notebook(path: Path, *body: str) -> Path:
     cells += [new_code_cell(source) for source in body]
     cells.append(
         new_code_cell(
-            "from ops_runner import notebooks\n"
+            "from ops_runner.runtime import notebooks\n"
             f'notebooks.glue("completion", notebooks.completion_record("{path.stem}", word=word))'
         )
     )

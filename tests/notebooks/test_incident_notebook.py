@@ -8,10 +8,10 @@ import pytest
 import yaml
 from conftest import make_sample_workbook
 
-from ops_runner.config import load_config
-from ops_runner.incidents import open_incident
 from ops_runner.ledger import open_ledger
-from ops_runner.notebooks import run_notebook
+from ops_runner.ops.incidents import open_incident
+from ops_runner.runtime.notebooks import run_notebook
+from ops_runner.workbook.config import load_config
 
 pytestmark = pytest.mark.notebook
 ACCOUNT = "DU1234567"

@@ -21,10 +21,11 @@ from datetime import timedelta
 import pytest
 from conftest import make_sample_workbook, ready_to_decide
 
-from ops_runner import jobs
-from ops_runner.config import load_config
-from ops_runner.decision import decide
-from ops_runner.notebooks import run_notebook
+from ops_runner.market.calendar import open_calendar
+from ops_runner.ops import jobs
+from ops_runner.ops.decision import decide
+from ops_runner.runtime.notebooks import run_notebook
+from ops_runner.workbook.config import load_config
 
 pytestmark = pytest.mark.notebook
 
@@ -34,7 +35,7 @@ MONTHS = range(5, 12)  # decided 2025-05 .. 2025-11, filled at the next month's 
 def run_cycle(cfg, year: int, month: int) -> str:
     """Decide the month-end, submit an hour before the next open, reconcile 45 minutes after:
     the jobs the tick runs, without their notebooks."""
-    calendar = cfg.calendar()
+    calendar = open_calendar(cfg)
     decided = calendar.rebalance_session(year, month)
     ready_to_decide(cfg, decided)
     cycle = decide(cfg, decided).record["cycle_id"]

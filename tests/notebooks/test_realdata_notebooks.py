@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from ops_runner.checks import approve_baseline
-from ops_runner.config import init_workbook, load_config
-from ops_runner.notebooks import run_notebook
+from ops_runner.ledger.init import init_workbook
+from ops_runner.market.prices import open_store
+from ops_runner.ops.checks import approve_baseline
+from ops_runner.runtime.notebooks import run_notebook
+from ops_runner.workbook.config import load_config
 
 pytestmark = [pytest.mark.notebook, pytest.mark.realdata]
 
@@ -28,7 +30,8 @@ def av_workbook(tmp_path_factory) -> Path:
     text = text.replace("risk: [SPY, VEU, QQQ, IWM, EEM]", "risk: [SPY, EFA]")
     text = text.replace("  absolute_compare: each", "  absolute_compare: benchmark")
     config.write_text(text)
-    load_config(root).store().import_files(DATA / "alphavantage", "alphavantage", "alphavantage")
+    store = open_store(load_config(root))
+    store.import_files(DATA / "alphavantage", "alphavantage", "alphavantage")
     approve_baseline(load_config(root), "the real-data workbook as set up")
     return root
 

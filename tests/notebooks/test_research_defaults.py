@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import make_sample_workbook
 
-from ops_runner.notebooks import run_notebook
+from ops_runner.runtime.notebooks import run_notebook
 
 pytestmark = pytest.mark.notebook
 

@@ -17,13 +17,14 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
-from ops_runner.config import Config, init_workbook, load_config
 from ops_runner.core.errors import OpsError
 from ops_runner.core.events import EventKind, State
-from ops_runner.integrity import check_registered as check_artifacts
 from ops_runner.ledger import open_ledger
+from ops_runner.ledger.init import init_workbook
 from ops_runner.ledger.states import read_state
-from ops_runner.notebooks import JobRun, NotebookError, execute_job, run_notebook
+from ops_runner.market.integrity import check_registered as check_artifacts
+from ops_runner.runtime.notebooks import JobRun, NotebookError, execute_job, run_notebook
+from ops_runner.workbook.config import Config, load_config
 
 pytestmark = pytest.mark.notebook
 
@@ -36,7 +37,7 @@ AFTER = "after = 2"
 
 def glue(job: str) -> str:
     return (
-        "from ops_runner import notebooks\n"
+        "from ops_runner.runtime import notebooks\n"
         f'notebooks.glue("completion", notebooks.completion_record("{job}"))'
     )
 
@@ -316,7 +317,7 @@ def test_job_when_the_notebook_has_no_kernelspec_fails_as_a_notebook_error(cfg, 
 
 @pytest.mark.parametrize("name", ["db_passwd", "api-key", "auth_header", "SMTP_PASSWORD"])
 def test_secret_guard_when_the_name_looks_secret_refuses(name):
-    from ops_runner.notebooks import require_safe_parameters
+    from ops_runner.runtime.notebooks import require_safe_parameters
 
     with pytest.raises(OpsError):
         require_safe_parameters({name: "x"})
@@ -354,7 +355,7 @@ KERNEL_CANNOT_START = """
 import gc, json, os, sys, time
 from pathlib import Path
 os.environ["JUPYTER_RUNTIME_DIR"] = sys.argv[1]
-import ops_runner.notebooks as notebooks
+import ops_runner.runtime.notebooks as notebooks
 notebooks.SOCKET_PATH_LIMIT = 10_000  # as before the fix: the deep folder is used as is
 began = time.monotonic()
 try:

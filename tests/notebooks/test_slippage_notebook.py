@@ -8,19 +8,20 @@ from decimal import Decimal
 import pytest
 from conftest import make_sample_workbook, ready_to_decide
 
-from ops_runner import jobs
-from ops_runner.config import load_config
 from ops_runner.core.events import EventKind
-from ops_runner.decision import decide
 from ops_runner.ledger import open_ledger
-from ops_runner.notebooks import run_notebook
+from ops_runner.market.calendar import open_calendar
+from ops_runner.ops import jobs
+from ops_runner.ops.decision import decide
+from ops_runner.runtime.notebooks import run_notebook
+from ops_runner.workbook.config import load_config
 
 pytestmark = pytest.mark.notebook
 
 
 def run_cycle(cfg, year: int, month: int) -> str:
     """Decide the month-end, submit an hour before the next open, reconcile 45 minutes after."""
-    calendar = cfg.calendar()
+    calendar = open_calendar(cfg)
     decided = calendar.rebalance_session(year, month)
     ready_to_decide(cfg, decided)
     cycle = decide(cfg, decided).record["cycle_id"]

@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 import yaml
 
-from ops_runner.alerts import Alert, AlertError, pump_alerts, send_alert
-from ops_runner.config import Config, init_workbook, load_config
 from ops_runner.core.events import EventKind, Trigger
 from ops_runner.ledger import open_ledger
+from ops_runner.ledger.init import init_workbook
 from ops_runner.ledger.states import apply_trigger
+from ops_runner.runtime.alerts import Alert, AlertError, pump_alerts, send_alert
+from ops_runner.workbook.config import Config, load_config
 
 NOT_CONFIGURED = "not configured"
 

@@ -1,6 +1,6 @@
-"""The account between trades, pure parts: the split, entitlement, explanation and shares-at
-arithmetic of ``ops_runner.books`` and the projections' folds of the new events, checked on
-hand-built events against answers worked out by hand."""
+"""The account between trades, pure parts: the split, entitlement, explanation and
+shares-at arithmetic of ``ops_runner.execution.books`` and the projections' folds of the new
+events, checked on hand-built events against answers worked out by hand."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from ops_runner.books import (
+from ops_runner.core.events import EventKind
+from ops_runner.execution.books import (
     compute_entitlement,
     compute_explained,
     compute_shares_at,
     compute_split,
 )
-from ops_runner.core.events import EventKind
 from ops_runner.ledger.projections import (
     compute_account_cash,
     compute_account_events,

@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ops_runner.calendar import (
+from ops_runner.core.errors import CalendarCoverageError, CalendarError
+from ops_runner.market.calendar import (
     DEFAULT_COVERED_FROM,
     DEFAULT_COVERED_THROUGH,
     MarketCalendar,
     parse_wall_time,
 )
-from ops_runner.core.errors import CalendarCoverageError, CalendarError
 
 NY = ZoneInfo("America/New_York")
 

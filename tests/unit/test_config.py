@@ -11,18 +11,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ops_runner.config import (
+from ops_runner.core.errors import ConfigError, SecretError, WorkbookError
+from ops_runner.ledger.init import init_workbook
+from ops_runner.workbook.config import (
     TEMPLATES,
     check_config,
     compute_config_hash,
-    init_workbook,
     load_config,
     load_config_text,
     load_secret,
     mask_account,
     read_config_text,
 )
-from ops_runner.core.errors import ConfigError, SecretError, WorkbookError
 
 TEMPLATE = yaml.safe_load((TEMPLATES / "config.yaml").read_text())
 
@@ -257,7 +257,7 @@ def test_config_when_a_blend_weight_is_nan_refuses_it():
 
 
 def test_config_when_several_keys_are_wrong_reports_each_on_its_own_line_in_file_order():
-    from ops_runner.config import ConfigProblems
+    from ops_runner.workbook.config import ConfigProblems
 
     raw = _with("risk.max_drawdown", float("nan"))
     raw["research"]["initial_cash"] = float("inf")

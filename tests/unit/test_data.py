@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import ops_runner.data as data_module
+import ops_runner.market.prices as data_module
 from ops_runner.core.errors import DataError, ImportRefused
-from ops_runner.data import (
+from ops_runner.market.prices import (
     BAR_COLUMNS,
     DividendConvention,
     compute_adjusted_close,

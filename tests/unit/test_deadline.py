@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ops_runner.deadline import EXIT_CODE, TickDeadline
-from ops_runner.notebooks import SOCKET_PATH_LIMIT, compute_socket_base
+from ops_runner.core.deadline import EXIT_CODE, TickDeadline
+from ops_runner.runtime.notebooks import SOCKET_PATH_LIMIT, compute_socket_base
 
 
 class Calls:

@@ -18,10 +18,10 @@ from ops_runner.brokers import (
     Outcome,
     PlaceResult,
 )
-from ops_runner.config import TEMPLATES, load_config_text
+from ops_runner.brokers.gate import OrderIntent, Side, require_valid_pass
 from ops_runner.core.canonical import canonical_json
 from ops_runner.core.events import EventKind, Purpose, State, Trigger
-from ops_runner.execution import (
+from ops_runner.execution.plan import (
     ExecutionError,
     ExecutionPlan,
     ExecutionRefused,
@@ -29,9 +29,9 @@ from ops_runner.execution import (
     compute_client_ref,
     compute_plan,
 )
-from ops_runner.gate import OrderIntent, Side, require_valid_pass
+from ops_runner.execution.submission import RowOutcome, SubmissionStatus, submit_plan
 from ops_runner.ledger.states import apply_trigger, read_state, write_kill_switch
-from ops_runner.submission import RowOutcome, SubmissionStatus, submit_plan
+from ops_runner.workbook.config import TEMPLATES, load_config_text
 
 D = Decimal
 MARGIN = ExecutionSettings(cash_buffer=D("0.02"), min_trade_value=D("100"), cash_account=False)

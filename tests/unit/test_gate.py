@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ops_runner.config import TEMPLATES, load_config_text
-from ops_runner.core.events import EventKind, Purpose, State, Trigger
-from ops_runner.gate import (
+from ops_runner.brokers.gate import (
     GatePass,
     OrderIntent,
     OrderRefused,
@@ -21,8 +19,10 @@ from ops_runner.gate import (
     require_gate_pass,
     require_valid_pass,
 )
+from ops_runner.core.events import EventKind, Purpose, State, Trigger
 from ops_runner.ledger.projections import StateView
 from ops_runner.ledger.states import StateError, apply_trigger
+from ops_runner.workbook.config import TEMPLATES, load_config_text
 
 R, DD, BD, SM, H = "RUN", "DEGRADED_DATA", "BROKER_DOWN", "SAFE_MODE", "HALT"
 REB, OFF, REC, CAN = "rebalance", "risk_off", "reconciliation", "cancel"

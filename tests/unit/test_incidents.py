@@ -9,10 +9,13 @@ from decimal import Decimal
 import pytest
 
 from ops_runner.brokers import AccountValues, BrokerUnavailable, Health
-from ops_runner.config import init_workbook, load_config
 from ops_runner.core.events import EventKind, State, Trigger
-from ops_runner.incident_evidence import Cause, compute_classification
-from ops_runner.incidents import (
+from ops_runner.ledger import open_ledger
+from ops_runner.ledger.approvals import require_postmortem
+from ops_runner.ledger.init import init_workbook
+from ops_runner.ledger.states import apply_trigger, read_state
+from ops_runner.ops.incident_evidence import Cause, compute_classification
+from ops_runner.ops.incidents import (
     IncidentError,
     close_incident,
     compute_masked,
@@ -20,9 +23,7 @@ from ops_runner.incidents import (
     open_incident,
     snapshot,
 )
-from ops_runner.ledger import open_ledger
-from ops_runner.ledger.approvals import require_postmortem
-from ops_runner.ledger.states import apply_trigger, read_state
+from ops_runner.workbook.config import load_config
 
 NOW = datetime(2025, 12, 1, 15, 30, tzinfo=UTC)
 RAW = "DU7654321"

@@ -23,18 +23,20 @@ import pandas as pd
 import pytest
 import yaml
 
-from ops_runner.config import init_workbook, load_config
 from ops_runner.core.events import EventKind
-from ops_runner.data import make_bars
 from ops_runner.ledger import open_ledger
+from ops_runner.ledger.init import init_workbook
 from ops_runner.ledger.projections import compute_ledger_equity
-from ops_runner.performance import (
+from ops_runner.market.calendar import open_calendar
+from ops_runner.market.prices import make_bars, open_store
+from ops_runner.strategy.performance import (
     PARTS,
     PerformanceStatus,
     plot_attribution,
     plot_equity,
     read_performance,
 )
+from ops_runner.workbook.config import load_config
 
 matplotlib.use("Agg")
 
@@ -64,7 +66,7 @@ def make_world(
     values["research"] = {"initial_cash": 10000.0, "whole_shares": whole_shares}
     (root / "config.yaml").write_text(yaml.safe_dump(values), encoding="utf-8")
     cfg = load_config(root)
-    sessions = cfg.calendar().sessions(FIRST, LAST)
+    sessions = open_calendar(cfg).sessions(FIRST, LAST)
     for symbol, path in steps.items():
         level = pd.Series(path).rename(index=pd.Timestamp).reindex(sessions).ffill()
         paid, ratio = pd.Series(0.0, index=sessions), pd.Series(1.0, index=sessions)
@@ -74,7 +76,7 @@ def make_world(
             ratio[pd.Timestamp(day)] = new_per_old
         bars = make_bars(sessions, level, level, level, level, [1e6] * len(sessions), paid, ratio)
         provenance = {"layout": "hand", "source_file": "test", "source_sha256": symbol}
-        cfg.store().write_bars("hand", symbol, bars, provenance)
+        open_store(cfg).write_bars("hand", symbol, bars, provenance)
     return cfg
 
 

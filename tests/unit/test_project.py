@@ -121,3 +121,51 @@ def test_ruff_when_run_on_the_project_finds_nothing():
             check=False,
         )
         assert done.returncode == 0, done.stdout[-3000:]
+
+
+def _readme_layers() -> list[tuple[list[str], list[str]]]:
+    """The README's layer table: (the layer's folders or modules, the modules the row names)."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("| layer | what it holds |") :].split("\n\n", 1)[0]
+    rows = []
+    for line in table.splitlines()[2:]:
+        layer, what = line.strip("|").split("|", 1)
+        rows.append((re.findall(r"`([\w./]+)`", layer), re.findall(r"`(\w+)`", what)))
+    return rows
+
+
+def test_readme_layer_table_when_read_lists_the_contract_layers_in_order():
+    contract = next(
+        c for c in _pyproject()["tool"]["importlinter"]["contracts"] if c["type"] == "layers"
+    )
+    layers = [[m.strip() for m in row.split("|")] for row in contract["layers"]]
+    readme = [
+        ["ops_runner." + name.removesuffix("/").removesuffix(".py") for name in names]
+        for names, _ in _readme_layers()
+    ]
+    assert readme == layers
+
+
+def test_readme_layer_table_when_read_names_every_module_of_the_package_and_no_other():
+    package = ROOT / "ops_runner"
+    actual = {
+        p.relative_to(package).with_suffix("").as_posix()
+        for p in package.rglob("*.py")
+        if p.name != "__init__.py" and "__pycache__" not in p.parts
+    }
+    named = set()
+    for folders, modules in _readme_layers():
+        for folder in folders:
+            if folder.endswith(".py"):
+                named.add(folder.removesuffix(".py"))
+                continue
+            inside = {m for m in actual if m.startswith(folder)}
+            assert inside, f"README names {folder}, which the package does not have"
+            for module in modules:
+                found = {m for m in inside if m.split("/")[1] == module or m.startswith(
+                    f"{folder}{module}")}  # fmt: skip
+                named |= found
+    # Folders the README describes as a whole (core/, simulators/, brokers' ib*, sources/).
+    wholes = ("core/", "simulators/", "brokers/ib", "market/sources/")
+    assert {m for m in actual - named if not m.startswith(wholes)} == set()
+    assert all(any(m.startswith(f) for f in actual) for m in named)

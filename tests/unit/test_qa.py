@@ -8,11 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ops_runner.calendar import MarketCalendar
-from ops_runner.config import compute_template_text, load_config_text
 from ops_runner.core.errors import ConfigError, DataError
-from ops_runner.data import PriceStore
-from ops_runner.qa import (
+from ops_runner.market.calendar import MarketCalendar, open_calendar
+from ops_runner.market.prices import PriceStore, open_store
+from ops_runner.market.qa import (
     Check,
     Finding,
     QAReport,
@@ -28,8 +27,10 @@ from ops_runner.qa import (
     check_universe,
     findings_frame,
     has_blocking,
+    read_qa_settings,
     run_qa,
 )
+from ops_runner.workbook.config import compute_template_text, load_config_text
 
 # Real NYSE sessions, January 2 to February 7 2020 (Martin Luther King Day, Jan 20, is closed).
 SESSIONS = pd.DatetimeIndex(
@@ -92,7 +93,7 @@ def test_check_universe_when_bars_are_clean_finds_nothing():
 
 
 def test_check_universe_when_sample_market_is_used_finds_nothing_blocking():
-    from ops_runner.sources.sample import generate_sample_market
+    from ops_runner.market.sources.sample import generate_sample_market
 
     market = generate_sample_market(start=date(2018, 1, 2), end=date(2020, 12, 31))
     sessions = next(iter(market.values())).index
@@ -603,9 +604,9 @@ def test_check_store_when_stored_bars_run_past_as_of_ignores_them():
 
 
 def test_check_store_when_a_stored_file_is_altered_blocks_on_provenance(tmp_path):
-    from ops_runner.calendar import MarketCalendar
-    from ops_runner.data import PriceStore
-    from ops_runner.sources.sample import write_sample
+    from ops_runner.market.calendar import MarketCalendar
+    from ops_runner.market.prices import PriceStore
+    from ops_runner.market.sources.sample import write_sample
 
     store = PriceStore(tmp_path / "data")
     write_sample(store, symbols=["SPY", "AGG"], start=date(2019, 1, 2), end=date(2020, 12, 31))
@@ -679,7 +680,7 @@ def test_qa_settings_when_config_sets_the_qa_keys_reads_them(tmp_path):
     text = compute_template_text("config")
     text = text.replace("max_findings_per_kind: 25", "max_findings_per_kind: 3")
     text = text.replace("asset_classes: {}", "asset_classes: {XYZ: bond}")
-    settings = load_config_text(text, tmp_path).qa_settings()
+    settings = read_qa_settings(load_config_text(text, tmp_path))
     assert (settings.max_findings_per_kind, settings.asset_class("XYZ")) == (3, "bond")
     assert settings.asset_class("VNQ") == "equity" and settings.asset_class("TLT") == "bond"
     assert dict(settings.market_references) == {"equity": "SPY"}
@@ -688,7 +689,7 @@ def test_qa_settings_when_config_sets_the_qa_keys_reads_them(tmp_path):
 def test_qa_settings_when_an_asset_class_is_not_a_name_raises_config_error(tmp_path):
     text = compute_template_text("config").replace("asset_classes: {}", "asset_classes: {XYZ: 3}")
     with pytest.raises(ConfigError, match="qa.asset_classes") as caught:
-        load_config_text(text, tmp_path).qa_settings()
+        read_qa_settings(load_config_text(text, tmp_path))
     assert caught.value.key == "qa.asset_classes"
 
 
@@ -719,11 +720,12 @@ def test_qa_report_when_one_finding_blocks_says_degraded_data():
 
 
 def test_run_qa_when_workbook_holds_the_clean_sample_is_not_blocking(tmp_path):
-    from ops_runner.config import init_workbook, load_config
-    from ops_runner.sources.sample import write_sample
+    from ops_runner.ledger.init import init_workbook
+    from ops_runner.market.sources.sample import write_sample
+    from ops_runner.workbook.config import load_config
 
     init_workbook(tmp_path / "wb", template="demo")
     cfg = load_config(tmp_path / "wb")
-    write_sample(cfg.store(), calendar=cfg.calendar())
+    write_sample(open_store(cfg), calendar=open_calendar(cfg))
     report = run_qa(cfg, "2025-12-31")
     assert (report.as_of, report.blocking, report.findings) == (date(2025, 12, 31), False, ())

@@ -15,13 +15,9 @@ from ops_runner.brokers import (
     Execution,
     OrderStatus,
 )
-from ops_runner.config import init_workbook, load_config
 from ops_runner.core.canonical import canonical_json
 from ops_runner.core.events import EventKind, State
-from ops_runner.ledger import open_ledger
-from ops_runner.ledger.projections import compute_cash, compute_open_incidents, compute_positions
-from ops_runner.ledger.states import read_state
-from ops_runner.reconcile import (
+from ops_runner.execution.reconcile import (
     BreakKind,
     ReconciliationError,
     ReconciliationStatus,
@@ -30,6 +26,11 @@ from ops_runner.reconcile import (
     compute_times,
     reconcile,
 )
+from ops_runner.ledger import open_ledger
+from ops_runner.ledger.init import init_workbook
+from ops_runner.ledger.projections import compute_cash, compute_open_incidents, compute_positions
+from ops_runner.ledger.states import read_state
+from ops_runner.workbook.config import load_config
 
 CYCLE, SESSION = "2025-11", "2025-12-01"
 AGG_SELL, SPY_BUY = "mr:2025-11:AGG:SELL", "mr:2025-11:SPY:BUY"
@@ -488,7 +489,7 @@ TARGET_CASES = [
 def test_check_targets_when_the_account_is_short_of_the_cycle_breaks_with_both_numbers(
     targets, planned, reported, explained, expected
 ):
-    from ops_runner.reconcile import BreakKind, check_targets
+    from ops_runner.execution.reconcile import BreakKind, check_targets
 
     breaks = check_targets(targets, planned, reported, explained)
     assert [(b.symbol, b.expected, b.actual) for b in breaks] == expected
@@ -498,7 +499,7 @@ def test_check_targets_when_the_account_is_short_of_the_cycle_breaks_with_both_n
 def test_compute_planned_positions_when_lines_sell_buy_and_skip_adds_each_order():
     from types import SimpleNamespace
 
-    from ops_runner.reconcile import compute_planned_positions
+    from ops_runner.execution.reconcile import compute_planned_positions
 
     lines = [
         {"symbol": "VEU", "current": 1358, "side": "SELL", "quantity": 1358},

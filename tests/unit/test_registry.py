@@ -8,9 +8,10 @@ from pathlib import Path
 import papermill as pm
 import pytest
 
-from ops_runner.config import init_workbook, load_config
-from ops_runner.registry import JOBS, NOTEBOOK_JOBS, compute_parameters
-from ops_runner.schedule import Job, Slot
+from ops_runner.ledger.init import init_workbook
+from ops_runner.ops.registry import JOBS, NOTEBOOK_JOBS, compute_parameters
+from ops_runner.ops.schedule import Job, Slot
+from ops_runner.workbook.config import load_config
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 NOW = datetime(2025, 12, 1, 13, 30, tzinfo=UTC)

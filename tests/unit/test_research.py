@@ -14,20 +14,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ops_runner import research
-from ops_runner.calendar import MarketCalendar
-from ops_runner.config import (
+from ops_runner.ledger.init import init_workbook
+from ops_runner.market.calendar import MarketCalendar
+from ops_runner.market.prices import compute_adjustment_factors
+from ops_runner.market.sources.sample import generate_sample_market
+from ops_runner.strategy import research
+from ops_runner.strategy.momentum import StrategySettings, compute_decision, compute_decision_series
+from ops_runner.strategy.research import Costs, ResearchError, backtest
+from ops_runner.strategy.sweep import compute_grid_settings, load_grid, sweep
+from ops_runner.workbook.config import (
     TEMPLATES,
-    init_workbook,
     load_config,
     load_config_text,
     read_config_text,
 )
-from ops_runner.data import compute_adjustment_factors
-from ops_runner.research import Costs, ResearchError, backtest
-from ops_runner.sources.sample import generate_sample_market
-from ops_runner.strategy import StrategySettings, compute_decision, compute_decision_series
-from ops_runner.sweep import compute_grid_settings, load_grid, sweep
 
 START, END = date(2012, 1, 3), date(2016, 12, 30)
 CALENDAR = MarketCalendar()
@@ -316,7 +316,7 @@ def test_costs_when_order_is_small_charge_the_minimum():
 
 @pytest.mark.subprocess
 def test_research_when_imported_leaves_vectorbt_unloaded():
-    code = "import sys, ops_runner.research; print('vectorbt' in sys.modules)"
+    code = "import sys, ops_runner.strategy.research; print('vectorbt' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 
@@ -331,7 +331,7 @@ def count_images(path: Path) -> int:
 
 @pytest.mark.notebook
 def test_backtest_notebook_when_run_on_sample_records_metrics(sample_workbook, tmp_path):
-    from ops_runner.notebooks import run_notebook
+    from ops_runner.runtime.notebooks import run_notebook
 
     out = tmp_path / "runs" / "backtest.ipynb"
     params = {"workbook": str(sample_workbook), "config": "gem", "start": "2015-01-01",
@@ -351,7 +351,7 @@ def test_backtest_notebook_when_run_on_sample_records_metrics(sample_workbook, t
 
 @pytest.mark.notebook
 def test_sweep_notebook_when_run_with_a_grid_file_records_the_table(sample_workbook, tmp_path):
-    from ops_runner.notebooks import run_notebook
+    from ops_runner.runtime.notebooks import run_notebook
 
     grid = tmp_path / "grid.yaml"
     grid.write_text("lookback_months: [6, 12]\ntop_n: [1, 2]\n")

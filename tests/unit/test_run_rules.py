@@ -8,9 +8,9 @@ import pytest
 
 from ops_runner.core.events import State
 from ops_runner.ledger.projections import StateView
-from ops_runner.orchestrator import compute_refusal
-from ops_runner.registry import judge_completion
-from ops_runner.schedule import Job, Slot
+from ops_runner.ops.registry import judge_completion
+from ops_runner.ops.schedule import Job, Slot
+from ops_runner.ops.tick import compute_refusal
 
 
 def utc(text: str) -> datetime:

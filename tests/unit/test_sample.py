@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ops_runner.calendar import MarketCalendar
-from ops_runner.data import BAR_COLUMNS, require_bars_shape
-from ops_runner.sources.sample import (
+from ops_runner.market.calendar import MarketCalendar
+from ops_runner.market.prices import BAR_COLUMNS, require_bars_shape
+from ops_runner.market.sources.sample import (
     DEFAULT_SAMPLE_SYMBOLS,
     SAMPLE_SOURCE,
     generate_sample_market,
@@ -28,7 +28,7 @@ def market() -> dict[str, pd.DataFrame]:
 
 
 def total_return(bars: pd.DataFrame) -> pd.Series:
-    """Daily total return from raw prices, written out independently of ops_runner.data."""
+    """Daily total return from raw prices, written out independently of ops_runner.market.prices."""
     close = bars["close"]
     return ((close + bars["dividend"]) * bars["split"] / close.shift(1) - 1.0).iloc[1:]
 

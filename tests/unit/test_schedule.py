@@ -14,10 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from ops_runner.calendar import MarketCalendar
-from ops_runner.config import check_config
 from ops_runner.core.events import State
-from ops_runner.schedule import (
+from ops_runner.market.calendar import MarketCalendar
+from ops_runner.ops.schedule import (
     Agenda,
     Job,
     ScheduleSettings,
@@ -27,6 +26,7 @@ from ops_runner.schedule import (
     compute_session_slots,
     compute_slots,
 )
+from ops_runner.workbook.config import check_config
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "templates" / "config.yaml"
 MINUTE = timedelta(minutes=1)

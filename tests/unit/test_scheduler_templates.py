@@ -16,8 +16,8 @@ import pytest
 import yaml
 from conftest import make_sample_workbook
 
-from ops_runner.config import load_config
-from ops_runner.ticklock import hold_tick_lock
+from ops_runner.ops.ticklock import hold_tick_lock
+from ops_runner.workbook.config import load_config
 
 SCHEDULER = Path(__file__).resolve().parents[2] / "templates" / "scheduler"
 CRONTAB = SCHEDULER / "ops-runner.crontab"

@@ -19,11 +19,12 @@ from ops_runner.brokers import (
     Outcome,
     open_broker,
 )
+from ops_runner.brokers.gate import GatePass, OrderIntent, OrderRefused, Side, require_gate_pass
 from ops_runner.brokers.sim import SimBroker
-from ops_runner.config import Config, load_config
 from ops_runner.core.events import Purpose, State
-from ops_runner.gate import GatePass, OrderIntent, OrderRefused, Side, require_gate_pass
 from ops_runner.ledger import open_ledger
+from ops_runner.market.prices import open_store
+from ops_runner.workbook.config import Config, load_config
 
 NY = ZoneInfo("America/New_York")
 CENT = Decimal("0.01")
@@ -66,7 +67,7 @@ def config_for(workbook: Path, folder: Path, faults: dict | None = None) -> Conf
 
 def stored_bar(workbook: Path, symbol: str, day: str) -> dict[str, Decimal]:
     """The stored raw bar, each price as the Decimal of its float's shortest form."""
-    bars = load_config(workbook).store().load_bars("sample", symbol)
+    bars = open_store(load_config(workbook)).load_bars("sample", symbol)
     row = bars.loc[day]
     return {name: Decimal(str(float(row[name]))) for name in ("open", "close")}
 

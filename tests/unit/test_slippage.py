@@ -12,14 +12,9 @@ import pytest
 import yaml
 from conftest import make_sample_workbook, ready_to_decide
 
-from ops_runner import jobs
-from ops_runner.config import load_config
 from ops_runner.core.canonical import canonical_json
 from ops_runner.core.events import EventKind
-from ops_runner.decision import decide
-from ops_runner.ledger import open_ledger
-from ops_runner.ledger.projections import OrderView
-from ops_runner.slippage import (
+from ops_runner.execution.slippage import (
     SlippageError,
     SlippageReport,
     SlippageStatus,
@@ -32,6 +27,13 @@ from ops_runner.slippage import (
     read_slippage,
     write_slippage_check,
 )
+from ops_runner.ledger import open_ledger
+from ops_runner.ledger.projections import OrderView
+from ops_runner.market.calendar import open_calendar
+from ops_runner.market.prices import open_store
+from ops_runner.ops import jobs
+from ops_runner.ops.decision import decide
+from ops_runner.workbook.config import load_config
 
 matplotlib.use("Agg")
 D = Decimal
@@ -253,7 +255,7 @@ def stamp(moment) -> str:
 
 def run_cycle(cfg, year: int, month: int) -> str:
     """Decide the month-end, submit an hour before the next open, reconcile 45 minutes after."""
-    calendar = cfg.calendar()
+    calendar = open_calendar(cfg)
     decided = calendar.rebalance_session(year, month)
     ready_to_decide(cfg, decided)
     cycle = decide(cfg, decided).record["cycle_id"]
@@ -277,7 +279,7 @@ def expected_bps(cfg, symbol: str, side: str, session: str) -> tuple[Decimal, De
     """(fill price, bps vs the open) by the sim's rule: open moved 2 bps, to cents half-up."""
     import pandas as pd
 
-    bars = cfg.store().load_bars("sample", symbol)
+    bars = open_store(cfg).load_bars("sample", symbol)
     raw = Decimal(str(float(bars.at[pd.Timestamp(session), "open"])))
     moved = raw * (1 + D("0.0002") if side == "BUY" else 1 - D("0.0002"))
     price = moved.quantize(D("0.01"), rounding=ROUND_HALF_UP)

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from ops_runner.core.errors import DataError, ImportRefused
-from ops_runner.data import BAR_COLUMNS, PriceStore
-from ops_runner.sources import ParsedFile, layouts, read_path
-from ops_runner.sources.csvfiles import compute_inferred_dividends, read_vendor_adjusted
+from ops_runner.market.prices import BAR_COLUMNS, PriceStore
+from ops_runner.market.sources import ParsedFile, layouts, read_path
+from ops_runner.market.sources.csvfiles import compute_inferred_dividends, read_vendor_adjusted
 
 AV_HEADER = "timestamp,open,high,low,close,adjusted_close,volume,dividend_amount,split_coefficient"
 # Newest first, as Alpha Vantage publishes: a 2:1 split on 01-06, a 0.50 dividend on 01-07.

@@ -9,14 +9,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ops_runner.config import TEMPLATES, load_config_text
-from ops_runner.core.events import EventKind, Purpose, State, Trigger
-from ops_runner.gate import (
+from ops_runner.brokers.gate import (
     OrderIntent,
     OrderRefused,
     Side,
     require_gate_pass,
 )
+from ops_runner.core.events import EventKind, Purpose, State, Trigger
 from ops_runner.ledger.states import (
     TRANSITIONS,
     IllegalTransition,
@@ -24,6 +23,7 @@ from ops_runner.ledger.states import (
     compute_next_state,
     read_state,
 )
+from ops_runner.workbook.config import TEMPLATES, load_config_text
 
 R, DD, BD, SM, H = "RUN", "DEGRADED_DATA", "BROKER_DOWN", "SAFE_MODE", "HALT"
 HALT_TRIGGERS = [

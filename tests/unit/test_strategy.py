@@ -11,12 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ops_runner.calendar import MarketCalendar
-from ops_runner.config import TEMPLATES, load_config_text, read_config_text
 from ops_runner.core.canonical import canonical_json
-from ops_runner.data import make_bars
-from ops_runner.sources.sample import generate_sample_market
-from ops_runner.strategy import (
+from ops_runner.market.calendar import MarketCalendar
+from ops_runner.market.prices import make_bars
+from ops_runner.market.sources.sample import generate_sample_market
+from ops_runner.strategy.momentum import (
     Decision,
     InsufficientHistory,
     StrategyError,
@@ -27,6 +26,7 @@ from ops_runner.strategy import (
     compute_targets,
     compute_tie_key,
 )
+from ops_runner.workbook.config import TEMPLATES, load_config_text, read_config_text
 
 CAL = MarketCalendar()
 T = date(2021, 12, 31)  # the rebalance session of every hand-built case

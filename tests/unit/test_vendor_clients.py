@@ -10,18 +10,18 @@ import httpx
 import pandas as pd
 import pytest
 
-from ops_runner.calendar import MarketCalendar
 from ops_runner.core.errors import SecretError, VendorError, VendorProblem
-from ops_runner.data import make_bars
-from ops_runner.simulators.vendor_feed import VendorRow, compute_alphavantage_json
-from ops_runner.sources.alphavantage import AlphaVantageClient
-from ops_runner.sources.fetch import (
+from ops_runner.market.calendar import MarketCalendar
+from ops_runner.market.prices import make_bars
+from ops_runner.market.sources.alphavantage import AlphaVantageClient
+from ops_runner.market.sources.fetch import (
     compute_fetch_start,
     compute_merged_bars,
     compute_span_sessions,
 )
-from ops_runner.sources.tiingo import TiingoClient
-from ops_runner.sources.vendorapi import Refusal, require_sane_bars
+from ops_runner.market.sources.tiingo import TiingoClient
+from ops_runner.market.sources.vendorapi import Refusal, require_sane_bars
+from ops_runner.simulators.vendor_feed import VendorRow, compute_alphavantage_json
 
 KEY = "unit-KEY-0451"
 FAST = {"retries": 2, "backoff_initial": 1.0, "backoff_max": 60.0, "min_interval": 0.0}

@@ -8,8 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ops_runner.config import load_config
+from ops_runner.market.prices import open_store
 from ops_runner.simulators.market import WorkbookMarket
+from ops_runner.workbook.config import load_config
 
 NY = ZoneInfo("America/New_York")
 
@@ -26,7 +27,7 @@ def market(sample_workbook):
 @pytest.fixture(scope="module")
 def spy(sample_workbook):
     cfg = load_config(sample_workbook)
-    return cfg.store().load_bars("sample", "SPY")
+    return open_store(cfg).load_bars("sample", "SPY")
 
 
 # Known answers from the NYSE calendar: Thanksgiving 2025-11-27 closed, 2025-11-28 closes at
@@ -77,7 +78,7 @@ def test_mark_is_the_last_close_before_the_moment(market, spy):
 def test_adjusted_bars_give_back_the_stored_dividends_from_their_ratio(market, sample_workbook):
     """The dividend a user's import derives from IB's two series, D_t = close_{t-1} x
     (1 - f_{t-1} / f_t) with f = adjusted / raw, is the dividend the store holds."""
-    bars = load_config(sample_workbook).store().load_bars("sample", "AGG")
+    bars = open_store(load_config(sample_workbook)).load_bars("sample", "AGG")
     raw = market.daily_bars("AGG", adjusted=False)
     adjusted = market.daily_bars("AGG", adjusted=True)
     assert [b[0] for b in raw] == [b[0] for b in adjusted] == [d.date() for d in bars.index]

@@ -1,0 +1,1 @@
+"""From a decision to the books: the plan, submission, reconciliation, books, slippage."""

@@ -1,0 +1,1 @@
+"""Market data: the trading calendar, the price store, data sources and data QA."""

@@ -1,0 +1,587 @@
+"""The canonical bars frame, adjustments computed from raw prices, and the price store on disk."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import io
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ops_runner.core.errors import DataError
+from ops_runner.core.files import write_bytes_atomic
+from ops_runner.core.hashing import compute_sha256, read_sha256
+
+if TYPE_CHECKING:
+    from ops_runner.workbook.config import Config
+
+log = logging.getLogger(__name__)
+
+BAR_COLUMNS = ["open", "high", "low", "close", "volume", "dividend", "split"]
+PRICE_COLUMNS = ["open", "high", "low", "close"]
+DATE_UNIT = "us"  # pandas' default resolution for parsed dates; every frame we build uses it
+
+_LISTED = ("first_date", "last_date", "rows", "layout", "imported_at", "source_file")
+_SOURCE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+SYMBOL_PATTERN = re.compile(r"[A-Z0-9][A-Z0-9._^=-]{0,31}")
+_IMPORT_HINT = "ops-runner data import <file-or-folder> --layout <layout> --name {source}"
+
+
+# -- the canonical frame ------------------------------------------------------------------------
+
+
+def make_bars(
+    dates: Iterable[Any],
+    open: Iterable[float],
+    high: Iterable[float],
+    low: Iterable[float],
+    close: Iterable[float],
+    volume: Iterable[float],
+    dividend: Iterable[float] | None = None,
+    split: Iterable[float] | None = None,
+) -> pd.DataFrame:
+    """Return a canonical bars frame sorted by date (dividend 0.0 and split 1.0 when omitted).
+
+    Does not check the result; call ``require_bars_shape`` for that.
+    """
+    index = pd.DatetimeIndex(pd.to_datetime(list(dates)), name="date").as_unit(DATE_UNIT)
+    n = len(index)
+    values = (open, high, low, close, volume, np.zeros(n) if dividend is None else dividend,
+              np.ones(n) if split is None else split)  # fmt: skip
+    columns = zip(BAR_COLUMNS, values, strict=True)
+    frame = pd.DataFrame({c: np.asarray(v, dtype=np.float64) for c, v in columns}, index=index)
+    return frame.sort_index(kind="stable")
+
+
+def require_bars_shape(frame: pd.DataFrame, what: str = "bars") -> None:
+    """Raise DataError unless ``frame`` is a canonical bars frame.
+
+    Canonical: a tz-naive DatetimeIndex named ``date`` of midnight dates, ascending and unique;
+    columns exactly BAR_COLUMNS, all float64 and finite; split > 0, dividend >= 0.
+    """
+    problems = []
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(f"{what}: expected a DataFrame, got {type(frame).__name__}")
+    index = frame.index
+    if not isinstance(index, pd.DatetimeIndex):
+        problems.append(f"index is {type(index).__name__}, not a DatetimeIndex")
+    else:
+        if index.name != "date":
+            problems.append(f"index is named {index.name!r}, not 'date'")
+        if index.tz is not None:
+            problems.append(f"index has timezone {index.tz}; dates must be tz-naive")
+        elif not (index == index.normalize()).all():
+            problems.append("index holds times of day; dates must be midnight")
+        if not index.is_unique:
+            problems.append("index has duplicate dates")
+        if not index.is_monotonic_increasing:
+            problems.append("index is not sorted ascending")
+    if list(frame.columns) != BAR_COLUMNS:
+        problems.append(f"columns are {list(frame.columns)}, expected {BAR_COLUMNS}")
+    else:
+        wrong = [c for c in BAR_COLUMNS if frame[c].dtype != np.float64]
+        if wrong:
+            problems.append(f"columns not float64: {wrong}")
+        else:
+            values = frame.to_numpy()
+            if not np.isfinite(values).all():
+                problems.append("NaN or infinite values")
+            elif (frame["split"] <= 0).any():
+                problems.append("split ratio <= 0")
+            elif (frame["dividend"] < 0).any():
+                problems.append("negative dividend")
+    if problems:
+        raise DataError(f"{what} is not a canonical bars frame: {'; '.join(problems)}")
+
+
+# -- adjustments --------------------------------------------------------------------------------
+
+
+class DividendConvention(enum.Enum):
+    """How a cash dividend on its ex-date scales every earlier price.
+
+    EX_DATE_CLOSE: factor ``close_t / (close_t + D_t)`` (Alpha Vantage's adjusted_close).
+    PREVIOUS_CLOSE: factor ``1 - D_t / close_{t-1}`` (CRSP and Yahoo's adjusted close).
+    """
+
+    EX_DATE_CLOSE = "ex_date_close"
+    PREVIOUS_CLOSE = "previous_close"
+
+
+def compute_adjustment_factors(
+    bars: pd.DataFrame, convention: DividendConvention = DividendConvention.EX_DATE_CLOSE
+) -> pd.Series:
+    """Return, per day, the product of the dividend and split factors of every LATER day.
+
+    Multiplying a raw price by it gives the back-adjusted (total-return) price; the last day's
+    factor is 1.0. A split ``s`` on day t divides every earlier price by ``s``.
+    """
+    close = bars["close"].to_numpy(dtype=np.float64)
+    dividend = bars["dividend"].to_numpy(dtype=np.float64)
+    split = bars["split"].to_numpy(dtype=np.float64)
+    if convention is DividendConvention.EX_DATE_CLOSE:
+        event = close / (close + dividend) / split
+    else:
+        previous = np.concatenate([close[:1], close[:-1]])
+        # The dividend is per post-split share; the previous close is per pre-split share.
+        event = (1.0 - dividend * split / previous) / split
+    factors = np.ones(len(close))
+    if len(close) > 1:
+        factors[:-1] = np.cumprod(event[:0:-1])[::-1]
+    return pd.Series(factors, index=bars.index, name="factor")
+
+
+def compute_adjusted_close(
+    bars: pd.DataFrame, convention: DividendConvention = DividendConvention.EX_DATE_CLOSE
+) -> pd.Series:
+    """Return the back-adjusted total-return close; its last value equals the last raw close.
+
+    The default convention reproduces Alpha Vantage's ``adjusted_close``: every day before a
+    dividend ex-date t is multiplied by ``close_t / (close_t + dividend_t)`` and every day before
+    a split divided by its ratio.
+    """
+    adjusted = bars["close"] * compute_adjustment_factors(bars, convention)
+    return adjusted.rename("adjusted_close")
+
+
+def compute_split_ratio(raw: float) -> Decimal:
+    """Return a split's ratio (new shares per old) as a broker applies it: the nearest simple
+    fraction when the vendor's figure is within 1e-5 of one (Alpha Vantage writes 3:1 as
+    3.000003), else the figure itself."""
+    from fractions import Fraction
+
+    near = Fraction(raw).limit_denominator(1000)
+    if abs(float(near) - raw) <= 1e-5 * abs(raw):
+        return Decimal(near.numerator) / Decimal(near.denominator)
+    return Decimal(str(raw))
+
+
+def compute_split_adjusted(bars: pd.DataFrame) -> pd.DataFrame:
+    """Return bars with every split applied backwards, the way vendors publish split-adjusted data.
+
+    open/high/low/close/dividend are divided by the product of all LATER splits (the split day
+    itself already trades post-split), volume multiplied by it; the split column becomes 1.0.
+    """
+    split = bars["split"].to_numpy(dtype=np.float64)
+    later = np.ones(len(split))
+    if len(split) > 1:
+        later[:-1] = np.cumprod(split[:0:-1])[::-1]
+    adjusted = bars.copy()
+    for column in ("open", "high", "low", "close", "dividend"):
+        adjusted[column] = bars[column].to_numpy(dtype=np.float64) / later
+    adjusted["volume"] = bars["volume"].to_numpy(dtype=np.float64) * later
+    adjusted["split"] = 1.0
+    return adjusted
+
+
+def compute_parquet_bytes(bars: pd.DataFrame) -> bytes:
+    """Return the parquet encoding the store writes for ``bars`` (deterministic for one frame)."""
+    buffer = io.BytesIO()
+    bars.to_parquet(buffer, engine="pyarrow", index=True, compression="zstd")
+    return buffer.getvalue()
+
+
+def _compute_vendor_adjusted_bytes(adjusted: pd.Series) -> bytes:
+    """Return the parquet encoding of a vendor's adjusted close, indexed by date."""
+    frame = pd.DataFrame(
+        {"adjusted_close": adjusted.to_numpy(dtype=np.float64)}, index=adjusted.index
+    )
+    frame.index.name = "date"
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, engine="pyarrow", index=True, compression="zstd")
+    return buffer.getvalue()
+
+
+# -- the store ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ImportReport:
+    """What an import (or a sample write) did, symbol by symbol."""
+
+    source: str
+    layout: str
+    imported: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+
+
+class _Transaction:
+    """Remembers what a multi-file write changed, so a failure can put every file back."""
+
+    def __init__(self) -> None:
+        self._before: dict[Path, bytes | None] = {}
+        self._new_folders: list[Path] = []
+
+    def write(self, path: Path, data: bytes) -> None:
+        if path not in self._before:
+            self._before[path] = path.read_bytes() if path.exists() else None
+            missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+            self._new_folders.extend(missing)
+        write_bytes_atomic(path, data)
+
+    def roll_back(self) -> None:
+        for path, data in reversed(list(self._before.items())):
+            if data is None:
+                path.unlink(missing_ok=True)
+            else:
+                write_bytes_atomic(path, data)
+        for folder in sorted(set(self._new_folders), key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):  # not empty: something else lives there now
+                folder.rmdir()
+
+
+class PriceStore:
+    """Bars per source and symbol under ``root``, each file described by a JSON manifest.
+
+    Layout: ``root/<source>/<SYMBOL>.parquet`` and ``<SYMBOL>.manifest.json``; replaced versions
+    are kept as ``root/<source>/versions/<SYMBOL>/<stored_sha256>.parquet`` and listed in the
+    manifest's ``history``.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"PriceStore({str(self.root)!r})"
+
+    # -- paths ---------------------------------------------------------------------------------
+
+    def _folder(self, source: str) -> Path:
+        return self.root / source
+
+    def bars_path(self, source: str, symbol: str) -> Path:
+        """Return where the current bars of ``source``/``symbol`` are stored."""
+        return self._folder(source) / f"{symbol}.parquet"
+
+    def manifest_path(self, source: str, symbol: str) -> Path:
+        """Return where the manifest of ``source``/``symbol`` is stored."""
+        return self._folder(source) / f"{symbol}.manifest.json"
+
+    def version_path(self, source: str, symbol: str, stored_sha256: str) -> Path:
+        """Return where a replaced version of ``source``/``symbol`` is kept."""
+        return self._folder(source) / "versions" / symbol / f"{stored_sha256}.parquet"
+
+    def vendor_adjusted_path(self, source: str, symbol: str, sha256: str) -> Path:
+        """Return where a vendor's own adjusted close of ``source``/``symbol`` is kept (one file
+        per content, named by its SHA-256; the manifest names the current one)."""
+        return self._folder(source) / "vendor" / symbol / f"adjusted_close.{sha256}.parquet"
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def sources(self) -> list[str]:
+        """Return the sources that hold at least one symbol, sorted."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and any(p.glob("*.manifest.json"))
+        )
+
+    def symbols(self, source: str) -> list[str]:
+        """Return the symbols stored under ``source``, sorted (empty for an unknown source)."""
+        folder = self._folder(source)
+        if not folder.is_dir():
+            return []
+        return sorted(p.name.removesuffix(".manifest.json") for p in folder.glob("*.manifest.json"))
+
+    def read_manifest(self, source: str, symbol: str) -> dict[str, Any]:
+        """Return the manifest of ``source``/``symbol``; raise DataError if it is missing."""
+        path = self.manifest_path(source, symbol)
+        if not path.is_file():
+            raise self._missing(source, symbol)
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise DataError(
+                f"manifest {path} is unreadable ({error}); re-import {source}/{symbol} with "
+                f"`{_IMPORT_HINT.format(source=source)}`"
+            ) from None
+
+    def load_bars(self, source: str, symbol: str) -> pd.DataFrame:
+        """Return the stored bars of ``source``/``symbol``.
+
+        Raises DataError when they are missing, or when the file no longer matches the SHA-256
+        its manifest recorded (changed outside ops-runner).
+        """
+        manifest = self.read_manifest(source, symbol)
+        path = self.bars_path(source, symbol)
+        if not path.is_file():
+            raise DataError(
+                f"{source}/{symbol}: the manifest exists but {path} is missing; re-import with "
+                f"`{_IMPORT_HINT.format(source=source)}`"
+            )
+        data = path.read_bytes()
+        if compute_sha256(data) != manifest["stored_sha256"]:
+            raise DataError(
+                f"{source}/{symbol}: {path} does not match the SHA-256 in its manifest (changed "
+                f"outside ops-runner); re-import with `{_IMPORT_HINT.format(source=source)}`"
+            )
+        try:
+            bars = pd.read_parquet(io.BytesIO(data), engine="pyarrow")
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise DataError(
+                f"{source}/{symbol}: {path} cannot be read as Parquet ({exc}); re-import with "
+                f"`{_IMPORT_HINT.format(source=source)}`"
+            ) from None
+        require_bars_shape(bars, f"{source}/{symbol}")
+        return bars
+
+    def load_vendor_adjusted(self, source: str, symbol: str) -> pd.Series | None:
+        """Return the vendor's own adjusted close kept at import (for data QA), or None when the
+        layout had none. Raises DataError when it is missing or no longer matches its SHA-256.
+        """
+        sha256 = self.read_manifest(source, symbol).get("vendor_adjusted_sha256")
+        if not sha256:
+            return None
+        path = self.vendor_adjusted_path(source, symbol, sha256)
+        if not path.is_file() or read_sha256(path) != sha256:
+            raise DataError(
+                f"{source}/{symbol}: the vendor adjusted close {path} is missing or altered; "
+                f"re-import with `{_IMPORT_HINT.format(source=source)}`"
+            )
+        return pd.read_parquet(path, engine="pyarrow")["adjusted_close"]
+
+    def load_many(self, source: str, symbols: Sequence[str]) -> dict[str, pd.DataFrame]:
+        """Return ``{symbol: bars}`` for every symbol; raise DataError naming all missing ones."""
+        missing = [s for s in symbols if not self.manifest_path(source, s).is_file()]
+        if missing:
+            raise DataError(
+                f"no bars for {', '.join(missing)} in source {source!r}; import them with "
+                f"`{_IMPORT_HINT.format(source=source)}`"
+            )
+        return {symbol: self.load_bars(source, symbol) for symbol in symbols}
+
+    def _missing(self, source: str, symbol: str) -> DataError:
+        known = self.sources()
+        where = (
+            f"source {source!r} holds {len(self.symbols(source))} symbols"
+            if source in known
+            else f"known sources: {', '.join(known) or 'none'}"
+        )
+        return DataError(
+            f"no bars for {source}/{symbol} in {self.root} ({where}); import them with "
+            f"`{_IMPORT_HINT.format(source=source)}`"
+        )
+
+    def check_provenance(self, source: str) -> list[tuple[str, str]]:
+        """Return ``(symbol, problem)`` for every stored file that disagrees with its manifest.
+
+        Problems: a manifest without its parquet file, a parquet file whose SHA-256 differs from
+        the manifest, a parquet file without a manifest, a kept version that is missing or altered,
+        a vendor adjusted close the manifest names that is missing or altered.
+        """
+        findings: list[tuple[str, str]] = []
+        folder = self._folder(source)
+        for symbol in self.symbols(source):
+            manifest = self.read_manifest(source, symbol)
+            path = self.bars_path(source, symbol)
+            if not path.is_file():
+                findings.append((symbol, f"manifest without file: {path.name} is missing"))
+            elif (actual := read_sha256(path)) != (expected := manifest.get("stored_sha256")):
+                problem = f"SHA-256 {actual[:12]} does not match the manifest's {expected!s:.12}"
+                findings.append((symbol, f"{path.name}: {problem}"))
+            for old in manifest.get("history", []):
+                kept = self.version_path(source, symbol, old["stored_sha256"])
+                if not kept.is_file():
+                    findings.append((symbol, f"kept version {kept.name} is missing"))
+                elif read_sha256(kept) != old["stored_sha256"]:
+                    findings.append((symbol, f"kept version {kept.name} was altered"))
+            if vendor := manifest.get("vendor_adjusted_sha256"):
+                kept = self.vendor_adjusted_path(source, symbol, vendor)
+                if not kept.is_file() or read_sha256(kept) != vendor:
+                    findings.append(
+                        (symbol, f"vendor adjusted close {kept.name} missing or altered")
+                    )
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.parquet")):
+                if not self.manifest_path(source, path.stem).is_file():
+                    findings.append((path.stem, f"file without manifest: {path.name}"))
+        return findings
+
+    def list_rows(self) -> list[dict[str, Any]]:
+        """Return one row per stored source/symbol, for ``ops-runner data list``."""
+        rows = []
+        for source in self.sources():
+            for symbol in self.symbols(source):
+                m = self.read_manifest(source, symbol)
+                row = {"source": source, "symbol": symbol, **{k: m.get(k) for k in _LISTED}}
+                row["synthetic"] = bool(m.get("synthetic"))
+                row["versions"] = 1 + len(m.get("history", []))
+                row["stored_sha256"] = m.get("stored_sha256")
+                rows.append(row)
+        return rows
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def import_files(self, path: Path, layout: str, source: str | None = None) -> ImportReport:
+        """Import a CSV file, or every ``*.csv`` in a folder, as ``source`` (default: the layout).
+
+        Every file is parsed before anything is written: if one is refused, ImportRefused is
+        raised and the store is left byte-for-byte unchanged. A file whose SHA-256 and layout
+        match the stored manifest is reported unchanged and not rewritten; a changed file
+        replaces the current version, which is kept under ``versions/`` and in ``history``.
+        """
+        from ops_runner.market.sources import read_path  # sources imports this module
+
+        source = layout if source is None else source
+        self._require_source_name(source)
+        parsed = read_path(Path(path), layout)
+        items = {}
+        for item in parsed:
+            provenance = {
+                "layout": item.layout,
+                "source_file": str(item.source_path.resolve()),
+                "source_sha256": item.source_sha256,
+                "synthetic": False,
+                "notes": item.notes,
+                # The vendor's own adjusted close, kept for data QA to compare with the bars.
+                "vendor_adjusted_close": item.extra.get("adjusted_close"),
+            }
+            items[item.symbol] = (item.bars, provenance)
+        report = self.write_many(source, items, layout=layout)
+        log.info("import from %s: %s", path, report)
+        return report
+
+    def write_bars(
+        self, source: str, symbol: str, bars: pd.DataFrame, provenance: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Store ``bars`` for ``source``/``symbol`` and return the manifest now in force.
+
+        ``provenance`` gives ``layout``, ``source_file``, ``source_sha256``, and optionally
+        ``synthetic`` and ``notes``. Same ``source_sha256``, layout and bars as stored: nothing
+        is written. Raises DataError for a bad name or a non-canonical frame.
+
+        ``provenance["vendor_adjusted_close"]`` (optional, a Series by date) is the vendor's own
+        adjusted close: kept beside the bars, named in the manifest, and read by data QA.
+        """
+        self.write_many(source, {symbol: (bars, provenance)}, layout=str(provenance["layout"]))
+        return self.read_manifest(source, symbol)
+
+    def write_many(
+        self,
+        source: str,
+        items: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]],
+        layout: str,
+        evidence: Mapping[str, bytes] | None = None,
+    ) -> ImportReport:
+        """Store several symbols as one change: either all are written or none (rolled back).
+
+        ``items`` maps symbol to ``(bars, provenance)`` as for ``write_bars``. ``evidence`` maps
+        a path relative to the source's folder (such as ``raw/<sha256>.json.gz``) to the bytes
+        kept there, written first in the same change; a file already there is left as it is.
+        """
+        self._require_source_name(source)
+        kept = []
+        for name, data in sorted((evidence or {}).items()):
+            relative = Path(name)
+            if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+                raise DataError(f"evidence path {name!r} leaves {source}/; nothing was written")
+            kept.append((self._folder(source) / relative, data))
+        plans = []
+        for symbol, (bars, provenance) in sorted(items.items()):
+            if not SYMBOL_PATTERN.fullmatch(symbol):
+                raise DataError(f"{symbol!r} is not a ticker symbol; nothing was written")
+            require_bars_shape(bars, f"{source}/{symbol}")
+            if len(bars) == 0:
+                raise DataError(f"{source}/{symbol}: no bars to store; nothing was written")
+            missing = {"layout", "source_file", "source_sha256"} - set(provenance)
+            if missing:
+                raise DataError(f"{source}/{symbol}: provenance lacks {sorted(missing)}")
+            plans.append((symbol, bars, provenance))
+        report = ImportReport(source=source, layout=layout)
+        transaction = _Transaction()
+        try:
+            for path, data in kept:
+                if not path.is_file():
+                    transaction.write(path, data)
+            for symbol, bars, provenance in plans:
+                outcome = self._write_symbol(transaction, source, symbol, bars, provenance)
+                getattr(report, outcome).append(symbol)
+        except BaseException:
+            transaction.roll_back()
+            raise
+        return report
+
+    def _write_symbol(
+        self,
+        transaction: _Transaction,
+        source: str,
+        symbol: str,
+        bars: pd.DataFrame,
+        provenance: Mapping[str, Any],
+    ) -> str:
+        manifest_path = self.manifest_path(source, symbol)
+        previous = self.read_manifest(source, symbol) if manifest_path.is_file() else None
+        data = compute_parquet_bytes(bars)
+        vendor = provenance.get("vendor_adjusted_close")
+        vendor_data = None if vendor is None else _compute_vendor_adjusted_bytes(vendor)
+        vendor_sha = None if vendor_data is None else compute_sha256(vendor_data)
+        # The same evidence can yield other bars (one vendor answer cut to another date range):
+        # unchanged means the same source AND the same stored bytes.
+        if (
+            previous is not None
+            and previous.get("source_sha256") == provenance["source_sha256"]
+            and previous.get("layout") == provenance["layout"]
+            and previous.get("stored_sha256") == compute_sha256(data)
+            and previous.get("vendor_adjusted_sha256") == vendor_sha
+            and self.bars_path(source, symbol).is_file()
+        ):
+            return "unchanged"
+        history: list[dict[str, Any]] = []
+        if previous is not None:
+            old_path = self.bars_path(source, symbol)
+            if old_path.is_file():
+                old_data = old_path.read_bytes()
+                kept = self.version_path(source, symbol, compute_sha256(old_data))
+                if not kept.is_file():
+                    transaction.write(kept, old_data)
+            history = [{k: v for k, v in previous.items() if k != "history"}]
+            history += previous.get("history", [])
+        manifest = {
+            "symbol": symbol,
+            "source": source,
+            "layout": str(provenance["layout"]),
+            "source_file": str(provenance["source_file"]),
+            "source_sha256": str(provenance["source_sha256"]),
+            "imported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "first_date": bars.index[0].date().isoformat(),
+            "last_date": bars.index[-1].date().isoformat(),
+            "rows": len(bars),
+            "stored_sha256": compute_sha256(data),
+            "synthetic": bool(provenance.get("synthetic", False)),
+            "notes": str(provenance.get("notes", "")),
+            "history": history,
+        }
+        # The parquet files first, then the manifest that vouches for them.
+        if vendor_data is not None and vendor_sha is not None:
+            manifest["vendor_adjusted_sha256"] = vendor_sha
+            kept = self.vendor_adjusted_path(source, symbol, vendor_sha)
+            if not kept.is_file():
+                transaction.write(kept, vendor_data)
+        transaction.write(self.bars_path(source, symbol), data)
+        text = json.dumps(manifest, indent=2, sort_keys=False) + "\n"
+        transaction.write(manifest_path, text.encode("utf-8"))
+        return "imported" if previous is None else "replaced"
+
+    @staticmethod
+    def _require_source_name(source: str) -> None:
+        if not isinstance(source, str) or not _SOURCE_NAME.fullmatch(source):
+            raise DataError(
+                f"bad source name {source!r}: use lower-case letters, digits, '_', '-' or '.' "
+                "(for example 'alphavantage')"
+            )
+
+
+def open_store(cfg: Config) -> PriceStore:
+    """Return the workbook's price store (config ``paths.data``)."""
+    return PriceStore(cfg.path("data"))

@@ -1,0 +1,126 @@
+"""Where bars come from: the registry of file layouts and the interface of bar sources."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import pandas as pd
+
+from ops_runner.core.errors import DataError, ImportRefused
+from ops_runner.market.prices import SYMBOL_PATTERN
+
+
+@dataclass(frozen=True)
+class ParsedFile:
+    """One file read into a canonical bars frame, not yet stored.
+
+    ``extra`` keeps vendor columns that are not part of the bars frame (for example the vendor's
+    own ``adjusted_close``), so they can be compared with what the package computes.
+    """
+
+    symbol: str
+    bars: pd.DataFrame
+    source_path: Path
+    source_sha256: str
+    layout: str
+    notes: str = ""
+    extra: dict[str, pd.Series] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Layout(Protocol):
+    """A file layout: reads one file into a ParsedFile or raises ImportRefused."""
+
+    name: str
+
+    def read_file(self, path: Path) -> ParsedFile: ...
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A provider of bars that is not a file, such as a broker's historical bars.
+
+    ``read_bars`` returns canonical bars frames keyed by symbol; the caller stores them with
+    ``PriceStore.write_bars`` and the provenance the source describes.
+    """
+
+    name: str
+
+    def read_bars(
+        self, symbols: Sequence[str], start: date, end: date
+    ) -> dict[str, pd.DataFrame]: ...
+
+
+class LayoutRegistry:
+    """The layouts ``read_path`` knows, by name."""
+
+    def __init__(self) -> None:
+        self._layouts: dict[str, Layout] = {}
+
+    def register(self, layout: Layout) -> None:
+        """Add ``layout`` under its name, replacing any layout of that name."""
+        self._layouts[layout.name] = layout
+
+    def names(self) -> list[str]:
+        """Return the registered layout names, sorted."""
+        return sorted(self._layouts)
+
+    def get_layout(self, name: str) -> Layout:
+        """Return the layout called ``name``; raise DataError naming the known ones."""
+        layout = self._layouts.get(name)
+        if layout is None:
+            raise DataError(f"unknown layout {name!r}: choose one of {', '.join(self.names())}")
+        return layout
+
+
+layouts = LayoutRegistry()
+
+
+def read_path(path: Path, layout: str) -> list[ParsedFile]:
+    """Parse a file, or every ``*.csv`` in a folder, with ``layout``.
+
+    Returns one ParsedFile per file, sorted by symbol. Raises ImportRefused on the first file
+    that cannot be read (nothing is partially returned), DataError for an unknown layout.
+    """
+    reader = layouts.get_layout(layout)
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".csv")
+        if not files:
+            raise ImportRefused(path, "the folder holds no *.csv files")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise ImportRefused(path, "no such file or folder")
+    parsed = [reader.read_file(p) for p in files]
+    seen: dict[str, Path] = {}
+    for item in parsed:
+        if not SYMBOL_PATTERN.fullmatch(item.symbol):
+            raise ImportRefused(
+                item.source_path,
+                f"the file name gives symbol {item.symbol!r}, which is not a ticker; rename the "
+                "file <SYMBOL>.csv",
+            )
+        if item.symbol in seen:
+            raise ImportRefused(
+                item.source_path,
+                f"symbol {item.symbol} also comes from {seen[item.symbol].name}; "
+                "import one file per symbol",
+            )
+        seen[item.symbol] = item.source_path
+    return sorted(parsed, key=lambda item: item.symbol)
+
+
+def _register_builtin_layouts() -> None:
+    # Imported here, not at the top: csvfiles needs ParsedFile from this module.
+    from ops_runner.market.sources import csvfiles
+
+    for layout in csvfiles.LAYOUTS:
+        layouts.register(layout)
+
+
+_register_builtin_layouts()

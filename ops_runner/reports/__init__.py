@@ -1,0 +1,1 @@
+"""Pages people read: rendered notebooks, charts and the runs index."""

@@ -1,0 +1,247 @@
+"""What a reviewer looks at: the workbook banner, findings plots, executed notebooks as HTML."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from ops_runner.market.prices import open_store
+from ops_runner.workbook.config import Config, mask_account
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+MAX_PLOTTED_SYMBOLS = 6
+
+
+def compute_banner(cfg: Config) -> pd.DataFrame:
+    """Return a one-column table saying which workbook, config and data a notebook ran on, and
+    first, for a notebook run by hand, that it is a preview that records nothing."""
+    store = open_store(cfg)
+    rows: dict[str, Any] = {}
+    if cfg.preview:  # the first thing a notebook run by hand shows
+        from ops_runner.runtime.notebooks import PREVIEW_NOTE
+
+        rows["PREVIEW"] = PREVIEW_NOTE
+    rows |= {
+        "workbook": cfg.values["workbook_name"],
+        "config hash": cfg.hash[:16],
+        "primary data": cfg.values["data"]["primary"] or "(not set)",
+        "secondary data": cfg.values["data"]["secondary"] or "(none)",
+        "broker": f"{cfg.values['broker']['kind']} ({cfg.values['broker']['mode']})",
+        "account": mask_account(cfg.values["broker"]["account"]),
+        "universe": ", ".join(cfg.universe_symbols),
+    }
+    for role in ("primary", "secondary"):
+        source = cfg.values["data"][role]
+        if source and source in store.sources():
+            symbols = store.symbols(source)
+            if symbols and store.read_manifest(source, symbols[0]).get("synthetic"):
+                rows[f"{role} data"] = f"{source} — SYNTHETIC sample market, not real prices"
+    return pd.DataFrame({"value": rows})
+
+
+SEVERITY_STYLE = {
+    "blocking": ("tab:red", "X"),
+    "warning": ("tab:orange", "o"),
+    "info": ("grey", "."),
+}
+
+
+def plot_flagged(cfg: Config, report: Any, sessions: int = 300) -> Figure | None:
+    """Return a figure per flagged symbol: split-adjusted closes of both providers, findings marked.
+
+    Each panel spans from a little before the symbol's oldest finding (or the last ``sessions``
+    sessions when no finding has a date) to ``as_of``; markers sit on the primary's close, red
+    for blocking, orange for warning, grey for info. Returns None when nothing is flagged, so a
+    clean run shows no empty chart.
+    """
+    import matplotlib.pyplot as plt
+
+    from ops_runner.market.prices import compute_split_adjusted
+
+    flagged: dict[str, list[Any]] = {}
+    for finding in report.findings:
+        flagged.setdefault(finding.symbol, []).append(finding)
+    if not flagged:
+        return None
+    rank = {"blocking": 0, "warning": 1, "info": 2}
+    names = sorted(
+        flagged, key=lambda s: (min(rank.get(str(f.severity), 3) for f in flagged[s]), s)
+    )[:MAX_PLOTTED_SYMBOLS]
+    store = open_store(cfg)
+    fig, axes = plt.subplots(len(names), 1, figsize=(10, 2.4 * len(names)), squeeze=False)
+    end = pd.Timestamp(report.as_of)
+    for ax, symbol in zip(axes[:, 0], names, strict=True):
+        dated = [f for f in flagged[symbol] if f.date is not None]
+        start = min(pd.Timestamp(f.date) for f in dated) - pd.Timedelta(days=45) if dated else None
+        primary = None
+        for source, style in ((report.primary, "-"), (report.secondary, "--")):
+            if not source or symbol not in store.symbols(source):
+                continue
+            bars = compute_split_adjusted(store.load_bars(source, symbol)).loc[:end]
+            bars = bars.loc[start:] if start is not None else bars.tail(sessions)
+            if len(bars):
+                ax.plot(bars.index, bars["close"], style, lw=0.8, label=source)
+                primary = bars["close"] if primary is None else primary
+        for finding in dated:
+            when = pd.Timestamp(finding.date)
+            color, marker = SEVERITY_STYLE.get(str(finding.severity), ("black", "*"))
+            level = primary.asof(when) if primary is not None and len(primary) else None
+            if level is not None and level == level:  # NaN before the first bar
+                ax.plot([when], [level], marker=marker, color=color, ms=8, ls="none")
+            else:
+                ax.axvline(when, color=color, alpha=0.5, lw=1)
+        checks = sorted({str(f.check) for f in flagged[symbol]})
+        title = f"{symbol}: {len(flagged[symbol])} finding(s) ({', '.join(checks)})"
+        ax.set_title(title, loc="left", fontsize=10)
+        ax.set_ylabel("split-adj. close")
+        ax.legend(loc="upper left", fontsize=8)
+    extra = len(flagged) - len(names)
+    if extra > 0:
+        fig.suptitle(f"{extra} more flagged symbol(s) in the findings table", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def write_html(notebook: Path, target: Path) -> Path:
+    """Render an executed notebook to HTML at ``target`` (written atomically). Returns target."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    traitlets_log = logging.getLogger("traitlets")
+    level = traitlets_log.level
+    traitlets_log.setLevel(logging.ERROR)  # nbconvert nags about alt text on every chart
+    with warnings.catch_warnings():
+        # Scrapbook's scraps have no HTML form; they are read from the .ipynb, not the page.
+        warnings.filterwarnings(
+            "ignore", message=".*not able to be represented", category=UserWarning
+        )
+        try:
+            notebook_node = nbformat.read(str(notebook), as_version=4)
+            body, _ = HTMLExporter().from_notebook_node(notebook_node)
+        finally:
+            traitlets_log.setLevel(level)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + ".tmp")
+    tmp.write_text(body, encoding="utf-8")
+    tmp.replace(target)
+    return target
+
+
+def plot_scores(outcome: Any) -> Figure:
+    """Return the ranking chart of a decision: each asset's score, the hurdle, what was chosen."""
+    import matplotlib.pyplot as plt
+
+    scores = outcome.scores_frame()
+    values = scores["score"].astype(float).sort_values(ascending=True)
+    targets = outcome.targets
+    colors = ["tab:green" if s in targets else "tab:grey" for s in values.index]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(values) + 1.2))
+    ax.barh(values.index, values.to_numpy() * 100, color=colors)
+    hurdle = outcome.record["decision"].get("hurdle")
+    if hurdle is not None:
+        ax.axvline(float(hurdle) * 100, color="tab:red", ls="--", lw=1, label="hurdle")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.axvline(0, color="black", lw=0.5)
+    ax.set_xlabel("score (% total return over the lookback)")
+    chosen = ", ".join(f"{s} {float(w):.0%}" for s, w in targets.items())
+    ax.set_title(f"{outcome.record['session']}: hold {chosen}", loc="left", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_equity(equity: pd.Series, reference: pd.Series | None = None, title: str = "") -> Figure:
+    """Return the equity curve on a log scale, beside a reference such as buy-and-hold."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.plot(equity.index, equity.to_numpy(), lw=1.2, label=str(equity.name or "strategy"))
+    if reference is not None:
+        ax.plot(reference.index, reference.to_numpy(), lw=0.9, color="grey",
+                label=str(reference.name or "reference"))  # fmt: skip
+    ax.set_yscale("log")
+    ax.set_ylabel("equity (log scale)")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(title or f"equity {equity.index[0]:%Y-%m-%d} to {equity.index[-1]:%Y-%m-%d}",
+                 loc="left", fontsize=10)  # fmt: skip
+    fig.tight_layout()
+    return fig
+
+
+def plot_drawdown(equity: pd.Series) -> Figure:
+    """Return the drawdown from the running peak in percent, the deepest point marked."""
+    import matplotlib.pyplot as plt
+
+    drawdown = (equity / equity.cummax() - 1.0) * 100
+    fig, ax = plt.subplots(figsize=(10, 2.8))
+    ax.fill_between(drawdown.index, drawdown.to_numpy(), 0, color="tab:red", alpha=0.4, lw=0)
+    worst = drawdown.idxmin()
+    ax.annotate(f"{drawdown[worst]:.1f}% on {worst:%Y-%m-%d}", (worst, drawdown[worst]),
+                fontsize=8, xytext=(5, 5), textcoords="offset points")  # fmt: skip
+    ax.set_ylabel("drawdown (%)")
+    ax.set_title("drawdown from the running peak", loc="left", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_monthly_heatmap(equity: pd.Series) -> Figure:
+    """Return a year x month heatmap of the calendar-month returns (%), each year's total beside."""
+    import matplotlib.pyplot as plt
+
+    monthly = equity.resample("ME").last().pct_change().iloc[1:] * 100
+    table = monthly.groupby([monthly.index.year, monthly.index.month]).first().unstack()
+    table = table.reindex(columns=range(1, 13))
+    year_end = equity.groupby(equity.index.year).last()
+    # The first year runs from the first session, not from January.
+    yearly = ((year_end / year_end.shift().fillna(equity.iloc[0]) - 1) * 100).reindex(table.index)
+    limit = max(float(abs(table).max().max()), 1.0)
+    fig, ax = plt.subplots(figsize=(11, 0.35 * len(table) + 1.2))
+    ax.imshow(table.to_numpy(), cmap="RdYlGn", vmin=-limit, vmax=limit, aspect="auto")
+    for (row, col), value in pd.DataFrame(table.to_numpy()).stack().dropna().items():
+        ax.text(col, row, f"{value:.1f}", ha="center", va="center", fontsize=7)
+    for row, value in enumerate(yearly.to_numpy()):
+        ax.text(12.2, row, f"{value:+.1f}%", va="center", fontsize=8)
+    ax.set_xticks(range(12), ["J", "F", "M", "A", "M", "J", "J", "A", "S", "O", "N", "D"])
+    ax.set_yticks(range(len(table)), [str(y) for y in table.index])
+    ax.set_xlim(-0.5, 13.3)
+    ax.set_title("monthly returns (%), year's total at right", loc="left", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sweep_heatmap(
+    table: pd.DataFrame,
+    metric: str = "sharpe",
+    rows: str = "lookback_months",
+    columns: str = "top_n",
+    aggfunc: str = "median",
+) -> Figure:
+    """Return a heatmap of a sweep table's ``metric`` over ``rows`` x ``columns``.
+
+    Combinations that differ only in other parameters are summarised by ``aggfunc`` (named in
+    the title), so one cell never hides a lucky or unlucky neighbour.
+    """
+    import matplotlib.pyplot as plt
+
+    grid = table.pivot_table(index=rows, columns=columns, values=metric, aggfunc=aggfunc)
+    shown = grid * 100 if metric in ("cagr", "volatility", "max_drawdown", "turnover") else grid
+    fig, ax = plt.subplots(figsize=(1.1 * len(grid.columns) + 2.5, 0.5 * len(grid) + 1.5))
+    image = ax.imshow(shown.to_numpy(dtype=float), cmap="RdYlGn", aspect="auto")
+    fig.colorbar(image, ax=ax, fraction=0.05)
+    for (row, col), value in pd.DataFrame(shown.to_numpy(dtype=float)).stack().dropna().items():
+        ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(grid.columns)), [str(c) for c in grid.columns])
+    ax.set_yticks(range(len(grid.index)), [str(r) for r in grid.index])
+    ax.set_xlabel(columns)
+    ax.set_ylabel(rows)
+    others = len(table) // max(grid.notna().to_numpy().sum(), 1)
+    unit = " (%)" if shown is not grid else ""
+    note = f", {aggfunc} of {others} combinations per cell" if others > 1 else ""
+    ax.set_title(f"{metric}{unit}{note}", loc="left", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,1 @@
+"""The strategy: the pure momentum decision, research backtests, sweeps, performance."""

@@ -1,0 +1,517 @@
+"""Momentum scores, the monthly selection and its target weights, from bars cut at the session.
+
+The rules, for the decision on month-end session t (the calendar's last session of a month):
+
+- Month k back is the calendar's month-end session k months before t. A lookback of L months with
+  S skipped months returns ``close(t-S) / close(t-L) - 1`` on the total-return (dividend and
+  split) back-adjusted close, adjusted from bars cut at t: no bar after t's close is ever read.
+  A blend is the weighted average of its lookbacks' returns, weights normalised to sum to 1.
+- The closes read are those at t-S, at t-L for every lookback, and at t itself (a missing bar
+  on any of them is an error, never a guess). Each is first rounded to 10 significant digits,
+  the text recorded in ``prices_used``; the scores are computed from those numbers, so anyone
+  holding the record can recompute every score bit for bit.
+- Ranking and ties: risk assets are ranked on the score rounded to 4 decimals (0.01%, half-even
+  on the exact float), highest first; assets equal at that resolution rank in the order they are
+  listed in ``universe.risk``. So 0.123451 (0.1235) ranks above 0.123449 (0.1234) whatever the
+  listing order, while 0.12341 and 0.12344 (both 0.1234) tie and the one listed first wins; float
+  noise cannot reorder assets unless it straddles a 0.00005 boundary.
+- Absolute momentum: "beat" is strictly greater at the same 4-decimal resolution, so a tie with
+  the hurdle fails and the slot goes defensive. The hurdle is the cash proxy's score over the same
+  lookbacks (0 with no cash proxy). ``each``: each kept asset must beat it. ``benchmark``
+  (Antonacci's GEM): the benchmark asset must beat it, else every slot goes defensive.
+- The top N kept assets fill N slots in rank order; a failed slot holds the defensive asset.
+  Each slot weighs 1/N cut to 10 decimals; the symbol holding the last slot takes what is left,
+  so the weights sum to exactly 1 (N=3: 0.3333333333, 0.3333333333, 0.3333333334).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ops_runner.core.errors import OpsError
+from ops_runner.market.prices import compute_adjusted_close
+from ops_runner.workbook.config import Config
+
+# Bumped whenever the rules above change: a new version needs a new validated baseline
+# (`ops-runner baseline approve`) before the tick decides with it.
+STRATEGY_VERSION = "1"
+
+TIE_QUANTUM = Decimal("0.0001")  # scores equal at 0.01% are tied
+WEIGHT_QUANTUM = Decimal("0.0000000001")
+PRICE_DIGITS = 10
+COMPARES = ("each", "benchmark")
+
+
+class StrategyError(OpsError):
+    """No honest decision from these settings and bars. Carries ``symbol`` and ``session``."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, symbol: str | None = None, session: date | None = None):
+        super().__init__(message)
+        self.symbol = symbol
+        self.session = session
+
+
+class InsufficientHistory(StrategyError):
+    """The bars (or the calendar) do not reach back to the longest lookback's start."""
+
+
+def _decimal_text(value: Decimal) -> str:
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
+def compute_price_text(value: float) -> str:
+    """Return ``value`` rounded to 10 significant digits as plain decimal text ("24.50000000")."""
+    return format(Decimal(format(value, f".{PRICE_DIGITS - 1}e")), "f")
+
+
+def compute_tie_key(score: float) -> Decimal:
+    """Return the score at ranking resolution: rounded half-even to 4 decimals (0.01%)."""
+    return Decimal(score).quantize(TIE_QUANTUM, rounding=ROUND_HALF_EVEN)
+
+
+@dataclass(frozen=True)
+class StrategySettings:
+    """The strategy's rules, read from config.yaml's ``universe`` and ``strategy`` sections."""
+
+    name: str
+    risk: tuple[str, ...]
+    defensive: str
+    cash_proxy: str | None  # None means a fixed 0% hurdle
+    lookbacks: tuple[tuple[int, float], ...]  # (months, weight)
+    skip_months: int
+    top_n: int
+    absolute_momentum: bool
+    absolute_compare: str  # "each" or "benchmark"
+    benchmark: str | None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "risk", tuple(self.risk))
+        object.__setattr__(self, "lookbacks", tuple((int(m), float(w)) for m, w in self.lookbacks))
+        problem = self._problem()
+        if problem:
+            raise StrategyError(f"strategy settings: {problem}; fix config.yaml")
+
+    def _problem(self) -> str | None:
+        months = [m for m, _ in self.lookbacks]
+        if not self.risk or len(set(self.risk)) != len(self.risk):
+            return f"risk must list distinct symbols, got {list(self.risk)}"
+        if self.defensive in self.risk or (self.cash_proxy and self.cash_proxy in self.risk):
+            return "the defensive asset and the cash proxy must sit outside the risk universe"
+        if not months or len(set(months)) != len(months) or min(months) < 1:
+            return f"lookbacks need distinct month counts of at least 1, got {months}"
+        if any(not (w > 0 and np.isfinite(w)) for _, w in self.lookbacks):
+            return "every lookback weight must be a finite number above 0"
+        if not 0 <= self.skip_months < min(months):
+            return f"skip_months {self.skip_months} must be 0 or more and below every lookback"
+        if not 1 <= self.top_n <= len(self.risk):
+            return f"top_n {self.top_n} must be between 1 and the {len(self.risk)} risk assets"
+        if self.absolute_compare not in COMPARES:
+            return f"absolute_compare {self.absolute_compare!r} must be one of {COMPARES}"
+        if self.absolute_compare == "benchmark" and self.benchmark not in self.risk:
+            return f"benchmark {self.benchmark} must be one of the risk assets"
+        return None
+
+    @classmethod
+    def from_config(cls, cfg: Config | Mapping[str, Any]) -> StrategySettings:
+        """Return the settings of a Config (or of its checked ``values`` dict)."""
+        values = cfg if isinstance(cfg, Mapping) else cfg.values
+        uni, strat = values["universe"], values["strategy"]
+        blend = [(b["lookback_months"], b["weight"]) for b in strat["blend"]]
+        return cls(
+            name=strat["name"],
+            risk=tuple(uni["risk"]),
+            defensive=uni["defensive"],
+            cash_proxy=uni["cash_proxy"],
+            lookbacks=tuple(blend) or ((strat["lookback_months"], 1.0),),
+            skip_months=strat["skip_months"],
+            top_n=strat["top_n"],
+            absolute_momentum=strat["absolute_momentum"],
+            absolute_compare=strat["absolute_compare"],
+            benchmark=strat["benchmark"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return JSON-ready settings without floats (weights as decimal text); see from_dict."""
+        return {
+            "name": self.name,
+            "risk": list(self.risk),
+            "defensive": self.defensive,
+            "cash_proxy": self.cash_proxy,
+            "lookbacks": [
+                {"months": m, "weight": _decimal_text(Decimal(repr(w)))} for m, w in self.lookbacks
+            ],
+            "skip_months": self.skip_months,
+            "top_n": self.top_n,
+            "absolute_momentum": self.absolute_momentum,
+            "absolute_compare": self.absolute_compare,
+            "benchmark": self.benchmark,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> StrategySettings:
+        """Return the settings that ``to_dict`` wrote. Raises StrategyError naming a bad field."""
+        try:
+            lookbacks = tuple((int(b["months"]), float(b["weight"])) for b in d["lookbacks"])
+            fields = {k: d[k] for k in cls.__dataclass_fields__ if k != "lookbacks"}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StrategyError(f"strategy settings record is malformed ({exc!r})") from None
+        return cls(**{**fields, "lookbacks": lookbacks})
+
+    def symbols(self) -> list[str]:
+        """Return the risk assets, then the defensive asset, then the cash proxy, once each."""
+        found = [*self.risk, self.defensive]
+        if self.cash_proxy and self.cash_proxy not in found:
+            found.append(self.cash_proxy)
+        return found
+
+    def months_needed(self) -> int:
+        """Return how many month-ends back the earliest close read is: the longest lookback L.
+
+        The decision on month-end session t reads closes at t-S and at t-L for every lookback L,
+        so the bars must hold a bar on the month-end session max(L) months before t.
+        """
+        return max(m for m, _ in self.lookbacks)
+
+
+@dataclass(frozen=True, eq=False)
+class Decision:
+    """One month's scores, selection and targets, and the exact prices they came from.
+
+    Two decisions are equal when their records are (the scores frame has no plain ``==``).
+    """
+
+    strategy: str
+    session: date
+    scores: pd.DataFrame
+    selection: tuple[str, ...]
+    targets: dict[str, str]
+    hurdle: float | None
+    explanation: str
+    prices_used: dict[str, list[tuple[str, str]]]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Decision):
+            return NotImplemented
+        return self.to_record() == other.to_record()
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, yet holds a mutable frame
+
+    def to_record(self) -> dict[str, Any]:
+        """Return the decision as JSON-ready values with no floats (numbers as decimal text)."""
+        frame = self.scores
+        columns = [c for c in frame.columns if c == "score" or c.startswith("ret_")]
+        rows: dict[str, Any] = {}
+        for i, symbol in enumerate(frame.index):
+            row: dict[str, Any] = {c: format(float(frame[c].iat[i]), ".10f") for c in columns}
+            rank = frame["rank"].iat[i]
+            passed = frame["passed"].iat[i]
+            row["rank"] = None if pd.isna(rank) else int(rank)
+            row["kept"] = bool(frame["kept"].iat[i])
+            row["passed"] = None if passed is None else bool(passed)
+            row["start_session"] = frame["start_session"].iat[i].isoformat()
+            row["end_session"] = frame["end_session"].iat[i].isoformat()
+            rows[str(symbol)] = row
+        return {
+            "strategy": self.strategy,
+            "session": self.session.isoformat(),
+            "scores": rows,
+            "selection": list(self.selection),
+            "targets": dict(self.targets),
+            "hurdle": None if self.hurdle is None else format(self.hurdle, ".10f"),
+            "explanation": self.explanation,
+            "prices_used": {s: [[d, p] for d, p in v] for s, v in self.prices_used.items()},
+        }
+
+
+# -- reading bars ---------------------------------------------------------------------------------
+
+
+def _require_frame(bars: Mapping[str, pd.DataFrame], symbol: str, session: date) -> pd.DataFrame:
+    frame = bars.get(symbol)
+    if frame is None or len(frame) == 0:
+        raise StrategyError(
+            f"no bars for {symbol}, needed by the decision on {session}; import its history or "
+            "take it out of universe",
+            symbol,
+            session,
+        )
+    index = frame.index
+    if not (
+        isinstance(index, pd.DatetimeIndex) and index.is_monotonic_increasing and index.is_unique
+    ):
+        raise StrategyError(
+            f"bars for {symbol} are not indexed by unique ascending dates; read them through "
+            f"the price store before deciding on {session}",
+            symbol,
+            session,
+        )
+    return frame
+
+
+def _adjusted_as_of(frame: pd.DataFrame, session: date) -> pd.Series:
+    """The back-adjusted close computed from the bars on or before ``session`` only."""
+    cut = int(frame.index.searchsorted(pd.Timestamp(session), side="right"))
+    return compute_adjusted_close(frame.iloc[:cut])
+
+
+def _as_date(value: Any) -> date:
+    """A session given as a date, datetime, Timestamp or ISO text, as a plain date."""
+    if isinstance(value, datetime):  # includes pd.Timestamp
+        return value.date()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise StrategyError(f"bad session {value!r}: expected a date such as 2025-12-31") from None
+
+
+def _month_back(session: date, months: int) -> date:
+    year, month = divmod(session.year * 12 + session.month - 1 - months, 12)
+    return date(year, month + 1, 1)
+
+
+def _window(settings: StrategySettings, session: date, calendar: Any) -> list[date] | None:
+    """Month-end sessions from ``months_needed`` months before ``session`` through it, or None."""
+    first = _month_back(session, settings.months_needed())
+    if first < calendar.covered_from:
+        return None
+    return list(calendar.month_end_sessions(first, session))
+
+
+def compute_month_end_closes(
+    settings: StrategySettings, session: date, bars: Mapping[str, pd.DataFrame], calendar: Any
+) -> pd.DataFrame:
+    """Return adjusted closes at the month-end sessions up to ``session``, a column per symbol.
+
+    Each symbol's bars are cut at ``session`` before adjusting, so the values are as of that
+    close. Rows run from the month of the earliest first bar; NaN where a symbol has no bar on a
+    month-end session (never filled). Full precision, not the rounded ``prices_used``. Raises
+    StrategyError when a symbol of ``settings.symbols()`` has no bars.
+    """
+    session = _as_date(session)
+    frames = {s: _require_frame(bars, s, session) for s in settings.symbols()}
+    first = max(min(f.index[0].date() for f in frames.values()), calendar.covered_from)
+    ends = calendar.month_end_sessions(first, session) if first <= session else []
+    index = pd.DatetimeIndex(ends, name="session")
+    columns = {s: _adjusted_as_of(f, session).reindex(index) for s, f in frames.items()}
+    return pd.DataFrame(columns, index=index)
+
+
+def _read_prices(
+    symbol: str, frame: pd.DataFrame, session: date, days: list[date]
+) -> dict[date, str]:
+    """Return the adjusted closes on ``days`` as 10-digit text; raise if one is absent."""
+    if frame.index[0].date() > days[0]:
+        raise InsufficientHistory(
+            f"history too short: {symbol}'s bars start {frame.index[0].date()}, the decision on "
+            f"{session} needs its close on {days[0]}; decide on a later session or shorten the "
+            "lookback",
+            symbol,
+            session,
+        )
+    adjusted = _adjusted_as_of(frame, session)
+    found = adjusted.index.get_indexer(pd.DatetimeIndex(days))
+    values = adjusted.to_numpy()
+    prices = {}
+    for day, at in zip(days, found, strict=True):
+        if at < 0:
+            raise StrategyError(
+                f"no bar for {symbol} on month-end session {day}, needed by the decision on "
+                f"{session}; re-import {symbol} (no price is guessed or carried forward)",
+                symbol,
+                session,
+            )
+        if not (np.isfinite(values[at]) and values[at] > 0):
+            raise StrategyError(
+                f"adjusted close of {symbol} on {day} is {values[at]}; run data QA on {symbol} "
+                f"before deciding on {session}",
+                symbol,
+                session,
+            )
+        prices[day] = compute_price_text(float(values[at]))
+    return prices
+
+
+# -- deciding -------------------------------------------------------------------------------------
+
+
+def compute_targets(slots: list[str]) -> dict[str, str]:
+    """Return symbol -> weight text for equal slots; keys in first-slot order, sum exactly 1.
+
+    Each slot weighs 1/N cut to 10 decimals; the symbol holding the last slot takes the rest.
+    """
+    share = (Decimal(1) / len(slots)).quantize(WEIGHT_QUANTUM, rounding=ROUND_DOWN)
+    counts: dict[str, int] = {}
+    for symbol in slots:
+        counts[symbol] = counts.get(symbol, 0) + 1
+    weights = {s: share * n for s, n in counts.items() if s != slots[-1]}
+    weights[slots[-1]] = Decimal(1) - sum(weights.values(), Decimal(0))
+    return {s: _decimal_text(weights[s]) for s in counts}
+
+
+def _pct(value: float) -> str:
+    return f"{value:+.1%}"
+
+
+def _label(settings: StrategySettings) -> str:
+    months = [m for m, _ in settings.lookbacks]
+    label = f"{months[0]}m" if len(months) == 1 else "/".join(map(str, months)) + "m blend"
+    return label + (f" skipping {settings.skip_months}m" if settings.skip_months else "")
+
+
+def _explain(
+    settings: StrategySettings,
+    order: list[str],
+    score: dict[str, float],
+    passed: dict[str, bool | None],
+    hurdle: float | None,
+    targets: dict[str, str],
+) -> str:
+    n = settings.top_n
+    kept, rest = order[:n], order[n:]
+    listed = ", ".join(f"{s} {_pct(score[s])}" for s in kept)
+    parts = []
+    if not rest:
+        parts.append(f"{_label(settings)}: {listed}")
+    elif n == 1:
+        others = " and ".join(f"{s} {_pct(score[s])}" for s in rest)
+        parts.append(f"{kept[0]} {_label(settings)} {_pct(score[kept[0]])} beat {others}")
+    else:
+        others = ", ".join(f"{s} {_pct(score[s])}" for s in rest)
+        parts.append(f"{_label(settings)} top {n}: {listed}, ahead of {others}")
+    if rest and compute_tie_key(score[kept[-1]]) == compute_tie_key(score[rest[0]]):
+        parts[-1] += f" ({kept[-1]} tied {rest[0]} at 0.01% and is listed first)"
+    if hurdle is not None:
+        bar = f"{settings.cash_proxy} {_pct(hurdle)}" if settings.cash_proxy else "the 0% hurdle"
+        judged = [settings.benchmark] if settings.absolute_compare == "benchmark" else kept
+        won = [s for s in judged if s is not None and passed[s]]
+        lost = [s for s in judged if s is not None and not passed[s]]
+        if won:
+            parts.append(f"{', '.join(won)} beat {bar}")
+        if lost:
+            losers = ", ".join(f"{s} {_pct(score[s])}" for s in lost)
+            parts.append(f"{losers} did not beat {bar}")
+    held = ", ".join(f"{s} {float(w) * 100:.4g}%" for s, w in targets.items())
+    return "; ".join(parts) + f": hold {held}"
+
+
+def compute_decision(
+    settings: StrategySettings, session: date, bars: Mapping[str, pd.DataFrame], calendar: Any
+) -> Decision:
+    """Return the decision on month-end session ``session`` from bars cut at its close.
+
+    Raises StrategyError (InsufficientHistory when the bars or the calendar start too late) when
+    ``session`` is not a month-end session, a symbol has no bars, or a needed month-end session
+    has no usable bar for a symbol; the calendar's errors for dates outside its coverage.
+    """
+    session = _as_date(session)
+    if not calendar.is_month_end_session(session):
+        raise StrategyError(
+            f"{session} is not a month-end (rebalance) session of {calendar.name}; decide on "
+            "the last session of a month",
+            None,
+            session,
+        )
+    window = _window(settings, session, calendar)
+    if window is None:
+        raise InsufficientHistory(
+            f"history too short: the {settings.months_needed()}-month lookback on {session} "
+            f"starts before the calendar's coverage ({calendar.covered_from}); decide later",
+            None,
+            session,
+        )
+    # The session's own close anchors the adjustment: it is read even when months are skipped.
+    at = {k: window[-1 - k] for k in [0, settings.skip_months, *(m for m, _ in settings.lookbacks)]}
+    days = sorted(set(at.values()))
+    symbols = settings.symbols()
+    prices_used: dict[str, list[tuple[str, str]]] = {}
+    returns: dict[int, dict[str, float]] = {m: {} for m, _ in settings.lookbacks}
+    score: dict[str, float] = {}
+    total_weight = sum(w for _, w in settings.lookbacks)
+    for symbol in symbols:
+        texts = _read_prices(symbol, _require_frame(bars, symbol, session), session, days)
+        prices_used[symbol] = [(d.isoformat(), texts[d]) for d in days]
+        end = float(texts[at[settings.skip_months]])
+        for m, _ in settings.lookbacks:
+            returns[m][symbol] = end / float(texts[at[m]]) - 1.0
+        score[symbol] = sum(w * returns[m][symbol] for m, w in settings.lookbacks) / total_weight
+
+    position = {s: i for i, s in enumerate(settings.risk)}
+    order = sorted(settings.risk, key=lambda s: (-compute_tie_key(score[s]), position[s]))
+    kept = order[: settings.top_n]
+    passed: dict[str, bool | None] = dict.fromkeys(symbols)
+    hurdle: float | None = None
+    if settings.absolute_momentum:
+        hurdle = score[settings.cash_proxy] if settings.cash_proxy else 0.0
+        bar = compute_tie_key(hurdle)
+        if settings.absolute_compare == "benchmark":
+            benchmark = str(settings.benchmark)  # one of the risk assets: settings check it
+            verdict = compute_tie_key(score[benchmark]) > bar
+            passed.update(dict.fromkeys([*kept, benchmark], verdict))
+        else:
+            passed.update({s: compute_tie_key(score[s]) > bar for s in kept})
+    slots = [s if passed[s] is not False else settings.defensive for s in kept]
+    targets = compute_targets(slots)
+
+    longest = settings.months_needed()
+    rank = {s: float(i + 1) for i, s in enumerate(order)}
+    frame = pd.DataFrame(
+        {
+            "score": [score[s] for s in symbols],
+            **{f"ret_{m}m": [returns[m][s] for s in symbols] for m, _ in settings.lookbacks},
+            "rank": [rank.get(s, np.nan) for s in symbols],
+            "kept": [s in kept for s in symbols],
+            "passed": pd.Series(
+                [passed[s] if s in kept else None for s in symbols], dtype=object
+            ).to_numpy(),
+            "start_session": [at[longest]] * len(symbols),
+            "end_session": [at[settings.skip_months]] * len(symbols),
+        },
+        index=pd.Index(symbols, name="symbol"),
+    )
+    return Decision(
+        strategy=settings.name,
+        session=session,
+        scores=frame,
+        selection=tuple(targets),
+        targets=targets,
+        hurdle=hurdle,
+        explanation=_explain(settings, order, score, passed, hurdle, targets),
+        prices_used=prices_used,
+    )
+
+
+def compute_decision_series(
+    settings: StrategySettings,
+    bars: Mapping[str, pd.DataFrame],
+    calendar: Any,
+    start: date,
+    end: date,
+) -> list[Decision]:
+    """Return ``compute_decision`` on every month-end session in [start, end] with the history.
+
+    Sessions whose longest lookback starts before a symbol's first bar (or the calendar's
+    coverage) are skipped; every other problem raises as in ``compute_decision``.
+    """
+    start, end = _as_date(start), _as_date(end)
+    first_bar = {s: _require_frame(bars, s, end).index[0].date() for s in settings.symbols()}
+    decisions = []
+    for session in calendar.month_end_sessions(start, end):
+        window = _window(settings, session, calendar)
+        if window is None or max(first_bar.values()) > window[0]:
+            continue
+        decisions.append(compute_decision(settings, session, bars, calendar))
+    return decisions

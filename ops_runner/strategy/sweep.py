@@ -1,0 +1,341 @@
+"""Parameter sweeps: grids, every combination's decisions at once, one vectorbt simulation."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import date
+from decimal import ROUND_DOWN, Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ops_runner.strategy.momentum import (
+    WEIGHT_QUANTUM,
+    StrategyError,
+    StrategySettings,
+    compute_month_end_closes,
+    compute_price_text,
+    compute_tie_key,
+)
+from ops_runner.strategy.research import (
+    METRICS,
+    Costs,
+    ResearchError,
+    _compute_metrics,
+    _finite,
+    _require_tradable,
+    _resolve,
+    _simulate,
+    _window,
+    compute_prices,
+    compute_sweep_symbols,
+)
+
+log = logging.getLogger(__name__)
+
+GRID_KEYS = {
+    "lookback_months": "int",
+    "skip_months": "int",
+    "top_n": "int",
+    "absolute_momentum": "bool",
+    "defensive": "symbol",
+}
+DEFAULT_GRID: dict[str, list[Any]] = {
+    "lookback_months": [3, 6, 9, 12],
+    "skip_months": [0, 1],
+    "top_n": [1, 2, 3],
+    "absolute_momentum": [True, False],
+}
+
+
+# -- grids ----------------------------------------------------------------------------------------
+
+
+def load_grid(path: str | Path) -> dict[str, list[Any]]:
+    """Return the grid in a YAML file of ``key: [values]``. Raises ResearchError with one line."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ResearchError(f"grid error: cannot read {path} ({exc.strerror})") from None
+    except yaml.YAMLError:
+        raise ResearchError(f"grid error: {path} is not valid YAML; fix its syntax") from None
+    return check_grid(raw, str(path))
+
+
+def check_grid(raw: Any, where: str = "grid") -> dict[str, list[Any]]:
+    """Return the grid with its values checked. Raises ResearchError naming the bad key."""
+    known = ", ".join(GRID_KEYS)
+    if not isinstance(raw, Mapping) or not raw:
+        raise ResearchError(f"grid error: {where}: expected a mapping of {known} to lists")
+    grid: dict[str, list[Any]] = {}
+    for key, values in raw.items():
+        kind = GRID_KEYS.get(key)
+        if kind is None:
+            raise ResearchError(f"grid error: {where}: unknown key {key!r}; known keys: {known}")
+        if not isinstance(values, list) or not values:
+            raise ResearchError(f"grid error: {where}: {key}: write a non-empty list, e.g. [1, 2]")
+        for value in values:
+            ok = {
+                "int": isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                "bool": isinstance(value, bool),
+                "symbol": isinstance(value, str) and value.isupper() and value.strip() == value,
+            }[kind]
+            if not ok:
+                raise ResearchError(f"grid error: {where}: {key}: {value!r} is not a valid {kind}")
+        if len(set(values)) != len(values):
+            raise ResearchError(f"grid error: {where}: {key}: a value is listed twice")
+        grid[key] = list(values)
+    return grid
+
+
+def compute_grid_settings(
+    base: StrategySettings, grid: Mapping[str, Sequence[Any]]
+) -> tuple[list[StrategySettings], int]:
+    """Return the valid settings of every grid combination, and how many were impossible.
+
+    A key the grid leaves out keeps the base value; ``lookback_months`` replaces the lookbacks
+    (a blend too) by that single lookback. Impossible combinations (skip >= lookback, top_n above
+    the risk assets) are left out.
+    """
+    grid = check_grid(dict(grid))
+    keys = list(grid)
+    found, impossible = [], 0
+    for values in itertools.product(*(grid[k] for k in keys)):
+        changes = dict(zip(keys, values, strict=True))
+        if "lookback_months" in changes:
+            changes["lookbacks"] = ((changes.pop("lookback_months"), 1.0),)
+        try:
+            found.append(dataclasses.replace(base, **changes))
+        except StrategyError:
+            impossible += 1
+    return found, impossible
+
+
+# -- sweep ----------------------------------------------------------------------------------------
+
+
+def _month_back(session: date, months: int) -> date:
+    year, month = divmod(session.year * 12 + session.month - 1 - months, 12)
+    return date(year, month + 1, 1)
+
+
+def _decidable_sessions(
+    bars: Mapping[str, pd.DataFrame], symbols: Sequence[str], months: int, calendar: Any,
+    first: date, last: date,
+) -> list[date]:  # fmt: skip
+    """Month-end sessions in [first, last] whose ``months`` lookback every symbol's bars cover."""
+    oldest = max(bars[s].index[0].date() for s in symbols)
+    found = []
+    for session in calendar.month_end_sessions(first, last):
+        back = _month_back(session, months)
+        if (
+            back >= calendar.covered_from
+            and calendar.month_end_sessions(back, session)[0] >= oldest
+        ):
+            found.append(session)
+    return found
+
+
+def _month_end_panel(
+    union: StrategySettings, sessions: Sequence[date], depth: int,
+    bars: Mapping[str, pd.DataFrame], calendar: Any,
+) -> np.ndarray:  # fmt: skip
+    """Closes k = 0..depth month-ends back for each session (sessions x k x symbols).
+
+    Read by the strategy's own ``compute_month_end_closes`` (bars cut at each session) and rounded
+    by its ``compute_price_text``, so every score is bit for bit the one a decision computes.
+    """
+    symbols = union.symbols()
+    panel = np.empty((len(sessions), depth + 1, len(symbols)))
+    for n, session in enumerate(sessions):
+        closes = compute_month_end_closes(union, session, bars, calendar).iloc[::-1]
+        raw = closes.to_numpy()[: depth + 1]
+        if len(raw) < depth + 1 or not (np.isfinite(raw) & (raw > 0)).all():
+            raise ResearchError(
+                f"a month-end close needed by the decision on {session} is missing or not "
+                f"positive ({', '.join(symbols)}); run data QA, then re-import"
+            )
+        panel[n] = [[float(compute_price_text(float(v))) for v in row] for row in raw]
+    return panel
+
+
+def _tie_keys(scores: np.ndarray) -> np.ndarray:
+    """The strategy's tie keys (scores at 0.01%, half-even) as integers of 0.0001."""
+    keys = [int(compute_tie_key(float(v)).scaleb(4)) for v in scores.ravel()]
+    return np.asarray(keys, dtype=np.int64).reshape(scores.shape)
+
+
+def _slot_weights(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Weights as the strategy's ``compute_targets`` writes them, for n slots.
+
+    Index c: a symbol holding c slots that is not the last slot's (share x c), and the last
+    slot's symbol holding c slots (1 - share x (n - c)); share is 1/n cut to 10 decimals.
+    """
+    share = (Decimal(1) / n).quantize(WEIGHT_QUANTUM, rounding=ROUND_DOWN)
+    other = np.array([float(share * c) for c in range(n + 1)])
+    last = np.array([float(Decimal(1) - share * (n - c)) if c else 0.0 for c in range(n + 1)])
+    return other, last
+
+
+def _targets(settings: StrategySettings, keys: np.ndarray, columns: Sequence[str]) -> np.ndarray:
+    """Target weights (sessions x columns) by the strategy's ranking, filter and slot rules."""
+    position = {s: i for i, s in enumerate(columns)}
+    risk = np.array([position[s] for s in settings.risk])
+    steps, count = keys.shape[0], len(settings.risk)
+    tie_break = np.broadcast_to(np.arange(count), (steps, count))
+    order = risk[np.lexsort((tie_break, -keys[:, risk]), axis=-1)]  # highest key, then listed
+    kept = order[:, : settings.top_n]
+    rows = np.arange(steps)[:, None]
+    passed = np.ones(kept.shape, dtype=bool)
+    if settings.absolute_momentum:
+        hurdle = keys[:, position[settings.cash_proxy]] if settings.cash_proxy else 0
+        hurdle = np.broadcast_to(hurdle, (steps,))[:, None]
+        if settings.absolute_compare == "benchmark":
+            passed[:] = keys[:, [position[str(settings.benchmark)]]] > hurdle
+        else:
+            passed = keys[rows, kept] > hurdle
+    slots = np.where(passed, kept, position[settings.defensive])
+    counts = np.zeros((steps, len(columns)), dtype=np.int64)
+    np.add.at(counts, (np.broadcast_to(rows, slots.shape), slots), 1)
+    other, last_weight = _slot_weights(settings.top_n)
+    weights = other[counts]
+    last = slots[:, -1]
+    weights[rows[:, 0], last] = last_weight[counts[rows[:, 0], last]]
+    return weights
+
+
+def sweep(
+    cfg_or_settings: Any,
+    grid: Mapping[str, Sequence[Any]],
+    bars: Mapping[str, pd.DataFrame],
+    start: Any = None,
+    end: Any = None,
+    costs: Costs | Mapping[str, float] | None = None,
+    calendar: Any = None,
+    initial_cash: float | None = None,
+    whole_shares: bool | None = None,
+) -> pd.DataFrame:
+    """Return one row per valid grid combination: its parameters, window and metrics.
+
+    Every combination is decided on the same month-ends (the first with the grid's longest
+    lookback of history, through ``end``) with the strategy's rules applied to its own month-end
+    closes and tie keys, then all are simulated in ONE vectorbt ``from_orders`` call (a column
+    per combination and symbol, grouped per combination) under COST_MODEL. ``backtest`` with a
+    row's settings and ``start`` gives the same metrics (tests/unit/test_research.py proves it).
+    Raises ResearchError for a bad grid, missing bars or no decidable session.
+    """
+    base, costs, calendar, cash, whole = _resolve(
+        cfg_or_settings, costs, calendar, initial_cash, whole_shares
+    )
+    combos, impossible = compute_grid_settings(base, grid)
+    if not combos:
+        raise ResearchError(f"grid error: all {impossible} combinations are impossible settings")
+    if impossible:
+        log.info("sweep: %d impossible combinations left out", impossible)
+    columns = compute_sweep_symbols(base, grid)
+    first, last = _window(bars, columns, calendar, start, end)
+    deepest = max(c.months_needed() for c in combos)
+    decided = _decidable_sessions(bars, columns, deepest, calendar, first, last)
+    if not decided:
+        raise ResearchError(
+            f"no month-end session from {first} to {last} has {deepest} months of history for "
+            f"{', '.join(columns)}; widen the window or shorten the grid's lookbacks"
+        )
+    # One settings object naming every column, so the strategy reads all their closes at once.
+    extra = [s for s in columns if s not in base.risk]
+    union = StrategySettings(
+        name="sweep", risk=(*base.risk, *(s for s in extra[1:] if s != base.cash_proxy)),
+        defensive=extra[0],
+        cash_proxy=base.cash_proxy, lookbacks=((1, 1.0),), skip_months=0, top_n=1,
+        absolute_momentum=False, absolute_compare="each", benchmark=None,
+    )  # fmt: skip
+    union_columns = union.symbols()
+    panel = _month_end_panel(union, decided, deepest, bars, calendar)
+    keys_by_rule: dict[tuple[Any, ...], np.ndarray] = {}
+    exec_days = [calendar.next_session(s) for s in decided if s < last]
+    if not exec_days:
+        raise ResearchError(f"no decision from {first} to {last} executes by {last}")
+    sessions = pd.DatetimeIndex(calendar.sessions(decided[0], last))
+    rows = sessions.get_indexer(pd.DatetimeIndex(exec_days))
+    weights = np.empty((len(rows), len(combos), len(columns)))
+    reorder = [union_columns.index(s) for s in columns]
+    for n, settings in enumerate(combos):
+        rule = (settings.lookbacks, settings.skip_months)
+        if rule not in keys_by_rule:
+            total = sum(w for _, w in settings.lookbacks)
+            score = sum(
+                w * (panel[:, settings.skip_months] / panel[:, m] - 1.0)
+                for m, w in settings.lookbacks
+            )
+            keys_by_rule[rule] = _tie_keys(score / total)[:, reorder]
+        weights[:, n] = _targets(settings, keys_by_rule[rule], columns)[: len(rows)]
+    prices = compute_prices(bars, columns, sessions)
+    open_, factor = prices["open"].to_numpy(), prices["factor"].to_numpy()
+    _require_tradable(weights, prices["tradable"].to_numpy()[:, None], rows, sessions, columns)
+    wide = len(combos) * len(columns)
+    labels = [_combo_label(c) for c in combos]
+    index = pd.MultiIndex.from_tuples(
+        [(*label.values(), s) for label in labels for s in columns],
+        names=[*labels[0].keys(), "symbol"],
+    )
+    portfolio = _simulate(
+        pd.DataFrame(np.tile(open_[rows], len(combos)), index=sessions[rows], columns=index),
+        np.tile(open_[rows], len(combos)), np.tile(factor[rows], len(combos)),
+        weights.reshape(len(rows), wide), costs, cash, whole,
+        group_by=np.repeat(np.arange(len(combos)), len(columns)),
+    )  # fmt: skip
+    equity = _mark(portfolio, rows, prices["close"].to_numpy(), len(combos), cash)
+    orders = portfolio.orders.values
+    traded = np.bincount(
+        orders["col"] // len(columns), np.abs(orders["size"] * orders["price"]), len(combos)
+    )
+    values = _compute_metrics(equity, sessions, traded)
+    table = pd.DataFrame(labels)
+    table["start"], table["end"] = sessions[0].date().isoformat(), sessions[-1].date().isoformat()
+    for name in METRICS:
+        table[name] = values[name]
+    return table
+
+
+def _combo_label(settings: StrategySettings) -> dict[str, Any]:
+    months = [m for m, _ in settings.lookbacks]
+    return {
+        "lookback_months": months[0] if len(months) == 1 else "+".join(map(str, months)),
+        "skip_months": settings.skip_months,
+        "top_n": settings.top_n,
+        "absolute_momentum": settings.absolute_momentum,
+        "defensive": settings.defensive,
+    }
+
+
+def _mark(
+    portfolio: Any, rows: np.ndarray, close: np.ndarray, groups: int, initial_cash: float
+) -> np.ndarray:
+    """Equity at every session's close (sessions x combinations) from the fills at the opens.
+
+    Positions and cash after an execution session's open hold until the next one; the sum runs
+    over symbols in column order, as vectorbt's own value does.
+    """
+    steps = len(rows)
+    units = portfolio.assets().to_numpy().reshape(steps, groups, -1)
+    units = np.concatenate([np.zeros((1, *units.shape[1:])), units])
+    cash = portfolio.cash().to_numpy().reshape(steps, groups)
+    cash = np.concatenate([np.full((1, groups), initial_cash), cash])
+    at = np.searchsorted(rows, np.arange(len(close)), side="right")  # 0 = before the first fill
+    held = np.zeros((len(close), groups))
+    for k in range(units.shape[2]):
+        held += units[at, :, k] * close[:, k, None]
+    return cash[at] + held
+
+
+def compute_sweep_records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Return a sweep table as JSON-ready rows (None where a metric is undefined)."""
+    return [{k: _finite(v) if isinstance(v, float) else v for k, v in row.items()}
+            for row in table.to_dict("records")]  # fmt: skip

@@ -1,0 +1,1 @@
+"""The workbook: its checked configuration, secrets and paths."""
