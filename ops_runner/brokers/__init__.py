@@ -1,272 +1,86 @@
-"""The broker interface: one small protocol, typed outcomes, and the registry of implementations.
+"""Brokers: the base class and types every adapter shares (``base``), the order gate (``gate``),
+the adapters (``sim``, ``ib``), and the registry that opens the configured one.
 
 Broker vocabulary (order types, camelCase fields, error codes) stays inside each adapter; the
-rest of the workbook speaks in these types. Every ``place`` call verifies a gate pass first.
+rest of the workbook speaks in the types re-exported here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import date, datetime
-from decimal import Decimal
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
-from ops_runner.core.errors import OpsError
+from ops_runner.brokers.base import (
+    AccountValues,
+    ActionLine,
+    Broker,
+    BrokerError,
+    BrokerOrder,
+    BrokerUnavailable,
+    CashKind,
+    CashLine,
+    Commission,
+    Execution,
+    Health,
+    OrderStatus,
+    Outcome,
+    PlaceResult,
+    Statement,
+    find_order,
+)
+from ops_runner.brokers.ib import IbBroker
+from ops_runner.brokers.sim import SimBroker
+from ops_runner.workbook.config import Config
 
-if TYPE_CHECKING:
-    from ops_runner.brokers.gate import GatePass, OrderIntent
-    from ops_runner.workbook.config import Config
-
-
-class BrokerError(OpsError):
-    """The broker refused or failed a request; ``code`` carries the broker's own code if any."""
-
-    def __init__(self, message: str, code: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class BrokerUnavailable(BrokerError):
-    """No session with the broker (refused, dropped, timed out): BROKER_DOWN territory."""
-
-
-class Outcome(StrEnum):
-    """What placing an order came to. UNKNOWN is answered by looking the reference up, never
-    by placing again."""
-
-    ACCEPTED = "accepted"
-    REJECTED = "rejected"  # definitive, with the broker's code and text
-    UNKNOWN = "unknown"  # timeout, disconnect, lost acknowledgement
-
-
-class OrderStatus(StrEnum):
-    """An order's status at the broker, in the workbook's words."""
-
-    SUBMITTED = "submitted"  # working: waiting for the open
-    PARTIAL = "partial"  # partly filled, the rest still working or cancelled at the open
-    FILLED = "filled"
-    CANCELLED = "cancelled"
-    REJECTED = "rejected"
-    EXPIRED = "expired"  # a market-on-open order that did not fill at the open
-
-
-@dataclass(frozen=True)
-class PlaceResult:
-    """The outcome of one ``place`` call."""
-
-    outcome: Outcome
-    client_ref: str
-    broker_order_id: str | None = None
-    code: str | None = None
-    text: str = ""
-
-
-@dataclass(frozen=True)
-class BrokerOrder:
-    """An order as the broker knows it. ``client_ref`` may be empty on completed orders (IB
-    drops orderRef there): match by ``perm_id``, then by (symbol, side, quantity, session)."""
-
-    client_ref: str
-    broker_order_id: str
-    perm_id: str
-    symbol: str
-    side: str  # "BUY" or "SELL"
-    quantity: int
-    filled: int
-    status: OrderStatus
-    session: str  # the session whose open the market-on-open order is for (ISO date)
-
-
-@dataclass(frozen=True)
-class Execution:
-    """One fill report. The same ``exec_id`` may be reported twice; it counts once."""
-
-    exec_id: str
-    client_ref: str
-    broker_order_id: str
-    symbol: str
-    side: str
-    quantity: int
-    price: Decimal
-    time: datetime  # UTC
-    session: str
-
-
-@dataclass(frozen=True)
-class Commission:
-    """A commission report, joined to its execution by ``exec_id`` (it may arrive late)."""
-
-    exec_id: str
-    amount: Decimal
-
-
-@dataclass(frozen=True)
-class AccountValues:
-    """Net liquidation, total cash and settled cash (T+1: they differ for a day after a sale)."""
-
-    account: str
-    net_liquidation: Decimal
-    cash: Decimal
-    settled_cash: Decimal
-
-
-class CashKind(StrEnum):
-    """A cash movement on the broker's statement that is not a trade."""
-
-    DIVIDEND = "dividend"  # gross, on the pay date (+)
-    WITHHOLDING = "withholding"  # tax withheld from a dividend (-), or refunded (+)
-    IN_LIEU = "in_lieu"  # payment in lieu of a dividend, or cash in lieu of a fractional share
-    INTEREST = "interest"  # credited (+) or charged (-) on cash
-    FEE = "fee"  # a broker fee (-), or its refund (+)
-    TRANSFER = "transfer"  # a deposit (+) or withdrawal (-)
-    OTHER = "other"  # anything else: never booked by itself, shown as a break if it moves cash
-
-
-@dataclass(frozen=True)
-class CashLine:
-    """One line of the broker's cash statement (IB Flex: a ``CashTransaction``).
-
-    ``line_id`` is the broker's own id of the line (IB: transactionID), unique in the account
-    and the line's idempotency key. ``amount`` is signed: + into the account. ``on`` is the
-    day the cash moved (a dividend's pay date); ``ex_date`` the dividend's ex-date where the
-    broker gives it. ``evidence`` is the line as the broker wrote it (for the ledger).
-    """
-
-    line_id: str
-    kind: CashKind
-    amount: Decimal
-    currency: str
-    on: date
-    symbol: str | None = None
-    ex_date: date | None = None
-    description: str = ""
-    evidence: str = ""
-
-
-@dataclass(frozen=True)
-class ActionLine:
-    """One corporate action applied to a position (IB Flex: a ``CorporateAction``).
-
-    ``ratio`` is new shares per old share (2 for a 2:1 split, 0.5 for a 1:2 reverse split);
-    ``quantity`` the signed change in shares the broker booked; ``cash`` the cash in lieu of a
-    fractional share (+). ``line_id`` is the broker's id (IB: transactionID).
-    """
-
-    line_id: str
-    symbol: str
-    effective: date
-    ratio: Decimal
-    quantity: int
-    cash: Decimal = Decimal(0)
-    description: str = ""
-    evidence: str = ""
-
-
-@dataclass(frozen=True)
-class Statement:
-    """What the broker's statement says happened to the account between ``start`` and ``end``
-    (inclusive), apart from trades: cash movements and corporate actions, oldest first."""
-
-    account: str
-    start: date
-    end: date
-    cash: tuple[CashLine, ...] = ()
-    actions: tuple[ActionLine, ...] = ()
-    source: str = ""  # where it came from, e.g. "ib-flex <query>" or "sim books"
-    sha256: str = ""  # of the raw statement, the evidence behind every line
-
-
-@dataclass(frozen=True)
-class Health:
-    """Whether a session with the broker exists, and the broker's clock."""
-
-    connected: bool
-    server_time: datetime | None
-    account: str | None
-    paper: bool | None
-    detail: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class Broker(Protocol):
-    """What the workbook needs of a broker. Implementations: ``sim`` and ``ib``."""
-
-    name: str
-
-    def connect(self) -> Health: ...
-
-    def health(self) -> Health: ...
-
-    def account_values(self) -> AccountValues: ...
-
-    def positions(self) -> dict[str, int]: ...
-
-    def open_orders(self) -> list[BrokerOrder]: ...
-
-    def completed_orders(self) -> list[BrokerOrder]: ...
-
-    def executions(self, since: datetime | None = None) -> list[Execution]: ...
-
-    def commissions(self) -> list[Commission]: ...
-
-    def place(self, intent: OrderIntent, gate_pass: GatePass) -> PlaceResult: ...
-
-    def cancel(self, client_ref: str) -> bool: ...
-
-    def close(self) -> None: ...
+__all__ = [
+    "AccountValues",
+    "ActionLine",
+    "Broker",
+    "BrokerError",
+    "BrokerOrder",
+    "BrokerRegistry",
+    "BrokerUnavailable",
+    "CashKind",
+    "CashLine",
+    "Commission",
+    "Execution",
+    "Health",
+    "OrderStatus",
+    "Outcome",
+    "PlaceResult",
+    "Statement",
+    "brokers",
+    "find_order",
+    "open_broker",
+]
 
 
 class BrokerRegistry:
-    """Holds broker factories by config name (``broker.kind``)."""
+    """Holds broker classes by config name (``broker.kind``)."""
 
     def __init__(self) -> None:
         self._factories: dict[str, Callable[..., Broker]] = {}
 
-    def register(self, name: str, factory: Callable[..., Broker]) -> None:
+    def register(self, name: str, factory: type[Broker]) -> None:
+        if not (isinstance(factory, type) and issubclass(factory, Broker)):
+            raise TypeError(f"broker {name!r}: {factory!r} is not a Broker subclass")
         self._factories[name] = factory
+
+    def names(self) -> list[str]:
+        return sorted(self._factories)
 
     def create(self, cfg: Config, **options: Any) -> Broker:
         kind = cfg.values["broker"]["kind"]
-        if kind not in self._factories:
-            _register_builtins()
         if kind not in self._factories:
             raise BrokerError(f"broker.kind {kind!r} has no adapter in this version")
         return self._factories[kind](cfg, **options)
 
 
 brokers = BrokerRegistry()
-
-
-def _register_builtins() -> None:
-    try:
-        from ops_runner.brokers.ib import IbBroker
-        from ops_runner.brokers.sim import SimBroker
-    except ImportError:  # pragma: no cover - both adapters ship with the package
-        return
-    brokers.register("sim", SimBroker)
-    brokers.register("ib", IbBroker)  # imports no IB client until a session is needed
+brokers.register("sim", SimBroker)
+brokers.register("ib", IbBroker)  # imports no IB client until a session is needed
 
 
 def open_broker(cfg: Config, **options: Any) -> Broker:
     """Return the configured broker (not yet connected). Raises BrokerError."""
     return brokers.create(cfg, **options)
-
-
-def find_order(orders: list[BrokerOrder], intent: OrderIntent) -> list[BrokerOrder]:
-    """Return the broker's orders that are ``intent``: by client reference, else (when the
-    reference came back empty) by (symbol, side, quantity, session). More than one is
-    ambiguous, and the caller goes to SAFE_MODE rather than guess."""
-    by_ref = [o for o in orders if o.client_ref and o.client_ref == intent.client_ref]
-    if by_ref:
-        return by_ref
-    return [
-        o
-        for o in orders
-        if not o.client_ref
-        and o.symbol == intent.symbol
-        and o.side == str(intent.side)
-        and o.quantity == intent.quantity
-        and (intent.session is None or o.session == intent.session)
-    ]

@@ -28,8 +28,9 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-from ops_runner.brokers import (
+from ops_runner.brokers.base import (
     AccountValues,
+    Broker,
     BrokerError,
     BrokerOrder,
     BrokerUnavailable,
@@ -40,7 +41,7 @@ from ops_runner.brokers import (
     PlaceResult,
     Statement,
 )
-from ops_runner.brokers.gate import OrderIntent, require_valid_pass
+from ops_runner.brokers.gate import OrderIntent
 from ops_runner.brokers.ib_book import IbBook, IbOrder
 from ops_runner.brokers.ib_loop import LoopThread
 from ops_runner.brokers.ib_session import (
@@ -85,7 +86,7 @@ def _install_mask(library: str, account: str) -> None:
             logger.addFilter(_MaskAccount(account))
 
 
-class IbBroker:
+class IbBroker(Broker):
     """A TWS / IB Gateway session for one role: ``orders`` places and cancels, ``readonly``
     only reads (reconciliation, reports, checks) yet sees every client id's orders. Each role
     has its own client id (``broker.client_ids``).
@@ -364,17 +365,16 @@ class IbBroker:
                 f"{what}s orders; open the broker with role='orders'"
             )
 
-    def place(self, intent: OrderIntent, gate_pass: object) -> PlaceResult:
-        """Place a market-on-open order (MKT, OPG) carrying ``intent.client_ref``; return its
-        outcome.
+    def _place(self, intent: OrderIntent) -> PlaceResult:
+        """Place a market-on-open order (MKT, OPG) carrying ``intent.client_ref`` (its pass
+        verified by ``Broker.place``); return its outcome.
 
-        Raises OrderRefused (nothing sent) without a valid gate pass, BrokerError for the
-        read-only role, BrokerUnavailable when there is no session or it drops around the send
-        (look the reference up, never resend). REJECTED is definitive (IB 201 and the like);
-        UNKNOWN (no acknowledgement in time, or IB 103 duplicate order id) means look the
-        reference up. A reference already at the broker is adopted, never sent twice.
+        Raises BrokerError for the read-only role, BrokerUnavailable when there is no session
+        or it drops around the send (look the reference up, never resend). REJECTED is
+        definitive (IB 201 and the like); UNKNOWN (no acknowledgement in time, or IB 103
+        duplicate order id) means look the reference up. A reference already at the broker is
+        adopted, never sent twice.
         """
-        require_valid_pass(gate_pass, intent)
         self._require_orders_role("place")
         return self._run(lambda: self._place_async(intent), f"place {intent.client_ref}")
 

@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ops_runner.brokers import BrokerOrder, Commission, Execution, OrderStatus
+from ops_runner.brokers.base import BrokerOrder, Commission, Execution, OrderStatus
 from ops_runner.market.calendar import NY
 
 # IB order status words: still working at the venue, or done.

@@ -21,7 +21,7 @@ from decimal import Decimal, InvalidOperation
 
 import httpx
 
-from ops_runner.brokers import ActionLine, BrokerError, CashKind, CashLine, Statement
+from ops_runner.brokers.base import ActionLine, BrokerError, CashKind, CashLine, Statement
 from ops_runner.core.hashing import compute_sha256
 from ops_runner.workbook.config import mask_account
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from ops_runner.brokers import BrokerError, BrokerUnavailable
+from ops_runner.brokers.base import BrokerError, BrokerUnavailable
 from ops_runner.brokers.ib_book import (
     ACKNOWLEDGED,
     CANCELLED,

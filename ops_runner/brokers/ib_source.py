@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ops_runner.brokers import Broker
+from ops_runner.brokers.base import Broker
 from ops_runner.core.errors import DataError
 from ops_runner.core.hashing import compute_sha256
 from ops_runner.market.prices import ImportReport, compute_parquet_bytes, open_store

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ops_runner.brokers import (
+from ops_runner.brokers.base import (
     AccountValues,
     ActionLine,
+    Broker,
     BrokerError,
     BrokerOrder,
     BrokerUnavailable,
@@ -30,7 +31,7 @@ from ops_runner.brokers import (
     PlaceResult,
     Statement,
 )
-from ops_runner.brokers.gate import OrderIntent, Side, require_valid_pass
+from ops_runner.brokers.gate import OrderIntent, Side
 from ops_runner.core.errors import CalendarError, DataError
 from ops_runner.core.files import hold_lock, write_bytes_atomic
 from ops_runner.market.calendar import NY, open_calendar
@@ -177,7 +178,7 @@ class SimFaults:
         )
 
 
-class SimBroker:
+class SimBroker(Broker):
     """A paper broker that fills market-on-open orders at the stored opening print.
 
     The books (cash, settlements, positions, orders, executions, commissions) live in
@@ -350,14 +351,13 @@ class SimBroker:
 
     # -- orders --------------------------------------------------------------------------------
 
-    def place(self, intent: OrderIntent, gate_pass: object) -> PlaceResult:
-        """Place a market-on-open order for ``intent.session``; return its outcome.
+    def _place(self, intent: OrderIntent) -> PlaceResult:
+        """Place a market-on-open order for ``intent.session`` (its pass verified by
+        ``Broker.place``); return its outcome.
 
-        Raises OrderRefused (nothing recorded) without a valid gate pass, BrokerUnavailable when
-        the connection is refused or drops. REJECTED outcomes are definitive; UNKNOWN means look
-        the reference up, never place again.
+        Raises BrokerUnavailable when the connection is refused or drops. REJECTED outcomes
+        are definitive; UNKNOWN means look the reference up, never place again.
         """
-        require_valid_pass(gate_pass, intent)
         self._require_connection()
         if self._faults.disconnect_at == "before_place":
             raise BrokerUnavailable(
