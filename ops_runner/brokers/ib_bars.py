@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ops_runner.core.errors import DataError
-from ops_runner.market.prices import make_bars, require_bars_shape
+from ops_runner.market.bars import make_bars, require_bars_shape
 
 RawBar = tuple[date, float, float, float, float, float]  # date, open, high, low, close, volume
 # IB rounds both series to the cent: a ratio step smaller than the rounding of the two prices

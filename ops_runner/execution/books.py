@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 from ops_runner.brokers import AccountValues, Broker, CashKind, CashLine, Statement
 from ops_runner.core.errors import DataError
 from ops_runner.core.events import EventKind
-from ops_runner.execution.reconcile import Break, BreakKind
+from ops_runner.execution.breaks import Break, BreakKind
 from ops_runner.ledger import Ledger
 from ops_runner.ledger.projections import (
     compute_cash,

@@ -18,6 +18,8 @@ from ops_runner.core.errors import DataError, OpsError
 from ops_runner.core.events import EventKind, Purpose, State, Trigger
 from ops_runner.core.faults import inject
 from ops_runner.core.hashing import compute_sha256
+from ops_runner.execution.books import book_account
+from ops_runner.execution.breaks import Break, BreakKind
 from ops_runner.ledger import Ledger
 from ops_runner.ledger.projections import (
     OrderView,
@@ -53,36 +55,6 @@ class ReconciliationStatus(StrEnum):
     CLEAN = "CLEAN"  # every intent filled as intended; positions and cash agree
     BREAKS = "BREAKS"  # at least one break: SAFE_MODE and an incident
     UNRESOLVED = "UNRESOLVED"  # breaks at or past open + limit: HALT
-
-
-class BreakKind(StrEnum):
-    """What a break is about."""
-
-    PARTIAL_FILL = "partial_fill"
-    MISSING_FILL = "missing_fill"
-    OVERFILL = "overfill"
-    ORDER_WORKING = "order_working"  # still working at the broker at the limit
-    UNEXPECTED_FILL = "unexpected_fill"  # an execution of the session that is no cycle intent
-    FILL_CHANGED = "fill_changed"  # one exec_id reported with other numbers
-    COMMISSION_MISSING = "commission_missing"
-    COMMISSION_CHANGED = "commission_changed"
-    POSITION = "position"
-    POSITION_NOT_REPORTED = "position_not_reported"  # no entry is not a flat position
-    CASH = "cash"
-    PAYMENT_MISSING = "payment_missing"  # a dividend unpaid past its pay date and the grace
-    TARGET = "target"  # the account is not where the cycle's decision and plan said it would be
-
-
-@dataclass(frozen=True)
-class Break:
-    """One mismatch with its numbers: what the ledger expects, what the broker (or a fill) says."""
-
-    what: BreakKind
-    symbol: str | None
-    expected: int | Decimal | str | None
-    actual: int | Decimal | str | None
-    detail: str
-    client_ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -618,7 +590,6 @@ def reconcile(
     findings are acted on once: a second run writes nothing. Raises ReconciliationError (naive
     ``now``, not a session), BrokerUnavailable (nothing written) and the ledger's errors.
     """
-    from ops_runner.execution.books import book_account  # books reads this module's Break
     from ops_runner.ledger.states import read_state
 
     if now.tzinfo is None or now.utcoffset() is None:

@@ -37,14 +37,8 @@ from ops_runner.brokers import Broker
 from ops_runner.core.clock import format_instant
 from ops_runner.core.errors import OpsError
 from ops_runner.core.events import EventKind, State, Trigger
-from ops_runner.execution.reconcile import (
-    CENT,
-    CHECK,
-    Break,
-    BreakKind,
-    check_cash,
-    check_positions,
-)
+from ops_runner.execution.breaks import Break, BreakKind
+from ops_runner.execution.reconcile import CENT, CHECK, check_cash, check_positions
 from ops_runner.ledger import Ledger
 from ops_runner.ledger.projections import (
     compute_cash,

@@ -123,7 +123,7 @@ def write_snapshot(cfg: Config, strategy: str, session: date, bars: dict[str, pd
 
 def read_snapshot(cfg: Config, relative: str, sha256: str) -> dict[str, pd.DataFrame]:
     """Return the snapshot's bars per symbol. Raises DataError if missing or altered."""
-    from ops_runner.market.prices import BAR_COLUMNS
+    from ops_runner.market.bars import BAR_COLUMNS
 
     path = cfg.path("ledger") / relative
     if not path.is_file():

@@ -3,7 +3,8 @@ live price data attached by the archived manifests, its config made paper on the
 broker with books rebuilt from the restored ledger, and its alerts kept from reaching anyone.
 
 ``drill`` runs these as its restore, chain, store and paper steps. A step records itself on the
-drill's report through ``DrillReport.check``, which stops the drill when the step failed.
+drill's report (``DrillReport``, seen here as ``StepLog``) through ``check``, which stops the
+drill when the step failed.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import json
 import os
 import shutil
 import tarfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ops_runner.core.errors import OpsError
 from ops_runner.core.events import EventKind as K
@@ -23,12 +24,19 @@ from ops_runner.core.hashing import read_sha256
 from ops_runner.market.prices import open_store
 from ops_runner.workbook.config import CONFIG_NAME, Config, load_config, load_config_text
 
-if TYPE_CHECKING:
-    from ops_runner.ops.drill import DrillReport
-
 _INSIDE_ONLY = ("ledger", "data", "anchor", "kill_switch")  # what a restore writes or locks
 _BROUGHT_INSIDE = {"reports": "reports", "broker": "broker", "backups": "backups"}
 _SILENCED_ENV = ("OPS_RUNNER_ALERT_WEBHOOK_URL", "OPS_RUNNER_SMTP_PASSWORD")
+
+
+class StepLog(Protocol):
+    """What a step needs of the drill's report: where the scratch is, the archive's head, and
+    ``check``, which records the step and stops the drill when it failed."""
+
+    scratch: Path | None
+    head_seq: int | None
+
+    def check(self, name: str, ok: bool, detail: str, reasons: Iterable[str] = ()) -> None: ...
 
 
 # -- pure parts ----------------------------------------------------------------------------------
@@ -114,7 +122,7 @@ def is_inside(root: Path, value: str | Path) -> bool:
 # -- the steps -----------------------------------------------------------------------------------
 
 
-def verify_scratch(report: DrillReport, scfg: Config, step: str, what: str) -> None:
+def verify_scratch(report: StepLog, scfg: Config, step: str, what: str) -> None:
     """Record ``step``: the scratch ledger's chain and every notebook it registers verify
     (``what`` says when). A failure stops the drill through ``report.check``."""
     from ops_runner.ledger import open_ledger
@@ -129,7 +137,7 @@ def verify_scratch(report: DrillReport, scfg: Config, step: str, what: str) -> N
     report.check(step, chain.ok and not problems, detail, bad + problems)
 
 
-def restore_scratch(report: DrillReport, archive: Path, scratch: Path, say: Callable) -> Config:
+def restore_scratch(report: StepLog, archive: Path, scratch: Path, say: Callable) -> Config:
     """Verify the archive, restore it into ``scratch``, verify the chain and the notebooks;
     return the scratch config. An archived config that puts a path a restore writes or locks
     outside ``scratch``, or a ``scratch`` not empty, fails the restore before anything is
@@ -164,7 +172,7 @@ def restore_scratch(report: DrillReport, archive: Path, scratch: Path, say: Call
     return scfg
 
 
-def attach_store(live: Config, scfg: Config, report: DrillReport, say: Callable) -> None:
+def attach_store(live: Config, scfg: Config, report: StepLog, say: Callable) -> None:
     """Copy each bars file the archived manifests name from the live store, by its SHA-256.
     Records the store step; a file with no live copy of that SHA-256 (or no manifest of the
     primary source) fails it and stops the drill through ``report.check``."""

@@ -15,7 +15,7 @@ from conftest import make_sample_workbook, run_clean_cycle
 from ops_runner.brokers import BrokerUnavailable
 from ops_runner.brokers.sim import SimBroker
 from ops_runner.core.events import EventKind, State
-from ops_runner.execution.reconcile import BreakKind
+from ops_runner.execution.breaks import BreakKind
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.projections import compute_open_incidents
 from ops_runner.ledger.states import read_state

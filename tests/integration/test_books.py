@@ -21,8 +21,9 @@ from conftest import make_sample_workbook, ready_to_decide, run_clean_cycle
 from ops_runner.brokers.sim import SimBroker
 from ops_runner.core.events import EventKind, State
 from ops_runner.execution.books import book_account
+from ops_runner.execution.breaks import BreakKind
 from ops_runner.execution.plan import read_plan
-from ops_runner.execution.reconcile import BreakKind, ReconciliationStatus, reconcile
+from ops_runner.execution.reconcile import ReconciliationStatus, reconcile
 from ops_runner.execution.submission import SubmissionStatus, submit_plan
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.projections import (

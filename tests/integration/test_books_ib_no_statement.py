@@ -20,7 +20,7 @@ from conftest import make_sample_workbook
 
 from ops_runner.brokers.ib import IbBroker
 from ops_runner.core.events import EventKind
-from ops_runner.execution.reconcile import BreakKind
+from ops_runner.execution.breaks import BreakKind
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.projections import compute_cash, compute_ledger_equity
 from ops_runner.market.prices import open_store

@@ -12,13 +12,11 @@ import pytest
 
 import ops_runner.market.prices as data_module
 from ops_runner.core.errors import DataError, ImportRefused
+from ops_runner.market.bars import BAR_COLUMNS, make_bars, require_bars_shape
 from ops_runner.market.prices import (
-    BAR_COLUMNS,
     DividendConvention,
     compute_adjusted_close,
     compute_split_adjusted,
-    make_bars,
-    require_bars_shape,
 )
 
 DAYS = ["2020-01-02", "2020-01-03", "2020-01-06", "2020-01-07", "2020-01-08"]

@@ -27,8 +27,9 @@ from ops_runner.core.events import EventKind
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.init import init_workbook
 from ops_runner.ledger.projections import compute_ledger_equity
+from ops_runner.market.bars import make_bars
 from ops_runner.market.calendar import open_calendar
-from ops_runner.market.prices import make_bars, open_store
+from ops_runner.market.prices import open_store
 from ops_runner.strategy.performance import (
     PARTS,
     PerformanceStatus,

@@ -17,8 +17,8 @@ from ops_runner.brokers import (
 )
 from ops_runner.core.canonical import canonical_json
 from ops_runner.core.events import EventKind, State
+from ops_runner.execution.breaks import BreakKind
 from ops_runner.execution.reconcile import (
-    BreakKind,
     ReconciliationError,
     ReconciliationStatus,
     check_cash,
@@ -489,7 +489,8 @@ TARGET_CASES = [
 def test_check_targets_when_the_account_is_short_of_the_cycle_breaks_with_both_numbers(
     targets, planned, reported, explained, expected
 ):
-    from ops_runner.execution.reconcile import BreakKind, check_targets
+    from ops_runner.execution.breaks import BreakKind
+    from ops_runner.execution.reconcile import check_targets
 
     breaks = check_targets(targets, planned, reported, explained)
     assert [(b.symbol, b.expected, b.actual) for b in breaks] == expected

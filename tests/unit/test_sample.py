@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ops_runner.market.bars import BAR_COLUMNS, require_bars_shape
 from ops_runner.market.calendar import MarketCalendar
-from ops_runner.market.prices import BAR_COLUMNS, require_bars_shape
 from ops_runner.market.sources.sample import (
     DEFAULT_SAMPLE_SYMBOLS,
     SAMPLE_SOURCE,

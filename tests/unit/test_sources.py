@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from ops_runner.core.errors import DataError, ImportRefused
-from ops_runner.market.prices import BAR_COLUMNS, PriceStore
+from ops_runner.market.bars import BAR_COLUMNS
+from ops_runner.market.prices import PriceStore
 from ops_runner.market.sources import ParsedFile, layouts, read_path
 from ops_runner.market.sources.csvfiles import compute_inferred_dividends, read_vendor_adjusted
 

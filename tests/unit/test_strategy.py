@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from ops_runner.core.canonical import canonical_json
+from ops_runner.market.bars import make_bars
 from ops_runner.market.calendar import MarketCalendar
-from ops_runner.market.prices import make_bars
 from ops_runner.market.sources.sample import generate_sample_market
 from ops_runner.strategy.momentum import (
     Decision,

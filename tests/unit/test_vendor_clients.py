@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from ops_runner.core.errors import SecretError, VendorError, VendorProblem
+from ops_runner.market.bars import make_bars
 from ops_runner.market.calendar import MarketCalendar
-from ops_runner.market.prices import make_bars
 from ops_runner.market.sources.alphavantage import AlphaVantageClient
 from ops_runner.market.sources.fetch import (
     compute_fetch_start,

@@ -12,8 +12,8 @@ import pandas as pd
 
 from ops_runner.core.errors import ImportRefused
 from ops_runner.core.hashing import compute_sha256
-from ops_runner.market.prices import make_bars
-from ops_runner.market.sources import ParsedFile
+from ops_runner.market.bars import make_bars
+from ops_runner.market.sources.base import ParsedFile
 
 # yfinance exports store prices as float32: day-to-day steps of adj/close below this are noise
 # (the 21 reference files show at most 5e-6), a real dividend is above it.

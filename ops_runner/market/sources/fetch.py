@@ -25,8 +25,9 @@ import pandas as pd
 
 from ops_runner.core.errors import CalendarError, DataError
 from ops_runner.core.hashing import compute_sha256
+from ops_runner.market.bars import BAR_COLUMNS
 from ops_runner.market.calendar import MarketCalendar
-from ops_runner.market.prices import BAR_COLUMNS, PriceStore
+from ops_runner.market.prices import PriceStore
 from ops_runner.market.sources.vendorapi import VendorClient, VendorReply
 
 log = logging.getLogger(__name__)

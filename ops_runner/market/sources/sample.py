@@ -14,13 +14,9 @@ import pandas as pd
 
 from ops_runner.core.errors import DataError
 from ops_runner.core.hashing import compute_sha256
+from ops_runner.market.bars import BAR_COLUMNS, DATE_UNIT
 from ops_runner.market.calendar import MarketCalendar
-from ops_runner.market.prices import (
-    BAR_COLUMNS,
-    DATE_UNIT,
-    ImportReport,
-    PriceStore,
-)
+from ops_runner.market.prices import ImportReport, PriceStore
 
 SAMPLE_SOURCE = "sample"
 SAMPLE_LAYOUT = "sample"

@@ -23,7 +23,7 @@ import tenacity
 
 from ops_runner.core.errors import DataError, SecretError, VendorError, VendorProblem
 from ops_runner.core.hashing import compute_sha256
-from ops_runner.market.prices import (
+from ops_runner.market.bars import (
     BAR_COLUMNS,
     DATE_UNIT,
     PRICE_COLUMNS,
