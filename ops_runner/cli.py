@@ -1,4 +1,8 @@
-"""`ops-runner`: the one entry point; maps expected errors to one line and an exit code."""
+"""`ops-runner`: the one entry point; maps expected errors to one line and an exit code.
+
+Each handler imports what its verb needs inside it, so `ops-runner tick` (run every few
+minutes by the scheduler) loads the tick alone, not the demo, the drill or the research stack.
+"""
 
 from __future__ import annotations
 

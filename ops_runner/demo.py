@@ -23,10 +23,29 @@ from typing import Any
 
 from ops_runner.core.cycle import Cycle
 from ops_runner.core.errors import OpsError
+from ops_runner.ledger import open_ledger, projections
+from ops_runner.ledger.approvals import Action, approve, resume
 from ops_runner.ledger.init import init_workbook
+from ops_runner.ledger.projections import compute_open_incidents
 from ops_runner.market.calendar import open_calendar
+from ops_runner.market.integrity import check_integrity, record_prices
 from ops_runner.market.prices import open_store
+from ops_runner.market.sources.sample import SAMPLE_SOURCE, write_sample
+from ops_runner.ops.backup import create_backup
+from ops_runner.ops.checks import approve_baseline
+from ops_runner.ops.drill import execute_drill
+from ops_runner.ops.incidents import close_incident
+from ops_runner.ops.schedule import (
+    Job,
+    ScheduleSettings,
+    compute_next_opening,
+    compute_session_slots,
+)
+from ops_runner.ops.tick import run_slot, tick
+from ops_runner.reports.runs import write_runs_index
 from ops_runner.runtime.notebooks import NOTEBOOKS
+from ops_runner.simulators.market import WorkbookMarket
+from ops_runner.simulators.tws_sim import TwsSimulator
 from ops_runner.workbook.config import Config, load_config
 
 DEFAULT_DEMO = NOTEBOOKS.parent / "demo"
@@ -90,7 +109,6 @@ def _cycles(calendar: Any, months: int) -> list[date]:
 
 
 def _ledger_head(cfg: Config) -> tuple[int, str] | None:
-    from ops_runner.ledger import open_ledger
 
     with open_ledger(cfg, create=False, readonly=True) as ledger:
         return ledger.head()
@@ -118,9 +136,6 @@ def _start_ib_simulator(cfg: Config, clock: DemoClock) -> Any:
     """Start the TWS simulator on the workbook's market and a fresh paper account."""
     from decimal import Decimal
 
-    from ops_runner.simulators.market import WorkbookMarket
-    from ops_runner.simulators.tws_sim import TwsSimulator
-
     cash = Decimal(str(cfg.values["research"]["initial_cash"]))
     account = cfg.values["broker"]["account"]
     sim = TwsSimulator(WorkbookMarket(cfg), clock, account=account, cash=cash)
@@ -140,9 +155,6 @@ def run_demo(
     ``drill`` is False) drill a backup and a damaged copy of it; returns the result. Raises
     OpsError when a tick run twice changed the ledger, or the demo went wrong."""
     from tqdm import tqdm
-
-    from ops_runner.market.sources.sample import write_sample
-    from ops_runner.ops.schedule import ScheduleSettings, compute_next_opening
 
     if not 1 <= months <= 12:
         raise OpsError("demo: --months must be between 1 and 12")
@@ -226,7 +238,6 @@ def _after_close(calendar: Any, settings: Any, session: date) -> datetime:
 
 
 def _baseline(cfg: Config) -> None:
-    from ops_runner.ops.checks import approve_baseline
 
     approve_baseline(cfg, "demo: the sample config and this code, reviewed by the demo")
 
@@ -235,7 +246,6 @@ def _tick_twice(
     cfg: Config, moment: datetime, result: DemoResult, bar: Any, clock: DemoClock | None = None
 ) -> None:
     """One tick, then the same tick again: the second must leave the ledger as it was."""
-    from ops_runner.ops.tick import tick
 
     if clock is not None:
         clock.moment = moment
@@ -257,7 +267,6 @@ def _tick_twice(
 
 def _deliver_stale_data(cfg: Config, session: date, say: Any) -> None:
     """The feed's fault: SPY arrives without its bar for ``session`` (the rebalance close)."""
-    from ops_runner.market.sources.sample import SAMPLE_SOURCE
 
     store = open_store(cfg)
     bars = store.load_bars(SAMPLE_SOURCE, "SPY")
@@ -275,9 +284,6 @@ def _deliver_stale_data(cfg: Config, session: date, say: Any) -> None:
 
 
 def _record_prices(cfg: Config, reason: str) -> None:
-    from ops_runner.ledger import open_ledger
-    from ops_runner.market.integrity import record_prices
-    from ops_runner.market.sources.sample import SAMPLE_SOURCE
 
     with open_ledger(cfg) as ledger:
         record_prices(cfg, ledger, SAMPLE_SOURCE, reason)
@@ -294,9 +300,6 @@ def _incident(
     clock: DemoClock,
 ) -> None:
     """Past the QA deadline (SAFE_MODE), an operator repairs, re-runs QA, approves, resumes."""
-    from ops_runner.ledger.approvals import Action, approve, resume
-    from ops_runner.market.integrity import check_integrity
-    from ops_runner.market.sources.sample import write_sample
 
     late = _after_close(calendar, settings, session) + settings.deadlines["data_qa"]
     late += timedelta(minutes=5)
@@ -324,8 +327,6 @@ def _incident(
 def _drill(cfg: Config, now: datetime, result: DemoResult, say: Any) -> None:
     """The quarterly drill on a backup taken after the last reconciliation (it passes), then on
     a truncated copy of it (it fails loudly, with the reason; the live state is untouched)."""
-    from ops_runner.ops.backup import create_backup
-    from ops_runner.ops.drill import execute_drill
 
     archive = create_backup(cfg, now=now, reason="before the demo's drill").archive
     say(f"  drill: restoring {archive.name} into drills/ and re-running the last cycle twice")
@@ -343,9 +344,6 @@ def _drill(cfg: Config, now: datetime, result: DemoResult, say: Any) -> None:
 
 def _close_incidents(cfg: Config, resolution: str, now: datetime) -> list[str]:
     """The operator records the resolution of every incident still open (runbook 4.1)."""
-    from ops_runner.ledger import open_ledger
-    from ops_runner.ledger.projections import compute_open_incidents
-    from ops_runner.ops.incidents import close_incident
 
     with open_ledger(cfg) as ledger:
         ids = [str(i["incident_id"]) for i in compute_open_incidents(ledger.events())]
@@ -355,9 +353,6 @@ def _close_incidents(cfg: Config, resolution: str, now: datetime) -> list[str]:
 
 
 def _rerun_qa(cfg: Config, session: date, now: datetime) -> str:
-    from ops_runner.ledger import open_ledger
-    from ops_runner.ops.schedule import Job, ScheduleSettings, compute_session_slots
-    from ops_runner.ops.tick import run_slot
 
     settings = ScheduleSettings.from_config(cfg.values)
     slot = next(
@@ -370,8 +365,6 @@ def _rerun_qa(cfg: Config, session: date, now: datetime) -> str:
 
 
 def _finish(cfg: Config, result: DemoResult, quiet: bool) -> None:
-    from ops_runner.ledger import open_ledger, projections
-    from ops_runner.reports.runs import write_runs_index
 
     with open_ledger(cfg, create=False, readonly=True) as ledger:
         report = ledger.verify(cfg.path("anchor"))
@@ -407,7 +400,6 @@ def _finish(cfg: Config, result: DemoResult, quiet: bool) -> None:
 def run_demo_cli(workbook: str | None, months: int, broker: str = "sim") -> int:
     """The CLI's entry: 0 when the walk finished and the ledger verifies."""
     result = run_demo(Path(workbook) if workbook else None, months=months, broker=broker)
-    from ops_runner.ledger import open_ledger
 
     cfg = load_config(result.workbook)
     with open_ledger(cfg, create=False, readonly=True) as ledger:

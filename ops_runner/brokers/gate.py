@@ -16,7 +16,7 @@ from typing import Any
 
 from ops_runner.core.errors import OpsError
 from ops_runner.core.events import EventKind, Purpose, State, Trigger
-from ops_runner.ledger import Ledger
+from ops_runner.ledger import Ledger, LedgerConflict
 from ops_runner.ledger.projections import StateView, compute_state
 from ops_runner.ledger.states import StateError, require_decimal
 
@@ -167,7 +167,6 @@ def require_gate_pass(
 
 
 def _append_denial(ledger: Ledger, intent: OrderIntent, view: StateView, reason: str) -> None:
-    from ops_runner.ledger import LedgerConflict
 
     payload = {
         "client_ref": intent.client_ref,

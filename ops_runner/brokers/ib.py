@@ -42,7 +42,9 @@ from ops_runner.brokers.base import (
     Statement,
 )
 from ops_runner.brokers.gate import OrderIntent
+from ops_runner.brokers.ib_bars import compute_ib_bars
 from ops_runner.brokers.ib_book import IbBook, IbOrder
+from ops_runner.brokers.ib_flex import FlexClient, StatementError
 from ops_runner.brokers.ib_loop import LoopThread
 from ops_runner.brokers.ib_session import (
     UNKNOWN_CONTRACT,
@@ -52,7 +54,7 @@ from ops_runner.brokers.ib_session import (
 )
 from ops_runner.core.errors import CalendarError, DataError, OpsError
 from ops_runner.market.calendar import NY, open_calendar
-from ops_runner.workbook.config import mask_account
+from ops_runner.workbook.config import load_secret, mask_account
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -301,8 +303,6 @@ class IbBroker(Broker):
         IB_FLEX_QUERY_ID), or None when statements are not configured: the books then explain
         differences from the price store. Raises BrokerUnavailable when IB does not answer
         (nothing is booked; the audit waits), SecretError for a missing secret."""
-        from ops_runner.brokers.ib_flex import FlexClient, StatementError
-        from ops_runner.workbook.config import load_secret
 
         flex = self._cfg.values["broker"]["flex"]
         if not flex["enabled"]:
@@ -449,7 +449,6 @@ class IbBroker(Broker):
         (see ``ib_bars``); split is 1.0. Raises DataError for a symbol IB does not know
         (162/200) or no bars, BrokerUnavailable without a session.
         """
-        from ops_runner.brokers.ib_bars import compute_ib_bars
 
         first, last = date.fromisoformat(str(start)), date.fromisoformat(str(end))
         trades, adjusted = self._run(lambda: self._bars_async(symbol, first), f"bars {symbol}")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ops_runner.brokers.base import Broker
+from ops_runner.brokers.ib import IbBroker
 from ops_runner.core.errors import DataError
 from ops_runner.core.hashing import compute_sha256
 from ops_runner.market.prices import ImportReport, compute_parquet_bytes, open_store
@@ -48,8 +49,6 @@ class IbBarsSource:
 
     def _open(self) -> Any:
         if self._broker is None:
-            from ops_runner.brokers.ib import IbBroker
-
             self._broker = IbBroker(self._cfg, role="readonly")
         return self._broker
 

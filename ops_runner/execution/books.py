@@ -38,7 +38,7 @@ from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, TypeVar
 
-from ops_runner.brokers import AccountValues, Broker, CashKind, CashLine, Statement
+from ops_runner.brokers.base import AccountValues, Broker, CashKind, CashLine, Statement
 from ops_runner.core.errors import DataError
 from ops_runner.core.events import EventKind
 from ops_runner.execution.breaks import Break, BreakKind
@@ -49,7 +49,7 @@ from ops_runner.ledger.projections import (
     compute_receivables,
     compute_splits,
 )
-from ops_runner.market.calendar import open_calendar
+from ops_runner.market.calendar import NY, open_calendar
 from ops_runner.market.prices import compute_split_ratio, open_store
 from ops_runner.workbook.config import Config
 
@@ -219,7 +219,6 @@ def book_account(
     event is keyed, so a second pass records nothing. Raises BrokerUnavailable (nothing
     written) and the ledger's errors.
     """
-    from ops_runner.market.calendar import NY
 
     calendar = open_calendar(cfg)
     local = now.astimezone(NY).date()

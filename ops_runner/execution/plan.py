@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-from ops_runner.brokers import AccountValues
+from ops_runner.brokers.base import AccountValues
 from ops_runner.brokers.gate import OrderIntent, Side
 from ops_runner.core.canonical import compute_json_ready
 from ops_runner.core.errors import OpsError
@@ -18,7 +18,7 @@ from ops_runner.market.prices import open_store
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ops_runner.brokers import Broker
+    from ops_runner.brokers.base import Broker
     from ops_runner.workbook.config import Config
 
 PRICE_STEP = Decimal("0.0001")  # raw closes to 4 decimals: drops float noise from storage

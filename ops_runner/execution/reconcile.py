@@ -11,7 +11,14 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from ops_runner.brokers import Broker, BrokerOrder, Commission, Execution, OrderStatus, find_order
+from ops_runner.brokers.base import (
+    Broker,
+    BrokerOrder,
+    Commission,
+    Execution,
+    OrderStatus,
+    find_order,
+)
 from ops_runner.brokers.gate import OrderIntent, Side
 from ops_runner.core.canonical import canonical_json, compute_json_ready
 from ops_runner.core.errors import DataError, OpsError
@@ -29,8 +36,9 @@ from ops_runner.ledger.projections import (
     compute_orders,
     compute_positions,
 )
+from ops_runner.ledger.states import apply_trigger, read_state
 from ops_runner.market.calendar import NY, open_calendar
-from ops_runner.market.prices import open_store
+from ops_runner.market.prices import compute_split_ratio, open_store
 from ops_runner.workbook.config import Config
 
 log = logging.getLogger(__name__)
@@ -553,7 +561,6 @@ def read_session_prices(
 
 def read_session_splits(cfg: Config, symbols: Iterable[str], session: str) -> dict[str, Decimal]:
     """Return the ratio of each of ``symbols`` the price store splits at ``session``'s open."""
-    from ops_runner.market.prices import compute_split_ratio
 
     splits = {}
     for symbol, raw in read_session_prices(cfg, symbols, "split", session).items():
@@ -590,7 +597,6 @@ def reconcile(
     findings are acted on once: a second run writes nothing. Raises ReconciliationError (naive
     ``now``, not a session), BrokerUnavailable (nothing written) and the ledger's errors.
     """
-    from ops_runner.ledger.states import read_state
 
     if now.tzinfo is None or now.utcoffset() is None:
         raise ReconciliationError(f"now {now.isoformat()} is naive; give the clock a time zone")
@@ -676,7 +682,6 @@ def _record_outcome(
     run_id: str | None,
 ) -> ReconciliationReport:
     """Record the check; on breaks also the incident and the state change, then alert."""
-    from ops_runner.ledger.states import apply_trigger
 
     cycle_id, breaks, kind = report.cycle_id, report.breaks, str(EventKind.CHECK_RECORDED)
     check = {

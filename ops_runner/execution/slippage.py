@@ -18,8 +18,10 @@ from ops_runner.execution.reconcile import (
     compute_record_closes,
     read_session_prices,
 )
+from ops_runner.ledger import LedgerConflict, open_ledger
 from ops_runner.ledger.projections import OrderView, compute_fills
 from ops_runner.market.calendar import open_calendar
+from ops_runner.runtime.alerts import Alert, send_alert
 from ops_runner.workbook.config import Config
 
 if TYPE_CHECKING:
@@ -323,7 +325,6 @@ def read_slippage(cfg: Config, cycle_id: str, trailing: int = TRAILING_CYCLES) -
     raw close of the decision session, else the Decision Record's ``prices_used``. Opening
     prints are the order session's raw open in the store. Raises LedgerMissing, LedgerError.
     """
-    from ops_runner.ledger import open_ledger
 
     with open_ledger(cfg, create=False, readonly=True) as ledger:
         events = list(ledger.events())
@@ -371,7 +372,6 @@ def write_slippage_check(
     the cycle's check was recorded with other figures (e.g. after a band changed): the first
     record stands.
     """
-    from ops_runner.ledger import LedgerConflict, open_ledger
 
     cycle, key = report.cycle_id, f"{EventKind.CHECK_RECORDED}:{CHECK}:{report.cycle_id}"
     result: dict[str, Any] = {"check": CHECK, "cycle": cycle, "key": None, "seq": None,
@@ -393,8 +393,6 @@ def write_slippage_check(
             ) from None
         result.update(key=key, seq=event.seq, passed=not flagged, detail=check["detail"])
         if flagged:
-            from ops_runner.runtime.alerts import Alert, send_alert
-
             log.warning("%s", report.summary())
             body = "\n".join([report.summary(), *check["evidence"]])
             alert = Alert(f"slippage {cycle}: {len(flagged)} order(s) out of band", body,

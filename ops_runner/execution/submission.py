@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from ops_runner.brokers import (
+from ops_runner.brokers.base import (
     BrokerError,
     BrokerOrder,
     BrokerUnavailable,
@@ -39,11 +39,12 @@ from ops_runner.ledger.states import (
     read_state,
 )
 from ops_runner.market.calendar import open_calendar
+from ops_runner.runtime.notebooks import PREVIEW_NOTE
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ops_runner.brokers import Broker
+    from ops_runner.brokers.base import Broker
     from ops_runner.workbook.config import Config
 
 log = logging.getLogger(__name__)
@@ -360,7 +361,6 @@ def adopt_opening_balance(ledger: Ledger, broker: Broker, run_id: str | None = N
 def compute_preview(plan: ExecutionPlan, state: str) -> SubmissionReport:
     """Return what a submission of ``plan`` would send, for a notebook run by hand: nothing is
     recorded, looked up or sent (the tick or ``ops-runner run execution`` does that)."""
-    from ops_runner.runtime.notebooks import PREVIEW_NOTE
 
     rows = [_row_of(i, RowOutcome.PREVIEW, None, "not sent: preview") for i in plan.intents]
     return SubmissionReport(SubmissionStatus.PREVIEW, plan.order_session, ("", ""), rows,

@@ -21,6 +21,7 @@ from typing import Any
 from ops_runner.core.events import EventKind
 from ops_runner.core.hashing import compute_sha256, read_sha256
 from ops_runner.ledger import Ledger, projections
+from ops_runner.market import qa
 from ops_runner.market.calendar import open_calendar
 from ops_runner.market.prices import open_store
 from ops_runner.workbook.config import Config
@@ -174,7 +175,6 @@ def compute_integrity(cfg: Config, ledger: Ledger) -> tuple[bool, str, list[str]
 def check_integrity(cfg: Config, ledger: Ledger, now: datetime | None = None) -> list[str]:
     """Return the problems that keep SAFE_MODE closed: ledger chain, data QA as of the last
     session closed at ``now`` (default: the real clock), open reconciliation breaks."""
-    from ops_runner.market import qa  # noqa: PLC0415 - pandas stays out of the idle tick
 
     problems: list[str] = []
     report = ledger.verify(cfg.path("anchor"))

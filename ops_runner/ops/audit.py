@@ -33,19 +33,22 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from ops_runner.brokers import Broker
+from ops_runner.brokers import open_broker
+from ops_runner.brokers.base import Broker
 from ops_runner.core.clock import format_instant
 from ops_runner.core.errors import OpsError
 from ops_runner.core.events import EventKind, State, Trigger
+from ops_runner.execution.books import book_account
 from ops_runner.execution.breaks import Break, BreakKind
 from ops_runner.execution.reconcile import CENT, CHECK, check_cash, check_positions
-from ops_runner.ledger import Ledger
+from ops_runner.ledger import Ledger, LedgerConflict, open_ledger
 from ops_runner.ledger.projections import (
     compute_cash,
     compute_fills,
     compute_orders,
     compute_positions,
 )
+from ops_runner.ledger.states import apply_trigger, incident_event, read_state
 from ops_runner.market.calendar import open_calendar
 from ops_runner.ops.jobs import alert_console, read_clock
 from ops_runner.workbook.config import Config
@@ -257,9 +260,6 @@ def run_audit(
     SAFE_MODE in one transaction, then ``alert(summary)``. Raises AuditError (naive ``now``),
     BrokerUnavailable (nothing written: retry later), CalendarError and the ledger's errors.
     """
-    from ops_runner.execution.books import book_account
-    from ops_runner.ledger import LedgerConflict
-    from ops_runner.ledger.states import read_state
 
     if now.tzinfo is None or now.utcoffset() is None:
         raise AuditError(f"now {now.isoformat()} is naive; give the clock a time zone")
@@ -310,7 +310,6 @@ def run_audit(
 
 def _record(ledger: Ledger, report: AuditReport, run_id: str | None) -> AuditReport:
     """Record the audit; with breaks, its incident and SAFE_MODE in the same transaction."""
-    from ops_runner.ledger.states import apply_trigger, incident_event
 
     item = (str(EventKind.AUDIT_RECORDED), report.key, report.to_payload())
     if not report.breaks:
@@ -330,8 +329,6 @@ def audit_job(
     """Audit the workbook's broker (read-only session) against its ledger as of ``now`` (""
     the real clock); return the report. Raises as ``run_audit`` (BrokerUnavailable: nothing
     recorded, retry later) and OpsError for a bad ``now``."""
-    from ops_runner.brokers import open_broker
-    from ops_runner.ledger import open_ledger
 
     clock = read_clock(now)
     broker = open_broker(cfg, clock=clock, role="readonly")

@@ -45,12 +45,14 @@ from ops_runner.core.faults import inject
 from ops_runner.core.files import open_atomic
 from ops_runner.core.hashing import compute_sha256, read_size_and_sha256
 from ops_runner.ledger.store import (
+    _OPEN_HERE,
     LEDGER_FILE,
     Ledger,
     LedgerError,
     open_ledger,
     read_anchor,
 )
+from ops_runner.market.integrity import check_prices, check_registered
 from ops_runner.market.prices import open_store
 from ops_runner.ops.ticklock import hold_tick_lock
 from ops_runner.workbook.config import CONFIG_NAME, Config, load_config_text
@@ -294,7 +296,6 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes | Path, mtime: float) -> N
 def _require_matching(cfg: Config, reason: str, force: bool) -> str:
     """Return the backup's reason; raise BackupError when registered files or the price store
     do not match the ledger, naming them, unless ``force`` (then the reason says so)."""
-    from ops_runner.market.integrity import check_prices, check_registered
 
     with open_ledger(cfg, create=False, readonly=True) as ledger:
         problems = check_registered(cfg, ledger.events())
@@ -574,7 +575,6 @@ def restore_backup(archive: Path, target_workbook: Path, force: bool = False) ->
         names = sorted(n for n in files if n != MANIFEST)
         live = _live_paths(cfg, names)
         ledger_path = (cfg.path("ledger") / LEDGER_FILE).resolve()
-        from ops_runner.ledger.store import _OPEN_HERE  # noqa: PLC0415 - the process's open ledgers
 
         if _OPEN_HERE.get(str(ledger_path)):
             raise RestoreRefused(
@@ -623,7 +623,6 @@ def _tick_lock(cfg: Config, target: Path) -> Iterator[None]:
 
 def _verify_restored(cfg: Config, report: ArchiveReport) -> tuple[int, str | None]:
     """Open the restored ledger read-write (back to WAL), verify it, anchor it, check artifacts."""
-    from ops_runner.market.integrity import check_registered  # noqa: PLC0415 - pandas stays lazy
 
     with open_ledger(cfg, create=False) as ledger:
         verified = ledger.verify(cfg.path("anchor"))

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from ops_runner.brokers import AccountValues, Broker
+from ops_runner.brokers.base import AccountValues, Broker
 from ops_runner.core.canonical import canonical_json
 from ops_runner.core.clock import format_seconds, parse_instant
 from ops_runner.core.errors import CalendarError, DataError, OpsError
@@ -25,10 +25,14 @@ from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.core.files import write_bytes_atomic
 from ops_runner.core.hashing import compute_sha256
 from ops_runner.core.version import compute_code_version
-from ops_runner.ledger import Ledger
+from ops_runner.ledger import Ledger, open_ledger
+from ops_runner.ledger.states import apply_trigger, incident_event, read_state, record_equity_mark
 from ops_runner.market.calendar import open_calendar
+from ops_runner.market.integrity import CHECK, compute_data_fingerprint, compute_integrity
 from ops_runner.market.prices import open_store
-from ops_runner.workbook.config import Config
+from ops_runner.runtime.alerts import Alert, send_alert
+from ops_runner.strategy.momentum import STRATEGY_VERSION
+from ops_runner.workbook.config import Config, mask_account
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +165,6 @@ def check_broker(cfg: Config, broker: Broker) -> tuple[Check, AccountValues | No
     configured account when one is configured, and paper or live as ``broker.mode`` says
     (IB paper accounts are the ones starting with DU).
     """
-    from ops_runner.workbook.config import mask_account
 
     wanted = cfg.values["broker"]
     try:
@@ -206,7 +209,6 @@ def check_broker(cfg: Config, broker: Broker) -> tuple[Check, AccountValues | No
 
 def compute_baseline(cfg: Config) -> dict[str, Any]:
     """Return what a validated baseline pins: config hash, strategy version, code version."""
-    from ops_runner.strategy.momentum import STRATEGY_VERSION
 
     return {
         "config_hash": cfg.hash,
@@ -250,9 +252,6 @@ def record_data_qa(cfg: Config, report: Any, run_id: str | None = None) -> Any:
     the same data records nothing new."""
     from collections import Counter
 
-    from ops_runner.ledger import open_ledger
-    from ops_runner.market.integrity import compute_data_fingerprint
-
     fingerprint = compute_data_fingerprint(cfg)
     session = report.as_of.isoformat()
     payload = {
@@ -271,7 +270,6 @@ def record_data_qa(cfg: Config, report: Any, run_id: str | None = None) -> Any:
 
 def approve_baseline(cfg: Config, reason: str, now: datetime | None = None) -> dict[str, Any]:
     """Record the current config, strategy and code as the validated baseline; returns it."""
-    from ops_runner.ledger import open_ledger
 
     if not reason.strip():
         raise OpsError("baseline approve: say what was reviewed with --reason")
@@ -345,7 +343,6 @@ def check_heartbeat(beat: dict[str, Any], max_gap_minutes: int) -> Check:
 
 
 def _degraded_by_freshness(ledger: Ledger) -> bool:
-    from ops_runner.ledger.states import read_state
 
     view = read_state(ledger)
     return view.state is State.DEGRADED_DATA and view.reason.startswith("data_fresh check")
@@ -355,8 +352,6 @@ def record_checks(
     cfg: Config, ledger: Ledger, checks: Iterable[Check], slot: str, run_id: str | None = None
 ) -> State:
     """Record each check once for ``slot`` and apply its trigger; returns the state after."""
-    from ops_runner.ledger.states import apply_trigger, incident_event, read_state
-    from ops_runner.runtime.alerts import Alert, send_alert
 
     for check in checks:
         key = f"CheckRecorded:{check.name}:{slot}"
@@ -392,7 +387,6 @@ def run_daily_checks(
     """The daily checks after ``session``'s close: data freshness, broker health, heartbeat,
     integrity (registered notebooks and snapshots, the price store), the equity mark and
     drawdown (which may HALT). Returns the checks."""
-    from ops_runner.ledger.states import record_equity_mark
 
     calendar = open_calendar(cfg)
     checks = [check_data_fresh(cfg, calendar.previous_session(session))]
@@ -401,8 +395,6 @@ def run_daily_checks(
     sched = cfg.values["schedule"]
     checks.append(check_heartbeat(read_heartbeat(cfg), int(sched["heartbeat_max_gap_minutes"])))
     if ledger.get(f"CheckRecorded:integrity:{slot}") is None:  # hashing once per session
-        from ops_runner.market.integrity import CHECK, compute_integrity
-
         passed, detail, evidence = compute_integrity(cfg, ledger)
         checks.append(Check(CHECK, passed, detail, tuple(evidence)))
     record_checks(cfg, ledger, checks, slot, run_id)

@@ -21,9 +21,14 @@ from ops_runner.core.faults import inject
 from ops_runner.core.files import write_bytes_atomic
 from ops_runner.core.hashing import compute_sha256
 from ops_runner.core.version import compute_code_version
-from ops_runner.ledger import Ledger
+from ops_runner.ledger import Ledger, open_ledger
+from ops_runner.ledger.states import apply_trigger, read_state
+from ops_runner.market.bars import BAR_COLUMNS
 from ops_runner.market.calendar import open_calendar
+from ops_runner.market.integrity import compute_data_fingerprint
 from ops_runner.market.prices import open_store
+from ops_runner.ops.checks import check_baseline
+from ops_runner.strategy.momentum import StrategySettings, compute_decision
 from ops_runner.workbook.config import Config
 
 log = logging.getLogger(__name__)
@@ -123,7 +128,6 @@ def write_snapshot(cfg: Config, strategy: str, session: date, bars: dict[str, pd
 
 def read_snapshot(cfg: Config, relative: str, sha256: str) -> dict[str, pd.DataFrame]:
     """Return the snapshot's bars per symbol. Raises DataError if missing or altered."""
-    from ops_runner.market.bars import BAR_COLUMNS
 
     path = cfg.path("ledger") / relative
     if not path.is_file():
@@ -185,9 +189,6 @@ def decide(
     decided session open an incident, move to SAFE_MODE and raise DecisionConflict.
     Raises StrategyError for an impossible decision (not a month-end, missing bars).
     """
-    from ops_runner.ledger import open_ledger
-    from ops_runner.ledger.states import apply_trigger
-    from ops_runner.strategy.momentum import StrategySettings, compute_decision
 
     day = session if isinstance(session, date) else _parse_session(session)
     with open_ledger(cfg) as ledger:
@@ -256,9 +257,6 @@ def require_decision_gates(cfg: Config, ledger: Ledger, day: date) -> None:
     and the latest data QA of ``day`` recorded in the ledger is clean and read the stored
     data as it still is. Every path to a decision passes here: the tick, ``ops-runner run``,
     ``ops-runner decide``, a notebook and the library."""
-    from ops_runner.ledger.states import read_state
-    from ops_runner.market.integrity import compute_data_fingerprint
-    from ops_runner.ops.checks import check_baseline
 
     what = f"decision of {day} refused"
     view = read_state(ledger)
@@ -291,7 +289,6 @@ def _parse_session(text: str) -> date:
 
 def read_record(cfg: Config, cycle_id: str) -> dict[str, Any]:
     """Return the cycle's Decision Record. Raises OpsError when the cycle was not decided."""
-    from ops_runner.ledger import open_ledger
 
     with open_ledger(cfg, create=False, readonly=True) as ledger:
         recorded = [e for e in ledger.events(kind=str(EventKind.DECISION_RECORDED))
@@ -315,7 +312,6 @@ def replay(cfg: Config, cycle_id: str) -> ReplayResult:
 
 def replay_all(cfg: Config) -> list[ReplayResult]:
     """Replay every decided cycle, oldest first."""
-    from ops_runner.ledger import open_ledger
 
     with open_ledger(cfg, create=False, readonly=True) as ledger:
         records = [e.payload for e in ledger.events(kind=str(EventKind.DECISION_RECORDED))]
@@ -323,7 +319,6 @@ def replay_all(cfg: Config) -> list[ReplayResult]:
 
 
 def _replay_record(cfg: Config, record: dict[str, Any]) -> ReplayResult:
-    from ops_runner.strategy.momentum import StrategySettings, compute_decision
 
     session = date.fromisoformat(record["session"])
     causes: list[str] = []

@@ -17,7 +17,7 @@ Steps (one report line each; the first that fails stops the drill and says why):
    restored ledger at its head (submitted orders with their broker ids, fills, commissions,
    positions, cash; no pending settlement).
 7. passes, twice: at each instant a slot of the cycle opens, a tick on that simulated clock,
-   then the cycle's jobs opening then, each through ``orchestrator.run_slot`` (as ``ops-runner
+   then the cycle's jobs opening then, each through ``tick.run_slot`` (as ``ops-runner
    run`` runs it: a papermill notebook recorded in the scratch ledger).
 8. proof: no new order event (OrdersPlanned, OrderIntentRecorded, OrderSubmitted, OrderDenied,
    OrderStatusChanged, FillRecorded), no new DecisionRecorded, no new order at the simulated
@@ -57,12 +57,17 @@ from typing import Any
 
 import yaml
 
+from ops_runner.brokers import open_broker
+from ops_runner.brokers.sim import BOOK_NAME, DEFAULT_ACCOUNT
 from ops_runner.core.clock import format_instant
 from ops_runner.core.cycle import Cycle
 from ops_runner.core.errors import OpsError
 from ops_runner.core.events import EventKind as K
 from ops_runner.core.hashing import read_sha256
+from ops_runner.ledger import open_ledger
+from ops_runner.ledger.projections import compute_positions
 from ops_runner.market.calendar import open_calendar
+from ops_runner.ops.backup import ARCHIVE_PATTERN
 from ops_runner.ops.drill_scratch import (
     attach_store,
     is_inside,
@@ -72,6 +77,16 @@ from ops_runner.ops.drill_scratch import (
 )
 from ops_runner.ops.drill_scratch import compute_paper_config as compute_paper_config  # re-export
 from ops_runner.ops.drill_scratch import compute_sim_books as compute_sim_books  # re-export
+from ops_runner.ops.jobs import read_clock
+from ops_runner.ops.schedule import ScheduleSettings, compute_session_slots
+from ops_runner.ops.tick import run_slot, tick
+from ops_runner.runtime.alerts import Alert, send_alert
+from ops_runner.runtime.notebooks import (
+    NotebookError,
+    compute_output_path,
+    compute_run_id,
+    run_notebook,
+)
 from ops_runner.workbook.config import CONFIG_NAME, Config, load_config, mask_account
 
 log = logging.getLogger(__name__)
@@ -270,7 +285,6 @@ def _masked(text: str, accounts: Iterable[str | None]) -> str:
 
 def read_now(text: str) -> datetime | None:
     """Return the instant of an ISO text (a notebook parameter), None for "". Raises OpsError."""
-    from ops_runner.ops.jobs import read_clock
 
     return read_clock(text)() if text else None
 
@@ -278,7 +292,6 @@ def read_now(text: str) -> datetime | None:
 def find_latest_backup(cfg: Config) -> Path | None:
     """Return the newest archive in paths.backups by the stamp and ledger seq in its name (the
     names create_backup writes and BackupRecorded records), or None when there is none."""
-    from ops_runner.ops.backup import ARCHIVE_PATTERN
 
     folder = cfg.path("backups")
     found = {(m.group(1), int(m.group(2))): p for p in folder.glob("*.tar.gz")
@@ -287,7 +300,6 @@ def find_latest_backup(cfg: Config) -> Path | None:
 
 
 def _read_events(cfg: Config) -> list[Any]:
-    from ops_runner.ledger import open_ledger
 
     with open_ledger(cfg, create=False, readonly=True) as ledger:
         return list(ledger.events())
@@ -299,7 +311,6 @@ def _head(cfg: Config) -> int:
 
 
 def _broker_orders(cfg: Config) -> int:
-    from ops_runner.brokers.sim import BOOK_NAME
 
     path = cfg.path("broker") / BOOK_NAME
     return len(json.loads(path.read_text(encoding="utf-8"))["orders"]) if path.is_file() else 0
@@ -313,9 +324,6 @@ def _go_paper(scfg: Config, report: DrillReport) -> tuple[Config, list[Any], lis
     the restored ledger; find the cycle to run again; check the books read back at its first
     instant (a working order of a later cycle stays working then). Returns the new config,
     the restored events and the cycle's plan."""
-    from ops_runner.brokers import open_broker
-    from ops_runner.brokers.sim import BOOK_NAME, DEFAULT_ACCOUNT
-    from ops_runner.ledger.projections import compute_positions
 
     source = scfg.workbook / CONFIG_NAME
     values, changes = compute_paper_config(yaml.safe_load(source.read_text("utf-8")), scfg.workbook)
@@ -342,7 +350,6 @@ def _go_paper(scfg: Config, report: DrillReport) -> tuple[Config, list[Any], lis
 
 def _cycle_plan(scfg: Config, cycle: str) -> list[tuple[datetime, list[Any]]]:
     """Return each instant a slot of ``cycle`` opens, with the cycle's jobs opening then."""
-    from ops_runner.ops.schedule import ScheduleSettings, compute_session_slots
 
     calendar, settings = open_calendar(scfg), ScheduleSettings.from_config(scfg.values)
     wanted = Cycle.parse(cycle)
@@ -355,8 +362,6 @@ def _cycle_plan(scfg: Config, cycle: str) -> list[tuple[datetime, list[Any]]]:
 
 
 def _rerun(scfg: Config, slot: Any, pass_no: int) -> Rerun:
-    from ops_runner.ledger import open_ledger
-    from ops_runner.ops.tick import run_slot
 
     with open_ledger(scfg) as ledger:
         head = (ledger.head() or (0, ""))[0]
@@ -371,7 +376,6 @@ def _rerun(scfg: Config, slot: Any, pass_no: int) -> Rerun:
 
 
 def _passes(scfg: Config, report: DrillReport, plan: list, say: Callable[[str], None]) -> None:
-    from ops_runner.ops.tick import tick
 
     for pass_no in (1, 2):
         for instant, slots in plan:
@@ -422,7 +426,6 @@ def run_drill(
     what the drill finds (FAIL, a reason a line) nor for no archive (NO_BACKUP); a step that
     crashes is a FAIL naming the exception. Nothing of the live workbook is changed.
     """
-    from ops_runner.runtime.notebooks import compute_run_id
 
     at = (now or datetime.now(UTC)).astimezone(UTC)
     chosen = Path(archive).expanduser().resolve() if archive else find_latest_backup(cfg)
@@ -477,8 +480,6 @@ def record_drill(
     """Append ``DrillRecorded:<drill id>`` to the live ledger and return the event; a FAIL
     also sends a critical alert (recorded as AlertSent). NO_BACKUP records nothing (None).
     Never changes the live state. Raises LedgerError when the ledger cannot record it."""
-    from ops_runner.ledger import open_ledger
-    from ops_runner.runtime.alerts import Alert, send_alert
 
     if report.status is DrillStatus.NO_BACKUP:
         return None
@@ -509,13 +510,6 @@ def execute_drill(
     failed and, unless it recorded its drill, recorded as a FAIL drill with its alert.
     ``progress`` is told where the report goes. Raises NoBackup, before running anything,
     when there is no archive to drill."""
-    from ops_runner.ledger import open_ledger
-    from ops_runner.runtime.notebooks import (
-        NotebookError,
-        compute_output_path,
-        compute_run_id,
-        run_notebook,
-    )
 
     chosen = Path(archive).expanduser().resolve() if archive else find_latest_backup(cfg)
     if chosen is None or not chosen.is_file():

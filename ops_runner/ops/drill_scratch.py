@@ -18,10 +18,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from ops_runner.brokers.base import OrderStatus
+from ops_runner.brokers.sim import BOOK_VERSION, PERM_ID_BASE
 from ops_runner.core.errors import OpsError
 from ops_runner.core.events import EventKind as K
 from ops_runner.core.hashing import read_sha256
+from ops_runner.ledger import open_ledger
+from ops_runner.ledger import projections as p
+from ops_runner.market.integrity import check_registered
 from ops_runner.market.prices import open_store
+from ops_runner.ops.backup import restore_backup, verify_archive
 from ops_runner.workbook.config import CONFIG_NAME, Config, load_config, load_config_text
 
 _INSIDE_ONLY = ("ledger", "data", "anchor", "kill_switch")  # what a restore writes or locks
@@ -46,9 +52,6 @@ def compute_sim_books(events: list[Any], account: str) -> dict[str, Any]:
     """Return simulated-broker books (sim.json) equal to the ledger's projection: each order
     submitted (broker id, status, shares filled), each fill and commission, positions, cash.
     Settlement is not replayed: all cash counts as settled."""
-    from ops_runner.brokers import OrderStatus
-    from ops_runner.brokers.sim import BOOK_VERSION, PERM_ID_BASE
-    from ops_runner.ledger import projections as p
 
     sent = {e.payload["client_ref"]: e for e in events if e.kind == K.ORDER_SUBMITTED}
     fills, orders, final = p.compute_fills(events), [], {s.value for s in OrderStatus}
@@ -125,8 +128,6 @@ def is_inside(root: Path, value: str | Path) -> bool:
 def verify_scratch(report: StepLog, scfg: Config, step: str, what: str) -> None:
     """Record ``step``: the scratch ledger's chain and every notebook it registers verify
     (``what`` says when). A failure stops the drill through ``report.check``."""
-    from ops_runner.ledger import open_ledger
-    from ops_runner.market.integrity import check_registered
 
     with open_ledger(scfg, create=False) as ledger:
         chain = ledger.verify(scfg.path("anchor"))
@@ -143,7 +144,6 @@ def restore_scratch(report: StepLog, archive: Path, scratch: Path, say: Callable
     outside ``scratch``, or a ``scratch`` not empty, fails the restore before anything is
     written. Records the verify, restore and chain steps; a failure stops the drill through
     ``report.check``."""
-    from ops_runner.ops.backup import restore_backup, verify_archive
 
     say(f"verifying {archive.name}")
     found = verify_archive(archive)

@@ -20,13 +20,16 @@ from typing import Any
 
 import pandas as pd
 
-from ops_runner.brokers import Broker
+from ops_runner.brokers import open_broker
+from ops_runner.brokers.base import Broker, BrokerError
 from ops_runner.core.clock import format_seconds, format_stamp, parse_instant
 from ops_runner.core.errors import IncidentError, OpsError
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.core.hashing import compute_sha256
-from ops_runner.ledger import Ledger
+from ops_runner.ledger import Ledger, open_ledger, projections
 from ops_runner.ledger.projections import StateView
+from ops_runner.ledger.states import apply_trigger, incident_event, read_state
+from ops_runner.ops.checks import compute_baseline
 from ops_runner.ops.incident_evidence import (
     CATEGORY_CAUSE,
     Cause,
@@ -244,7 +247,6 @@ def open_incident(
     IncidentError for an empty summary, an unknown category, or an id already used for another
     incident.
     """
-    from ops_runner.ledger.states import apply_trigger, incident_event
 
     summary = compute_masked(_one_line(summary), _accounts(cfg))
     if not summary:
@@ -327,7 +329,6 @@ def close_incident(
     a missing post-mortem reference: leaving HALT needs an approval naming that reference.
     Closing changes no state; leaving SAFE_MODE or HALT stays the approvals' business.
     """
-    from ops_runner.ledger.states import read_state
 
     resolution = _one_line(resolution)
     postmortem = _one_line(postmortem) or None
@@ -363,7 +364,6 @@ def close_incident(
 
 
 def _ask(call: Any) -> tuple[Any, str | None]:
-    from ops_runner.brokers import BrokerError
 
     try:
         return call(), None
@@ -451,9 +451,6 @@ def snapshot(
     ``broker`` None opens the configured one (read-only role) and closes it after. Account
     ids are masked everywhere. Raises IncidentError for an unknown id.
     """
-    from ops_runner.ledger import projections
-    from ops_runner.ledger.states import read_state
-    from ops_runner.ops.checks import compute_baseline
 
     events = list(ledger.events())
     opened, _ = compute_opened_closed(events, incident_id)
@@ -462,8 +459,6 @@ def snapshot(
     moment = now or datetime.now(UTC)
     own, account = broker is None, None
     if own:
-        from ops_runner.brokers import BrokerError, open_broker
-
         options = {"clock": lambda: moment} if now is not None and cfg.values["broker"][
             "kind"] == "sim" else {}  # fmt: skip
         try:
@@ -503,7 +498,6 @@ def snapshot(
 
 def _latest_cycle_orders(events: list[Any]) -> tuple[dict[str, Any], ...]:
     """The ledger's view of every order of the latest cycle that recorded intents."""
-    from ops_runner.ledger import projections
 
     latest = next((e.cycle_id for e in reversed(events)
                    if e.kind == EventKind.ORDER_INTENT_RECORDED and e.cycle_id), None)  # fmt: skip
@@ -547,7 +541,6 @@ class Investigation:
 
 def require_safe_mode(ledger: Ledger, incident: Mapping[str, Any]) -> bool:
     """Move to SAFE_MODE for an open incident unless already in SAFE_MODE or HALT; True if moved."""
-    from ops_runner.ledger.states import apply_trigger, read_state
 
     if incident.get("closed") or read_state(ledger).state in (State.SAFE_MODE, State.HALT):
         return False
@@ -566,7 +559,6 @@ def investigate(
     """Return the investigation of ``incident_id`` ("" = the latest open one; None when no
     incident is open). An open incident outside SAFE_MODE/HALT moves the system to SAFE_MODE.
     ``now`` is an ISO instant ("" or None: the real clock). Raises IncidentError."""
-    from ops_runner.ledger import open_ledger
 
     moment = now if isinstance(now, datetime) else None
     if isinstance(now, str) and now:

@@ -11,10 +11,17 @@ from typing import Any
 
 import pandas as pd
 
-from ops_runner.brokers import Broker
+from ops_runner.brokers import open_broker
+from ops_runner.brokers.base import Broker
 from ops_runner.core.clock import parse_instant
 from ops_runner.core.errors import OpsError
+from ops_runner.execution.plan import read_plan
+from ops_runner.execution.reconcile import reconcile
+from ops_runner.execution.submission import compute_preview, submit_plan
+from ops_runner.ledger import open_ledger
+from ops_runner.ledger.states import read_state
 from ops_runner.market.calendar import open_calendar
+from ops_runner.ops.decision import read_record
 from ops_runner.workbook.config import Config
 
 log = logging.getLogger(__name__)
@@ -56,9 +63,6 @@ class ExecutionJob:
     def submit(self) -> Any:
         """Submit the plan (or the plan of record on a re-run); returns the SubmissionReport.
         A preview (a notebook run by hand) sends nothing: it shows what would be sent."""
-        from ops_runner.execution.submission import compute_preview, submit_plan
-        from ops_runner.ledger import open_ledger
-        from ops_runner.ledger.states import read_state
 
         with open_ledger(self.cfg) as ledger:
             if self.cfg.preview:
@@ -68,9 +72,6 @@ class ExecutionJob:
 
 def open_execution(cfg: Config, cycle_id: str, now: str = "") -> ExecutionJob:
     """Return the execution job of ``cycle_id`` with its plan computed. Raises OpsError."""
-    from ops_runner.brokers import open_broker
-    from ops_runner.execution.plan import read_plan
-    from ops_runner.ops.decision import read_record
 
     clock = read_clock(now)
     record = read_record(cfg, cycle_id)
@@ -93,10 +94,6 @@ def run_reconciliation(
     cfg: Config, cycle_id: str, now: str = "", alert: Callable[[str], None] | None = alert_console
 ) -> Any:
     """Reconcile the cycle's orders at the broker against the ledger; returns the report."""
-    from ops_runner.brokers import open_broker
-    from ops_runner.execution.reconcile import reconcile
-    from ops_runner.ledger import open_ledger
-    from ops_runner.ops.decision import read_record
 
     clock = read_clock(now)
     record = read_record(cfg, cycle_id)

@@ -14,7 +14,10 @@ from typing import Any
 
 from ops_runner.core.events import EventKind, State
 from ops_runner.ledger import Ledger
+from ops_runner.ledger.projections import compute_open_incidents, compute_state
 from ops_runner.ops.schedule import Job, Slot
+from ops_runner.reports.runs import write_runs_index
+from ops_runner.reports.slippage import publish_report
 from ops_runner.workbook.config import Config
 
 log = logging.getLogger(__name__)
@@ -28,7 +31,6 @@ def compute_uninvestigated(events: Any, limit: int = MAX_INVESTIGATIONS_PER_TICK
     An incident opened because an investigation itself failed is not investigated again
     (that would loop); its own notebook is linked from the incident it failed on.
     """
-    from ops_runner.ledger.projections import compute_open_incidents
 
     events = list(events)
     started = {
@@ -61,7 +63,7 @@ def investigate_incidents(
 ) -> list[str]:
     """Runbook 4.1 on every new incident: the incident notebook, once per incident (its
     executed copy is the investigation's record, linked from the runs index). ``run_job`` runs
-    a slot at an instant the tick's way (``orchestrator.run_slot``)."""
+    a slot at an instant the tick's way (``tick.run_slot``)."""
     if not cfg.values["schedule"].get("investigate_incidents", True):
         return []
     ran = []
@@ -78,7 +80,6 @@ def compute_audit_hold(events: Any) -> str | None:
     """Return why the weekly audit must wait, or None: the broker is down (the audit would
     only fail), or a cycle's orders went out and its reconciliation has not recorded the
     fills yet (the broker's positions would read as breaks). It runs at a later tick."""
-    from ops_runner.ledger.projections import compute_state
 
     events = list(events)
     if compute_state(events).state is State.BROKER_DOWN:
@@ -98,8 +99,6 @@ def compute_audit_hold(events: Any) -> str | None:
 def publish_slippage(cfg: Config, notebook: Path, cycle: str) -> None:
     """The cycle's slippage page in reports/slippage/, linked from the runs index. Publishing
     is a view of a recorded run: when it fails, the run still counts and says so in the log."""
-    from ops_runner.reports.runs import write_runs_index
-    from ops_runner.reports.slippage import publish_report
 
     try:
         page = publish_report(cfg, notebook, cycle)

@@ -13,6 +13,13 @@ from datetime import datetime
 from pathlib import Path
 
 from ops_runner.core.errors import NotWritable, OpsError
+from ops_runner.ledger import open_ledger
+from ops_runner.ledger.states import (
+    enforce_kill_switch,
+    read_state,
+    record_kill_switch,
+    write_kill_switch,
+)
 from ops_runner.ops.schedule import Slot
 from ops_runner.ops.tick import (
     LazyBroker,
@@ -40,7 +47,6 @@ def run_by_hand(cfg: Config, slot: Slot, now: datetime, simulated: bool) -> tupl
 
     ``simulated``: ``now`` is a fixed instant (simulated brokers only).
     """
-    from ops_runner.ledger.states import enforce_kill_switch, read_state
 
     if simulated:
         require_simulated_broker(cfg)
@@ -68,8 +74,6 @@ def engage_kill_switch(cfg: Config, reason: str) -> Path:
     NotWritable says so (the caller exits non-zero). When the ledger cannot record it either,
     NotWritable says that trading is NOT stopped and how to stop it by hand.
     """
-    from ops_runner.ledger import open_ledger
-    from ops_runner.ledger.states import record_kill_switch, write_kill_switch
 
     path = cfg.path("kill_switch")
     try:

@@ -5,7 +5,10 @@ job's notebook (``notebooks/<job>.ipynb``, run by papermill in a fresh kernel) o
 in-process callable (the checks, the backup and the data fetch need no kernel), the notebook
 parameters a slot fills, how a completed run is judged (done, or the cycle still open), and
 the incident category a failure opens. The tick and ``ops-runner run`` run a slot through
-``orchestrator.run_slot``, which reads only this table; the CLI lists its jobs from it.
+``tick.run_slot``, which reads only this table; the CLI lists its jobs from it.
+
+The tick imports this table on every run, so each in-process job imports its callable inside
+its runner: an idle tick never loads the backup, the checks or the data sources.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ops_runner.brokers import Broker
+from ops_runner.brokers.base import Broker
 from ops_runner.core.clock import format_seconds
 from ops_runner.core.errors import OpsError
 from ops_runner.ledger import Ledger

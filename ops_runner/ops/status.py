@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ops_runner.core.events import State
+from ops_runner.ledger import LEDGER_FILE, LedgerCorrupt, open_ledger, projections
+from ops_runner.ledger.states import read_kill_switch
 from ops_runner.workbook.config import Config
 
 
@@ -14,8 +16,6 @@ def read_status(cfg: Config) -> dict[str, Any]:
     Opens the ledger read-only, so it is safe while a tick writes. A ledger that cannot be read
     is reported as HALT, which is what every other part of the workbook will treat it as.
     """
-    from ops_runner.ledger import LEDGER_FILE, LedgerCorrupt, open_ledger, projections
-    from ops_runner.ledger.states import read_kill_switch
 
     kill = read_kill_switch(cfg)
     report: dict[str, Any] = {

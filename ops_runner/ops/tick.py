@@ -7,6 +7,11 @@ the ledger, records missed jobs and expired decisions, and runs the due jobs in 
 checks in-process, the others as notebooks through papermill. Every slot is keyed, so a job
 done is never done again and running every tick twice changes nothing but the heartbeat file.
 Alerts for what the tick recorded go out last, and never block it.
+
+Most ticks find nothing due. So what only a due job, a failure or an incident needs (the
+broker adapters, the notebook runner, alerts, incidents, backup) is imported inside the
+function that runs it: an idle tick loads the schedule, the ledger and the calendar and
+nothing more (tests/integration/test_production_tick.py, benchmarks/tick.py).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from ops_runner.brokers import Broker
+from ops_runner.brokers.base import Broker
 from ops_runner.core.clock import format_seconds, parse_instant
 from ops_runner.core.errors import NotWritable, OpsError
 from ops_runner.core.events import EventKind, State, Trigger

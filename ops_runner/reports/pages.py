@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ops_runner.market.prices import open_store
+from ops_runner.market.prices import compute_split_adjusted, open_store
+from ops_runner.runtime.notebooks import PREVIEW_NOTE
 from ops_runner.workbook.config import Config, mask_account
 
 if TYPE_CHECKING:
@@ -24,8 +25,6 @@ def compute_banner(cfg: Config) -> pd.DataFrame:
     store = open_store(cfg)
     rows: dict[str, Any] = {}
     if cfg.preview:  # the first thing a notebook run by hand shows
-        from ops_runner.runtime.notebooks import PREVIEW_NOTE
-
         rows["PREVIEW"] = PREVIEW_NOTE
     rows |= {
         "workbook": cfg.values["workbook_name"],
@@ -61,8 +60,6 @@ def plot_flagged(cfg: Config, report: Any, sessions: int = 300) -> Figure | None
     clean run shows no empty chart.
     """
     import matplotlib.pyplot as plt
-
-    from ops_runner.market.prices import compute_split_adjusted
 
     flagged: dict[str, list[Any]] = {}
     for finding in report.findings:

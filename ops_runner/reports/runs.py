@@ -16,6 +16,12 @@ from ops_runner.core.clock import format_seconds
 from ops_runner.core.events import EventKind
 from ops_runner.core.files import write_bytes_atomic
 from ops_runner.core.hashing import read_sha256
+from ops_runner.execution.slippage import JOB
+from ops_runner.ledger import open_ledger
+from ops_runner.ledger.projections import compute_open_incidents, compute_state
+from ops_runner.reports.pages import write_html
+from ops_runner.reports.slippage import compute_report_path, publish_report, read_report_source
+from ops_runner.runtime.notebooks import read_scraps
 from ops_runner.workbook.config import Config
 
 log = logging.getLogger(__name__)
@@ -79,7 +85,6 @@ def _is_current(html: Path, notebook: Path) -> bool:
 
 
 def _run_row(cfg: Config, seq: int, payload: dict[str, Any], reports: Path) -> RunRow:
-    from ops_runner.reports.pages import write_html
 
     notebook = _notebook_of(cfg, payload)
     if notebook is None:
@@ -135,9 +140,6 @@ def _notebook_of(cfg: Config, payload: dict[str, Any]) -> Path | None:
 def _slippage_rows(cfg: Config, events: list[Any], reports: Path) -> list[SlippageRow]:
     """The latest completed slippage_report run per cycle, newest cycle first, each published
     to its stable page (rendered again only when that page is not from this run)."""
-    from ops_runner.execution.slippage import JOB
-    from ops_runner.reports.slippage import compute_report_path, publish_report, read_report_source
-    from ops_runner.runtime.notebooks import read_scraps
 
     outputs = {e.payload.get("run_id"): e.payload.get("outputs") for e in events
                if e.kind == EventKind.JOB_COMPLETED and e.payload.get("job") == JOB}  # fmt: skip
@@ -269,8 +271,6 @@ def write_runs_index(cfg: Config) -> Path:
     of flagged orders. Raises LedgerMissing when the workbook has no ledger, LedgerCorrupt when
     it cannot be read.
     """
-    from ops_runner.ledger import open_ledger
-    from ops_runner.ledger.projections import compute_open_incidents, compute_state
 
     with open_ledger(cfg, create=False, readonly=True) as ledger:
         events = list(ledger.events())

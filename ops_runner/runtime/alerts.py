@@ -24,7 +24,7 @@ from ops_runner.core.clock import format_seconds
 from ops_runner.core.errors import OpsError, SecretError
 from ops_runner.core.events import EventKind, State
 from ops_runner.core.hashing import compute_sha256
-from ops_runner.ledger import Ledger
+from ops_runner.ledger import Ledger, LedgerConflict
 from ops_runner.workbook.config import Config, load_secret
 
 __all__ = [
@@ -292,7 +292,6 @@ def _send(
     cfg: Config, alert: Alert, ledger: Ledger | None, key: str | None, events: Sequence[int]
 ) -> tuple[dict[str, Any], bool]:
     """Return (the AlertSent payload, whether this call wrote it)."""
-    from ops_runner.ledger import LedgerConflict
 
     alert_id = _alert_id(key)
     ledger_key = KEY_PREFIX + (key if key is not None else f"adhoc:{alert_id}")

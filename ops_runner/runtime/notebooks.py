@@ -23,8 +23,9 @@ from ops_runner.core.events import EventKind, Trigger
 from ops_runner.core.faults import inject
 from ops_runner.core.files import write_bytes_atomic
 from ops_runner.core.hashing import read_sha256
-from ops_runner.ledger import Ledger
-from ops_runner.workbook.config import Config, load_config, resolve_workbook
+from ops_runner.ledger import Ledger, open_ledger
+from ops_runner.ledger.states import apply_trigger, incident_event
+from ops_runner.workbook.config import _SECRET_WORDS, Config, load_config, resolve_workbook
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +289,6 @@ def require_known_parameters(source: Path, parameters: dict[str, Any]) -> None:
 
 def require_safe_parameters(parameters: dict[str, Any]) -> None:
     """Raise OpsError if a parameter looks like a secret: papermill writes parameters in clear."""
-    from ops_runner.workbook.config import _SECRET_WORDS
 
     for name in parameters:
         lowered = name.lower()
@@ -570,7 +570,6 @@ def execute_job(
     returns the JobRun with its ``error``; it never raises for a notebook's failure. JobCompleted
     is the caller's to record: only it knows whether the outcome counts as done.
     """
-    from ops_runner.ledger import open_ledger
 
     run_id = compute_run_id()
     output = compute_output_path(cfg, folder, job, run_id)
@@ -621,7 +620,6 @@ def record_job_failure(
 ) -> None:
     """Record a failed run: ``extra`` (e.g. its artifact), JobFailed, an incident and SAFE_MODE,
     in one transaction. ``about`` carries job, slot, session, cycle, run_id and at."""
-    from ops_runner.ledger.states import apply_trigger, incident_event
 
     run_id, slot = str(about["run_id"]), str(about["slot"])
     summary = f"{about['job']} ({slot}) failed: {error}"

@@ -36,13 +36,29 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
+from ops_runner.brokers import open_broker
 from ops_runner.core.cycle import Cycle
 from ops_runner.core.errors import OpsError
 from ops_runner.core.events import EventKind
+from ops_runner.execution.plan import read_plan
+from ops_runner.execution.reconcile import ReconciliationStatus, reconcile
+from ops_runner.execution.submission import SubmissionStatus, submit_plan
+from ops_runner.ledger import open_ledger
 from ops_runner.ledger.init import init_workbook
+from ops_runner.ledger.projections import (
+    compute_account_events,
+    compute_fills,
+    compute_ledger_equity,
+)
+from ops_runner.ledger.states import record_equity_mark
 from ops_runner.market.calendar import open_calendar
-from ops_runner.market.prices import open_store
-from ops_runner.market.sources.sample import DEFAULT_END, DEFAULT_SEED, DEFAULT_START
+from ops_runner.market.integrity import record_prices
+from ops_runner.market.prices import PriceStore, open_store
+from ops_runner.market.qa import run_qa
+from ops_runner.market.sources.sample import DEFAULT_END, DEFAULT_SEED, DEFAULT_START, write_sample
+from ops_runner.ops.audit import run_audit
+from ops_runner.ops.checks import approve_baseline, record_data_qa
+from ops_runner.ops.decision import decide
 from ops_runner.workbook.config import Config, load_config
 
 log = logging.getLogger(__name__)
@@ -120,16 +136,11 @@ def _new_workbook(root: Path, overrides: Mapping[str, Mapping[str, Any]]) -> Con
 def _prepare(workbook: Path, seed: int, overrides: Mapping[str, Mapping[str, Any]]) -> Config:
     """Initialise a fresh workbook with the sample market; refuse a folder already in use."""
 
-    from ops_runner.market.sources.sample import write_sample
-
     root = Path(workbook)
     cfg = _new_workbook(root, overrides)
     if cfg.values["broker"]["kind"] != "sim" or cfg.values["data"]["primary"] != "sample":
         raise HistoryError("a simulated history needs broker.kind sim and data.primary sample")
     write_sample(open_store(cfg), seed=seed, calendar=open_calendar(cfg))
-    from ops_runner.ledger import open_ledger
-    from ops_runner.market.integrity import record_prices
-    from ops_runner.ops.checks import approve_baseline
 
     with open_ledger(cfg) as ledger:
         record_prices(cfg, ledger, "sample", "simulated history: the SYNTHETIC sample market")
@@ -150,14 +161,6 @@ def run_cycle(cfg: Config, year: int, month: int, fill_slippage_bps: float | Non
     HistoryError when the submission or the reconciliation does not end clean, and what the
     jobs raise (StrategyError, ExecutionError, ReconciliationError, LedgerError).
     """
-    from ops_runner.brokers import open_broker
-    from ops_runner.execution.plan import read_plan
-    from ops_runner.execution.reconcile import ReconciliationStatus, reconcile
-    from ops_runner.execution.submission import SubmissionStatus, submit_plan
-    from ops_runner.ledger import open_ledger
-    from ops_runner.market.qa import run_qa
-    from ops_runner.ops.checks import record_data_qa
-    from ops_runner.ops.decision import decide
 
     calendar = open_calendar(cfg)
     decided = calendar.rebalance_session(year, month)
@@ -241,8 +244,6 @@ def simulate_history(
 
 
 def _count(cfg: Config) -> tuple[int, int]:
-    from ops_runner.ledger import open_ledger
-    from ops_runner.ledger.projections import compute_fills
 
     with open_ledger(cfg, create=False, readonly=True) as ledger:
         events = list(ledger.events())
@@ -304,16 +305,6 @@ def simulate_books_history(
     ``config`` overrides config sections (e.g. the universe, ``broker.sim_account``). Raises
     HistoryError for a folder in use or a cycle that does not reconcile clean.
     """
-
-    from ops_runner.brokers import open_broker
-    from ops_runner.ledger import open_ledger
-    from ops_runner.ledger.projections import compute_account_events, compute_ledger_equity
-    from ops_runner.ledger.states import record_equity_mark
-    from ops_runner.market.integrity import record_prices
-    from ops_runner.market.prices import PriceStore
-    from ops_runner.market.qa import run_qa
-    from ops_runner.ops.audit import run_audit
-    from ops_runner.ops.checks import approve_baseline, record_data_qa
 
     began = time.monotonic()
     root = Path(workbook)

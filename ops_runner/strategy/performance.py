@@ -71,9 +71,13 @@ import pandas as pd
 
 from ops_runner.core.errors import CalendarError, DataError
 from ops_runner.core.events import EventKind
+from ops_runner.ledger import LedgerMissing, open_ledger
 from ops_runner.ledger.projections import compute_account_events, compute_fills
 from ops_runner.market.calendar import open_calendar
 from ops_runner.market.prices import open_store
+from ops_runner.strategy import research
+from ops_runner.strategy.momentum import StrategyError, StrategySettings
+from ops_runner.strategy.research import ResearchError
 from ops_runner.workbook.config import Config
 
 if TYPE_CHECKING:
@@ -596,9 +600,6 @@ def read_performance(
     window) come back as a report whose status and message say so, never as an error. Raises
     LedgerError for a ledger that cannot be read.
     """
-    from ops_runner.ledger import LedgerMissing, open_ledger
-    from ops_runner.strategy.momentum import StrategyError
-    from ops_runner.strategy.research import ResearchError
 
     try:
         with open_ledger(cfg, create=False, readonly=True) as ledger:
@@ -619,8 +620,6 @@ def _compare(
     cfg: Config, events: list[Any], book: LiveBook, start: date | None, end: date | None,
     tolerance: float,
 ) -> PerformanceReport:  # fmt: skip
-    from ops_runner.strategy import research
-    from ops_runner.strategy.momentum import StrategySettings
 
     calendar, store = open_calendar(cfg), open_store(cfg)
     funded = calendar.previous_session(book.fills[0]["session"])

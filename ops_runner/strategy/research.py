@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ops_runner.core.errors import OpsError
-from ops_runner.market.calendar import open_calendar
+from ops_runner.market.calendar import MarketCalendar, open_calendar
 from ops_runner.market.prices import compute_adjustment_factors, open_store
 from ops_runner.strategy.momentum import StrategySettings, compute_decision_series
 from ops_runner.workbook.config import TEMPLATES, Config, load_config_text, read_config_text
@@ -177,8 +177,6 @@ def _resolve(
     if calendar is None and values is not None:
         calendar = open_calendar(Config(workbook=Path.cwd(), values=dict(values)))
     elif calendar is None:
-        from ops_runner.market.calendar import MarketCalendar
-
         calendar = MarketCalendar()
     research = values["research"] if values else {"initial_cash": 100000.0, "whole_shares": True}
     cash = float(research["initial_cash"] if initial_cash is None else initial_cash)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import make_sample_workbook, run_clean_cycle
 
-from ops_runner.brokers import BrokerUnavailable
+from ops_runner.brokers.base import BrokerUnavailable
 from ops_runner.brokers.sim import SimBroker
 from ops_runner.core.events import EventKind, State
 from ops_runner.execution.breaks import BreakKind

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from conftest import make_sample_workbook
 
-from ops_runner.brokers import BrokerUnavailable
+from ops_runner.brokers.base import BrokerUnavailable
 from ops_runner.brokers.ib import IbBroker
 from ops_runner.core.events import EventKind
 from ops_runner.execution.books import book_account

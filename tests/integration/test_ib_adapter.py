@@ -23,7 +23,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from ops_runner.brokers import BrokerError, OrderStatus, Outcome, open_broker
+from ops_runner.brokers import open_broker
+from ops_runner.brokers.base import BrokerError, OrderStatus, Outcome
 from ops_runner.brokers.gate import GatePass, OrderIntent, OrderRefused, Side, require_gate_pass
 from ops_runner.brokers.ib import IbBroker
 from ops_runner.brokers.ib_book import IbBook

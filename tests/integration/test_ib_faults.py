@@ -36,7 +36,7 @@ from test_ib_adapter import (
     write_ib_config,
 )
 
-from ops_runner.brokers import BrokerUnavailable, OrderStatus, Outcome, find_order
+from ops_runner.brokers.base import BrokerUnavailable, OrderStatus, Outcome, find_order
 from ops_runner.brokers.gate import Side
 from ops_runner.brokers.ib import IbBroker
 from ops_runner.brokers.sim import SimBroker

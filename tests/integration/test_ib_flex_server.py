@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ops_runner.brokers import CashKind
+from ops_runner.brokers.base import CashKind
 from ops_runner.brokers.ib_flex import FlexClient, StatementError
 from ops_runner.simulators.flex_server import GET_STATEMENT, SEND_REQUEST, Fault, FlexServer
 

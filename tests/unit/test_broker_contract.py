@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ops_runner.brokers import Broker, PlaceResult, brokers, open_broker
+from ops_runner.brokers import brokers, open_broker
+from ops_runner.brokers.base import Broker, PlaceResult
 from ops_runner.brokers.gate import GatePass, OrderIntent, OrderRefused, Side, require_gate_pass
 from ops_runner.core.events import Purpose, State
 from ops_runner.ledger import open_ledger

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ops_runner.brokers import (
+from ops_runner.brokers.base import (
     AccountValues,
     BrokerOrder,
     BrokerUnavailable,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ops_runner.brokers import BrokerError, CashKind
+from ops_runner.brokers.base import BrokerError, CashKind
 from ops_runner.brokers.ib_flex import FlexClient, StatementError, parse_statement
 from ops_runner.core.errors import OpsError
 

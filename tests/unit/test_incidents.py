@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from ops_runner.brokers import AccountValues, BrokerUnavailable, Health
+from ops_runner.brokers.base import AccountValues, BrokerUnavailable, Health
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.approvals import require_postmortem

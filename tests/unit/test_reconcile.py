@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from ops_runner.brokers import (
+from ops_runner.brokers.base import (
     AccountValues,
     BrokerOrder,
     BrokerUnavailable,

@@ -12,13 +12,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ops_runner.brokers import (
-    BrokerError,
-    BrokerUnavailable,
-    OrderStatus,
-    Outcome,
-    open_broker,
-)
+from ops_runner.brokers import open_broker
+from ops_runner.brokers.base import BrokerError, BrokerUnavailable, OrderStatus, Outcome
 from ops_runner.brokers.gate import GatePass, OrderIntent, OrderRefused, Side, require_gate_pass
 from ops_runner.brokers.sim import SimBroker
 from ops_runner.core.events import Purpose, State

@@ -16,6 +16,8 @@ import logging
 from typing import Any
 
 from ops_runner.core.errors import ConfigError
+from ops_runner.market.sources.alphavantage import AlphaVantageClient
+from ops_runner.market.sources.tiingo import TiingoClient
 from ops_runner.workbook.config import Config, load_secret
 
 log = logging.getLogger(__name__)
@@ -68,9 +70,6 @@ def open_client(cfg: Config, name: str) -> Any:
         options["min_interval"] = provider["min_interval_seconds"]
     key = load_secret(cfg, KEY_NAMES[vendor])
     if vendor == "alphavantage":
-        from ops_runner.market.sources.alphavantage import AlphaVantageClient
-
         return AlphaVantageClient(key, **options)
-    from ops_runner.market.sources.tiingo import TiingoClient
 
     return TiingoClient(key, **options)
