@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
+from ops_runner.ledger.init import init_workbook
 from ops_runner.market.calendar import open_calendar
 from ops_runner.market.prices import open_store
+from ops_runner.market.sources.sample import write_sample
+from ops_runner.workbook.config import load_config
 
 # What `make test-fast` leaves out is what these markers say; the check below keeps them true.
 _KERNEL = "ipykernel"
@@ -97,8 +102,6 @@ def store(store_root: Path):
 def make_sample_workbook(root: Path) -> Path:
     """Initialise a workbook at ``root`` with the SYNTHETIC sample market in its store."""
     from ops_runner.ledger.init import init_workbook
-    from ops_runner.market.sources.sample import write_sample
-    from ops_runner.workbook.config import load_config
 
     init_workbook(root, template="demo")
     cfg = load_config(root)
@@ -149,7 +152,6 @@ def _build_undecided_november(root: Path) -> Path:
 
     from ops_runner.ops.checks import approve_baseline
     from ops_runner.simulators.history import simulate_history
-    from ops_runner.workbook.config import load_config
 
     result = simulate_history(root, cycles=1, first_cycle="2025-10")
     config = result.workbook / "config.yaml"
@@ -170,7 +172,6 @@ def _build_decided_november(root: Path) -> Path:
     from datetime import datetime
 
     from ops_runner.ops.tick import tick
-    from ops_runner.workbook.config import load_config
 
     workbook = _build_undecided_november(root)
     decided_at = datetime.fromisoformat(NOVEMBER_DECIDED_AT.replace("Z", "+00:00"))
@@ -258,3 +259,24 @@ def run_clean_cycle(cfg, ledger, broker, clock, decided: str, session: str) -> d
     report = reconcile(cfg, ledger, broker, record["cycle_id"], session, clock.now)
     assert report.status is ReconciliationStatus.CLEAN, report.summary()
     return record
+
+
+# Instants of the sample market's calendar (New York 2025): the eve of a decision, and a holiday.
+EVE = datetime(2025, 11, 26, 21, 35, tzinfo=UTC)  # P's close + 35 min: P's checks are due
+IDLE = datetime(2025, 11, 27, 15, 0, tzinfo=UTC)  # Thanksgiving: nothing opens
+
+
+def make_workbook(root: Path, **changes) -> Path:
+    init_workbook(root, template="demo")
+    config = root / "config.yaml"
+    values = yaml.safe_load(config.read_text())
+    for dotted, value in changes.items():
+        *path, leaf = dotted.split(".")
+        node = values
+        for part in path:
+            node = node[part]
+        node[leaf] = value
+    config.write_text(yaml.safe_dump(values))
+    cfg = load_config(root)
+    write_sample(open_store(cfg), calendar=open_calendar(cfg))
+    return root

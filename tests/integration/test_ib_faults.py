@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from datetime import time as wall
 
 import pytest
-from test_execution_faults import BUY, DEC_WINDOW, DECISION_KEY, SELL, base, ledger_facts
-from test_ib_adapter import (
+from execution_world import BUY, DEC_WINDOW, DECISION_KEY, SELL, base, ledger_facts
+from ib_world import (
     ACCOUNT,
     AFTER_OPEN,
     Clock,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from test_production_tick import EVE, IDLE, make_workbook
+from conftest import EVE, IDLE, make_workbook
 
 from ops_runner.core.events import EventKind, State
 from ops_runner.ledger import open_ledger

@@ -12,39 +12,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import yaml
+from conftest import EVE, IDLE, make_workbook
 
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.ledger import open_ledger
-from ops_runner.ledger.init import init_workbook
 from ops_runner.ledger.states import read_state
-from ops_runner.market.calendar import open_calendar
-from ops_runner.market.prices import open_store
-from ops_runner.market.sources.sample import write_sample
 from ops_runner.ops.checks import approve_baseline
 from ops_runner.ops.tick import tick
 from ops_runner.workbook.config import load_config
 
 EXE = Path(sys.executable).with_name("ops-runner")
-EVE = datetime(2025, 11, 26, 21, 35, tzinfo=UTC)  # P's close + 35 min: P's checks are due
-IDLE = datetime(2025, 11, 27, 15, 0, tzinfo=UTC)  # Thanksgiving: nothing opens
 TOO_LATE = datetime(2025, 12, 1, 14, 25, tzinfo=UTC)  # N 09:25 ET: the window closed at 09:20
-
-
-def make_workbook(root: Path, **changes) -> Path:
-    init_workbook(root, template="demo")
-    config = root / "config.yaml"
-    values = yaml.safe_load(config.read_text())
-    for dotted, value in changes.items():
-        *path, leaf = dotted.split(".")
-        node = values
-        for part in path:
-            node = node[part]
-        node[leaf] = value
-    config.write_text(yaml.safe_dump(values))
-    cfg = load_config(root)
-    write_sample(open_store(cfg), calendar=open_calendar(cfg))
-    return root
 
 
 def events_of(cfg, kind):

@@ -169,3 +169,13 @@ def test_readme_layer_table_when_read_names_every_module_of_the_package_and_no_o
     wholes = ("core/", "simulators/", "brokers/ib", "market/sources/")
     assert {m for m in actual - named if not m.startswith(wholes)} == set()
     assert all(any(m.startswith(f) for f in actual) for m in named)
+
+
+def test_test_modules_when_read_import_no_other_test_module():
+    """Shared worlds live in conftest.py or a *_world.py module, never in another test file."""
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if re.match(r"\s*(from test_\w+ import|import test_\w+)", line):
+                offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert offenders == []
