@@ -4,11 +4,10 @@ run by ``execute_drill`` on a real backup it is the drill's report and glues a P
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-from pathlib import Path
 
 import pytest
 from conftest import make_sample_workbook
+from drill_world import inner_jobs_in_process, shared_drill
 
 from ops_runner.core.events import EventKind
 from ops_runner.ledger import open_ledger
@@ -16,17 +15,8 @@ from ops_runner.runtime.notebooks import read_scraps, run_notebook
 from ops_runner.workbook.config import load_config
 
 pytestmark = pytest.mark.notebook
-
-HERE = Path(__file__).resolve().parent
-
-
-def _integration():
-    """tests/integration/test_drill.py, whose session-wide history and drill are shared."""
-    path = HERE.parent / "integration" / "test_drill.py"
-    spec = importlib.util.spec_from_file_location("drill_history", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+# The fixture comes from drill_world; naming it here is what lets pytest find it.
+__all__ = ["inner_jobs_in_process"]
 
 
 def test_dr_drill_notebook_when_run_on_its_defaults_completes_with_no_backup(tmp_path):
@@ -42,8 +32,9 @@ def test_dr_drill_notebook_when_run_on_its_defaults_completes_with_no_backup(tmp
         assert not list(ledger.events(kind=str(EventKind.DRILL_RECORDED)))
 
 
+@pytest.mark.usefixtures("inner_jobs_in_process")
 def test_dr_drill_notebook_when_executed_on_a_real_backup_glues_a_pass(tmp_path_factory):
-    root, payload, notebook = _integration().shared_drill(tmp_path_factory)
+    root, payload, notebook = shared_drill(tmp_path_factory)
 
     scraps = read_scraps(notebook)
     assert scraps["completion"]["status"] == "PASS" and scraps["drill"] == payload
