@@ -7,6 +7,7 @@ rest of the workbook speaks in the types re-exported here.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -28,8 +29,6 @@ from ops_runner.brokers.base import (
     Statement,
     find_order,
 )
-from ops_runner.brokers.ib import IbBroker
-from ops_runner.brokers.sim import SimBroker
 from ops_runner.workbook.config import Config
 
 __all__ = [
@@ -56,29 +55,39 @@ __all__ = [
 
 
 class BrokerRegistry:
-    """Holds broker classes by config name (``broker.kind``)."""
+    """Broker adapters by config name (``broker.kind``), each a Broker subclass named by its
+    ``module:Class`` path and imported only when a workbook opens that broker: a job that
+    never opens the IB adapter never loads it (nor its HTTP client)."""
 
     def __init__(self) -> None:
-        self._factories: dict[str, Callable[..., Broker]] = {}
+        self._paths: dict[str, str] = {}
 
-    def register(self, name: str, factory: type[Broker]) -> None:
-        if not (isinstance(factory, type) and issubclass(factory, Broker)):
-            raise TypeError(f"broker {name!r}: {factory!r} is not a Broker subclass")
-        self._factories[name] = factory
+    def register(self, name: str, path: str) -> None:
+        self._paths[name] = path
 
     def names(self) -> list[str]:
-        return sorted(self._factories)
+        return sorted(self._paths)
+
+    def resolve(self, name: str) -> type[Broker]:
+        """Return the adapter class for ``name``. Raises BrokerError for an unknown name and
+        TypeError for a registered path that is not a Broker subclass."""
+        if name not in self._paths:
+            raise BrokerError(f"broker.kind {name!r} has no adapter in this version")
+        module, _, attribute = self._paths[name].partition(":")
+        found = getattr(importlib.import_module(module), attribute)
+        if not (isinstance(found, type) and issubclass(found, Broker)):
+            raise TypeError(f"broker {name!r}: {self._paths[name]} is not a Broker subclass")
+        return found
 
     def create(self, cfg: Config, **options: Any) -> Broker:
-        kind = cfg.values["broker"]["kind"]
-        if kind not in self._factories:
-            raise BrokerError(f"broker.kind {kind!r} has no adapter in this version")
-        return self._factories[kind](cfg, **options)
+        # Each adapter's constructor takes the config and its own options (clock, role, ...).
+        adapter: Callable[..., Broker] = self.resolve(cfg.values["broker"]["kind"])
+        return adapter(cfg, **options)
 
 
 brokers = BrokerRegistry()
-brokers.register("sim", SimBroker)
-brokers.register("ib", IbBroker)  # imports no IB client until a session is needed
+brokers.register("sim", "ops_runner.brokers.sim:SimBroker")
+brokers.register("ib", "ops_runner.brokers.ib:IbBroker")
 
 
 def open_broker(cfg: Config, **options: Any) -> Broker:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ops_runner.brokers import brokers, open_broker
-from ops_runner.brokers.base import Broker, PlaceResult
+from ops_runner.brokers import BrokerRegistry, brokers, open_broker
+from ops_runner.brokers.base import Broker, BrokerError, PlaceResult
 from ops_runner.brokers.gate import GatePass, OrderIntent, OrderRefused, Side, require_gate_pass
 from ops_runner.core.events import Purpose, State
 from ops_runner.ledger import open_ledger
@@ -62,7 +62,7 @@ def test_registry_when_listed_holds_exactly_the_adapters_this_contract_covers():
 @pytest.mark.parametrize("kind", REGISTERED)
 def test_every_broker_when_opened_is_a_broker_whose_place_is_the_base_class_one(kind, tmp_path):
     broker = open_broker(config_of(kind, tmp_path))
-    assert isinstance(broker, Broker)
+    assert isinstance(broker, Broker) and type(broker) is brokers.resolve(kind)
     assert type(broker).place is Broker.place
 
 
@@ -120,11 +120,20 @@ def test_an_adapter_when_it_defines_place_is_refused_as_its_class_is_created():
                 return None
 
 
-def test_the_registry_when_given_something_not_a_broker_refuses_it():
-    class LooksLikeOne:
-        def place(self, intent, gate_pass):
-            return None
+class LooksLikeOne:
+    """Has a place() of its own, and is no Broker."""
 
+    def place(self, intent, gate_pass):
+        return None
+
+
+def test_the_registry_when_a_name_points_at_something_not_a_broker_refuses_it():
+    registry = BrokerRegistry()
+    registry.register("fake", f"{__name__}:LooksLikeOne")
     with pytest.raises(TypeError, match="not a Broker subclass"):
-        brokers.register("fake", LooksLikeOne)  # type: ignore[arg-type]
-    assert brokers.names() == REGISTERED
+        registry.resolve("fake")
+
+
+def test_the_registry_when_the_kind_is_unknown_says_so_in_one_line(tmp_path):
+    with pytest.raises(BrokerError, match="'paper-trader' has no adapter"):
+        brokers.resolve("paper-trader")
