@@ -1,0 +1,137 @@
+"""`ops-runner` verbs for reports and research: the runs index, the slippage and performance
+pages, backtest, sweep."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import cast
+
+from ops_runner.cli.common import (
+    VerbParser,
+    optional_date,
+)
+from ops_runner.cli.jobs import run_job
+from ops_runner.core.errors import ConfigError
+from ops_runner.workbook.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ops_runner.workbook.config import load_config
+
+    cfg = load_config(args.workbook)
+    if args.action == "index":
+        from ops_runner.reports.runs import write_runs_index
+
+        print(f"runs index: {write_runs_index(cfg)}")
+        return 0
+    if args.action == "performance":
+        return _run_performance(cfg, args.start or "", args.end or "")
+    return run_job(cfg, "slippage_report", cycle=args.cycle, as_of=None, now=None)
+
+
+def _run_performance(cfg: Config, start: str, end: str) -> int:
+    """Run notebooks/performance.ipynb (registered like every run) and render it to
+    reports/performance.html: live vs research in one page."""
+    from ops_runner.reports.pages import write_html
+    from ops_runner.runtime.notebooks import execute_job
+
+    for name, text in (("--start", start), ("--end", end)):
+        try:
+            date.fromisoformat(text) if text else None
+        except ValueError:  # one line, before a kernel starts
+            raise ConfigError(f"{name}: {text!r} is not a date; write YYYY-MM-DD") from None
+    now = datetime.now(UTC)
+    day = now.date().isoformat()
+    run = execute_job(cfg, "performance", "performance",
+                      {"workbook": str(cfg.workbook), "start": start, "end": end},
+                      slot=f"performance:{day}", session=day, cycle=None, at=now)  # fmt: skip
+    if not run.ok:
+        print(f"ops-runner: performance report failed: {run.error}", file=sys.stderr)
+        return 1
+    output = cast(Path, run.output)  # a run that is ok has its executed notebook
+    page = write_html(output, cfg.path("reports") / "performance.html")
+    done = run.completion or {}
+    print(f"performance {done.get('status')}: {done.get('start')} .. {done.get('end')}, "
+          f"{done.get('months')} month(s); report: {page}")  # fmt: skip
+    return 0
+
+
+def _research_inputs(args: argparse.Namespace, grid: dict | None = None):
+    """Return (config, bars) for backtest/sweep: the workbook's data with --config's strategy.
+
+    --config is a template name (gem, topn) or a YAML file, relative to the current folder.
+    """
+    from ops_runner.strategy import research
+    from ops_runner.workbook.config import load_config
+
+    cfg = load_config(args.workbook)
+    if args.config:
+        chosen = Path(args.config).expanduser()
+        cfg = research.load_research_config(
+            cfg, str(chosen.resolve()) if chosen.is_file() else args.config
+        )
+    return cfg, research.load_bars(cfg, grid)
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from ops_runner.strategy import research
+
+    cfg, bars = _research_inputs(args)
+    start, end = optional_date(args.start, "--start"), optional_date(args.end, "--end")
+    result = research.backtest(cfg, bars, start=start, end=end)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(result.summary())
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from ops_runner.strategy import sweep
+
+    grid = sweep.load_grid(Path(args.grid))
+    cfg, bars = _research_inputs(args, grid)
+    start, end = optional_date(args.start, "--start"), optional_date(args.end, "--end")
+    table = sweep.sweep(cfg, grid, bars, start=start, end=end)
+    if args.json:
+        print(table.to_json(orient="records", indent=2))
+    else:
+        print(table.to_string(index=False))
+    return 0
+
+
+def add_verbs(sub: argparse._SubParsersAction) -> None:
+    """Add this group's verbs to the command's subparsers."""
+    p = sub.add_parser("report", help="reports: the runs index, slippage, performance")
+    report_sub = p.add_subparsers(dest="action", required=True, parser_class=VerbParser)
+    q = report_sub.add_parser("index", help="render executed notebooks; write reports/index.html")
+    q.set_defaults(func=cmd_report)
+    q = report_sub.add_parser("slippage", help="run the slippage report notebook for a cycle")
+    q.add_argument("--cycle", required=True, help="e.g. 2025-11")
+    q.set_defaults(func=cmd_report)
+    q = report_sub.add_parser("performance", help="live (ledger) vs research, month by month")
+    q.add_argument("--start", help="first session, YYYY-MM-DD (default: the first funded close)")
+    q.add_argument("--end", help="last session, YYYY-MM-DD (default: the last with data)")
+    q.set_defaults(func=cmd_report)
+
+    for name, func, text in (
+        ("backtest", cmd_backtest, "research backtest of the strategy (vectorbt)"),
+        ("sweep", cmd_sweep, "parameter sweep (vectorbt broadcasting)"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument(
+            "--config", help="a config file (e.g. templates/gem.yaml); default: workbook"
+        )
+        p.add_argument("--start", help="first rebalance session considered, YYYY-MM-DD")
+        p.add_argument("--end", help="last session, YYYY-MM-DD")
+        p.add_argument("--json", action="store_true")
+        if name == "sweep":
+            p.add_argument("--grid", required=True, help="YAML grid file")
+        p.set_defaults(func=func)
