@@ -44,6 +44,7 @@ from ops_runner.ledger.approvals import Action, approve, resume
 from ops_runner.market.integrity import check_integrity
 from ops_runner.ops.checks import approve_baseline
 from ops_runner.ops.tick import tick
+from ops_runner.runtime.notebooks import IN_PROCESS_ENV
 from ops_runner.workbook.config import Config, load_config
 
 EXE = Path(sys.executable).with_name("ops-runner")
@@ -220,6 +221,13 @@ def require(outcome: Outcome, world: World) -> None:
 # --- the scenarios ------------------------------------------------------------------------------
 
 
+def recover_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel's death is what these tests are about, so the job that dies runs in a kernel.
+    The runbook's recovery after it runs its jobs' cells in this process, as the tick's tests
+    do: every job's notebook runs in a kernel in tests/notebooks/."""
+    monkeypatch.setenv(IN_PROCESS_ENV, "1")
+
+
 def finish_after_approval(world: World) -> None:
     """The runbook after a failed or crashed execution: approve inside the window, the tick
     sends what is unsent (adopting what the broker has), then reconciliation after the open."""
@@ -233,20 +241,22 @@ KERNEL_CRASHES = ["after_intents", "before_place", "after_place", "after_record"
 
 @pytest.mark.parametrize("point", KERNEL_CRASHES)
 @pytest.mark.notebook
-def test_execution_kernel_dies_at_a_boundary(decided, tmp_path, point):
+def test_execution_kernel_dies_at_a_boundary(decided, tmp_path, point, monkeypatch):
     world = copy_world(decided, tmp_path / "wb")
     line = world.tick(EXECUTE, fault=f"crash@submission:{point}")
     assert "execution:2025-11 FAILED" in line and "kernel died" in line, line
+    recover_in_process(monkeypatch)
     finish_after_approval(world)
     require(judge(world, f"execution kernel dies {point.replace('_', ' ')}", "RUN"), world)
 
 
 @pytest.mark.parametrize("point", ["after_snapshot", "after_record"])
 @pytest.mark.notebook
-def test_decision_kernel_dies_at_a_boundary(undecided, tmp_path, point):
+def test_decision_kernel_dies_at_a_boundary(undecided, tmp_path, point, monkeypatch):
     world = copy_world(undecided, tmp_path / "wb")
     line = world.tick(DECIDE, fault=f"crash@decision:{point}")
     assert "decision:2025-11 FAILED" in line, line
+    recover_in_process(monkeypatch)
     world.leave_safe_mode("2025-11-28T21:40:00Z")
     assert "decision:2025-11" in world.tick("2025-11-28T21:45:00Z")
     world.tick(EXECUTE)
@@ -258,11 +268,14 @@ def test_decision_kernel_dies_at_a_boundary(undecided, tmp_path, point):
 
 
 @pytest.mark.notebook
-def test_reconciliation_kernel_dies_after_recording_fills(decided, tmp_path):
+def test_reconciliation_kernel_dies_after_recording_fills(decided, tmp_path, monkeypatch):
     world = copy_world(decided, tmp_path / "wb")
+    monkeypatch.setenv(IN_PROCESS_ENV, "1")  # the execution before it is not the subject
     world.tick(EXECUTE)
+    monkeypatch.delenv(IN_PROCESS_ENV)
     line = world.tick(RECONCILE, fault="crash@reconciliation:after_fills")
     assert "reconciliation:2025-11 FAILED" in line, line
+    recover_in_process(monkeypatch)
     world.leave_safe_mode("2025-12-01T15:20:00Z")
     assert "reconciliation:2025-11 CLEAN" in world.tick("2025-12-01T15:25:00Z")
     require(judge(world, "reconciliation kernel dies after fills", "RUN"), world)
@@ -330,7 +343,7 @@ def _descendants(pid: int) -> list[int]:
 
 
 @pytest.mark.notebook
-def test_power_loss_kills_the_tick_and_its_kernel_after_a_place(decided, tmp_path):
+def test_power_loss_kills_the_tick_and_its_kernel_after_a_place(decided, tmp_path, monkeypatch):
     world = copy_world(decided, tmp_path / "wb")
     running = world.cli("tick", "--now", EXECUTE, fault="hang@submission:after_place", wait=False)
     books = world.cfg.path("broker") / "sim.json"
@@ -349,6 +362,7 @@ def test_power_loss_kills_the_tick_and_its_kernel_after_a_place(decided, tmp_pat
         except ProcessLookupError:
             pass
     running.communicate(timeout=30)
+    recover_in_process(monkeypatch)
     line = world.tick("2025-12-01T13:35:00Z")
     assert line.startswith("state SAFE_MODE"), line
     finish_after_approval(world)

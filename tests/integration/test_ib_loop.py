@@ -26,6 +26,7 @@ from ops_runner.workbook.config import load_config
 tws_sim = pytest.importorskip("ops_runner.simulators.tws_sim")
 from ops_runner.market.calendar import open_calendar  # noqa: E402
 from ops_runner.market.prices import open_store  # noqa: E402
+from ops_runner.runtime.notebooks import IN_PROCESS_ENV  # noqa: E402
 from ops_runner.simulators.market import WorkbookMarket  # noqa: E402
 
 CLIENTS = [
@@ -232,14 +233,20 @@ def test_broker_still_down_when_the_window_closes_is_halt_with_an_alert(loop):
 @pytest.mark.notebook  # a kernel that dies (or whose connection drops) mid-cycle
 def test_an_order_placed_before_the_kernel_died_is_adopted_through_ib(loop, monkeypatch):
     cfg, sim, clock = loop("ib_async")
+    # Only the execution that dies runs in a kernel; the jobs around it run their cells in this
+    # process, as the tick's tests do (each job's notebook runs in a kernel in tests/notebooks/).
+    monkeypatch.setenv(IN_PROCESS_ENV, "1")
     walk(cfg, sim, clock, [m for m in steps(cfg, START, END) if m < WINDOW_OPENS])
     clock.moment = WINDOW_OPENS
+    monkeypatch.delenv(IN_PROCESS_ENV)
     monkeypatch.setenv("OPS_RUNNER_FAULT", "crash@submission:after_place")  # in the kernel
     died = tick(cfg, now=WINDOW_OPENS)
     monkeypatch.delenv("OPS_RUNNER_FAULT")
     assert any("execution:2025-11 FAILED" in line for line in died.ran), died.ran
+    assert any("kernel died" in line for line in died.ran), died.ran
     (placed,) = sim.orders()  # at the broker over the socket, never recorded
     assert events(cfg, EventKind.ORDER_SUBMITTED) == []
+    monkeypatch.setenv(IN_PROCESS_ENV, "1")
     walk(cfg, sim, clock, [m for m in steps(cfg, WINDOW_OPENS, END) if m > WINDOW_OPENS])
     (adopted,) = [e.payload for e in events(cfg, EventKind.ORDER_SUBMITTED)]
     assert adopted["client_ref"] == placed.order_ref and adopted["adopted"] is True
