@@ -8,7 +8,6 @@ import logging
 from datetime import UTC, date, datetime
 
 from ops_runner.core.errors import ConfigError
-from ops_runner.market.calendar import open_calendar
 from ops_runner.ops.registry import JOBS
 from ops_runner.workbook.config import Config
 
@@ -44,6 +43,8 @@ def parse_date(text: str) -> date:
 
 def resolve_as_of(cfg: Config, text: str | None) -> date:
     """Return the session to check: the date given, else the last session whose close has passed."""
+    from ops_runner.market.calendar import open_calendar
+
     if text:
         return parse_date(text)
     return open_calendar(cfg).last_closed_session(datetime.now(UTC))

@@ -14,8 +14,6 @@ from ops_runner.cli.common import (
     resolve_as_of,
 )
 from ops_runner.core.errors import ConfigError
-from ops_runner.market.calendar import open_calendar
-from ops_runner.market.prices import open_store
 from ops_runner.workbook.config import Config
 
 log = logging.getLogger(__name__)
@@ -55,6 +53,8 @@ def _fetch(cfg: Config, args: argparse.Namespace) -> list[str]:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    from ops_runner.market.calendar import open_calendar
+    from ops_runner.market.prices import open_store
     from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)

@@ -18,7 +18,6 @@ from ops_runner.cli.common import (
 )
 from ops_runner.core.cycle import Cycle
 from ops_runner.core.errors import ConfigError
-from ops_runner.market.calendar import open_calendar
 from ops_runner.ops.registry import JOBS
 from ops_runner.workbook.config import Config
 
@@ -39,6 +38,7 @@ def cmd_tick(args: argparse.Namespace) -> int:
 def run_job(cfg: Config, job: str, cycle: str | None, as_of: str | None, now: str | None) -> int:
     """Run one job's notebook by hand, under the tick's rules and recorded as the tick records
     it; a run the tick would not do now is refused in one line (exit 1)."""
+    from ops_runner.market.calendar import open_calendar
     from ops_runner.ops.manual import run_by_hand
     from ops_runner.ops.schedule import Job, ScheduleSettings, Slot, compute_session_slots
 
@@ -70,6 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
+    from ops_runner.market.calendar import open_calendar
     from ops_runner.ops import decision
     from ops_runner.workbook.config import load_config
 

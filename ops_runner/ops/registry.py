@@ -22,8 +22,6 @@ from ops_runner.brokers.base import Broker
 from ops_runner.core.clock import format_seconds
 from ops_runner.core.errors import OpsError
 from ops_runner.ledger import Ledger
-from ops_runner.ops.backup import create_backup
-from ops_runner.ops.checks import run_daily_checks, run_pre_rebalance_checks
 from ops_runner.ops.schedule import Job, Slot
 from ops_runner.workbook.config import Config
 
@@ -82,6 +80,8 @@ def judge_execution(completion: Mapping[str, Any]) -> tuple[bool, str]:
 
 
 def _run_backup(ctx: JobContext) -> JobDone:
+    from ops_runner.ops.backup import create_backup
+
     result = create_backup(ctx.cfg, now=ctx.now, reason=f"weekly ({ctx.slot.key})")
     return JobDone(f"archived {result.archive.name}")
 
@@ -98,6 +98,8 @@ def _broker(ctx: JobContext) -> Broker:
 
 
 def _run_daily_checks(ctx: JobContext) -> JobDone:
+    from ops_runner.ops.checks import run_daily_checks
+
     slot = ctx.slot
     return _checks_line(
         run_daily_checks(ctx.cfg, ctx.ledger, _broker(ctx), slot.session, slot.key, ctx.run_id)
@@ -105,6 +107,8 @@ def _run_daily_checks(ctx: JobContext) -> JobDone:
 
 
 def _run_pre_rebalance(ctx: JobContext) -> JobDone:
+    from ops_runner.ops.checks import run_pre_rebalance_checks
+
     slot = ctx.slot
     checks = run_pre_rebalance_checks(
         ctx.cfg, ctx.ledger, _broker(ctx), slot.session, slot.key, ctx.now, ctx.run_id

@@ -178,6 +178,25 @@ def test_tick_when_idle_starts_no_kernel_and_imports_neither_papermill_nor_vecto
         assert not list(ledger.events(kind=str(EventKind.JOB_STARTED)))
 
 
+@pytest.mark.subprocess
+@pytest.mark.parametrize("verb", [["status"], ["config", "check"], ["--help"]])
+def test_a_read_verb_when_run_loads_neither_pandas_nor_the_calendar(tmp_path, verb):
+    """`ops-runner status` and the like answer in a fraction of a second: the command imports
+    what a verb needs inside its handler, and these need no prices."""
+    root = make_workbook(tmp_path)
+    code = (
+        "import sys\nfrom ops_runner.cli import main\n"
+        f"try:\n    main(['--workbook', {str(root)!r}, *{verb!r}])\n"
+        "except SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('pandas', 'numpy', 'pandas_market_calendars') "
+        "if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
 @pytest.mark.parametrize("when", [EVE, IDLE])
 def test_tick_when_run_twice_writes_the_same_ledger(tmp_path, when):
     cfg = load_config(make_workbook(tmp_path))
