@@ -6,10 +6,12 @@ field positions are those the clients encode at server version 176 (client.py of
 
 from __future__ import annotations
 
+import asyncio
 import calendar
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING
+from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ops_runner.simulators import tws_codec as wire
@@ -20,12 +22,29 @@ from ops_runner.simulators.tws_account import (
     NY,
     PRE_SUBMITTED,
     SUBMITTED,
+    Account,
+    Market,
     SimOrder,
     compute_settles_at,
 )
+from ops_runner.simulators.tws_link import Connection, TwsFaults
 
-if TYPE_CHECKING:
-    from ops_runner.simulators.tws_sim import TwsSimulator, _Connection
+
+class TwsSimulator(Protocol):
+    """What the handlers need of the simulator (``tws_sim.TwsSimulator`` is the one)."""
+
+    market: Market
+    clock: Callable[[], datetime]
+    faults: TwsFaults
+    _account: Account
+    _loop: asyncio.AbstractEventLoop | None
+
+    def _broadcast(self, fields: list[str]) -> None: ...
+
+    def _drop_all(self) -> None: ...
+
+    def _live(self) -> list[Connection]: ...
+
 
 ACCOUNT_TAGS = ("NetLiquidation", "TotalCashValue", "SettledCash", "AvailableFunds", "BuyingPower")
 TEXT_1100 = "Connectivity between IB and Trader Workstation has been lost."
@@ -49,7 +68,7 @@ P_ACTION, P_QUANTITY, P_ORDER_TYPE, P_TIF, P_ACCOUNT, P_ORDER_REF = 16, 17, 18, 
 # --- orders ---------------------------------------------------------------------------------
 
 
-def place_order(sim: TwsSimulator, conn: _Connection, f: list[str], acknowledge: bool) -> None:
+def place_order(sim: TwsSimulator, conn: Connection, f: list[str], acknowledge: bool) -> None:
     """Accept, reject (201, 103) or warn (399) one placeOrder; see TwsFaults for the faults."""
     account, faults = sim._account, sim.faults
     order_id, symbol = int(f[P_ORDER_ID]), f[P_SYMBOL]
@@ -117,7 +136,7 @@ def place_order(sim: TwsSimulator, conn: _Connection, f: list[str], acknowledge:
     reply(wire.msg_order_status(order))
 
 
-def cancel_order(sim: TwsSimulator, conn: _Connection, f: list[str]) -> None:
+def cancel_order(sim: TwsSimulator, conn: Connection, f: list[str]) -> None:
     """Cancel a working order of this client id: orderStatus Cancelled, then error 202."""
     order_id = int(f[2])
     order = sim._account.find(conn.client_id or 0, order_id)
@@ -147,7 +166,7 @@ def cancel_order(sim: TwsSimulator, conn: _Connection, f: list[str]) -> None:
     conn.send(wire.msg_error(order_id, 202, TEXT_202))
 
 
-def send_open_orders(sim: TwsSimulator, conn: _Connection, f: list[str]) -> None:
+def send_open_orders(sim: TwsSimulator, conn: Connection, f: list[str]) -> None:
     """Every working order of the account (reqOpenOrders and reqAllOpenOrders alike)."""
     for order in sim._account.working():
         conn.send(wire.msg_open_order(order))
@@ -155,7 +174,7 @@ def send_open_orders(sim: TwsSimulator, conn: _Connection, f: list[str]) -> None
     conn.send(wire.msg_open_order_end())
 
 
-def send_completed_orders(sim: TwsSimulator, conn: _Connection, f: list[str]) -> None:
+def send_completed_orders(sim: TwsSimulator, conn: Connection, f: list[str]) -> None:
     ref = "" if sim.faults.empty_order_ref_completed else None
     for order in sim._account.completed():
         conn.send(wire.msg_completed_order(order, order_ref=ref))
@@ -179,7 +198,7 @@ def _parse_ib_time(text: str) -> datetime | None:
     return datetime.strptime(day + clock, "%Y%m%d%H:%M:%S").replace(tzinfo=tz)
 
 
-def send_executions(sim: TwsSimulator, conn: _Connection, f: list[str]) -> None:
+def send_executions(sim: TwsSimulator, conn: Connection, f: list[str]) -> None:
     """Every execution of the account (filter: time and symbol only), commissions after."""
     req_id = int(f[2])
     since = _parse_ib_time(f[5]) if len(f) > 5 else None
@@ -205,7 +224,7 @@ def _send_fill(sim: TwsSimulator, send, req_id: int, e) -> None:
 # --- account ------------------------------------------------------------------------------
 
 
-def send_positions(sim: TwsSimulator, conn: _Connection, f: list[str]) -> None:
+def send_positions(sim: TwsSimulator, conn: Connection, f: list[str]) -> None:
     account = sim._account
     with account.lock:
         held = [(s, q, account.avg_cost.get(s, Decimal(0))) for s, q in account.positions.items()]
@@ -215,7 +234,7 @@ def send_positions(sim: TwsSimulator, conn: _Connection, f: list[str]) -> None:
     conn.send(wire.msg_position_end())
 
 
-def _push_account(sim: TwsSimulator, conn: _Connection) -> None:
+def _push_account(sim: TwsSimulator, conn: Connection) -> None:
     account, now = sim._account, sim.clock()
     values = account.values(now, sim.market)
     conn.send(wire.msg_account_value("AccountCode", account.name, "", account.name))
@@ -230,7 +249,7 @@ def _push_account(sim: TwsSimulator, conn: _Connection) -> None:
     conn.send(wire.msg_account_time(now.astimezone(NY)))
 
 
-def send_account_updates(sim: TwsSimulator, conn: _Connection, f: list[str]) -> None:
+def send_account_updates(sim: TwsSimulator, conn: Connection, f: list[str]) -> None:
     """reqAccountUpdates: values, portfolio, time, accountDownloadEnd; then pushes on fills."""
     conn.account_updates = f[2] not in ("0", "")
     if conn.account_updates:
@@ -238,7 +257,7 @@ def send_account_updates(sim: TwsSimulator, conn: _Connection, f: list[str]) -> 
         conn.send(wire.msg_account_download_end(sim._account.name))
 
 
-def send_account_updates_multi(sim: TwsSimulator, conn: _Connection, f: list[str]) -> None:
+def send_account_updates_multi(sim: TwsSimulator, conn: Connection, f: list[str]) -> None:
     req_id = int(f[2])
     values = sim._account.values(sim.clock(), sim.market)
     for tag in ACCOUNT_TAGS:
@@ -246,7 +265,7 @@ def send_account_updates_multi(sim: TwsSimulator, conn: _Connection, f: list[str
     conn.send(wire.msg_account_update_multi_end(req_id))
 
 
-def send_account_summary(sim: TwsSimulator, conn: _Connection, f: list[str]) -> None:
+def send_account_summary(sim: TwsSimulator, conn: Connection, f: list[str]) -> None:
     req_id, wanted = int(f[2]), {t for t in f[4].split(",") if t} if len(f) > 4 else set()
     values = sim._account.values(sim.clock(), sim.market)
     for tag in ACCOUNT_TAGS:
@@ -258,7 +277,7 @@ def send_account_summary(sim: TwsSimulator, conn: _Connection, f: list[str]) -> 
 # --- reference and market data --------------------------------------------------------------
 
 
-def send_contract_details(sim: TwsSimulator, conn: _Connection, f: list[str]) -> None:
+def send_contract_details(sim: TwsSimulator, conn: Connection, f: list[str]) -> None:
     """One STK/SMART/USD contract for any symbol; error 200 for anything else."""
     req_id, symbol, sec_type, currency = int(f[2]), f[4], f[5], f[12]
     if symbol and sec_type in ("STK", "") and currency in ("USD", ""):
@@ -286,7 +305,7 @@ def _minus(end: date, duration: str) -> date | None:
     return None
 
 
-def send_historical_data(sim: TwsSimulator, conn: _Connection, f: list[str]) -> None:
+def send_historical_data(sim: TwsSimulator, conn: Connection, f: list[str]) -> None:
     """Daily bars up to the end date: "N D" the last N bars, "N W|M|Y" those after end minus
     the duration; error 162 when none, 321 for a request the simulator cannot serve.
 

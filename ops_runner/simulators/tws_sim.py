@@ -32,8 +32,7 @@ import struct
 import threading
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, time
+from datetime import datetime
 from decimal import Decimal
 
 from ops_runner.simulators import tws_codec as wire
@@ -49,6 +48,7 @@ from ops_runner.simulators.tws_account import (
     compute_con_id,
 )
 from ops_runner.simulators.tws_codec import SERVER_VERSION
+from ops_runner.simulators.tws_link import Connection, TwsFaults
 
 __all__ = [
     "SERVER_VERSION",
@@ -99,52 +99,6 @@ class DecodeErrorWatch(logging.Handler):
             logging.getLogger(name).removeHandler(self)
 
 
-@dataclass
-class TwsFaults:
-    """Faults the simulator injects; tests may change any field between steps."""
-
-    close_on_accept: bool = False  # accept the TCP connection, then close it at once
-    silent: bool = False  # accept, read the handshake, never answer
-    server_version: int = SERVER_VERSION  # e.g. 100: an old server both clients refuse
-    client_ids_in_use: set[int] = field(default_factory=set)  # startApi -> 326, then close
-    drop_after_orders: int | None = None  # one-shot: abort the socket right after the n-th
-    # placeOrder received from now on; that order IS accepted, but never acknowledged
-    burst: str = "none"  # the 09:30 fill burst: "none" | "1100" | "drop" (see advance())
-    restore_after_seconds: float = 0.3
-    reject: dict[str, tuple[int, str]] = field(default_factory=dict)  # symbol -> (code, text)
-    partial: dict[str, float] = field(default_factory=dict)  # symbol -> fraction filled
-    hold_presubmitted: bool = True  # MOO orders report PreSubmitted until the open
-    duplicate_exec_details: bool = False  # every execDetails is sent twice
-    commission_first: bool = False  # commissionReport before its execDetails
-    commission_missing: set[str] = field(default_factory=set)  # never reported (still charged)
-    empty_order_ref_completed: bool = False  # completedOrder carries "" as orderRef
-    empty_order_ref_executions: bool = False  # execDetails carries "" as orderRef
-    duplicate_order_id: int = 0  # the next N placeOrder calls get 103 and are not accepted
-    order_warning_399: set[str] = field(default_factory=set)  # 399 warning, order accepted
-    restart_window: tuple[time, time] | None = None  # NY wall times of a daily restart
-
-
-class _Connection:
-    """One client socket: its writer, its client id once startApi arrived, subscriptions."""
-
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
-        self.client_id: int | None = None
-        self.client_versions: tuple[int, int] = (0, 0)
-        self.account_updates = False
-        self.closed = False
-
-    def send(self, fields: list[str]) -> None:
-        if not self.closed:
-            self.writer.write(wire.encode_frame(fields))
-
-    def abort(self) -> None:
-        """Hang up now: nothing more is sent; what was already written is flushed first, so
-        a client sees exactly the messages before the drop (an abort() would discard them)."""
-        self.closed = True
-        self.writer.transport.close()
-
-
 class TwsSimulator:
     """The loopback TWS: one simulated account, any number of client connections."""
 
@@ -170,7 +124,7 @@ class TwsSimulator:
             self._account.positions[symbol] = int(quantity)
             mark = market.mark(symbol, clock())
             self._account.avg_cost[symbol] = mark if mark is not None else Decimal(0)
-        self._conns: list[_Connection] = []
+        self._conns: list[Connection] = []
         self._errors: list[str] = []
         self._orders_received = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -309,7 +263,7 @@ class TwsSimulator:
         if self.faults.close_on_accept or self._restarting():
             writer.close()
             return
-        conn = _Connection(writer)
+        conn = Connection(writer)
         self._conns.append(conn)
         try:
             if await self._handshake(reader, conn) and not self.faults.silent:
@@ -331,7 +285,7 @@ class TwsSimulator:
                 conn.closed = True
                 writer.close()
 
-    async def _handshake(self, reader: asyncio.StreamReader, conn: _Connection) -> bool:
+    async def _handshake(self, reader: asyncio.StreamReader, conn: Connection) -> bool:
         prefix = await reader.readexactly(4)
         if prefix != b"API\0":
             self._errors.append(f"handshake: expected API\\0, got {prefix!r}")
@@ -356,7 +310,7 @@ class TwsSimulator:
         for conn in self._live():
             conn.send(fields)
 
-    def _live(self) -> list[_Connection]:
+    def _live(self) -> list[Connection]:
         return [c for c in self._conns if c.client_id is not None and not c.closed]
 
     async def _tick(self) -> None:
@@ -373,7 +327,7 @@ class TwsSimulator:
 
     # --- requests --------------------------------------------------------------------------
 
-    def _dispatch(self, conn: _Connection, fields: list[str]) -> None:
+    def _dispatch(self, conn: Connection, fields: list[str]) -> None:
         try:
             msg_id = int(fields[0])
         except (IndexError, ValueError):
@@ -394,7 +348,7 @@ class TwsSimulator:
         if not conn.closed:
             self._advance()
 
-    def _start_api(self, conn: _Connection, fields: list[str]) -> None:
+    def _start_api(self, conn: Connection, fields: list[str]) -> None:
         client_id = int(fields[2])
         taken = client_id in self.faults.client_ids_in_use or any(
             c.client_id == client_id for c in self._live()
@@ -408,16 +362,16 @@ class TwsSimulator:
         conn.send(wire.msg_next_valid_id(self._account.next_order_id()))
         conn.send(wire.msg_managed_accounts([self._account.name]))
 
-    def _req_ids(self, conn: _Connection, fields: list[str]) -> None:
+    def _req_ids(self, conn: Connection, fields: list[str]) -> None:
         conn.send(wire.msg_next_valid_id(self._account.next_order_id()))
 
-    def _req_current_time(self, conn: _Connection, fields: list[str]) -> None:
+    def _req_current_time(self, conn: Connection, fields: list[str]) -> None:
         conn.send(wire.msg_current_time(int(self.clock().timestamp())))
 
-    def _req_managed_accounts(self, conn: _Connection, fields: list[str]) -> None:
+    def _req_managed_accounts(self, conn: Connection, fields: list[str]) -> None:
         conn.send(wire.msg_managed_accounts([self._account.name]))
 
-    def _place_order(self, conn: _Connection, fields: list[str]) -> None:
+    def _place_order(self, conn: Connection, fields: list[str]) -> None:
         self._orders_received += 1
         limit = self.faults.drop_after_orders
         dropping = limit is not None and self._orders_received >= limit
@@ -443,7 +397,7 @@ _IGNORED = frozenset(
     }
 )
 
-_HANDLERS: dict[int, Callable[[TwsSimulator, _Connection, list[str]], None]] = {
+_HANDLERS: dict[int, Callable[[TwsSimulator, Connection, list[str]], None]] = {
     wire.START_API: TwsSimulator._start_api,
     wire.REQ_IDS: TwsSimulator._req_ids,
     wire.REQ_CURRENT_TIME: TwsSimulator._req_current_time,

@@ -11,15 +11,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import yaml
+from conftest import IDLE
+from conftest import make_workbook as make_sample_world
 
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.ledger import open_ledger
-from ops_runner.ledger.init import init_workbook
 from ops_runner.ledger.states import apply_trigger, incident_event, read_state
-from ops_runner.market.calendar import open_calendar
-from ops_runner.market.prices import open_store
-from ops_runner.market.sources.sample import write_sample
 from ops_runner.ops.backup import verify_archive
 from ops_runner.ops.checks import approve_baseline
 from ops_runner.ops.maintenance import compute_uninvestigated
@@ -28,24 +25,13 @@ from ops_runner.workbook.config import load_config
 
 FRIDAY = datetime(2025, 11, 21, 21, 35, tzinfo=UTC)  # the week's last close + 35 min
 THURSDAY = datetime(2025, 11, 20, 21, 35, tzinfo=UTC)  # not the week's last session
-IDLE = datetime(2025, 11, 27, 15, 0, tzinfo=UTC)  # Thanksgiving: nothing opens
 
 
 def make_workbook(root: Path, **changes) -> Path:
-    init_workbook(root, template="demo")
-    config = root / "config.yaml"
-    values = yaml.safe_load(config.read_text())
-    for dotted, value in changes.items():
-        *path, leaf = dotted.split(".")
-        node = values
-        for part in path:
-            node = node[part]
-        node[leaf] = value
-    config.write_text(yaml.safe_dump(values))
-    cfg = load_config(root)
-    write_sample(open_store(cfg), calendar=open_calendar(cfg))
-    approve_baseline(cfg, "reviewed")
-    return root
+    """The sample workbook with ``changes`` (conftest's factory), its baseline approved."""
+    made = make_sample_world(root, **changes)
+    approve_baseline(load_config(made), "reviewed")
+    return made
 
 
 def payloads(cfg, kind) -> list[dict]:
