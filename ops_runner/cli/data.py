@@ -54,13 +54,14 @@ def _fetch(cfg: Config, args: argparse.Namespace) -> list[str]:
 
 def cmd_data(args: argparse.Namespace) -> int:
     from ops_runner.market.calendar import open_calendar
+    from ops_runner.market.importer import import_files
     from ops_runner.market.prices import open_store
     from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
     store = open_store(cfg)
     if args.action == "import":
-        report = store.import_files(Path(args.path), layout=args.layout, source=args.name)
+        report = import_files(store, Path(args.path), layout=args.layout, source=args.name)
         print(
             f"{report.source}: imported {len(report.imported)}, replaced {len(report.replaced)}, "
             f"unchanged {len(report.unchanged)} ({report.layout})"

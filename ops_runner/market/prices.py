@@ -25,7 +25,6 @@ from ops_runner.market.bars import (
     SYMBOL_PATTERN,
     require_bars_shape,
 )
-from ops_runner.market.sources import read_path
 
 if TYPE_CHECKING:
     from ops_runner.workbook.config import Config
@@ -357,33 +356,6 @@ class PriceStore:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def import_files(self, path: Path, layout: str, source: str | None = None) -> ImportReport:
-        """Import a CSV file, or every ``*.csv`` in a folder, as ``source`` (default: the layout).
-
-        Every file is parsed before anything is written: if one is refused, ImportRefused is
-        raised and the store is left byte-for-byte unchanged. A file whose SHA-256 and layout
-        match the stored manifest is reported unchanged and not rewritten; a changed file
-        replaces the current version, which is kept under ``versions/`` and in ``history``.
-        """
-        source = layout if source is None else source
-        self._require_source_name(source)
-        parsed = read_path(Path(path), layout)
-        items = {}
-        for item in parsed:
-            provenance = {
-                "layout": item.layout,
-                "source_file": str(item.source_path.resolve()),
-                "source_sha256": item.source_sha256,
-                "synthetic": False,
-                "notes": item.notes,
-                # The vendor's own adjusted close, kept for data QA to compare with the bars.
-                "vendor_adjusted_close": item.extra.get("adjusted_close"),
-            }
-            items[item.symbol] = (item.bars, provenance)
-        report = self.write_many(source, items, layout=layout)
-        log.info("import from %s: %s", path, report)
-        return report
-
     def write_bars(
         self, source: str, symbol: str, bars: pd.DataFrame, provenance: Mapping[str, Any]
     ) -> dict[str, Any]:
@@ -412,7 +384,7 @@ class PriceStore:
         a path relative to the source's folder (such as ``raw/<sha256>.json.gz``) to the bytes
         kept there, written first in the same change; a file already there is left as it is.
         """
-        self._require_source_name(source)
+        self.require_source_name(source)
         kept = []
         for name, data in sorted((evidence or {}).items()):
             relative = Path(name)
@@ -506,7 +478,7 @@ class PriceStore:
         return "imported" if previous is None else "replaced"
 
     @staticmethod
-    def _require_source_name(source: str) -> None:
+    def require_source_name(source: str) -> None:
         if not isinstance(source, str) or not _SOURCE_NAME.fullmatch(source):
             raise DataError(
                 f"bad source name {source!r}: use lower-case letters, digits, '_', '-' or '.' "

@@ -52,6 +52,7 @@ from ops_runner.ledger.projections import (
 )
 from ops_runner.ledger.states import record_equity_mark
 from ops_runner.market.calendar import open_calendar
+from ops_runner.market.importer import import_files
 from ops_runner.market.integrity import record_prices
 from ops_runner.market.prices import PriceStore, open_store
 from ops_runner.market.qa import run_qa
@@ -312,7 +313,7 @@ def simulate_books_history(
     cfg = _new_workbook(root, {**(config or {}), **data_section})
     store = open_store(cfg)
     assert isinstance(store, PriceStore)
-    store.import_files(Path(data), layout, layout)
+    import_files(store, Path(data), layout, layout)
     with open_ledger(cfg) as ledger:
         record_prices(cfg, ledger, layout, f"a simulated history on the vendor files in {data}")
     approve_baseline(cfg, "a simulated history on real vendor files")

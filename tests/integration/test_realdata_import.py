@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ops_runner.market.importer import import_files
 from ops_runner.market.prices import DividendConvention, PriceStore, compute_adjusted_close
 from ops_runner.market.sources.csvfiles import read_vendor_adjusted
 
@@ -46,7 +47,7 @@ def require_data(folder: str) -> Path:
 def av_store(tmp_path_factory) -> PriceStore:
     folder = require_data("alphavantage")
     store = PriceStore(tmp_path_factory.mktemp("realdata") / "data")
-    report = store.import_files(folder, "alphavantage", "alphavantage")
+    report = import_files(store, folder, "alphavantage", "alphavantage")
     assert sorted(report.imported) == sorted(AV_TICKERS)
     return store
 
@@ -148,7 +149,7 @@ def test_alphavantage_when_spy_dividend_implied_recovers_the_unrounded_amount(av
 def test_realdata_when_all_yahoo_files_imported_none_is_refused(tmp_path):
     folder = require_data("yahoo")
     store = PriceStore(tmp_path / "data")
-    report = store.import_files(folder, "yahoo", "yahoo")
+    report = import_files(store, folder, "yahoo", "yahoo")
     assert sorted(report.imported) == sorted(YAHOO_TICKERS)
     for ticker in YAHOO_TICKERS:
         bars = store.load_bars("yahoo", ticker)

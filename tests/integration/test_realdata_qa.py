@@ -28,6 +28,7 @@ import pandas as pd
 import pytest
 
 from ops_runner.market.calendar import MarketCalendar
+from ops_runner.market.importer import import_files
 from ops_runner.market.prices import PriceStore
 from ops_runner.market.qa import (
     Check,
@@ -130,8 +131,8 @@ def store(tmp_path_factory) -> PriceStore:
         if not (DATA / folder).is_dir():
             pytest.skip(f"real data not present at {DATA / folder} (it lives beside the project)")
     store = PriceStore(tmp_path_factory.mktemp("realdata") / "data")
-    store.import_files(DATA / AV, layout=AV, source=AV)
-    store.import_files(DATA / YAHOO, layout=YAHOO, source=YAHOO)
+    import_files(store, DATA / AV, layout=AV, source=AV)
+    import_files(store, DATA / YAHOO, layout=YAHOO, source=YAHOO)
     return store
 
 

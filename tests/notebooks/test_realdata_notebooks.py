@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ops_runner.ledger.init import init_workbook
+from ops_runner.market.importer import import_files
 from ops_runner.market.prices import open_store
 from ops_runner.ops.checks import approve_baseline
 from ops_runner.runtime.notebooks import run_notebook
@@ -31,7 +32,7 @@ def av_workbook(tmp_path_factory) -> Path:
     text = text.replace("  absolute_compare: each", "  absolute_compare: benchmark")
     config.write_text(text)
     store = open_store(load_config(root))
-    store.import_files(DATA / "alphavantage", "alphavantage", "alphavantage")
+    import_files(store, DATA / "alphavantage", "alphavantage", "alphavantage")
     approve_baseline(load_config(root), "the real-data workbook as set up")
     return root
 

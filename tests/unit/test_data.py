@@ -13,6 +13,7 @@ import pytest
 import ops_runner.market.prices as data_module
 from ops_runner.core.errors import DataError, ImportRefused
 from ops_runner.market.bars import BAR_COLUMNS, make_bars, require_bars_shape
+from ops_runner.market.importer import import_files
 from ops_runner.market.prices import (
     DividendConvention,
     compute_adjusted_close,
@@ -160,7 +161,7 @@ def test_store_when_bars_written_loads_them_back_identically(store):
 
 
 def test_store_when_imported_lists_sources_symbols_and_rows(tmp_path, store):
-    report = store.import_files(write_csv(tmp_path / "in", "spy.csv", GENERIC), "generic", "gen")
+    report = import_files(store, write_csv(tmp_path / "in", "spy.csv", GENERIC), "generic", "gen")
     assert (report.imported, report.unchanged, report.replaced) == (["SPY"], [], [])
     assert store.sources() == ["gen"] and store.symbols("gen") == ["SPY"]
     (row,) = store.list_rows()
@@ -172,26 +173,26 @@ def test_store_when_imported_lists_sources_symbols_and_rows(tmp_path, store):
 
 
 def test_import_when_no_source_name_given_uses_the_layout(tmp_path, store):
-    report = store.import_files(write_csv(tmp_path / "in", "SPY.csv", GENERIC), "generic")
+    report = import_files(store, write_csv(tmp_path / "in", "SPY.csv", GENERIC), "generic")
     assert report.source == "generic" and store.symbols("generic") == ["SPY"]
 
 
 def test_store_when_same_file_imported_again_is_a_no_op(tmp_path, store, snapshot):
     path = write_csv(tmp_path / "in", "SPY.csv", GENERIC)
-    store.import_files(path, "generic", "gen")
+    import_files(store, path, "generic", "gen")
     before = snapshot(store.root)
-    report = store.import_files(path, "generic", "gen")
+    report = import_files(store, path, "generic", "gen")
     assert (report.imported, report.unchanged, report.replaced) == ([], ["SPY"], [])
     assert snapshot(store.root) == before
 
 
 def test_store_when_file_changes_keeps_old_version_in_history_and_on_disk(tmp_path, store):
     path = write_csv(tmp_path / "in", "SPY.csv", GENERIC)
-    store.import_files(path, "generic", "gen")
+    import_files(store, path, "generic", "gen")
     old_manifest = store.read_manifest("gen", "SPY")
     old_bars = store.load_bars("gen", "SPY")
     write_csv(tmp_path / "in", "SPY.csv", GENERIC.replace("10.0,10.0,100", "10.1,10.1,100"))
-    report = store.import_files(path, "generic", "gen")
+    report = import_files(store, path, "generic", "gen")
     assert report.replaced == ["SPY"]
     manifest = store.read_manifest("gen", "SPY")
     assert manifest["source_sha256"] == sha256_of(path) != old_manifest["source_sha256"]
@@ -209,7 +210,7 @@ def test_store_when_changed_twice_history_lists_newest_first(tmp_path, store):
     shas = []
     for close in ("10.0", "10.1", "10.2"):
         write_csv(tmp_path / "in", "SPY.csv", GENERIC.replace("10.0,10.0,100", f"{close},10.0,100"))
-        store.import_files(path, "generic", "gen")
+        import_files(store, path, "generic", "gen")
         shas.append(store.read_manifest("gen", "SPY")["source_sha256"])
     history = store.read_manifest("gen", "SPY")["history"]
     assert [h["source_sha256"] for h in history] == [shas[1], shas[0]]
@@ -284,7 +285,7 @@ def test_import_when_later_file_refused_writes_nothing(tmp_path, store, snapshot
     write_csv(folder, "BBB.csv", GENERIC)
     write_csv(folder, "CCC.csv", GENERIC.replace("2020-01-06", "2020-01-03"))
     with pytest.raises(ImportRefused, match="duplicate date"):
-        store.import_files(folder, "generic", "gen")
+        import_files(store, folder, "generic", "gen")
     assert snapshot(store.root) == {}
     assert not store.root.exists()
 
@@ -293,7 +294,7 @@ def test_import_when_later_file_refused_writes_nothing(tmp_path, store, snapshot
 def test_import_when_a_write_fails_half_way_rolls_everything_back(
     tmp_path, store, snapshot, monkeypatch, fail_at
 ):
-    store.import_files(write_csv(tmp_path / "old", "BBB.csv", GENERIC), "generic", "gen")
+    import_files(store, write_csv(tmp_path / "old", "BBB.csv", GENERIC), "generic", "gen")
     before = snapshot(store.root)
     folder = tmp_path / "in"
     write_csv(folder, "AAA.csv", GENERIC)  # new: parquet + manifest
@@ -310,6 +311,6 @@ def test_import_when_a_write_fails_half_way_rolls_everything_back(
 
     monkeypatch.setattr(data_module, "write_bytes_atomic", failing_write)
     with pytest.raises(OSError, match="No space left"):
-        store.import_files(folder, "generic", "gen")
+        import_files(store, folder, "generic", "gen")
     assert snapshot(store.root) == before
     assert not (store.root / "gen" / "versions").exists()

@@ -10,6 +10,7 @@ import pytest
 
 from ops_runner.core.errors import ConfigError, DataError
 from ops_runner.market.calendar import MarketCalendar, open_calendar
+from ops_runner.market.importer import import_files
 from ops_runner.market.prices import PriceStore, open_store
 from ops_runner.market.qa import (
     Check,
@@ -43,6 +44,7 @@ SESSIONS = pd.DatetimeIndex(
     ],
     name="date",
 )  # fmt: skip
+
 AS_OF = date(2020, 2, 7)
 SYMBOLS = ("AAA", "BBB", "CCC")
 BLOCK, WARN, INFO = Severity.BLOCKING, Severity.WARNING, Severity.INFO
@@ -653,7 +655,7 @@ def test_check_store_when_the_vendor_adjusted_close_is_kept_checks_it(tmp_path, 
         adjusted[adjusted.index < at("2020-01-16")] *= ex_close / (ex_close + 0.5)
     write_alphavantage_file(tmp_path / "AAA.csv", frame, adjusted)
     store = PriceStore(tmp_path / "data")
-    store.import_files(tmp_path / "AAA.csv", "alphavantage", "av")
+    import_files(store, tmp_path / "AAA.csv", "alphavantage", "av")
     assert store.load_vendor_adjusted("av", "AAA") is not None
     findings = check_store(store, MarketCalendar(), ["AAA"], AS_OF, "av")
     if applied:
@@ -667,7 +669,7 @@ def test_check_store_when_the_kept_vendor_adjusted_close_is_altered_blocks(tmp_p
     frame = bars(50.0).round(4)
     write_alphavantage_file(tmp_path / "AAA.csv", frame, frame["close"])
     store = PriceStore(tmp_path / "data")
-    store.import_files(tmp_path / "AAA.csv", "alphavantage", "av")
+    import_files(store, tmp_path / "AAA.csv", "alphavantage", "av")
     sha256 = store.read_manifest("av", "AAA")["vendor_adjusted_sha256"]
     kept = store.vendor_adjusted_path("av", "AAA", sha256)
     kept.write_bytes(kept.read_bytes() + b"tampered")

@@ -10,6 +10,7 @@ import pytest
 
 from ops_runner.core.errors import DataError, ImportRefused
 from ops_runner.market.bars import BAR_COLUMNS
+from ops_runner.market.importer import import_files
 from ops_runner.market.prices import PriceStore
 from ops_runner.market.sources import ParsedFile, layouts, read_path
 from ops_runner.market.sources.csvfiles import compute_inferred_dividends, read_vendor_adjusted
@@ -34,6 +35,7 @@ YAHOO_TEXT = (
 2020-01-06 00:00:00,99.0,99.0,100.0,98.0,99.5,1200
 """
 )
+
 GENERIC_HEADER = "Date,Open,High,Low,Close,Adj Close,Volume"
 # The ratio steps from 0.98 to 1.0 on 01-06: a dividend of 10.2 * (1 - 0.98) = 0.204.
 GENERIC_TEXT = f"""{GENERIC_HEADER}
@@ -62,7 +64,7 @@ def read_one(tmp_path: Path, layout: str, text: str, name: str = "xyz.csv") -> P
 @pytest.fixture
 def seeded_store(tmp_path: Path, store: PriceStore) -> PriceStore:
     """A store that already holds one good import, so 'unchanged' means something."""
-    store.import_files(write(tmp_path / "good", "OLD.csv", AV_TEXT), "alphavantage", "vendor")
+    import_files(store, write(tmp_path / "good", "OLD.csv", AV_TEXT), "alphavantage", "vendor")
     return store
 
 
@@ -71,7 +73,7 @@ def refuse(tmp_path, store, snapshot, text, layout="alphavantage", name="BAD.csv
     before = snapshot(store.root)
     path = write(tmp_path / "bad", name, text)
     with pytest.raises(ImportRefused) as caught:
-        store.import_files(path, layout, "vendor")
+        import_files(store, path, layout, "vendor")
     assert snapshot(store.root) == before
     assert caught.value.path == str(path)
     assert str(path) in str(caught.value)
@@ -308,7 +310,7 @@ def test_import_when_one_file_in_folder_is_bad_imports_nothing(tmp_path, seeded_
     bad = write(folder, "ZZZ.csv", AV_TEXT.replace("2020-01-06,", "2020-13-06,"))
     before = snapshot(seeded_store.root)
     with pytest.raises(ImportRefused) as caught:
-        seeded_store.import_files(folder, "alphavantage", "vendor")
+        import_files(seeded_store, folder, "alphavantage", "vendor")
     assert caught.value.path == str(bad) and caught.value.line == 3
     assert snapshot(seeded_store.root) == before
     assert seeded_store.symbols("vendor") == ["OLD"]
@@ -317,14 +319,14 @@ def test_import_when_one_file_in_folder_is_bad_imports_nothing(tmp_path, seeded_
 def test_import_when_path_is_missing_refuses(tmp_path, seeded_store, snapshot):
     before = snapshot(seeded_store.root)
     with pytest.raises(ImportRefused, match="no such file or folder"):
-        seeded_store.import_files(tmp_path / "nowhere", "alphavantage", "vendor")
+        import_files(seeded_store, tmp_path / "nowhere", "alphavantage", "vendor")
     assert snapshot(seeded_store.root) == before
 
 
 def test_import_when_folder_has_no_csv_refuses(tmp_path, seeded_store):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ImportRefused, match=r"no \*\.csv files"):
-        seeded_store.import_files(tmp_path / "empty", "alphavantage", "vendor")
+        import_files(seeded_store, tmp_path / "empty", "alphavantage", "vendor")
 
 
 def test_import_when_two_files_give_one_symbol_refuses(tmp_path, seeded_store, snapshot):
@@ -333,7 +335,7 @@ def test_import_when_two_files_give_one_symbol_refuses(tmp_path, seeded_store, s
     write(folder, "SPY.CSV", GENERIC_TEXT)
     before = snapshot(seeded_store.root)
     with pytest.raises(ImportRefused, match="symbol SPY also comes from"):
-        seeded_store.import_files(folder, "generic", "vendor")
+        import_files(seeded_store, folder, "generic", "vendor")
     assert snapshot(seeded_store.root) == before
 
 
