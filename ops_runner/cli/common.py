@@ -7,6 +7,7 @@ import argparse
 import logging
 from datetime import UTC, date, datetime
 
+from ops_runner.core.clock import read_clock
 from ops_runner.core.errors import ConfigError
 from ops_runner.ops.registry import JOBS
 from ops_runner.workbook.config import Config
@@ -63,8 +64,6 @@ def simulated_now(cfg: Config, text: str | None) -> datetime | None:
 def parse_now(text: str | None) -> datetime | None:
     if not text:
         return None
-    from ops_runner.ops.jobs import read_clock
-
     return read_clock(text)()
 
 

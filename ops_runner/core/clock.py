@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
-from ops_runner.core.errors import LedgerError
+from ops_runner.core.errors import LedgerError, OpsError
 
 
 def format_instant(moment: datetime) -> str:
@@ -37,3 +38,20 @@ def parse_instant(text: str) -> datetime:
     Raises ValueError for text that is not ISO-8601.
     """
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def read_clock(now: str) -> Callable[[], datetime]:
+    """Return the job's clock: the real UTC clock for "", else a fixed instant (replays, demos).
+
+    Raises OpsError for an instant without a time zone.
+    """
+    if not now:
+        return lambda: datetime.now(UTC)
+    try:
+        instant = parse_instant(now)
+    except ValueError:
+        raise OpsError(f"now: {now!r} is not an ISO instant such as 2025-12-01T13:30:00Z") from None
+    if instant.tzinfo is None:
+        raise OpsError(f"now: {now!r} has no time zone; end it with Z for UTC")
+    fixed = instant.astimezone(UTC)
+    return lambda: fixed

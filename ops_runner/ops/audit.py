@@ -35,7 +35,7 @@ from typing import Any
 
 from ops_runner.brokers import open_broker
 from ops_runner.brokers.base import Broker
-from ops_runner.core.clock import format_instant
+from ops_runner.core.clock import format_instant, read_clock
 from ops_runner.core.errors import OpsError
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.execution.books import book_account
@@ -50,7 +50,7 @@ from ops_runner.ledger.projections import (
 )
 from ops_runner.ledger.states import apply_trigger, incident_event, read_state
 from ops_runner.market.calendar import open_calendar
-from ops_runner.ops.jobs import alert_console, read_clock
+from ops_runner.ops.jobs import alert_console
 from ops_runner.workbook.config import Config
 
 log = logging.getLogger(__name__)

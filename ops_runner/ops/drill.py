@@ -59,7 +59,7 @@ import yaml
 
 from ops_runner.brokers import open_broker
 from ops_runner.brokers.sim import BOOK_NAME, DEFAULT_ACCOUNT
-from ops_runner.core.clock import format_instant
+from ops_runner.core.clock import format_instant, read_clock
 from ops_runner.core.cycle import Cycle
 from ops_runner.core.errors import OpsError
 from ops_runner.core.events import EventKind as K
@@ -77,7 +77,6 @@ from ops_runner.ops.drill_scratch import (
 )
 from ops_runner.ops.drill_scratch import compute_paper_config as compute_paper_config  # re-export
 from ops_runner.ops.drill_scratch import compute_sim_books as compute_sim_books  # re-export
-from ops_runner.ops.jobs import read_clock
 from ops_runner.ops.schedule import ScheduleSettings, compute_session_slots
 from ops_runner.ops.tick import run_slot, tick
 from ops_runner.runtime.alerts import Alert, send_alert

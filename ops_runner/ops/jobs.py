@@ -6,15 +6,14 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
 from ops_runner.brokers import open_broker
 from ops_runner.brokers.base import Broker
-from ops_runner.core.clock import parse_instant
-from ops_runner.core.errors import OpsError
+from ops_runner.core.clock import read_clock
 from ops_runner.execution.plan import read_plan
 from ops_runner.execution.reconcile import reconcile
 from ops_runner.execution.submission import compute_preview, submit_plan
@@ -25,23 +24,6 @@ from ops_runner.ops.decision import read_record
 from ops_runner.workbook.config import Config
 
 log = logging.getLogger(__name__)
-
-
-def read_clock(now: str) -> Callable[[], datetime]:
-    """Return the job's clock: the real UTC clock for "", else a fixed instant (replays, demos).
-
-    Raises OpsError for an instant without a time zone.
-    """
-    if not now:
-        return lambda: datetime.now(UTC)
-    try:
-        instant = parse_instant(now)
-    except ValueError:
-        raise OpsError(f"now: {now!r} is not an ISO instant such as 2025-12-01T13:30:00Z") from None
-    if instant.tzinfo is None:
-        raise OpsError(f"now: {now!r} has no time zone; end it with Z for UTC")
-    fixed = instant.astimezone(UTC)
-    return lambda: fixed
 
 
 @dataclass

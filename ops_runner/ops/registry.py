@@ -7,8 +7,9 @@ parameters a slot fills, how a completed run is judged (done, or the cycle still
 the incident category a failure opens. The tick and ``ops-runner run`` run a slot through
 ``tick.run_slot``, which reads only this table; the CLI lists its jobs from it.
 
-The tick imports this table on every run, so each in-process job imports its callable inside
-its runner: an idle tick never loads the backup, the checks or the data sources.
+The tick and every `ops-runner` command import this table, so each in-process job imports its
+callable inside its runner: reading the table loads neither the backup, the checks nor the
+data sources.
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@ checks in-process, the others as notebooks through papermill. Every slot is keye
 done is never done again and running every tick twice changes nothing but the heartbeat file.
 Alerts for what the tick recorded go out last, and never block it.
 
-Most ticks find nothing due. So what only a due job, a failure or an incident needs (the
-broker adapters, the notebook runner, alerts, incidents, backup) is imported inside the
-function that runs it: an idle tick loads the schedule, the ledger and the calendar and
-nothing more (tests/integration/test_production_tick.py, benchmarks/tick.py).
+Most ticks find nothing due. So what only a due job needs (the data vendors and their HTTP
+client, papermill and its kernels, the backup) is imported inside the function that runs it,
+and an idle tick never loads it (tests/integration/
+test_production_tick.py checks the idle tick's imports; benchmarks/tick.py times it).
 """
 
 from __future__ import annotations
