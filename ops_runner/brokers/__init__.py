@@ -1,8 +1,8 @@
-"""Brokers: the base class and types every adapter shares (``base``), the order gate (``gate``),
-the adapters (``sim``, ``ib``), and the registry that opens the configured one.
+"""Brokers: the registry that opens the configured adapter. Beside it: the base class and the
+types every adapter shares (``base``), the order gate (``gate``), the adapters (``sim``, ``ib``).
 
 Broker vocabulary (order types, camelCase fields, error codes) stays inside each adapter; the
-rest of the workbook speaks in the types re-exported here.
+rest of the workbook speaks in the types of ``base``.
 """
 
 from __future__ import annotations
@@ -11,47 +11,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from ops_runner.brokers.base import (
-    AccountValues,
-    ActionLine,
-    Broker,
-    BrokerError,
-    BrokerOrder,
-    BrokerUnavailable,
-    CashKind,
-    CashLine,
-    Commission,
-    Execution,
-    Health,
-    OrderStatus,
-    Outcome,
-    PlaceResult,
-    Statement,
-    find_order,
-)
+from ops_runner.brokers.base import Broker, BrokerError
 from ops_runner.workbook.config import Config
-
-__all__ = [
-    "AccountValues",
-    "ActionLine",
-    "Broker",
-    "BrokerError",
-    "BrokerOrder",
-    "BrokerRegistry",
-    "BrokerUnavailable",
-    "CashKind",
-    "CashLine",
-    "Commission",
-    "Execution",
-    "Health",
-    "OrderStatus",
-    "Outcome",
-    "PlaceResult",
-    "Statement",
-    "brokers",
-    "find_order",
-    "open_broker",
-]
 
 
 class BrokerRegistry:

@@ -9,13 +9,7 @@ from datetime import UTC, date, datetime
 
 from ops_runner.core.clock import read_clock
 from ops_runner.core.errors import ConfigError
-from ops_runner.ops.registry import JOBS
 from ops_runner.workbook.config import Config
-
-log = logging.getLogger(__name__)
-
-NOW_ENV = "OPS_RUNNER_NOW"
-RUN_JOBS = tuple(str(job) for job, spec in JOBS.items() if spec.by_hand)
 
 
 def configure_logging(verbose: bool) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,8 +14,6 @@ from ops_runner.cli.common import (
 )
 from ops_runner.core.errors import ConfigError
 from ops_runner.workbook.config import Config
-
-log = logging.getLogger(__name__)
 
 
 def _record_prices(cfg: Config, source: str, reason: str) -> None:

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 from datetime import UTC, datetime
 
 from ops_runner.cli.common import (
-    NOW_ENV,
-    RUN_JOBS,
     VerbParser,
     parse_date,
     parse_now,
@@ -21,7 +18,9 @@ from ops_runner.core.errors import ConfigError
 from ops_runner.ops.registry import JOBS
 from ops_runner.workbook.config import Config
 
-log = logging.getLogger(__name__)
+NOW_ENV = "OPS_RUNNER_NOW"
+# The jobs `ops-runner run` may run by hand (the registry says which).
+RUN_JOBS = tuple(str(job) for job, spec in JOBS.items() if spec.by_hand)
 
 
 def cmd_tick(args: argparse.Namespace) -> int:

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 
 from ops_runner.cli.common import (
     VerbParser,
     simulated_now,
 )
 from ops_runner.core.events import EventKind
-
-log = logging.getLogger(__name__)
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -11,8 +10,6 @@ from ops_runner.cli.common import (
     VerbParser,
     parse_now,
 )
-
-log = logging.getLogger(__name__)
 
 
 def cmd_backup(args: argparse.Namespace) -> int:

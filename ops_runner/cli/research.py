@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -18,8 +17,6 @@ from ops_runner.cli.common import (
 from ops_runner.cli.jobs import run_job
 from ops_runner.core.errors import ConfigError
 from ops_runner.workbook.config import Config
-
-log = logging.getLogger(__name__)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -9,8 +9,6 @@ import os
 import sys
 from pathlib import Path
 
-log = logging.getLogger(__name__)
-
 
 def cmd_init(args: argparse.Namespace) -> int:
     from ops_runner.ledger.init import init_workbook
