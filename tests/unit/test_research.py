@@ -22,6 +22,7 @@ from ops_runner.strategy import research
 from ops_runner.strategy.momentum import StrategySettings, compute_decision, compute_decision_series
 from ops_runner.strategy.research import Costs, ResearchError, backtest
 from ops_runner.strategy.sweep import compute_grid_settings, load_grid, sweep
+from ops_runner.strategy.warmup import warm
 from ops_runner.workbook.config import (
     TEMPLATES,
     load_config,
@@ -362,3 +363,14 @@ def test_sweep_notebook_when_run_with_a_grid_file_records_the_table(sample_workb
     assert len(table) == 4 and {row["top_n"] for row in table} == {1, 2}
     assert run.completion["combinations"] == 4
     assert count_images(out) >= 2  # Sharpe and CAGR heatmaps
+
+
+@pytest.mark.slow
+def test_warmup_when_run_fills_the_numba_cache_and_writes_nothing_else(tmp_path, monkeypatch):
+    import vectorbt  # here, not at the top: 3 s that collection in every worker need not pay
+
+    monkeypatch.chdir(tmp_path)
+    assert warm() > 0
+    assert list(tmp_path.iterdir()) == []  # a research run in memory: no workbook, no file
+    cache = Path(vectorbt.__file__).parent / "portfolio" / "__pycache__"
+    assert sorted(cache.glob("nb.*.nbi")), "from_orders' Numba functions were not cached"
