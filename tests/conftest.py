@@ -124,7 +124,7 @@ NOVEMBER_DECIDED_AT = "2025-11-28T21:30:00Z"  # Friday's 13:00 early close + the
 _BUILT: dict[tuple[str, str | None], Path] = {}
 
 
-def _copy_of_built(name: str, build: Callable[[Path], Path], root: Path) -> Path:
+def copy_of_built(name: str, build: Callable[[Path], Path], root: Path) -> Path:
     import atexit
     import os
     import shutil
@@ -144,7 +144,7 @@ def make_undecided_november(root: Path) -> Path:
     any tick: the November rebalance (100% AGG) is still to be decided.
 
     Only the cycle's own jobs run (no weekly audit, backup or investigation notebooks)."""
-    return _copy_of_built("undecided", _build_undecided_november, root)
+    return copy_of_built("undecided", _build_undecided_november, root)
 
 
 def _build_undecided_november(root: Path) -> Path:
@@ -165,7 +165,7 @@ def _build_undecided_november(root: Path) -> Path:
 def make_decided_november(root: Path) -> Path:
     """``make_undecided_november``, then the tick after the 2025-11-28 close: the checks, data
     QA and decision notebooks ran and are done; the state is RUN."""
-    return _copy_of_built("decided", _build_decided_november, root)
+    return copy_of_built("decided", _build_decided_november, root)
 
 
 def _build_decided_november(root: Path) -> Path:

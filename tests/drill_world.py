@@ -52,7 +52,7 @@ def shared_drill(factory) -> tuple[Path, dict, Path]:
     root, saved = base / "drilled", base / "drilled.json"
     if not saved.exists():
         shutil.copytree(history, root)
-        payload, notebook = execute_drill(load_config(root))
+        payload, notebook = execute_drill(load_config(root), in_kernel=True)
         saved.write_text(json.dumps({"payload": payload, "notebook": str(notebook)}))
     found = json.loads(saved.read_text())
     return root, found["payload"], Path(found["notebook"])

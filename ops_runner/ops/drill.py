@@ -84,6 +84,7 @@ from ops_runner.runtime.notebooks import (
     NotebookError,
     compute_output_path,
     compute_run_id,
+    read_in_process,
     run_notebook,
 )
 from ops_runner.workbook.config import CONFIG_NAME, Config, load_config, mask_account
@@ -502,13 +503,16 @@ def execute_drill(
     archive: str | Path = "",
     now: datetime | None = None,
     progress: Callable[[str], None] | None = None,
+    in_kernel: bool = False,
 ) -> tuple[dict[str, Any], Path]:
     """Run notebooks/dr_drill.ipynb (it drills and records) into
     ``ledger/runs/drills/dr_drill-<run id>.ipynb``, register it (ArtifactRecorded) and return
     (the DrillRecorded payload, the executed notebook). A notebook that fails is registered as
     failed and, unless it recorded its drill, recorded as a FAIL drill with its alert.
-    ``progress`` is told where the report goes. Raises NoBackup, before running anything,
-    when there is no archive to drill."""
+    ``progress`` is told where the report goes. The notebook runs in a kernel, or in this
+    process where the tests ask it of a simulated workbook (``read_in_process``) and
+    ``in_kernel`` is False. Raises NoBackup, before running anything, when there is no archive
+    to drill."""
 
     chosen = Path(archive).expanduser().resolve() if archive else find_latest_backup(cfg)
     if chosen is None or not chosen.is_file():
@@ -524,7 +528,8 @@ def execute_drill(
     (progress or log.info)(f"drill of {chosen.name}: the report is {relative} (a few minutes)")
     payload: dict[str, Any] | None = None
     try:
-        run = run_notebook(NOTEBOOK, output, params, cell_timeout=budget, deadline=budget + 600)
+        run = run_notebook(NOTEBOOK, output, params, cell_timeout=budget, deadline=budget + 600,
+                           in_process=not in_kernel and read_in_process(cfg))  # fmt: skip
         payload, outcome, reason, took = run.scraps["drill"], "completed", "", run.duration
     except NotebookError as exc:
         log.error("%s", exc)

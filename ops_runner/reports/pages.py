@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from pathlib import Path
@@ -105,10 +106,18 @@ def plot_flagged(cfg: Config, report: Any, sessions: int = 300) -> Figure | None
     return fig
 
 
+@functools.cache
+def _html_exporter() -> Any:
+    """One nbconvert HTMLExporter per process: a new one compiles its Jinja templates again
+    (about 0.3 s of every page; the runs index renders dozens)."""
+    from nbconvert import HTMLExporter  # nbconvert and its templates: only where a page is made
+
+    return HTMLExporter()
+
+
 def write_html(notebook: Path, target: Path) -> Path:
     """Render an executed notebook to HTML at ``target`` (written atomically). Returns target."""
     import nbformat
-    from nbconvert import HTMLExporter
 
     traitlets_log = logging.getLogger("traitlets")
     level = traitlets_log.level
@@ -120,7 +129,7 @@ def write_html(notebook: Path, target: Path) -> Path:
         )
         try:
             notebook_node = nbformat.read(str(notebook), as_version=4)
-            body, _ = HTMLExporter().from_notebook_node(notebook_node)
+            body, _ = _html_exporter().from_notebook_node(notebook_node)
         finally:
             traitlets_log.setLevel(level)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_sample_workbook, read_only
+from conftest import copy_of_built, make_sample_workbook, read_only
 
 from ops_runner.core.events import EventKind, State
 from ops_runner.ledger import open_ledger
@@ -41,11 +41,16 @@ def one_line(done: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-@pytest.fixture
-def workbook(tmp_path: Path) -> Path:
-    root = make_sample_workbook(tmp_path / "wb")
+def _ticked_once(root: Path) -> Path:
+    make_sample_workbook(root)
     assert cli(root, "tick", "--now", IDLE).returncode == 0  # the ledger, ops/ and the lock
     return root
+
+
+@pytest.fixture
+def workbook(tmp_path: Path) -> Path:
+    """A sample workbook ticked once by the CLI: built once per test process, copied per test."""
+    return copy_of_built("ticked-once", _ticked_once, tmp_path / "wb")
 
 
 def ledger_head(workbook: Path):
