@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pandas as pd
+import pandas_market_calendars as mcal
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ops_runner.core.errors import CalendarCoverageError, CalendarError
+from ops_runner.market import calendar as calendar_module
 from ops_runner.market.calendar import (
     DEFAULT_COVERED_FROM,
     DEFAULT_COVERED_THROUGH,
@@ -528,3 +531,105 @@ def test_session_open_when_first_call_on_a_new_calendar_answers():
     assert MarketCalendar().session_close(date(2024, 11, 29)) == pd.Timestamp(
         "2024-11-29 18:00", tz="UTC"
     )
+
+
+# -- the schedule cache: derived once per machine, never trusted blindly --------------------------
+
+SPAN = (date(2019, 1, 2), date(2020, 12, 31))
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty cache folder of this test's own; the process's memo forgotten before and after."""
+    monkeypatch.setenv(calendar_module.CACHE_ENV, str(tmp_path / "cache"))
+    calendar_module._base_schedule.cache_clear()
+    yield tmp_path / "cache"
+    calendar_module._base_schedule.cache_clear()
+
+
+def published_schedule() -> pd.DataFrame:
+    """The library's own answer, computed here without the module under test."""
+    start, end = (d.isoformat() for d in SPAN)
+    schedule = mcal.get_calendar("XNYS").schedule(start_date=start, end_date=end)
+    return schedule[["market_open", "market_close"]]
+
+
+def only_file(folder: Path) -> Path:
+    (path,) = folder.rglob("*.npz")
+    return path
+
+
+def test_schedule_when_cached_is_read_back_equal_without_asking_the_library(cache, monkeypatch):
+    first = calendar_module._base_schedule("XNYS", *SPAN)
+    assert only_file(cache).name.startswith("XNYS-2019-01-02-2020-12-31-")
+    calendar_module._base_schedule.cache_clear()
+
+    def refuse(name: str):
+        raise AssertionError("the cached schedule should have been read")
+
+    monkeypatch.setattr(calendar_module.mcal, "get_calendar", refuse)
+    again = calendar_module._base_schedule("XNYS", *SPAN)
+    monkeypatch.undo()
+    expected = published_schedule()
+    pd.testing.assert_frame_equal(first, expected, check_freq=False)
+    pd.testing.assert_frame_equal(again, expected, check_freq=False)
+    cal = MarketCalendar(covered_from=SPAN[0], covered_through=SPAN[1])
+    assert cal.session_close("2019-11-29") == pd.Timestamp("2019-11-29 18:00", tz="UTC")  # early
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data[: len(data) // 2],  # cut short (power loss mid-write of an old version)
+        lambda data: b"not a cache file at all",
+        lambda data: b"",
+    ],
+    ids=["truncated", "garbage", "empty"],
+)
+def test_schedule_when_the_cache_file_is_damaged_is_computed_again_and_rewritten(cache, damage):
+    calendar_module._base_schedule("XNYS", *SPAN)
+    path = only_file(cache)
+    path.write_bytes(damage(path.read_bytes()))
+    calendar_module._base_schedule.cache_clear()
+
+    schedule = calendar_module._base_schedule("XNYS", *SPAN)
+
+    pd.testing.assert_frame_equal(schedule, published_schedule(), check_freq=False)
+    calendar_module._base_schedule.cache_clear()
+    pd.testing.assert_frame_equal(calendar_module._read_schedule(path, *SPAN),
+                                  published_schedule(), check_freq=False)  # fmt: skip
+
+
+def test_schedule_when_the_cache_holds_another_span_is_not_believed(cache):
+    calendar_module._base_schedule("XNYS", *SPAN)
+    path = only_file(cache)
+    wider = (date(2018, 1, 2), SPAN[1])  # a session before this span's start
+    calendar_module._base_schedule("XNYS", *wider)
+    other = next(p for p in cache.rglob("*.npz") if p != path)
+    path.write_bytes(other.read_bytes())
+    calendar_module._base_schedule.cache_clear()
+
+    schedule = calendar_module._base_schedule("XNYS", *SPAN)
+
+    pd.testing.assert_frame_equal(schedule, published_schedule(), check_freq=False)
+
+
+def test_schedule_when_the_cache_folder_cannot_be_written_still_answers(cache):
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text("a file where the folder should be")
+
+    schedule = calendar_module._base_schedule("XNYS", *SPAN)
+
+    pd.testing.assert_frame_equal(schedule, published_schedule(), check_freq=False)
+    assert cache.read_text() == "a file where the folder should be"
+
+
+def test_cache_folder_when_asked_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv(calendar_module.CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert calendar_module.compute_cache_folder() == tmp_path / "xdg" / "ops-runner"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert calendar_module.compute_cache_folder() == tmp_path / "home" / ".cache" / "ops-runner"
+    monkeypatch.setenv(calendar_module.CACHE_ENV, str(tmp_path / "mine"))
+    assert calendar_module.compute_cache_folder() == tmp_path / "mine"
