@@ -160,6 +160,20 @@ def test_store_when_bars_written_loads_them_back_identically(store):
     assert on_disk == manifest and on_disk["imported_at"].endswith("+00:00")
 
 
+def test_store_when_loaded_again_gives_a_fresh_copy_and_follows_new_bytes(store):
+    store.write_bars("broker", "SPY", HAND, provenance())
+    first = store.load_bars("broker", "SPY")
+    first.loc[:, "close"] = -1.0  # a caller's own change stays its own
+    pd.testing.assert_frame_equal(store.load_bars("broker", "SPY"), HAND)
+    changed = HAND.assign(close=HAND["close"] + 1.0)
+    store.write_bars("broker", "SPY", changed, provenance("b" * 64))
+    pd.testing.assert_frame_equal(store.load_bars("broker", "SPY"), changed)
+    path = store.root / "broker" / "SPY.parquet"
+    path.write_bytes(path.read_bytes() + b"tampered")  # loaded before: still checked
+    with pytest.raises(DataError, match="does not match the SHA-256"):
+        store.load_bars("broker", "SPY")
+
+
 def test_store_when_imported_lists_sources_symbols_and_rows(tmp_path, store):
     report = import_files(store, write_csv(tmp_path / "in", "spy.csv", GENERIC), "generic", "gen")
     assert (report.imported, report.unchanged, report.replaced) == (["SPY"], [], [])
