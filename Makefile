@@ -42,13 +42,13 @@ $(WARM): $(STAMP)
 demo: $(WARM)
 	$(BIN)/ops-runner demo
 
-# The whole suite, one worker per core (kernels keep every core busy). test-fast leaves out
-# notebook kernels and slow tests; its tests often wait on a socket or a child process, so one
-# worker more than cores fills that time (2 cores: 3 workers, 119 s -> 102 s).
+# One worker more than cores: many tests wait on a socket, a child process, a kernel starting
+# or a hang on purpose, and the extra worker fills that time (2 cores, the whole suite: 605 s ->
+# 583 s; test-fast, which leaves out notebook kernels and slow tests: 119 s -> 102 s).
 WORKERS ?= $(shell $(PYTHON) -c 'import os; print(len(os.sched_getaffinity(0)) + 1)')
 
 test: $(WARM)
-	$(BIN)/python -m pytest -n auto --dist worksteal
+	$(BIN)/python -m pytest -n $(WORKERS) --dist worksteal
 
 test-fast: $(WARM)
 	$(BIN)/python -m pytest -n $(WORKERS) --dist worksteal -m "not notebook and not slow"
