@@ -12,12 +12,11 @@ from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
-import pandas_market_calendars as mcal
 
 from ops_runner.core.errors import CalendarCoverageError, CalendarError
 from ops_runner.core.files import open_atomic
@@ -143,6 +142,18 @@ def _write_schedule(path: Path, schedule: pd.DataFrame) -> None:
         log.info("calendar cache %s not written (%s)", path, exc)
 
 
+def _exchange(name: str) -> Any:
+    """The library's calendar of ``name``; raises CalendarError for a name it does not know."""
+    # Imported here, not at the top: with the schedule cached, a process never needs the two
+    # calendar libraries (0.2 s of every tick, kernel and command).
+    import pandas_market_calendars as mcal
+
+    try:
+        return mcal.get_calendar(name)
+    except RuntimeError:
+        raise CalendarError(f"unknown exchange calendar {name!r}; try 'XNYS'") from None
+
+
 @lru_cache(maxsize=8)
 def _base_schedule(name: str, covered_from: date, covered_through: date) -> pd.DataFrame:
     """The exchange schedule for the whole covered span, built once per machine and version
@@ -151,7 +162,7 @@ def _base_schedule(name: str, covered_from: date, covered_through: date) -> pd.D
     cached = _read_schedule(path, covered_from, covered_through)
     if cached is not None:
         return cached
-    schedule = mcal.get_calendar(name).schedule(
+    schedule = _exchange(name).schedule(
         start_date=covered_from.isoformat(), end_date=covered_through.isoformat()
     )[["market_open", "market_close"]]
     _write_schedule(path, schedule)
@@ -184,10 +195,6 @@ class MarketCalendar:
                 f"calendar coverage is empty: covered_from {self.covered_from} is after "
                 f"covered_through {self.covered_through}"
             )
-        try:
-            mcal.get_calendar(name)
-        except RuntimeError:
-            raise CalendarError(f"unknown exchange calendar {name!r}; try 'XNYS'") from None
         self.extra_closed = frozenset(_to_date(d) for d in extra_closed)
         for d in sorted(self.extra_closed):
             self._require_covered(d)

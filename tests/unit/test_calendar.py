@@ -567,7 +567,7 @@ def test_schedule_when_cached_is_read_back_equal_without_asking_the_library(cach
     def refuse(name: str):
         raise AssertionError("the cached schedule should have been read")
 
-    monkeypatch.setattr(calendar_module.mcal, "get_calendar", refuse)
+    monkeypatch.setattr(mcal, "get_calendar", refuse)
     again = calendar_module._base_schedule("XNYS", *SPAN)
     monkeypatch.undo()
     expected = published_schedule()
