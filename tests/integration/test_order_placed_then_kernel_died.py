@@ -25,7 +25,7 @@ from ops_runner.core.events import EventKind, State
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.projections import compute_positions
 from ops_runner.ledger.states import read_state
-from ops_runner.runtime.notebooks import read_scraps
+from ops_runner.runtime.notebooks import IN_PROCESS_ENV, read_scraps
 from ops_runner.workbook.config import Config, load_config
 
 EXE = Path(sys.executable).with_name("ops-runner")
@@ -56,7 +56,9 @@ def cfg(tmp_path: Path) -> Config:
 
 
 @pytest.mark.notebook
-def test_order_placed_before_the_kernel_died_is_shown_then_adopted_by_reconciliation(cfg):
+def test_order_placed_before_the_kernel_died_is_shown_then_adopted_by_reconciliation(
+    cfg, monkeypatch
+):
     died = tick(cfg, "2025-12-01T13:30:00Z", fault="crash@submission:after_place")
     assert died.returncode == 0, died.stderr
     assert "execution:2025-11 FAILED" in died.stdout and "kernel died" in died.stdout
@@ -81,7 +83,10 @@ def test_order_placed_before_the_kernel_died_is_shown_then_adopted_by_reconcilia
     assert rows[BUY] == {**rows[BUY], "ledger": "intended", "broker": "not at the broker",
                          "meaning": "never sent"}  # fmt: skip
 
-    # After the open, reconciliation (in SAFE_MODE) adopts the SELL and records its fill.
+    # After the open, reconciliation (in SAFE_MODE) adopts the SELL and records its fill. The
+    # kernel's death and its investigation are the subject: the recovery's jobs run their cells
+    # in the tick's process, as the tick's tests do (tests/notebooks/ runs each in a kernel).
+    monkeypatch.setenv(IN_PROCESS_ENV, "1")
     after = tick(cfg, "2025-12-01T15:10:00Z")
     assert after.returncode == 0, after.stderr
     assert "reconciliation:2025-11 BREAKS" in after.stdout, after.stdout  # the BUY never went
