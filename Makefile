@@ -19,7 +19,7 @@ $(BIN)/python:
 
 # Re-install only when the pins change; register the venv's kernel inside the venv itself.
 # uv (from PyPI through pip) installs the same pins in a fraction of pip's time (CI: 114 s ->
-# 10 s); where it cannot be had, pip does the same install. Modules are compiled to bytecode
+# 15 s); where it cannot be had, pip does the same install. Modules are compiled to bytecode
 # when first imported (all of them up front took 30 s more, most never imported).
 UV := uv==0.13.10
 $(STAMP): pyproject.toml | $(BIN)/python
