@@ -119,9 +119,12 @@ def write_html(notebook: Path, target: Path) -> Path:
     """Render an executed notebook to HTML at ``target`` (written atomically). Returns target."""
     import nbformat
 
-    traitlets_log = logging.getLogger("traitlets")
-    level = traitlets_log.level
-    traitlets_log.setLevel(logging.ERROR)  # nbconvert nags about alt text on every chart
+    exporter = _html_exporter()
+    # nbconvert nags about alt text on every chart, through the logger it was given: traitlets'
+    # own, or inside a kernel (a drill's ticks publish pages there) the kernel app's.
+    exporter_log = getattr(exporter.log, "logger", exporter.log)
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
     with warnings.catch_warnings():
         # Scrapbook's scraps have no HTML form; they are read from the .ipynb, not the page.
         warnings.filterwarnings(
@@ -129,9 +132,9 @@ def write_html(notebook: Path, target: Path) -> Path:
         )
         try:
             notebook_node = nbformat.read(str(notebook), as_version=4)
-            body, _ = _html_exporter().from_notebook_node(notebook_node)
+            body, _ = exporter.from_notebook_node(notebook_node)
         finally:
-            traitlets_log.setLevel(level)
+            exporter_log.setLevel(level)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(target.suffix + ".tmp")
     tmp.write_text(body, encoding="utf-8")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -353,3 +354,35 @@ def test_runs_index_when_the_workbook_is_a_demo_says_synthetic(tmp_path, templat
     text = write_runs_index(load_config(tmp_path / "wb")).read_text(encoding="utf-8")
     assert ('id="synthetic"' in text) is says
     assert ("SYNTHETIC sample market: not real prices" in text) is says
+
+
+@pytest.mark.parametrize("inside_an_app", [False, True], ids=["process", "kernel-like"])
+def test_page_when_a_chart_has_no_alt_text_renders_it_without_a_warning(
+    tmp_path, caplog, capfd, inside_an_app
+):
+    """nbconvert warns of missing alt text on every chart through the logger it was given:
+    traitlets' own, or inside a kernel the kernel app's (a drill's ticks publish pages there).
+    Neither reaches the log; the chart is on the page."""
+    from traitlets.config import Application
+
+    from ops_runner.reports import pages
+
+    png = (  # one pixel
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    )
+    cell = nbformat.v4.new_code_cell("plot()", execution_count=1)
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"image/png": png})]
+    notebook = tmp_path / "chart.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), str(notebook))
+    pages._html_exporter.cache_clear()  # made again, under the logger this case gives it
+    app = Application.instance() if inside_an_app else None
+    try:
+        with caplog.at_level(logging.WARNING):
+            page = pages.write_html(notebook, tmp_path / "chart.html")
+    finally:
+        pages._html_exporter.cache_clear()
+        if app is not None:
+            Application.clear_instance()
+    assert f"data:image/png;base64,{png}" in page.read_text(encoding="utf-8")
+    assert not [r for r in caplog.records if "Alternative text" in r.getMessage()]
+    assert "Alternative text" not in capfd.readouterr().err  # an app's log writes to stderr
