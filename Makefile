@@ -19,13 +19,15 @@ $(BIN)/python:
 
 # Re-install only when the pins change; register the venv's kernel inside the venv itself.
 # uv (from PyPI through pip) installs the same pins in a fraction of pip's time (CI: 114 s ->
-# 15 s); where it cannot be had, pip does the same install. Modules are compiled to bytecode
-# when first imported (all of them up front took 30 s more, most never imported).
+# 15 s). uv reads no pip configuration (mirrors, find-links): where it cannot be had or cannot
+# install, pip does the same install. Modules are compiled to bytecode when first imported
+# (all of them up front took 30 s more, most never imported).
 UV := uv==0.13.10
 $(STAMP): pyproject.toml | $(BIN)/python
-	if $(BIN)/python -m pip install --quiet "$(UV)"; then \
-		$(BIN)/uv pip install --python $(BIN)/python --quiet -e ".[dev]"; \
+	if $(BIN)/python -m pip install --quiet "$(UV)" && \
+		$(BIN)/uv pip install --python $(BIN)/python --quiet -e ".[dev]"; then :; \
 	else \
+		echo "uv could not install the pins: installing them with pip"; \
 		$(BIN)/python -m pip install --quiet --upgrade pip && \
 		$(BIN)/python -m pip install --quiet -e ".[dev]"; \
 	fi
