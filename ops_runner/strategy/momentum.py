@@ -26,7 +26,7 @@ The rules, for the decision on month-end session t (the calendar's last session 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from ops_runner.core.errors import OpsError
-from ops_runner.market.prices import compute_adjusted_close
+from ops_runner.market.prices import AdjustedCloses
 from ops_runner.workbook.config import Config
 
 # Bumped whenever the rules above change: a new version needs a new validated baseline
@@ -260,10 +260,31 @@ def _require_frame(bars: Mapping[str, pd.DataFrame], symbol: str, session: date)
     return frame
 
 
-def _adjusted_as_of(frame: pd.DataFrame, session: date) -> pd.Series:
-    """The back-adjusted close computed from the bars on or before ``session`` only."""
-    cut = int(frame.index.searchsorted(pd.Timestamp(session), side="right"))
-    return compute_adjusted_close(frame.iloc[:cut])
+def _adjusted_as_of(adjusted: AdjustedCloses, session: date, days: Sequence[date]) -> np.ndarray:
+    """The back-adjusted closes on ``days`` computed from the bars on or before ``session`` only;
+    NaN on a day with no bar."""
+    cut = adjusted.cut(session)
+    values = np.full(len(days), np.nan)
+    if cut == 0:
+        return values
+    wanted = np.array(days, dtype="datetime64[D]")
+    found = np.minimum(np.searchsorted(adjusted.dates, wanted), cut - 1)
+    present = adjusted.dates[found] == wanted
+    values[present] = adjusted.as_of(cut, found[present])
+    return values
+
+
+class _Prepared(dict[str, AdjustedCloses]):
+    """The strategy's symbols' bars, each checked and made ready when first read (so errors come
+    in the order the decision reads them), then read as of any session."""
+
+    def __init__(self, bars: Mapping[str, pd.DataFrame], session: date) -> None:
+        super().__init__()
+        self._bars, self._session = bars, session
+
+    def __missing__(self, symbol: str) -> AdjustedCloses:
+        self[symbol] = AdjustedCloses(_require_frame(self._bars, symbol, self._session))
+        return self[symbol]
 
 
 def _as_date(value: Any) -> date:
@@ -302,32 +323,54 @@ def compute_month_end_closes(
     StrategyError when a symbol of ``settings.symbols()`` has no bars.
     """
     session = _as_date(session)
-    frames = {s: _require_frame(bars, s, session) for s in settings.symbols()}
-    first = max(min(f.index[0].date() for f in frames.values()), calendar.covered_from)
-    ends = calendar.month_end_sessions(first, session) if first <= session else []
+    prepared = _Prepared(bars, session)
+    return _month_end_closes({s: prepared[s] for s in settings.symbols()}, session, calendar)
+
+
+def compute_month_end_closes_each(
+    settings: StrategySettings,
+    sessions: Sequence[date],
+    bars: Mapping[str, pd.DataFrame],
+    calendar: Any,
+) -> Iterator[pd.DataFrame]:
+    """Yield ``compute_month_end_closes`` on each of ``sessions``, the bars prepared once."""
+    if not sessions:
+        return
+    prepared = _Prepared(bars, max(_as_date(s) for s in sessions))
+    ready = {s: prepared[s] for s in settings.symbols()}
+    for session in sessions:
+        yield _month_end_closes(ready, _as_date(session), calendar)
+
+
+def _month_end_closes(
+    prepared: Mapping[str, AdjustedCloses], session: date, calendar: Any
+) -> pd.DataFrame:
+    first_bar = min(a.first_date for a in prepared.values())
+    first = max(first_bar, calendar.covered_from)
+    ends = list(calendar.month_end_sessions(first, session)) if first <= session else []
     index = pd.DatetimeIndex(ends, name="session")
-    columns = {s: _adjusted_as_of(f, session).reindex(index) for s, f in frames.items()}
+    columns = {s: _adjusted_as_of(a, session, ends) for s, a in prepared.items()}
     return pd.DataFrame(columns, index=index)
 
 
 def _read_prices(
-    symbol: str, frame: pd.DataFrame, session: date, days: list[date]
+    symbol: str, adjusted: AdjustedCloses, session: date, days: list[date]
 ) -> dict[date, str]:
     """Return the adjusted closes on ``days`` as 10-digit text; raise if one is absent."""
-    if frame.index[0].date() > days[0]:
+    first = adjusted.first_date
+    if first > days[0]:
         raise InsufficientHistory(
-            f"history too short: {symbol}'s bars start {frame.index[0].date()}, the decision on "
+            f"history too short: {symbol}'s bars start {first}, the decision on "
             f"{session} needs its close on {days[0]}; decide on a later session or shorten the "
             "lookback",
             symbol,
             session,
         )
-    adjusted = _adjusted_as_of(frame, session)
-    found = adjusted.index.get_indexer(pd.DatetimeIndex(days))
-    values = adjusted.to_numpy()
+    values = _adjusted_as_of(adjusted, session, days)
+    wanted = np.array(days, dtype="datetime64[D]")
     prices = {}
-    for day, at in zip(days, found, strict=True):
-        if at < 0:
+    for at, day in enumerate(days):
+        if np.isnan(values[at]) and wanted[at] not in adjusted.dates.astype("datetime64[D]"):
             raise StrategyError(
                 f"no bar for {symbol} on month-end session {day}, needed by the decision on "
                 f"{session}; re-import {symbol} (no price is guessed or carried forward)",
@@ -418,6 +461,15 @@ def compute_decision(
     has no usable bar for a symbol; the calendar's errors for dates outside its coverage.
     """
     session = _as_date(session)
+    return _decide(settings, session, _Prepared(bars, session), calendar)
+
+
+def _decide(
+    settings: StrategySettings,
+    session: date,
+    prepared: Mapping[str, AdjustedCloses],
+    calendar: Any,
+) -> Decision:
     if not calendar.is_month_end_session(session):
         raise StrategyError(
             f"{session} is not a month-end (rebalance) session of {calendar.name}; decide on "
@@ -442,7 +494,7 @@ def compute_decision(
     score: dict[str, float] = {}
     total_weight = sum(w for _, w in settings.lookbacks)
     for symbol in symbols:
-        texts = _read_prices(symbol, _require_frame(bars, symbol, session), session, days)
+        texts = _read_prices(symbol, prepared[symbol], session, days)
         prices_used[symbol] = [(d.isoformat(), texts[d]) for d in days]
         end = float(texts[at[settings.skip_months]])
         for m, _ in settings.lookbacks:
@@ -507,11 +559,12 @@ def compute_decision_series(
     coverage) are skipped; every other problem raises as in ``compute_decision``.
     """
     start, end = _as_date(start), _as_date(end)
-    first_bar = {s: _require_frame(bars, s, end).index[0].date() for s in settings.symbols()}
+    prepared = _Prepared(bars, end)  # once: each decision reads its own session's cut
+    first_bar = max(prepared[s].first_date for s in settings.symbols())
     decisions = []
     for session in calendar.month_end_sessions(start, end):
         window = _window(settings, session, calendar)
-        if window is None or max(first_bar.values()) > window[0]:
+        if window is None or first_bar > window[0]:
             continue
-        decisions.append(compute_decision(settings, session, bars, calendar))
+        decisions.append(_decide(settings, session, prepared, calendar))
     return decisions

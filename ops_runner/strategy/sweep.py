@@ -19,7 +19,7 @@ from ops_runner.strategy.momentum import (
     WEIGHT_QUANTUM,
     StrategyError,
     StrategySettings,
-    compute_month_end_closes,
+    compute_month_end_closes_each,
     compute_price_text,
     compute_tie_key,
 )
@@ -154,8 +154,9 @@ def _month_end_panel(
     """
     symbols = union.symbols()
     panel = np.empty((len(sessions), depth + 1, len(symbols)))
-    for n, session in enumerate(sessions):
-        closes = compute_month_end_closes(union, session, bars, calendar).iloc[::-1]
+    each = compute_month_end_closes_each(union, sessions, bars, calendar)
+    for n, (session, closes) in enumerate(zip(sessions, each, strict=True)):
+        closes = closes.iloc[::-1]
         raw = closes.to_numpy()[: depth + 1]
         if len(raw) < depth + 1 or not (np.isfinite(raw) & (raw > 0)).all():
             raise ResearchError(

@@ -19,7 +19,12 @@ import pandas as pd
 import pytest
 
 from ops_runner.market.importer import import_files
-from ops_runner.market.prices import DividendConvention, PriceStore, compute_adjusted_close
+from ops_runner.market.prices import (
+    AdjustedCloses,
+    DividendConvention,
+    PriceStore,
+    compute_adjusted_close,
+)
 from ops_runner.market.sources.csvfiles import read_vendor_adjusted
 
 pytestmark = pytest.mark.realdata
@@ -85,6 +90,22 @@ def published(ticker: str) -> pd.DataFrame:
 def test_adjusted_close_when_recomputed_matches_alphavantage_within_1e6(av, ticker):
     bars, vendor = av[ticker]
     assert relative_error(bars, vendor).max() <= CONTRACT_TOLERANCE
+
+
+@pytest.mark.slow
+def test_adjusted_closes_as_of_each_year_end_are_the_whole_adjustment_of_the_cut_bits(av):
+    """What a decision reads as of a session (its dividends and splits alone) is, to the bit,
+    the adjusted close of the history cut at that session, over every real history."""
+    for ticker in AV_TICKERS:
+        bars = av[ticker][0]
+        ready = AdjustedCloses(bars)
+        year_ends = bars.index.to_series().groupby(bars.index.year).max()
+        assert len(year_ends) >= 10, ticker
+        for day in year_ends:
+            cut = int(bars.index.searchsorted(day, side="right"))
+            rows = np.unique(np.linspace(0, cut - 1, 40).astype(int))
+            whole = compute_adjusted_close(bars.iloc[:cut]).to_numpy()[rows]
+            assert ready.as_of(cut, rows).tobytes() == whole.tobytes(), (ticker, day)
 
 
 @pytest.mark.slow  # 1.5 s or more: left out of make test-fast

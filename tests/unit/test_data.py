@@ -9,12 +9,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import ops_runner.market.prices as data_module
 from ops_runner.core.errors import DataError, ImportRefused
 from ops_runner.market.bars import BAR_COLUMNS, make_bars, require_bars_shape
 from ops_runner.market.importer import import_files
 from ops_runner.market.prices import (
+    AdjustedCloses,
     DividendConvention,
     compute_adjusted_close,
     compute_split_adjusted,
@@ -108,6 +111,34 @@ def test_split_adjusted_when_adjusted_close_computed_gives_the_same_series():
     assert compute_adjusted_close(compute_split_adjusted(HAND)).tolist() == pytest.approx(
         [49.0, 50.96, 50.96, 49.0, 50.0], rel=1e-12
     )
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> tuple[pd.DataFrame, int, list[int]]:
+    """Bars with dividends and splits on random days, a cut and the rows a reader asks for."""
+    n = draw(st.integers(2, 60))
+    close = draw(st.lists(st.floats(0.5, 500.0), min_size=n, max_size=n))
+    paid = st.one_of(st.just(0.0), st.floats(0.001, 5.0))
+    dividend = draw(st.lists(paid, min_size=n, max_size=n))
+    split = draw(st.lists(st.sampled_from([1.0, 1.0, 1.0, 2.0, 3.0, 0.5, 0.1]), min_size=n,
+                          max_size=n))  # fmt: skip
+    days = pd.bdate_range("2001-01-02", periods=n).strftime("%Y-%m-%d").tolist()
+    bars = make_bars(days, open=close, high=close, low=close, close=close, volume=[1.0] * n,
+                     dividend=dividend, split=split)  # fmt: skip
+    cut = draw(st.integers(1, n))
+    rows = draw(st.lists(st.integers(0, cut - 1), min_size=1, max_size=12))
+    return bars, cut, rows
+
+
+@settings(max_examples=300, deadline=None)
+@given(histories(), st.sampled_from(list(DividendConvention)))
+def test_adjusted_closes_when_read_as_of_a_cut_are_bit_for_bit_the_whole_adjustment(
+    history, convention
+):
+    bars, cut, rows = history
+    whole = compute_adjusted_close(bars.iloc[:cut], convention).to_numpy()[rows]
+    read = AdjustedCloses(bars, convention).as_of(cut, np.array(rows))
+    assert whole.tobytes() == read.tobytes()  # the same bits, not merely close
 
 
 # -- the frame's shape --------------------------------------------------------------------------
