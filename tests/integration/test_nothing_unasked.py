@@ -16,7 +16,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_decided_november, make_undecided_november, snapshot_folder
+from conftest import (
+    copy_of_built,
+    make_decided_november,
+    make_undecided_november,
+    snapshot_folder,
+)
 
 from ops_runner.core.events import EventKind, Trigger
 from ops_runner.ledger import open_ledger
@@ -145,6 +150,18 @@ def undecided(tmp_path) -> Path:
     return make_undecided_november(tmp_path / "wb")
 
 
+@pytest.fixture
+def qa_clean(tmp_path) -> Path:
+    """``undecided`` after ``qa_then``: built once per test process, copied for each test."""
+    return copy_of_built("qa-clean", _build_qa_clean, tmp_path / "wb")
+
+
+def _build_qa_clean(root: Path) -> Path:
+    workbook = make_undecided_november(root)
+    qa_then(workbook)
+    return workbook
+
+
 def qa_then(root: Path) -> None:
     """The data QA of 2025-11-28 recorded clean, by hand under the tick's rules."""
     done = cli(root, "run", "pre_rebalance_checks", "--as-of", "2025-11-28", "--now",
@@ -169,17 +186,15 @@ def change_data(root: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
-GATES = {
-    "no-qa": (lambda root: None, "no data QA of 2025-11-28 in the ledger"),
-    "data-changed": (lambda root: (qa_then(root), change_data(root)), "stored data changed"),
-    "safe-mode": (
-        lambda root: (qa_then(root), _safe_mode(root)),
-        "the state is SAFE_MODE",
-    ),
+GATES = {  # (whether the data QA ran clean first, what shuts the gate, the reason given)
+    "no-qa": (False, lambda root: None, "no data QA of 2025-11-28 in the ledger"),
+    "data-changed": (True, change_data, "stored data changed"),
+    "safe-mode": (True, lambda root: _safe_mode(root), "the state is SAFE_MODE"),
     "baseline-changed": (
-        lambda root: (qa_then(root), _change_config(root)),
+        True,
+        lambda root: _change_config(root),
         "changed since the validated baseline",
-    ),
+    ),  # fmt: skip
 }
 
 
@@ -201,8 +216,9 @@ def decisions(root: Path) -> int:
 @pytest.mark.parametrize("gate", list(GATES))
 @pytest.mark.subprocess
 @pytest.mark.slow
-def test_decision_when_a_gate_is_shut_is_refused_by_the_library_and_the_cli(undecided, gate):
-    prepare, reason = GATES[gate]
+def test_decision_when_a_gate_is_shut_is_refused_by_the_library_and_the_cli(request, gate):
+    qa_first, prepare, reason = GATES[gate]
+    undecided = request.getfixturevalue("qa_clean" if qa_first else "undecided")
     prepare(undecided)
     before = decisions(undecided)
     with pytest.raises(DecisionRefused, match=reason):
@@ -217,8 +233,8 @@ def test_decision_when_a_gate_is_shut_is_refused_by_the_library_and_the_cli(unde
 @pytest.mark.slow  # a cycle to the decision, each way
 @pytest.mark.parametrize("path", ["run", "tick"])
 @pytest.mark.subprocess
-def test_decision_when_the_data_changed_after_qa_the_run_and_the_tick_refuse(undecided, path):
-    qa_then(undecided)  # data QA of 2025-11-28 clean, recorded
+def test_decision_when_the_data_changed_after_qa_the_run_and_the_tick_refuse(qa_clean, path):
+    undecided = qa_clean  # data QA of 2025-11-28 clean, recorded
     change_data(undecided)  # then a new import: the QA no longer speaks for the data
     before = decisions(undecided)
     if path == "run":
