@@ -9,9 +9,10 @@ done is never done again and running every tick twice changes nothing but the he
 Alerts for what the tick recorded go out last, and never block it.
 
 Most ticks find nothing due. So what only a due job needs (the data vendors and their HTTP
-client, papermill and its kernels, the backup) is imported inside the function that runs it,
-and an idle tick never loads it (tests/integration/
-test_production_tick.py checks the idle tick's imports; benchmarks/tick.py times it).
+client, papermill and its kernels, the backup) is imported where the job registry runs it
+(``ops/registry.py``, ``runtime/notebooks.py``), and an idle tick never loads it
+(tests/integration/test_production_tick.py checks the idle tick's imports; benchmarks/tick.py
+times it).
 """
 
 from __future__ import annotations
@@ -25,17 +26,35 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+from ops_runner.brokers import open_broker
 from ops_runner.brokers.base import Broker
 from ops_runner.core.clock import format_seconds, parse_instant
+from ops_runner.core.deadline import TickDeadline
 from ops_runner.core.errors import NotWritable, OpsError
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.core.faults import inject
-from ops_runner.ledger import Ledger
+from ops_runner.ledger import Ledger, open_ledger
+from ops_runner.ledger.states import apply_trigger, enforce_kill_switch, incident_event, read_state
 from ops_runner.market.calendar import open_calendar
 from ops_runner.market.prices import open_store
+from ops_runner.ops.checks import (
+    compute_clock_check,
+    heartbeat_path,
+    record_checks,
+    write_heartbeat,
+)
+from ops_runner.ops.maintenance import compute_audit_hold, investigate_incidents, publish_slippage
 from ops_runner.ops.registry import CATEGORIES, JOBS, JobContext, JobWaiting, compute_parameters
 from ops_runner.ops.schedule import RUN_ONLY, Job, ScheduleSettings, Slot, compute_agenda
 from ops_runner.ops.ticklock import NOTHING_RUN, hold_tick_lock
+from ops_runner.runtime.alerts import pump_alerts
+from ops_runner.runtime.notebooks import (
+    compute_run_id,
+    execute_job,
+    kill_running_kernels,
+    record_job_failure,
+    record_orphaned_runs,
+)
 from ops_runner.workbook.config import Config
 
 log = logging.getLogger(__name__)
@@ -153,9 +172,6 @@ def tick(
     before each job). ``on_job(slot)`` is called before each job (the demo's progress bar).
     Raises LedgerCorrupt (the system is in HALT; nothing is written to a corrupt ledger).
     """
-    from ops_runner.ledger.states import enforce_kill_switch, read_state
-    from ops_runner.ops.checks import heartbeat_path, write_heartbeat
-    from ops_runner.ops.maintenance import investigate_incidents
 
     if now is not None:
         require_simulated_broker(cfg)
@@ -212,9 +228,6 @@ def open_session(
     whose process died recorded as failed. On the way out: the broker closed, the alerts sent,
     the head anchored outside the file. ``clock`` fixes the broker's clock (simulated only).
     """
-    from ops_runner.core.deadline import TickDeadline
-    from ops_runner.ledger import open_ledger
-    from ops_runner.runtime.notebooks import kill_running_kernels, record_orphaned_runs
 
     limit = 60.0 * float(cfg.values["schedule"]["tick_deadline_minutes"])
     watch = TickDeadline(limit, kill=kill_running_kernels, expire=lambda: _record_deadline(cfg))
@@ -240,8 +253,6 @@ ORPHANED = "the run never ended: its process died (killed, power lost or stopped
 def _record_deadline(cfg: Config) -> None:
     """From the deadline's watchdog, the tick still stuck: record what it was running as
     failed (SAFE_MODE, an incident) and send the alerts, on a connection of its own."""
-    from ops_runner.ledger import open_ledger
-    from ops_runner.runtime.notebooks import record_orphaned_runs
 
     minutes = float(cfg.values["schedule"]["tick_deadline_minutes"])
     why = f"the tick's deadline of {minutes:g} min passed while this run was in progress"
@@ -253,8 +264,6 @@ def _record_deadline(cfg: Config) -> None:
 
 def _record_stuck_tick(ledger: Ledger, why: str) -> None:
     """A tick stuck outside any notebook run: an incident and SAFE_MODE all the same."""
-    from ops_runner.ledger.states import apply_trigger, incident_event
-    from ops_runner.runtime.notebooks import compute_run_id
 
     incident_id = f"tick-deadline-{compute_run_id()}"
     summary = why.replace("this run was", "the tick was")
@@ -310,8 +319,6 @@ class LazyBroker:
 
     def get(self, role: str = "readonly") -> Broker:
         if role not in self._brokers:
-            from ops_runner.brokers import open_broker
-
             options = {"clock": self._clock} if self._clock is not None else {}
             self._brokers[role] = open_broker(self._cfg, role=role, **options)
         return self._brokers[role]
@@ -328,7 +335,6 @@ class LazyBroker:
 
 
 def send_pending_alerts(cfg: Config, ledger: Ledger) -> None:
-    from ops_runner.runtime.alerts import pump_alerts
 
     try:
         pump_alerts(cfg, ledger)
@@ -339,7 +345,6 @@ def send_pending_alerts(cfg: Config, ledger: Ledger) -> None:
 def _check_clock(cfg: Config, ledger: Ledger, broker: LazyBroker, now: datetime) -> None:
     """Clock against the broker's server time; beyond the limit: an incident and SAFE_MODE,
     recorded once per day. A broker without a session is the daily check's business."""
-    from ops_runner.ops.checks import compute_clock_check, record_checks
 
     try:
         health = broker.get().health()
@@ -357,7 +362,6 @@ def _check_clock(cfg: Config, ledger: Ledger, broker: LazyBroker, now: datetime)
 def _probe_broker_down(ledger: Ledger, broker: LazyBroker, now: datetime) -> None:
     """In BROKER_DOWN every tick asks the broker again (its own retry policy included); a
     healthy session restores RUN, so a submission can still go out inside its window."""
-    from ops_runner.ledger.states import apply_trigger, read_state
 
     if read_state(ledger).state is not State.BROKER_DOWN:
         return
@@ -378,7 +382,6 @@ def _probe_orders_session(
     """Before the execution notebook: can the orders client id log in? When not, BROKER_DOWN
     (not a failed job: the next tick asks again until the window closes). The probe's session
     is closed before the kernel logs in with the same client id. Returns why not, or None."""
-    from ops_runner.ledger.states import apply_trigger
 
     if not isinstance(broker, LazyBroker):
         return None
@@ -403,7 +406,6 @@ def _run_due(
     on_job: Callable[[Any], None] | None,
     remaining: Callable[[], float] | None = None,
 ) -> list[str]:
-    from ops_runner.ledger.states import read_state
 
     settings = ScheduleSettings.from_config(cfg.values)
     calendar = open_calendar(cfg)
@@ -445,7 +447,6 @@ def _run_due(
 def _record_missed(ledger: Ledger, slot: Slot, now: datetime, state: State | None = None) -> None:
     """Playbook A: a job not done by its deadline opens an incident and moves to SAFE_MODE.
     An execution whose submission window closed with the broker still down is HALT."""
-    from ops_runner.ledger.states import apply_trigger, incident_event
 
     payload = {
         "job": str(slot.job),
@@ -484,7 +485,6 @@ def _record_missed(ledger: Ledger, slot: Slot, now: datetime, state: State | Non
 def _record_expired(cfg: Config, ledger: Ledger, slot: Slot, now: datetime) -> None:
     """A decision found after its window is not caught up: HALT, or with
     ``schedule.missed_decision: skip_cycle`` the cycle is skipped (positions held) in SAFE_MODE."""
-    from ops_runner.ledger.states import apply_trigger, incident_event
 
     policy = cfg.values["schedule"]["missed_decision"]
     closes = cast(datetime, slot.closes)  # only a slot with a window can expire
@@ -549,8 +549,6 @@ def run_slot(
     ``remaining()`` is the tick's time left: a notebook that could not finish inside it (its
     own deadline is longer) waits for the next tick instead of starting.
     """
-    from ops_runner.ops.maintenance import compute_audit_hold, publish_slippage
-    from ops_runner.runtime.notebooks import execute_job
 
     about = {
         "job": str(slot.job),
@@ -624,7 +622,6 @@ def read_fetch_error(ledger: Ledger, slot_key: str) -> str | None:
 def _refusal_now(ledger: Ledger, slot: Slot, now: datetime) -> str | None:
     """The tick's rules again at the last moment, for every caller of run_slot (the demo,
     the drill, a library call): a decision or execution never runs where the tick would not."""
-    from ops_runner.ledger.states import read_state
 
     return compute_refusal(slot, read_state(ledger), read_done(ledger), now)
 
@@ -640,7 +637,6 @@ def read_done(ledger: Ledger) -> set[str]:
 
 def _record_qa_state(ledger: Ledger, slot: Slot, outcome: str, run_id: str) -> None:
     """A blocking data QA is DEGRADED_DATA (no decision); a clean one restores the data."""
-    from ops_runner.ledger.states import apply_trigger
 
     if str(slot.job) != "data_qa":
         return
@@ -672,7 +668,6 @@ def _run_in_process(
 ) -> tuple[bool, str]:
     """Run a job that needs no kernel (checks, backup, data fetch) and record its JobCompleted.
     One that waits (a vendor down) records nothing more; one that crashes is a failed job."""
-    from ops_runner.runtime.notebooks import compute_run_id
 
     run_id = compute_run_id()
     opener = broker.get if isinstance(broker, LazyBroker) else (lambda: cast(Broker, broker))
@@ -697,7 +692,6 @@ def _run_in_process(
 
 
 def _record_crash(ledger: Ledger, slot: Slot, about: dict, run_id: str, exc: Exception) -> None:
-    from ops_runner.runtime.notebooks import record_job_failure
 
     log.exception("%s crashed", slot.key)
     error = f"{type(exc).__name__}: {exc}"
