@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from ops_runner.market.bars import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+_SSL: list[ssl.SSLContext] = []  # one per process: building one reads the CA bundle (~14 ms)
 DETAIL_CHARS = 160  # a vendor's text quoted in a message is cut to this many characters
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
@@ -160,7 +162,7 @@ class VendorHttp:
 
     def _session(self) -> httpx.Client:
         if self._client is None:
-            inner = self.transport or httpx.HTTPTransport()
+            inner = self.transport or httpx.HTTPTransport(verify=_ssl_context())
             self._client = httpx.Client(
                 base_url=self.base_url,
                 timeout=httpx.Timeout(self.timeout),
@@ -252,6 +254,14 @@ class VendorHttp:
             # The message of a connection error names the host at most, never the query.
             detail = f"{self.base_url}: {type(error).__name__} {error}"
             raise Refusal(VendorProblem.UNREACHABLE, detail, retryable=True) from None
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """httpx's default verifying context (certifi's CA bundle, or SSL_CERT_FILE / SSL_CERT_DIR),
+    made once per process and shared: a nightly fetch opens a session per vendor and symbol."""
+    if not _SSL:
+        _SSL.append(httpx.create_ssl_context())
+    return _SSL[0]
 
 
 def require_not_failed(response: httpx.Response, secret: str = "") -> None:
