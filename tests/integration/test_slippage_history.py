@@ -13,7 +13,6 @@ import hashlib
 import json
 import shutil
 import sqlite3
-import time
 from datetime import timedelta
 from decimal import Decimal
 from html.parser import HTMLParser
@@ -46,12 +45,10 @@ pytestmark = pytest.mark.slow  # three years of simulated cycles, built once
 
 @pytest.fixture(scope="module")
 def history(tmp_path_factory):
-    began = time.monotonic()
-    result = simulate_history(
+    return simulate_history(
         tmp_path_factory.mktemp("history") / "wb", 36, out_of_band=WIDE,
         config={"costs": {"slippage_bands": {"AGG": 15.0}}},
     )  # fmt: skip
-    return result, time.monotonic() - began
 
 
 def ledger_rows(cfg) -> list[tuple[str, str, dict]]:
@@ -135,9 +132,8 @@ def shown(summary) -> dict:
     return {name: getattr(summary, name) for name in figures([])}
 
 
-def test_history_when_simulated_holds_36_clean_cycles_quickly(history):
-    result, took = history
-    assert took < 60 and result.seconds < 60
+def test_history_when_simulated_holds_36_clean_cycles(history):
+    result = history  # how long it takes is benchmarks/slippage.py's figure
     assert result.cycles[0] == "2022-12" and result.cycles[-1] == "2025-11"
     assert len(result.cycles) == 36 and result.sessions["2025-11"] == ("2025-11-28", "2025-12-01")
     cfg = result.config()
@@ -166,7 +162,7 @@ def test_history_when_the_folder_is_in_use_refuses_to_write(tmp_path):
 
 
 def test_read_slippage_when_36_cycles_trails_12_equal_to_an_independent_computation(history):
-    cfg = history[0].config()
+    cfg = history.config()
     orders = expected_orders(cfg)
     report = read_slippage(cfg, "2025-11")
     trailing = sorted(orders)[-12:]
@@ -189,9 +185,9 @@ def alerts(cfg) -> dict[str, dict]:
 
 
 def test_check_when_orders_are_out_of_band_alerts_once_per_cycle_and_never_again(history):
-    cfg = history[0].config()
+    cfg = history.config()
     orders = expected_orders(cfg)
-    results = {c: write_slippage_check(cfg, read_slippage(cfg, c)) for c in history[0].cycles}
+    results = {c: write_slippage_check(cfg, read_slippage(cfg, c)) for c in history.cycles}
     sent = alerts(cfg)
     assert set(sent) == set(FLAGGED)
     for cycle, payload in sent.items():
@@ -204,7 +200,7 @@ def test_check_when_orders_are_out_of_band_alerts_once_per_cycle_and_never_again
     assert all(results[c]["passed"] for c in traded - set(FLAGGED))
     with open_ledger(cfg, create=False, readonly=True) as ledger:
         head = ledger.head()
-    for cycle in history[0].cycles:  # the monthly job run again: no new check, no new alert
+    for cycle in history.cycles:  # the monthly job run again: no new check, no new alert
         assert write_slippage_check(cfg, read_slippage(cfg, cycle))["seq"] == results[cycle]["seq"]
     with open_ledger(cfg, create=False, readonly=True) as ledger:
         assert ledger.head() == head
@@ -263,7 +259,7 @@ def run_report_job(cfg, cycle: str) -> Path:
 @pytest.fixture(scope="module")
 def published(history):
     """The 2025-09 report run through its slot (papermill, a real kernel), then published."""
-    cfg = history[0].config()
+    cfg = history.config()
     notebook = run_report_job(cfg, "2025-09")
     return cfg, notebook, publish_report(cfg, notebook, "2025-09")
 

@@ -130,7 +130,7 @@ def histories(draw: st.DrawFn) -> tuple[pd.DataFrame, int, list[int]]:
     return bars, cut, rows
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(histories(), st.sampled_from(list(DividendConvention)))
 def test_adjusted_closes_when_read_as_of_a_cut_are_bit_for_bit_the_whole_adjustment(
     history, convention

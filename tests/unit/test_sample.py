@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import date
 
 import numpy as np
@@ -147,14 +146,12 @@ def test_sample_when_bil_checked_returns_small_and_steady(market):
 
 
 @pytest.mark.slow  # 1.5 s or more: left out of make test-fast
-def test_sample_when_500_symbols_over_30_years_is_fast():
-    started = time.perf_counter()
+def test_sample_when_500_symbols_over_30_years_has_every_session_of_each():
+    # its speed is benchmarks/qa.py's figure (a timed assertion would fail on a busy machine)
     market = generate_sample_market(
         symbols=[f"S{i:03d}" for i in range(500)], start=date(1995, 1, 3), end=date(2024, 12, 31)
     )
-    elapsed = time.perf_counter() - started
     assert len(market) == 500 and len(market["S499"]) == 7552
-    assert elapsed < 10.0
     require_bars_shape(market["S000"])
     returns = pd.DataFrame({s: total_return(b) for s, b in list(market.items())[:50]})
     assert returns.abs().max().max() < 0.15
