@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import functools
+import html
 import logging
+import os
+import re
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import pandas as pd
 
 from ops_runner.market.prices import compute_split_adjusted, open_store
+from ops_runner.reports.verdicts import Verdict, compute_verdict
 from ops_runner.runtime.notebooks import PREVIEW_NOTE
 from ops_runner.workbook.config import Config, mask_account
 
@@ -109,14 +114,95 @@ def plot_flagged(cfg: Config, report: Any, sessions: int = 300) -> Figure | None
 @functools.cache
 def _html_exporter() -> Any:
     """One nbconvert HTMLExporter per process: a new one compiles its Jinja templates again
-    (about 0.3 s of every page; the runs index renders dozens)."""
+    (about 0.3 s of every page; the runs index renders dozens). Code cells' inputs and prompts
+    are left out of the page: the executed .ipynb keeps them as the audit record, and the page
+    links to it."""
     from nbconvert import HTMLExporter  # nbconvert and its templates: only where a page is made
 
-    return HTMLExporter()
+    return HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
 
 
-def write_html(notebook: Path, target: Path) -> Path:
-    """Render an executed notebook to HTML at ``target`` (written atomically). Returns target."""
+PAGE_META = "ops-runner-page"  # stamped in each page's head: the page layout it was made with
+PAGE_VERSION = "2"  # 2: verdict banner first, inputs hidden
+
+SCRAP_MIME = "application/scrapbook.scrap.json+json"
+
+PAGE_STYLE = """
+#verdict { font: 15px/1.45 system-ui, sans-serif; margin: 0 0 1em; padding: 12px 16px;
+  border-left: 8px solid #777; background: #f2f2f2; color: #111; overflow-wrap: anywhere; }
+#verdict .word { font-size: 22px; font-weight: 700; margin-right: .5em; }
+#verdict .job { font-weight: 600; margin-right: .5em; }
+#verdict .meta { font-size: 13px; color: #333; margin-top: 4px; }
+#verdict.verdict-good { border-color: #1a7f37; background: #e6f6ea; }
+.verdict-good .word { color: #1a7f37; }
+#verdict.verdict-bad { border-color: #c62828; background: #fde2e2; }
+.verdict-bad .word { color: #c62828; }
+#verdict.verdict-warn { border-color: #b26a00; background: #fff3cd; }
+.verdict-warn .word { color: #8a5300; }
+.jp-RenderedHTMLCommon table { table-layout: auto !important; max-width: 100%; }
+.jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: normal !important;
+  overflow-wrap: anywhere; max-width: 40em; }
+.jp-OutputArea-output pre { white-space: pre-wrap; overflow-wrap: anywhere; }
+.jp-OutputArea-output img { max-width: 100%; height: auto; }
+"""
+
+
+def compute_scraps(node: Any) -> dict[str, Any]:
+    """Return the scrapbook scraps glued in a notebook node (name -> data), read from its
+    outputs directly: no scrapbook import, no second parse of the file."""
+    scraps: dict[str, Any] = {}
+    for cell in node.get("cells", []):
+        for output in cell.get("outputs", []) or []:
+            scrap = (output.get("data") or {}).get(SCRAP_MIME)
+            if isinstance(scrap, dict) and "name" in scrap:
+                scraps[str(scrap["name"])] = scrap.get("data")
+    return scraps
+
+
+def read_page_version(page: Path) -> str | None:
+    """Return the page layout a rendered page was made with, or None (absent, older layout)."""
+    try:
+        with open(page, "rb") as handle:
+            head = handle.read(2048).decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    found = re.search(rf'<meta name="{PAGE_META}" content="([^"]*)"', head)
+    return found.group(1) if found else None
+
+
+def _job_of(notebook: Path, scraps: dict[str, Any]) -> str:
+    completion = scraps.get("completion")
+    if isinstance(completion, dict) and completion.get("job"):
+        return str(completion["job"])
+    return notebook.stem.split("-", 1)[0]  # <job>-<run id>.ipynb
+
+
+def _banner(job: str, verdict: Verdict, notebook: Path, located_at: Path) -> str:
+    audit = Path(os.path.relpath(notebook, located_at.parent)).as_posix()
+    return (
+        f'<div id="verdict" class="verdict verdict-{verdict.tone}" role="status">'
+        f'<span class="job">{html.escape(job)}</span>'
+        f'<span class="word">{html.escape(verdict.word)}</span>'
+        f'<span class="why">{html.escape(verdict.why)}</span>'
+        f'<div class="meta">The executed notebook, with its code, is the audit record: '
+        f'<a id="audit-record" href="{quote(audit)}">{html.escape(notebook.name)}</a></div></div>'
+    )
+
+
+def write_html(
+    notebook: Path,
+    target: Path,
+    *,
+    verdict: Verdict | None = None,
+    located_at: Path | None = None,
+) -> Path:
+    """Render an executed notebook to HTML at ``target`` (written atomically). Returns target.
+
+    The page opens with the run's verdict (``verdict``, else read from the notebook's own
+    completion record and scraps), coloured, and a relative link to the executed notebook as
+    ``located_at`` (default ``target``: where the page will be served from) sees it; code
+    inputs are hidden.
+    """
     import nbformat
 
     exporter = _html_exporter()
@@ -135,6 +221,17 @@ def write_html(notebook: Path, target: Path) -> Path:
             body, _ = exporter.from_notebook_node(notebook_node)
         finally:
             exporter_log.setLevel(level)
+    scraps = compute_scraps(notebook_node)
+    job = _job_of(notebook, scraps)
+    if verdict is None:
+        verdict = compute_verdict(job, scraps.get("completion"), scraps)
+    head = (f'<meta name="{PAGE_META}" content="{PAGE_VERSION}">'
+            f"<style>{PAGE_STYLE}</style>")  # fmt: skip
+    body = re.sub(r"<head[^>]*>", lambda m: m.group(0) + head, body, count=1)
+    banner = _banner(job, verdict, Path(notebook).resolve(), (located_at or target).resolve())
+    body, found = re.subn(r"<main[^>]*>", lambda m: m.group(0) + banner, body, count=1)
+    if not found:
+        body = re.sub(r"<body[^>]*>", lambda m: m.group(0) + banner, body, count=1)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(target.suffix + ".tmp")
     tmp.write_text(body, encoding="utf-8")

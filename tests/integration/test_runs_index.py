@@ -153,24 +153,36 @@ def test_runs_index_when_opened_in_headless_chromium_shows_runs_links_incident_a
     world, tmp_path
 ):
     index = write_runs_index(load_config(world))
-    page = parse(dump_dom(index, tmp_path / "chromium-profile"))
+    dom = dump_dom(index, tmp_path / "chromium-profile")
+    page = parse(dom)
 
     rows = page.tables["runs"]
     assert [r["attrs"]["data-run-id"] for r in rows] == ["r3", "r2", "r1"]  # newest first
     for row, (run_id, job, session, cycle, _, outcome, reason) in zip(
         rows, reversed(RUNS), strict=True
     ):
-        session_cell, cycle_cell, job_cell, outcome_cell, duration_cell = row["cells"][:5]
+        session_cell, cycle_cell, job_cell, result_cell, duration_cell = row["cells"][1:6]
         assert (session_cell, cycle_cell, job_cell) == (session, cycle or "-", job)
-        assert outcome_cell.startswith(outcome) and reason in outcome_cell
+        # no completion record in these notebooks: the runner's word, never a green one
+        word = "FAILED" if outcome == "failed" else "COMPLETED"
+        assert result_cell.startswith(word) and reason in result_cell
         assert duration_cell == SHOWN_DURATION[run_id]
-        assert row["cells"][5] == run_id
+        assert row["cells"][6] == run_id
         assert len(row["links"]) == 2 and "missing" not in row["cells"]
     failed = next(r for r in rows if r["attrs"]["data-run-id"] == "r2")
-    assert failed["cells"][3].startswith("failed") and "failed" in failed["classes"][3].split()
-    assert page.hrefs and all((index.parent / unquote(h)).is_file() for h in page.hrefs)
+    assert failed["cells"][4].startswith("FAILED") and "tone-bad" in failed["classes"][4].split()
+    assert "tone-bad" in failed["attrs"]["class"].split()
+    # the failed run is listed again at the top, above the tables
+    assert dom.index('id="attention"') < dom.index('id="runs"')
+    assert 'data-run-id="r2"' in dom[dom.index('id="attention"') : dom.index('id="runs"')]
+    for href in page.hrefs:  # every link resolves: a file beside the index, or an anchor in it
+        if href.startswith("#"):
+            assert f'id="{href[1:]}"' in dom, href
+        else:
+            assert (index.parent / unquote(href)).is_file(), href
     rendered = [h for h in page.hrefs if h.endswith(".html")]
-    assert sorted(rendered) == [f"runs/2025-11/{job}-{run_id}.html" for run_id, job, *_ in RUNS]
+    expected = [f"runs/2025-11/{job}-{run_id}.html" for run_id, job, *_ in RUNS]
+    assert sorted(set(rendered)) == expected
 
     [incident] = page.tables["incidents"]
     assert incident["cells"][:3] == ["x", "data", "stale bars"]
@@ -186,7 +198,7 @@ def test_runs_index_when_notebook_missing_lists_it_as_missing(workbook):
     index = write_runs_index(load_config(workbook))
     [row] = parse(index.read_text(encoding="utf-8")).tables["runs"]
     assert row["attrs"]["data-run-id"] == "r1"
-    assert row["cells"][6:] == ["missing", "missing"] and row["links"] == []
+    assert row["cells"][7:] == ["missing", "missing"] and row["links"] == []
     assert not (index.parent / "runs").exists()
 
 
@@ -198,7 +210,7 @@ def test_runs_index_when_reason_holds_markup_escapes_it(workbook):
     assert "<script>" not in text and "<b>x</b>" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     [row] = parse(text).tables["runs"]
-    assert row["cells"][1] == "<b>x</b>" and script in row["cells"][3]
+    assert row["cells"][2] == "<b>x</b>" and script in row["cells"][4]
 
 
 def test_runs_index_when_html_is_current_does_not_render_again(workbook):
