@@ -8,7 +8,7 @@ NaN, an empty string) is a dash, never ``None`` or ``NaN``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
@@ -22,15 +22,18 @@ if TYPE_CHECKING:
 
 MISSING = "—"  # what a page shows where a value is absent
 
-# Wraps long text (hashes, evidence, detail) inside the cell instead of running off the page.
+# Long text (hashes, evidence, detail) wraps inside its cell instead of running off the page;
+# short cells (a symbol, a date, an amount) never break.
+WRAP_AFTER = 24  # characters: a cell longer than this may wrap anywhere
 TABLE_STYLES = [
-    {"selector": "", "props": "border-collapse: collapse; max-width: 100%; table-layout: auto;"},
+    {"selector": "", "props": "border-collapse: collapse; max-width: 100%;"},
     {
         "selector": "td, th",
-        "props": "overflow-wrap: anywhere; word-break: break-word; "
-        "white-space: normal; text-align: left; padding: 2px 8px; "
-        "vertical-align: top; max-width: 40em;",
+        "props": "text-align: left; padding: 2px 8px; vertical-align: top; "
+        "white-space: normal; overflow-wrap: normal;",
     },  # fmt: skip
+    {"selector": "td.nw, tbody th", "props": "white-space: nowrap;"},
+    {"selector": "td.wrap", "props": "overflow-wrap: anywhere; min-width: 12em;"},
     {"selector": "td.num", "props": "text-align: right; font-variant-numeric: tabular-nums;"},
 ]
 
@@ -146,33 +149,41 @@ def show_table(
     hide_index: bool = False,
 ) -> Styler:
     """Return ``frame`` styled for a page: the named columns as money, percent (fractions) or
-    bps, instants to the minute, every other cell by ``format_value``; long text wraps in its
-    cell and is never cut. ``transpose`` turns a wide table (many columns, few rows) on its
-    side so it fits the page. Raises KeyError for a named column the frame lacks."""
+    bps, instants to the minute, every other cell by ``format_value``; headers spaced so they
+    wrap; long text wraps in its cell and is never cut. ``transpose`` turns a wide table (many
+    columns, few rows) on its side so it fits the page. A named column the frame lacks is
+    skipped: a page's formatting never fails the run that shows it."""
     formatters: dict[str, Any] = {}
     for columns, spell in ((money, format_money), (percent, format_percent),
                            (bps, format_bps), (when, format_when)):  # fmt: skip
-        for column in columns:
-            if column not in frame.columns:
-                raise KeyError(f"show_table: no column {column!r} in {list(frame.columns)}")
-            formatters[column] = spell
+        formatters |= {column: spell for column in columns if column in frame.columns}
     shown = frame.copy()
     for column in shown.columns:
         spell = formatters.get(column, format_value)
         shown[column] = [spell(v) for v in shown[column]]
+    numeric = [str(c).replace("_", " ") for c in formatters if formatters[c] is not format_when]
+    shown.columns = pd.Index([str(c).replace("_", " ") for c in shown.columns])
     labels = [format_value(i) for i in shown.index]
     if len(set(labels)) == len(labels):  # a styled table needs unique labels
         shown.index = pd.Index(labels)
     if transpose:
         shown = shown.T
-    numeric = set(formatters) - set(when)
     styler = shown.style.set_table_styles(TABLE_STYLES)
-    if not transpose and numeric:
+    if len(shown) and len(shown.columns):
+        numbers = set() if transpose else set(numeric)
+        classes = [
+            [("num " if c in numbers else "") + ("wrap" if len(str(v)) > WRAP_AFTER else "nw")
+             for c, v in zip(shown.columns, row, strict=True)]
+            for row in shown.itertuples(index=False)
+        ]  # fmt: skip
         styler = styler.set_td_classes(
-            pd.DataFrame(
-                [["num" if c in numeric else "" for c in shown.columns]] * len(shown),
-                index=shown.index,
-                columns=shown.columns,
-            )
+            pd.DataFrame(classes, index=shown.index, columns=shown.columns)
         )
     return styler.hide(axis="index") if hide_index else styler
+
+
+def show_mapping(mapping: Mapping[str, Any], key: str = "name", value: str = "value") -> Styler:
+    """Return a mapping as a two-column table (``key``, ``value``) in its own order, each value
+    by ``format_value``: what a page shows instead of a Python dict."""
+    frame = pd.DataFrame({key: list(mapping), value: list(mapping.values())})
+    return show_table(frame, hide_index=True)

@@ -133,6 +133,7 @@ PAGE_STYLE = """
 #verdict .word { font-size: 22px; font-weight: 700; margin-right: .5em; }
 #verdict .job { font-weight: 600; margin-right: .5em; }
 #verdict .meta { font-size: 13px; color: #333; margin-top: 4px; }
+#verdict a { color: #0645ad; text-decoration: underline; }
 #verdict.verdict-good { border-color: #1a7f37; background: #e6f6ea; }
 .verdict-good .word { color: #1a7f37; }
 #verdict.verdict-bad { border-color: #c62828; background: #fde2e2; }
@@ -140,8 +141,8 @@ PAGE_STYLE = """
 #verdict.verdict-warn { border-color: #b26a00; background: #fff3cd; }
 .verdict-warn .word { color: #8a5300; }
 .jp-RenderedHTMLCommon table { table-layout: auto !important; max-width: 100%; }
-.jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: normal !important;
-  overflow-wrap: anywhere; max-width: 40em; }
+.jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: normal;
+  overflow-wrap: break-word; max-width: 40em; }
 .jp-OutputArea-output pre { white-space: pre-wrap; overflow-wrap: anywhere; }
 .jp-OutputArea-output img { max-width: 100%; height: auto; }
 """
@@ -180,7 +181,7 @@ def _job_of(notebook: Path, scraps: dict[str, Any]) -> str:
 def _banner(job: str, verdict: Verdict, notebook: Path, located_at: Path) -> str:
     audit = Path(os.path.relpath(notebook, located_at.parent)).as_posix()
     return (
-        f'<div id="verdict" class="verdict verdict-{verdict.tone}" role="status">'
+        f'<div id="verdict" class="verdict verdict-{verdict.tone}" role="status" data-verdict>'
         f'<span class="job">{html.escape(job)}</span>'
         f'<span class="word">{html.escape(verdict.word)}</span>'
         f'<span class="why">{html.escape(verdict.why)}</span>'
@@ -237,6 +238,41 @@ def write_html(
     tmp.write_text(body, encoding="utf-8")
     tmp.replace(target)
     return target
+
+
+def compute_prices_frame(record: dict[str, Any]) -> pd.DataFrame:
+    """Return the prices a Decision Record used, one row per symbol: the first and last
+    session of its lookback with the adjusted close of each, and where they came from (source,
+    source file, its SHA-256, the stored file's SHA-256)."""
+    used = (record.get("decision") or {}).get("prices_used") or {}
+    provenance = record.get("provenance") or {}
+    rows = []
+    for symbol, points in sorted(used.items()):
+        first, last = (points[0], points[-1]) if points else ((None, None), (None, None))
+        about = provenance.get(symbol) or {}
+        rows.append({"symbol": symbol, "from": first[0], "adj_close_from": first[1],
+                     "to": last[0], "adj_close_to": last[1], "source": about.get("source"),
+                     "source_file": about.get("source_file"),
+                     "source_sha256": about.get("source_sha256"),
+                     "stored_sha256": about.get("stored_sha256")})  # fmt: skip
+    return pd.DataFrame(rows).set_index("symbol") if rows else pd.DataFrame()
+
+
+def compute_record_frame(record: dict[str, Any]) -> pd.DataFrame:
+    """Return what makes a Decision Record reproducible, one row each: the snapshot of the
+    input bars (path and SHA-256), the config hash, the code version and when it was decided."""
+    snapshot = record.get("snapshot") or {}
+    code = record.get("code_version") or {}
+    dirty = " (uncommitted changes)" if code.get("git_dirty") else ""
+    rows = {
+        "snapshot": snapshot.get("path"),
+        "snapshot SHA-256": snapshot.get("sha256"),
+        "config hash": record.get("config_hash"),
+        "code version": f"{code.get('package')} ({code.get('git_commit')}){dirty}",
+        "strategy": record.get("strategy"),
+        "decided at": record.get("decided_at"),
+    }
+    return pd.DataFrame({"value": rows})
 
 
 def plot_scores(outcome: Any) -> Figure:

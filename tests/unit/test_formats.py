@@ -16,6 +16,7 @@ from ops_runner.reports.formats import (
     format_percent,
     format_value,
     format_when,
+    show_mapping,
     show_table,
 )
 from ops_runner.reports.verdicts import Tone, compute_verdict
@@ -97,8 +98,14 @@ def test_show_table_when_columns_are_named_formats_them_and_keeps_long_text_whol
         assert text in page
     assert "None" not in page and "NaN" not in page and "nan" not in page
     assert "overflow-wrap" in page  # long text wraps in its cell
-    with pytest.raises(KeyError, match="no column 'price'"):
-        show_table(frame, money=["price"])
+    assert "vs open bps" in page  # headers spaced, so they wrap
+    show_table(frame, money=["price"])  # a column the frame lacks never fails the page
+
+
+def test_show_mapping_when_given_scores_shows_a_table_not_a_dict():
+    page = show_mapping({"Data": 6, "Scheduler": 6}, "cause", "signals").to_html()
+    assert "{" not in page.split("</style>")[-1] and "<td" in page
+    assert page.index("Data") < page.index("Scheduler")
 
 
 def test_show_table_when_transposed_turns_a_wide_row_on_its_side():
