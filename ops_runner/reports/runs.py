@@ -392,7 +392,7 @@ def _attention(rows: list[RunRow]) -> str:
             f"{_e(what)} ({_e(format_when(row.when) if row.when else p.get('session'))}): "
             f"{_e(row.verdict.why)}{link}</li>"
         )
-    return (f'<section id="attention"><h2>{len(bad)} run(s) need a look</h2>'
+    return (f'<section id="attention" data-verdict><h2>{len(bad)} run(s) need a look</h2>'
             f"<ul>{''.join(items)}</ul></section>")  # fmt: skip
 
 
@@ -416,7 +416,11 @@ def compute_sparkline(values: list[float], width: int = 240, height: int = 40) -
 
 
 def _headline(
-    events: list[Any], instants: dict[int, str], reports: Path, slippage: list[SlippageRow]
+    events: list[Any],
+    instants: dict[int, str],
+    reports: Path,
+    slippage: list[SlippageRow],
+    calm: bool,
 ) -> str:
     """State and why, holdings and cash, the last decision, drawdown with a sparkline, open
     incidents, and links to the performance page and the latest slippage page."""
@@ -457,10 +461,11 @@ def _headline(
     if latest is not None:
         links.append(f'<a id="slippage-link" href="{_e(latest.href)}">slippage {_e(latest.cycle)}'
                      f"</a> ({_e(latest.status)})")  # fmt: skip
+    attention = " data-verdict" if calm else ""  # with no bad run, the state is the verdict
     return f"""<section id="headline">
-<div><span class="label">state</span><span class="state state-{_e(view.state)}" id="state">\
-{_e(view.state)}</span>{_e(since)}<br><span class="why" id="state-why">{_e(view.reason or "-")}\
-</span></div>
+<div{attention}><span class="label">state</span>
+<span class="state state-{_e(view.state)}" id="state">{_e(view.state)}</span>{_e(since)}<br>
+<span class="why" id="state-why">{_e(view.reason or "-")}</span></div>
 <div><span class="label">holdings (ledger)</span><span id="holdings">{_e(holdings)}</span>; cash
 <span id="cash">{_e(format_money(compute_cash(events)))}</span></div>
 <div><span class="label">last decision</span><span id="last-decision">{last_decision}</span></div>
@@ -495,6 +500,7 @@ def write_runs_index(cfg: Config, now: datetime | None = None) -> Path:
     rows = [_run_row(cfg, e.seq, e.payload, reports, facts) for e in reversed(artifacts)]
     instants = compute_event_instants(events)
     slippage = _slippage_rows(cfg, events, reports)
+    calm = not any(r.verdict.tone is Tone.BAD for r in rows)
     generated = format_when(format_seconds(now or datetime.now(UTC)))
     name = _e(cfg.values["workbook_name"])
     synthetic = (  # a demo workbook says what its prices are, on every page a person reads
@@ -508,7 +514,7 @@ def write_runs_index(cfg: Config, now: datetime | None = None) -> Path:
 <style>{STYLE}</style></head><body>
 <header id="summary"><h1>{name}</h1>{synthetic}
 {_attention(rows)}
-{_headline(events, instants, reports, slippage)}
+{_headline(events, instants, reports, slippage, calm)}
 <p class="meta"><span>generated at <time id="generated-at">{generated}</time></span>
 <span>ledger head seq <code id="head-seq">{head[0] if head else "empty"}</code></span>
 <span>{len(rows)} run(s)</span></p></header>

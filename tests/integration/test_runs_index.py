@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
 
 import nbformat
 import pytest
+from conftest import broken_links, inspect_in_browser
 
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.ledger import open_ledger
@@ -19,12 +18,6 @@ from ops_runner.ledger.init import init_workbook
 from ops_runner.ledger.states import apply_trigger
 from ops_runner.reports.runs import write_runs_index
 from ops_runner.workbook.config import load_config
-
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
-NO_BROWSER = (
-    "no headless Chromium: install the chromium package (apt-get install chromium) "
-    "to run the browser test"
-)
 
 # run_id, job, session, cycle, duration_seconds, outcome, reason as recorded.
 RUNS = [
@@ -134,27 +127,16 @@ def parse(text: str) -> Page:
     return page
 
 
-def dump_dom(index: Path, profile: Path) -> str:
-    """Return the DOM a headless Chromium builds from the page opened via file://."""
-    binary = next((found for name in BROWSERS if (found := shutil.which(name))), None)
-    if binary is None:
-        pytest.skip(NO_BROWSER)
-    done = subprocess.run(
-        [binary, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
-         "--dump-dom", index.as_uri()],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 0 and "<table" in done.stdout, done.stderr[-2000:]
-    return done.stdout
-
-
 @pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 def test_runs_index_when_opened_in_headless_chromium_shows_runs_links_incident_and_state(
     world, tmp_path
 ):
     index = write_runs_index(load_config(world))
-    dom = dump_dom(index, tmp_path / "chromium-profile")
+    seen = inspect_in_browser(index, tmp_path / "browser")
+    dom = seen["dom"]
     page = parse(dom)
+    assert seen["wide"] == [] and broken_links(index, seen) == []
+    assert seen["verdict"]["bottom"] <= seen["height"]  # the failed run, without scrolling
 
     rows = page.tables["runs"]
     assert [r["attrs"]["data-run-id"] for r in rows] == ["r3", "r2", "r1"]  # newest first
@@ -175,11 +157,6 @@ def test_runs_index_when_opened_in_headless_chromium_shows_runs_links_incident_a
     # the failed run is listed again at the top, above the tables
     assert dom.index('id="attention"') < dom.index('id="runs"')
     assert 'data-run-id="r2"' in dom[dom.index('id="attention"') : dom.index('id="runs"')]
-    for href in page.hrefs:  # every link resolves: a file beside the index, or an anchor in it
-        if href.startswith("#"):
-            assert f'id="{href[1:]}"' in dom, href
-        else:
-            assert (index.parent / unquote(href)).is_file(), href
     rendered = [h for h in page.hrefs if h.endswith(".html")]
     expected = [f"runs/2025-11/{job}-{run_id}.html" for run_id, job, *_ in RUNS]
     assert sorted(set(rendered)) == expected
@@ -398,3 +375,37 @@ def test_page_when_a_chart_has_no_alt_text_renders_it_without_a_warning(
     assert f"data:image/png;base64,{png}" in page.read_text(encoding="utf-8")
     assert not [r for r in caplog.records if "Alternative text" in r.getMessage()]
     assert "Alternative text" not in capfd.readouterr().err  # an app's log writes to stderr
+
+
+def test_page_when_rendered_opens_with_the_verdict_and_keeps_the_code_in_the_notebook(tmp_path):
+    from ops_runner.reports.pages import write_html
+
+    cell = nbformat.v4.new_code_cell("report = compute_the_drill()", execution_count=1)
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="steps shown to the reviewer"),
+        scrap("drill", {"reasons": ["verify: archive truncated"], "summary": "drill x: FAIL"}),
+        scrap("completion", {"job": "dr_drill", "status": "FAIL"}),
+    ]
+    notebook = tmp_path / "runs" / "dr_drill-r1.ipynb"
+    notebook.parent.mkdir()
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), str(notebook))
+    page = write_html(notebook, tmp_path / "pages" / "dr_drill-r1.html")
+    text = page.read_text(encoding="utf-8")
+    parsed = parse(text)
+    verdict = text[
+        text.index('id="verdict"') : text.index("</div></div>", text.index('id="verdict"'))
+    ]
+    assert "FAIL" in verdict and "verify: archive truncated" in verdict and "verdict-bad" in verdict
+    assert text.index('id="verdict"') < text.index("steps shown to the reviewer")  # first
+    assert "compute_the_drill" not in text  # the code is in the .ipynb, which the page links
+    assert parsed.hrefs == ["../runs/dr_drill-r1.ipynb"]
+    assert (page.parent / unquote(parsed.hrefs[0])).resolve() == notebook.resolve()
+
+
+def test_runs_index_when_a_page_has_an_older_layout_renders_it_again(workbook):
+    record_run(workbook, RUNS[0])
+    cfg = load_config(workbook)
+    html = write_runs_index(cfg).parent / "runs/2025-11/data_qa-r1.html"
+    html.write_text("<html><body>a page from before the verdict banner</body></html>")
+    write_runs_index(cfg)
+    assert 'id="verdict"' in html.read_text(encoding="utf-8")
