@@ -22,20 +22,23 @@ if TYPE_CHECKING:
 
 MISSING = "—"  # what a page shows where a value is absent
 
-# Long text (hashes, evidence, detail) wraps inside its cell instead of running off the page;
-# short cells (a symbol, a date, an amount) never break.
+# Short cells (a symbol, a date, an amount) never break; middling ones wrap at their spaces and
+# hyphens; long text (hashes, evidence, detail) may wrap anywhere: nothing runs off the page.
+NO_WRAP_UPTO = 12  # characters
 WRAP_AFTER = 24  # characters: a cell longer than this may wrap anywhere
+WIDE_TABLE = 10  # columns: a wider table is set smaller
 TABLE_STYLES = [
     {"selector": "", "props": "border-collapse: collapse; max-width: 100%;"},
     {
         "selector": "td, th",
-        "props": "text-align: left; padding: 2px 8px; vertical-align: top; "
+        "props": "text-align: left; padding: 2px 6px; vertical-align: top; "
         "white-space: normal; overflow-wrap: normal;",
     },  # fmt: skip
     {"selector": "td.nw, tbody th", "props": "white-space: nowrap;"},
-    {"selector": "td.wrap", "props": "overflow-wrap: anywhere; min-width: 12em;"},
+    {"selector": "td.wrap", "props": "overflow-wrap: anywhere; min-width: 10em;"},
     {"selector": "td.num", "props": "text-align: right; font-variant-numeric: tabular-nums;"},
 ]
+WIDE_STYLE = {"selector": "", "props": "font-size: 11.5px;"}
 
 
 def _number(value: Any) -> Decimal | None:
@@ -138,6 +141,12 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def _wrapping(text: str) -> str:
+    if len(text) <= NO_WRAP_UPTO:
+        return "nw"
+    return "wrap" if len(text) > WRAP_AFTER else "mid"
+
+
 def show_table(
     frame: pd.DataFrame,
     *,
@@ -168,11 +177,12 @@ def show_table(
         shown.index = pd.Index(labels)
     if transpose:
         shown = shown.T
-    styler = shown.style.set_table_styles(TABLE_STYLES)
+    wide = [WIDE_STYLE] if len(shown.columns) > WIDE_TABLE else []
+    styler = shown.style.set_table_styles([*TABLE_STYLES, *wide])
     if len(shown) and len(shown.columns):
         numbers = set() if transpose else set(numeric)
         classes = [
-            [("num " if c in numbers else "") + ("wrap" if len(str(v)) > WRAP_AFTER else "nw")
+            [("num " if c in numbers else "") + _wrapping(str(v))
              for c, v in zip(shown.columns, row, strict=True)]
             for row in shown.itertuples(index=False)
         ]  # fmt: skip
