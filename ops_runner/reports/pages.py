@@ -8,9 +8,10 @@ import logging
 import os
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pandas as pd
 
@@ -190,19 +191,42 @@ def _banner(job: str, verdict: Verdict, notebook: Path, located_at: Path) -> str
     )
 
 
+_NOTEBOOK_HREF = re.compile(r'href="([^"#?:]+\.ipynb)"')
+
+
+def _link_pages(
+    body: str, notebook: Path, located_at: Path, page_of: Callable[[Path], Path | None] | None
+) -> str:
+    """Point each link to an executed notebook at that run's rendered page (``page_of``), and
+    make every such link relative to where the page is served: a notebook's Markdown links
+    other runs by absolute path, which no copied or served folder can follow."""
+
+    def relink(found: re.Match[str]) -> str:
+        href = unquote(found.group(1))
+        linked = Path(href) if Path(href).is_absolute() else notebook.parent / href
+        page = page_of(linked.resolve()) if page_of is not None else None
+        goal = page if page is not None else linked
+        relative = Path(os.path.relpath(goal.resolve(), located_at.parent)).as_posix()
+        return f'href="{quote(relative)}"'
+
+    return _NOTEBOOK_HREF.sub(relink, body)
+
+
 def write_html(
     notebook: Path,
     target: Path,
     *,
     verdict: Verdict | None = None,
     located_at: Path | None = None,
+    page_of: Callable[[Path], Path | None] | None = None,
 ) -> Path:
     """Render an executed notebook to HTML at ``target`` (written atomically). Returns target.
 
     The page opens with the run's verdict (``verdict``, else read from the notebook's own
     completion record and scraps), coloured, and a relative link to the executed notebook as
     ``located_at`` (default ``target``: where the page will be served from) sees it; code
-    inputs are hidden.
+    inputs are hidden. Links the notebook shows to other executed notebooks go to their pages
+    where ``page_of`` names one, and are relative either way.
     """
     import nbformat
 
@@ -229,7 +253,9 @@ def write_html(
     head = (f'<meta name="{PAGE_META}" content="{PAGE_VERSION}">'
             f"<style>{PAGE_STYLE}</style>")  # fmt: skip
     body = re.sub(r"<head[^>]*>", lambda m: m.group(0) + head, body, count=1)
-    banner = _banner(job, verdict, Path(notebook).resolve(), (located_at or target).resolve())
+    where = (located_at or target).resolve()
+    body = _link_pages(body, Path(notebook).resolve(), where, page_of)
+    banner = _banner(job, verdict, Path(notebook).resolve(), where)
     body, found = re.subn(r"<main[^>]*>", lambda m: m.group(0) + banner, body, count=1)
     if not found:
         body = re.sub(r"<body[^>]*>", lambda m: m.group(0) + banner, body, count=1)

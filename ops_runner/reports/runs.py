@@ -111,6 +111,12 @@ def _html_target(cfg: Config, notebook: Path, reports: Path) -> Path:
     return reports / RUNS_FOLDER / relative.with_suffix(".html")
 
 
+def _page_of(cfg: Config, notebook: Path, reports: Path) -> Path | None:
+    """The page an executed notebook under ledger/runs gets in the index, None for others."""
+    runs = (cfg.path("ledger") / RUNS_FOLDER).resolve()
+    return _html_target(cfg, notebook, reports) if notebook.is_relative_to(runs) else None
+
+
 def _is_current(html: Path, notebook: Path) -> bool:
     return (
         html.exists()
@@ -159,7 +165,9 @@ def _run_row(
     html_href: str | None = _href(html, reports)
     if not _is_current(html, notebook):
         try:
-            write_html(notebook, html, verdict=verdict)
+            write_html(
+                notebook, html, verdict=verdict, page_of=lambda nb: _page_of(cfg, nb, reports)
+            )
         except Exception as exc:  # one unreadable notebook must not hide the other runs
             log.warning("cannot render %s: %s", notebook, exc)
             html_href, note = None, f"not rendered: {type(exc).__name__}"

@@ -409,3 +409,30 @@ def test_runs_index_when_a_page_has_an_older_layout_renders_it_again(workbook):
     html.write_text("<html><body>a page from before the verdict banner</body></html>")
     write_runs_index(cfg)
     assert 'id="verdict"' in html.read_text(encoding="utf-8")
+
+
+def test_runs_index_when_a_page_links_another_run_points_at_its_page_relatively(workbook):
+    """An incident's page lists the failing runs' notebooks by absolute path (as the notebook
+    shows them in JupyterLab); on the page they go to those runs' pages, relative, so the
+    reports folder works copied or served."""
+    failing = record_run(workbook, RUNS[0])
+    cell = nbformat.v4.new_code_cell("Markdown(links)", execution_count=1)
+    cell.outputs = [nbformat.v4.new_output(
+        "display_data", data={"text/markdown": f"- **data_qa** [its notebook]({failing})"}
+    )]  # fmt: skip
+    relative = "ledger/runs/2025-10-31/incident-r9.ipynb"
+    incident = workbook / relative
+    incident.parent.mkdir(parents=True)
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), str(incident))
+    payload = {
+        "path": relative, "sha256": hashlib.sha256(incident.read_bytes()).hexdigest(),
+        "job": "incident", "run_id": "r9", "slot": "incident:x", "session": "2025-10-31",
+        "cycle": None, "duration_seconds": "1", "outcome": "completed", "reason": "",
+    }  # fmt: skip
+    with open_ledger(load_config(workbook)) as ledger:
+        ledger.append(str(EventKind.ARTIFACT_RECORDED), "ArtifactRecorded:r9", payload)
+    index = write_runs_index(load_config(workbook))
+    page = index.parent / "runs/2025-10-31/incident-r9.html"
+    hrefs = parse(page.read_text(encoding="utf-8")).hrefs
+    assert "../2025-11/data_qa-r1.html" in hrefs and str(failing) not in hrefs
+    assert all((page.parent / unquote(h)).is_file() for h in hrefs if not h.startswith("#"))
