@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 from collections import Counter
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
@@ -255,6 +256,11 @@ def test_demo_when_its_pages_open_in_a_browser_each_says_its_result_first_and_fi
     explained = _of(events, EventKind.DECISION_RECORDED)[-1]["decision"]["explanation"]
     assert explained in text  # the last decision, with its explanation
     assert "<svg" in seen["dom"] and "slippage 2025-11" in text  # sparkline, latest slippage
+    marks = {m["session"]: Decimal(m["net_liquidation"]) for m in _of(events, "EquityMarked")}
+    values = [marks[day] for day in sorted(marks)]
+    peak = max(values)  # no HALT in the walk: the peak never restarts
+    below = ((peak - values[-1]) / peak * 100).quantize(Decimal("0.01"), ROUND_HALF_UP)
+    assert f"{below}% below the peak of ${peak:,.2f}" in text
     checks = [(index, seen, None)]
 
     failed_drill = next(r for r in runs if expected[r["run_id"]] == "FAIL")
