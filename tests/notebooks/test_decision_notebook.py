@@ -35,31 +35,21 @@ def test_decision_notebook_when_run_twice_records_one_decision(tmp_path):
     assert "image/png" in outputs  # the ranking chart
     assert recorded[0].payload["decision"]["explanation"] in outputs
 
-
-def test_decision_notebook_when_rendered_shows_its_verdict_prices_and_provenance_in_a_browser(
-    tmp_path,
-):
-    """The page a reviewer signs: DECIDED first, code hidden, every price used with the file it
-    came from and that file's SHA-256, the snapshot's SHA-256; it fits 1400 px, its chart
-    loads and its links resolve (the executed .ipynb among them)."""
+    # ... and its page, the one a reviewer signs (the same run, no second kernel): DECIDED
+    # first, code hidden, every price used with the file it came from and that file's SHA-256,
+    # the snapshot's SHA-256; it fits 1400 px, its chart loads, its links resolve.
     from conftest import broken_links, inspect_in_browser
 
     from ops_runner.reports.pages import write_html
 
-    cfg = load_config(make_sample_workbook(tmp_path / "wb"))
-    ready_to_decide(cfg, "2025-12-31")
-    params = {"workbook": str(cfg.workbook), "session": "2025-12-31", "run_id": "test-run"}
-    run = run_notebook("decision", tmp_path / "runs" / "decision.ipynb", params)
-    with open_ledger(cfg) as ledger:
-        record = ledger.last(str(EventKind.DECISION_RECORDED)).payload
-    page = write_html(run.output, tmp_path / "pages" / "decision.html")
+    record = recorded[0].payload
+    page = write_html(first.output, tmp_path / "pages" / "decision.html")
     shot = tmp_path / "decision.png"
     seen = inspect_in_browser(page, tmp_path / "browser", shot)
     print(f"screenshot decision: {shot}")
-
     verdict = seen["verdict"]
     assert verdict and verdict["bottom"] <= seen["height"] and "DECIDED" in verdict["text"]
-    for symbol, weight in record["decision"]["targets"].items():
+    for symbol, weight in targets.items():
         assert f"{symbol} {Decimal(weight) * 100:.0f}%" in verdict["text"]
     dom = seen["dom"]
     assert "decision.decide(" not in dom  # the code stays in the .ipynb
@@ -72,4 +62,4 @@ def test_decision_notebook_when_rendered_shows_its_verdict_prices_and_provenance
     assert seen["wide"] == [] and seen["scroll_width"] <= seen["width"]
     assert seen["images"] and all(image["ok"] for image in seen["images"])  # the ranking chart
     assert broken_links(page, seen) == []
-    assert any(link["href"] == "../runs/decision.ipynb" for link in seen["links"])
+    assert any(link["href"] == "../first.ipynb" for link in seen["links"])
