@@ -8,6 +8,7 @@ NaN, an empty string) is a dash, never ``None`` or ``NaN``.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -125,9 +126,13 @@ def format_when(value: Any) -> str:
     return moment.strftime(spelled)
 
 
+_FRACTION = re.compile(r"(\d\d:\d\d:\d\d)\.\d+")  # an instant's fraction of a second
+
+
 def format_value(value: Any) -> str:
     """Return any cell as text a person reads: a dash for missing, yes/no for booleans,
-    numbers as numbers, a mapping as "key: value" lines."""
+    numbers as numbers, a mapping as "key: value" lines, and no instant inside a text with its
+    fraction of a second (2025-10-31T20:30:00.000000Z reads 2025-10-31T20:30:00Z)."""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, dict):
@@ -138,7 +143,7 @@ def format_value(value: Any) -> str:
         return MISSING
     if isinstance(value, float):
         return format_number(value, 4 if abs(value) < 1 else 2)
-    return str(value)
+    return _FRACTION.sub(r"\1", str(value))
 
 
 def _wrapping(text: str) -> str:

@@ -278,7 +278,9 @@ def test_demo_when_its_pages_open_in_a_browser_each_says_its_result_first_and_fi
         verdict = seen["verdict"]
         assert verdict and verdict["bottom"] <= seen["height"], (name, verdict)  # no scrolling
         assert word in verdict["text"] and why in verdict["text"], (name, verdict["text"])
-        assert "open_workbook(" not in _visible_text(seen["dom"])  # code is in the .ipynb only
+        shown = _visible_text(seen["dom"])
+        assert "open_workbook(" not in shown  # the code is in the .ipynb only
+        assert not re.search(r"\d\d:\d\d:\d\d\.\d", shown), name  # no microseconds
         assert any(link["href"].endswith(".ipynb") for link in seen["links"])  # linked, though
         checks.append((page, seen, name))
     for page, seen, name in checks:

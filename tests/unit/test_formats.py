@@ -80,7 +80,8 @@ def test_format_when_when_given_instants_drops_microseconds(value, shown):
 @pytest.mark.parametrize(
     ("value", "shown"),
     [(True, "yes"), (None, MISSING), (math.nan, MISSING), ("None", MISSING),
-     ({"Data": 3, "Broker/API": 0}, "Data: 3; Broker/API: 0"), ([], MISSING)],
+     ({"Data": 3, "Broker/API": 0}, "Data: 3; Broker/API: 0"), ([], MISSING),
+     ("as_of=2025-10-31T20:30:00.000000Z; x", "as_of=2025-10-31T20:30:00Z; x")],
 )  # fmt: skip
 def test_format_value_when_given_any_cell_never_says_none_or_nan(value, shown):
     assert format_value(value) == shown
