@@ -326,19 +326,21 @@ def _verdict_cell(verdict: Verdict, extra: str = "") -> str:
 def _runs_table(rows: list[RunRow]) -> str:
     head = (
         "<tr><th>when</th><th>session</th><th>cycle</th><th>job</th><th>result</th>"
-        "<th>duration (s)</th><th>run id</th><th>page</th><th>executed notebook</th></tr>"
+        "<th>duration (s)</th><th>run id</th><th>page</th></tr>"
     )
     body = []
     for row in rows:
         p = row.payload
         note = f'<br><span class="note">{_e(row.note)}</span>' if row.note else ""
         when = format_when(row.when) if row.when else MISSING
+        # The page, which links its executed .ipynb (the audit record); the .ipynb itself only
+        # where no page could be rendered, so the run is never without a link.
         if row.missing:
-            links = '<td class="missing">missing</td><td class="missing">missing</td>'
+            links = '<td class="missing">missing</td>'
+        elif row.html_href:
+            links = f'<td class="nw"><a href="{_e(row.html_href)}">report</a></td>'
         else:
-            page = f'<a href="{_e(row.html_href)}">report</a>' if row.html_href else "-"
-            audit = f'<a href="{_e(row.notebook_href)}">.ipynb</a>'
-            links = f'<td class="nw">{page}</td><td class="nw">{audit}</td>'
+            links = f'<td class="nw"><a href="{_e(row.notebook_href)}">.ipynb</a></td>'
         body.append(
             f'<tr class="tone-{row.verdict.tone}" data-run-id="{_e(p.get("run_id"))}" '
             f'data-seq="{row.seq}" data-outcome="{_e(p.get("outcome"))}" '

@@ -261,6 +261,7 @@ def test_demo_when_its_pages_open_in_a_browser_each_says_its_result_first_and_fi
     peak = max(values)  # no HALT in the walk: the peak never restarts
     below = ((peak - values[-1]) / peak * 100).quantize(Decimal("0.01"), ROUND_HALF_UP)
     assert f"{below}% below the peak of ${peak:,.2f}" in text
+    assert not [link for link in seen["links"] if link["href"].endswith(".ipynb")]  # pages
     checks = [(index, seen, None)]
 
     failed_drill = next(r for r in runs if expected[r["run_id"]] == "FAIL")

@@ -150,7 +150,7 @@ def test_runs_index_when_opened_in_headless_chromium_shows_runs_links_incident_a
         assert result_cell.startswith(word) and reason in result_cell
         assert duration_cell == SHOWN_DURATION[run_id]
         assert row["cells"][6] == run_id
-        assert len(row["links"]) == 2 and "missing" not in row["cells"]
+        assert len(row["links"]) == 1 and "missing" not in row["cells"]  # its page
     failed = next(r for r in rows if r["attrs"]["data-run-id"] == "r2")
     assert failed["cells"][4].startswith("FAILED") and "tone-bad" in failed["classes"][4].split()
     assert "tone-bad" in failed["attrs"]["class"].split()
@@ -160,6 +160,7 @@ def test_runs_index_when_opened_in_headless_chromium_shows_runs_links_incident_a
     rendered = [h for h in page.hrefs if h.endswith(".html")]
     expected = [f"runs/2025-11/{job}-{run_id}.html" for run_id, job, *_ in RUNS]
     assert sorted(set(rendered)) == expected
+    assert not [h for h in page.hrefs if h.endswith(".ipynb")]  # pages, not notebook JSON
 
     [incident] = page.tables["incidents"]
     assert incident["cells"][:3] == ["x", "data", "stale bars"]
@@ -175,7 +176,7 @@ def test_runs_index_when_notebook_missing_lists_it_as_missing(workbook):
     index = write_runs_index(load_config(workbook))
     [row] = parse(index.read_text(encoding="utf-8")).tables["runs"]
     assert row["attrs"]["data-run-id"] == "r1"
-    assert row["cells"][7:] == ["missing", "missing"] and row["links"] == []
+    assert row["cells"][7:] == ["missing"] and row["links"] == []
     assert not (index.parent / "runs").exists()
 
 
