@@ -28,7 +28,7 @@ now = "2025-12-06T15:00:00Z"  # Saturday: audits session 2025-12-05; "" the real
 
 # %%
 from ops_runner.ops import audit
-from ops_runner.reports import pages
+from ops_runner.reports import formats, pages
 from ops_runner.runtime import notebooks
 
 # %% [markdown]
@@ -36,7 +36,7 @@ from ops_runner.runtime import notebooks
 
 # %%
 cfg = notebooks.open_workbook(workbook, run_id)
-pages.compute_banner(cfg)
+formats.show_table(pages.compute_banner(cfg))
 
 # %% [markdown]
 # ## Positions: ledger vs broker
@@ -46,7 +46,7 @@ pages.compute_banner(cfg)
 # %%
 report = audit.audit_job(cfg, now)
 print(report.summary())
-report.to_frame()
+formats.show_table(report.to_frame())
 
 # %% [markdown]
 # ## Cash: ledger vs broker
@@ -54,13 +54,13 @@ report.to_frame()
 # Settled cash is shown, never compared (T+1).
 
 # %%
-report.cash_frame()
+formats.show_table(report.cash_frame(), money=["ledger", "broker", "difference", "tolerance", "settled_cash"])
 
 # %% [markdown]
 # ## Breaks
 
 # %%
-report.breaks_frame()
+formats.show_table(report.breaks_frame())
 
 # %% [markdown]
 # ## Record

@@ -29,7 +29,7 @@ as_of = "2025-11-28"  # the session being decided (the demo decides 2025-11)
 # %%
 from ops_runner.market import qa
 from ops_runner.ops import checks
-from ops_runner.reports import pages
+from ops_runner.reports import formats, pages
 from ops_runner.runtime import notebooks
 
 # %% [markdown]
@@ -37,7 +37,7 @@ from ops_runner.runtime import notebooks
 
 # %%
 cfg = notebooks.open_workbook(workbook, run_id)
-pages.compute_banner(cfg)
+formats.show_table(pages.compute_banner(cfg))
 
 # %% [markdown]
 # ## Findings
@@ -45,7 +45,7 @@ pages.compute_banner(cfg)
 # %%
 result = qa.run_qa(cfg, as_of)
 print(result.summary())
-qa.findings_frame(result.findings)
+formats.show_table(qa.findings_frame(result.findings), hide_index=True)
 
 # %% [markdown]
 # ## Flagged symbols

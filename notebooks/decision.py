@@ -28,7 +28,7 @@ session = "2025-11-28"  # the rebalance session (the demo decides 2025-11)
 
 # %%
 from ops_runner.ops import decision
-from ops_runner.reports import pages
+from ops_runner.reports import formats, pages
 from ops_runner.runtime import notebooks
 
 # %% [markdown]
@@ -36,7 +36,7 @@ from ops_runner.runtime import notebooks
 
 # %%
 cfg = notebooks.open_workbook(workbook, run_id)
-pages.compute_banner(cfg)
+formats.show_table(pages.compute_banner(cfg))
 
 # %% [markdown]
 # ## Scores
@@ -46,7 +46,7 @@ pages.compute_banner(cfg)
 # %%
 outcome = decision.decide(cfg, session)
 print("recorded now" if outcome.created else f"already decided (event {outcome.seq})")
-outcome.scores_frame()
+formats.show_table(outcome.scores_frame(), percent=["ret_12m", "score"])
 
 # %%
 pages.plot_scores(outcome);
@@ -56,7 +56,23 @@ pages.plot_scores(outcome);
 
 # %%
 print(outcome.explanation)
-outcome.targets_frame()
+formats.show_table(outcome.targets_frame(), percent=["weight"])
+
+# %% [markdown]
+# ## Prices used and their provenance
+#
+# The adjusted closes at each end of the lookback, the file each came from and its SHA-256.
+
+# %%
+formats.show_table(pages.compute_prices_frame(outcome.record), money=["adj_close_from", "adj_close_to"])
+
+# %% [markdown]
+# ## Reproducing this decision
+#
+# The snapshot of the exact input bars (`ops-runner replay` recomputes from it), the config and the code.
+
+# %%
+formats.show_table(pages.compute_record_frame(outcome.record), when=["value"])
 
 # %% [markdown]
 # ## Record

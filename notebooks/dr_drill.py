@@ -29,20 +29,16 @@ run_id = ""  # set by `ops-runner drill`: the run that records the drill
 notebook = ""  # set by `ops-runner drill`: where this executed notebook is kept
 
 # %%
-import pandas as pd
-
 from ops_runner.ops import drill
-from ops_runner.reports import pages
+from ops_runner.reports import formats, pages
 from ops_runner.runtime import notebooks
-
-pd.set_option("display.max_colwidth", 200)  # each step's detail in full
 
 # %% [markdown]
 # ## Live workbook
 
 # %%
 cfg = notebooks.open_workbook(workbook, run_id)
-pages.compute_banner(cfg)
+formats.show_table(pages.compute_banner(cfg))
 
 # %% [markdown]
 # ## The drill
@@ -51,7 +47,7 @@ pages.compute_banner(cfg)
 
 # %%
 report = drill.run_drill(cfg, archive, drill.read_now(now), progress=print)
-report.steps_frame()
+formats.show_table(report.steps_frame(), hide_index=True)
 
 # %% [markdown]
 # ## Ledger events before and after the two passes
@@ -59,7 +55,7 @@ report.steps_frame()
 # Counted in the scratch workbook's ledger and the simulated broker's books: order events, decisions, incidents and failed jobs must not grow; job completions grow by the re-runs.
 
 # %%
-report.counts_frame()
+formats.show_table(report.counts_frame())
 
 # %% [markdown]
 # ## Jobs run again
@@ -67,13 +63,13 @@ report.counts_frame()
 # Executed notebooks are in the scratch workbook.
 
 # %%
-report.reruns_frame()
+formats.show_table(report.reruns_frame(), when=["at"], hide_index=True)
 
 # %% [markdown]
 # ## Ticks at the cycle's instants
 
 # %%
-report.ticks_frame()
+formats.show_table(report.ticks_frame(), when=["at"], hide_index=True)
 
 # %% [markdown]
 # ## Record

@@ -29,7 +29,7 @@ now = "2025-12-01T13:30:00Z"  # 08:30 New York; "" means the real clock
 
 # %%
 from ops_runner.ops import jobs
-from ops_runner.reports import pages
+from ops_runner.reports import formats, pages
 from ops_runner.runtime import notebooks
 
 # %% [markdown]
@@ -37,7 +37,7 @@ from ops_runner.runtime import notebooks
 
 # %%
 cfg = notebooks.open_workbook(workbook, run_id)
-pages.compute_banner(cfg)
+formats.show_table(pages.compute_banner(cfg))
 
 # %% [markdown]
 # ## Plan
@@ -46,7 +46,7 @@ pages.compute_banner(cfg)
 
 # %%
 job = jobs.open_execution(cfg, cycle, now)
-job.plan.to_frame()
+formats.show_table(job.plan.to_frame(), percent=["weight"], money=["price", "notional"])
 
 # %% [markdown]
 # ## Cash walk
@@ -54,7 +54,7 @@ job.plan.to_frame()
 # Where the money goes, residual from rounding included.
 
 # %%
-job.cash_walk_frame()
+formats.show_table(job.cash_walk_frame(), money=["amount"])
 
 # %% [markdown]
 # ## Submission
@@ -62,7 +62,7 @@ job.cash_walk_frame()
 # %%
 submission = job.submit()
 print(submission.detail or submission.status)
-submission.to_frame()
+formats.show_table(submission.to_frame())
 
 # %% [markdown]
 # ## Record

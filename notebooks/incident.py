@@ -31,7 +31,7 @@ now = "2025-12-01T15:30:00Z"  # the snapshot's clock; "" means the real clock
 from IPython.display import Markdown, display
 
 from ops_runner.ops import incidents
-from ops_runner.reports import pages
+from ops_runner.reports import formats, pages
 from ops_runner.runtime import notebooks
 
 # %% [markdown]
@@ -39,7 +39,7 @@ from ops_runner.runtime import notebooks
 
 # %%
 cfg = notebooks.open_workbook(workbook, run_id)
-pages.compute_banner(cfg)
+formats.show_table(pages.compute_banner(cfg))
 
 # %% [markdown]
 # ## Incident and state
@@ -47,7 +47,7 @@ pages.compute_banner(cfg)
 # %%
 found = incidents.investigate(cfg, incident, now)
 print("no incident open: nothing to investigate" if found is None else f"investigating {found.incident['incident_id']}")
-found.snapshot.facts_frame() if found else None
+formats.show_table(found.snapshot.facts_frame(), when=["value"]) if found else None
 
 # %% [markdown]
 # ## Classification
@@ -56,21 +56,24 @@ found.snapshot.facts_frame() if found else None
 
 # %%
 if found:
-    print(f"classification: {found.classification.label}", found.classification.scores)
-found.classification.to_frame() if found else None
+    print(f"classification: {found.classification.label}")
+formats.show_mapping(found.classification.scores, "cause", "signals") if found else None
+
+# %%
+formats.show_table(found.classification.to_frame(), hide_index=True) if found else None
 
 # %% [markdown]
 # ## Positions: broker vs ledger
 
 # %%
-found.snapshot.positions_frame() if found else None
+formats.show_table(found.snapshot.positions_frame(), hide_index=True) if found else None
 
 # %% [markdown]
 # ## Cash and open orders
 
 # %%
-display(found.snapshot.cash_frame()) if found else None
-found.snapshot.orders_frame() if found else None
+display(formats.show_table(found.snapshot.cash_frame(), money=["broker", "ledger"])) if found else None
+formats.show_table(found.snapshot.orders_frame(), hide_index=True) if found else None
 
 # %% [markdown]
 # ## Orders: broker vs ledger
@@ -78,7 +81,7 @@ found.snapshot.orders_frame() if found else None
 # The latest cycle's orders as the ledger records them, beside the broker's (open and completed): an order placed by a run that died before recording it shows here, and reconciliation adopts it by its client reference.
 
 # %%
-found.snapshot.orders_vs_ledger_frame() if found else None
+formats.show_table(found.snapshot.orders_vs_ledger_frame(), hide_index=True) if found else None
 
 # %% [markdown]
 # ## Failing runs
@@ -92,7 +95,7 @@ Markdown(incidents.compute_run_links(cfg, found.runs) if found else "_No inciden
 # ## Latest ledger entries
 
 # %%
-found.snapshot.entries_frame() if found else None
+formats.show_table(found.snapshot.entries_frame(), when=["recorded_at"], hide_index=True) if found else None
 
 # %% [markdown]
 # ## Record

@@ -28,13 +28,13 @@ start = ""  # "" from the first funded rebalance close; else an ISO date
 end = ""  # "" to the last session with data; else an ISO date
 
 # %%
-from ops_runner.reports import pages
+from ops_runner.reports import formats, pages
 from ops_runner.runtime import notebooks
 from ops_runner.strategy import performance
 
 # %%
 cfg = notebooks.open_workbook(workbook, run_id)
-pages.compute_banner(cfg)
+formats.show_table(pages.compute_banner(cfg))
 
 # %%
 report = performance.read_performance(cfg, start or None, end or None)
@@ -59,13 +59,13 @@ performance.plot_attribution(report);
 
 # %%
 print(*report.notes, sep='\n')
-report.months_frame()
+formats.show_table(report.months_frame(), money=["live_start_equity", "research_start_equity", "live_commissions", "research_commissions", "slippage_dollars"], percent=["live_return", "research_return"], bps=["tracking_bps", "slippage_bps", "commissions_bps", "interest_fees_bps", "cash_drag_bps", "rounding_bps", "other_bps"])
 
 # %% [markdown]
 # ## Workbook
 
 # %%
-pages.compute_banner(cfg)
+formats.show_table(pages.compute_banner(cfg))
 
 # %% [markdown]
 # ## Record

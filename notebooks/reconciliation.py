@@ -29,7 +29,7 @@ now = "2025-12-01T15:30:00Z"  # 10:30 New York; "" means the real clock
 
 # %%
 from ops_runner.ops import jobs
-from ops_runner.reports import pages
+from ops_runner.reports import formats, pages
 from ops_runner.runtime import notebooks
 
 # %% [markdown]
@@ -37,7 +37,7 @@ from ops_runner.runtime import notebooks
 
 # %%
 cfg = notebooks.open_workbook(workbook, run_id)
-pages.compute_banner(cfg)
+formats.show_table(pages.compute_banner(cfg))
 
 # %% [markdown]
 # ## Fills
@@ -47,19 +47,19 @@ pages.compute_banner(cfg)
 # %%
 report = jobs.run_reconciliation(cfg, cycle, now)
 print(report.summary())
-report.to_frame()
+formats.show_table(report.to_frame(), money=["avg_price", "commission", "decision_close", "open_print"], bps=["slippage_bps"])
 
 # %% [markdown]
 # ## Breaks
 
 # %%
-report.breaks_frame()
+formats.show_table(report.breaks_frame())
 
 # %% [markdown]
 # ## Positions: ledger vs broker
 
 # %%
-report.positions_frame()
+formats.show_table(report.positions_frame())
 
 # %% [markdown]
 # ## Record

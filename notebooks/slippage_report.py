@@ -28,7 +28,7 @@ cycle = "2025-11"  # decided on 2025-11-28; filled at the 2025-12-01 open
 
 # %%
 from ops_runner.execution import slippage
-from ops_runner.reports import pages
+from ops_runner.reports import formats, pages
 from ops_runner.runtime import notebooks
 
 # %% [markdown]
@@ -36,7 +36,7 @@ from ops_runner.runtime import notebooks
 
 # %%
 cfg = notebooks.open_workbook(workbook, run_id)
-pages.compute_banner(cfg)
+formats.show_table(pages.compute_banner(cfg))
 
 # %% [markdown]
 # ## Orders of the cycle
@@ -46,7 +46,7 @@ pages.compute_banner(cfg)
 # %%
 report = slippage.read_slippage(cfg, cycle)
 print(report.summary())
-report.orders_frame()
+formats.show_table(report.orders_frame(), money=["decision_close", "open_print", "avg_price", "slippage_cost", "commission"], percent=["fill_ratio"], bps=["vs_close_bps", "vs_open_bps", "band_bps"])
 
 # %% [markdown]
 # ## Slippage vs the open over time
@@ -63,7 +63,7 @@ slippage.plot_slippage(report);
 
 # %%
 print(report.trailing_summary())
-report.cycles_frame()
+formats.show_table(report.cycles_frame(), money=["slippage_cost", "commissions", "total_cost"], percent=["fill_ratio", "worst_fill_ratio"], bps=["avg_vs_open_bps", "avg_abs_bps", "worst_abs_bps", "worst_band_bps", "avg_vs_close_bps", "worst_vs_close_bps", "band_bps"])
 
 # %% [markdown]
 # ## Per symbol, against its band
@@ -71,13 +71,13 @@ report.cycles_frame()
 # The same figures, symbol by symbol.
 
 # %%
-report.symbols_frame()
+formats.show_table(report.symbols_frame(), money=["slippage_cost", "commissions", "total_cost"], percent=["fill_ratio", "worst_fill_ratio"], bps=["avg_vs_open_bps", "avg_abs_bps", "worst_abs_bps", "worst_band_bps", "avg_vs_close_bps", "worst_vs_close_bps", "band_bps"])
 
 # %% [markdown]
 # ## Out-of-band orders of the trailing cycles
 
 # %%
-report.flagged_frame()
+formats.show_table(report.flagged_frame(), money=["decision_close", "open_print", "avg_price", "slippage_cost", "commission"], percent=["fill_ratio"], bps=["vs_close_bps", "vs_open_bps", "band_bps"])
 
 # %% [markdown]
 # ## Cost in dollars per cycle

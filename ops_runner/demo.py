@@ -201,7 +201,7 @@ def run_demo(
     finally:
         if simulator is not None:
             simulator.stop()
-    _finish(cfg, result, quiet)
+    _finish(cfg, result, quiet, steps[-1])
     return result
 
 
@@ -364,12 +364,12 @@ def _rerun_qa(cfg: Config, session: date, now: datetime) -> str:
         return run_slot(cfg, ledger, None, slot, now, True)[1]
 
 
-def _finish(cfg: Config, result: DemoResult, quiet: bool) -> None:
+def _finish(cfg: Config, result: DemoResult, quiet: bool, now: datetime) -> None:
 
     with open_ledger(cfg, create=False, readonly=True) as ledger:
         report = ledger.verify(cfg.path("anchor"))
         events = list(ledger.events())
-    index = write_runs_index(cfg)
+    index = write_runs_index(cfg, now=now)  # the page speaks the walk's clock
     if quiet:
         return
     runs = [e for e in events if e.kind == "ArtifactRecorded"]

@@ -280,3 +280,97 @@ def make_workbook(root: Path, **changes) -> Path:
     cfg = load_config(root)
     write_sample(open_store(cfg), calendar=open_calendar(cfg))
     return root
+
+
+# -- pages in a real browser --------------------------------------------------------------------
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
+NO_BROWSER = (
+    "no headless Chromium: install the chromium package (apt-get install chromium) "
+    "to run the browser test"
+)
+WINDOW = (1400, 900)
+
+# Runs at the page's load event and writes what a reviewer would see into the DOM, which
+# --dump-dom then returns: elements running past the right edge, where the verdict sits,
+# every image, every link.
+_MEASURE = """<script>window.addEventListener("load", function () {
+  var width = document.documentElement.clientWidth, wide = [];
+  document.querySelectorAll("body *").forEach(function (el) {
+    var box = el.getBoundingClientRect();
+    if (box.width > 0 && box.right > width + 1 && wide.length < 20)
+      wide.push(el.tagName + "#" + el.id + "." + el.className + " right=" + Math.round(box.right)
+                + " " + (el.textContent || "").trim().slice(0, 60));
+  });
+  var verdict = document.querySelector("[data-verdict]");
+  var box = verdict ? verdict.getBoundingClientRect() : null;
+  var found = {
+    width: width, height: window.innerHeight, wide: wide,
+    scroll_width: document.documentElement.scrollWidth,
+    verdict: box ? {top: box.top, bottom: box.bottom, text: verdict.textContent} : null,
+    images: Array.from(document.images).map(function (i) {
+      return {src: i.getAttribute("src").slice(0, 40), ok: i.complete && i.naturalWidth > 0}; }),
+    links: Array.from(document.querySelectorAll("a[href]")).map(function (a) {
+      var href = a.getAttribute("href");
+      return {href: href, anchor: href.charAt(0) === "#" ?
+              document.getElementById(decodeURIComponent(href.slice(1))) !== null : null}; })
+  };
+  var out = document.createElement("pre");
+  out.id = "page-check";
+  out.textContent = JSON.stringify(found);
+  document.body.appendChild(out);
+});</script>"""
+
+
+def inspect_in_browser(page: Path, scratch: Path, screenshot: Path | None = None) -> dict:
+    """Open a copy of ``page`` in headless Chromium at 1400x900 (one process: the DOM and, when
+    asked, a screenshot) and return what the page showed: ``wide`` elements past the right
+    edge, the ``verdict`` box (the element marked ``data-verdict``), ``images`` (each loaded or
+    not) and ``links`` (each href; an anchor says whether its target exists; files are checked
+    by ``broken_links`` against the original page's folder). Skips when no Chromium."""
+    import html
+    import json
+    import re
+    import shutil
+    import subprocess
+
+    binary = next((found for name in BROWSERS if (found := shutil.which(name))), None)
+    if binary is None:
+        pytest.skip(NO_BROWSER)
+    scratch.mkdir(parents=True, exist_ok=True)
+    copy = scratch / f"checked-{page.name}"
+    text = page.read_text(encoding="utf-8")
+    copy.write_text(text.replace("</body>", _MEASURE + "</body>", 1), encoding="utf-8")
+    shot = [f"--screenshot={screenshot}"] if screenshot else []
+    done = subprocess.run(
+        [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         f"--user-data-dir={scratch / 'chromium-profile'}",
+         f"--window-size={WINDOW[0]},{WINDOW[1]}", *shot, "--dump-dom", copy.as_uri()],
+        capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    found = re.search(r'<pre id="page-check">(.*?)</pre>', done.stdout, re.S)
+    assert done.returncode == 0 and found, done.stderr[-2000:]
+    result = json.loads(html.unescape(found.group(1)))
+    result["dom"] = done.stdout
+    return result
+
+
+def broken_links(page: Path, seen: dict) -> list[str]:
+    """Return the hrefs of ``seen`` that do not resolve from ``page``'s own folder: a relative
+    file that is absent, an anchor with no target, or anything absolute (the folder must work
+    copied or served)."""
+    from urllib.parse import unquote, urlsplit
+
+    broken = []
+    for link in seen["links"]:
+        href = link["href"]
+        if href.startswith("#"):
+            if not link["anchor"]:
+                broken.append(href)
+            continue
+        parts = urlsplit(href)
+        if parts.scheme or parts.netloc or href.startswith("/"):
+            broken.append(href)
+        elif not (page.parent / unquote(parts.path)).is_file():
+            broken.append(href)
+    return broken

@@ -403,15 +403,21 @@ def write_slippage_check(
     return result
 
 
+SIDE_OFFSET = {"BUY": -0.15, "SELL": 0.15}  # buys left of their cycle's tick, sells right
+
+
 def plot_slippage(report: SlippageReport) -> Figure:
-    """Return slippage vs the open per order over the trailing cycles: the default band shaded,
-    each symbol's own band as dashed lines, out-of-band orders in red with their symbol."""
+    """Return slippage vs the open per order over the trailing cycles, one category per cycle
+    (oldest first) with buys left of its tick and sells right: the default band shaded, each
+    symbol's own band as dashed lines, out-of-band orders in red with their symbol."""
     import matplotlib.pyplot as plt
-    import pandas as pd
 
     band = float(report.band_bps)
     measured = [(r, float(r.vs_open_bps)) for r in report.history
                 if r.vs_open_bps is not None and r.session]  # fmt: skip
+    names = [c.cycle_id for c in report.cycles]
+    names += sorted({r.cycle_id for r, _ in measured} - set(names))
+    where = {name: i for i, name in enumerate(names)}
     fig, ax = plt.subplots(figsize=(10, 3.6))
     ax.axhspan(-band, band, color="tab:green", alpha=0.12, lw=0, label=f"band ±{band:g} bps")
     own = sorted({(r.symbol, r.band_bps) for r in report.history if r.band_bps != report.band_bps})
@@ -423,17 +429,21 @@ def plot_slippage(report: SlippageReport) -> Figure:
     for side, marker in (("BUY", "^"), ("SELL", "v")):
         mine = [(r, bps) for r, bps in measured if r.side == side]
         if mine:
-            ax.scatter([pd.Timestamp(str(r.session)) for r, _ in mine],
+            ax.scatter([where[r.cycle_id] + SIDE_OFFSET[side] for r, _ in mine],
                        [bps for _, bps in mine], marker=marker, label=side.lower(),
                        c=["tab:red" if r.flagged else "tab:blue" for r, _ in mine])  # fmt: skip
     for r, bps in measured:
-        if r.flagged:  # buys labelled above, sells below
-            at = (pd.Timestamp(str(r.session)), bps)
+        if r.flagged:  # labelled beside its marker, buys above, sells below
+            at = (where[r.cycle_id] + SIDE_OFFSET.get(r.side, 0.0), bps)
             offset = (5, 3 if r.side == "BUY" else -10)
             ax.annotate(r.symbol, at, fontsize=8, xytext=offset, textcoords="offset points")
     if not measured:
         ax.text(0.5, 0.5, "no fills yet", transform=ax.transAxes, ha="center", va="center")
+    ax.set_xticks(range(len(names)), names)
+    ax.set_xlim(-0.6, max(len(names) - 0.4, 0.6))
+    ax.tick_params(axis="x", labelrotation=45 if len(names) > 6 else 0, labelsize=8)
     flagged = sum(1 for r, _ in measured if r.flagged)
+    ax.set_xlabel("cycle (buys left, sells right)")
     ax.set_ylabel("slippage vs open (bps, + = cost)")
     ax.set_title(f"fills vs the opening print, {report.trailing.cycle_id}: {len(measured)} "
                  f"order(s), {flagged} out of band (red)", loc="left", fontsize=10)  # fmt: skip

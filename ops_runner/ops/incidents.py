@@ -40,6 +40,7 @@ from ops_runner.ops.incident_evidence import (
     failing_runs,
 )
 from ops_runner.ops.incident_evidence import compute_run_links as compute_run_links  # re-export
+from ops_runner.reports.formats import format_when
 from ops_runner.workbook.config import Config, mask_account
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class IncidentSnapshot:
             "incident": self.incident.get("incident_id"),
             "category": self.incident.get("category"),
             "summary": self.incident.get("summary"),
-            "state": f"{self.state.state} since {self.state.since or '-'}",
+            "state": f"{self.state.state} since {format_when(self.state.since)}",
             "state reason": self.state.reason,
             "snapshot taken at": self.taken_at,
             "config hash": self.config_hash,

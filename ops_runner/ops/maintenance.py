@@ -96,13 +96,13 @@ def compute_audit_hold(events: Any) -> str | None:
     return None
 
 
-def publish_slippage(cfg: Config, notebook: Path, cycle: str) -> None:
+def publish_slippage(cfg: Config, notebook: Path, cycle: str, now: datetime | None = None) -> None:
     """The cycle's slippage page in reports/slippage/, linked from the runs index. Publishing
     is a view of a recorded run: when it fails, the run still counts and says so in the log."""
 
     try:
         page = publish_report(cfg, notebook, cycle)
-        write_runs_index(cfg)
+        write_runs_index(cfg, now=now)
     except Exception as exc:  # boundary: a page that cannot render never undoes the report
         log.warning("slippage report of %s not published: %s", cycle, exc)
     else:

@@ -587,7 +587,7 @@ def run_slot(
     if not run.ok:
         return False, f"{slot.key} FAILED: {run.error}"
     if slot.job is Job.SLIPPAGE_REPORT:
-        publish_slippage(cfg, cast(Path, run.output), str(slot.cycle))  # ok: it has its output
+        publish_slippage(cfg, cast(Path, run.output), str(slot.cycle), now)  # ok: it has its output
     done, outcome = spec.judge(run.completion or {})
     payload = {
         **about,

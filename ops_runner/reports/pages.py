@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import functools
+import html
 import logging
+import os
+import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote
 
 import pandas as pd
 
 from ops_runner.market.prices import compute_split_adjusted, open_store
+from ops_runner.reports.verdicts import Verdict, compute_verdict
 from ops_runner.runtime.notebooks import PREVIEW_NOTE
 from ops_runner.workbook.config import Config, mask_account
 
@@ -109,14 +115,119 @@ def plot_flagged(cfg: Config, report: Any, sessions: int = 300) -> Figure | None
 @functools.cache
 def _html_exporter() -> Any:
     """One nbconvert HTMLExporter per process: a new one compiles its Jinja templates again
-    (about 0.3 s of every page; the runs index renders dozens)."""
+    (about 0.3 s of every page; the runs index renders dozens). Code cells' inputs and prompts
+    are left out of the page: the executed .ipynb keeps them as the audit record, and the page
+    links to it."""
     from nbconvert import HTMLExporter  # nbconvert and its templates: only where a page is made
 
-    return HTMLExporter()
+    return HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
 
 
-def write_html(notebook: Path, target: Path) -> Path:
-    """Render an executed notebook to HTML at ``target`` (written atomically). Returns target."""
+PAGE_META = "ops-runner-page"  # stamped in each page's head: the page layout it was made with
+PAGE_VERSION = "2"  # 2: verdict banner first, inputs hidden
+
+SCRAP_MIME = "application/scrapbook.scrap.json+json"
+
+PAGE_STYLE = """
+#verdict { font: 15px/1.45 system-ui, sans-serif; margin: 0 0 1em; padding: 12px 16px;
+  border-left: 8px solid #777; background: #f2f2f2; color: #111; overflow-wrap: anywhere; }
+#verdict .word { font-size: 22px; font-weight: 700; margin-right: .5em; }
+#verdict .job { font-weight: 600; margin-right: .5em; }
+#verdict .meta { font-size: 13px; color: #333; margin-top: 4px; }
+#verdict a { color: #0645ad; text-decoration: underline; }
+#verdict.verdict-good { border-color: #1a7f37; background: #e6f6ea; }
+.verdict-good .word { color: #1a7f37; }
+#verdict.verdict-bad { border-color: #c62828; background: #fde2e2; }
+.verdict-bad .word { color: #c62828; }
+#verdict.verdict-warn { border-color: #b26a00; background: #fff3cd; }
+.verdict-warn .word { color: #8a5300; }
+.jp-RenderedHTMLCommon table { table-layout: auto !important; max-width: 100%; }
+.jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: normal;
+  overflow-wrap: break-word; max-width: 40em; }
+.jp-OutputArea-output pre { white-space: pre-wrap; overflow-wrap: anywhere; }
+.jp-OutputArea-output img { max-width: 100%; height: auto; }
+"""
+
+
+def compute_scraps(node: Any) -> dict[str, Any]:
+    """Return the scrapbook scraps glued in a notebook node (name -> data), read from its
+    outputs directly: no scrapbook import, no second parse of the file."""
+    scraps: dict[str, Any] = {}
+    for cell in node.get("cells", []):
+        for output in cell.get("outputs", []) or []:
+            scrap = (output.get("data") or {}).get(SCRAP_MIME)
+            if isinstance(scrap, dict) and "name" in scrap:
+                scraps[str(scrap["name"])] = scrap.get("data")
+    return scraps
+
+
+def read_page_version(page: Path) -> str | None:
+    """Return the page layout a rendered page was made with, or None (absent, older layout)."""
+    try:
+        with open(page, "rb") as handle:
+            head = handle.read(2048).decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    found = re.search(rf'<meta name="{PAGE_META}" content="([^"]*)"', head)
+    return found.group(1) if found else None
+
+
+def _job_of(notebook: Path, scraps: dict[str, Any]) -> str:
+    completion = scraps.get("completion")
+    if isinstance(completion, dict) and completion.get("job"):
+        return str(completion["job"])
+    return notebook.stem.split("-", 1)[0]  # <job>-<run id>.ipynb
+
+
+def _banner(job: str, verdict: Verdict, notebook: Path, located_at: Path) -> str:
+    audit = Path(os.path.relpath(notebook, located_at.parent)).as_posix()
+    return (
+        f'<div id="verdict" class="verdict verdict-{verdict.tone}" role="status" data-verdict>'
+        f'<span class="job">{html.escape(job)}</span>'
+        f'<span class="word">{html.escape(verdict.word)}</span>'
+        f'<span class="why">{html.escape(verdict.why)}</span>'
+        f'<div class="meta">The executed notebook, with its code, is the audit record: '
+        f'<a id="audit-record" href="{quote(audit)}">{html.escape(notebook.name)}</a></div></div>'
+    )
+
+
+_NOTEBOOK_HREF = re.compile(r'href="([^"#?:]+\.ipynb)"')
+
+
+def _link_pages(
+    body: str, notebook: Path, located_at: Path, page_of: Callable[[Path], Path | None] | None
+) -> str:
+    """Point each link to an executed notebook at that run's rendered page (``page_of``), and
+    make every such link relative to where the page is served: a notebook's Markdown links
+    other runs by absolute path, which no copied or served folder can follow."""
+
+    def relink(found: re.Match[str]) -> str:
+        href = unquote(found.group(1))
+        linked = Path(href) if Path(href).is_absolute() else notebook.parent / href
+        page = page_of(linked.resolve()) if page_of is not None else None
+        goal = page if page is not None else linked
+        relative = Path(os.path.relpath(goal.resolve(), located_at.parent)).as_posix()
+        return f'href="{quote(relative)}"'
+
+    return _NOTEBOOK_HREF.sub(relink, body)
+
+
+def write_html(
+    notebook: Path,
+    target: Path,
+    *,
+    verdict: Verdict | None = None,
+    located_at: Path | None = None,
+    page_of: Callable[[Path], Path | None] | None = None,
+) -> Path:
+    """Render an executed notebook to HTML at ``target`` (written atomically). Returns target.
+
+    The page opens with the run's verdict (``verdict``, else read from the notebook's own
+    completion record and scraps), coloured, and a relative link to the executed notebook as
+    ``located_at`` (default ``target``: where the page will be served from) sees it; code
+    inputs are hidden. Links the notebook shows to other executed notebooks go to their pages
+    where ``page_of`` names one, and are relative either way.
+    """
     import nbformat
 
     exporter = _html_exporter()
@@ -135,11 +246,59 @@ def write_html(notebook: Path, target: Path) -> Path:
             body, _ = exporter.from_notebook_node(notebook_node)
         finally:
             exporter_log.setLevel(level)
+    scraps = compute_scraps(notebook_node)
+    job = _job_of(notebook, scraps)
+    if verdict is None:
+        verdict = compute_verdict(job, scraps.get("completion"), scraps)
+    head = (f'<meta name="{PAGE_META}" content="{PAGE_VERSION}">'
+            f"<style>{PAGE_STYLE}</style>")  # fmt: skip
+    body = re.sub(r"<head[^>]*>", lambda m: m.group(0) + head, body, count=1)
+    where = (located_at or target).resolve()
+    body = _link_pages(body, Path(notebook).resolve(), where, page_of)
+    banner = _banner(job, verdict, Path(notebook).resolve(), where)
+    body, found = re.subn(r"<main[^>]*>", lambda m: m.group(0) + banner, body, count=1)
+    if not found:
+        body = re.sub(r"<body[^>]*>", lambda m: m.group(0) + banner, body, count=1)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(target.suffix + ".tmp")
     tmp.write_text(body, encoding="utf-8")
     tmp.replace(target)
     return target
+
+
+def compute_prices_frame(record: dict[str, Any]) -> pd.DataFrame:
+    """Return the prices a Decision Record used, one row per symbol: the first and last
+    session of its lookback with the adjusted close of each, and where they came from (source,
+    source file, its SHA-256, the stored file's SHA-256)."""
+    used = (record.get("decision") or {}).get("prices_used") or {}
+    provenance = record.get("provenance") or {}
+    rows = []
+    for symbol, points in sorted(used.items()):
+        first, last = (points[0], points[-1]) if points else ((None, None), (None, None))
+        about = provenance.get(symbol) or {}
+        rows.append({"symbol": symbol, "from": first[0], "adj_close_from": first[1],
+                     "to": last[0], "adj_close_to": last[1], "source": about.get("source"),
+                     "source_file": about.get("source_file"),
+                     "source_sha256": about.get("source_sha256"),
+                     "stored_sha256": about.get("stored_sha256")})  # fmt: skip
+    return pd.DataFrame(rows).set_index("symbol") if rows else pd.DataFrame()
+
+
+def compute_record_frame(record: dict[str, Any]) -> pd.DataFrame:
+    """Return what makes a Decision Record reproducible, one row each: the snapshot of the
+    input bars (path and SHA-256), the config hash, the code version and when it was decided."""
+    snapshot = record.get("snapshot") or {}
+    code = record.get("code_version") or {}
+    dirty = " (uncommitted changes)" if code.get("git_dirty") else ""
+    rows = {
+        "snapshot": snapshot.get("path"),
+        "snapshot SHA-256": snapshot.get("sha256"),
+        "config hash": record.get("config_hash"),
+        "code version": f"{code.get('package')} ({code.get('git_commit')}){dirty}",
+        "strategy": record.get("strategy"),
+        "decided at": record.get("decided_at"),
+    }
+    return pd.DataFrame({"value": rows})
 
 
 def plot_scores(outcome: Any) -> Figure:

@@ -133,7 +133,8 @@ def publish_report(cfg: Config, notebook: Path, cycle: str) -> Path:
     meta = f'<meta name="{SOURCE_META}" content="{html.escape(json.dumps(stamp), quote=True)}">'
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".render-", dir=target.parent) as scratch:
-        page = write_html(notebook, Path(scratch) / "page.html").read_text(encoding="utf-8")
+        rendered = write_html(notebook, Path(scratch) / "page.html", located_at=target)
+        page = rendered.read_text(encoding="utf-8")
     page, found = re.subn(r"<head[^>]*>", lambda m: m.group(0) + meta, page, count=1)
     page = page if found else meta + page
     with _publishing(target.parent):

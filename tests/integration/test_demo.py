@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 from collections import Counter
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,105 @@ def test_demo_when_ticked_again_later_by_the_cli_stays_idempotent(walk):
     assert "ran" not in tick()
     with open_ledger(cfg, create=False, readonly=True) as ledger:
         assert ledger.head() == head
+
+
+# What each job's run must say on the index, from the ledger's own record of it (JobCompleted's
+# outcome; a drill's DrillRecorded status): the words of the job, never "completed".
+SAID = {
+    ("data_qa", "clean"): "CLEAN",
+    ("data_qa", "blocking"): "BLOCKED",
+    ("decision", "completed"): "DECIDED",
+    ("execution", "SUBMITTED"): "SUBMITTED",
+    ("reconciliation", "CLEAN"): "CLEAN",
+    ("slippage_report", "WITHIN_BANDS"): "WITHIN_BANDS",
+    ("audit", "CLEAN"): "CLEAN",
+    ("incident", "completed"): "INVESTIGATED",
+}
+
+
+def _visible_text(dom: str) -> str:
+    import re
+
+    dom = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", dom, flags=re.S)
+    dom = re.sub(r'<pre id="page-check">.*?</pre>', " ", dom, flags=re.S)
+    return " ".join(re.sub(r"<[^>]+>", " ", dom).split())
+
+
+def test_demo_when_its_pages_open_in_a_browser_each_says_its_result_first_and_fits(walk, tmp_path):
+    import re
+
+    from conftest import broken_links, inspect_in_browser
+
+    _, cfg, events = walk
+    reports = cfg.path("reports")
+    index = reports / "index.html"
+    outcomes = {p["run_id"]: (p["job"], p["outcome"]) for p in _of(events, EventKind.JOB_COMPLETED)}
+    drills = {d["notebook"]: d["status"] for d in _of(events, EventKind.DRILL_RECORDED)}
+    runs = _of(events, EventKind.ARTIFACT_RECORDED)
+    expected = {
+        r["run_id"]: drills[r["path"]] if r["job"] == "dr_drill" else SAID[outcomes[r["run_id"]]]
+        for r in runs
+    }
+    assert sorted(set(expected.values())) == sorted(
+        {"BLOCKED", "CLEAN", "DECIDED", "FAIL", "INVESTIGATED", "PASS", "SUBMITTED", "WITHIN_BANDS"}
+    )
+    shots = {}
+
+    seen = inspect_in_browser(
+        index, tmp_path / "index", shots.setdefault("index", tmp_path / "index.png")
+    )
+    said = dict(re.findall(r'<tr class="tone-\w+" data-run-id="([^"]+)" data-seq="\d+" '
+                           r'data-outcome="\w+" data-result="([^"]+)"', seen["dom"]))  # fmt: skip
+    assert said == expected  # every run in its job's words; the failed and blocked ones too
+    attention = seen["dom"][
+        seen["dom"].index('id="attention"') : seen["dom"].index('id="headline"')
+    ]
+    bad = {r["run_id"] for r in runs if expected[r["run_id"]] in ("FAIL", "BLOCKED")}
+    assert set(re.findall(r'<li data-run-id="([^"]+)"', attention)) == bad and len(bad) == 2
+    assert "archive truncated" in attention  # and why, before anything else
+    text = _visible_text(seen["dom"])
+    assert not re.search(r"\d\d:\d\d:\d\d\.\d", text)  # no microseconds anywhere
+    assert max(re.findall(r"\b20\d\d-\d\d-\d\d\b", text)) <= "2025-12-01"  # the walk's clock
+    assert re.search(r"generated at 2025-12-01 \d\d:\d\d UTC", text)
+    holdings = re.search(r'id="holdings">([^<]*)<', seen["dom"]).group(1)
+    decided = _of(events, EventKind.DECISION_RECORDED)[-1]["decision"]["targets"]
+    assert [h.split()[0] for h in holdings.split(", ")] == sorted(decided)  # what it holds now
+    explained = _of(events, EventKind.DECISION_RECORDED)[-1]["decision"]["explanation"]
+    assert explained in text  # the last decision, with its explanation
+    assert "<svg" in seen["dom"] and "slippage 2025-11" in text  # sparkline, latest slippage
+    marks = {m["session"]: Decimal(m["net_liquidation"]) for m in _of(events, "EquityMarked")}
+    values = [marks[day] for day in sorted(marks)]
+    peak = max(values)  # no HALT in the walk: the peak never restarts
+    below = ((peak - values[-1]) / peak * 100).quantize(Decimal("0.01"), ROUND_HALF_UP)
+    assert f"{below}% below the peak of ${peak:,.2f}" in text
+    assert not [link for link in seen["links"] if link["href"].endswith(".ipynb")]  # pages
+    checks = [(index, seen, None)]
+
+    failed_drill = next(r for r in runs if expected[r["run_id"]] == "FAIL")
+    blocked_qa = next(r for r in runs if expected[r["run_id"]] == "BLOCKED")
+    pages = {
+        "dr_drill-FAIL": (reports / "runs" / Path(failed_drill["path"]).relative_to("ledger/runs")
+                          .with_suffix(".html"), "FAIL", "archive truncated"),
+        "data_qa-BLOCKED": (reports / "runs" / Path(blocked_qa["path"]).relative_to("ledger/runs")
+                            .with_suffix(".html"), "BLOCKED", "SPY"),
+        "slippage-2025-11": (reports / "slippage" / "2025-11.html", "WITHIN_BANDS", "2025-11"),
+    }  # fmt: skip
+    for name, (page, word, why) in pages.items():
+        shot = shots.setdefault(name, tmp_path / f"{name}.png")
+        seen = inspect_in_browser(page, tmp_path / name, shot)
+        verdict = seen["verdict"]
+        assert verdict and verdict["bottom"] <= seen["height"], (name, verdict)  # no scrolling
+        assert word in verdict["text"] and why in verdict["text"], (name, verdict["text"])
+        shown = _visible_text(seen["dom"])
+        assert "open_workbook(" not in shown  # the code is in the .ipynb only
+        assert not re.search(r"\d\d:\d\d:\d\d\.\d", shown), name  # no microseconds
+        assert any(link["href"].endswith(".ipynb") for link in seen["links"])  # linked, though
+        checks.append((page, seen, name))
+    for page, seen, name in checks:
+        assert seen["wide"] == [], (name, seen["wide"])  # nothing past the right edge
+        assert seen["scroll_width"] <= seen["width"], name
+        assert broken_links(page, seen) == [], name
+        assert all(image["ok"] for image in seen["images"]), name
+    for name, shot in shots.items():
+        assert shot.stat().st_size > 10_000
+        print(f"screenshot {name}: {shot}")

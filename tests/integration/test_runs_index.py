@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
 
 import nbformat
 import pytest
+from conftest import broken_links, inspect_in_browser
 
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.ledger import open_ledger
@@ -19,12 +18,6 @@ from ops_runner.ledger.init import init_workbook
 from ops_runner.ledger.states import apply_trigger
 from ops_runner.reports.runs import write_runs_index
 from ops_runner.workbook.config import load_config
-
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
-NO_BROWSER = (
-    "no headless Chromium: install the chromium package (apt-get install chromium) "
-    "to run the browser test"
-)
 
 # run_id, job, session, cycle, duration_seconds, outcome, reason as recorded.
 RUNS = [
@@ -134,43 +127,40 @@ def parse(text: str) -> Page:
     return page
 
 
-def dump_dom(index: Path, profile: Path) -> str:
-    """Return the DOM a headless Chromium builds from the page opened via file://."""
-    binary = next((found for name in BROWSERS if (found := shutil.which(name))), None)
-    if binary is None:
-        pytest.skip(NO_BROWSER)
-    done = subprocess.run(
-        [binary, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
-         "--dump-dom", index.as_uri()],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 0 and "<table" in done.stdout, done.stderr[-2000:]
-    return done.stdout
-
-
 @pytest.mark.slow  # 1.5 s or more: left out of make test-fast
 def test_runs_index_when_opened_in_headless_chromium_shows_runs_links_incident_and_state(
     world, tmp_path
 ):
     index = write_runs_index(load_config(world))
-    page = parse(dump_dom(index, tmp_path / "chromium-profile"))
+    seen = inspect_in_browser(index, tmp_path / "browser")
+    dom = seen["dom"]
+    page = parse(dom)
+    assert seen["wide"] == [] and broken_links(index, seen) == []
+    assert seen["verdict"]["bottom"] <= seen["height"]  # the failed run, without scrolling
 
     rows = page.tables["runs"]
     assert [r["attrs"]["data-run-id"] for r in rows] == ["r3", "r2", "r1"]  # newest first
     for row, (run_id, job, session, cycle, _, outcome, reason) in zip(
         rows, reversed(RUNS), strict=True
     ):
-        session_cell, cycle_cell, job_cell, outcome_cell, duration_cell = row["cells"][:5]
+        session_cell, cycle_cell, job_cell, result_cell, duration_cell = row["cells"][1:6]
         assert (session_cell, cycle_cell, job_cell) == (session, cycle or "-", job)
-        assert outcome_cell.startswith(outcome) and reason in outcome_cell
+        # no completion record in these notebooks: the runner's word, never a green one
+        word = "FAILED" if outcome == "failed" else "COMPLETED"
+        assert result_cell.startswith(word) and reason in result_cell
         assert duration_cell == SHOWN_DURATION[run_id]
-        assert row["cells"][5] == run_id
-        assert len(row["links"]) == 2 and "missing" not in row["cells"]
+        assert row["cells"][6] == run_id
+        assert len(row["links"]) == 1 and "missing" not in row["cells"]  # its page
     failed = next(r for r in rows if r["attrs"]["data-run-id"] == "r2")
-    assert failed["cells"][3].startswith("failed") and "failed" in failed["classes"][3].split()
-    assert page.hrefs and all((index.parent / unquote(h)).is_file() for h in page.hrefs)
+    assert failed["cells"][4].startswith("FAILED") and "tone-bad" in failed["classes"][4].split()
+    assert "tone-bad" in failed["attrs"]["class"].split()
+    # the failed run is listed again at the top, above the tables
+    assert dom.index('id="attention"') < dom.index('id="runs"')
+    assert 'data-run-id="r2"' in dom[dom.index('id="attention"') : dom.index('id="runs"')]
     rendered = [h for h in page.hrefs if h.endswith(".html")]
-    assert sorted(rendered) == [f"runs/2025-11/{job}-{run_id}.html" for run_id, job, *_ in RUNS]
+    expected = [f"runs/2025-11/{job}-{run_id}.html" for run_id, job, *_ in RUNS]
+    assert sorted(set(rendered)) == expected
+    assert not [h for h in page.hrefs if h.endswith(".ipynb")]  # pages, not notebook JSON
 
     [incident] = page.tables["incidents"]
     assert incident["cells"][:3] == ["x", "data", "stale bars"]
@@ -186,7 +176,7 @@ def test_runs_index_when_notebook_missing_lists_it_as_missing(workbook):
     index = write_runs_index(load_config(workbook))
     [row] = parse(index.read_text(encoding="utf-8")).tables["runs"]
     assert row["attrs"]["data-run-id"] == "r1"
-    assert row["cells"][6:] == ["missing", "missing"] and row["links"] == []
+    assert row["cells"][7:] == ["missing"] and row["links"] == []
     assert not (index.parent / "runs").exists()
 
 
@@ -198,7 +188,7 @@ def test_runs_index_when_reason_holds_markup_escapes_it(workbook):
     assert "<script>" not in text and "<b>x</b>" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     [row] = parse(text).tables["runs"]
-    assert row["cells"][1] == "<b>x</b>" and script in row["cells"][3]
+    assert row["cells"][2] == "<b>x</b>" and script in row["cells"][4]
 
 
 def test_runs_index_when_html_is_current_does_not_render_again(workbook):
@@ -386,3 +376,64 @@ def test_page_when_a_chart_has_no_alt_text_renders_it_without_a_warning(
     assert f"data:image/png;base64,{png}" in page.read_text(encoding="utf-8")
     assert not [r for r in caplog.records if "Alternative text" in r.getMessage()]
     assert "Alternative text" not in capfd.readouterr().err  # an app's log writes to stderr
+
+
+def test_page_when_rendered_opens_with_the_verdict_and_keeps_the_code_in_the_notebook(tmp_path):
+    from ops_runner.reports.pages import write_html
+
+    cell = nbformat.v4.new_code_cell("report = compute_the_drill()", execution_count=1)
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="steps shown to the reviewer"),
+        scrap("drill", {"reasons": ["verify: archive truncated"], "summary": "drill x: FAIL"}),
+        scrap("completion", {"job": "dr_drill", "status": "FAIL"}),
+    ]
+    notebook = tmp_path / "runs" / "dr_drill-r1.ipynb"
+    notebook.parent.mkdir()
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), str(notebook))
+    page = write_html(notebook, tmp_path / "pages" / "dr_drill-r1.html")
+    text = page.read_text(encoding="utf-8")
+    parsed = parse(text)
+    verdict = text[
+        text.index('id="verdict"') : text.index("</div></div>", text.index('id="verdict"'))
+    ]
+    assert "FAIL" in verdict and "verify: archive truncated" in verdict and "verdict-bad" in verdict
+    assert text.index('id="verdict"') < text.index("steps shown to the reviewer")  # first
+    assert "compute_the_drill" not in text  # the code is in the .ipynb, which the page links
+    assert parsed.hrefs == ["../runs/dr_drill-r1.ipynb"]
+    assert (page.parent / unquote(parsed.hrefs[0])).resolve() == notebook.resolve()
+
+
+def test_runs_index_when_a_page_has_an_older_layout_renders_it_again(workbook):
+    record_run(workbook, RUNS[0])
+    cfg = load_config(workbook)
+    html = write_runs_index(cfg).parent / "runs/2025-11/data_qa-r1.html"
+    html.write_text("<html><body>a page from before the verdict banner</body></html>")
+    write_runs_index(cfg)
+    assert 'id="verdict"' in html.read_text(encoding="utf-8")
+
+
+def test_runs_index_when_a_page_links_another_run_points_at_its_page_relatively(workbook):
+    """An incident's page lists the failing runs' notebooks by absolute path (as the notebook
+    shows them in JupyterLab); on the page they go to those runs' pages, relative, so the
+    reports folder works copied or served."""
+    failing = record_run(workbook, RUNS[0])
+    cell = nbformat.v4.new_code_cell("Markdown(links)", execution_count=1)
+    cell.outputs = [nbformat.v4.new_output(
+        "display_data", data={"text/markdown": f"- **data_qa** [its notebook]({failing})"}
+    )]  # fmt: skip
+    relative = "ledger/runs/2025-10-31/incident-r9.ipynb"
+    incident = workbook / relative
+    incident.parent.mkdir(parents=True)
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), str(incident))
+    payload = {
+        "path": relative, "sha256": hashlib.sha256(incident.read_bytes()).hexdigest(),
+        "job": "incident", "run_id": "r9", "slot": "incident:x", "session": "2025-10-31",
+        "cycle": None, "duration_seconds": "1", "outcome": "completed", "reason": "",
+    }  # fmt: skip
+    with open_ledger(load_config(workbook)) as ledger:
+        ledger.append(str(EventKind.ARTIFACT_RECORDED), "ArtifactRecorded:r9", payload)
+    index = write_runs_index(load_config(workbook))
+    page = index.parent / "runs/2025-10-31/incident-r9.html"
+    hrefs = parse(page.read_text(encoding="utf-8")).hrefs
+    assert "../2025-11/data_qa-r1.html" in hrefs and str(failing) not in hrefs
+    assert all((page.parent / unquote(h)).is_file() for h in hrefs if not h.startswith("#"))

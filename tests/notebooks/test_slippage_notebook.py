@@ -63,3 +63,27 @@ def test_slippage_notebook_when_four_cycles_filled_checks_bands_and_lists_each_c
         check = ledger.get("CheckRecorded:slippage_bands:2025-11")
     assert check is not None and check.seq == run.scraps["check"]["seq"]
     assert check.payload["passed"] is True and check.kind == EventKind.CHECK_RECORDED
+
+    # ... and its page, as a reviewer opens it in a browser (no second kernel: the same run)
+    from conftest import broken_links, inspect_in_browser
+
+    from ops_runner.reports.pages import write_html
+
+    page = write_html(run.output, tmp_path / "pages" / "slippage.html")
+    shot = tmp_path / "slippage-2025-11.png"
+    seen = inspect_in_browser(page, tmp_path / "browser", shot)
+    print(f"screenshot slippage 2025-11: {shot}")
+    verdict = seen["verdict"]
+    assert verdict and verdict["bottom"] <= seen["height"]  # first, without scrolling
+    assert "WITHIN_BANDS" in verdict["text"] and "2 of 2 order(s) filled" in verdict["text"]
+    assert seen["wide"] == [] and seen["scroll_width"] <= seen["width"]  # the wide tables fit
+    assert len(seen["images"]) == 2 and all(image["ok"] for image in seen["images"])
+    assert broken_links(page, seen) == []
+    assert [link["href"] for link in seen["links"] if link["href"].endswith(".ipynb")] == [
+        "../slippage.ipynb"
+    ]
+    dom = seen["dom"]
+    for order in report["rows"]:  # each order's slippage as bps, each fill as money
+        assert f"{Decimal(order['vs_open_bps']):+.1f} bps" in dom
+        assert f"${Decimal(order['avg_price']):,.2f}" in dom
+    assert ">NaN<" not in dom and ">None<" not in dom and "run_notebook" not in dom

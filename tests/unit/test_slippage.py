@@ -217,6 +217,16 @@ def test_plot_slippage_when_a_symbol_has_its_own_band_shades_the_default_and_das
     matplotlib.pyplot.close(figure)
 
 
+def test_plot_slippage_when_a_cycle_buys_and_sells_puts_them_apart_on_its_category():
+    figure = plot_slippage(report_of(hand_rows()))
+    (ax,) = figure.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["2025-06"]  # a category, not a date
+    xs = {c.get_label(): set(c.get_offsets()[:, 0]) for c in ax.collections}
+    assert xs["buy"] and all(x < 0 for x in xs["buy"])  # left of the 2025-06 tick at 0
+    assert xs["sell"] and all(x > 0 for x in xs["sell"])  # and the sells right of it
+    matplotlib.pyplot.close(figure)
+
+
 def test_plot_costs_when_slippage_is_negative_stacks_commissions_from_zero():
     improved = compute_order_rows(
         "2025-07", "2025-08-01", dict([order("SPY", "BUY", 100)]),
