@@ -6,13 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import asdict
 from datetime import UTC, datetime
 
-from ops_runner.cli.common import (
-    VerbParser,
-    parse_date,
-    parse_now,
-)
+from ops_runner.cli.common import VerbParser, add_verb, parse_date, parse_now, print_json
 from ops_runner.core.cycle import Cycle
 from ops_runner.core.errors import ConfigError
 from ops_runner.ops.registry import JOBS
@@ -151,13 +148,32 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.now:
         require_simulated_broker(cfg)
     report = audit_job(cfg, now=args.now or "")
-    print(report.summary())
-    return 0 if str(report.status) == "CLEAN" else 1
+    code = 0 if str(report.status) == "CLEAN" else 1
+    if args.json:
+        print_json({**asdict(report), "summary": report.summary(), "exit_code": code}, cfg)
+    else:
+        print(report.summary())
+    return code
+
+
+def _tick_exit_codes() -> dict[int, str]:
+    from ops_runner.core.deadline import EXIT_CODE
+
+    return {
+        0: "done, idle or busy (another tick holds the lock)",
+        EXIT_CODE: "the tick passed its own deadline: what it ran is recorded as failed",
+    }
 
 
 def add_verbs(sub: argparse._SubParsersAction) -> None:
     """Add this group's verbs to the command's subparsers."""
-    p = sub.add_parser("tick", help="one scheduler tick: safety checks, then the jobs due now")
+    p = add_verb(
+        sub,
+        "tick",
+        "one scheduler tick: safety checks, then the jobs due now",
+        "ops-runner --workbook ~/rotation tick   # what cron runs every 5 minutes",
+        _tick_exit_codes,
+    )
     p.add_argument(
         "--now",
         help=f"a simulated instant (simulated broker only), e.g. 2025-12-01T13:30Z; ${NOW_ENV} "
@@ -165,19 +181,36 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=cmd_tick)
 
-    p = sub.add_parser("decide", help="decide a rebalance session and record it once")
+    p = add_verb(
+        sub,
+        "decide",
+        "decide a rebalance session and record the Decision Record once",
+        "ops-runner decide --session 2025-12-31\nops-runner decide --session 2025-12-31 --dry-run",
+        {1: "refused: not RUN, baseline changed, or no clean data QA of the session"},
+    )
     p.add_argument("--session", help="the month-end session YYYY-MM-DD (default: last closed)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_decide)
 
-    p = sub.add_parser("replay", help="recompute decided cycles from their snapshots")
+    p = add_verb(
+        sub,
+        "replay",
+        "recompute decided cycles from their snapshots",
+        "ops-runner replay 2025-12\nops-runner replay --all --json",
+        {1: "a replay differs from its record (each difference shown)"},
+    )
     p.add_argument("cycle", nargs="?", help="a cycle id such as 2025-12")
     p.add_argument("--all", action="store_true", help="replay every decided cycle")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser(
-        "run", help="run one job by hand under the tick's rules (state, lock, windows, order)"
+    p = add_verb(
+        sub,
+        "run",
+        "run one job by hand under the tick's rules (state, lock, windows, order)",
+        "ops-runner run decision --as-of 2025-11-28\n"
+        "ops-runner run execution --cycle 2025-11 --dry-run",
+        {1: "refused (the tick would not run it now) or the run failed: one line"},
     )
     p.add_argument("job", choices=RUN_JOBS)
     p.add_argument(
@@ -191,9 +224,22 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("broker", help="the broker: check (connect, clock, account; places nothing)")
-    broker_sub = p.add_subparsers(dest="action", required=True, parser_class=VerbParser)
-    q = broker_sub.add_parser("check", help="connect, server time vs local clock, positions")
+    p = add_verb(
+        sub,
+        "broker",
+        "the broker: check (connect, clock, account; places nothing)",
+        "ops-runner broker check --role orders --json",
+        {1: "the broker refused or is unreachable (one line says which)"},
+    )
+    broker_sub = p.add_subparsers(
+        dest="action", required=True, parser_class=VerbParser, metavar="ACTION"
+    )
+    q = add_verb(
+        broker_sub,
+        "check",
+        "connect, server time vs local clock, positions",
+        "ops-runner broker check --json",
+    )
     q.add_argument("--json", action="store_true")
     q.add_argument(
         "--role",
@@ -203,6 +249,13 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     )
     q.set_defaults(func=cmd_broker)
 
-    p = sub.add_parser("audit", help="broker positions and cash vs the ledger since inception")
+    p = add_verb(
+        sub,
+        "audit",
+        "every position and the cash at the broker vs the ledger since inception",
+        "ops-runner --workbook ~/rotation audit --json",
+        {0: "CLEAN", 1: "BREAK: SAFE_MODE and an incident (the first break shown)"},
+    )
     p.add_argument("--now", help="a simulated instant (simulated brokers only)")
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit)

@@ -10,10 +10,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import cast
 
-from ops_runner.cli.common import (
-    VerbParser,
-    optional_date,
-)
+from ops_runner.cli.common import VerbParser, add_verb, optional_date
 from ops_runner.cli.jobs import run_job
 from ops_runner.core.errors import ConfigError
 from ops_runner.workbook.config import Config
@@ -106,23 +103,57 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def add_verbs(sub: argparse._SubParsersAction) -> None:
     """Add this group's verbs to the command's subparsers."""
-    p = sub.add_parser("report", help="reports: the runs index, slippage, performance")
-    report_sub = p.add_subparsers(dest="action", required=True, parser_class=VerbParser)
-    q = report_sub.add_parser("index", help="render executed notebooks; write reports/index.html")
+    p = add_verb(
+        sub,
+        "report",
+        "reports: the runs index, a cycle's slippage, performance",
+        "ops-runner report index\nops-runner report slippage --cycle 2025-11",
+    )
+    report_sub = p.add_subparsers(
+        dest="action", required=True, parser_class=VerbParser, metavar="ACTION"
+    )
+    q = add_verb(
+        report_sub,
+        "index",
+        "render executed notebooks; write reports/index.html",
+        "ops-runner report index",
+    )
     q.set_defaults(func=cmd_report)
-    q = report_sub.add_parser("slippage", help="run the slippage report notebook for a cycle")
+    q = add_verb(
+        report_sub,
+        "slippage",
+        "run the slippage report notebook for a cycle",
+        "ops-runner report slippage --cycle 2025-11",
+        {1: "refused (the tick would not run it now) or the run failed"},
+    )
     q.add_argument("--cycle", required=True, help="e.g. 2025-11")
     q.set_defaults(func=cmd_report)
-    q = report_sub.add_parser("performance", help="live (ledger) vs research, month by month")
+    q = add_verb(
+        report_sub,
+        "performance",
+        "live (ledger) vs research, month by month",
+        "ops-runner report performance --start 2025-01-02",
+        {1: "the performance notebook failed (its reason; the notebook kept)"},
+    )
     q.add_argument("--start", help="first session, YYYY-MM-DD (default: the first funded close)")
     q.add_argument("--end", help="last session, YYYY-MM-DD (default: the last with data)")
     q.set_defaults(func=cmd_report)
 
-    for name, func, text in (
-        ("backtest", cmd_backtest, "research backtest of the strategy (vectorbt)"),
-        ("sweep", cmd_sweep, "parameter sweep (vectorbt broadcasting)"),
+    for name, func, text, example in (
+        (
+            "backtest",
+            cmd_backtest,
+            "research backtest of the strategy (vectorbt)",
+            "ops-runner backtest --config templates/gem.yaml --json",
+        ),
+        (
+            "sweep",
+            cmd_sweep,
+            "parameter sweep: the best combinations by a metric (vectorbt)",
+            "ops-runner sweep --grid templates/grids/example.yaml --config topn",
+        ),
     ):
-        p = sub.add_parser(name, help=text)
+        p = add_verb(sub, name, text, example)
         p.add_argument(
             "--config", help="a config file (e.g. templates/gem.yaml); default: workbook"
         )

@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from ops_runner.cli.common import add_verb
+
 
 def cmd_init(args: argparse.Namespace) -> int:
     from ops_runner.ledger.init import init_workbook
@@ -29,12 +31,14 @@ def cmd_config(args: argparse.Namespace) -> int:
     from ops_runner.workbook.config import load_config, mask_account
 
     cfg = load_config(args.workbook)
-    if args.action == "hash":
-        print(cfg.hash)
-    elif args.action == "show":
+    if args.action == "show":  # JSON either way: the whole config, the account masked
         values = json.loads(json.dumps(cfg.values, default=str))
         values["broker"]["account"] = mask_account(values["broker"]["account"])
         print(json.dumps(values, indent=2, sort_keys=True))
+    elif args.json:
+        print(json.dumps({"ok": True, "config": str(cfg.source_path), "hash": cfg.hash}))
+    elif args.action == "hash":
+        print(cfg.hash)
     else:
         print(f"config ok: {cfg.source_path} (hash {cfg.hash[:12]})")
     return 0
@@ -68,7 +72,12 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 def add_verbs(sub: argparse._SubParsersAction) -> None:
     """Add this group's verbs to the command's subparsers."""
-    p = sub.add_parser("init", help="create config.yaml from a template")
+    p = add_verb(
+        sub,
+        "init",
+        "create a workbook: config.yaml from a template, an empty ledger",
+        "ops-runner init --workbook ~/rotation\nops-runner init --workbook ~/demo --template demo",
+    )
     p.add_argument(
         "--template",
         default="config",
@@ -77,15 +86,33 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("config", help="check, show or hash the config")
+    p = add_verb(
+        sub,
+        "config",
+        "check, show or hash the workbook's config.yaml",
+        "ops-runner --workbook ~/rotation config check\n"
+        "ops-runner --workbook ~/rotation config show --json",
+        {2: "config.yaml has a mistake: one line names each key"},
+    )
     p.add_argument("action", choices=("check", "show", "hash"), nargs="?", default="check")
+    p.add_argument("--json", action="store_true", help="the answer as JSON (account masked)")
     p.set_defaults(func=cmd_config)
 
-    p = sub.add_parser("status", help="state, incidents, kill switch, ledger head (read only)")
+    p = add_verb(
+        sub,
+        "status",
+        "the state and why, incidents, kill switch, ledger head, drawdown",
+        "ops-runner --workbook ~/rotation status --json",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("demo", help="months of ticks on the sample data (workbook: ./demo)")
+    p = add_verb(
+        sub,
+        "demo",
+        "walk months of the production run on the SYNTHETIC sample market",
+        "ops-runner demo --months 3",
+    )
     p.add_argument("--months", type=int, default=3, help="rebalance cycles to walk (default 3)")
     p.add_argument(
         "--broker",
@@ -96,5 +123,10 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("lab", help="open JupyterLab on the notebooks")
+    p = add_verb(
+        sub,
+        "lab",
+        "open JupyterLab on the notebooks and the workbook's executed runs",
+        "ops-runner --workbook ~/rotation lab --no-browser --port 8890",
+    )
     p.set_defaults(func=cmd_lab)

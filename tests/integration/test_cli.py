@@ -237,3 +237,117 @@ def test_cli_data_sample_when_the_workbook_is_not_a_demo_refuses_and_writes_noth
     done = run("data", "sample", workbook=tmp_path)
     assert_one_line_error(done, 2, "data.primary", "demo")
     assert snapshot(tmp_path / "data") == before
+
+
+# -- help that teaches, "did you mean", JSON on every read verb and on every failure ---------------
+
+# The exit codes a user relies on (issue 19): QA 1 on blocking findings, drill 0/1/2, corrupt 3.
+KNOWN_EXIT_CODES = {
+    "qa": {1: "blocking", 3: "corrupt"},
+    "drill": {0: "PASS", 1: "FAIL", 2: "NO_BACKUP", 3: "corrupt"},
+    "tick": {4: "deadline"},
+    "audit": {0: "CLEAN", 1: "BREAK"},
+}
+
+
+def _exit_codes(help_text: str) -> dict[int, str]:
+    block = help_text.split("exit codes:\n", 1)[1]
+    rows = [line.split(maxsplit=1) for line in block.splitlines() if line.startswith("  ")]
+    return {int(code): text for code, text in rows}
+
+
+@pytest.mark.subprocess
+def test_cli_help_when_asked_for_a_verb_shows_its_purpose_an_example_and_exit_codes():
+    done = run("drill", "--help")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "disaster-recovery drill" in done.stdout.split("\n\n")[1]
+    example = done.stdout.split("example:\n", 1)[1].splitlines()[0].strip()
+    assert example.startswith("ops-runner drill"), example
+    codes = _exit_codes(done.stdout)
+    for code, word in KNOWN_EXIT_CODES["drill"].items():
+        assert word in codes[code], (code, codes)
+
+
+def test_cli_help_when_asked_for_any_verb_or_action_has_an_example_and_exit_codes(capsys):
+    from ops_runner.cli import build_parser, main
+
+    parser = build_parser()
+    (verbs,) = [a for a in parser._subparsers._group_actions]  # type: ignore[union-attr]
+    paths = []
+    for name, verb in verbs.choices.items():
+        paths.append([name])
+        if verb._subparsers is not None:
+            (actions,) = verb._subparsers._group_actions
+            paths += [[name, action] for action in actions.choices]
+    assert len(paths) > 30
+    for path in paths:
+        with pytest.raises(SystemExit) as done:
+            main([*path, "--help"])
+        text = capsys.readouterr().out
+        assert done.value.code == 0
+        purpose = text.split("\n\n")[1].strip()  # the line after the usage
+        assert purpose and not purpose.startswith(("options", "positional")), (path, text)
+        assert "example:\n  ops-runner " in text and _exit_codes(text)[0] != "", path
+        for code, word in KNOWN_EXIT_CODES.get(path[0], {}).items():
+            assert word in _exit_codes(text)[code], (path, code, text)
+
+
+@pytest.mark.subprocess
+def test_cli_top_level_help_speaks_to_users_and_lists_every_verb_with_its_purpose():
+    done = run("--help")
+    assert done.returncode == 0
+    text = done.stdout
+    assert "maps expected errors" not in text and "the one entry point" not in text
+    assert "ops-runner demo" in text and "ops-runner VERB --help" in text
+    for verb in ("init", "tick", "run", "decide", "qa", "drill", "sweep", "lab", "incident"):
+        (line,) = [row for row in text.splitlines() if row.strip().startswith(f"{verb} ")]
+        assert len(line.split()) > 2, line  # the verb and its purpose
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize(
+    "typed, meant", [(["tikc"], "tick"), (["stauts"], "status"), (["data", "imprt", "x"], "import")]
+)
+def test_cli_when_a_verb_is_misspelled_suggests_the_right_one_in_one_line(typed, meant):
+    done = run(*typed)
+    assert_one_line_error(done, 2, f"did you mean `{meant}`?")
+    assert done.stdout == ""
+
+
+@pytest.mark.subprocess
+def test_cli_when_json_is_asked_and_the_command_fails_stdout_holds_the_error(tmp_path):
+    done = run("config", "show", "--json", workbook=tmp_path / "none")  # no workbook there
+    assert_one_line_error(done, 2, "ops-runner init")
+    answer = json.loads(done.stdout)
+    assert (
+        answer == {"error": answer["error"], "exit_code": 2}
+        and "ops-runner init" in answer["error"]
+    )
+
+
+def test_cli_when_json_is_asked_and_the_line_or_the_ledger_fails_stdout_holds_the_error(
+    tmp_path, capsys
+):
+    from ops_runner.cli import main
+
+    assert main(["tikc", "--json"]) == 2  # the line does not parse
+    assert json.loads(capsys.readouterr().out)["error"].startswith("unknown 'tikc'")
+    assert main(["--workbook", str(tmp_path), "init"]) == 0
+    (tmp_path / "ledger" / "ledger.sqlite").write_bytes(b"not a database" * 100)
+    capsys.readouterr()
+    code = main(["--workbook", str(tmp_path), "incident", "show", "--json"])
+    answer = json.loads(capsys.readouterr().out)
+    assert code == 3 and answer["exit_code"] == 3 and "corrupt" in answer["error"]
+
+
+@pytest.mark.subprocess
+def test_cli_config_show_json_masks_the_account_and_prints_no_secret(workbook):
+    secret = "k" * 40
+    done = run("config", "show", "--json", workbook=workbook,
+               env={"OPS_RUNNER_APPROVAL_KEY": secret})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    config = json.loads(done.stdout)
+    assert config["broker"]["account"] == "DU*****00"  # DU0000000 in the template
+    assert "DU0000000" not in done.stdout and secret not in done.stdout
+    done = run("config", "check", "--json", workbook=workbook)
+    assert json.loads(done.stdout)["ok"] is True and done.returncode == 0
