@@ -18,7 +18,13 @@ from collections.abc import Sequence
 
 from ops_runner import __version__
 from ops_runner.cli import data, jobs, ledger, recovery, research, workbook
-from ops_runner.cli.common import Parser, UsageError, VerbParser, configure_logging
+from ops_runner.cli.common import (
+    Parser,
+    UsageError,
+    VerbParser,
+    add_progress_option,
+    configure_logging,
+)
 from ops_runner.core.errors import OpsError, describe_os_error
 
 log = logging.getLogger(__name__)
@@ -47,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ops-runner {__version__}")
     parser.add_argument("--workbook", help="workbook folder (default: $OPS_RUNNER_HOME or cwd)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    add_progress_option(parser)
     sub = parser.add_subparsers(
         dest="command", required=True, parser_class=VerbParser, metavar="VERB", title="verbs"
     )

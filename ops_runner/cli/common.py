@@ -8,12 +8,15 @@ import difflib
 import json
 import logging
 import re
+import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 from ops_runner.core.clock import read_clock
 from ops_runner.core.errors import ConfigError
-from ops_runner.workbook.config import Config, mask_account
+from ops_runner.workbook.config import TEMPLATES, Config, mask_account
 
 
 def configure_logging(verbose: bool) -> None:
@@ -41,6 +44,23 @@ def print_json(value: object, cfg: Config | None = None, sort_keys: bool = False
     if account:
         text = text.replace(str(account), mask_account(str(account)))
     print(text)
+
+
+def find_project_file(text: str, option: str, workbook: Path | None = None) -> str:
+    """Return the file an option such as ``--config templates/gem.yaml`` names: the path as
+    given from the working folder (or the workbook), else the same path in the project's
+    templates folder, so the README's command lines work from any folder. A fallback is said
+    on stderr, naming the file used; anything else is returned as given (a template name)."""
+    given = Path(text).expanduser()
+    if given.is_file() or given.is_absolute() or (workbook and (workbook / given).is_file()):
+        return str(given.resolve()) if given.is_file() else text
+    parts = given.parts[1:] if given.parts[:1] == (TEMPLATES.name,) else given.parts
+    found = TEMPLATES.joinpath(*parts) if parts else None
+    if found is None or not found.is_file():
+        return text
+    print(f"ops-runner: {option} {text}: not found from {Path.cwd()}; using the project's "
+          f"{found}", file=sys.stderr)  # fmt: skip
+    return str(found)
 
 
 def parse_date(text: str) -> date:
@@ -124,15 +144,47 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
+def add_progress_option(parser: argparse.ArgumentParser, default: object = None) -> None:
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=default,
+        help="lines about long work on stderr (default: only when stderr is a terminal)"
+        if default is None
+        else argparse.SUPPRESS,
+    )
+
+
+class Progress:
+    """Lines about long work (a sweep, a backtest, a notebook run by hand) on stderr, each with
+    the seconds since the command began; only when stderr is a terminal or --progress asked,
+    so scheduled runs, pipes and tests read clean output."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._began = time.monotonic()
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Progress:
+        asked = getattr(args, "progress", None)
+        return cls(sys.stderr.isatty() if asked is None else bool(asked))
+
+    def __call__(self, line: str) -> None:
+        if self.enabled:
+            took = time.monotonic() - self._began
+            print(f"[{took:6.1f} s] {line}", file=sys.stderr, flush=True)
+
+
 class VerbParser(Parser):
-    """A verb's parser: takes --workbook after the verb too (`ops-runner init --workbook DIR`);
-    its help ends with an example and the verb's exit codes."""
+    """A verb's parser: takes --workbook and --progress after the verb too (`ops-runner init
+    --workbook DIR`); its help ends with an example and the verb's exit codes."""
 
     def __init__(self, *args, **kwargs) -> None:
         self.example: str = kwargs.pop("example", "")
         self.exit_codes: ExitCodes = kwargs.pop("exit_codes", {})
         super().__init__(*args, **kwargs)
         self.add_argument("--workbook", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        add_progress_option(self, default=argparse.SUPPRESS)
 
     def format_help(self) -> str:
         # The exit codes are read from their errors only when help is asked for: building the

@@ -9,7 +9,14 @@ import os
 from dataclasses import asdict
 from datetime import UTC, datetime
 
-from ops_runner.cli.common import VerbParser, add_verb, parse_date, parse_now, print_json
+from ops_runner.cli.common import (
+    Progress,
+    VerbParser,
+    add_verb,
+    parse_date,
+    parse_now,
+    print_json,
+)
 from ops_runner.core.cycle import Cycle
 from ops_runner.core.errors import ConfigError
 from ops_runner.ops.registry import JOBS
@@ -31,12 +38,24 @@ def cmd_tick(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_job(cfg: Config, job: str, cycle: str | None, as_of: str | None, now: str | None) -> int:
+def run_job(
+    cfg: Config,
+    job: str,
+    cycle: str | None,
+    as_of: str | None,
+    now: str | None,
+    progress: Progress | None = None,
+) -> int:
     """Run one job's notebook by hand, under the tick's rules and recorded as the tick records
-    it; a run the tick would not do now is refused in one line (exit 1)."""
+    it; a run the tick would not do now is refused in one line (exit 1). ``progress`` says
+    what runs on stderr, papermill's cell bar included, when it is enabled."""
     from ops_runner.market.calendar import open_calendar
     from ops_runner.ops.manual import run_by_hand
     from ops_runner.ops.schedule import Job, ScheduleSettings, Slot, compute_session_slots
+    from ops_runner.runtime.notebooks import show_cell_progress
+
+    progress = progress or Progress(False)
+    show_cell_progress(progress.enabled)
 
     calendar = open_calendar(cfg)
     instant = parse_now(now)
@@ -54,7 +73,9 @@ def run_job(cfg: Config, job: str, cycle: str | None, as_of: str | None, now: st
         moment = calendar.session_close(session).to_pydatetime()
         slots = [Slot(Job(job), f"{job}:{session.isoformat()}", session, None, moment, moment,
                       closes=None)]  # fmt: skip
+    progress(f"running {job} for {slots[0].key} by hand (a notebook: up to a few minutes)")
     ok, line = run_by_hand(cfg, slots[0], instant or datetime.now(UTC), instant is not None)
+    progress("done")
     print(line)
     return 0 if ok else 1
 
@@ -62,7 +83,8 @@ def run_job(cfg: Config, job: str, cycle: str | None, as_of: str | None, now: st
 def cmd_run(args: argparse.Namespace) -> int:
     from ops_runner.workbook.config import load_config
 
-    return run_job(load_config(args.workbook), args.job, args.cycle, args.as_of, args.now)
+    return run_job(load_config(args.workbook), args.job, args.cycle, args.as_of, args.now,
+                   Progress.from_args(args))  # fmt: skip
 
 
 def cmd_decide(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ops_runner.cli.common import VerbParser, add_verb, parse_now, print_json
+from ops_runner.cli.common import Progress, VerbParser, add_verb, parse_now, print_json
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -68,10 +68,8 @@ def cmd_drill(args: argparse.Namespace) -> int:
     if now is not None:
         require_simulated_broker(cfg)
 
-    def say(line: str) -> None:
-        print(line, file=sys.stderr)
-
-    result, notebook = drill.execute_drill(cfg, archive=args.archive or "", now=now, progress=say)
+    result, notebook = drill.execute_drill(cfg, archive=args.archive or "", now=now,
+                                           progress=Progress.from_args(args))  # fmt: skip
     code = drill.EXIT_CODES[drill.DrillStatus(result["status"])]
     if args.json:
         print_json({**result, "report": str(notebook), "exit_code": code}, cfg)

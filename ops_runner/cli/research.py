@@ -10,7 +10,13 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import cast
 
-from ops_runner.cli.common import VerbParser, add_verb, optional_date
+from ops_runner.cli.common import (
+    Progress,
+    VerbParser,
+    add_verb,
+    find_project_file,
+    optional_date,
+)
 from ops_runner.cli.jobs import run_job
 from ops_runner.core.errors import ConfigError
 from ops_runner.workbook.config import Config
@@ -25,16 +31,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         print(f"runs index: {write_runs_index(cfg)}")
         return 0
+    progress = Progress.from_args(args)
     if args.action == "performance":
-        return _run_performance(cfg, args.start or "", args.end or "")
-    return run_job(cfg, "slippage_report", cycle=args.cycle, as_of=None, now=None)
+        return _run_performance(cfg, args.start or "", args.end or "", progress)
+    return run_job(cfg, "slippage_report", cycle=args.cycle, as_of=None, now=None,
+                   progress=progress)  # fmt: skip
 
 
-def _run_performance(cfg: Config, start: str, end: str) -> int:
+def _run_performance(cfg: Config, start: str, end: str, progress: Progress) -> int:
     """Run notebooks/performance.ipynb (registered like every run) and render it to
     reports/performance.html: live vs research in one page."""
     from ops_runner.reports.pages import write_html
-    from ops_runner.runtime.notebooks import execute_job
+    from ops_runner.runtime.notebooks import execute_job, show_cell_progress
 
     for name, text in (("--start", start), ("--end", end)):
         try:
@@ -43,6 +51,8 @@ def _run_performance(cfg: Config, start: str, end: str) -> int:
             raise ConfigError(f"{name}: {text!r} is not a date; write YYYY-MM-DD") from None
     now = datetime.now(UTC)
     day = now.date().isoformat()
+    show_cell_progress(progress.enabled)
+    progress("running the performance notebook (live vs research: up to a few minutes)")
     run = execute_job(cfg, "performance", "performance",
                       {"workbook": str(cfg.workbook), "start": start, "end": end},
                       slot=f"performance:{day}", session=day, cycle=None, at=now)  # fmt: skip
@@ -50,6 +60,7 @@ def _run_performance(cfg: Config, start: str, end: str) -> int:
         print(f"ops-runner: performance report failed: {run.error}", file=sys.stderr)
         return 1
     output = cast(Path, run.output)  # a run that is ok has its executed notebook
+    progress("rendering reports/performance.html")
     page = write_html(output, cfg.path("reports") / "performance.html")
     done = run.completion or {}
     print(f"performance {done.get('status')}: {done.get('start')} .. {done.get('end')}, "
@@ -57,29 +68,34 @@ def _run_performance(cfg: Config, start: str, end: str) -> int:
     return 0
 
 
-def _research_inputs(args: argparse.Namespace, grid: dict | None = None):
+def _research_inputs(args: argparse.Namespace, progress: Progress, grid: dict | None = None):
     """Return (config, bars) for backtest/sweep: the workbook's data with --config's strategy.
 
-    --config is a template name (gem, topn) or a YAML file, relative to the current folder.
+    --config is a template name (gem, topn) or a YAML file, relative to the current folder,
+    else to the workbook, else to the project (``templates/gem.yaml`` from any folder).
     """
     from ops_runner.strategy import research
     from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
     if args.config:
-        chosen = Path(args.config).expanduser()
-        cfg = research.load_research_config(
-            cfg, str(chosen.resolve()) if chosen.is_file() else args.config
-        )
-    return cfg, research.load_bars(cfg, grid)
+        chosen = find_project_file(args.config, "--config", cfg.workbook)
+        cfg = research.load_research_config(cfg, chosen)
+    progress(f"loading the {cfg.primary_source} bars of {cfg.values['strategy']['name']}")
+    bars = research.load_bars(cfg, grid)
+    progress(f"{len(bars)} symbols loaded")
+    return cfg, bars
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     from ops_runner.strategy import research
 
-    cfg, bars = _research_inputs(args)
+    progress = Progress.from_args(args)
+    cfg, bars = _research_inputs(args, progress)
     start, end = optional_date(args.start, "--start"), optional_date(args.end, "--end")
+    progress("backtesting (vectorbt; the first run in a fresh environment compiles for ~40 s)")
     result = research.backtest(cfg, bars, start=start, end=end)
+    progress("done")
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -87,17 +103,48 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+# How a person reads each metric: fractions as %, the Sharpe ratio with 2 decimals, $ equity.
+_SHOWN = {
+    "cagr": "{:.2%}".format,
+    "volatility": "{:.2%}".format,
+    "sharpe": "{:.2f}".format,
+    "max_drawdown": "{:.2%}".format,
+    "turnover": "{:.2%}".format,
+    "final_equity": "{:,.2f}".format,
+}
+
+
+def compute_sweep_lines(table, metric: str, top: int) -> list[str]:
+    """Return what ``sweep`` prints: a headline, then the ``top`` best rows by ``metric``,
+    formatted for people (``table`` is ranked best first)."""
+    shown = table.head(top).copy()
+    for name, fmt in _SHOWN.items():
+        shown[name] = [("-" if v != v else fmt(v)) for v in shown[name]]  # NaN: a dash
+    shown.index = range(1, len(shown) + 1)
+    window = f"{table['start'].iloc[0]}..{table['end'].iloc[0]}" if len(table) else "-"
+    head = (f"{len(table)} combinations, {window}; the best {len(shown)} by {metric} "
+            "(--json: every row):")  # fmt: skip
+    body = shown.drop(columns=["start", "end"]).to_string()
+    return [head, *body.splitlines()]
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ops_runner.strategy import sweep
+    from ops_runner.strategy.momentum import StrategySettings
 
-    grid = sweep.load_grid(Path(args.grid))
-    cfg, bars = _research_inputs(args, grid)
+    progress = Progress.from_args(args)
+    sweep.require_metric(args.sort)  # before any work
+    grid = sweep.load_grid(Path(find_project_file(args.grid, "--grid")))
+    cfg, bars = _research_inputs(args, progress, grid)
     start, end = optional_date(args.start, "--start"), optional_date(args.end, "--end")
-    table = sweep.sweep(cfg, grid, bars, start=start, end=end)
+    combos, _ = sweep.compute_grid_settings(StrategySettings.from_config(cfg), grid)
+    progress(f"sweeping {len(combos)} combinations (vectorbt)")
+    table = sweep.compute_ranking(sweep.sweep(cfg, grid, bars, start=start, end=end), args.sort)
+    progress("done")
     if args.json:
         print(table.to_json(orient="records", indent=2))
     else:
-        print(table.to_string(index=False))
+        print("\n".join(compute_sweep_lines(table, args.sort, args.top)))
     return 0
 
 
@@ -161,5 +208,15 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--end", help="last session, YYYY-MM-DD")
         p.add_argument("--json", action="store_true")
         if name == "sweep":
-            p.add_argument("--grid", required=True, help="YAML grid file")
+            p.add_argument(
+                "--grid", required=True, help="YAML grid file (e.g. templates/grids/example.yaml)"
+            )
+            p.add_argument(
+                "--sort",
+                default="sharpe",
+                metavar="METRIC",
+                help="rank by cagr, volatility, sharpe, max_drawdown, turnover or final_equity, "
+                "best first (default sharpe; lower is better for volatility, drawdown, turnover)",
+            )
+            p.add_argument("--top", type=int, default=10, help="rows shown (default 10)")
         p.set_defaults(func=func)

@@ -101,9 +101,12 @@ def test_audit_from_the_command_line_is_clean_on_an_untouched_workbook(workbook,
 
 
 def test_report_performance_when_nothing_traded_yet_says_so_and_writes_the_page(workbook, capsys):
-    code, out, err = run(capsys, "--workbook", str(workbook), "report", "performance")
+    code, out, err = run(capsys, "--workbook", str(workbook), "--progress", "report", "performance")
     assert code == 0, err
     assert out.startswith("performance NO_HISTORY:")
+    said = err.splitlines()  # asked for: what runs, on stderr, each line timed
+    assert any("running the performance notebook" in line for line in said), err
+    assert all(line.startswith("[") and " s] " in line for line in said), err
     page = workbook / "reports" / "performance.html"
     assert page.is_file() and "Performance" in page.read_text(encoding="utf-8")
     cfg = load_config(workbook)
