@@ -351,3 +351,86 @@ def test_cli_config_show_json_masks_the_account_and_prints_no_secret(workbook):
     assert "DU0000000" not in done.stdout and secret not in done.stdout
     done = run("config", "check", "--json", workbook=workbook)
     assert json.loads(done.stdout)["ok"] is True and done.returncode == 0
+
+
+# -- ops-runner lab --------------------------------------------------------------------------------
+
+
+def _workbook_with_runs(root: Path) -> dict[str, bytes]:
+    """A workbook holding two executed runs; returns their bytes by path under ledger/runs."""
+    from ops_runner.ledger.init import init_workbook
+
+    init_workbook(root, template="demo")
+    runs = {"2025-11/data_qa-20251128T213000Z-aaaaaa.ipynb": b'{"cells": []}',
+            "2025-11/decision-20251128T213100Z-bbbbbb.ipynb": b'{"cells": [], "n": 1}'}  # fmt: skip
+    for name, data in runs.items():
+        (root / "ledger" / "runs" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "ledger" / "runs" / name).write_bytes(data)
+    return runs
+
+
+def test_lab_when_options_are_given_passes_them_to_jupyterlab_beside_the_runs(
+    tmp_path, monkeypatch, capsys
+):
+    from ops_runner.cli import main
+
+    root = tmp_path / "wb"
+    runs = _workbook_with_runs(root)
+    before = snapshot(root)
+    monkeypatch.setenv("OPS_RUNNER_CACHE_DIR", str(tmp_path / "cache"))
+    started: list = []
+    monkeypatch.setattr(os, "execvpe", lambda file, argv, env: started.append((argv, env)))
+
+    argv = ["--workbook", str(root), "lab", "--port", "8899", "--no-browser", "--ip", "127.0.0.1"]
+    assert main([*argv, "--", "--ServerApp.allow_origin=*"]) == 0
+
+    [(command, env)] = started
+    folder = Path(command[3].split("=", 1)[1])
+    assert command == [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder}",
+                       "--port=8899", "--ip=127.0.0.1", "--no-browser",
+                       "--ServerApp.allow_origin=*"]  # fmt: skip
+    assert (folder / "notebooks").resolve() == ROOT / "notebooks"
+    assert {str(p.relative_to(folder / "runs")): p.read_bytes()
+            for p in (folder / "runs").rglob("*.ipynb")} == runs  # fmt: skip
+    assert env["OPS_RUNNER_HOME"] == str(root.resolve())
+    assert snapshot(root) == before  # opening a workbook never writes to it
+    assert "2 read-only copies" in capsys.readouterr().err
+
+
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_lab_when_started_serves_the_notebooks_and_the_workbooks_runs(tmp_path):
+    import socket
+    import time
+    import urllib.request
+
+    root = tmp_path / "wb"
+    runs = _workbook_with_runs(root)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    root_only = ["--", "--allow-root"] if os.geteuid() == 0 else []  # JupyterLab refuses root
+    env = {**os.environ, "JUPYTER_TOKEN": "t0k3n", "OPS_RUNNER_CACHE_DIR": str(tmp_path / "c")}
+    argv = [str(EXE), "--workbook", str(root), "lab", "--no-browser", "--ip", "127.0.0.1",
+            "--port", str(port), *root_only]  # fmt: skip
+    lab = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}/api/contents/runs/2025-11?token=t0k3n"
+        listing = None
+        for _ in range(240):
+            try:
+                with urllib.request.urlopen(url, timeout=2) as answer:
+                    listing = json.load(answer)
+                break
+            except OSError:
+                assert lab.poll() is None, lab.stderr.read().decode()[-2000:] if lab.stderr else ""
+                time.sleep(0.25)
+        assert listing is not None, "JupyterLab did not answer in 60 s"
+        assert {f"2025-11/{item['name']}" for item in listing["content"]} == set(runs)
+        notebooks = f"http://127.0.0.1:{port}/api/contents/notebooks?token=t0k3n"
+        with urllib.request.urlopen(notebooks, timeout=5) as answer:
+            names = {item["name"] for item in json.load(answer)["content"]}
+        assert "decision.ipynb" in names and "execution.ipynb" in names
+    finally:
+        lab.terminate()
+        lab.wait(timeout=30)
