@@ -8,6 +8,7 @@ import json
 import os
 from dataclasses import asdict
 from datetime import UTC, datetime
+from typing import Any
 
 from ops_runner.cli.common import (
     Progress,
@@ -45,10 +46,13 @@ def run_job(
     as_of: str | None,
     now: str | None,
     progress: Progress | None = None,
+    dry_run: bool = False,
+    as_json: bool = False,
 ) -> int:
     """Run one job's notebook by hand, under the tick's rules and recorded as the tick records
     it; a run the tick would not do now is refused in one line (exit 1). ``progress`` says
-    what runs on stderr, papermill's cell bar included, when it is enabled."""
+    what runs on stderr, papermill's cell bar included, when it is enabled. ``dry_run`` (the
+    execution only) prints the orders a run now would send and sends and records nothing."""
     from ops_runner.market.calendar import open_calendar
     from ops_runner.ops.manual import run_by_hand
     from ops_runner.ops.schedule import Job, ScheduleSettings, Slot, compute_session_slots
@@ -56,6 +60,11 @@ def run_job(
 
     progress = progress or Progress(False)
     show_cell_progress(progress.enabled)
+    if dry_run and job != "execution":
+        raise ConfigError(
+            f"run {job} --dry-run: only the execution has a dry run (a decision's: "
+            "`ops-runner decide --dry-run`)"
+        )
 
     calendar = open_calendar(cfg)
     instant = parse_now(now)
@@ -73,6 +82,8 @@ def run_job(
         moment = calendar.session_close(session).to_pydatetime()
         slots = [Slot(Job(job), f"{job}:{session.isoformat()}", session, None, moment, moment,
                       closes=None)]  # fmt: skip
+    if dry_run:
+        return _dry_run_execution(cfg, slots[0], str(wanted), instant, as_json)
     progress(f"running {job} for {slots[0].key} by hand (a notebook: up to a few minutes)")
     ok, line = run_by_hand(cfg, slots[0], instant or datetime.now(UTC), instant is not None)
     progress("done")
@@ -80,11 +91,72 @@ def run_job(
     return 0 if ok else 1
 
 
+def _dry_run_execution(
+    cfg: Config, slot: Any, cycle_id: str, instant: datetime | None, as_json: bool
+) -> int:
+    """Print the orders ``run execution`` would send now and what the rules and the order gate
+    say; exit 0 when a run now would go ahead, 1 when it would be refused."""
+    from ops_runner.ops.preview import preview_execution
+
+    seen = preview_execution(cfg, slot, cycle_id, instant or datetime.now(UTC), instant is not None)
+    plan, code = seen.plan, 0 if seen.refusal is None else 1
+    if as_json:
+        print_json(
+            {
+                "dry_run": True,
+                "job": "execution",
+                "cycle": cycle_id,
+                "order_session": plan.order_session,
+                "state": str(seen.state),
+                "refusal": seen.refusal,
+                "would_send": seen.would_send,
+                "recorded_intents": seen.recorded,
+                "gate": seen.gate,
+                "plan": plan.to_payload(),
+                "exit_code": code,
+            },
+            cfg,
+        )
+        return code
+    print(
+        f"DRY RUN execution {cycle_id}: market-on-open orders for {plan.order_session}, "
+        f"planned on the broker's positions and cash now; nothing sent, nothing recorded"
+    )
+    print(f"  state {seen.state}; net liquidation {plan.equity:,.2f}")
+    for line in plan.lines:
+        if line.side is None:
+            print(f"  hold  {line.symbol:<6} {line.current:>8} shares")
+            continue
+        if line.quantity == 0:
+            print(f"  skip  {line.symbol:<6} {line.side} {abs(line.delta)}: {line.skipped_reason}")
+            continue
+        ref = next(i.client_ref for i in plan.intents if i.symbol == line.symbol)
+        verdict = seen.gate[ref]
+        print(
+            f"  {line.side:<5} {line.symbol:<6} {line.quantity:>8} at ~{line.price:,.2f} = "
+            f"{line.notional:>12,.2f}  {ref}  gate: {'passes' if verdict is None else verdict}"
+        )
+        if line.note:
+            print(f"        {line.note}")
+    for step, amount in plan.cash_walk:
+        print(f"  {step:<42} {amount:>12,.2f}")
+    if seen.recorded:
+        print(
+            f"  the ledger holds {seen.recorded} intent(s) of {cycle_id} already: a run sends "
+            "those (the plan of record), each looked up at the broker first"
+        )
+    if seen.refusal is not None:
+        print(f"a run now would be refused: {seen.refusal}")
+    else:
+        print(f"a run now would send {seen.would_send} order(s)")
+    return code
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from ops_runner.workbook.config import load_config
 
     return run_job(load_config(args.workbook), args.job, args.cycle, args.as_of, args.now,
-                   Progress.from_args(args))  # fmt: skip
+                   Progress.from_args(args), dry_run=args.dry_run, as_json=args.json)  # fmt: skip
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
@@ -94,6 +166,8 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.workbook)
     session = args.session or open_calendar(cfg).last_closed_session(datetime.now(UTC)).isoformat()
+    if args.dry_run:
+        return _dry_run_decision(cfg, session, args.json)
     outcome = decision.decide(cfg, session)
     if args.json:
         print(json.dumps(outcome.record, indent=2, sort_keys=True))
@@ -101,6 +175,40 @@ def cmd_decide(args: argparse.Namespace) -> int:
         state = "recorded" if outcome.created else f"already decided (event {outcome.seq})"
         print(f"{outcome.record['strategy']} {outcome.record['session']}: {state}")
         print(outcome.explanation)
+    return 0
+
+
+def _dry_run_decision(cfg: Config, session: str, as_json: bool) -> int:
+    """Print the decision ``decide`` would record now, after the same gates; nothing recorded
+    and no snapshot written."""
+    from ops_runner.ops.decision import preview_decision
+
+    seen = preview_decision(cfg, session)
+    record = seen.record
+    if as_json:
+        print_json(
+            {
+                "dry_run": True,
+                "record": record,
+                "existing_seq": seen.existing_seq,
+                "same_as_recorded": seen.same_as_recorded,
+            },
+            cfg,
+        )
+        return 0
+    if seen.existing_seq is None:
+        state = "would be recorded"
+    elif seen.same_as_recorded:
+        state = f"already decided at event {seen.existing_seq} from the same inputs"
+    else:
+        state = (
+            f"decided at event {seen.existing_seq} from other inputs: deciding now would "
+            "open an incident (SAFE_MODE)"
+        )
+    print(f"DRY RUN {record['strategy']} {record['session']}: {state}; nothing recorded")
+    targets = ", ".join(f"{s} {w}" for s, w in record["decision"]["targets"].items())
+    print(f"  targets {targets or 'none'}")
+    print(seen.explanation)
     return 0
 
 
@@ -211,6 +319,11 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
         {1: "refused: not RUN, baseline changed, or no clean data QA of the session"},
     )
     p.add_argument("--session", help="the month-end session YYYY-MM-DD (default: last closed)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show what would be recorded, after the same gates; record and write nothing",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_decide)
 
@@ -244,6 +357,14 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--now", help="a fixed instant for the simulated broker, e.g. 2025-12-01T13:30:00Z"
     )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="execution: plan on the broker's positions and cash now and print the orders a "
+        "run would send, and what the rules and the order gate say; send and record nothing "
+        "(exit 1 when a run now would be refused)",
+    )
+    p.add_argument("--json", action="store_true", help="the dry run as JSON")
     p.set_defaults(func=cmd_run)
 
     p = add_verb(
