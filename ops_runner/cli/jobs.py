@@ -155,7 +155,9 @@ def _dry_run_execution(
 def cmd_run(args: argparse.Namespace) -> int:
     from ops_runner.workbook.config import load_config
 
-    return run_job(load_config(args.workbook), args.job, args.cycle, args.as_of, args.now,
+    # OPS_RUNNER_NOW stands for --now here too, as for the tick: refused with a real broker.
+    now = args.now or os.environ.get(NOW_ENV)
+    return run_job(load_config(args.workbook), args.job, args.cycle, args.as_of, now,
                    Progress.from_args(args), dry_run=args.dry_run, as_json=args.json)  # fmt: skip
 
 
@@ -355,7 +357,8 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
         "--as-of", help="the session (checks, data_qa, decision); default: the last closed"
     )
     p.add_argument(
-        "--now", help="a fixed instant for the simulated broker, e.g. 2025-12-01T13:30:00Z"
+        "--now",
+        help=f"a fixed instant for a simulated broker, e.g. 2025-12-01T13:30:00Z (or ${NOW_ENV})",
     )
     p.add_argument(
         "--dry-run",

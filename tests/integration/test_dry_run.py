@@ -6,6 +6,7 @@ sent, recorded or written."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -180,4 +181,53 @@ def test_decide_dry_run_when_a_gate_refuses_is_one_line_like_decide(tmp_path):
     assert done.returncode == 1 and done.stdout == ""
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("ops-runner: decision of 2025-11-28 refused:") and "baseline" in line
+    assert _ledger_and_books(root) == before
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _readme_command_lines() -> list[str]:
+    """The command lines of the README's "The command" section, comments cut."""
+    section = README.read_text(encoding="utf-8").split("### The command\n", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.slow  # the decided world, a dry run and a dry decision
+def test_readme_command_lines_when_run_as_written_do_what_the_readme_says(
+    tmp_path, monkeypatch, capsys
+):
+    """Each line as written, from a folder of its own on a decided workbook ($OPS_RUNNER_HOME),
+    at an instant inside the cycle's submission window ($OPS_RUNNER_NOW, as the scheduler
+    entries' tests fix theirs); `lab` stops at the command line it would exec."""
+    import shlex
+
+    root = make_decided_november(tmp_path / "wb")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPS_RUNNER_HOME", str(root))
+    monkeypatch.setenv("OPS_RUNNER_NOW", IN_WINDOW)
+    monkeypatch.setenv("OPS_RUNNER_CACHE_DIR", str(tmp_path / "cache"))
+    started: list[list[str]] = []
+    monkeypatch.setattr(os, "execvpe", lambda file, argv, env: started.append(argv))
+    before = _ledger_and_books(root)
+    answers: dict[str, tuple[int | None, str]] = {}
+    lines = _readme_command_lines()
+    assert len(lines) == 5, lines
+    for line in lines:
+        words = shlex.split(line)
+        assert words[0] == "ops-runner"
+        try:
+            code: int | None = main(words[1:])
+        except SystemExit as stop:  # --help
+            code = int(stop.code or 0)
+        answers[words[1]] = (code, capsys.readouterr().out)
+
+    assert answers["--help"][0] == 0 and "start here:" in answers["--help"][1]
+    assert answers["incident"] == (0, "[]\n")
+    code, out = answers["run"]
+    assert code == 0 and out.strip().endswith("a run now would send 2 order(s)")
+    code, out = answers["decide"]
+    assert code == 0 and "already decided at event" in out and "same inputs" in out
+    assert answers["lab"][0] == 0 and started[0][-2:] == ["--port=8890", "--no-browser"]
     assert _ledger_and_books(root) == before
