@@ -87,7 +87,11 @@ def run_job(
     progress(f"running {job} for {slots[0].key} by hand (a notebook: up to a few minutes)")
     ok, line = run_by_hand(cfg, slots[0], instant or datetime.now(UTC), instant is not None)
     progress("done")
-    print(line)
+    if as_json:
+        print_json({"job": job, "slot": slots[0].key, "ok": ok, "result": line,
+                    "exit_code": 0 if ok else 1}, cfg)  # fmt: skip
+    else:
+        print(line)
     return 0 if ok else 1
 
 
@@ -367,7 +371,7 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
         "run would send, and what the rules and the order gate say; send and record nothing "
         "(exit 1 when a run now would be refused)",
     )
-    p.add_argument("--json", action="store_true", help="the dry run as JSON")
+    p.add_argument("--json", action="store_true", help="the run's result (or the dry run) as JSON")
     p.set_defaults(func=cmd_run)
 
     p = add_verb(

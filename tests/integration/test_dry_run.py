@@ -50,7 +50,9 @@ def _orders(stdout: str) -> list[tuple[str, str, int]]:
 
 @pytest.mark.subprocess
 @pytest.mark.slow  # a child process, then the real run
-def test_run_execution_dry_run_when_in_the_window_prints_the_orders_a_run_then_sends(tmp_path):
+def test_run_execution_dry_run_when_in_the_window_prints_the_orders_a_run_then_sends(
+    tmp_path, capsys
+):
     root = make_decided_november(tmp_path / "wb")
     before, count = _ledger_and_books(root), len(_events(root))
 
@@ -68,7 +70,9 @@ def test_run_execution_dry_run_when_in_the_window_prints_the_orders_a_run_then_s
 
     # The real run at the same instant sends exactly what the dry run printed.
     assert main(["--workbook", str(root), "run", "execution", "--cycle", "2025-11",
-                 "--now", IN_WINDOW]) == 0  # fmt: skip
+                 "--now", IN_WINDOW, "--json"]) == 0  # fmt: skip
+    result = json.loads(capsys.readouterr().out)
+    assert result["ok"] is True and result["slot"] == "execution:2025-11"
     sent = [(e.payload["side"], e.payload["symbol"], e.payload["quantity"])
             for e in _events(root)
             if e.kind == EventKind.ORDER_INTENT_RECORDED and e.cycle_id == "2025-11"]  # fmt: skip
@@ -93,17 +97,26 @@ def test_run_execution_dry_run_when_the_window_is_not_open_says_why_a_run_would_
     assert _ledger_and_books(root) == before
 
 
-def test_run_execution_dry_run_when_the_kill_switch_is_present_shows_the_refusal(tmp_path, capsys):
+def test_run_execution_dry_run_when_the_kill_switch_is_present_shows_the_refusal(
+    tmp_path, capsys, monkeypatch
+):
+    from ops_runner.brokers.base import Broker
+    from ops_runner.brokers.sim import SimBroker
+
     root = make_decided_november(tmp_path / "wb")
     (root / "ops" / "KILL_SWITCH").write_text("stop: testing")
     before = _ledger_and_books(root)
+    reached: list = []
+    for owner, name in ((Broker, "place"), (SimBroker, "cancel")):  # a dry run reaches neither
+        monkeypatch.setattr(owner, name, lambda *a, _n=name, **k: reached.append(_n))
 
     code = main(["--workbook", str(root), "run", "execution", "--cycle", "2025-11", "--dry-run",
                  "--now", IN_WINDOW])  # fmt: skip
 
     out = capsys.readouterr().out
     assert code == 1 and "a run now would be refused: the kill switch is present: stop" in out
-    assert _ledger_and_books(root) == before  # nothing cancelled, no HALT recorded
+    assert "SELL  VEU" in out and reached == []  # the plan shown, nothing sent or cancelled
+    assert _ledger_and_books(root) == before  # no HALT recorded
 
 
 @pytest.mark.subprocess
