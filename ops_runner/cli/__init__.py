@@ -55,7 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     add_progress_option(parser)
     sub = parser.add_subparsers(
-        dest="command", required=True, parser_class=VerbParser, metavar="VERB", title="verbs"
+        dest="command",
+        required=True,
+        parser_class=VerbParser,
+        metavar="VERB",
+        title="verbs",
+        help="one of these (`ops-runner VERB --help`: an example and its exit codes)",
     )
     for group in (workbook, data, ledger, jobs, research, recovery):
         group.add_verbs(sub)

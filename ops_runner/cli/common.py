@@ -120,9 +120,9 @@ def compute_exit_codes(own: ExitCodes) -> dict[int, str]:
     }
     mine = own() if callable(own) else own
     merged = {**shared, **mine}
-    for code, text in mine.items():  # a verb's own meaning of a shared code, and the shared one
-        if code and code in shared:
-            merged[code] = f"{text}; or {shared[code]}"
+    usage = UsageError.exit_code  # a mistake in the line is possible whatever else 2 means
+    if usage in mine and "command line" not in mine[usage]:
+        merged[usage] = f"{mine[usage]}; or {shared[usage]}"
     return dict(sorted(merged.items()))
 
 

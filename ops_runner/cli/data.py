@@ -195,7 +195,10 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
         "qa",
         "data QA of a session: freshness, completeness, sanity, providers",
         "ops-runner --workbook ~/rotation qa --as-of 2020-11-30 --json",
-        {0: "clean (warnings allowed)", 1: "blocking findings: no decision on this data"},
+        {
+            0: "clean (warnings allowed)",
+            1: "blocking findings (no decision on this data), or QA could not run",
+        },
     )
     p.add_argument("--as-of", help="session date YYYY-MM-DD (default: last closed session)")
     p.add_argument("--json", action="store_true")

@@ -404,7 +404,7 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
         "audit",
         "every position and the cash at the broker vs the ledger since inception",
         "ops-runner --workbook ~/rotation audit --json",
-        {0: "CLEAN", 1: "BREAK: SAFE_MODE and an incident (the first break shown)"},
+        {0: "CLEAN", 1: "BREAK (SAFE_MODE, an incident; the first break shown), or no audit"},
     )
     p.add_argument("--now", help="a simulated instant (simulated brokers only)")
     p.add_argument("--json", action="store_true")

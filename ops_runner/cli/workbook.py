@@ -162,7 +162,7 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
         "check, show or hash the workbook's config.yaml",
         "ops-runner --workbook ~/rotation config check\n"
         "ops-runner --workbook ~/rotation config show --json",
-        {2: "config.yaml has a mistake: one line names each key"},
+        {2: "a mistake in config.yaml (one line names each key) or in the command line"},
     )
     p.add_argument("action", choices=("check", "show", "hash"), nargs="?", default="check")
     p.add_argument("--json", action="store_true", help="the answer as JSON (account masked)")
