@@ -151,6 +151,9 @@ def _dry_run_execution(
         )
     if seen.refusal is not None:
         print(f"a run now would be refused: {seen.refusal}")
+    elif seen.would_send is None:
+        print(f"a run now would send those of the {seen.recorded} recorded intent(s) the broker "
+              "does not hold yet, not this plan")  # fmt: skip
     else:
         print(f"a run now would send {seen.would_send} order(s)")
     return code

@@ -37,10 +37,14 @@ class ExecutionPreview:
     recorded: int
 
     @property
-    def would_send(self) -> int:
-        """How many orders a run now would send (0 when it would be refused)."""
+    def would_send(self) -> int | None:
+        """How many orders a run now would send: 0 when it would be refused; None when the
+        cycle has recorded intents, as a run then sends those of them the broker does not
+        hold yet (known only by looking each up, which a dry run leaves to the run)."""
         if self.refusal is not None:
             return 0
+        if self.recorded:
+            return None
         return sum(1 for why in self.gate.values() if why is None)
 
 

@@ -78,6 +78,12 @@ def test_run_execution_dry_run_when_in_the_window_prints_the_orders_a_run_then_s
             if e.kind == EventKind.ORDER_INTENT_RECORDED and e.cycle_id == "2025-11"]  # fmt: skip
     assert sent == planned
 
+    # Asked again, the dry run says a re-run sends the plan of record, not a fresh plan.
+    assert main(["--workbook", str(root), "run", "execution", "--cycle", "2025-11", "--dry-run",
+                 "--now", IN_WINDOW, "--json"]) == 0  # fmt: skip
+    again = json.loads(capsys.readouterr().out)
+    assert again["recorded_intents"] == 2 and again["would_send"] is None
+
 
 def test_run_execution_dry_run_when_the_window_is_not_open_says_why_a_run_would_be_refused(
     tmp_path, capsys
