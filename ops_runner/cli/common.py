@@ -145,6 +145,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_progress_option(parser: argparse.ArgumentParser, default: object = None) -> None:
+    """Add --progress/--no-progress: shown at the top level (default None: a terminal
+    decides), hidden after a verb (``argparse.SUPPRESS``: given there, it still counts)."""
     parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,

@@ -91,6 +91,8 @@ def write_lab_folder(workbook: Path) -> tuple[Path, int]:
     folder = compute_cache_folder() / "lab" / f"{workbook.name}-{key}"
     folder.mkdir(parents=True, exist_ok=True)
     link = folder / "notebooks"
+    if link.is_symlink() and link.readlink() != NOTEBOOKS:  # the project moved since
+        link.unlink()
     if not link.is_symlink():
         link.symlink_to(NOTEBOOKS, target_is_directory=True)
     source = (

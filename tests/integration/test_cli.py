@@ -396,6 +396,11 @@ def test_lab_when_options_are_given_passes_them_to_jupyterlab_beside_the_runs(
     assert snapshot(root) == before  # opening a workbook never writes to it
     assert "2 read-only copies" in capsys.readouterr().err
 
+    (folder / "notebooks").unlink()  # a link left by a project since moved
+    (folder / "notebooks").symlink_to(tmp_path, target_is_directory=True)
+    assert main(argv) == 0
+    assert (folder / "notebooks").resolve() == ROOT / "notebooks"
+
 
 @pytest.mark.subprocess
 @pytest.mark.slow
