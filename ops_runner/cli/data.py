@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ops_runner.cli.common import (
     VerbParser,
+    add_verb,
     optional_date,
     resolve_as_of,
 )
@@ -132,15 +133,34 @@ def cmd_qa(args: argparse.Namespace) -> int:
 
 def add_verbs(sub: argparse._SubParsersAction) -> None:
     """Add this group's verbs to the command's subparsers."""
-    p = sub.add_parser("data", help="the price store: import, sample, list")
-    data_sub = p.add_subparsers(dest="action", required=True, parser_class=VerbParser)
-    q = data_sub.add_parser("import", help="import CSV files (a file or a folder)")
+    p = add_verb(
+        sub,
+        "data",
+        "the price store: fetch, import, sample, list",
+        "ops-runner --workbook ~/rotation data fetch\n"
+        "ops-runner --workbook ~/rotation data list --json",
+        {2: "a file refused on import (its name, line and problem); nothing imported"},
+    )
+    data_sub = p.add_subparsers(
+        dest="action", required=True, parser_class=VerbParser, metavar="ACTION"
+    )
+    q = add_verb(
+        data_sub,
+        "import",
+        "import vendor CSV files (a file or a folder)",
+        "ops-runner --workbook ~/rotation data import ~/prices/av --layout alphavantage --name av",
+        {2: "a file refused (name, line, problem); nothing imported"},
+    )
     q.add_argument("path")
     q.add_argument("--layout", required=True, choices=("alphavantage", "yahoo", "generic"))
     q.add_argument("--name", help="source name in the store (default: the layout)")
     q.set_defaults(func=cmd_data)
-    q = data_sub.add_parser(
-        "fetch", help="fetch what the store lacks from the providers (as the tick does daily)"
+    q = add_verb(
+        data_sub,
+        "fetch",
+        "fetch what the store lacks from the providers (as the tick does daily)",
+        "ops-runner --workbook ~/rotation data fetch --source av --symbols SPY,AGG",
+        {1: "a vendor refused or answered garbage (one line names it); nothing stored"},
     )
     q.add_argument(
         "--source",
@@ -154,13 +174,32 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--start", help="first date for a symbol not stored yet (data.fetch_start)")
     q.add_argument("--end", help="last date YYYY-MM-DD (default: the last session closed)")
     q.set_defaults(func=cmd_data)
-    q = data_sub.add_parser("sample", help="write the SYNTHETIC sample market into the store")
+    q = add_verb(
+        data_sub,
+        "sample",
+        "write the SYNTHETIC sample market (demo workbooks only)",
+        "ops-runner --workbook ~/demo data sample",
+    )
     q.set_defaults(func=cmd_data)
-    q = data_sub.add_parser("list", help="list stored sources and symbols")
+    q = add_verb(
+        data_sub,
+        "list",
+        "list stored sources and symbols",
+        "ops-runner --workbook ~/rotation data list --json",
+    )
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_data)
 
-    p = sub.add_parser("qa", help="data QA for a session; exit 1 on blocking findings")
+    p = add_verb(
+        sub,
+        "qa",
+        "data QA of a session: freshness, completeness, sanity, providers",
+        "ops-runner --workbook ~/rotation qa --as-of 2020-11-30 --json",
+        {
+            0: "clean (warnings allowed)",
+            1: "blocking findings (no decision on this data), or QA could not run",
+        },
+    )
     p.add_argument("--as-of", help="session date YYYY-MM-DD (default: last closed session)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_qa)

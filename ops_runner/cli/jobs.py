@@ -6,12 +6,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import asdict
 from datetime import UTC, datetime
+from typing import Any
 
 from ops_runner.cli.common import (
+    Progress,
     VerbParser,
+    add_verb,
     parse_date,
     parse_now,
+    print_json,
 )
 from ops_runner.core.cycle import Cycle
 from ops_runner.core.errors import ConfigError
@@ -34,12 +39,32 @@ def cmd_tick(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_job(cfg: Config, job: str, cycle: str | None, as_of: str | None, now: str | None) -> int:
+def run_job(
+    cfg: Config,
+    job: str,
+    cycle: str | None,
+    as_of: str | None,
+    now: str | None,
+    progress: Progress | None = None,
+    dry_run: bool = False,
+    as_json: bool = False,
+) -> int:
     """Run one job's notebook by hand, under the tick's rules and recorded as the tick records
-    it; a run the tick would not do now is refused in one line (exit 1)."""
+    it; a run the tick would not do now is refused in one line (exit 1). ``progress`` says
+    what runs on stderr, papermill's cell bar included, when it is enabled. ``dry_run`` (the
+    execution only) prints the orders a run now would send and sends and records nothing."""
     from ops_runner.market.calendar import open_calendar
     from ops_runner.ops.manual import run_by_hand
     from ops_runner.ops.schedule import Job, ScheduleSettings, Slot, compute_session_slots
+    from ops_runner.runtime.notebooks import show_cell_progress
+
+    progress = progress or Progress(False)
+    show_cell_progress(progress.enabled)
+    if dry_run and job != "execution":
+        raise ConfigError(
+            f"run {job} --dry-run: only the execution has a dry run (a decision's: "
+            "`ops-runner decide --dry-run`)"
+        )
 
     calendar = open_calendar(cfg)
     instant = parse_now(now)
@@ -57,15 +82,90 @@ def run_job(cfg: Config, job: str, cycle: str | None, as_of: str | None, now: st
         moment = calendar.session_close(session).to_pydatetime()
         slots = [Slot(Job(job), f"{job}:{session.isoformat()}", session, None, moment, moment,
                       closes=None)]  # fmt: skip
+    if dry_run:
+        return _dry_run_execution(cfg, slots[0], str(wanted), instant, as_json)
+    progress(f"running {job} for {slots[0].key} by hand (a notebook: up to a few minutes)")
     ok, line = run_by_hand(cfg, slots[0], instant or datetime.now(UTC), instant is not None)
-    print(line)
+    progress("done")
+    if as_json:
+        print_json({"job": job, "slot": slots[0].key, "ok": ok, "result": line,
+                    "exit_code": 0 if ok else 1}, cfg)  # fmt: skip
+    else:
+        print(line)
     return 0 if ok else 1
+
+
+def _dry_run_execution(
+    cfg: Config, slot: Any, cycle_id: str, instant: datetime | None, as_json: bool
+) -> int:
+    """Print the orders ``run execution`` would send now and what the rules and the order gate
+    say; exit 0 when a run now would go ahead, 1 when it would be refused."""
+    from ops_runner.ops.preview import preview_execution
+
+    seen = preview_execution(cfg, slot, cycle_id, instant or datetime.now(UTC), instant is not None)
+    plan, code = seen.plan, 0 if seen.refusal is None else 1
+    if as_json:
+        print_json(
+            {
+                "dry_run": True,
+                "job": "execution",
+                "cycle": cycle_id,
+                "order_session": plan.order_session,
+                "state": str(seen.state),
+                "refusal": seen.refusal,
+                "would_send": seen.would_send,
+                "recorded_intents": seen.recorded,
+                "gate": seen.gate,
+                "plan": plan.to_payload(),
+                "exit_code": code,
+            },
+            cfg,
+        )
+        return code
+    print(
+        f"DRY RUN execution {cycle_id}: market-on-open orders for {plan.order_session}, "
+        f"planned on the broker's positions and cash now; nothing sent, nothing recorded"
+    )
+    print(f"  state {seen.state}; net liquidation {plan.equity:,.2f}")
+    for line in plan.lines:
+        if line.side is None:
+            print(f"  hold  {line.symbol:<6} {line.current:>8} shares")
+            continue
+        if line.quantity == 0:
+            print(f"  skip  {line.symbol:<6} {line.side} {abs(line.delta)}: {line.skipped_reason}")
+            continue
+        ref = next(i.client_ref for i in plan.intents if i.symbol == line.symbol)
+        verdict = seen.gate[ref]
+        print(
+            f"  {line.side:<5} {line.symbol:<6} {line.quantity:>8} at ~{line.price:,.2f} = "
+            f"{line.notional:>12,.2f}  {ref}  gate: {'passes' if verdict is None else verdict}"
+        )
+        if line.note:
+            print(f"        {line.note}")
+    for step, amount in plan.cash_walk:
+        print(f"  {step:<42} {amount:>12,.2f}")
+    if seen.recorded:
+        print(
+            f"  the ledger holds {seen.recorded} intent(s) of {cycle_id} already: a run sends "
+            "those (the plan of record), each looked up at the broker first"
+        )
+    if seen.refusal is not None:
+        print(f"a run now would be refused: {seen.refusal}")
+    elif seen.would_send is None:
+        print(f"a run now would send those of the {seen.recorded} recorded intent(s) the broker "
+              "does not hold yet, not this plan")  # fmt: skip
+    else:
+        print(f"a run now would send {seen.would_send} order(s)")
+    return code
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ops_runner.workbook.config import load_config
 
-    return run_job(load_config(args.workbook), args.job, args.cycle, args.as_of, args.now)
+    # OPS_RUNNER_NOW stands for --now here too, as for the tick: refused with a real broker.
+    now = args.now or os.environ.get(NOW_ENV)
+    return run_job(load_config(args.workbook), args.job, args.cycle, args.as_of, now,
+                   Progress.from_args(args), dry_run=args.dry_run, as_json=args.json)  # fmt: skip
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
@@ -75,6 +175,8 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.workbook)
     session = args.session or open_calendar(cfg).last_closed_session(datetime.now(UTC)).isoformat()
+    if args.dry_run:
+        return _dry_run_decision(cfg, session, args.json)
     outcome = decision.decide(cfg, session)
     if args.json:
         print(json.dumps(outcome.record, indent=2, sort_keys=True))
@@ -82,6 +184,40 @@ def cmd_decide(args: argparse.Namespace) -> int:
         state = "recorded" if outcome.created else f"already decided (event {outcome.seq})"
         print(f"{outcome.record['strategy']} {outcome.record['session']}: {state}")
         print(outcome.explanation)
+    return 0
+
+
+def _dry_run_decision(cfg: Config, session: str, as_json: bool) -> int:
+    """Print the decision ``decide`` would record now, after the same gates; nothing recorded
+    and no snapshot written."""
+    from ops_runner.ops.decision import preview_decision
+
+    seen = preview_decision(cfg, session)
+    record = seen.record
+    if as_json:
+        print_json(
+            {
+                "dry_run": True,
+                "record": record,
+                "existing_seq": seen.existing_seq,
+                "same_as_recorded": seen.same_as_recorded,
+            },
+            cfg,
+        )
+        return 0
+    if seen.existing_seq is None:
+        state = "would be recorded"
+    elif seen.same_as_recorded:
+        state = f"already decided at event {seen.existing_seq} from the same inputs"
+    else:
+        state = (
+            f"decided at event {seen.existing_seq} from other inputs: deciding now would "
+            "open an incident (SAFE_MODE)"
+        )
+    print(f"DRY RUN {record['strategy']} {record['session']}: {state}; nothing recorded")
+    targets = ", ".join(f"{s} {w}" for s, w in record["decision"]["targets"].items())
+    print(f"  targets {targets or 'none'}")
+    print(seen.explanation)
     return 0
 
 
@@ -151,13 +287,32 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.now:
         require_simulated_broker(cfg)
     report = audit_job(cfg, now=args.now or "")
-    print(report.summary())
-    return 0 if str(report.status) == "CLEAN" else 1
+    code = 0 if str(report.status) == "CLEAN" else 1
+    if args.json:
+        print_json({**asdict(report), "summary": report.summary(), "exit_code": code}, cfg)
+    else:
+        print(report.summary())
+    return code
+
+
+def _tick_exit_codes() -> dict[int, str]:
+    from ops_runner.core.deadline import EXIT_CODE
+
+    return {
+        0: "done, idle or busy (another tick holds the lock)",
+        EXIT_CODE: "the tick passed its own deadline: what it ran is recorded as failed",
+    }
 
 
 def add_verbs(sub: argparse._SubParsersAction) -> None:
     """Add this group's verbs to the command's subparsers."""
-    p = sub.add_parser("tick", help="one scheduler tick: safety checks, then the jobs due now")
+    p = add_verb(
+        sub,
+        "tick",
+        "one scheduler tick: safety checks, then the jobs due now",
+        "ops-runner --workbook ~/rotation tick   # what cron runs every 5 minutes",
+        _tick_exit_codes,
+    )
     p.add_argument(
         "--now",
         help=f"a simulated instant (simulated broker only), e.g. 2025-12-01T13:30Z; ${NOW_ENV} "
@@ -165,19 +320,41 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=cmd_tick)
 
-    p = sub.add_parser("decide", help="decide a rebalance session and record it once")
+    p = add_verb(
+        sub,
+        "decide",
+        "decide a rebalance session and record the Decision Record once",
+        "ops-runner decide --session 2025-12-31\nops-runner decide --session 2025-12-31 --dry-run",
+        {1: "refused: not RUN, baseline changed, or no clean data QA of the session"},
+    )
     p.add_argument("--session", help="the month-end session YYYY-MM-DD (default: last closed)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show what would be recorded, after the same gates; record and write nothing",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_decide)
 
-    p = sub.add_parser("replay", help="recompute decided cycles from their snapshots")
+    p = add_verb(
+        sub,
+        "replay",
+        "recompute decided cycles from their snapshots",
+        "ops-runner replay 2025-12\nops-runner replay --all --json",
+        {1: "a replay differs from its record (each difference shown)"},
+    )
     p.add_argument("cycle", nargs="?", help="a cycle id such as 2025-12")
     p.add_argument("--all", action="store_true", help="replay every decided cycle")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser(
-        "run", help="run one job by hand under the tick's rules (state, lock, windows, order)"
+    p = add_verb(
+        sub,
+        "run",
+        "run one job by hand under the tick's rules (state, lock, windows, order)",
+        "ops-runner run decision --as-of 2025-11-28\n"
+        "ops-runner run execution --cycle 2025-11 --dry-run",
+        {1: "refused (the tick would not run it now) or the run failed: one line"},
     )
     p.add_argument("job", choices=RUN_JOBS)
     p.add_argument(
@@ -187,13 +364,35 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
         "--as-of", help="the session (checks, data_qa, decision); default: the last closed"
     )
     p.add_argument(
-        "--now", help="a fixed instant for the simulated broker, e.g. 2025-12-01T13:30:00Z"
+        "--now",
+        help=f"a fixed instant for a simulated broker, e.g. 2025-12-01T13:30:00Z (or ${NOW_ENV})",
     )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="execution: plan on the broker's positions and cash now and print the orders a "
+        "run would send, and what the rules and the order gate say; send and record nothing "
+        "(exit 1 when a run now would be refused)",
+    )
+    p.add_argument("--json", action="store_true", help="the run's result (or the dry run) as JSON")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("broker", help="the broker: check (connect, clock, account; places nothing)")
-    broker_sub = p.add_subparsers(dest="action", required=True, parser_class=VerbParser)
-    q = broker_sub.add_parser("check", help="connect, server time vs local clock, positions")
+    p = add_verb(
+        sub,
+        "broker",
+        "the broker: check (connect, clock, account; places nothing)",
+        "ops-runner broker check --role orders --json",
+        {1: "the broker refused or is unreachable (one line says which)"},
+    )
+    broker_sub = p.add_subparsers(
+        dest="action", required=True, parser_class=VerbParser, metavar="ACTION"
+    )
+    q = add_verb(
+        broker_sub,
+        "check",
+        "connect, server time vs local clock, positions",
+        "ops-runner broker check --json",
+    )
     q.add_argument("--json", action="store_true")
     q.add_argument(
         "--role",
@@ -203,6 +402,13 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     )
     q.set_defaults(func=cmd_broker)
 
-    p = sub.add_parser("audit", help="broker positions and cash vs the ledger since inception")
+    p = add_verb(
+        sub,
+        "audit",
+        "every position and the cash at the broker vs the ledger since inception",
+        "ops-runner --workbook ~/rotation audit --json",
+        {0: "CLEAN", 1: "BREAK (SAFE_MODE, an incident; the first break shown), or no audit"},
+    )
     p.add_argument("--now", help="a simulated instant (simulated brokers only)")
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit)

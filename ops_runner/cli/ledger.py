@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 
 from ops_runner.cli.common import (
     VerbParser,
+    add_verb,
+    print_json,
     simulated_now,
 )
 from ops_runner.core.events import EventKind
@@ -84,7 +87,17 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
-    if args.action == "show":
+    if args.action == "show" and args.json:  # what is approved, and whether it still holds
+        from ops_runner.ledger import open_ledger
+
+        with open_ledger(cfg, create=False, readonly=True) as ledger:
+            approved = ledger.last(str(EventKind.BASELINE_APPROVED))
+        current = compute_baseline(cfg)
+        pinned = {name: approved.payload.get(name) for name in current} if approved else None
+        print_json({"current": current, "approved": approved.payload if approved else None,
+                    "unchanged": pinned == current}, cfg, sort_keys=True)  # fmt: skip
+        return 0
+    if args.action == "show":  # JSON either way: what a decision is compared with
         print(json.dumps(compute_baseline(cfg), indent=2, sort_keys=True))
         return 0
     baseline = approve_baseline(cfg, args.reason or "")
@@ -155,6 +168,9 @@ def cmd_incident(args: argparse.Namespace) -> int:
             print(f"incident {args.id} closed")
         elif not args.id:
             shown = incidents.list_incidents(ledger, open_only=not args.all)
+            if args.json:
+                print_json(shown, cfg)
+                return 0
             if not shown:
                 print("no incident open" if not args.all else "no incident recorded")
             for item in shown:
@@ -165,38 +181,81 @@ def cmd_incident(args: argparse.Namespace) -> int:
             if incident is None:
                 raise incidents.IncidentError(f"no incident {args.id!r}; `incident show` lists")
             classified = incidents.classify(ledger, incident)
+            runs = incidents.failing_runs(cfg, ledger, incident)
+            if args.json:
+                print_json({**incident, "classification": classified.to_payload(),
+                            "failing_runs": [asdict(run) for run in runs]}, cfg)  # fmt: skip
+                return 0
             print(f"{incident['incident_id']}: {incident.get('summary', '')}")
             print(f"cause      {classified.cause or 'undetermined'}")
-            for line in classified.evidence:
+            for line in classified.lines():
                 print(f"  evidence {line}")
-            for run in incidents.failing_runs(cfg, ledger, incident):
+            for run in runs:
                 print(f"  run      {run.path}{'' if run.exists else ' (missing)'}")
     return 0
 
 
 def add_verbs(sub: argparse._SubParsersAction) -> None:
     """Add this group's verbs to the command's subparsers."""
-    p = sub.add_parser("ledger", help="the append-only ledger: verify, show, export")
-    ledger_sub = p.add_subparsers(dest="action", required=True, parser_class=VerbParser)
-    q = ledger_sub.add_parser("verify", help="recompute the hash chain; exit 1 when broken")
+    broken = {1: "the chain, a registered notebook, a snapshot or the price store is broken"}
+    p = add_verb(
+        sub,
+        "ledger",
+        "the append-only ledger: verify, show, export",
+        "ops-runner ledger verify\nops-runner ledger show --kind StateChanged",
+        broken,
+    )
+    ledger_sub = p.add_subparsers(
+        dest="action", required=True, parser_class=VerbParser, metavar="ACTION"
+    )
+    q = add_verb(
+        ledger_sub,
+        "verify",
+        "recompute the hash chain, the notebooks' and prices' SHA-256s",
+        "ops-runner ledger verify --json",
+        broken,
+    )
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_ledger)
-    q = ledger_sub.add_parser("show", help="list events")
+    q = add_verb(
+        ledger_sub,
+        "show",
+        "list events",
+        "ops-runner ledger show --kind StateChanged --cycle 2025-11",
+    )
     q.add_argument("--kind", help="only events of this kind, e.g. StateChanged")
     q.add_argument("--cycle", help="only events of this cycle")
     q.add_argument("--json", action="store_true", help="one JSON object per line")
     q.set_defaults(func=cmd_ledger)
-    q = ledger_sub.add_parser("export", help="every event as JSON lines")
+    q = add_verb(
+        ledger_sub,
+        "export",
+        "every event as JSON lines",
+        "ops-runner ledger export --jsonl > ledger.jsonl",
+    )
     q.add_argument("--jsonl", action="store_true", help="(the only format; accepted for clarity)")
     q.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     q.set_defaults(func=cmd_ledger)
 
-    p = sub.add_parser("baseline", help="the validated baseline the decision must match")
+    p = add_verb(
+        sub,
+        "baseline",
+        "the approved baseline (config, strategy, code) a decision must match",
+        'ops-runner baseline approve --reason "reviewed config abc123"\n'
+        "ops-runner baseline show --json",
+    )
     p.add_argument("action", choices=("approve", "show"))
     p.add_argument("--reason", help="what was reviewed (approve)")
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_baseline)
 
-    p = sub.add_parser("approve", help="print an approval token to leave SAFE_MODE or HALT")
+    p = add_verb(
+        sub,
+        "approve",
+        "print a signed approval token to leave SAFE_MODE or HALT",
+        'ops-runner approve --action exit-halt --reason "reviewed" --review PM-2026-03 --ttl 1h',
+        {1: "refused: the state, the review or the key does not allow it"},
+    )
     p.add_argument("--action", required=True, choices=("exit-safe-mode", "exit-halt"))
     p.add_argument("--reason", required=True)
     p.add_argument("--review", help="the review / post-mortem reference (needed to leave HALT)")
@@ -204,32 +263,74 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--now", help="a simulated instant to issue it at (simulated brokers only)")
     p.set_defaults(func=cmd_approve)
 
-    p = sub.add_parser("resume", help="use an approval token")
+    p = add_verb(
+        sub,
+        "resume",
+        "use an approval token: HALT -> SAFE_MODE, SAFE_MODE -> RUN",
+        "ops-runner resume --token opsr1....",
+        {1: "refused: expired, used, for another state, or checks failing"},
+    )
     p.add_argument("--token", required=True)
     p.add_argument(
         "--now", help="a simulated instant (simulated brokers only: demo and drill workbooks)"
     )
     p.set_defaults(func=cmd_resume)
 
-    p = sub.add_parser("kill", help="write the kill switch file: HALT at the next tick")
+    p = add_verb(
+        sub,
+        "kill",
+        "write the kill switch file: the next tick cancels and HALTs",
+        'ops-runner kill --reason "why"',
+        {
+            1: "the file could not be written: HALT recorded in the ledger instead, or "
+            "the line says how to stop trading by hand"
+        },
+    )
     p.add_argument("--reason", required=True)
     p.set_defaults(func=cmd_kill)
 
-    p = sub.add_parser("unkill", help="remove the kill switch file (HALT stays)")
+    p = add_verb(
+        sub, "unkill", "remove the kill switch file (HALT stays until resume)", "ops-runner unkill"
+    )
     p.set_defaults(func=cmd_kill)
 
-    p = sub.add_parser("incident", help="incidents: open, show (list or one), close")
-    incident_sub = p.add_subparsers(dest="action", required=True, parser_class=VerbParser)
-    q = incident_sub.add_parser("open", help="open an incident by hand (SAFE_MODE)")
+    p = add_verb(
+        sub,
+        "incident",
+        "incidents: open, show (list or one, classified), close",
+        "ops-runner incident show --json\n"
+        'ops-runner incident close ID --resolution "what was fixed"',
+    )
+    incident_sub = p.add_subparsers(
+        dest="action", required=True, parser_class=VerbParser, metavar="ACTION"
+    )
+    q = add_verb(
+        incident_sub,
+        "open",
+        "open an incident by hand (SAFE_MODE)",
+        'ops-runner incident open --summary "fills look odd" --category broker',
+    )
     q.add_argument("--summary", required=True)
     q.add_argument("--category")
     q.add_argument("--evidence", action="append")
     q.set_defaults(func=cmd_incident)
-    q = incident_sub.add_parser("show", help="list open incidents, or classify one")
+    q = add_verb(
+        incident_sub,
+        "show",
+        "list open incidents, or classify one with its evidence",
+        "ops-runner incident show INC-... --json",
+        {1: "no such incident"},
+    )
     q.add_argument("id", nargs="?", default="")
     q.add_argument("--all", action="store_true", help="closed ones too")
+    q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_incident)
-    q = incident_sub.add_parser("close", help="record the resolution (HALT: the post-mortem)")
+    q = add_verb(
+        incident_sub,
+        "close",
+        "record the resolution (HALT: the post-mortem)",
+        'ops-runner incident close ID --resolution "..." --postmortem PM-2026-03',
+    )
     q.add_argument("id")
     q.add_argument("--resolution", required=True)
     q.add_argument("--postmortem", help="the post-mortem reference (required in HALT)")

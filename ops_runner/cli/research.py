@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import cast
 
 from ops_runner.cli.common import (
+    Progress,
     VerbParser,
+    add_verb,
+    find_project_file,
     optional_date,
 )
 from ops_runner.cli.jobs import run_job
@@ -28,16 +31,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         print(f"runs index: {write_runs_index(cfg)}")
         return 0
+    progress = Progress.from_args(args)
     if args.action == "performance":
-        return _run_performance(cfg, args.start or "", args.end or "")
-    return run_job(cfg, "slippage_report", cycle=args.cycle, as_of=None, now=None)
+        return _run_performance(cfg, args.start or "", args.end or "", progress)
+    return run_job(cfg, "slippage_report", cycle=args.cycle, as_of=None, now=None,
+                   progress=progress)  # fmt: skip
 
 
-def _run_performance(cfg: Config, start: str, end: str) -> int:
+def _run_performance(cfg: Config, start: str, end: str, progress: Progress) -> int:
     """Run notebooks/performance.ipynb (registered like every run) and render it to
     reports/performance.html: live vs research in one page."""
     from ops_runner.reports.pages import write_html
-    from ops_runner.runtime.notebooks import execute_job
+    from ops_runner.runtime.notebooks import execute_job, show_cell_progress
 
     for name, text in (("--start", start), ("--end", end)):
         try:
@@ -46,6 +51,8 @@ def _run_performance(cfg: Config, start: str, end: str) -> int:
             raise ConfigError(f"{name}: {text!r} is not a date; write YYYY-MM-DD") from None
     now = datetime.now(UTC)
     day = now.date().isoformat()
+    show_cell_progress(progress.enabled)
+    progress("running the performance notebook (live vs research: up to a few minutes)")
     run = execute_job(cfg, "performance", "performance",
                       {"workbook": str(cfg.workbook), "start": start, "end": end},
                       slot=f"performance:{day}", session=day, cycle=None, at=now)  # fmt: skip
@@ -53,6 +60,7 @@ def _run_performance(cfg: Config, start: str, end: str) -> int:
         print(f"ops-runner: performance report failed: {run.error}", file=sys.stderr)
         return 1
     output = cast(Path, run.output)  # a run that is ok has its executed notebook
+    progress("rendering reports/performance.html")
     page = write_html(output, cfg.path("reports") / "performance.html")
     done = run.completion or {}
     print(f"performance {done.get('status')}: {done.get('start')} .. {done.get('end')}, "
@@ -60,29 +68,34 @@ def _run_performance(cfg: Config, start: str, end: str) -> int:
     return 0
 
 
-def _research_inputs(args: argparse.Namespace, grid: dict | None = None):
+def _research_inputs(args: argparse.Namespace, progress: Progress, grid: dict | None = None):
     """Return (config, bars) for backtest/sweep: the workbook's data with --config's strategy.
 
-    --config is a template name (gem, topn) or a YAML file, relative to the current folder.
+    --config is a template name (gem, topn) or a YAML file, relative to the current folder,
+    else to the workbook, else to the project (``templates/gem.yaml`` from any folder).
     """
     from ops_runner.strategy import research
     from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
     if args.config:
-        chosen = Path(args.config).expanduser()
-        cfg = research.load_research_config(
-            cfg, str(chosen.resolve()) if chosen.is_file() else args.config
-        )
-    return cfg, research.load_bars(cfg, grid)
+        chosen = find_project_file(args.config, "--config", cfg.workbook)
+        cfg = research.load_research_config(cfg, chosen)
+    progress(f"loading the {cfg.primary_source} bars of {cfg.values['strategy']['name']}")
+    bars = research.load_bars(cfg, grid)
+    progress(f"{len(bars)} symbols loaded")
+    return cfg, bars
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     from ops_runner.strategy import research
 
-    cfg, bars = _research_inputs(args)
+    progress = Progress.from_args(args)
+    cfg, bars = _research_inputs(args, progress)
     start, end = optional_date(args.start, "--start"), optional_date(args.end, "--end")
+    progress("backtesting (vectorbt; the first run in a fresh environment compiles for ~40 s)")
     result = research.backtest(cfg, bars, start=start, end=end)
+    progress("done")
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -90,39 +103,104 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+# How a person reads each metric: fractions as %, the Sharpe ratio with 2 decimals, $ equity.
+_SHOWN = {
+    "cagr": "{:.2%}".format,
+    "volatility": "{:.2%}".format,
+    "sharpe": "{:.2f}".format,
+    "max_drawdown": "{:.2%}".format,
+    "turnover": "{:.2%}".format,
+    "final_equity": "{:,.2f}".format,
+}
+
+
+def compute_sweep_lines(table, metric: str, top: int) -> list[str]:
+    """Return what ``sweep`` prints: a headline, then the ``top`` best rows by ``metric``,
+    formatted for people (``table`` is ranked best first)."""
+    shown = table.head(top).copy()
+    for name, fmt in _SHOWN.items():
+        shown[name] = [("-" if v != v else fmt(v)) for v in shown[name]]  # NaN: a dash
+    shown.index = range(1, len(shown) + 1)
+    window = f"{table['start'].iloc[0]}..{table['end'].iloc[0]}" if len(table) else "-"
+    head = (f"{len(table)} combinations, {window}; the best {len(shown)} by {metric} "
+            "(--json: every row):")  # fmt: skip
+    body = shown.drop(columns=["start", "end"]).to_string()
+    return [head, *body.splitlines()]
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ops_runner.strategy import sweep
+    from ops_runner.strategy.momentum import StrategySettings
 
-    grid = sweep.load_grid(Path(args.grid))
-    cfg, bars = _research_inputs(args, grid)
+    progress = Progress.from_args(args)
+    sweep.require_metric(args.sort)  # before any work
+    grid = sweep.load_grid(Path(find_project_file(args.grid, "--grid")))
+    cfg, bars = _research_inputs(args, progress, grid)
     start, end = optional_date(args.start, "--start"), optional_date(args.end, "--end")
-    table = sweep.sweep(cfg, grid, bars, start=start, end=end)
+    combos, _ = sweep.compute_grid_settings(StrategySettings.from_config(cfg), grid)
+    progress(f"sweeping {len(combos)} combinations (vectorbt)")
+    table = sweep.compute_ranking(sweep.sweep(cfg, grid, bars, start=start, end=end), args.sort)
+    progress("done")
     if args.json:
         print(table.to_json(orient="records", indent=2))
     else:
-        print(table.to_string(index=False))
+        print("\n".join(compute_sweep_lines(table, args.sort, args.top)))
     return 0
 
 
 def add_verbs(sub: argparse._SubParsersAction) -> None:
     """Add this group's verbs to the command's subparsers."""
-    p = sub.add_parser("report", help="reports: the runs index, slippage, performance")
-    report_sub = p.add_subparsers(dest="action", required=True, parser_class=VerbParser)
-    q = report_sub.add_parser("index", help="render executed notebooks; write reports/index.html")
+    p = add_verb(
+        sub,
+        "report",
+        "reports: the runs index, a cycle's slippage, performance",
+        "ops-runner report index\nops-runner report slippage --cycle 2025-11",
+    )
+    report_sub = p.add_subparsers(
+        dest="action", required=True, parser_class=VerbParser, metavar="ACTION"
+    )
+    q = add_verb(
+        report_sub,
+        "index",
+        "render executed notebooks; write reports/index.html",
+        "ops-runner report index",
+    )
     q.set_defaults(func=cmd_report)
-    q = report_sub.add_parser("slippage", help="run the slippage report notebook for a cycle")
+    q = add_verb(
+        report_sub,
+        "slippage",
+        "run the slippage report notebook for a cycle",
+        "ops-runner report slippage --cycle 2025-11",
+        {1: "refused (the tick would not run it now) or the run failed"},
+    )
     q.add_argument("--cycle", required=True, help="e.g. 2025-11")
     q.set_defaults(func=cmd_report)
-    q = report_sub.add_parser("performance", help="live (ledger) vs research, month by month")
+    q = add_verb(
+        report_sub,
+        "performance",
+        "live (ledger) vs research, month by month",
+        "ops-runner report performance --start 2025-01-02",
+        {1: "the performance notebook failed (its reason; the notebook kept)"},
+    )
     q.add_argument("--start", help="first session, YYYY-MM-DD (default: the first funded close)")
     q.add_argument("--end", help="last session, YYYY-MM-DD (default: the last with data)")
     q.set_defaults(func=cmd_report)
 
-    for name, func, text in (
-        ("backtest", cmd_backtest, "research backtest of the strategy (vectorbt)"),
-        ("sweep", cmd_sweep, "parameter sweep (vectorbt broadcasting)"),
+    for name, func, text, example in (
+        (
+            "backtest",
+            cmd_backtest,
+            "research backtest of the strategy (vectorbt)",
+            "ops-runner backtest --config templates/gem.yaml --json",
+        ),
+        (
+            "sweep",
+            cmd_sweep,
+            "parameter sweep: the best combinations by a metric (vectorbt)",
+            "ops-runner sweep --grid templates/grids/example.yaml --config topn",
+        ),
     ):
-        p = sub.add_parser(name, help=text)
+        p = add_verb(sub, name, text, example)
         p.add_argument(
             "--config", help="a config file (e.g. templates/gem.yaml); default: workbook"
         )
@@ -130,5 +208,15 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--end", help="last session, YYYY-MM-DD")
         p.add_argument("--json", action="store_true")
         if name == "sweep":
-            p.add_argument("--grid", required=True, help="YAML grid file")
+            p.add_argument(
+                "--grid", required=True, help="YAML grid file (e.g. templates/grids/example.yaml)"
+            )
+            p.add_argument(
+                "--sort",
+                default="sharpe",
+                metavar="METRIC",
+                help="rank by cagr, volatility, sharpe, max_drawdown, turnover or final_equity, "
+                "best first (default sharpe; lower is better for volatility, drawdown, turnover)",
+            )
+            p.add_argument("--top", type=int, default=10, help="rows shown (default 10)")
         p.set_defaults(func=func)

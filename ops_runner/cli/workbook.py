@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
+
+from ops_runner.cli.common import add_verb
+from ops_runner.workbook.config import CONFIG_NAME
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -29,12 +34,14 @@ def cmd_config(args: argparse.Namespace) -> int:
     from ops_runner.workbook.config import load_config, mask_account
 
     cfg = load_config(args.workbook)
-    if args.action == "hash":
-        print(cfg.hash)
-    elif args.action == "show":
+    if args.action == "show":  # JSON either way: the whole config, the account masked
         values = json.loads(json.dumps(cfg.values, default=str))
         values["broker"]["account"] = mask_account(values["broker"]["account"])
         print(json.dumps(values, indent=2, sort_keys=True))
+    elif args.json:
+        print(json.dumps({"ok": True, "config": str(cfg.source_path), "hash": cfg.hash}))
+    elif args.action == "hash":
+        print(cfg.hash)
     else:
         print(f"config ok: {cfg.source_path} (hash {cfg.hash[:12]})")
     return 0
@@ -57,18 +64,92 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo.run_demo_cli(args.workbook, args.months, args.broker)
 
 
-def cmd_lab(args: argparse.Namespace) -> int:
-    from ops_runner.runtime.notebooks import NOTEBOOKS
+def choose_lab_workbook(workbook: str | None) -> tuple[Path, bool]:
+    """Return the workbook whose runs the lab shows, and whether it was chosen (--workbook,
+    $OPS_RUNNER_HOME or the current folder holding a config.yaml) rather than the demo
+    workbook the notebooks open by default."""
+    from ops_runner.runtime.notebooks import DEMO_WORKBOOK
+    from ops_runner.workbook.config import HOME_ENV, resolve_workbook
 
-    if args.workbook:
-        os.environ["OPS_RUNNER_HOME"] = str(Path(args.workbook).resolve())
-    os.execvp(sys.executable, [sys.executable, "-m", "jupyterlab", str(NOTEBOOKS.parent)])
-    return 0  # pragma: no cover - exec does not return
+    if workbook or os.environ.get(HOME_ENV) or (Path.cwd() / CONFIG_NAME).is_file():
+        return resolve_workbook(workbook), True
+    return DEMO_WORKBOOK.resolve(), False
+
+
+def write_lab_folder(workbook: Path) -> tuple[Path, int]:
+    """Return the folder JupyterLab opens and how many runs it shows: ``notebooks/`` (the
+    project's sources, a link) beside ``runs/``, read-only copies of the workbook's executed
+    notebooks (``ledger/runs``). Copies, because the originals are audit artifacts whose
+    SHA-256 the ledger holds: a cell run and saved in the lab must never change them. The
+    folder is in the machine's cache, never in the workbook; opening a workbook never writes
+    to it."""
+    from ops_runner.market.calendar import compute_cache_folder
+    from ops_runner.runtime.notebooks import NOTEBOOKS
+    from ops_runner.workbook.config import load_config
+
+    key = hashlib.sha256(str(workbook).encode()).hexdigest()[:12]
+    folder = compute_cache_folder() / "lab" / f"{workbook.name}-{key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / "notebooks"
+    if link.is_symlink() and link.readlink() != NOTEBOOKS:  # the project moved since
+        link.unlink()
+    if not link.is_symlink():
+        link.symlink_to(NOTEBOOKS, target_is_directory=True)
+    source = (
+        load_config(workbook).path("ledger") / "runs"
+        if (workbook / CONFIG_NAME).is_file()
+        else workbook / "ledger" / "runs"
+    )
+    copies = folder / "runs"
+    shown = 0
+    for original in sorted(source.rglob("*.ipynb")) if source.is_dir() else []:
+        copy = copies / original.relative_to(source)
+        shown += 1
+        if copy.is_file() and copy.stat().st_size == original.stat().st_size:
+            continue  # a run is never edited after it is written: same name, same bytes
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.unlink(missing_ok=True)
+        shutil.copyfile(original, copy)
+        copy.chmod(0o444)
+    return folder, shown
+
+
+def compute_lab_command(folder: Path, args: argparse.Namespace) -> list[str]:
+    """Return the JupyterLab command line: its root ``folder`` and the options passed on."""
+    argv = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder}"]
+    if args.port is not None:
+        argv.append(f"--port={args.port}")
+    if args.ip:
+        argv.append(f"--ip={args.ip}")
+    if args.no_browser:
+        argv.append("--no-browser")
+    return argv + list(args.lab_args)
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from ops_runner.workbook.config import HOME_ENV
+
+    workbook, chosen = choose_lab_workbook(args.workbook)
+    folder, shown = write_lab_folder(workbook)
+    env = dict(os.environ)
+    if chosen:  # the notebooks' own default is $OPS_RUNNER_HOME, else the demo workbook
+        env[HOME_ENV] = str(workbook)
+    print(f"JupyterLab on {folder}: notebooks/ (the sources) and runs/ ({shown} read-only "
+          f"copies of {workbook}/ledger/runs)", file=sys.stderr)  # fmt: skip
+    argv = compute_lab_command(folder, args)
+    sys.stderr.flush()
+    os.execvpe(argv[0], argv, env)
+    return 0  # only when exec is replaced (tests): exec does not return
 
 
 def add_verbs(sub: argparse._SubParsersAction) -> None:
     """Add this group's verbs to the command's subparsers."""
-    p = sub.add_parser("init", help="create config.yaml from a template")
+    p = add_verb(
+        sub,
+        "init",
+        "create a workbook: config.yaml from a template, an empty ledger",
+        "ops-runner init --workbook ~/rotation\nops-runner init --workbook ~/demo --template demo",
+    )
     p.add_argument(
         "--template",
         default="config",
@@ -77,15 +158,33 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("config", help="check, show or hash the config")
+    p = add_verb(
+        sub,
+        "config",
+        "check, show or hash the workbook's config.yaml",
+        "ops-runner --workbook ~/rotation config check\n"
+        "ops-runner --workbook ~/rotation config show --json",
+        {2: "a mistake in config.yaml (one line names each key) or in the command line"},
+    )
     p.add_argument("action", choices=("check", "show", "hash"), nargs="?", default="check")
+    p.add_argument("--json", action="store_true", help="the answer as JSON (account masked)")
     p.set_defaults(func=cmd_config)
 
-    p = sub.add_parser("status", help="state, incidents, kill switch, ledger head (read only)")
+    p = add_verb(
+        sub,
+        "status",
+        "the state and why, incidents, kill switch, ledger head, drawdown",
+        "ops-runner --workbook ~/rotation status --json",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("demo", help="months of ticks on the sample data (workbook: ./demo)")
+    p = add_verb(
+        sub,
+        "demo",
+        "walk months of the production run on the SYNTHETIC sample market",
+        "ops-runner demo --months 3",
+    )
     p.add_argument("--months", type=int, default=3, help="rebalance cycles to walk (default 3)")
     p.add_argument(
         "--broker",
@@ -96,5 +195,21 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("lab", help="open JupyterLab on the notebooks")
+    p = add_verb(
+        sub,
+        "lab",
+        "open JupyterLab on the notebooks and the workbook's executed runs",
+        "ops-runner --workbook ~/rotation lab --no-browser --port 8890",
+    )
+    p.add_argument("--port", type=int, help="JupyterLab's port (default: its own, 8888)")
+    p.add_argument("--ip", help="the address to listen on (default: JupyterLab's, localhost)")
+    p.add_argument(
+        "--no-browser", action="store_true", help="do not open a browser (print the URL)"
+    )
+    p.add_argument(
+        "lab_args",
+        nargs="*",
+        metavar="-- JUPYTER_OPTION",
+        help="anything after -- goes to JupyterLab as written (e.g. -- --allow-root)",
+    )
     p.set_defaults(func=cmd_lab)

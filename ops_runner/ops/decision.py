@@ -198,18 +198,8 @@ def decide(
     decision = compute_decision(settings, day, bars, open_calendar(cfg))
     snapshot_path, snapshot_sha = write_snapshot(cfg, settings.name, day, bars)
     inject("decision:after_snapshot")
-    record = {
-        "cycle_id": str(Cycle.of(day)),
-        "strategy": settings.name,
-        "session": day.isoformat(),
-        "settings": settings.to_dict(),
-        "decision": decision.to_record(),
-        "provenance": provenance,
-        "snapshot": {"path": snapshot_path, "sha256": snapshot_sha},
-        "config_hash": cfg.hash,
-        "code_version": compute_code_version(),
-        "decided_at": format_instant(now or datetime.now(UTC)),
-    }
+    record = _record(cfg, settings, day, decision, provenance,
+                     {"path": snapshot_path, "sha256": snapshot_sha}, now)  # fmt: skip
     key = f"DecisionRecorded:{settings.name}:{day.isoformat()}"
     with open_ledger(cfg) as ledger:
         existing = ledger.get(key)
@@ -245,6 +235,66 @@ def decide(
     inject("decision:after_record")
     log.info("decided %s %s: %s", settings.name, day, decision.explanation)
     return DecisionOutcome(event.payload, event.seq, created=True)
+
+
+def _record(
+    cfg: Config,
+    settings: StrategySettings,
+    day: date,
+    decision: Any,
+    provenance: dict[str, Any],
+    snapshot: dict[str, Any] | None,
+    now: datetime | None,
+) -> dict[str, Any]:
+    return {
+        "cycle_id": str(Cycle.of(day)),
+        "strategy": settings.name,
+        "session": day.isoformat(),
+        "settings": settings.to_dict(),
+        "decision": decision.to_record(),
+        "provenance": provenance,
+        "snapshot": snapshot,
+        "config_hash": cfg.hash,
+        "code_version": compute_code_version(),
+        "decided_at": format_instant(now or datetime.now(UTC)),
+    }
+
+
+@dataclass(frozen=True)
+class DecisionPreview:
+    """What ``decide --dry-run`` shows: the record a decision now would hold (no snapshot is
+    written, so none is named), and the recorded decision of the session if there is one
+    (``existing_seq``) with whether its inputs were the same."""
+
+    record: dict[str, Any]
+    existing_seq: int | None
+    same_as_recorded: bool
+
+    @property
+    def explanation(self) -> str:
+        return str(self.record["decision"]["explanation"])
+
+
+def preview_decision(cfg: Config, session: date | str) -> DecisionPreview:
+    """Return what ``decide`` would record for ``session`` now, after the same gates (raises
+    DecisionRefused as ``decide`` does). Opens the ledger read-only and writes no snapshot:
+    nothing is recorded or written."""
+
+    day = session if isinstance(session, date) else _parse_session(session)
+    with open_ledger(cfg, create=False, readonly=True) as ledger:
+        require_decision_gates(cfg, ledger, day)
+        settings = StrategySettings.from_config(cfg)
+        existing = ledger.get(f"DecisionRecorded:{settings.name}:{day.isoformat()}")
+    bars, provenance = _load_inputs(cfg, settings, day)
+    decision = compute_decision(settings, day, bars, open_calendar(cfg))
+    record = _record(cfg, settings, day, decision, provenance, None, None)
+    if existing is None:
+        return DecisionPreview(record, None, False)
+    names = [n for n in COMPARED if n != "snapshot"]  # no snapshot written: the inputs alone
+    same = canonical_json({n: existing.payload.get(n) for n in names}) == canonical_json(
+        {n: record.get(n) for n in names}
+    )
+    return DecisionPreview(record, existing.seq, same)
 
 
 class DecisionRefused(OpsError):

@@ -30,6 +30,20 @@ from ops_runner.workbook.config import _SECRET_WORDS, Config, load_config, resol
 log = logging.getLogger(__name__)
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+# Papermill's per-cell bar on stderr: on only for runs a person started where they watch them
+# (the CLI's --progress or a terminal), never for the tick's scheduled runs.
+_CELL_PROGRESS = threading.Event()
+
+
+def show_cell_progress(on: bool) -> None:
+    """Show (or hide) papermill's per-cell progress bar on stderr for the kernel runs that
+    follow in this process."""
+    if on:
+        _CELL_PROGRESS.set()
+    else:
+        _CELL_PROGRESS.clear()
+
+
 KERNEL_NAME = "ops-runner"
 COMPLETION_KEY = "completion"
 SECRET_PARAMETER_WORDS = (
@@ -408,7 +422,7 @@ def run_notebook(
                 kernel_manager_class=_ipc_kernel_manager(managers, fired),
                 cwd=str(NOTEBOOKS),
                 execution_timeout=cell_timeout,
-                progress_bar=False,
+                progress_bar=_CELL_PROGRESS.is_set(),
                 log_output=False,
                 extra_arguments=[f"--IPKernelApp.exec_lines={KERNEL_START}"],
             )

@@ -46,6 +46,15 @@ GRID_KEYS = {
     "absolute_momentum": "bool",
     "defensive": "symbol",
 }
+# Which way each metric is better: a sweep's rows are ranked best first by the one chosen.
+HIGHER_IS_BETTER = {
+    "cagr": True,
+    "volatility": False,
+    "sharpe": True,
+    "max_drawdown": False,  # the largest fall from a peak, as a positive fraction
+    "turnover": False,
+    "final_equity": True,
+}
 DEFAULT_GRID: dict[str, list[Any]] = {
     "lookback_months": [3, 6, 9, 12],
     "skip_months": [0, 1],
@@ -303,6 +312,23 @@ def sweep(
     for name in METRICS:
         table[name] = values[name]
     return table
+
+
+def require_metric(metric: str) -> str:
+    """Return ``metric`` if a sweep can rank by it. Raises ResearchError naming the choices."""
+    if metric not in HIGHER_IS_BETTER:
+        raise ResearchError(f"no metric {metric!r}; choose one of {', '.join(HIGHER_IS_BETTER)}")
+    return metric
+
+
+def compute_ranking(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Return ``sweep``'s rows best first by ``metric`` (rows without a value last), the
+    index renumbered from 0. Raises ResearchError for an unknown metric."""
+    require_metric(metric)
+    ranked = table.sort_values(
+        metric, ascending=not HIGHER_IS_BETTER[metric], na_position="last", kind="stable"
+    )
+    return ranked.reset_index(drop=True)
 
 
 def _combo_label(settings: StrategySettings) -> dict[str, Any]:

@@ -237,3 +237,205 @@ def test_cli_data_sample_when_the_workbook_is_not_a_demo_refuses_and_writes_noth
     done = run("data", "sample", workbook=tmp_path)
     assert_one_line_error(done, 2, "data.primary", "demo")
     assert snapshot(tmp_path / "data") == before
+
+
+# -- help that teaches, "did you mean", JSON on every read verb and on every failure ---------------
+
+# The exit codes a user relies on (issue 19): QA 1 on blocking findings, drill 0/1/2, corrupt 3.
+KNOWN_EXIT_CODES = {
+    "qa": {1: "blocking", 3: "corrupt"},
+    "drill": {0: "PASS", 1: "FAIL", 2: "NO_BACKUP", 3: "corrupt"},
+    "tick": {4: "deadline"},
+    "audit": {0: "CLEAN", 1: "BREAK"},
+}
+
+
+def _exit_codes(help_text: str) -> dict[int, str]:
+    block = help_text.split("exit codes:\n", 1)[1]
+    rows = [line.split(maxsplit=1) for line in block.splitlines() if line.startswith("  ")]
+    return {int(code): text for code, text in rows}
+
+
+@pytest.mark.subprocess
+def test_cli_help_when_asked_for_a_verb_shows_its_purpose_an_example_and_exit_codes():
+    done = run("drill", "--help")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "disaster-recovery drill" in done.stdout.split("\n\n")[1]
+    example = done.stdout.split("example:\n", 1)[1].splitlines()[0].strip()
+    assert example.startswith("ops-runner drill"), example
+    codes = _exit_codes(done.stdout)
+    for code, word in KNOWN_EXIT_CODES["drill"].items():
+        assert word in codes[code], (code, codes)
+
+
+def test_cli_help_when_asked_for_any_verb_or_action_has_an_example_and_exit_codes(capsys):
+    from ops_runner.cli import build_parser, main
+
+    parser = build_parser()
+    (verbs,) = [a for a in parser._subparsers._group_actions]  # type: ignore[union-attr]
+    paths = []
+    for name, verb in verbs.choices.items():
+        paths.append([name])
+        if verb._subparsers is not None:
+            (actions,) = verb._subparsers._group_actions
+            paths += [[name, action] for action in actions.choices]
+    assert len(paths) > 30
+    for path in paths:
+        with pytest.raises(SystemExit) as done:
+            main([*path, "--help"])
+        text = capsys.readouterr().out
+        assert done.value.code == 0
+        purpose = text.split("\n\n")[1].strip()  # the line after the usage
+        assert purpose and not purpose.startswith(("options", "positional")), (path, text)
+        assert "example:\n  ops-runner " in text and _exit_codes(text)[0] != "", path
+        for code, word in KNOWN_EXIT_CODES.get(path[0], {}).items():
+            assert word in _exit_codes(text)[code], (path, code, text)
+
+
+@pytest.mark.subprocess
+def test_cli_top_level_help_speaks_to_users_and_lists_every_verb_with_its_purpose():
+    done = run("--help")
+    assert done.returncode == 0
+    text = done.stdout
+    assert "maps expected errors" not in text and "the one entry point" not in text
+    assert "ops-runner demo" in text and "ops-runner VERB --help" in text
+    for verb in ("init", "tick", "run", "decide", "qa", "drill", "sweep", "lab", "incident"):
+        (line,) = [row for row in text.splitlines() if row.strip().startswith(f"{verb} ")]
+        assert len(line.split()) > 2, line  # the verb and its purpose
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize(
+    "typed, meant", [(["tikc"], "tick"), (["stauts"], "status"), (["data", "imprt", "x"], "import")]
+)
+def test_cli_when_a_verb_is_misspelled_suggests_the_right_one_in_one_line(typed, meant):
+    done = run(*typed)
+    assert_one_line_error(done, 2, f"did you mean `{meant}`?")
+    assert done.stdout == ""
+
+
+@pytest.mark.subprocess
+def test_cli_when_json_is_asked_and_the_command_fails_stdout_holds_the_error(tmp_path):
+    done = run("config", "show", "--json", workbook=tmp_path / "none")  # no workbook there
+    assert_one_line_error(done, 2, "ops-runner init")
+    answer = json.loads(done.stdout)
+    assert (
+        answer == {"error": answer["error"], "exit_code": 2}
+        and "ops-runner init" in answer["error"]
+    )
+
+
+def test_cli_when_json_is_asked_and_the_line_or_the_ledger_fails_stdout_holds_the_error(
+    tmp_path, capsys
+):
+    from ops_runner.cli import main
+
+    assert main(["tikc", "--json"]) == 2  # the line does not parse
+    assert json.loads(capsys.readouterr().out)["error"].startswith("unknown 'tikc'")
+    assert main(["--workbook", str(tmp_path), "init"]) == 0
+    (tmp_path / "ledger" / "ledger.sqlite").write_bytes(b"not a database" * 100)
+    capsys.readouterr()
+    code = main(["--workbook", str(tmp_path), "incident", "show", "--json"])
+    answer = json.loads(capsys.readouterr().out)
+    assert code == 3 and answer["exit_code"] == 3 and "corrupt" in answer["error"]
+
+
+@pytest.mark.subprocess
+def test_cli_config_show_json_masks_the_account_and_prints_no_secret(workbook):
+    secret = "k" * 40
+    done = run("config", "show", "--json", workbook=workbook,
+               env={"OPS_RUNNER_APPROVAL_KEY": secret})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    config = json.loads(done.stdout)
+    assert config["broker"]["account"] == "DU*****00"  # DU0000000 in the template
+    assert "DU0000000" not in done.stdout and secret not in done.stdout
+    done = run("config", "check", "--json", workbook=workbook)
+    assert json.loads(done.stdout)["ok"] is True and done.returncode == 0
+
+
+# -- ops-runner lab --------------------------------------------------------------------------------
+
+
+def _workbook_with_runs(root: Path) -> dict[str, bytes]:
+    """A workbook holding two executed runs; returns their bytes by path under ledger/runs."""
+    from ops_runner.ledger.init import init_workbook
+
+    init_workbook(root, template="demo")
+    runs = {"2025-11/data_qa-20251128T213000Z-aaaaaa.ipynb": b'{"cells": []}',
+            "2025-11/decision-20251128T213100Z-bbbbbb.ipynb": b'{"cells": [], "n": 1}'}  # fmt: skip
+    for name, data in runs.items():
+        (root / "ledger" / "runs" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "ledger" / "runs" / name).write_bytes(data)
+    return runs
+
+
+def test_lab_when_options_are_given_passes_them_to_jupyterlab_beside_the_runs(
+    tmp_path, monkeypatch, capsys
+):
+    from ops_runner.cli import main
+
+    root = tmp_path / "wb"
+    runs = _workbook_with_runs(root)
+    before = snapshot(root)
+    monkeypatch.setenv("OPS_RUNNER_CACHE_DIR", str(tmp_path / "cache"))
+    started: list = []
+    monkeypatch.setattr(os, "execvpe", lambda file, argv, env: started.append((argv, env)))
+
+    argv = ["--workbook", str(root), "lab", "--port", "8899", "--no-browser", "--ip", "127.0.0.1"]
+    assert main([*argv, "--", "--ServerApp.allow_origin=*"]) == 0
+
+    [(command, env)] = started
+    folder = Path(command[3].split("=", 1)[1])
+    assert command == [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder}",
+                       "--port=8899", "--ip=127.0.0.1", "--no-browser",
+                       "--ServerApp.allow_origin=*"]  # fmt: skip
+    assert (folder / "notebooks").resolve() == ROOT / "notebooks"
+    assert {str(p.relative_to(folder / "runs")): p.read_bytes()
+            for p in (folder / "runs").rglob("*.ipynb")} == runs  # fmt: skip
+    assert env["OPS_RUNNER_HOME"] == str(root.resolve())
+    assert snapshot(root) == before  # opening a workbook never writes to it
+    assert "2 read-only copies" in capsys.readouterr().err
+
+    (folder / "notebooks").unlink()  # a link left by a project since moved
+    (folder / "notebooks").symlink_to(tmp_path, target_is_directory=True)
+    assert main(argv) == 0
+    assert (folder / "notebooks").resolve() == ROOT / "notebooks"
+
+
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_lab_when_started_serves_the_notebooks_and_the_workbooks_runs(tmp_path):
+    import socket
+    import time
+    import urllib.request
+
+    root = tmp_path / "wb"
+    runs = _workbook_with_runs(root)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    root_only = ["--", "--allow-root"] if os.geteuid() == 0 else []  # JupyterLab refuses root
+    env = {**os.environ, "JUPYTER_TOKEN": "t0k3n", "OPS_RUNNER_CACHE_DIR": str(tmp_path / "c")}
+    argv = [str(EXE), "--workbook", str(root), "lab", "--no-browser", "--ip", "127.0.0.1",
+            "--port", str(port), *root_only]  # fmt: skip
+    lab = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}/api/contents/runs/2025-11?token=t0k3n"
+        listing = None
+        for _ in range(240):
+            try:
+                with urllib.request.urlopen(url, timeout=2) as answer:
+                    listing = json.load(answer)
+                break
+            except OSError:
+                assert lab.poll() is None, lab.stderr.read().decode()[-2000:] if lab.stderr else ""
+                time.sleep(0.25)
+        assert listing is not None, "JupyterLab did not answer in 60 s"
+        assert {f"2025-11/{item['name']}" for item in listing["content"]} == set(runs)
+        notebooks = f"http://127.0.0.1:{port}/api/contents/notebooks?token=t0k3n"
+        with urllib.request.urlopen(notebooks, timeout=5) as answer:
+            names = {item["name"] for item in json.load(answer)["content"]}
+        assert "decision.ipynb" in names and "execution.ipynb" in names
+    finally:
+        lab.terminate()
+        lab.wait(timeout=30)

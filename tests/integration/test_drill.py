@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_sample_workbook
-from drill_world import AFTER_CYCLE, inner_jobs_in_process, shared_drill, shared_history
+from drill_world import ACCOUNT, AFTER_CYCLE, inner_jobs_in_process, shared_drill, shared_history
 
 from ops_runner.cli import main
 from ops_runner.core.events import EventKind
@@ -234,3 +234,27 @@ def test_compute_paper_config_when_paths_point_outside_brings_them_in(tmp_path):
     assert values["alerts"]["log_file"] == "ops/alerts.log"
     assert values["alerts"]["email"]["to"] is None and values["secrets"]["file"] is None
     assert len(changes) == 8 and raw["broker"]["kind"] == "ib"  # the input is left alone
+
+
+def test_drill_when_json_is_asked_prints_the_record_and_the_exit_code(copy, capsys, monkeypatch):
+    from ops_runner.runtime.notebooks import IN_PROCESS_ENV
+
+    monkeypatch.setenv(IN_PROCESS_ENV, "1")  # the kernel's way is the tests above: here, the CLI
+    spy = copy / "data" / "sample" / "SPY.parquet"
+    spy.write_bytes(spy.read_bytes() + b"\0")  # a FAIL after four steps, cheaply
+
+    code, out, _ = _drill_cli(capsys, copy, "--json")
+
+    answer = json.loads(out)
+    assert code == 1 and answer["exit_code"] == 1 and answer["status"] == "FAIL"
+    assert "SPY.parquet" in answer["reason"] and answer["report"].endswith(".ipynb")
+    assert ACCOUNT not in out
+
+
+def test_drill_when_there_is_no_backup_and_json_is_asked_stdout_holds_the_error(tmp_path, capsys):
+    root = make_sample_workbook(tmp_path / "wb")
+    code, out, _ = _drill_cli(capsys, root, "--json")
+    assert code == 2 and json.loads(out) == {
+        "error": "no backup to drill: run `ops-runner backup` first",
+        "exit_code": 2,
+    }

@@ -101,9 +101,12 @@ def test_audit_from_the_command_line_is_clean_on_an_untouched_workbook(workbook,
 
 
 def test_report_performance_when_nothing_traded_yet_says_so_and_writes_the_page(workbook, capsys):
-    code, out, err = run(capsys, "--workbook", str(workbook), "report", "performance")
+    code, out, err = run(capsys, "--workbook", str(workbook), "--progress", "report", "performance")
     assert code == 0, err
     assert out.startswith("performance NO_HISTORY:")
+    said = err.splitlines()  # asked for: what runs, on stderr, each line timed
+    assert any("running the performance notebook" in line for line in said), err
+    assert all(line.startswith("[") and " s] " in line for line in said), err
     page = workbook / "reports" / "performance.html"
     assert page.is_file() and "Performance" in page.read_text(encoding="utf-8")
     cfg = load_config(workbook)
@@ -117,3 +120,41 @@ def test_report_performance_when_a_date_is_not_a_date_one_line_and_no_run(workbo
                          "--start", "2025-13-01")  # fmt: skip
     assert code != 0 and "--start: '2025-13-01' is not a date" in err
     assert "Traceback" not in err and not (workbook / "reports" / "performance.html").exists()
+
+
+def test_read_verbs_when_json_is_asked_answer_in_json(workbook, tmp_path, capsys):
+    """incident show, baseline show, backup verify and audit: the same answers as their text,
+    as JSON a script can read."""
+    import json
+
+    wb = ("--workbook", str(workbook))
+    code, out, _ = run(capsys, *wb, "incident", "show", "--json")
+    assert code == 0 and json.loads(out) == []
+    code, out, _ = run(capsys, *wb, "incident", "open", "--summary", "fills look odd",
+                       "--category", "broker", "--evidence", "AGG fill 3 bps off")  # fmt: skip
+    incident_id = out.split()[1]
+    code, out, _ = run(capsys, *wb, "incident", "show", "--json")
+    assert [i["incident_id"] for i in json.loads(out)] == [incident_id]
+    code, out, _ = run(capsys, *wb, "incident", "show", incident_id, "--json")
+    shown = json.loads(out)
+    assert code == 0 and shown["incident_id"] == incident_id
+    assert shown["classification"]["cause"] == "Broker/API" and shown["summary"] == "fills look odd"
+
+    code, out, _ = run(capsys, *wb, "baseline", "show", "--json")
+    baseline = json.loads(out)
+    assert code == 0 and baseline["unchanged"] is True
+    assert baseline["current"]["config_hash"] == load_config(workbook).hash
+
+    code, out, _ = run(capsys, *wb, "audit", "--now", "2025-11-29T15:00:00Z", "--json")
+    audit = json.loads(out)
+    assert code == 0 and audit["status"] == "CLEAN" and audit["session"] == "2025-11-28"
+
+    code, _, _ = run(capsys, *wb, "backup", "--reason", "json")
+    [archive] = sorted((workbook / "backups").glob("ops-runner-backup-*.tar.gz"))
+    code, out, _ = run(capsys, "backup", "verify", str(archive), "--json")
+    assert code == 0 and json.loads(out)["ok"] is True
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    code, out, err = run(capsys, "backup", "verify", str(cut), "--json")
+    answer = json.loads(out)
+    assert code == 3 and answer["ok"] is False and answer["exit_code"] == 3 and answer["reasons"]

@@ -64,6 +64,24 @@ def test_environment_yml_when_compared_mirrors_pyproject():
     assert tuple(map(int, python.split("=")[-1].split("."))) >= tuple(map(int, low.split(".")))
 
 
+def test_readme_conda_lines_when_compared_run_what_make_runs_after_its_install():
+    """The README's lines for a conda user are the environment's name and the Makefile's own
+    recipes (the kernel, the Numba cache, demo, test) without .venv: they cannot drift."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("Conda users:", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    lines = [line.split("#")[0].strip() for line in block.splitlines()]
+    make = (ROOT / "Makefile").read_text(encoding="utf-8").replace("$(BIN)/", "")
+    recipes = {line.strip().removesuffix(" >/dev/null") for line in make.splitlines()
+               if line.startswith("\t")}  # fmt: skip
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    create, activate, kernel, warm, demo, test = lines
+    assert create == "conda env create -f environment.yml"
+    assert activate == f"conda activate {env['name']}"
+    assert {kernel, warm, demo} <= recipes, {kernel, warm, demo} - recipes
+    workers = re.sub(r"-n \d+", "-n $(WORKERS)", test)  # cores + 1: 3 on the 2 cores it names
+    assert workers in recipes and "-n 3 " in test
+
+
 def test_pyproject_when_installed_exposes_ops_runner_console_script():
     assert _pyproject()["project"]["scripts"]["ops-runner"] == "ops_runner.cli:main"
 
