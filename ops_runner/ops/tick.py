@@ -669,7 +669,7 @@ def _run_in_process(
     """Run a job that needs no kernel (checks, backup, data fetch) and record its JobCompleted.
     One that waits (a vendor down) records nothing more; one that crashes is a failed job."""
 
-    run_id = compute_run_id()
+    run_id = compute_run_id(now)
     opener = broker.get if isinstance(broker, LazyBroker) else (lambda: cast(Broker, broker))
     context = JobContext(cfg, ledger, opener if broker is not None else None, slot, now, run_id)
     try:

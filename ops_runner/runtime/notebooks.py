@@ -585,7 +585,7 @@ def execute_job(
     is the caller's to record: only it knows whether the outcome counts as done.
     """
 
-    run_id = compute_run_id()
+    run_id = compute_run_id(at)  # the job's own clock: a simulated walk's ids read its time
     output = compute_output_path(cfg, folder, job, run_id)
     stamp = format_seconds(at)
     about = {"job": job, "slot": slot, "session": session, "cycle": cycle, "run_id": run_id,
