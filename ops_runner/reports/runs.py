@@ -226,20 +226,19 @@ class SlippageRow:
     cycle: str
     seq: int
     payload: dict[str, Any]  # its ArtifactRecorded
-    status: str  # CLEAN, "N flagged", NO_FILLS, INCOMPLETE or unknown
+    status: str  # WITHIN_BANDS, "FLAGGED: N order(s)", NO_FILLS, INCOMPLETE or unknown
     href: str | None  # the stable page, relative to index.html
     note: str = ""
 
 
 def compute_slippage_status(completion: Any) -> str:
-    """Return what the index says of a report: CLEAN, "N flagged", else its status as given."""
+    """Return what the index says of a report, in the words its run's row uses (WITHIN_BANDS,
+    FLAGGED with the number of orders), else its status as given."""
     if not isinstance(completion, dict) or not completion.get("status"):
         return "unknown"
     status = str(completion["status"])
-    if status == "WITHIN_BANDS":
-        return "CLEAN"
     if status == "OUT_OF_BAND":
-        return f"{completion.get('flagged', '?')} flagged"
+        return f"FLAGGED: {completion.get('flagged', '?')} order(s)"
     return status
 
 
@@ -298,7 +297,8 @@ def _slippage_table(rows: list[SlippageRow]) -> str:
     head = "<tr><th>cycle</th><th>status</th><th>session</th><th>run id</th><th>report</th></tr>"
     body = []
     for row in rows:
-        klass = "clean" if row.status == "CLEAN" else "flagged" if "flagged" in row.status else ""
+        klass = "clean" if row.status == "WITHIN_BANDS" else ""
+        klass = "flagged" if row.status.startswith("FLAGGED") else klass
         note = f'<br><span class="note">{_e(row.note)}</span>' if row.note else ""
         link = f'<a href="{_e(row.href)}">{_e(row.cycle)}.html</a>' if row.href else "-"
         body.append(
@@ -496,7 +496,8 @@ def write_runs_index(cfg: Config, now: datetime | None = None) -> Path:
     A notebook already rendered and unchanged since is not rendered again; a registered
     notebook missing on disk is listed as missing. The "Slippage reports" section links each
     cycle's stable page (<reports>/slippage/<cycle>.html, published here when it is not from
-    the cycle's latest completed run) with its status: CLEAN or the number of flagged orders.
+    the cycle's latest completed run) with its status in its run's words: WITHIN_BANDS, or
+    FLAGGED with the number of orders flagged.
     Every link is relative, so the folder can be copied or served. Raises LedgerMissing when
     the workbook has no ledger, LedgerCorrupt when it cannot be read.
     """

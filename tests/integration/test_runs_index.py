@@ -298,7 +298,7 @@ def test_runs_index_when_slippage_reports_ran_links_each_cycles_latest_with_its_
     rows = page.tables["slippage"]
     assert [r["attrs"]["data-cycle"] for r in rows] == ["2025-11", "2025-10", "2025-09"]
     statuses = [r["cells"][1] for r in rows]  # a note follows the status on its own line
-    assert statuses == ["2 flaggeda later run failed (s4)", "CLEAN", "NO_FILLS"]
+    assert statuses == ["FLAGGED: 2 order(s)a later run failed (s4)", "WITHIN_BANDS", "NO_FILLS"]
     assert "flagged" in rows[0]["classes"][1] and "clean" in rows[1]["classes"][1]
     assert [r["cells"][3] for r in rows] == ["s3", "s1", "s5"]
     for row, run_id in zip(rows, ("s3", "s1", "s5"), strict=True):
@@ -322,7 +322,7 @@ def test_runs_index_when_indexed_again_does_not_publish_the_reports_again(workbo
     newer = record_report(workbook, "s6", "2025-10", flagged(1))  # a re-run replaces the page
     text = parse(write_runs_index(cfg).read_text(encoding="utf-8"))
     row = next(r for r in text.tables["slippage"] if r["attrs"]["data-cycle"] == "2025-10")
-    assert row["cells"][1] == "1 flagged" and row["cells"][3] == "s6"
+    assert row["cells"][1] == "FLAGGED: 1 order(s)" and row["cells"][3] == "s6"
     assert "report s6" in (pages / "2025-10.html").read_text(encoding="utf-8")
     assert newer.is_file()
 
@@ -334,7 +334,7 @@ def test_runs_index_when_a_reports_notebook_is_missing_says_so_and_lists_the_res
     reports["s1"].unlink()
     page = parse(write_runs_index(load_config(workbook)).read_text(encoding="utf-8"))
     row = next(r for r in page.tables["slippage"] if r["attrs"]["data-cycle"] == "2025-10")
-    assert row["cells"][1] == "CLEANnot published: notebook missing" and row["links"] == []
+    assert row["cells"][1] == "WITHIN_BANDSnot published: notebook missing" and row["links"] == []
     assert len(page.tables["slippage"]) == 3
 
 

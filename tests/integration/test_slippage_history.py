@@ -283,7 +283,7 @@ def test_report_when_run_on_the_history_is_published_and_linked_from_the_runs_in
     links.feed(index.read_text(encoding="utf-8"))
     assert list(links.rows) == ["2025-09"]
     texts, hrefs = links.rows["2025-09"]
-    assert "2 flagged" in texts and hrefs == ["slippage/2025-09.html"]
+    assert "FLAGGED: 2 order(s)" in texts and hrefs == ["slippage/2025-09.html"]
     assert (index.parent / unquote(hrefs[0])).resolve() == page.resolve()
 
 
