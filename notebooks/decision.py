@@ -17,7 +17,7 @@
 #
 # **Purpose.** Decide the monthly rotation for one rebalance session (the last session of the month) from the bars known at its close, and record the Decision Record once: scores, selection, target weights, the prices used with their provenance, a snapshot of the exact input bars, the config hash and the code version. Deciding again with the same inputs returns the same record; other inputs for a decided session are an incident.
 #
-# **Inputs.** The workbook's `config.yaml` (universe and strategy) and its price store. Parameters: `workbook`, `session`.
+# **Inputs.** The workbook's `config.yaml` (universe and strategy) and its price store. Parameters: `workbook`, `session`, `now`.
 #
 # **Outputs.** The scores table, the ranking chart, the targets and the explanation; scraps `decision`, `targets` and `completion`; a `DecisionRecorded` ledger event.
 
@@ -25,6 +25,7 @@
 workbook = ""  # "": $OPS_RUNNER_HOME, else demo/ (make demo, SYNTHETIC)
 run_id = ""  # set by the tick or ops-runner run; "" by hand: a preview, records nothing
 session = "2025-11-28"  # the rebalance session (the demo decides 2025-11)
+now = ""  # the tick's instant on a simulated clock (stamps decided_at); "" means the real clock
 
 # %%
 from ops_runner.ops import decision
@@ -44,7 +45,7 @@ formats.show_table(pages.compute_banner(cfg))
 # Total return over the lookback, measured on month-end sessions.
 
 # %%
-outcome = decision.decide(cfg, session)
+outcome = decision.decide(cfg, session, now)
 print("recorded now" if outcome.created else f"already decided (event {outcome.seq})")
 formats.show_table(outcome.scores_frame(), percent=["ret_12m", "score"])
 

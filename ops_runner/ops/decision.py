@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from ops_runner.core.canonical import canonical_json
-from ops_runner.core.clock import format_instant
+from ops_runner.core.clock import format_instant, parse_instant
 from ops_runner.core.cycle import Cycle
 from ops_runner.core.errors import DataError, OpsError
 from ops_runner.core.events import EventKind, State, Trigger
@@ -181,15 +181,22 @@ def _differences(old: Any, new: Any, where: str = "") -> list[str]:
 
 
 def decide(
-    cfg: Config, session: date | str, now: datetime | None = None, run_id: str | None = None
+    cfg: Config,
+    session: date | str,
+    now: datetime | str | None = None,
+    run_id: str | None = None,
 ) -> DecisionOutcome:
     """Decide the rebalance session and record its Decision Record once. Returns the outcome.
 
-    Deciding again with the same inputs returns the existing record. Different inputs for a
-    decided session open an incident, move to SAFE_MODE and raise DecisionConflict.
+    ``now`` stamps the record's ``decided_at``: the tick's instant on a simulated clock (as
+    ISO text from a notebook's parameter), None or "" for the real clock. Deciding again with
+    the same inputs returns the existing record. Different inputs for a decided session open
+    an incident, move to SAFE_MODE and raise DecisionConflict.
     Raises StrategyError for an impossible decision (not a month-end, missing bars).
     """
 
+    if isinstance(now, str):
+        now = parse_instant(now) if now else None
     day = session if isinstance(session, date) else _parse_session(session)
     with open_ledger(cfg) as ledger:
         require_decision_gates(cfg, ledger, day)

@@ -172,7 +172,7 @@ JOBS: dict[Job, JobSpec] = {
         JobSpec(Job.DAILY_CHECKS, run=_run_daily_checks),
         JobSpec(Job.PRE_REBALANCE, run=_run_pre_rebalance),
         JobSpec(Job.DATA_QA, "data_qa", ("as_of",), judge_data_qa, category="data"),
-        JobSpec(Job.DECISION, "decision", ("session",), category="strategy"),
+        JobSpec(Job.DECISION, "decision", ("session", "now"), category="strategy"),
         JobSpec(
             Job.EXECUTION, "execution", ("cycle", "now"), judge_execution, category="broker"
         ),  # fmt: skip

@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import make_sample_workbook, ready_to_decide
+from conftest import (
+    NOVEMBER_DECIDED_AT,
+    make_decided_november,
+    make_sample_workbook,
+    ready_to_decide,
+)
 
 from ops_runner.core.canonical import canonical_json
 from ops_runner.core.events import EventKind, State
@@ -167,3 +172,13 @@ def test_decide_when_session_not_month_end_refuses_with_one_line(cfg):
     assert len(done.stderr.strip().splitlines()) == 1 and "2025-12-15" in done.stderr
     assert decisions(cfg) == []
     assert date.fromisoformat(SESSION)
+
+
+def test_decision_when_the_tick_runs_on_a_simulated_clock_is_stamped_with_its_instant(tmp_path):
+    """One clock in a simulated walk (the demo): the record says when the tick decided, not when
+    the machine ran it."""
+    cfg = load_config(make_decided_november(tmp_path / "wb"))
+    with open_ledger(cfg, create=False, readonly=True) as ledger:
+        (record,) = [e.payload for e in ledger.events(kind=str(EventKind.DECISION_RECORDED))
+                     if e.payload["cycle_id"] == "2025-11"]  # fmt: skip
+    assert record["decided_at"] == NOVEMBER_DECIDED_AT.replace("Z", ".000000Z")
