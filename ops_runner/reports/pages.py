@@ -17,7 +17,7 @@ import pandas as pd
 
 from ops_runner.market.prices import compute_split_adjusted, open_store
 from ops_runner.reports.verdicts import Verdict, compute_verdict
-from ops_runner.runtime.notebooks import PREVIEW_NOTE
+from ops_runner.runtime.notebooks import PREVIEW_NOTE, compute_scraps
 from ops_runner.workbook.config import Config, mask_account
 
 if TYPE_CHECKING:
@@ -126,8 +126,6 @@ def _html_exporter() -> Any:
 PAGE_META = "ops-runner-page"  # stamped in each page's head: the page layout it was made with
 PAGE_VERSION = "2"  # 2: verdict banner first, inputs hidden
 
-SCRAP_MIME = "application/scrapbook.scrap.json+json"
-
 PAGE_STYLE = """
 #verdict { font: 15px/1.45 system-ui, sans-serif; margin: 0 0 1em; padding: 12px 16px;
   border-left: 8px solid #777; background: #f2f2f2; color: #111; overflow-wrap: anywhere; }
@@ -147,18 +145,6 @@ PAGE_STYLE = """
 .jp-OutputArea-output pre { white-space: pre-wrap; overflow-wrap: anywhere; }
 .jp-OutputArea-output img { max-width: 100%; height: auto; }
 """
-
-
-def compute_scraps(node: Any) -> dict[str, Any]:
-    """Return the scrapbook scraps glued in a notebook node (name -> data), read from its
-    outputs directly: no scrapbook import, no second parse of the file."""
-    scraps: dict[str, Any] = {}
-    for cell in node.get("cells", []):
-        for output in cell.get("outputs", []) or []:
-            scrap = (output.get("data") or {}).get(SCRAP_MIME)
-            if isinstance(scrap, dict) and "name" in scrap:
-                scraps[str(scrap["name"])] = scrap.get("data")
-    return scraps
 
 
 def read_page_version(page: Path) -> str | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -34,7 +33,7 @@ from ops_runner.reports.formats import (
     format_percent,
     format_when,
 )
-from ops_runner.reports.pages import PAGE_VERSION, compute_scraps, read_page_version, write_html
+from ops_runner.reports.pages import PAGE_VERSION, read_page_version, write_html
 from ops_runner.reports.slippage import compute_report_path, publish_report, read_report_source
 from ops_runner.reports.verdicts import Tone, Verdict, compute_verdict
 from ops_runner.runtime.notebooks import read_scraps
@@ -126,9 +125,9 @@ def _is_current(html: Path, notebook: Path) -> bool:
 
 
 def _read_notebook_scraps(notebook: Path) -> dict[str, Any]:
-    """The notebook's scraps, read as JSON (cheap: no scrapbook, no nbformat validation)."""
+    """The notebook's scraps; none from a file that cannot be read (its row says so)."""
     try:
-        return compute_scraps(json.loads(notebook.read_text(encoding="utf-8")))
+        return read_scraps(notebook)
     except (OSError, ValueError):
         return {}
 

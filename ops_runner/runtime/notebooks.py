@@ -354,10 +354,22 @@ def glue(name: str, data: Any) -> None:
 
 
 def read_scraps(path: Path) -> dict[str, Any]:
-    """Return the scrapbook scraps glued in an executed notebook (name -> data)."""
-    import scrapbook as sb
+    """Return the scrapbook scraps glued in an executed notebook (name -> data). Raises OSError
+    and ValueError (not JSON)."""
+    return compute_scraps(json.loads(path.read_text(encoding="utf-8")))
 
-    return {name: scrap.data for name, scrap in sb.read_notebook(str(path)).scraps.items()}
+
+def compute_scraps(node: Any) -> dict[str, Any]:
+    """Return the scraps glued in a notebook node (name -> data; the last of a name wins), read
+    from its outputs directly: ``glue`` writes JSON scraps only, so neither scrapbook (seconds
+    of imports) nor a second parse of the file is needed."""
+    scraps: dict[str, Any] = {}
+    for cell in node.get("cells", []):
+        for output in cell.get("outputs", []) or []:
+            scrap = (output.get("data") or {}).get(SCRAP_MIME)
+            if isinstance(scrap, dict) and "name" in scrap:
+                scraps[str(scrap["name"])] = scrap.get("data")
+    return scraps
 
 
 def run_notebook(
