@@ -200,6 +200,13 @@ class VerbParser(Parser):
         return super().format_help()
 
 
+def add_actions(verb: argparse.ArgumentParser, required: bool = True) -> argparse._SubParsersAction:
+    """Add the actions of a verb that has them (`ops-runner ledger verify`), each a VerbParser."""
+    return verb.add_subparsers(
+        dest="action", required=required, parser_class=VerbParser, metavar="ACTION"
+    )
+
+
 def add_verb(
     sub: argparse._SubParsersAction,
     name: str,

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ops_runner.cli.common import (
-    VerbParser,
+    add_actions,
     add_verb,
     optional_date,
     resolve_as_of,
@@ -141,9 +141,7 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
         "ops-runner --workbook ~/rotation data list --json",
         {2: "a file refused on import (its name, line and problem); nothing imported"},
     )
-    data_sub = p.add_subparsers(
-        dest="action", required=True, parser_class=VerbParser, metavar="ACTION"
-    )
+    data_sub = add_actions(p)
     q = add_verb(
         data_sub,
         "import",

@@ -12,7 +12,7 @@ from typing import Any
 
 from ops_runner.cli.common import (
     Progress,
-    VerbParser,
+    add_actions,
     add_verb,
     parse_date,
     parse_now,
@@ -384,9 +384,7 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
         "ops-runner broker check --role orders --json",
         {1: "the broker refused or is unreachable (one line says which)"},
     )
-    broker_sub = p.add_subparsers(
-        dest="action", required=True, parser_class=VerbParser, metavar="ACTION"
-    )
+    broker_sub = add_actions(p)
     q = add_verb(
         broker_sub,
         "check",

@@ -8,7 +8,7 @@ import json
 from dataclasses import asdict
 
 from ops_runner.cli.common import (
-    VerbParser,
+    add_actions,
     add_verb,
     print_json,
     simulated_now,
@@ -205,9 +205,7 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
         "ops-runner ledger verify\nops-runner ledger show --kind StateChanged",
         broken,
     )
-    ledger_sub = p.add_subparsers(
-        dest="action", required=True, parser_class=VerbParser, metavar="ACTION"
-    )
+    ledger_sub = add_actions(p)
     q = add_verb(
         ledger_sub,
         "verify",
@@ -301,9 +299,7 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
         "ops-runner incident show --json\n"
         'ops-runner incident close ID --resolution "what was fixed"',
     )
-    incident_sub = p.add_subparsers(
-        dest="action", required=True, parser_class=VerbParser, metavar="ACTION"
-    )
+    incident_sub = add_actions(p)
     q = add_verb(
         incident_sub,
         "open",

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ops_runner.cli.common import Progress, VerbParser, add_verb, parse_now, print_json
+from ops_runner.cli.common import Progress, add_actions, add_verb, parse_now, print_json
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -115,7 +115,7 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
             "(named; --force archives anyway)"
         },
     )
-    backup_sub = p.add_subparsers(dest="action", parser_class=VerbParser, metavar="ACTION")
+    backup_sub = add_actions(p, required=False)
     p.add_argument("--reason", default="on demand", help="why (recorded with the backup)")
     p.add_argument(
         "--force",

@@ -12,7 +12,7 @@ from typing import cast
 
 from ops_runner.cli.common import (
     Progress,
-    VerbParser,
+    add_actions,
     add_verb,
     find_project_file,
     optional_date,
@@ -156,9 +156,7 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
         "reports: the runs index, a cycle's slippage, performance",
         "ops-runner report index\nops-runner report slippage --cycle 2025-11",
     )
-    report_sub = p.add_subparsers(
-        dest="action", required=True, parser_class=VerbParser, metavar="ACTION"
-    )
+    report_sub = add_actions(p)
     q = add_verb(
         report_sub,
         "index",
