@@ -35,7 +35,7 @@ from ops_runner.runtime import notebooks
 # ## Workbook and broker
 
 # %%
-cfg = notebooks.open_workbook(workbook, run_id)
+cfg = notebooks.open_workbook(workbook, run_id, now)
 formats.show_table(pages.compute_banner(cfg))
 
 # %% [markdown]

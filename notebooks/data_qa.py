@@ -17,7 +17,7 @@
 #
 # **Purpose.** Before a decision, check that the universe's prices are fresh through the session's close, complete, sane, free of unexplained jumps, consistent with their corporate actions, in agreement with the secondary provider, and still match the checksums recorded when they were imported. Blocking findings mean DEGRADED_DATA: no decision.
 #
-# **Inputs.** The workbook's `config.yaml` (universe, data sources, QA bands) and its price store. Parameters: `workbook`, `as_of`.
+# **Inputs.** The workbook's `config.yaml` (universe, data sources, QA bands) and its price store. Parameters: `workbook`, `as_of`, `now`.
 #
 # **Outputs.** The findings table, a chart per flagged symbol, and scraps `findings`, `blocking` and `completion` for the orchestrator.
 
@@ -25,6 +25,7 @@
 workbook = ""  # "": $OPS_RUNNER_HOME, else demo/ (make demo, SYNTHETIC)
 run_id = ""  # set by the tick or ops-runner run; "" by hand: a preview, records nothing
 as_of = "2025-11-28"  # the session being decided (the demo decides 2025-11)
+now = ""  # the tick's instant on a simulated clock (stamps the ledger); "" means the real clock
 
 # %%
 from ops_runner.market import qa
@@ -36,7 +37,7 @@ from ops_runner.runtime import notebooks
 # ## Workbook, config and data sources
 
 # %%
-cfg = notebooks.open_workbook(workbook, run_id)
+cfg = notebooks.open_workbook(workbook, run_id, now)
 formats.show_table(pages.compute_banner(cfg))
 
 # %% [markdown]

@@ -36,7 +36,7 @@ from ops_runner.runtime import notebooks
 # ## Workbook, config and data sources
 
 # %%
-cfg = notebooks.open_workbook(workbook, run_id)
+cfg = notebooks.open_workbook(workbook, run_id, now)
 formats.show_table(pages.compute_banner(cfg))
 
 # %% [markdown]

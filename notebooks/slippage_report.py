@@ -17,7 +17,7 @@
 #
 # **Purpose.** Once a cycle's orders have filled, compare each fill with the raw close the decision sized it with and with the order session's opening print, in basis points signed as a cost (positive: a buy paid more, a sell received less), and add up what the cycle cost in dollars (slippage against the open plus commissions). Orders whose |slippage vs the open| is beyond their band (`costs.slippage_band_bps`, or `costs.slippage_bands` per symbol) are flagged and alerted. The trailing 12 cycles show whether the expected costs still hold.
 #
-# **Inputs.** The workbook's config (bands), ledger (plan, orders, fills) and price store (raw opens and closes). Parameters: `workbook`, `cycle`.
+# **Inputs.** The workbook's config (bands), ledger (plan, orders, fills) and price store (raw opens and closes). Parameters: `workbook`, `cycle`, `now`.
 #
 # **Outputs.** The orders table, the slippage chart, the trailing-cycles and per-symbol tables, the out-of-band orders and the cost chart; scraps `slippage`, `check` and `completion`; a `CheckRecorded` event (check `slippage_bands`) once the cycle's fills are complete, and an `AlertSent` event when an order is out of band. The tick publishes this executed notebook as `reports/slippage/<cycle>.html`, linked from the runs index.
 
@@ -25,6 +25,7 @@
 workbook = ""  # "": $OPS_RUNNER_HOME, else demo/ (make demo, SYNTHETIC)
 run_id = ""  # set by the tick or ops-runner run; "" by hand: a preview, records nothing
 cycle = "2025-11"  # decided on 2025-11-28; filled at the 2025-12-01 open
+now = ""  # the tick's instant on a simulated clock (stamps the ledger); "" means the real clock
 
 # %%
 from ops_runner.execution import slippage
@@ -35,7 +36,7 @@ from ops_runner.runtime import notebooks
 # ## Workbook
 
 # %%
-cfg = notebooks.open_workbook(workbook, run_id)
+cfg = notebooks.open_workbook(workbook, run_id, now)
 formats.show_table(pages.compute_banner(cfg))
 
 # %% [markdown]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -165,8 +165,6 @@ def run_demo(
     prepare_workbook(root, account or (IB_SIM_ACCOUNT if broker == "ib-sim" else None))
     cfg = load_config(root)
     calendar = open_calendar(cfg)
-    write_sample(open_store(cfg), calendar=calendar)
-    _record_prices(cfg, "demo: the SYNTHETIC sample market")
     cycles = _cycles(calendar, months)
     faulty = cycles[1] if len(cycles) > 1 else None
     settings = ScheduleSettings.from_config(cfg.values)
@@ -174,6 +172,11 @@ def run_demo(
     start += settings.decision_delay
     last_next = calendar.next_session(cycles[-1])
     end = calendar.session_open(last_next).to_pydatetime() + timedelta(hours=3)
+    # One clock: the walk's ledger is stamped with its simulated instants from the first event
+    # (each tick stamps its own; the operator's steps between ticks say theirs).
+    cfg = at(cfg, start)
+    write_sample(open_store(cfg), calendar=calendar)
+    _record_prices(cfg, "demo: the SYNTHETIC sample market")
     steps, moment = [start], start
     while (moment := compute_next_opening(calendar, settings, moment)) and moment <= end:
         steps.append(moment)
@@ -184,7 +187,7 @@ def run_demo(
     try:
         if simulator is not None:
             _use_ib_simulator(root, simulator.port)
-            cfg = load_config(root)
+            cfg = at(load_config(root), start)
         _baseline(cfg)  # the config as it will run, broker settings included
         where = (
             f"the IB adapter on the TWS simulator at 127.0.0.1:{simulator.port}"
@@ -224,7 +227,7 @@ def _walk(
         for moment in steps:
             clock.moment = moment
             if faulty is not None and moment == _after_close(calendar, settings, faulty):
-                _deliver_stale_data(cfg, faulty, say)
+                _deliver_stale_data(at(cfg, moment), faulty, say)
             _tick_twice(cfg, moment, result, bar, clock)
             if faulty is not None and moment == _after_close(calendar, settings, faulty):
                 _incident(cfg, calendar, settings, faulty, result, bar, say, clock)
@@ -233,13 +236,19 @@ def _walk(
         bar.close()
 
 
+def at(cfg: Config, moment: datetime) -> Config:
+    """Return ``cfg`` on the walk's simulated clock at ``moment`` (the ledger's stamps)."""
+    return replace(cfg, simulated_now=moment)
+
+
 def _after_close(calendar: Any, settings: Any, session: date) -> datetime:
     return calendar.session_close(session).to_pydatetime() + settings.decision_delay
 
 
 def _baseline(cfg: Config) -> None:
 
-    approve_baseline(cfg, "demo: the sample config and this code, reviewed by the demo")
+    reason = "demo: the sample config and this code, reviewed by the demo"
+    approve_baseline(cfg, reason, now=cfg.simulated_now)
 
 
 def _tick_twice(
@@ -309,16 +318,19 @@ def _incident(
         f"{cfg.path('kill_switch').parent / 'alerts.log'}"
     )
     report = write_sample(open_store(cfg), calendar=calendar)
-    _record_prices(cfg, "re-imported by the operator")
+    _record_prices(at(cfg, late + timedelta(minutes=1)), "re-imported by the operator")
     say(f"  operator: re-imported the sample market ({', '.join(report.replaced)} replaced)")
     clock.moment = late + timedelta(minutes=5)
     line = _rerun_qa(cfg, session, clock.moment)
     say(f"  operator: ops-runner run data_qa --as-of {session}: {line}")
-    token = approve(cfg, Action.EXIT_SAFE_MODE, "stale SPY re-imported; QA clean", now=late)
-    state = resume(cfg, token, now=late + timedelta(minutes=10), integrity=check_integrity)
+    approved = late + timedelta(minutes=6)  # after the QA re-run it rests on
+    token = approve(at(cfg, approved), Action.EXIT_SAFE_MODE, "stale SPY re-imported; QA clean",
+                    now=approved)  # fmt: skip
+    resumed = late + timedelta(minutes=10)
+    state = resume(at(cfg, resumed), token, now=resumed, integrity=check_integrity)
     say(f"  operator: ops-runner approve --action exit-safe-mode; resume: state {state}")
-    closed = _close_incidents(cfg, "stale SPY delivery re-imported; QA clean; resumed",
-                              late + timedelta(minutes=10))  # fmt: skip
+    closed = _close_incidents(at(cfg, resumed), "stale SPY delivery re-imported; QA clean; "
+                              "resumed", resumed)  # fmt: skip
     say(f"  operator: ops-runner incident close {' '.join(closed)} (executed investigations in "
         "ledger/runs)")  # fmt: skip
     _tick_twice(cfg, late + timedelta(minutes=15), result, bar, clock)
@@ -328,6 +340,7 @@ def _drill(cfg: Config, now: datetime, result: DemoResult, say: Any) -> None:
     """The quarterly drill on a backup taken after the last reconciliation (it passes), then on
     a truncated copy of it (it fails loudly, with the reason; the live state is untouched)."""
 
+    cfg = at(cfg, now)
     archive = create_backup(cfg, now=now, reason="before the demo's drill").archive
     say(f"  drill: restoring {archive.name} into drills/ and re-running the last cycle twice")
     payload, _ = execute_drill(cfg, archive, now=now)
@@ -360,6 +373,7 @@ def _rerun_qa(cfg: Config, session: date, now: datetime) -> str:
         for s in compute_session_slots(open_calendar(cfg), settings, session)
         if s.job is Job.DATA_QA
     )
+    cfg = at(cfg, now)
     with open_ledger(cfg) as ledger:
         return run_slot(cfg, ledger, None, slot, now, True)[1]
 

@@ -12,14 +12,14 @@ import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
 
 from ops_runner.core.canonical import canonical_json
-from ops_runner.core.clock import format_instant
+from ops_runner.core.clock import format_instant, parse_instant
 from ops_runner.core.errors import LedgerError
 from ops_runner.core.events import EventKind
 from ops_runner.core.files import fsync_folder, open_atomic
@@ -316,13 +316,21 @@ class Ledger:
     """An open ledger file. Writers serialize on SQLite's write lock; readers never block them."""
 
     def __init__(
-        self, path: Path, conn: sqlite3.Connection, readonly: bool, clock: Callable[[], datetime]
+        self,
+        path: Path,
+        conn: sqlite3.Connection,
+        readonly: bool,
+        clock: Callable[[], datetime],
+        simulated: bool = False,
     ) -> None:
         self.path = path
         self.readonly = readonly
         self.preview = False  # an in-memory copy (``open_preview``): nothing reaches the file
         self._conn: sqlite3.Connection | None = conn
         self._clock = clock
+        # A simulated clock reads one instant for a whole tick: its stamps are kept after the
+        # head's (see ``_stamp``), so no two transactions share one, as on the real clock.
+        self._simulated = simulated
 
     @classmethod
     def open(
@@ -333,10 +341,12 @@ class Ledger:
         *,
         clock: Callable[[], datetime] | None = None,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        simulated: bool = False,
     ) -> Ledger:
         """Return the open ledger at ``path`` (the file), creating it when allowed.
 
-        ``clock`` returns the aware datetime stamped on appends (default: now, UTC). Raises
+        ``clock`` returns the aware datetime stamped on appends (default: now, UTC);
+        ``simulated`` says it is a simulated clock (stamps kept after the head's). Raises
         LedgerMissing (no file, and not to create one), LedgerCorrupt (not a sound ledger of
         this schema version) or LedgerError. Never writes to a file that is not our ledger.
         """
@@ -359,7 +369,7 @@ class Ledger:
             conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open the ledger {path}: {exc}") from exc
-        ledger = cls(path, conn, readonly, clock or (lambda: datetime.now(UTC)))
+        ledger = cls(path, conn, readonly, clock or (lambda: datetime.now(UTC)), simulated)
         _OPEN_HERE[resolved] = _OPEN_HERE.get(resolved, 0) + 1
         try:
             ledger._require_sound()
@@ -504,7 +514,7 @@ class Ledger:
         conn = self.conn
         top = conn.execute(_HEAD).fetchone()
         seq, prev = top if top else (0, GENESIS_HASH)
-        recorded_at = format_instant(self._clock())
+        recorded_at = self._stamp(seq)
         events: list[Event] = []
         for kind, key, text in prepared:
             row = conn.execute(f"SELECT {_COLUMNS} FROM events WHERE key = ?", (key,)).fetchone()
@@ -520,6 +530,21 @@ class Ledger:
             events.append(_event(values))
             prev = digest
         return events
+
+    def _stamp(self, head: int) -> str:
+        """Return the stamp of a transaction after event ``head``: the clock's reading, or on a
+        simulated clock one microsecond past the head's stamp when the reading is not after it
+        (every tick of a simulated walk reads one instant; an operator's step may be set a
+        little before the tick it follows). The real clock's reading is kept as it is."""
+        stamp = format_instant(self._clock())
+        if not self._simulated or head == 0:
+            return stamp
+        (last,) = self.conn.execute(
+            "SELECT recorded_at FROM events WHERE seq = ?", (head,)
+        ).fetchone()
+        if stamp > last:  # one fixed-width spelling: text order is time order
+            return stamp
+        return format_instant(parse_instant(last) + timedelta(microseconds=1))
 
     # -- reading
 
@@ -690,8 +715,11 @@ def open_ledger(cfg: Config, create: bool = True, readonly: bool = False, **opti
     instead (``open_preview``): the notebook runs as it would, and nothing reaches the file.
     """
     path = cfg.path("ledger") / LEDGER_FILE
+    at = getattr(cfg, "simulated_now", None)  # a Config, or anything with a path()
+    if at is not None:  # a simulated clock: its instant, unless the caller gave its own
+        options = {"clock": lambda: at, **options, "simulated": True}
     if getattr(cfg, "preview", False) and not readonly:
-        return open_preview(path, clock=options.get("clock"))
+        return open_preview(path, options.get("clock"), options.get("simulated", False))
     return Ledger.open(path, create=create, readonly=readonly, **options)
 
 
@@ -700,7 +728,9 @@ def open_ledger(cfg: Config, create: bool = True, readonly: bool = False, **opti
 _PREVIEWS: dict[str, sqlite3.Connection] = {}
 
 
-def open_preview(path: Path, clock: Callable[[], datetime] | None = None) -> Ledger:
+def open_preview(
+    path: Path, clock: Callable[[], datetime] | None = None, simulated: bool = False
+) -> Ledger:
     """Return a writable ledger over an in-memory copy of the file at ``path`` (empty when
     there is none), the same copy for every open in this process: what a preview appends is
     read back by its later steps and vanishes with the process. The file is only read."""
@@ -721,6 +751,6 @@ def open_preview(path: Path, clock: Callable[[], datetime] | None = None) -> Led
             keeper.executescript(_SCHEMA.replace("PRAGMA journal_mode = WAL;", ""))
         _PREVIEWS[key] = keeper
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-    ledger = Ledger(Path(path), conn, False, clock or (lambda: datetime.now(UTC)))
+    ledger = Ledger(Path(path), conn, False, clock or (lambda: datetime.now(UTC)), simulated)
     ledger.preview = True
     return ledger

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -50,6 +51,7 @@ def run_by_hand(cfg: Config, slot: Slot, now: datetime, simulated: bool) -> tupl
 
     if simulated:
         require_simulated_broker(cfg)
+        cfg = replace(cfg, simulated_now=now)  # the ledger's stamps too
     with open_session(cfg, (lambda: now) if simulated else None) as session:
         if session is None:
             raise RunRefused(

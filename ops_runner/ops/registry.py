@@ -171,7 +171,7 @@ JOBS: dict[Job, JobSpec] = {
         JobSpec(Job.DATA_FETCH, run=_run_fetch, by_hand=False),  # `ops-runner data fetch`
         JobSpec(Job.DAILY_CHECKS, run=_run_daily_checks),
         JobSpec(Job.PRE_REBALANCE, run=_run_pre_rebalance),
-        JobSpec(Job.DATA_QA, "data_qa", ("as_of",), judge_data_qa, category="data"),
+        JobSpec(Job.DATA_QA, "data_qa", ("as_of", "now"), judge_data_qa, category="data"),
         JobSpec(Job.DECISION, "decision", ("session", "now"), category="strategy"),
         JobSpec(
             Job.EXECUTION, "execution", ("cycle", "now"), judge_execution, category="broker"
@@ -183,7 +183,7 @@ JOBS: dict[Job, JobSpec] = {
             judge_reconciliation,
             category="broker",
         ),  # fmt: skip
-        JobSpec(Job.SLIPPAGE_REPORT, "slippage_report", ("cycle",)),
+        JobSpec(Job.SLIPPAGE_REPORT, "slippage_report", ("cycle", "now")),
         JobSpec(Job.AUDIT, "audit", ("now",), category="broker", by_hand=False),  # `audit`
         JobSpec(Job.BACKUP, run=_run_backup, by_hand=False),  # `ops-runner backup`
         JobSpec(Job.INCIDENT, "incident", ("incident", "now"), by_hand=False),  # `incident`

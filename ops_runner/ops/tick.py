@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -175,6 +175,7 @@ def tick(
 
     if now is not None:
         require_simulated_broker(cfg)
+        cfg = replace(cfg, simulated_now=now)  # the ledger's stamps, its jobs' included
     cfg.primary_source  # noqa: B018 - no prices named, no tick: one line, nothing run
     clock: Callable[[], datetime] = (
         (lambda: now) if now is not None else (lambda: datetime.now(UTC))

@@ -206,8 +206,10 @@ def compute_event_instants(events: Iterable[Any]) -> dict[int, str]:
 
     An event carrying its instant (``at``, ``closed_at``, ``issued_at``) says it; any other
     takes the latest instant before it in the ledger (the tick that recorded it), else its
-    ``recorded_at``. In production these agree with ``recorded_at`` to the second; in a demo
-    or a drill they are the simulated clock, which ``recorded_at`` is not.
+    ``recorded_at``. These agree with ``recorded_at`` to the second, on the real clock and on
+    a simulated one (``Config.simulated_now`` stamps the ledger), except in a workbook whose
+    ledger began on the real clock before simulated ticks ran in it (tests): there the
+    stamps stay after the head's, and the instants the jobs carry are the ones to show.
     """
     instants: dict[int, str] = {}
     last: str | None = None

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ops_runner import BLOCK_SLOW_IMPORTS
-from ops_runner.core.clock import format_seconds, format_stamp
+from ops_runner.core.clock import format_seconds, format_stamp, read_clock
 from ops_runner.core.errors import OpsError, WorkbookError
 from ops_runner.core.events import EventKind, Trigger
 from ops_runner.core.faults import inject
@@ -103,7 +103,7 @@ PREVIEW_NOTE = (
 )
 
 
-def open_workbook(workbook: str = "", run_id: str = "") -> Config:
+def open_workbook(workbook: str = "", run_id: str = "", now: str = "") -> Config:
     """Return the Config of the notebook's workbook. Opening it never writes to it.
 
     ``workbook`` "" means $OPS_RUNNER_HOME, else the project's demo workbook ``demo/`` (made
@@ -111,7 +111,9 @@ def open_workbook(workbook: str = "", run_id: str = "") -> Config:
     offline on the demo. ``run_id`` "" (a notebook run by hand, not by the tick or
     ``ops-runner run``) makes it a preview: the Config says so, every ledger it opens is an
     in-memory copy that vanishes with the kernel, nothing is submitted and no alert goes out.
-    Raises WorkbookError, one line saying how to make the workbook, when there is none.
+    ``now`` (the tick's instant on a simulated clock, "" the real clock) stamps what the job
+    records in the ledger, as it stamps the tick's own events. Raises WorkbookError, one line
+    saying how to make the workbook, when there is none, and OpsError for a bad ``now``.
     """
     if not workbook:
         workbook = os.environ.get("OPS_RUNNER_HOME") or str(DEMO_WORKBOOK)
@@ -122,6 +124,8 @@ def open_workbook(workbook: str = "", run_id: str = "") -> Config:
             "sample market)")  # fmt: skip
         raise WorkbookError(f"no workbook at {root}: {hint}; nothing was written")
     cfg = load_config(root)
+    if now:
+        cfg = replace(cfg, simulated_now=read_clock(now)())
     return cfg if run_id else replace(cfg, preview=True)
 
 

@@ -595,6 +595,10 @@ class Config:
     # through this config is an in-memory copy that vanishes with the process, no snapshot or
     # anchor is written, no order is sent and no alert goes out.
     preview: bool = False
+    # A simulated clock's instant (the demo, a drill, a tick or run given --now): every ledger
+    # opened through this config stamps its appends with it, kept after the head's stamp so
+    # each transaction still has an instant of its own. None: the real UTC clock.
+    simulated_now: datetime | None = None
 
     @property
     def hash(self) -> str:

@@ -206,6 +206,28 @@ SAID = {
 }
 
 
+def test_demo_when_walked_the_ledger_and_every_page_speak_the_walks_clock(walk):
+    import re
+
+    _, cfg, events = walk
+    stamps = [e.recorded_at for e in events]
+    assert stamps == sorted(stamps)  # never backwards, the operator's steps included
+    assert "2025-09-29T20" <= stamps[0] and stamps[-1] < "2025-12-01T16"  # the walk's span
+    started = [e for e in events if e.kind == EventKind.JOB_STARTED]
+    assert started and all(e.recorded_at[:16] == e.payload["at"][:16] for e in started)
+    runs_at: dict[str, set] = {}
+    for e in events:
+        if e.run_id:
+            runs_at.setdefault(e.recorded_at, set()).add(e.run_id)
+    assert all(len(runs) == 1 for runs in runs_at.values())  # a transaction, an instant
+    opened = next(e for e in events if e.kind == EventKind.INCIDENT_OPENED)
+    assert opened.recorded_at.startswith("2025-10-31T21:05")  # the tick that found it missed
+    for page in cfg.path("reports").rglob("*.html"):
+        text = _visible_text(page.read_text(encoding="utf-8"))
+        assert max(re.findall(r"\b20\d\d-\d\d-\d\d\b", text), default="") <= "2025-12-01", page
+        assert not re.search(r"\d\d:\d\d:\d\d\.\d", text), page  # no microseconds
+
+
 def _visible_text(dom: str) -> str:
     import re
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import sqlite3
 import tempfile
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from ops_runner.core.errors import OpsError
 from ops_runner.core.events import EventKind, State
+from ops_runner.ledger.init import init_workbook
 from ops_runner.ledger.store import (
     GENESIS_HASH,
     LEDGER_FILE,
@@ -34,6 +36,7 @@ from ops_runner.ledger.store import (
     read_anchor,
     write_anchor,
 )
+from ops_runner.workbook.config import load_config
 
 T0 = datetime(2025, 1, 2, 14, 30, tzinfo=UTC)
 
@@ -256,6 +259,53 @@ def test_append_many_when_all_new_writes_one_transaction_in_order(ledger):
     assert events[0].recorded_at == events[2].recorded_at  # one transaction, one instant
     assert events[2].prev_hash == events[0].hash
     assert (events[0].run_id, events[0].cycle_id) == ("run-9", "2025-02")
+
+
+# -- the stamps of a simulated clock ---------------------------------------------------------------
+
+
+def test_append_when_a_simulated_clock_reads_one_instant_stamps_each_transaction_apart(path):
+    with Ledger.open(path, clock=lambda: T0, simulated=True) as ledger:
+        first = ledger.append_many([("JobStarted", "a", {}), ("JobCompleted", "b", {})])
+        second = ledger.append("JobStarted", "c", {})
+        third = ledger.append("JobStarted", "d", {})
+    assert [e.recorded_at for e in first] == ["2025-01-02T14:30:00.000000Z"] * 2
+    assert second.recorded_at == "2025-01-02T14:30:00.000001Z"
+    assert third.recorded_at == "2025-01-02T14:30:00.000002Z"
+
+
+def test_append_when_a_simulated_clock_is_set_before_the_head_stamps_just_after_it(path):
+    later = T0 + timedelta(minutes=5)
+    with Ledger.open(path, clock=lambda: later, simulated=True) as ledger:
+        ledger.append("JobStarted", "a", {})
+    with Ledger.open(path, clock=lambda: T0, simulated=True) as ledger:  # an earlier step
+        back = ledger.append("JobStarted", "b", {})
+    with Ledger.open(path, clock=lambda: T0 + timedelta(hours=1), simulated=True) as ledger:
+        ahead = ledger.append("JobStarted", "c", {})
+    assert back.recorded_at == "2025-01-02T14:35:00.000001Z"
+    assert ahead.recorded_at == "2025-01-02T15:30:00.000000Z"
+
+
+def test_append_when_the_clock_is_not_simulated_stamps_its_reading_even_if_repeated(path):
+    with Ledger.open(path, clock=lambda: T0) as ledger:
+        stamps = {ledger.append("JobStarted", k, {}).recorded_at for k in "abc"}
+    assert stamps == {"2025-01-02T14:30:00.000000Z"}
+
+
+def test_open_ledger_when_the_config_is_on_a_simulated_clock_stamps_its_instant(tmp_path):
+    init_workbook(tmp_path / "wb", template="demo")
+    cfg = replace(load_config(tmp_path / "wb"), simulated_now=T0)
+    with open_ledger(cfg) as ledger:
+        a = ledger.append("JobStarted", "a", {})
+        b = ledger.append("JobStarted", "b", {})
+    with open_ledger(cfg, clock=lambda: T0 + timedelta(days=1)) as ledger:  # the caller's own
+        c = ledger.append("JobStarted", "c", {})
+    with open_ledger(replace(cfg, preview=True)) as preview:
+        d = preview.append("JobStarted", "d", {})
+    assert [a.recorded_at, b.recorded_at, c.recorded_at] == [
+        "2025-01-02T14:30:00.000000Z", "2025-01-02T14:30:00.000001Z",
+        "2025-01-03T14:30:00.000000Z"]  # fmt: skip
+    assert d.recorded_at == "2025-01-03T14:30:00.000001Z"  # the copy goes on from the file
 
 
 def test_append_many_when_a_key_repeats_in_the_batch_treats_it_as_idempotent(ledger):

@@ -41,11 +41,11 @@ def test_notebook_job_when_its_notebook_is_inspected_declares_every_parameter_a_
 
 # What the tick sends each notebook, written out by hand (workbook aside).
 EXPECTED = {
-    "data_qa:2025-11": {"as_of": "2025-11-28"},
+    "data_qa:2025-11": {"as_of": "2025-11-28", "now": "2025-12-01T13:30:00Z"},
     "decision:2025-11": {"session": "2025-11-28", "now": "2025-12-01T13:30:00Z"},
     "execution:2025-11": {"cycle": "2025-11", "now": "2025-12-01T13:30:00Z"},
     "reconciliation:2025-11": {"cycle": "2025-11", "now": "2025-12-01T13:30:00Z"},
-    "slippage_report:2025-11": {"cycle": "2025-11"},
+    "slippage_report:2025-11": {"cycle": "2025-11", "now": "2025-12-01T13:30:00Z"},
     "audit:2025-11-28": {"now": "2025-12-01T13:30:00Z"},
     "incident:job-x-1": {"incident": "job-x-1", "now": "2025-12-01T13:30:00Z"},
 }
