@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import base64
+import contextlib
+import io
 import json
 import logging
 import os
@@ -485,17 +489,19 @@ def read_in_process(cfg: Config) -> bool:
 def _execute_in_process(source: Path, output: Path, parameters: dict[str, Any]) -> None:
     """Run the notebook's code cells, parameterized as papermill does, in this process.
 
-    Each cell's printed text and glued scraps become its outputs; a cell that raises stops the
-    run with papermill's own error, the partial notebook written. The same code as a kernel
-    runs, without a kernel's isolation, deadline or rich output: for the tests of the tick on
-    the simulated broker (``OPS_RUNNER_IN_PROCESS_NOTEBOOKS=1``), so that only the notebook
-    tests pay seconds for each kernel. Never a real account (``execute_job`` refuses).
+    Each cell's outputs are a kernel's: its printed text, what it displays and glues, the value
+    of its last expression (tables as HTML, Markdown), and the figures it left open as PNG, so
+    its page reads as the kernel's does; a cell that raises stops the run with papermill's own
+    error, the partial notebook written. The same code as a kernel runs, without a kernel's
+    isolation or deadline: for the tests of the tick on the simulated broker
+    (``OPS_RUNNER_IN_PROCESS_NOTEBOOKS=1``), so that only the notebook tests pay seconds for
+    each kernel. Never a real account (``execute_job`` refuses).
     """
-    import contextlib
-    import io
-
+    import IPython.display
     import nbformat
     import papermill as pm
+    from IPython.core import display_functions
+    from IPython.core.formatters import DisplayFormatter
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
@@ -505,17 +511,27 @@ def _execute_in_process(source: Path, output: Path, parameters: dict[str, Any]) 
                                          language="python")  # fmt: skip
     namespace: dict[str, Any] = {"__name__": "__main__"}
     captured: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    formatter = DisplayFormatter()
+
+    def display(*objects: Any, **_: Any) -> None:  # IPython's display, as a kernel shows it
+        for obj in objects:
+            captured.append(formatter.format(obj))
+
+    shown = (IPython.display.display, display_functions.display)
+    IPython.display.display = display_functions.display = display
     _CAPTURED.append(captured)
     try:
+        count = 0
         for index, cell in enumerate(notebook.cells):
             if cell.cell_type != "code":
                 continue
+            count += 1
             captured.clear()
             printed = io.StringIO()
-            error = None
+            error, value = None, None
             try:
                 with contextlib.redirect_stdout(printed):
-                    exec(compile(cell.source, f"<{source.name} cell {index}>", "exec"), namespace)
+                    value = _run_cell(cell.source, f"<{source.name} cell {index}>", namespace)
             except SystemExit:  # exit() or quit(): in a kernel, the kernel dies (KERNEL_START)
                 from nbclient.exceptions import DeadKernelError
 
@@ -526,20 +542,57 @@ def _execute_in_process(source: Path, output: Path, parameters: dict[str, Any]) 
             outputs = outputs if printed.getvalue() else []
             outputs += [nbformat.v4.new_output("display_data", data=bundle, metadata=meta)
                         for bundle, meta in captured]  # fmt: skip
+            if value is not None:
+                data, meta = formatter.format(value)
+                outputs.append(nbformat.v4.new_output("execute_result", data=data, metadata=meta,
+                                                      execution_count=count))  # fmt: skip
+            outputs += [nbformat.v4.new_output("display_data", data=figure)
+                        for figure in _drawn_figures()]  # fmt: skip
             if error is not None:
                 ename, evalue = type(error).__name__, str(error)
                 trace = [f"{ename}: {evalue}"]
                 outputs.append(nbformat.v4.new_output("error", ename=ename, evalue=evalue,
                                                       traceback=trace))  # fmt: skip
             cell.outputs = outputs
+            cell.execution_count = count
             if error is not None:
                 write_bytes_atomic(output, nbformat.writes(notebook).encode())
                 raise pm.PapermillExecutionError(index, None, cell.source, ename, evalue, [])
     finally:
         _CAPTURED.pop()
-        if "matplotlib.pyplot" in sys.modules:  # the figures the cells drew, not shown anywhere
-            sys.modules["matplotlib.pyplot"].close("all")
+        IPython.display.display, display_functions.display = shown
+        _drawn_figures()  # a failed cell's figures: closed all the same
     write_bytes_atomic(output, nbformat.writes(notebook).encode())
+
+
+def _run_cell(code: str, name: str, namespace: dict[str, Any]) -> Any:
+    """Run a cell's code in ``namespace``; return its last expression's value, as a kernel
+    shows it (None when the cell ends in a statement or a ``;``)."""
+    tree = ast.parse(code, name)
+    last = tree.body[-1] if tree.body else None
+    shows = isinstance(last, ast.Expr) and not code.rstrip().endswith(";")
+    body = ast.Module(tree.body[:-1] if shows else tree.body, type_ignores=[])
+    exec(compile(body, name, "exec"), namespace)
+    if not shows:
+        return None
+    return eval(compile(ast.Expression(last.value), name, "eval"), namespace)  # type: ignore[union-attr]
+
+
+def _drawn_figures() -> list[dict[str, str]]:
+    """Return the figures left open as a kernel's inline backend shows them (PNG), and close
+    them."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is None:
+        return []
+    figures = []
+    for number in plt.get_fignums():
+        figure = plt.figure(number)
+        png = io.BytesIO()
+        figure.savefig(png, format="png", bbox_inches="tight")
+        figures.append({"image/png": base64.b64encode(png.getvalue()).decode("ascii"),
+                        "text/plain": repr(figure)})  # fmt: skip
+    plt.close("all")
+    return figures
 
 
 def known_jobs() -> list[str]:

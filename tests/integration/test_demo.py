@@ -305,6 +305,9 @@ def test_demo_when_its_pages_open_in_a_browser_each_says_its_result_first_and_fi
         assert "open_workbook(" not in shown  # the code is in the .ipynb only
         assert not re.search(r"\d\d:\d\d:\d\d\.\d", shown), name  # no microseconds
         assert any(link["href"].endswith(".ipynb") for link in seen["links"])  # linked, though
+        assert "<table" in seen["dom"], name  # its tables, as the kernel showed them
+        if name != "dr_drill-FAIL":  # the findings' chart; the slippage and cost charts
+            assert seen["images"], name
         checks.append((page, seen, name))
     for page, seen, name in checks:
         assert seen["wide"] == [], (name, seen["wide"])  # nothing past the right edge
