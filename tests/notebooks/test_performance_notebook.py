@@ -19,11 +19,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from conftest import make_sample_workbook, ready_to_decide
+from conftest import broken_links, inspect_in_browser, make_sample_workbook, ready_to_decide
 
 from ops_runner.market.calendar import open_calendar
 from ops_runner.ops import jobs
 from ops_runner.ops.decision import decide
+from ops_runner.reports.pages import write_html
 from ops_runner.runtime.notebooks import run_notebook
 from ops_runner.workbook.config import load_config
 
@@ -89,3 +90,21 @@ def test_performance_notebook_when_seven_cycles_filled_live_tracks_research(tmp_
     assert "production behaves like research" in scrap["summary"]
     assert not [n for n in scrap["notes"] if n.startswith("live did not decide")]  # same code
     assert "DU0000000" not in run.output.read_text(encoding="utf-8")
+
+
+def test_performance_page_when_opened_in_a_browser_says_its_result_first_and_fits(
+    tmp_path, seven_cycles
+):
+    root, _ = seven_cycles
+    executed = root / "ledger" / "runs" / "performance" / "performance.ipynb"
+    run = run_notebook("performance", executed, {"workbook": str(root)})
+    page = write_html(run.output, root / "reports" / "performance.html")  # as the CLI renders it
+    seen = inspect_in_browser(page, tmp_path / "browser", tmp_path / "performance.png")
+    verdict = seen["verdict"]
+    assert verdict and verdict["bottom"] <= seen["height"], verdict  # no scrolling to find it
+    assert "TRACKING" in verdict["text"], verdict["text"]
+    assert seen["wide"] == [] and seen["scroll_width"] <= seen["width"]  # nothing off the edge
+    assert seen["images"] and all(image["ok"] for image in seen["images"])  # the charts drew
+    assert broken_links(page, seen) == []
+    assert any(link["href"].endswith(".ipynb") for link in seen["links"])  # the audit record
+    assert (tmp_path / "performance.png").stat().st_size > 10_000
