@@ -15,7 +15,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from ops_runner.core.clock import read_clock
-from ops_runner.core.errors import ConfigError
+from ops_runner.core.errors import ConfigError, OpsError
+from ops_runner.ledger.store import LedgerCorrupt
 from ops_runner.workbook.config import TEMPLATES, Config, mask_account
 
 
@@ -72,6 +73,7 @@ def parse_date(text: str) -> date:
 
 def resolve_as_of(cfg: Config, text: str | None) -> date:
     """Return the session to check: the date given, else the last session whose close has passed."""
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner.market.calendar import open_calendar
 
     if text:
@@ -83,7 +85,7 @@ def simulated_now(cfg: Config, text: str | None) -> datetime | None:
     """Return --now as an instant, refused unless the broker is a simulated one."""
     now = parse_now(text)
     if now is not None:
-        from ops_runner.ops.tick import require_simulated_broker
+        from ops_runner.ops.tick import require_simulated_broker  # the tick: pandas, only here
 
         require_simulated_broker(cfg)
     return now
@@ -109,8 +111,6 @@ ExitCodes = dict[int, str] | Callable[[], dict[int, str]]
 def compute_exit_codes(own: ExitCodes) -> dict[int, str]:
     """Return a verb's exit codes: its own meanings over the ones every verb shares, read from
     the errors that carry them (``OpsError.exit_code`` and its subclasses)."""
-    from ops_runner.core.errors import OpsError
-    from ops_runner.ledger.store import LedgerCorrupt
 
     shared = {
         0: "done",

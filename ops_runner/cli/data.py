@@ -14,12 +14,13 @@ from ops_runner.cli.common import (
     resolve_as_of,
 )
 from ops_runner.core.errors import ConfigError
-from ops_runner.workbook.config import Config
+from ops_runner.ledger import open_ledger
+from ops_runner.workbook.config import Config, load_config
 
 
 def _record_prices(cfg: Config, source: str, reason: str) -> None:
     """Pin what the store now holds in the ledger: the daily integrity check compares."""
-    from ops_runner.ledger import open_ledger
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner.market.integrity import record_prices
 
     with open_ledger(cfg) as ledger:
@@ -29,6 +30,7 @@ def _record_prices(cfg: Config, source: str, reason: str) -> None:
 def _fetch(cfg: Config, args: argparse.Namespace) -> list[str]:
     """``data fetch``: the named source, else every source a provider serves (the tick's
     data_fetch job does the same), else the broker's historical bars into ``ib``."""
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner.market.sources.providers import compute_fetched_sources
     from ops_runner.ops.fetch import fetch_source
 
@@ -51,10 +53,10 @@ def _fetch(cfg: Config, args: argparse.Namespace) -> list[str]:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner.market.calendar import open_calendar
     from ops_runner.market.importer import import_files
     from ops_runner.market.prices import open_store
-    from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
     store = open_store(cfg)
@@ -69,7 +71,7 @@ def cmd_data(args: argparse.Namespace) -> int:
             print(line)
         return 0
     elif args.action == "sample":
-        from ops_runner.market.sources.sample import SAMPLE_SOURCE, write_sample
+        from ops_runner.market.sources.sample import SAMPLE_SOURCE, write_sample  # pandas
 
         if cfg.values["data"]["primary"] != SAMPLE_SOURCE:  # a production workbook: never
             raise ConfigError(
@@ -115,8 +117,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_qa(args: argparse.Namespace) -> int:
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner.market import qa
-    from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
     as_of = resolve_as_of(cfg, args.as_of)

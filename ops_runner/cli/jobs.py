@@ -10,6 +10,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from ops_runner.brokers import open_broker
 from ops_runner.cli.common import (
     Progress,
     add_actions,
@@ -19,9 +20,12 @@ from ops_runner.cli.common import (
     print_json,
 )
 from ops_runner.core.cycle import Cycle
+from ops_runner.core.deadline import EXIT_CODE
 from ops_runner.core.errors import ConfigError
 from ops_runner.ops.registry import JOBS
-from ops_runner.workbook.config import Config
+from ops_runner.ops.schedule import Job, ScheduleSettings, Slot, compute_session_slots
+from ops_runner.runtime.notebooks import show_cell_progress
+from ops_runner.workbook.config import Config, load_config, mask_account
 
 NOW_ENV = "OPS_RUNNER_NOW"
 # The jobs `ops-runner run` may run by hand (the registry says which).
@@ -29,8 +33,8 @@ RUN_JOBS = tuple(str(job) for job, spec in JOBS.items() if spec.by_hand)
 
 
 def cmd_tick(args: argparse.Namespace) -> int:
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner.ops.tick import tick
-    from ops_runner.workbook.config import load_config
 
     # OPS_RUNNER_NOW stands for --now where the command line is fixed (the scheduler entries
     # as written, run by their tests at a chosen instant); refused with a real broker alike.
@@ -53,10 +57,9 @@ def run_job(
     it; a run the tick would not do now is refused in one line (exit 1). ``progress`` says
     what runs on stderr, papermill's cell bar included, when it is enabled. ``dry_run`` (the
     execution only) prints the orders a run now would send and sends and records nothing."""
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner.market.calendar import open_calendar
     from ops_runner.ops.manual import run_by_hand
-    from ops_runner.ops.schedule import Job, ScheduleSettings, Slot, compute_session_slots
-    from ops_runner.runtime.notebooks import show_cell_progress
 
     progress = progress or Progress(False)
     show_cell_progress(progress.enabled)
@@ -100,6 +103,7 @@ def _dry_run_execution(
 ) -> int:
     """Print the orders ``run execution`` would send now and what the rules and the order gate
     say; exit 0 when a run now would go ahead, 1 when it would be refused."""
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner.ops.preview import preview_execution
 
     seen = preview_execution(cfg, slot, cycle_id, instant or datetime.now(UTC), instant is not None)
@@ -160,7 +164,6 @@ def _dry_run_execution(
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ops_runner.workbook.config import load_config
 
     # OPS_RUNNER_NOW stands for --now here too, as for the tick: refused with a real broker.
     now = args.now or os.environ.get(NOW_ENV)
@@ -169,9 +172,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner.market.calendar import open_calendar
     from ops_runner.ops import decision
-    from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
     session = args.session or open_calendar(cfg).last_closed_session(datetime.now(UTC)).isoformat()
@@ -190,6 +193,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
 def _dry_run_decision(cfg: Config, session: str, as_json: bool) -> int:
     """Print the decision ``decide`` would record now, after the same gates; nothing recorded
     and no snapshot written."""
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner.ops.decision import preview_decision
 
     seen = preview_decision(cfg, session)
@@ -222,8 +226,8 @@ def _dry_run_decision(cfg: Config, session: str, as_json: bool) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner.ops import decision
-    from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
     if bool(args.cycle) == bool(args.all):
@@ -242,9 +246,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from ops_runner.brokers import open_broker
-    from ops_runner.workbook.config import load_config, mask_account
-
     cfg = load_config(args.workbook)
     broker = open_broker(cfg, role=args.role)
     try:
@@ -279,9 +280,9 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner.ops.audit import audit_job
     from ops_runner.ops.tick import require_simulated_broker
-    from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
     if args.now:
@@ -296,8 +297,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _tick_exit_codes() -> dict[int, str]:
-    from ops_runner.core.deadline import EXIT_CODE
-
     return {
         0: "done, idle or busy (another tick holds the lock)",
         EXIT_CODE: "the tick passed its own deadline: what it ran is recorded as failed",

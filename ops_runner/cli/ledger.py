@@ -14,15 +14,16 @@ from ops_runner.cli.common import (
     simulated_now,
 )
 from ops_runner.core.events import EventKind
+from ops_runner.ledger import open_ledger
+from ops_runner.ledger.approvals import Action, approve, parse_ttl, resume
+from ops_runner.ledger.states import read_state, remove_kill_switch
+from ops_runner.workbook.config import load_config
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    from ops_runner.ledger import open_ledger
-    from ops_runner.workbook.config import load_config
-
     cfg = load_config(args.workbook)
     if args.action == "verify":
-        from ops_runner.market.integrity import check_prices, check_registered
+        from ops_runner.market.integrity import check_prices, check_registered  # pandas
 
         with open_ledger(cfg, create=False, readonly=True) as ledger:
             report = ledger.verify(cfg.path("anchor"))
@@ -83,13 +84,11 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner.ops.checks import approve_baseline, compute_baseline
-    from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
     if args.action == "show" and args.json:  # what is approved, and whether it still holds
-        from ops_runner.ledger import open_ledger
-
         with open_ledger(cfg, create=False, readonly=True) as ledger:
             approved = ledger.last(str(EventKind.BASELINE_APPROVED))
         current = compute_baseline(cfg)
@@ -111,9 +110,6 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    from ops_runner.ledger.approvals import Action, approve, parse_ttl
-    from ops_runner.workbook.config import load_config
-
     cfg = load_config(args.workbook)
     ttl = parse_ttl(args.ttl) if args.ttl else None
     token = approve(cfg, Action(args.action), args.reason, args.review, ttl,
@@ -123,9 +119,8 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from ops_runner.ledger.approvals import resume
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner.market.integrity import check_integrity
-    from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
     state = resume(cfg, args.token, now=simulated_now(cfg, args.now), integrity=check_integrity)
@@ -134,9 +129,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
-    from ops_runner.ledger.states import remove_kill_switch
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner.ops.manual import engage_kill_switch
-    from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
     if args.command == "kill":
@@ -152,10 +146,8 @@ def cmd_kill(args: argparse.Namespace) -> int:
 
 
 def cmd_incident(args: argparse.Namespace) -> int:
-    from ops_runner.ledger import open_ledger
-    from ops_runner.ledger.states import read_state
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner.ops import incidents
-    from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
     with open_ledger(cfg) as ledger:

@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 
 from ops_runner.cli.common import Progress, add_actions, add_verb, parse_now, print_json
+from ops_runner.workbook.config import load_config, resolve_workbook
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner.ops import backup
 
     if args.action == "verify":
@@ -27,7 +29,6 @@ def cmd_backup(args: argparse.Namespace) -> int:
         for reason in report.reasons:
             print(f"  {reason}", file=sys.stderr)
         return code
-    from ops_runner.workbook.config import load_config
 
     made = backup.create_backup(load_config(args.workbook), reason=args.reason, force=args.force)
     print(
@@ -38,8 +39,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner.ops import backup
-    from ops_runner.workbook.config import resolve_workbook
 
     target = Path(args.to) if args.to else resolve_workbook(args.workbook)
     try:
@@ -59,9 +60,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner.ops import drill
     from ops_runner.ops.tick import require_simulated_broker
-    from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
     now = parse_now(args.now)
@@ -83,6 +84,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
 
 
 def _drill_exit_codes() -> dict[int, str]:
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner.ops.drill import EXIT_CODES, DrillStatus
 
     meaning = {
@@ -94,6 +96,7 @@ def _drill_exit_codes() -> dict[int, str]:
 
 
 def _archive_exit_codes() -> dict[int, str]:
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner.ops.backup import ArchiveInvalid, RestoreRefused
 
     return {

@@ -19,15 +19,14 @@ from ops_runner.cli.common import (
 )
 from ops_runner.cli.jobs import run_job
 from ops_runner.core.errors import ConfigError
-from ops_runner.workbook.config import Config
+from ops_runner.runtime.notebooks import execute_job, show_cell_progress
+from ops_runner.workbook.config import Config, load_config
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ops_runner.workbook.config import load_config
-
     cfg = load_config(args.workbook)
     if args.action == "index":
-        from ops_runner.reports.runs import write_runs_index
+        from ops_runner.reports.runs import write_runs_index  # pandas, for this verb only
 
         print(f"runs index: {write_runs_index(cfg)}")
         return 0
@@ -41,8 +40,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _run_performance(cfg: Config, start: str, end: str, progress: Progress) -> int:
     """Run notebooks/performance.ipynb (registered like every run) and render it to
     reports/performance.html: live vs research in one page."""
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner.reports.pages import write_html
-    from ops_runner.runtime.notebooks import execute_job, show_cell_progress
 
     for name, text in (("--start", start), ("--end", end)):
         try:
@@ -74,8 +73,8 @@ def _research_inputs(args: argparse.Namespace, progress: Progress, grid: dict | 
     --config is a template name (gem, topn) or a YAML file, relative to the current folder,
     else to the workbook, else to the project (``templates/gem.yaml`` from any folder).
     """
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner.strategy import research
-    from ops_runner.workbook.config import load_config
 
     cfg = load_config(args.workbook)
     if args.config:
@@ -88,6 +87,7 @@ def _research_inputs(args: argparse.Namespace, progress: Progress, grid: dict | 
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner.strategy import research
 
     progress = Progress.from_args(args)
@@ -129,6 +129,7 @@ def compute_sweep_lines(table, metric: str, top: int) -> list[str]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner.strategy import sweep
     from ops_runner.strategy.momentum import StrategySettings
 

@@ -12,13 +12,19 @@ import sys
 from pathlib import Path
 
 from ops_runner.cli.common import add_verb
-from ops_runner.workbook.config import CONFIG_NAME
+from ops_runner.ledger.init import init_workbook
+from ops_runner.ops import status
+from ops_runner.runtime.notebooks import DEMO_WORKBOOK, NOTEBOOKS
+from ops_runner.workbook.config import (
+    CONFIG_NAME,
+    HOME_ENV,
+    load_config,
+    mask_account,
+    resolve_workbook,
+)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from ops_runner.ledger.init import init_workbook
-    from ops_runner.workbook.config import load_config
-
     target = init_workbook(args.workbook, template=args.template)
     print(f"workbook ready: {target} (edit it, then `ops-runner config check`)")
     if load_config(target.parent).values["data"]["primary"] is None:
@@ -31,8 +37,6 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from ops_runner.workbook.config import load_config, mask_account
-
     cfg = load_config(args.workbook)
     if args.action == "show":  # JSON either way: the whole config, the account masked
         values = json.loads(json.dumps(cfg.values, default=str))
@@ -48,15 +52,13 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ops_runner.ops import status
-    from ops_runner.workbook.config import load_config
-
     report = status.read_status(load_config(args.workbook))
     print(json.dumps(report, indent=2, default=str) if args.json else status.format_status(report))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner import demo
 
     if not args.verbose:  # the demo tells the story itself; state warnings would break the bar
@@ -68,8 +70,6 @@ def choose_lab_workbook(workbook: str | None) -> tuple[Path, bool]:
     """Return the workbook whose runs the lab shows, and whether it was chosen (--workbook,
     $OPS_RUNNER_HOME or the current folder holding a config.yaml) rather than the demo
     workbook the notebooks open by default."""
-    from ops_runner.runtime.notebooks import DEMO_WORKBOOK
-    from ops_runner.workbook.config import HOME_ENV, resolve_workbook
 
     if workbook or os.environ.get(HOME_ENV) or (Path.cwd() / CONFIG_NAME).is_file():
         return resolve_workbook(workbook), True
@@ -83,9 +83,8 @@ def write_lab_folder(workbook: Path) -> tuple[Path, int]:
     SHA-256 the ledger holds: a cell run and saved in the lab must never change them. The
     folder is in the machine's cache, never in the workbook; opening a workbook never writes
     to it."""
+    # here, not at the top: pandas loads only when this verb runs
     from ops_runner.market.calendar import compute_cache_folder
-    from ops_runner.runtime.notebooks import NOTEBOOKS
-    from ops_runner.workbook.config import load_config
 
     key = hashlib.sha256(str(workbook).encode()).hexdigest()[:12]
     folder = compute_cache_folder() / "lab" / f"{workbook.name}-{key}"
@@ -127,8 +126,6 @@ def compute_lab_command(folder: Path, args: argparse.Namespace) -> list[str]:
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
-    from ops_runner.workbook.config import HOME_ENV
-
     workbook, chosen = choose_lab_workbook(args.workbook)
     folder, shown = write_lab_folder(workbook)
     env = dict(os.environ)

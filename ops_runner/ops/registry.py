@@ -22,6 +22,7 @@ from typing import Any
 from ops_runner.brokers.base import Broker
 from ops_runner.core.clock import format_seconds
 from ops_runner.core.errors import OpsError
+from ops_runner.core.hashing import compute_sha256
 from ops_runner.ledger import Ledger
 from ops_runner.ops.schedule import Job, Slot
 from ops_runner.workbook.config import Config
@@ -81,6 +82,7 @@ def judge_execution(completion: Mapping[str, Any]) -> tuple[bool, str]:
 
 
 def _run_backup(ctx: JobContext) -> JobDone:
+    # here, not at the top: pandas loads only when this job runs, not on every tick
     from ops_runner.ops.backup import create_backup
 
     result = create_backup(ctx.cfg, now=ctx.now, reason=f"weekly ({ctx.slot.key})")
@@ -99,6 +101,7 @@ def _broker(ctx: JobContext) -> Broker:
 
 
 def _run_daily_checks(ctx: JobContext) -> JobDone:
+    # here, not at the top: pandas loads only when this job runs, not on every tick
     from ops_runner.ops.checks import run_daily_checks
 
     slot = ctx.slot
@@ -108,6 +111,7 @@ def _run_daily_checks(ctx: JobContext) -> JobDone:
 
 
 def _run_pre_rebalance(ctx: JobContext) -> JobDone:
+    # here, not at the top: pandas loads only when this job runs, not on every tick
     from ops_runner.ops.checks import run_pre_rebalance_checks
 
     slot = ctx.slot
@@ -127,7 +131,8 @@ def _run_fetch(ctx: JobContext) -> JobDone:
     tick's missed-job rule makes it DEGRADED_DATA with that error in the incident."""
     # pandas and the vendors' clients: imported when a fetch runs, never by the idle tick
     from ops_runner.core.events import EventKind
-    from ops_runner.core.hashing import compute_sha256
+
+    # here, not at the top: pandas loads only when this job runs, not on every tick
     from ops_runner.market.sources.providers import compute_fetched_sources
     from ops_runner.ops.fetch import fetch_source
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import tomllib
@@ -199,3 +200,35 @@ def test_test_modules_when_read_import_no_other_test_module():
             ):
                 offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert offenders == []
+
+
+def _is_comment_or_import(line: str) -> bool:
+    text = line.strip()
+    return text.startswith(("#", "from ", "import ", ")")) or text.endswith(("(", ","))
+
+
+def test_package_when_read_imports_project_modules_in_a_function_only_with_a_why():
+    """Imports sit at the top of each module; one inside a function keeps a heavy dependency
+    (pandas, papermill, vectorbt) out of the commands that do not need it, and a comment on
+    it, or on the import block it belongs to, says so."""
+    offenders = []
+    for path in sorted((ROOT / "ops_runner").rglob("*.py")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for inner in node.body:
+                for found in ast.walk(inner):
+                    if not isinstance(found, ast.Import | ast.ImportFrom):
+                        continue
+                    module = found.module if isinstance(found, ast.ImportFrom) else None
+                    module = module or found.names[0].name
+                    if not module.startswith("ops_runner"):
+                        continue
+                    above = found.lineno - 1
+                    while above > 0 and _is_comment_or_import(lines[above - 1]):
+                        above -= 1
+                    block = lines[above : found.end_lineno]
+                    if not any("#" in line for line in block):
+                        offenders.append(f"{path.relative_to(ROOT)}:{found.lineno}")
+    assert sorted(set(offenders)) == []
