@@ -41,15 +41,29 @@ class UniverseSettings:
 
 
 @dataclass(frozen=True)
-class DataSettings:
-    """``data``: the sources decisions and cross-checks read, and the vendors that fill them.
+class ProviderSettings:
+    """One entry of ``data.providers``: the vendor that fills a source and how it is asked.
+    The defaults are the schema's (an entry the CLI adds for IB's bars names only its vendor)."""
 
-    ``providers`` maps a source name to its checked entry (``vendor``, ``base_url``,
-    ``timeout_seconds``, ``retries``, ``min_interval_seconds``)."""
+    vendor: str  # alphavantage, tiingo or ib
+    base_url: str | None = None
+    timeout_seconds: float = 30.0
+    retries: int = 3
+    min_interval_seconds: float | None = None
+
+    @classmethod
+    def from_config(cls, entry: Mapping[str, Any]) -> ProviderSettings:
+        return cls(**entry)
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """``data``: the sources decisions and cross-checks read, the vendors that fill them (by
+    source name), and how far back and how much again a fetch reads."""
 
     primary: str | None
     secondary: str | None
-    providers: Mapping[str, Mapping[str, Any]]
+    providers: Mapping[str, ProviderSettings]
     fetch_start: date
     fetch_overlap_sessions: int
 
@@ -59,7 +73,10 @@ class DataSettings:
         return cls(
             primary=data["primary"],
             secondary=data["secondary"],
-            providers=data["providers"],
+            providers={
+                name: ProviderSettings.from_config(entry)
+                for name, entry in data["providers"].items()
+            },
             fetch_start=data["fetch_start"],
             fetch_overlap_sessions=data["fetch_overlap_sessions"],
         )
