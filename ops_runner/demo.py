@@ -37,7 +37,6 @@ from ops_runner.ops.drill import execute_drill
 from ops_runner.ops.incidents import close_incident
 from ops_runner.ops.schedule import (
     Job,
-    ScheduleSettings,
     compute_next_opening,
     compute_session_slots,
 )
@@ -136,8 +135,8 @@ def _start_ib_simulator(cfg: Config, clock: DemoClock) -> Any:
     """Start the TWS simulator on the workbook's market and a fresh paper account."""
     from decimal import Decimal
 
-    cash = Decimal(str(cfg.values["research"]["initial_cash"]))
-    account = cfg.values["broker"]["account"]
+    cash = Decimal(str(cfg.research.initial_cash))
+    account = str(cfg.broker.account)  # broker.kind ib: the config check requires one
     sim = TwsSimulator(WorkbookMarket(cfg), clock, account=account, cash=cash)
     sim.start()
     return sim
@@ -167,7 +166,7 @@ def run_demo(
     calendar = open_calendar(cfg)
     cycles = _cycles(calendar, months)
     faulty = cycles[1] if len(cycles) > 1 else None
-    settings = ScheduleSettings.from_config(cfg.values)
+    settings = cfg.schedule
     start = calendar.session_close(calendar.previous_session(cycles[0])).to_pydatetime()
     start += settings.decision_delay
     last_next = calendar.next_session(cycles[-1])
@@ -367,7 +366,7 @@ def _close_incidents(cfg: Config, resolution: str, now: datetime) -> list[str]:
 
 def _rerun_qa(cfg: Config, session: date, now: datetime) -> str:
 
-    settings = ScheduleSettings.from_config(cfg.values)
+    settings = cfg.schedule
     slot = next(
         s
         for s in compute_session_slots(open_calendar(cfg), settings, session)

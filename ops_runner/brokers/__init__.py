@@ -42,7 +42,7 @@ class BrokerRegistry:
 
     def create(self, cfg: Config, **options: Any) -> Broker:
         # Each adapter's constructor takes the config and its own options (clock, role, ...).
-        adapter: Callable[..., Broker] = self.resolve(cfg.values["broker"]["kind"])
+        adapter: Callable[..., Broker] = self.resolve(cfg.broker.kind)
         return adapter(cfg, **options)
 
 

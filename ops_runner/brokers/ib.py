@@ -110,25 +110,24 @@ class IbBroker(Broker):
     ) -> None:
         if role not in ROLES:
             raise BrokerError(f"IB role {role!r} is unknown; roles: {', '.join(ROLES)}")
-        broker = cfg.values["broker"]
+        broker = cfg.broker
         self._cfg, self._role = cfg, role
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._client_name = str(client or broker.get("client") or "auto")
+        self._client_name = str(client or broker.client or "auto")
         if self._client_name not in (*CLIENTS, "auto"):
             raise BrokerError(
                 f"IB client {self._client_name!r} is unknown; use ib_async, ib_insync or auto"
             )
-        retry = broker.get("retry") or {}
         self._settings = Settings(
-            host=str(broker["host"]),
-            port=int(broker["port"]),
-            client_id=int(broker["client_ids"][role]),
+            host=str(broker.host),
+            port=int(broker.port),
+            client_id=int(broker.client_ids.of(role)),
             role=role,
-            account=str(broker.get("account") or ""),
-            connect_timeout=float(broker.get("connect_timeout_seconds", 10.0)),
-            request_timeout=float(broker.get("request_timeout_seconds", 15.0)),
-            attempts=max(1, int(retry.get("attempts", 3))),
-            wait=float(retry.get("wait_seconds", 2.0)),
+            account=str(broker.account or ""),
+            connect_timeout=float(broker.connect_timeout_seconds),
+            request_timeout=float(broker.request_timeout_seconds),
+            attempts=max(1, int(broker.retry.attempts)),
+            wait=float(broker.retry.wait_seconds),
         )
         self._account = self._settings.account
         self._loop = LoopThread(f"ib-{role}-{self._settings.client_id}")
@@ -304,12 +303,12 @@ class IbBroker(Broker):
         differences from the price store. Raises BrokerUnavailable when IB does not answer
         (nothing is booked; the audit waits), SecretError for a missing secret."""
 
-        flex = self._cfg.values["broker"]["flex"]
-        if not flex["enabled"]:
+        flex = self._cfg.broker.flex
+        if not flex.enabled:
             return None
         token = load_secret(self._cfg, "ib_flex_token")
         query = load_secret(self._cfg, "ib_flex_query_id")
-        client = FlexClient(token, query, base_url=str(flex["base_url"]))
+        client = FlexClient(token, query, base_url=str(flex.base_url))
         try:
             return client.read(self._account or None)
         except StatementError as error:

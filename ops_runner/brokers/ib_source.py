@@ -53,8 +53,8 @@ class IbBarsSource:
         return self._broker
 
     def endpoint(self) -> str:
-        broker = self._cfg.values["broker"]
-        return f"ib://{broker['host']}:{broker['port']}"
+        broker = self._cfg.broker
+        return f"ib://{broker.host}:{broker.port}"
 
     def read_bars(self, symbols: Sequence[str], start: date, end: date) -> dict[str, pd.DataFrame]:
         """Return canonical bars per symbol for ``start``..``end``. Raises DataError (one line

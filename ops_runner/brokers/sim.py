@@ -217,27 +217,28 @@ class SimBroker(Broker):
             raise BrokerError(f"broker role {role!r}: expected one of {', '.join(ROLES)}")
         self.role = role  # one set of books serves both roles; IB gives each its client id
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._faults = SimFaults.from_config(cfg.values["broker"].get("sim_faults"))
+        broker = cfg.broker
+        self._faults = SimFaults.from_config(broker.sim_faults)
         self._folder = cfg.path("broker")
         self._book_path = self._folder / BOOK_NAME
         self._lock_path = self._folder / LOCK_NAME
-        self._account = str(cfg.values["broker"].get("account") or DEFAULT_ACCOUNT)
-        costs = cfg.values["costs"]
-        self._per_share = _decimal(costs["commission_per_share"])
-        self._minimum = _decimal(costs["commission_min"])
-        self._slippage = _decimal(costs["slippage_bps"]) / Decimal(10_000)
-        self._initial_cash = _cents(_decimal(cfg.values["research"]["initial_cash"]))
+        self._account = str(broker.account or DEFAULT_ACCOUNT)
+        costs = cfg.costs
+        self._per_share = _decimal(costs.commission_per_share)
+        self._minimum = _decimal(costs.commission_min)
+        self._slippage = _decimal(costs.slippage_bps) / Decimal(10_000)
+        self._initial_cash = _cents(_decimal(cfg.research.initial_cash))
         self._source = cfg.primary_source
         self._store = open_store(cfg)
         self._calendar = open_calendar(cfg)
         self._bars: dict[str, tuple[str, pd.DataFrame]] = {}
         self._checked: set[str] = set()
         self._action_days: dict[str, tuple[pd.DataFrame, dict[date, tuple[float, float]]]] = {}
-        account = cfg.values["broker"]["sim_account"]
-        self._pay_lag = int(account["dividend_pay_lag_sessions"])
-        self._withholding = _decimal(account["withholding_rate"])
-        self._interest = _decimal(account["interest_rate"])
-        self._fee = _cents(_decimal(account["monthly_fee"]))
+        account = broker.sim_account
+        self._pay_lag = int(account.dividend_pay_lag_sessions)
+        self._withholding = _decimal(account.withholding_rate)
+        self._interest = _decimal(account.interest_rate)
+        self._fee = _cents(_decimal(account.monthly_fee))
 
     def __repr__(self) -> str:
         return f"SimBroker({str(self._book_path)!r})"

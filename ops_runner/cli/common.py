@@ -41,7 +41,7 @@ def print_json(value: object, cfg: Config | None = None, sort_keys: bool = False
     """Print ``value`` as JSON on stdout, the workbook's account id masked wherever it appears
     (a payload or a reason may quote it)."""
     text = json.dumps(value, indent=2, default=str, sort_keys=sort_keys)
-    account = cfg.values["broker"].get("account") if cfg else None
+    account = cfg.broker.account if cfg else None
     if account:
         text = text.replace(str(account), mask_account(str(account)))
     print(text)

@@ -38,7 +38,7 @@ def _fetch(cfg: Config, args: argparse.Namespace) -> list[str]:
     start = optional_date(args.start, "--start")
     end = optional_date(args.end, "--end")
     sources = [args.source] if args.source else compute_fetched_sources(cfg)
-    if not sources and cfg.values["broker"]["kind"] == "ib":
+    if not sources and cfg.broker.kind == "ib":
         sources = ["ib"]
     if not sources:
         raise ConfigError(
@@ -46,7 +46,7 @@ def _fetch(cfg: Config, args: argparse.Namespace) -> list[str]:
             "data.providers (e.g. av: {vendor: alphavantage}) or name it with --source",
             "data.providers",
         )
-    if "ib" in sources and "ib" not in cfg.values["data"]["providers"]:  # the broker's bars
+    if "ib" in sources and "ib" not in cfg.data.providers:  # the broker's bars
         cfg = replace(cfg, values={**cfg.values, "data": {**cfg.values["data"], "providers": {
             **cfg.values["data"]["providers"], "ib": {"vendor": "ib"}}}})  # fmt: skip
     return [fetch_source(cfg, name, symbols, start, end) for name in sources]
@@ -73,12 +73,12 @@ def cmd_data(args: argparse.Namespace) -> int:
     elif args.action == "sample":
         from ops_runner.market.sources.sample import SAMPLE_SOURCE, write_sample  # pandas
 
-        if cfg.values["data"]["primary"] != SAMPLE_SOURCE:  # a production workbook: never
+        if cfg.data.primary != SAMPLE_SOURCE:  # a production workbook: never
             raise ConfigError(
                 "data sample: the SYNTHETIC sample market goes only into a demo workbook "
                 f"(data.primary: {SAMPLE_SOURCE}; `ops-runner init --template demo`); this "
                 "workbook's data.primary is "
-                f"{cfg.values['data']['primary'] or 'not set'}; nothing was written",
+                f"{cfg.data.primary or 'not set'}; nothing was written",
                 "data.primary",
             )
         report = write_sample(store, calendar=open_calendar(cfg))

@@ -23,7 +23,7 @@ from ops_runner.core.cycle import Cycle
 from ops_runner.core.deadline import EXIT_CODE
 from ops_runner.core.errors import ConfigError
 from ops_runner.ops.registry import JOBS
-from ops_runner.ops.schedule import Job, ScheduleSettings, Slot, compute_session_slots
+from ops_runner.ops.schedule import Job, Slot, compute_session_slots
 from ops_runner.runtime.notebooks import show_cell_progress
 from ops_runner.workbook.config import Config, load_config, mask_account
 
@@ -79,7 +79,7 @@ def run_job(
     else:
         clock = instant or datetime.now(UTC)
         session = parse_date(as_of) if as_of else calendar.last_closed_session(clock)
-    settings = ScheduleSettings.from_config(cfg.values)
+    settings = cfg.schedule
     slots = [s for s in compute_session_slots(calendar, settings, session) if s.job == job]
     if not slots:  # e.g. data QA of a session that is not a month-end: an ad-hoc run
         moment = calendar.session_close(session).to_pydatetime()
@@ -258,7 +258,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
     local = datetime.now(UTC)
     skew = (local - health.server_time).total_seconds() if health.server_time else None
     report = {
-        "broker": cfg.values["broker"]["kind"],
+        "broker": cfg.broker.kind,
         "role": args.role,
         "connected": health.connected,
         "paper": health.paper,

@@ -80,7 +80,8 @@ def _research_inputs(args: argparse.Namespace, progress: Progress, grid: dict | 
     if args.config:
         chosen = find_project_file(args.config, "--config", cfg.workbook)
         cfg = research.load_research_config(cfg, chosen)
-    progress(f"loading the {cfg.primary_source} bars of {cfg.values['strategy']['name']}")
+    name = cfg.values["strategy"]["name"]  # as written: load_bars says what is wrong with it
+    progress(f"loading the {cfg.primary_source} bars of {name}")
     bars = research.load_bars(cfg, grid)
     progress(f"{len(bars)} symbols loaded")
     return cfg, bars

@@ -27,7 +27,7 @@ from ops_runner.workbook.config import (
 def cmd_init(args: argparse.Namespace) -> int:
     target = init_workbook(args.workbook, template=args.template)
     print(f"workbook ready: {target} (edit it, then `ops-runner config check`)")
-    if load_config(target.parent).values["data"]["primary"] is None:
+    if load_config(target.parent).data.primary is None:
         print(
             "no data source yet: fetch or import prices under a source name (`ops-runner data "
             "fetch --source NAME`, `ops-runner data import PATH --layout L --name NAME`), then "
@@ -40,7 +40,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     cfg = load_config(args.workbook)
     if args.action == "show":  # JSON either way: the whole config, the account masked
         values = json.loads(json.dumps(cfg.values, default=str))
-        values["broker"]["account"] = mask_account(values["broker"]["account"])
+        values["broker"]["account"] = mask_account(cfg.broker.account)
         print(json.dumps(values, indent=2, sort_keys=True))
     elif args.json:
         print(json.dumps({"ok": True, "config": str(cfg.source_path), "hash": cfg.hash}))

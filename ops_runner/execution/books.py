@@ -225,9 +225,8 @@ def book_account(
     today = local if calendar.is_session(local) else calendar.previous_session(local)
     if now < calendar.session_open(today).to_pydatetime():
         today = calendar.previous_session(today)
-    books = cfg.values["books"]
-    statement = None
-    if books["statements"] == "broker" and hasattr(broker, "statement"):
+    books, statement = cfg.books, None
+    if books.statements == "broker" and hasattr(broker, "statement"):
         statement = broker.statement()
     events = list(ledger.events())
     known = {e.key for e in events}  # what is booked already: every item is keyed
@@ -273,8 +272,8 @@ def book_account(
     recorded = [key for _, key, _ in items]
 
     # 2. Entitlements on the ex-dates, from the price store.
-    lag, grace = int(books["dividend_pay_lag_sessions"]), int(books["pay_grace_sessions"])
-    withholding_rate = _decimal(books["withholding_rate"])
+    lag, grace = int(books.dividend_pay_lag_sessions), int(books.pay_grace_sessions)
+    withholding_rate = _decimal(books.withholding_rate)
     items = []
     for action in actions:
         if action.dividend <= 0:

@@ -176,10 +176,11 @@ def compute_times(cfg: Config, order_session: date | str) -> ReconciliationTimes
     if not calendar.is_session(order_session):
         raise ReconciliationError(f"{order_session} is not a session: no open to reconcile")
     opened = calendar.session_open(order_session).to_pydatetime()
-    delay = int(cfg.values["schedule"]["reconciliation_delay_minutes"])
-    limit = max(delay, int(cfg.values["execution"]["reconciliation_limit_minutes"]))
-    minute = timedelta(minutes=1)
-    return ReconciliationTimes(opened, opened + delay * minute, opened + limit * minute)
+    delay = cfg.schedule.reconciliation_delay
+    # Not in ExecutionSettings: those are the plan's sizing rules, recorded in every plan's
+    # payload, which a field more would change.
+    limit = timedelta(minutes=int(cfg.values["execution"]["reconciliation_limit_minutes"]))
+    return ReconciliationTimes(opened, opened + delay, opened + max(delay, limit))
 
 
 def compute_cycle_orders(events: Sequence[Any], cycle_id: str) -> dict[str, OrderView]:

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ops_runner.core.canonical import compute_json_ready
 from ops_runner.core.errors import OpsError
@@ -23,6 +23,7 @@ from ops_runner.ledger.projections import OrderView, compute_fills
 from ops_runner.market.calendar import open_calendar
 from ops_runner.runtime.alerts import Alert, send_alert
 from ops_runner.workbook.config import Config
+from ops_runner.workbook.settings import CostsSettings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -114,14 +115,17 @@ class CycleSlippage:
     flagged: int
 
 
-def compute_band(costs: Mapping[str, Any], symbol: str | None = None) -> Decimal:
+def compute_band(costs: CostsSettings | Mapping[str, Any], symbol: str | None = None) -> Decimal:
     """Return the band in bps: ``slippage_bands[symbol]`` else ``slippage_band_bps`` (10.0).
 
-    ``costs`` is config's ``costs`` section. Raises SlippageError for a band that is not a
-    number >= 0.
+    ``costs`` is config's ``costs`` section, typed or as a mapping of some of its keys. Raises
+    SlippageError for a band that is not a number >= 0.
     """
-    bands = costs.get("slippage_bands") or {}
-    value = bands[symbol] if symbol in bands else costs.get("slippage_band_bps", 10.0)
+    if isinstance(costs, CostsSettings):
+        bands, default = cast(Mapping[Any, Any], costs.slippage_bands), costs.slippage_band_bps
+    else:
+        bands, default = costs.get("slippage_bands") or {}, costs.get("slippage_band_bps", 10.0)
+    value = bands[symbol] if symbol in bands else default
     where = f"slippage_bands.{symbol}" if symbol in bands else "slippage_band_bps"
     try:
         band = Decimal(str(value))
@@ -145,7 +149,7 @@ def compute_order_rows(
     orders: Mapping[str, OrderView],
     fills: Iterable[Mapping[str, Any]],
     prices: tuple[Mapping[str, Decimal], Mapping[str, Decimal]],
-    costs: Mapping[str, Any],
+    costs: CostsSettings | Mapping[str, Any],
 ) -> list[OrderSlippage]:
     """Return a row per order from its FillRecorded payloads (each exec_id once, as
     ``compute_fills`` gives them); ``prices`` is (decision closes, open prints) by symbol and
@@ -334,7 +338,7 @@ def read_slippage(cfg: Config, cycle_id: str, trailing: int = TRAILING_CYCLES) -
     decided_cycles = {str(e.payload["cycle_id"]) for e in events
                       if e.kind == EventKind.DECISION_RECORDED}  # fmt: skip
     fills = list(compute_fills(events).values())
-    costs = cfg.values["costs"]
+    costs = cfg.costs
     by_cycle: dict[str, tuple[str | None, list[OrderSlippage]]] = {}
     known = {c for c in planned.keys() | decided_cycles if c <= cycle_id} | {cycle_id}
     for cycle in sorted(known)[-trailing:]:

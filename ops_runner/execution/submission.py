@@ -394,10 +394,10 @@ def submit_plan(
         raise ExecutionError(f"unknown hooks {sorted(unknown)}; known: {', '.join(HOOKS)}")
     if now.tzinfo is None or now.utcoffset() is None:
         raise ExecutionError(f"now={now!r} is naive; give the instant in UTC")
-    session, window, calendar = plan.order_session, cfg.values["schedule"], open_calendar(cfg)
+    session, schedule, calendar = plan.order_session, cfg.schedule, open_calendar(cfg)
     if not calendar.is_session(session):
         raise ExecutionError(f"{session} is not a session; orders go to a session's open")
-    start, end = calendar.submission_window(session, **window["submission_window"])
+    start, end = calendar.submission_window(session, schedule.window_start, schedule.window_end)
     instant = pd.Timestamp(now).tz_convert("UTC")
     report = SubmissionReport(SubmissionStatus.WAIT, session, (start.isoformat(), end.isoformat()))
     job = _Submission(cfg, ledger, broker, plan, run_id, dict(hooks or {}))

@@ -274,7 +274,7 @@ def approve(
             raise OpsError(f"the system is in {view.state}: the approval it needs is {needed}")
         if action is Action.EXIT_HALT and (review or "").strip():  # none: issue_token says so
             require_review(ledger, review)
-    lifetime = ttl or timedelta(minutes=cfg.values["approvals"]["default_ttl_minutes"])
+    lifetime = ttl or cfg.approvals.default_ttl
     return issue_token(read_approval_key(cfg), action, view.seq, reason, review, lifetime, now)
 
 

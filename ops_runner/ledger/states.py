@@ -395,7 +395,7 @@ def record_equity_mark(
     LedgerConflict when the session was already marked with another value.
     """
     value = require_decimal(net_liquidation, "net_liquidation")
-    limit = require_decimal(str(cfg.values["risk"]["max_drawdown"]), "risk.max_drawdown")
+    limit = require_decimal(str(cfg.risk.max_drawdown), "risk.max_drawdown")
     day = session.isoformat()
     mark = (
         str(EventKind.EQUITY_MARKED),
@@ -427,7 +427,7 @@ def record_equity_mark(
         f"mark {value} on {day} from {source}",
         f"drawdown {view.drawdown.quantize(Decimal('0.0001'))}",
         f"limit {limit}",
-        f"risk_off policy {cfg.values['risk']['risk_off']}",
+        f"risk_off policy {cfg.risk.risk_off}",
     ]
     incident = (
         str(EventKind.INCIDENT_OPENED),

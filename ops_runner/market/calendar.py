@@ -430,17 +430,15 @@ class MarketCalendar:
 
 
 # One calendar per (name, extra closures, coverage) and process: a tick asks many times.
-_CALENDARS: dict[tuple[str, tuple[str, ...], str], MarketCalendar] = {}
+_CALENDARS: dict[tuple[str, tuple[date, ...], date], MarketCalendar] = {}
 
 
 def open_calendar(cfg: Config) -> MarketCalendar:
     """Return the workbook's trading calendar (config ``calendar:``), built once per process."""
-    cal = cfg.values["calendar"]
-    key = (cal["name"], tuple(cal["extra_closed"]), cal["covered_through"])
+    cal = cfg.calendar
+    key = (cal.name, cal.extra_closed, cal.covered_through)
     if key not in _CALENDARS:
         _CALENDARS[key] = MarketCalendar(
-            name=cal["name"],
-            extra_closed=cal["extra_closed"],
-            covered_through=cal["covered_through"],
+            name=cal.name, extra_closed=cal.extra_closed, covered_through=cal.covered_through
         )
     return _CALENDARS[key]

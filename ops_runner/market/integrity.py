@@ -75,18 +75,16 @@ def compute_manifest_digests(cfg: Config, source: str) -> dict[str, str]:
 def compute_data_fingerprint(cfg: Config) -> str:
     """Return a digest of the primary's and the secondary's manifests: it changes whenever
     the data a QA run or a decision reads does."""
-    data = cfg.values["data"]
     digest = hashlib.sha256()
-    for source in (data["primary"], data["secondary"]):
+    for source in cfg.data.sources:
         for symbol, sha in sorted(compute_manifest_digests(cfg, source).items()) if source else []:
             digest.update(f"{source}/{symbol}:{sha}\n".encode())
     return digest.hexdigest()[:16]
 
 
 def _sources(cfg: Config) -> list[str]:
-    data = cfg.values["data"]
     stored = set(open_store(cfg).sources())
-    return [s for s in (data["primary"], data["secondary"]) if s and s in stored]
+    return [s for s in cfg.data.sources if s and s in stored]
 
 
 def read_recorded_prices(ledger: Ledger) -> dict[str, dict[str, str]]:

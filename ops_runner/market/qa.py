@@ -120,6 +120,11 @@ class QASettings:
     # Per symbol and kind of fault: list the latest N findings, summarise the older ones in one.
     max_findings_per_kind: int = 25
 
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any]) -> QASettings:
+        """Return the thresholds of checked config values' ``qa`` section."""
+        return cls(**values["qa"])
+
     def __post_init__(self) -> None:
         for key, table, words in (
             ("qa.asset_classes", self.asset_classes, "SYMBOL: class, e.g. {VNQ: equity}"),
@@ -977,7 +982,7 @@ def run_qa(cfg: Config, as_of: date | str) -> QAReport:
     """
     calendar = open_calendar(cfg)
     session = calendar.session_on_or_before(as_of)
-    primary, secondary = cfg.primary_source, cfg.values["data"]["secondary"]
+    primary, secondary = cfg.primary_source, cfg.data.secondary
     symbols = tuple(cfg.universe_symbols)
     found = check_store(
         open_store(cfg), calendar, symbols, session, primary, secondary, read_qa_settings(cfg)
@@ -1010,4 +1015,4 @@ def has_blocking(findings: Iterable[Finding]) -> bool:
 
 def read_qa_settings(cfg: Config) -> QASettings:
     """Return the QA thresholds of config ``qa:`` (defaults for those it leaves out)."""
-    return QASettings(**cfg.values["qa"])
+    return QASettings.from_config(cfg.values)

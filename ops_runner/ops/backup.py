@@ -212,7 +212,7 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def _secrets_path(cfg: Config) -> Path | None:
-    value = cfg.values["secrets"]["file"]
+    value = cfg.secrets.file
     path = Path(value).expanduser() if value else None
     return None if path is None else (path if path.is_absolute() else cfg.workbook / path).resolve()
 
@@ -359,7 +359,7 @@ def create_backup(
             "version": FORMAT_VERSION,
             "created_at": format_instant(created),
             "reason": reason,
-            "workbook_name": cfg.values["workbook_name"],
+            "workbook_name": cfg.workbook_name,
             "config_hash": cfg.hash,
             "ledger": {"path": LEDGER_MEMBER, "head_seq": seq, "head_hash": head},
             "files": sorted(entries, key=lambda e: str(e["path"])),
@@ -382,7 +382,7 @@ def create_backup(
         archive, archive_sha, compute_sha256(manifest_bytes), seq, head, len(entries), archive_size
     )
     _record(cfg, result, reason, now)
-    deleted = apply_retention(folder, cfg.values["backup"]["keep"])
+    deleted = apply_retention(folder, cfg.backup.keep)
     log.info(
         "backup %s: ledger seq %s, %s files, %s bytes", archive, seq, len(entries), archive_size
     )

@@ -94,7 +94,7 @@ def compute_clock_check(server_time: datetime | None, local: datetime, limit_sec
 
 def check_timezone(cfg: Config) -> Check:
     """Return whether the schedule works in the exchange's time zone."""
-    zone = cfg.values["schedule"]["timezone"]
+    zone = cfg.schedule.timezone
     if zone != EXCHANGE_TIMEZONE:
         return Check(
             "timezone",
@@ -166,7 +166,7 @@ def check_broker(cfg: Config, broker: Broker) -> tuple[Check, AccountValues | No
     (IB paper accounts are the ones starting with DU).
     """
 
-    wanted = cfg.values["broker"]
+    wanted = cfg.broker
     try:
         health = broker.connect()
         values = broker.account_values()
@@ -182,16 +182,14 @@ def check_broker(cfg: Config, broker: Broker) -> tuple[Check, AccountValues | No
     if not health.connected:
         problems.append(f"no session: {health.detail}")
     account = values.account or health.account or ""
-    if wanted["account"] and account != wanted["account"]:
+    if wanted.account and account != wanted.account:
         problems.append(
-            f"account {mask_account(account)} is not the configured "
-            f"{mask_account(wanted['account'])}"
+            f"account {mask_account(account)} is not the configured {mask_account(wanted.account)}"
         )
     paper = health.paper if health.paper is not None else account.startswith("DU")
-    if (wanted["mode"] == "paper") != bool(paper):
+    if (wanted.mode == "paper") != bool(paper):
         problems.append(
-            f"the broker session is {'paper' if paper else 'live'} but broker.mode "
-            f"is {wanted['mode']}"
+            f"the broker session is {'paper' if paper else 'live'} but broker.mode is {wanted.mode}"
         )
     evidence = (
         f"account {mask_account(account)}",
@@ -212,6 +210,8 @@ def compute_baseline(cfg: Config) -> dict[str, Any]:
 
     return {
         "config_hash": cfg.hash,
+        # The name as written: StrategySettings would refuse rules a decision refuses, and the
+        # baseline must still be computed (and compared) for them.
         "strategy_version": f"{cfg.values['strategy']['name']}/v{STRATEGY_VERSION}",
         "code_version": compute_code_version(),
     }
@@ -392,14 +392,14 @@ def run_daily_checks(
     checks = [check_data_fresh(cfg, calendar.previous_session(session))]
     broker_check, values = check_broker(cfg, broker)
     checks.append(broker_check)
-    sched = cfg.values["schedule"]
-    checks.append(check_heartbeat(read_heartbeat(cfg), int(sched["heartbeat_max_gap_minutes"])))
+    gap = int(cfg.schedule.heartbeat_max_gap_minutes)
+    checks.append(check_heartbeat(read_heartbeat(cfg), gap))
     if ledger.get(f"CheckRecorded:integrity:{slot}") is None:  # hashing once per session
         passed, detail, evidence = compute_integrity(cfg, ledger)
         checks.append(Check(CHECK, passed, detail, tuple(evidence)))
     record_checks(cfg, ledger, checks, slot, run_id)
     if values is not None and ledger.get(f"EquityMarked:{session.isoformat()}") is None:
-        source = f"broker:{cfg.values['broker']['kind']}"
+        source = f"broker:{cfg.broker.kind}"
         record_equity_mark(ledger, cfg, session, values.net_liquidation, source, run_id=run_id)
     return checks
 
@@ -419,7 +419,7 @@ def run_pre_rebalance_checks(
         server_time = broker.health().server_time
     except OpsError:
         server_time = None
-    limit = int(cfg.values["schedule"]["max_clock_skew_seconds"])
+    limit = int(cfg.schedule.max_clock_skew_seconds)
     checks = [
         compute_clock_check(server_time, now, limit),
         check_timezone(cfg),

@@ -401,7 +401,7 @@ def _replay_record(cfg: Config, record: dict[str, Any]) -> ReplayResult:
     settings = StrategySettings.from_dict(record["settings"])
     again = compute_decision(settings, session, bars, open_calendar(cfg)).to_record()
     differences = _differences(record["decision"], again, "decision")
-    if differences and cfg.values["calendar"]["extra_closed"]:
+    if differences and cfg.calendar.extra_closed:
         causes.append("the calendar's extra closed dates may have changed the month-ends")
     return ReplayResult(record["cycle_id"], record["session"], not differences, differences,
                         causes if differences else [])  # fmt: skip

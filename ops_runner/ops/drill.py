@@ -77,7 +77,7 @@ from ops_runner.ops.drill_scratch import (
 )
 from ops_runner.ops.drill_scratch import compute_paper_config as compute_paper_config  # re-export
 from ops_runner.ops.drill_scratch import compute_sim_books as compute_sim_books  # re-export
-from ops_runner.ops.schedule import ScheduleSettings, compute_session_slots
+from ops_runner.ops.schedule import compute_session_slots
 from ops_runner.ops.tick import run_slot, tick
 from ops_runner.runtime.alerts import Alert, send_alert
 from ops_runner.runtime.notebooks import (
@@ -333,7 +333,7 @@ def _go_paper(scfg: Config, report: DrillReport) -> tuple[Config, list[Any], lis
     events = _read_events(scfg)
     books = scfg.path("broker") / BOOK_NAME
     books.parent.mkdir(parents=True, exist_ok=True)
-    account = str(scfg.values["broker"]["account"] or DEFAULT_ACCOUNT)
+    account = str(scfg.broker.account or DEFAULT_ACCOUNT)
     books.write_text(json.dumps(compute_sim_books(events, account), indent=1, sort_keys=True))
     report.cycle, later = compute_last_cycle(events)
     report.notes += [f"cycle {c}: decided, not reconciled in the backup" for c in later]
@@ -351,7 +351,7 @@ def _go_paper(scfg: Config, report: DrillReport) -> tuple[Config, list[Any], lis
 def _cycle_plan(scfg: Config, cycle: str) -> list[tuple[datetime, list[Any]]]:
     """Return each instant a slot of ``cycle`` opens, with the cycle's jobs opening then."""
 
-    calendar, settings = open_calendar(scfg), ScheduleSettings.from_config(scfg.values)
+    calendar, settings = open_calendar(scfg), scfg.schedule
     wanted = Cycle.parse(cycle)
     session = calendar.rebalance_session(wanted.year, wanted.month)
     days = (calendar.previous_session(session), session)
@@ -463,7 +463,7 @@ def run_drill(
         report.status = DrillStatus.FAIL
         report.reasons.append(f"{step}: {type(exc).__name__}: {' '.join(str(exc).split())}")
         report.steps.append(Step(step, False, report.reasons[-1]))
-    accounts = (cfg.values["broker"]["account"],)
+    accounts = (cfg.broker.account,)
     report.reasons = [_masked(r, accounts) for r in report.reasons]
     report.steps = [Step(s.name, s.ok, _masked(s.detail, accounts)) for s in report.steps]
     (log.info if report.passed else log.error)("%s", report.summary())
@@ -524,7 +524,7 @@ def execute_drill(
     params = {"workbook": str(cfg.workbook), "archive": str(chosen), "run_id": run_id,
               "now": format_instant(now) if now else "", "notebook": relative}  # fmt: skip
     # Each inner notebook keeps its own deadline; the drill's cell waits for ten of them.
-    budget = 60 * float(cfg.values["schedule"]["notebook_deadline_minutes"]) * 12
+    budget = 60 * float(cfg.schedule.notebook_deadline_minutes) * 12
     (progress or log.info)(f"drill of {chosen.name}: the report is {relative} (a few minutes)")
     payload: dict[str, Any] | None = None
     try:

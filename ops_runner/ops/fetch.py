@@ -38,9 +38,9 @@ def fetch_source(
     provider = read_provider(cfg, name)
     moment = now or datetime.now(UTC)
     wanted = list(symbols or compute_fetch_symbols(cfg))
-    first = start or cfg.values["data"]["fetch_start"]
+    first = start or cfg.data.fetch_start
     last = end or moment.date()
-    if provider["vendor"] == "ib":
+    if provider.vendor == "ib":
         last = min(last, open_calendar(cfg).last_closed_session(moment))
         imported = import_from_ib(cfg, wanted, first, last, source=name)
         line = (
@@ -51,11 +51,11 @@ def fetch_source(
         with open_client(cfg, name) as client:
             report = fetch_into_store(
                 open_store(cfg), name, client, wanted, first, last,
-                overlap_sessions=int(cfg.values["data"]["fetch_overlap_sessions"]),
+                overlap_sessions=int(cfg.data.fetch_overlap_sessions),
                 calendar=open_calendar(cfg), now=moment,
             )  # fmt: skip
         line = report.summary()
     with open_ledger(cfg) as ledger:
-        record_prices(cfg, ledger, name, f"fetched from {provider['vendor']}")
+        record_prices(cfg, ledger, name, f"fetched from {provider.vendor}")
     log.info("%s", line)
     return line

@@ -221,7 +221,7 @@ def compute_masked(text: str, accounts: Iterable[str | None]) -> str:
 
 
 def _accounts(cfg: Config, *more: str | None) -> list[str | None]:
-    return [cfg.values["broker"].get("account"), *more]
+    return [cfg.broker.account, *more]
 
 
 # --- open, list, close --------------------------------------------------------------------------
@@ -380,7 +380,7 @@ def _broker_view(cfg: Config, broker: Broker) -> tuple[BrokerView, str | None]:
             health = broker.health()
         except OpsError:
             health = None
-    account = (health.account if health is not None else None) or cfg.values["broker"]["account"]
+    account = (health.account if health is not None else None) or cfg.broker.account
     accounts = _accounts(cfg, account)
     detail = compute_masked(health.detail if health is not None else (why or ""), accounts)
     connected = bool(health is not None and health.connected and why is None)
@@ -460,13 +460,12 @@ def snapshot(
     moment = now or datetime.now(UTC)
     own, account = broker is None, None
     if own:
-        options = {"clock": lambda: moment} if now is not None and cfg.values["broker"][
-            "kind"] == "sim" else {}  # fmt: skip
+        options = {"clock": lambda: moment} if now is not None and cfg.broker.kind == "sim" else {}
         try:
             broker = open_broker(cfg, role="readonly", **options)
         except BrokerError as exc:
             broker = None
-            view = BrokerView(False, str(exc), mask_account(cfg.values["broker"]["account"]),
+            view = BrokerView(False, str(exc), mask_account(cfg.broker.account),
                               unavailable=f"unavailable: {_one_line(str(exc))}")  # fmt: skip
     try:
         if broker is not None:

@@ -64,7 +64,7 @@ def investigate_incidents(
     """Runbook 4.1 on every new incident: the incident notebook, once per incident (its
     executed copy is the investigation's record, linked from the runs index). ``run_job`` runs
     a slot at an instant the tick's way (``tick.run_slot``)."""
-    if not cfg.values["schedule"].get("investigate_incidents", True):
+    if not cfg.schedule.investigate_incidents:
         return []
     ran = []
     for incident_id in compute_uninvestigated(read_incident_events(ledger)):

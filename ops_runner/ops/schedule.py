@@ -32,6 +32,7 @@ from typing import Any
 
 from ops_runner.core.cycle import Cycle
 from ops_runner.core.events import State
+from ops_runner.workbook.settings import ScheduleSettings
 
 
 class Job(StrEnum):
@@ -54,37 +55,6 @@ WEEKLY_JOBS = (Job.AUDIT, Job.BACKUP)
 # Jobs that may only run in RUN: everything else reads, checks or reports and runs in any state.
 RUN_ONLY = frozenset({Job.DECISION, Job.EXECUTION})
 _ORDER = {job: i for i, job in enumerate(Job)}
-
-
-@dataclass(frozen=True)
-class ScheduleSettings:
-    """The schedule section of the config, as durations and New York wall times."""
-
-    decision_delay: timedelta
-    window_start: str
-    window_end: str
-    reconciliation_delay: timedelta
-    deadlines: Mapping[str, timedelta]
-    weekly: tuple[Job, ...] = WEEKLY_JOBS
-    fetch: bool = False  # a provider serves the primary or the secondary: data_fetch each session
-
-    @classmethod
-    def from_config(cls, values: Mapping[str, Any]) -> ScheduleSettings:
-        """Return the settings of a checked config's values (``cfg.values``)."""
-        sched = values["schedule"]
-        minutes = {name: timedelta(minutes=int(m)) for name, m in sched["deadlines"].items()}
-        return cls(
-            decision_delay=timedelta(minutes=int(sched["decision_delay_minutes"])),
-            window_start=sched["submission_window"]["start"],
-            window_end=sched["submission_window"]["end"],
-            reconciliation_delay=timedelta(minutes=int(sched["reconciliation_delay_minutes"])),
-            deadlines=minutes,
-            weekly=tuple(job for job in WEEKLY_JOBS if sched.get(f"weekly_{job}", True)),
-            fetch=any(
-                source and source in values["data"].get("providers", {})
-                for source in (values["data"]["primary"], values["data"]["secondary"])
-            ),
-        )
 
 
 @dataclass(frozen=True)
@@ -144,7 +114,7 @@ def compute_session_slots(calendar: Any, settings: ScheduleSettings, session: da
                              closes=next_open))  # fmt: skip
     if next_session.isocalendar()[:2] != session.isocalendar()[:2]:  # the week's last session
         slots.extend(
-            Slot(job, f"{job}:{day}", session, None, after_close, deadline=next_open)
+            Slot(Job(job), f"{job}:{day}", session, None, after_close, deadline=next_open)
             for job in settings.weekly
         )
     if calendar.is_month_end_session(next_session):

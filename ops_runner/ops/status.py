@@ -61,7 +61,7 @@ def read_status(cfg: Config) -> dict[str, Any]:
             "last": str(equity.last),
             "peak": str(equity.peak),
             "drawdown": str(equity.drawdown),
-            "limit": str(cfg.values["risk"]["max_drawdown"]),
+            "limit": str(cfg.risk.max_drawdown),
         },
     )
     return report

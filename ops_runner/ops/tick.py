@@ -45,7 +45,7 @@ from ops_runner.ops.checks import (
 )
 from ops_runner.ops.maintenance import compute_audit_hold, investigate_incidents, publish_slippage
 from ops_runner.ops.registry import CATEGORIES, JOBS, JobContext, JobWaiting, compute_parameters
-from ops_runner.ops.schedule import RUN_ONLY, Job, ScheduleSettings, Slot, compute_agenda
+from ops_runner.ops.schedule import RUN_ONLY, Job, Slot, compute_agenda
 from ops_runner.ops.ticklock import NOTHING_RUN, hold_tick_lock
 from ops_runner.runtime.alerts import pump_alerts
 from ops_runner.runtime.notebooks import (
@@ -230,7 +230,7 @@ def open_session(
     the head anchored outside the file. ``clock`` fixes the broker's clock (simulated only).
     """
 
-    limit = 60.0 * float(cfg.values["schedule"]["tick_deadline_minutes"])
+    limit = 60.0 * float(cfg.schedule.tick_deadline_minutes)
     watch = TickDeadline(limit, kill=kill_running_kernels, expire=lambda: _record_deadline(cfg))
     with hold_tick_lock(cfg) as held:
         if not held:
@@ -255,7 +255,7 @@ def _record_deadline(cfg: Config) -> None:
     """From the deadline's watchdog, the tick still stuck: record what it was running as
     failed (SAFE_MODE, an incident) and send the alerts, on a connection of its own."""
 
-    minutes = float(cfg.values["schedule"]["tick_deadline_minutes"])
+    minutes = float(cfg.schedule.tick_deadline_minutes)
     why = f"the tick's deadline of {minutes:g} min passed while this run was in progress"
     with open_ledger(cfg, busy_timeout=5.0) as ledger:
         if not record_orphaned_runs(cfg, ledger, why, CATEGORIES):
@@ -354,7 +354,7 @@ def _check_clock(cfg: Config, ledger: Ledger, broker: LazyBroker, now: datetime)
         return
     if not health.connected or health.server_time is None:
         return
-    limit = int(cfg.values["schedule"]["max_clock_skew_seconds"])
+    limit = int(cfg.schedule.max_clock_skew_seconds)
     check = compute_clock_check(health.server_time, now, limit)
     if not check.passed:
         record_checks(cfg, ledger, [check], f"tick:{now.date().isoformat()}")
@@ -408,7 +408,7 @@ def _run_due(
     remaining: Callable[[], float] | None = None,
 ) -> list[str]:
 
-    settings = ScheduleSettings.from_config(cfg.values)
+    settings = cfg.schedule
     calendar = open_calendar(cfg)
     ran: list[str] = []
     tried: set[str] = set()  # a slot runs once per tick: one that waits is asked next tick
@@ -487,7 +487,7 @@ def _record_expired(cfg: Config, ledger: Ledger, slot: Slot, now: datetime) -> N
     """A decision found after its window is not caught up: HALT, or with
     ``schedule.missed_decision: skip_cycle`` the cycle is skipped (positions held) in SAFE_MODE."""
 
-    policy = cfg.values["schedule"]["missed_decision"]
+    policy = cfg.schedule.missed_decision
     closes = cast(datetime, slot.closes)  # only a slot with a window can expire
     payload = {
         "job": str(slot.job),
@@ -564,7 +564,7 @@ def run_slot(
     if slot.job in RUN_ONLY and (why := _refusal_now(ledger, slot, now)):
         return True, f"{slot.key} waiting: {why}"
     if remaining is not None:
-        needed = 60.0 * float(cfg.values["schedule"]["notebook_deadline_minutes"])
+        needed = 60.0 * float(cfg.schedule.notebook_deadline_minutes)
         if remaining() < needed:
             return True, f"{slot.key} waiting: the tick's deadline is too near to start it"
     if slot.job is Job.EXECUTION:

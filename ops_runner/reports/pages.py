@@ -34,16 +34,15 @@ def compute_banner(cfg: Config) -> pd.DataFrame:
     if cfg.preview:  # the first thing a notebook run by hand shows
         rows["PREVIEW"] = PREVIEW_NOTE
     rows |= {
-        "workbook": cfg.values["workbook_name"],
+        "workbook": cfg.workbook_name,
         "config hash": cfg.hash[:16],
-        "primary data": cfg.values["data"]["primary"] or "(not set)",
-        "secondary data": cfg.values["data"]["secondary"] or "(none)",
-        "broker": f"{cfg.values['broker']['kind']} ({cfg.values['broker']['mode']})",
-        "account": mask_account(cfg.values["broker"]["account"]),
+        "primary data": cfg.data.primary or "(not set)",
+        "secondary data": cfg.data.secondary or "(none)",
+        "broker": f"{cfg.broker.kind} ({cfg.broker.mode})",
+        "account": mask_account(cfg.broker.account),
         "universe": ", ".join(cfg.universe_symbols),
     }
-    for role in ("primary", "secondary"):
-        source = cfg.values["data"][role]
+    for role, source in zip(("primary", "secondary"), cfg.data.sources, strict=True):
         if source and source in store.sources():
             symbols = store.symbols(source)
             if symbols and store.read_manifest(source, symbols[0]).get("synthetic"):

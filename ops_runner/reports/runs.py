@@ -514,10 +514,10 @@ def write_runs_index(cfg: Config, now: datetime | None = None) -> Path:
     slippage = _slippage_rows(cfg, events, reports)
     calm = not any(r.verdict.tone is Tone.BAD for r in rows)
     generated = format_when(format_seconds(now or datetime.now(UTC)))
-    name = _e(cfg.values["workbook_name"])
+    name = _e(cfg.workbook_name)
     synthetic = (  # a demo workbook says what its prices are, on every page a person reads
         '<p class="synthetic" id="synthetic">SYNTHETIC sample market: not real prices</p>'
-        if cfg.values["data"]["primary"] == "sample"
+        if cfg.data.primary == "sample"
         else ""
     )
     page = f"""<!DOCTYPE html>

@@ -26,6 +26,7 @@ from ops_runner.core.events import EventKind, State
 from ops_runner.core.hashing import compute_sha256
 from ops_runner.ledger import Ledger, LedgerConflict
 from ops_runner.workbook.config import Config, load_secret
+from ops_runner.workbook.settings import EmailSettings
 
 __all__ = [
     "Alert",
@@ -116,7 +117,7 @@ class _Channels:
 
     log_file: Path
     workbook_name: str
-    email: dict[str, Any]
+    email: EmailSettings
     recipients: tuple[str, ...]
     smtp_password: str | None
     smtp_password_problem: str | None
@@ -144,27 +145,27 @@ def _read_secret(cfg: Config, name: str) -> tuple[str | None, str | None]:
 
 def _read_channels(cfg: Config) -> _Channels:
     """Return the configured channels; a missing secret becomes a problem, never an exception."""
-    section = cfg.values["alerts"]
-    log_path = Path(section["log_file"])
-    email = section["email"]
-    recipients = tuple(a.strip() for a in (email["to"] or "").split(",") if a.strip())
+    section = cfg.alerts
+    log_path = Path(section.log_file)
+    email = section.email
+    recipients = tuple(a.strip() for a in (email.to or "").split(",") if a.strip())
     password, problem = None, None
-    if recipients and email["username"]:
+    if recipients and email.username:
         password, problem = _read_secret(cfg, "SMTP_PASSWORD")
-    url = section["webhook"]["url"]
+    url = section.webhook.url
     if not url:
         url, missing = _read_secret(cfg, "ALERT_WEBHOOK_URL")
         if missing:
             log.debug("no alert webhook: %s", missing)
     return _Channels(
         log_file=log_path if log_path.is_absolute() else cfg.workbook / log_path,
-        workbook_name=cfg.values["workbook_name"],
+        workbook_name=cfg.workbook_name,
         email=email,
         recipients=recipients,
         smtp_password=password,
         smtp_password_problem=problem,
         webhook_url=url,
-        webhook_timeout=section["webhook"]["timeout_seconds"],
+        webhook_timeout=section.webhook.timeout_seconds,
     )
 
 
@@ -185,11 +186,11 @@ def _write_log_file(path: Path, alert_id: str, alert: Alert, at: datetime) -> No
 def _send_email(channels: _Channels, alert: Alert, alert_id: str) -> None:
     """Send the alert by SMTP. Raises on any failure."""
     email = channels.email
-    if email["username"] and channels.smtp_password is None:
+    if email.username and channels.smtp_password is None:
         raise _ChannelFailed("SecretError", channels.smtp_password_problem or "no SMTP password")
     message = EmailMessage()
     message["Subject"] = f"[ops-runner {channels.workbook_name}] {_one_line(alert.subject, 1000)}"
-    message["From"] = email["sender"]
+    message["From"] = email.sender
     message["To"] = ", ".join(channels.recipients)
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = make_msgid(idstring=alert_id)
@@ -197,11 +198,11 @@ def _send_email(channels: _Channels, alert: Alert, alert_id: str) -> None:
     message.set_content(
         f"{alert.body}\n\n-- ops-runner {channels.workbook_name}, alert {alert_id}\n"
     )
-    with smtplib.SMTP(email["host"], email["port"], timeout=email["timeout_seconds"]) as smtp:
-        if email["starttls"]:
+    with smtplib.SMTP(email.host, email.port, timeout=email.timeout_seconds) as smtp:
+        if email.starttls:
             smtp.starttls(context=ssl.create_default_context())
-        if email["username"]:
-            smtp.login(email["username"], channels.smtp_password or "")
+        if email.username:
+            smtp.login(email.username, channels.smtp_password or "")
         smtp.send_message(message)
 
 

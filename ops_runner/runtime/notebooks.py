@@ -663,7 +663,7 @@ def execute_job(
         ledger.append(str(EventKind.JOB_STARTED), f"JobStarted:{run_id}", about,
                       run_id=run_id, cycle_id=cycle)  # fmt: skip
     inject("job:started")
-    sched = cfg.values["schedule"]
+    sched = cfg.schedule
     if _declares_run_id(source or NOTEBOOKS / f"{job}.ipynb"):  # not a preview: it records
         parameters = {**parameters, "run_id": run_id}
     try:
@@ -671,8 +671,8 @@ def execute_job(
             job,
             output,
             parameters,
-            cell_timeout=int(sched["cell_timeout_seconds"]),
-            deadline=60.0 * float(sched["notebook_deadline_minutes"]),
+            cell_timeout=int(sched.cell_timeout_seconds),
+            deadline=60.0 * float(sched.notebook_deadline_minutes),
             source=source,
             in_process=read_in_process(cfg),
         )

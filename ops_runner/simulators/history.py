@@ -139,7 +139,7 @@ def _prepare(workbook: Path, seed: int, overrides: Mapping[str, Mapping[str, Any
 
     root = Path(workbook)
     cfg = _new_workbook(root, overrides)
-    if cfg.values["broker"]["kind"] != "sim" or cfg.values["data"]["primary"] != "sample":
+    if cfg.broker.kind != "sim" or cfg.data.primary != "sample":
         raise HistoryError("a simulated history needs broker.kind sim and data.primary sample")
     write_sample(open_store(cfg), seed=seed, calendar=open_calendar(cfg))
 
@@ -166,7 +166,7 @@ def run_cycle(cfg: Config, year: int, month: int, fill_slippage_bps: float | Non
     calendar = open_calendar(cfg)
     decided = calendar.rebalance_session(year, month)
     order_session = calendar.next_session(decided)
-    delay = timedelta(minutes=int(cfg.values["schedule"]["decision_delay_minutes"]))
+    delay = cfg.schedule.decision_delay
     decided_at: datetime = calendar.session_close(decided).to_pydatetime() + delay
     opened: datetime = calendar.session_open(order_session).to_pydatetime()
     submit_at, reconcile_at = opened - SUBMIT_BEFORE_OPEN, opened + RECONCILE_AFTER_OPEN

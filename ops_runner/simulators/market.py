@@ -46,12 +46,12 @@ class WorkbookMarket:
         self._calendar = open_calendar(cfg)
         self._store = open_store(cfg)
         self._source = cfg.primary_source
-        costs = cfg.values["costs"]
-        self._per_share = _decimal(costs["commission_per_share"])
-        self._minimum = _decimal(costs["commission_min"])
+        costs = cfg.costs
+        self._per_share = _decimal(costs.commission_per_share)
+        self._minimum = _decimal(costs.commission_min)
         self._bars: dict[str, tuple[str, pd.DataFrame]] = {}
         # IB pays a dividend some sessions after its ex-date: the simulated broker's lag.
-        self._pay_lag = int(cfg.values["broker"]["sim_account"]["dividend_pay_lag_sessions"])
+        self._pay_lag = int(cfg.broker.sim_account.dividend_pay_lag_sessions)
 
     def _load(self, symbol: str) -> pd.DataFrame | None:
         """The stored raw bars of ``symbol`` (cached by checksum), None when it has none."""

@@ -38,6 +38,7 @@ import pandas as pd
 from ops_runner.core.errors import OpsError
 from ops_runner.market.prices import AdjustedCloses
 from ops_runner.workbook.config import Config
+from ops_runner.workbook.settings import UniverseSettings
 
 # Bumped whenever the rules above change: a new version needs a new validated baseline
 # (`ops-runner baseline approve`) before the tick decides with it.
@@ -127,13 +128,13 @@ class StrategySettings:
     def from_config(cls, cfg: Config | Mapping[str, Any]) -> StrategySettings:
         """Return the settings of a Config (or of its checked ``values`` dict)."""
         values = cfg if isinstance(cfg, Mapping) else cfg.values
-        uni, strat = values["universe"], values["strategy"]
+        uni, strat = UniverseSettings.from_config(values), values["strategy"]
         blend = [(b["lookback_months"], b["weight"]) for b in strat["blend"]]
         return cls(
             name=strat["name"],
-            risk=tuple(uni["risk"]),
-            defensive=uni["defensive"],
-            cash_proxy=uni["cash_proxy"],
+            risk=uni.risk,
+            defensive=uni.defensive,
+            cash_proxy=uni.cash_proxy,
             lookbacks=tuple(blend) or ((strat["lookback_months"], 1.0),),
             skip_months=strat["skip_months"],
             top_n=strat["top_n"],

@@ -635,7 +635,7 @@ def _compare(
                         "compare again after the next month-end", tolerance)  # fmt: skip
     base = pd.Timestamp(month_ends[0])
     everything = pd.DatetimeIndex(calendar.sessions(funded, last))
-    slippage_bps = float(cfg.values["costs"]["slippage_bps"])
+    slippage_bps = float(cfg.costs.slippage_bps)
     live = compute_live_curve(book, raw, everything, slippage_bps).since(base)
     capital = float(live.equity.iat[0])
     result = research.backtest(cfg, bars, start=base.date(), end=last, initial_cash=capital)

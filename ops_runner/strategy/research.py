@@ -20,6 +20,7 @@ from ops_runner.market.calendar import MarketCalendar, open_calendar
 from ops_runner.market.prices import compute_adjustment_factors, open_store
 from ops_runner.strategy.momentum import StrategySettings, compute_decision_series
 from ops_runner.workbook.config import TEMPLATES, Config, load_config_text, read_config_text
+from ops_runner.workbook.settings import CostsSettings, ResearchSettings
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,8 @@ class Costs:
         """Return the ``costs`` section of checked config values (defaults when None)."""
         if not values:
             return cls()
-        costs = values["costs"]  # the slippage bands there are the report's, not the model's
-        return cls(**{name: costs[name] for name in cls.__dataclass_fields__ if name in costs})
+        costs = CostsSettings.from_config(values)  # its slippage bands are the report's
+        return cls(costs.commission_per_share, costs.commission_min, costs.slippage_bps)
 
     def commission(self, shares: float) -> float:
         """Return the commission of one order for ``shares`` real shares."""
@@ -178,9 +179,9 @@ def _resolve(
         calendar = open_calendar(Config(workbook=Path.cwd(), values=dict(values)))
     elif calendar is None:
         calendar = MarketCalendar()
-    research = values["research"] if values else {"initial_cash": 100000.0, "whole_shares": True}
-    cash = float(research["initial_cash"] if initial_cash is None else initial_cash)
-    whole = bool(research["whole_shares"] if whole_shares is None else whole_shares)
+    research = ResearchSettings.from_config(values) if values else ResearchSettings(100000.0, True)
+    cash = float(research.initial_cash if initial_cash is None else initial_cash)
+    whole = bool(research.whole_shares if whole_shares is None else whole_shares)
     return settings, costs, calendar, cash, whole
 
 

@@ -18,6 +18,22 @@ import yaml
 
 from ops_runner.core.errors import ConfigError, SecretError, WorkbookError
 from ops_runner.core.hashing import compute_sha256
+from ops_runner.workbook.settings import (
+    AlertsSettings,
+    ApprovalsSettings,
+    BackupSettings,
+    BooksSettings,
+    BrokerSettings,
+    CalendarSettings,
+    CostsSettings,
+    DataSettings,
+    PathsSettings,
+    ResearchSettings,
+    RiskSettings,
+    ScheduleSettings,
+    SecretsSettings,
+    UniverseSettings,
+)
 
 CONFIG_NAME = "config.yaml"
 HOME_ENV = "OPS_RUNNER_HOME"
@@ -604,16 +620,79 @@ class Config:
     def hash(self) -> str:
         return compute_config_hash(self.values)
 
+    # The sections, typed: computed from ``values`` at each read (cheap), so a Config made by
+    # dataclasses.replace, or whose values a test edits in place, never shows stale settings.
+
+    @property
+    def workbook_name(self) -> str:
+        return str(self.values["workbook_name"])
+
+    @property
+    def universe(self) -> UniverseSettings:
+        return UniverseSettings.from_config(self.values)
+
+    @property
+    def data(self) -> DataSettings:
+        return DataSettings.from_config(self.values)
+
+    @property
+    def calendar(self) -> CalendarSettings:
+        return CalendarSettings.from_config(self.values)
+
+    @property
+    def broker(self) -> BrokerSettings:
+        return BrokerSettings.from_config(self.values)
+
+    @property
+    def books(self) -> BooksSettings:
+        return BooksSettings.from_config(self.values)
+
+    @property
+    def paths(self) -> PathsSettings:
+        return PathsSettings.from_config(self.values)
+
+    @property
+    def backup(self) -> BackupSettings:
+        return BackupSettings.from_config(self.values)
+
+    @property
+    def costs(self) -> CostsSettings:
+        return CostsSettings.from_config(self.values)
+
+    @property
+    def research(self) -> ResearchSettings:
+        return ResearchSettings.from_config(self.values)
+
+    @property
+    def risk(self) -> RiskSettings:
+        return RiskSettings.from_config(self.values)
+
+    @property
+    def approvals(self) -> ApprovalsSettings:
+        return ApprovalsSettings.from_config(self.values)
+
+    @property
+    def schedule(self) -> ScheduleSettings:
+        return ScheduleSettings.from_config(self.values)
+
+    @property
+    def alerts(self) -> AlertsSettings:
+        return AlertsSettings.from_config(self.values)
+
+    @property
+    def secrets(self) -> SecretsSettings:
+        return SecretsSettings.from_config(self.values)
+
     def path(self, name: str) -> Path:
         """Return the absolute path of ``paths.<name>``, relative paths taken from the workbook."""
-        value = Path(self.values["paths"][name])
+        value = Path(self.paths.of(name))
         return value if value.is_absolute() else self.workbook / value
 
     @property
     def primary_source(self) -> str:
         """The source decisions are made from (``data.primary``). Raises ConfigError, one line
         saying how to name one, when the workbook has none yet."""
-        source = self.values["data"]["primary"]
+        source = self.data.primary
         if not source:
             raise ConfigError(
                 "config error: data.primary: not set, so there are no prices to decide from; "
@@ -629,21 +708,12 @@ class Config:
         """True for a broker that is a simulator: ``broker.kind: sim``, or the loopback TWS
         simulator (``kind: ib``, ``simulator: true``, paper, on 127.0.0.1). Only then do a
         fixed clock and in-process notebook runs make sense: never for a real account."""
-        broker = self.values["broker"]
-        if broker["kind"] == "sim":
-            return True
-        loopback = broker["host"] in ("127.0.0.1", "localhost", "::1")
-        tws_simulator = broker["kind"] == "ib" and broker["simulator"] and loopback
-        return bool(tws_simulator and broker["mode"] == "paper")
+        return self.broker.simulated
 
     @property
     def universe_symbols(self) -> list[str]:
         """Risk assets, then the defensive asset, then the cash proxy (if any)."""
-        uni = self.values["universe"]
-        symbols = [*uni["risk"], uni["defensive"]]
-        if uni["cash_proxy"] and uni["cash_proxy"] not in symbols:
-            symbols.append(uni["cash_proxy"])
-        return symbols
+        return self.universe.symbols
 
 
 def load_config_text(text: str, workbook: Path, source: Path | None = None) -> Config:
@@ -797,7 +867,7 @@ def load_secret(
     value = lookup(env_name)
     if value:
         return value
-    file_value = cfg.values["secrets"]["file"]
+    file_value = cfg.secrets.file
     if file_value:
         path = Path(file_value)
         path = path if path.is_absolute() else cfg.workbook / path

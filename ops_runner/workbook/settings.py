@@ -1,0 +1,424 @@
+"""The config's sections as typed, frozen settings, read from a checked config's values.
+
+Each ``from_config`` takes the values ``check_config`` returned (every key present, defaults
+filled in, numbers of their schema's kind) and keeps those kinds: a ``float`` field of the schema
+stays a float here, and a caller that books money makes its Decimal from it as before. The
+``strategy``, ``qa`` and ``execution`` sections have their settings in the layers that use them
+(``StrategySettings``, ``QASettings``, ``ExecutionSettings``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+WEEKLY_JOB_NAMES = ("audit", "backup")  # the ops layer's Job.AUDIT and Job.BACKUP
+
+
+@dataclass(frozen=True)
+class UniverseSettings:
+    """``universe``: the risk assets, the defensive asset and the cash proxy (None: no proxy)."""
+
+    risk: tuple[str, ...]
+    defensive: str
+    cash_proxy: str | None
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any]) -> UniverseSettings:
+        uni = values["universe"]
+        return cls(tuple(uni["risk"]), uni["defensive"], uni["cash_proxy"])
+
+    @property
+    def symbols(self) -> list[str]:
+        """Risk assets, then the defensive asset, then the cash proxy (if any), once each."""
+        found = [*self.risk, self.defensive]
+        if self.cash_proxy and self.cash_proxy not in found:
+            found.append(self.cash_proxy)
+        return found
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """One entry of ``data.providers``: the vendor that fills a source and how it is asked.
+    The defaults are the schema's (an entry the CLI adds for IB's bars names only its vendor)."""
+
+    vendor: str  # alphavantage, tiingo or ib
+    base_url: str | None = None
+    timeout_seconds: float = 30.0
+    retries: int = 3
+    min_interval_seconds: float | None = None
+
+    @classmethod
+    def from_config(cls, entry: Mapping[str, Any]) -> ProviderSettings:
+        return cls(**entry)
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """``data``: the sources decisions and cross-checks read, the vendors that fill them (by
+    source name), and how far back and how much again a fetch reads."""
+
+    primary: str | None
+    secondary: str | None
+    providers: Mapping[str, ProviderSettings]
+    fetch_start: date
+    fetch_overlap_sessions: int
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any]) -> DataSettings:
+        data = values["data"]
+        return cls(
+            primary=data["primary"],
+            secondary=data["secondary"],
+            providers={
+                name: ProviderSettings.from_config(entry)
+                for name, entry in data["providers"].items()
+            },
+            fetch_start=data["fetch_start"],
+            fetch_overlap_sessions=data["fetch_overlap_sessions"],
+        )
+
+    @property
+    def sources(self) -> tuple[str | None, str | None]:
+        """The primary and the secondary, in that order (None where unset)."""
+        return self.primary, self.secondary
+
+    @property
+    def fetched(self) -> list[str]:
+        """The primary and the secondary where a provider serves them, in that order."""
+        return [s for s in self.sources if s and s in self.providers]
+
+
+@dataclass(frozen=True)
+class CalendarSettings:
+    """``calendar``: the exchange, the sessions it closed beyond its rules, its coverage."""
+
+    name: str
+    extra_closed: tuple[date, ...]
+    covered_through: date
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any]) -> CalendarSettings:
+        cal = values["calendar"]
+        return cls(cal["name"], tuple(cal["extra_closed"]), cal["covered_through"])
+
+
+@dataclass(frozen=True)
+class ClientIds:
+    """``broker.client_ids``: one IB client id per role."""
+
+    orders: int
+    readonly: int
+
+    def of(self, role: str) -> int:
+        """Return the client id of ``role`` (orders or readonly). Raises KeyError for another."""
+        return {"orders": self.orders, "readonly": self.readonly}[role]
+
+
+@dataclass(frozen=True)
+class SimAccountSettings:
+    """``broker.sim_account``: what the simulated broker does to the account between trades."""
+
+    dividend_pay_lag_sessions: int
+    withholding_rate: float
+    interest_rate: float
+    monthly_fee: float
+
+
+@dataclass(frozen=True)
+class FlexSettings:
+    """``broker.flex``: IB's statements (the token and query id are secrets, never here)."""
+
+    enabled: bool
+    base_url: str
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """``broker.retry``: how often a dropped or refused session is tried, and the wait between."""
+
+    attempts: int
+    wait_seconds: float
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """``broker``: which broker, where, as which account, and how the simulated one behaves."""
+
+    kind: str  # sim or ib
+    mode: str  # paper or live
+    host: str
+    port: int
+    client_ids: ClientIds
+    account: str | None
+    sim_faults: Mapping[str, Any]  # checked by the simulated broker (SimFaults)
+    sim_account: SimAccountSettings
+    flex: FlexSettings
+    simulator: bool
+    client: str  # auto, ib_async or ib_insync
+    connect_timeout_seconds: float
+    request_timeout_seconds: float
+    retry: RetrySettings
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any]) -> BrokerSettings:
+        broker = values["broker"]
+        ids, account, flex = broker["client_ids"], broker["sim_account"], broker["flex"]
+        return cls(
+            kind=broker["kind"],
+            mode=broker["mode"],
+            host=broker["host"],
+            port=broker["port"],
+            client_ids=ClientIds(ids["orders"], ids["readonly"]),
+            account=broker["account"],
+            sim_faults=broker["sim_faults"],
+            sim_account=SimAccountSettings(
+                dividend_pay_lag_sessions=account["dividend_pay_lag_sessions"],
+                withholding_rate=account["withholding_rate"],
+                interest_rate=account["interest_rate"],
+                monthly_fee=account["monthly_fee"],
+            ),
+            flex=FlexSettings(flex["enabled"], flex["base_url"]),
+            simulator=broker["simulator"],
+            client=broker["client"],
+            connect_timeout_seconds=broker["connect_timeout_seconds"],
+            request_timeout_seconds=broker["request_timeout_seconds"],
+            retry=RetrySettings(broker["retry"]["attempts"], broker["retry"]["wait_seconds"]),
+        )
+
+    @property
+    def simulated(self) -> bool:
+        """True for a simulator: ``kind: sim``, or the loopback TWS simulator (``kind: ib``,
+        ``simulator: true``, paper, on a loopback host)."""
+        if self.kind == "sim":
+            return True
+        loopback = self.host in LOOPBACK_HOSTS
+        return self.kind == "ib" and self.simulator and loopback and self.mode == "paper"
+
+
+@dataclass(frozen=True)
+class BooksSettings:
+    """``books``: where the ledger books dividends, splits and fees from, and when a dividend
+    still unpaid is a break."""
+
+    statements: str  # broker or price_store
+    dividend_pay_lag_sessions: int
+    withholding_rate: float
+    pay_grace_sessions: int
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any]) -> BooksSettings:
+        books = values["books"]
+        return cls(
+            statements=books["statements"],
+            dividend_pay_lag_sessions=books["dividend_pay_lag_sessions"],
+            withholding_rate=books["withholding_rate"],
+            pay_grace_sessions=books["pay_grace_sessions"],
+        )
+
+
+@dataclass(frozen=True)
+class PathsSettings:
+    """``paths``: the workbook's folders and files as written (relative to the workbook or
+    absolute); ``Config.path`` resolves them."""
+
+    ledger: str
+    reports: str
+    data: str
+    kill_switch: str
+    broker: str
+    anchor: str
+    backups: str
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any]) -> PathsSettings:
+        paths = values["paths"]
+        return cls(**{name: paths[name] for name in cls.__dataclass_fields__})
+
+    def of(self, name: str) -> str:
+        """Return ``paths.<name>`` as written. Raises KeyError for a name the section lacks."""
+        if name not in self.__dataclass_fields__:
+            raise KeyError(name)
+        return str(getattr(self, name))
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    """``backup``: how many archives are kept (older ones are deleted)."""
+
+    keep: int
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any]) -> BackupSettings:
+        return cls(values["backup"]["keep"])
+
+
+@dataclass(frozen=True)
+class CostsSettings:
+    """``costs``: commission per share and its minimum, the slippage assumed, and the band of
+    slippage (overall and per symbol, in bps) past which the report flags an order."""
+
+    commission_per_share: float
+    commission_min: float
+    slippage_bps: float
+    slippage_band_bps: float
+    slippage_bands: Mapping[str, Any]
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any]) -> CostsSettings:
+        costs = values["costs"]
+        return cls(
+            commission_per_share=costs["commission_per_share"],
+            commission_min=costs["commission_min"],
+            slippage_bps=costs["slippage_bps"],
+            slippage_band_bps=costs["slippage_band_bps"],
+            slippage_bands=costs["slippage_bands"],
+        )
+
+
+@dataclass(frozen=True)
+class ResearchSettings:
+    """``research``: the backtest's starting cash and whether it trades whole shares."""
+
+    initial_cash: float
+    whole_shares: bool
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any]) -> ResearchSettings:
+        research = values["research"]
+        return cls(research["initial_cash"], research["whole_shares"])
+
+
+@dataclass(frozen=True)
+class RiskSettings:
+    """``risk``: the drawdown that halts trading, and what is held when risk is off."""
+
+    max_drawdown: float
+    risk_off: str  # none, defensive or cash
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any]) -> RiskSettings:
+        return cls(values["risk"]["max_drawdown"], values["risk"]["risk_off"])
+
+
+@dataclass(frozen=True)
+class ApprovalsSettings:
+    """``approvals``: how long an approval token lives unless its issuer says otherwise."""
+
+    default_ttl_minutes: int
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any]) -> ApprovalsSettings:
+        return cls(values["approvals"]["default_ttl_minutes"])
+
+    @property
+    def default_ttl(self) -> timedelta:
+        return timedelta(minutes=self.default_ttl_minutes)
+
+
+@dataclass(frozen=True)
+class EmailSettings:
+    """``alerts.email``: the recipients (comma separated; None: no mail) and the SMTP server."""
+
+    to: str | None
+    sender: str
+    host: str
+    port: int
+    starttls: bool
+    username: str | None
+    timeout_seconds: int
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """``alerts.webhook``: the URL alerts are posted to (None: the secret's, if any)."""
+
+    url: str | None
+    timeout_seconds: int
+
+
+@dataclass(frozen=True)
+class AlertsSettings:
+    """``alerts``: the alert log and the channels alerts go out on."""
+
+    log_file: str
+    email: EmailSettings
+    webhook: WebhookSettings
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any]) -> AlertsSettings:
+        alerts = values["alerts"]
+        email, hook = alerts["email"], alerts["webhook"]
+        return cls(
+            log_file=alerts["log_file"],
+            email=EmailSettings(
+                to=email["to"],
+                sender=email["sender"],
+                host=email["host"],
+                port=email["port"],
+                starttls=email["starttls"],
+                username=email["username"],
+                timeout_seconds=email["timeout_seconds"],
+            ),
+            webhook=WebhookSettings(hook["url"], hook["timeout_seconds"]),
+        )
+
+
+@dataclass(frozen=True)
+class SecretsSettings:
+    """``secrets``: the 0600 file secrets are read from when the environment lacks them."""
+
+    file: str | None
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any]) -> SecretsSettings:
+        return cls(values["secrets"]["file"])
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """``schedule``: the jobs' instants as durations and New York wall times, and the limits
+    the tick keeps. ``weekly`` names the weekly jobs turned on; ``fetch`` says a provider
+    serves the primary or the secondary (``data_fetch`` at each session)."""
+
+    decision_delay: timedelta
+    window_start: str
+    window_end: str
+    reconciliation_delay: timedelta
+    deadlines: Mapping[str, timedelta]
+    timezone: str
+    max_clock_skew_seconds: int
+    missed_decision: str  # halt or skip_cycle
+    heartbeat_max_gap_minutes: int
+    cell_timeout_seconds: int
+    notebook_deadline_minutes: float
+    tick_deadline_minutes: float
+    investigate_incidents: bool
+    weekly: tuple[str, ...] = WEEKLY_JOB_NAMES
+    fetch: bool = False
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any]) -> ScheduleSettings:
+        """Return the settings of a checked config's values (``cfg.values``)."""
+        sched = values["schedule"]
+        minutes = {name: timedelta(minutes=int(m)) for name, m in sched["deadlines"].items()}
+        return cls(
+            decision_delay=timedelta(minutes=int(sched["decision_delay_minutes"])),
+            window_start=sched["submission_window"]["start"],
+            window_end=sched["submission_window"]["end"],
+            reconciliation_delay=timedelta(minutes=int(sched["reconciliation_delay_minutes"])),
+            deadlines=minutes,
+            timezone=sched["timezone"],
+            max_clock_skew_seconds=sched["max_clock_skew_seconds"],
+            missed_decision=sched["missed_decision"],
+            heartbeat_max_gap_minutes=sched["heartbeat_max_gap_minutes"],
+            cell_timeout_seconds=sched["cell_timeout_seconds"],
+            notebook_deadline_minutes=sched["notebook_deadline_minutes"],
+            tick_deadline_minutes=sched["tick_deadline_minutes"],
+            investigate_incidents=sched["investigate_incidents"],
+            weekly=tuple(job for job in WEEKLY_JOB_NAMES if sched[f"weekly_{job}"]),
+            fetch=bool(DataSettings.from_config(values).fetched),
+        )
