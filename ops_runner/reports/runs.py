@@ -205,18 +205,14 @@ def compute_event_instants(events: Iterable[Any]) -> dict[int, str]:
     """Return each event's instant on the clock the jobs ran by (seq -> ISO text).
 
     An event carrying its instant (``at``, ``closed_at``, ``issued_at``) says it; any other
-    takes the latest instant before it in the ledger (the tick that recorded it), else its
-    ``recorded_at``. These agree with ``recorded_at`` to the second, on the real clock and on
-    a simulated one (``Config.simulated_now`` stamps the ledger), except in a workbook whose
-    ledger began on the real clock before simulated ticks ran in it (tests): there the
-    stamps stay after the head's, and the instants the jobs carry are the ones to show.
+    says its ``recorded_at``, which is that clock's too: the real one in production, the
+    simulated one in a demo or a drill (``Config.simulated_now`` stamps the ledger). An
+    operator's resume at 21:15 shows at 21:15, not at the instant of the job before it.
     """
     instants: dict[int, str] = {}
-    last: str | None = None
     for e in events:
         own = next((str(e.payload[k]) for k in INSTANT_KEYS if e.payload.get(k)), None)
-        last = own or last
-        instants[e.seq] = own or last or str(e.recorded_at)
+        instants[e.seq] = own or str(e.recorded_at)
     return instants
 
 

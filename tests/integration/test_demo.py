@@ -222,6 +222,12 @@ def test_demo_when_walked_the_ledger_and_every_page_speak_the_walks_clock(walk):
     assert all(len(runs) == 1 for runs in runs_at.values())  # a transaction, an instant
     opened = next(e for e in events if e.kind == EventKind.INCIDENT_OPENED)
     assert opened.recorded_at.startswith("2025-10-31T21:05")  # the tick that found it missed
+    resumed = [e for e in events if e.kind == EventKind.STATE_CHANGED and e.payload["to"] == "RUN"
+               and e.payload["from"] == "SAFE_MODE"]  # fmt: skip
+    assert len(resumed) == 1 and resumed[0].recorded_at.startswith("2025-10-31T21:15")
+    index = (cfg.path("reports") / "index.html").read_text(encoding="utf-8")
+    row = re.search(rf'<tr data-seq="{resumed[0].seq}"><td>([^<]+)</td>', index)
+    assert row and row.group(1) == "2025-10-31 21:15 UTC"  # the operator's resume, when it was
     for page in cfg.path("reports").rglob("*.html"):
         text = _visible_text(page.read_text(encoding="utf-8"))
         assert max(re.findall(r"\b20\d\d-\d\d-\d\d\b", text), default="") <= "2025-12-01", page

@@ -258,7 +258,8 @@ def run_report_job(cfg, cycle: str) -> Path:
 
 @pytest.fixture(scope="module")
 def published(history):
-    """The 2025-09 report run through its slot (papermill, a real kernel), then published."""
+    """The 2025-09 report run through its slot as the tick runs it (its cells in this process,
+    as in every test of the tick; a kernel in production), then published."""
     cfg = history.config()
     notebook = run_report_job(cfg, "2025-09")
     return cfg, notebook, publish_report(cfg, notebook, "2025-09")
