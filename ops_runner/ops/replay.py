@@ -5,9 +5,10 @@ ledger's Decision Record, the config and the code as they are now and the prices
 gate, nothing written but the verdict), and records ``ReplayRecorded``: MATCH when the decision
 (scores, selection, targets, explanation) is the recorded one, DIFFERS otherwise, with the
 differing fields and the record's config hash, code version and snapshot SHA-256 beside
-today's. A difference is an incident whose evidence names the fields and the likely cause, in
-the same transaction as SAFE_MODE (no next decision until an operator resumes); the tick's
-pending alerts send it.
+today's. An input that changed without changing the decision (a bar no lookback reads) is a
+MATCH that says what changed. A difference is an incident whose evidence names the fields
+and the likely cause, in the same transaction as SAFE_MODE (no next decision until an
+operator resumes); the tick's pending alerts send it.
 
 ``decision.replay`` (``ops-runner replay``) is the other replay: from the recorded snapshot and
 settings, it proves the code still computes the record from the record's own inputs.
@@ -70,7 +71,8 @@ class ReplayOutcome:
         """The job's outcome line."""
         payload = self.payload
         if payload["result"] == ReplayVerdict.MATCH:
-            return str(ReplayVerdict.MATCH)
+            changed = "; ".join(payload["changed"])
+            return f"MATCH ({changed}; the same decision)" if changed else "MATCH"
         causes = "; ".join(payload["causes"])
         if self.incident_id is None:
             return f"DIFFERS ({causes}); recorded before at event {self.seq}"
@@ -107,7 +109,7 @@ def compute_replay(cfg: Config, record: dict[str, Any], seq: int) -> dict[str, A
         changed.append(Cause.CODE)
     if sha_now != recorded_sha:
         changed.append(Cause.PRICES)
-    causes = (changed or [Cause.BUG]) if differences else []
+    causes = (changed or [Cause.BUG]) if differences else []  # an unchanged decision is a MATCH
     return {
         "cycle": record["cycle_id"],
         "session": record["session"],
@@ -116,6 +118,7 @@ def compute_replay(cfg: Config, record: dict[str, Any], seq: int) -> dict[str, A
         "result": str(ReplayVerdict.DIFFERS if differences else ReplayVerdict.MATCH),
         "differences": differences,
         "causes": [str(c) for c in causes],
+        "changed": [str(c) for c in changed],  # what changed since, whatever the result
         "config_hash": {"recorded": record["config_hash"], "now": cfg.hash},
         "code_version": {"recorded": record["code_version"], "now": code_now},
         "snapshot_sha256": {"recorded": recorded_sha, "now": sha_now},
