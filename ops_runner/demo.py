@@ -23,6 +23,7 @@ from typing import Any
 
 from ops_runner.core.cycle import Cycle
 from ops_runner.core.errors import OpsError
+from ops_runner.core.events import EventKind
 from ops_runner.ledger import open_ledger, projections
 from ops_runner.ledger.approvals import Action, approve, resume
 from ops_runner.ledger.init import init_workbook
@@ -386,6 +387,8 @@ def _finish(cfg: Config, result: DemoResult, quiet: bool, now: datetime) -> None
     if quiet:
         return
     runs = [e for e in events if e.kind == "ArtifactRecorded"]
+    replays = [e.payload for e in events if e.kind == EventKind.REPLAY_RECORDED]
+    matched = sum(r["result"] == "MATCH" for r in replays)
     state = projections.compute_state(events)
     fills = projections.compute_fills(events)
     root = cfg.workbook
@@ -398,6 +401,8 @@ def _finish(cfg: Config, result: DemoResult, quiet: bool, now: datetime) -> None
         f"  backups    {cfg.path('backups')}: {len(list(cfg.path('backups').glob('*.tar.gz')))} "
         "archives (weekly, and one before the drill)\n"
         + "".join(f"  drill      {d['summary']}\n" for d in result.drills)
+        + f"  replays    {len(replays)} cycles decided again after their reconciliation: "
+        f"{matched} MATCH their Decision Record\n"
         + f"  reports    {index}  (open it in a browser)\n"
         f"  alerts     {cfg.path('kill_switch').parent / 'alerts.log'}\n"
         f"Next: `ops-runner --workbook {root} status`, `... ledger verify`, `... replay --all`, "

@@ -71,7 +71,7 @@ def run_job(
 
     calendar = open_calendar(cfg)
     instant = parse_now(now)
-    if "cycle" in JOBS[Job(job)].parameters:  # a cycle's job: its slot is the cycle's
+    if JOBS[Job(job)].cycle_job:  # a cycle's job: its slot is the cycle's
         if not cycle:
             raise ConfigError(f"run {job}: --cycle is required (e.g. 2025-11)")
         wanted = Cycle.parse(cycle, what="--cycle")  # CycleError: exit 2, like ConfigError
@@ -357,7 +357,8 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("job", choices=RUN_JOBS)
     p.add_argument(
-        "--cycle", help="the cycle, e.g. 2025-11 (execution, reconciliation, slippage_report)"
+        "--cycle",
+        help="the cycle, e.g. 2025-11 (execution, reconciliation, slippage_report, replay)",
     )
     p.add_argument(
         "--as-of", help="the session (checks, data_qa, decision); default: the last closed"

@@ -55,6 +55,10 @@ class EventKind(StrEnum):
     #                                         reason, approved_at
     CYCLE_SKIPPED = "CycleSkipped"  # cycle, session, reason (schedule.missed_decision)
     DECISION_RECORDED = "DecisionRecorded"  # the Decision Record (strategy issue)
+    REPLAY_RECORDED = "ReplayRecorded"  # cycle, session, strategy, decision_seq, result
+    #                                     (MATCH | DIFFERS), differences: list[str], causes:
+    #                                     list[str], changed: list[str], config_hash /
+    #                                     code_version / snapshot_sha256: {recorded, now}
     BACKUP_RECORDED = "BackupRecorded"  # archive (path), sha256, manifest_sha256, ledger_seq,
     #                                     ledger_head, files, bytes, reason (weekly | on demand)
     AUDIT_RECORDED = "AuditRecorded"  # session, status (CLEAN | BREAK), breaks: list, positions,

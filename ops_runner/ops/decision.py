@@ -166,11 +166,12 @@ def _comparable(record: dict[str, Any]) -> str:
     return canonical_json({name: record.get(name) for name in COMPARED})
 
 
-def _differences(old: Any, new: Any, where: str = "") -> list[str]:
+def compute_differences(old: Any, new: Any, where: str = "") -> list[str]:
+    """Return one line per leaf that differs between ``old`` and ``new`` ("path: old -> new")."""
     if isinstance(old, dict) and isinstance(new, dict):
         found: list[str] = []
         for name in sorted(set(old) | set(new)):
-            found += _differences(
+            found += compute_differences(
                 old.get(name), new.get(name), f"{where}.{name}" if where else name
             )
         return found
@@ -213,7 +214,7 @@ def decide(
         if existing is not None:
             if _comparable(existing.payload) == _comparable(record):
                 return DecisionOutcome(existing.payload, existing.seq, created=False)
-            changed = _differences(
+            changed = compute_differences(
                 {n: existing.payload.get(n) for n in COMPARED}, {n: record.get(n) for n in COMPARED}
             )
             summary = f"{settings.name} {day} was decided at event {existing.seq} from other inputs"
@@ -375,6 +376,43 @@ def replay_all(cfg: Config) -> list[ReplayResult]:
     return [_replay_record(cfg, record) for record in records]
 
 
+def compute_code_change(then: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """Return "code changed: <package>@<commit> -> ..." when the package version or the git
+    commit differs between two code versions, else None."""
+    if (now["package"], now["git_commit"]) == (then["package"], then["git_commit"]):
+        return None
+    return (
+        f"code changed: {then['package']}@{(then['git_commit'] or '?')[:10]} -> "
+        f"{now['package']}@{(now['git_commit'] or '?')[:10]}"
+    )
+
+
+def recompute_decision(cfg: Config, record: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Return what deciding the record's session gives now, from the stored prices, this
+    config and this code: (the record's ``decision`` part, the SHA-256 its snapshot would
+    have). No gate, nothing written or recorded.
+
+    The snapshot's bytes depend on the Parquet writer too: when only the writer changed, the
+    recorded snapshot read back and written again has the SHA-256 of the bars now, which is
+    then returned, so a library upgrade never reads as "prices changed".
+    Raises StrategyError or DataError when the session cannot be decided now.
+    """
+    day = date.fromisoformat(record["session"])
+    settings = StrategySettings.from_config(cfg)
+    bars, _ = _load_inputs(cfg, settings, day)
+    decision = compute_decision(settings, day, bars, open_calendar(cfg)).to_record()
+    digest = compute_sha256(_snapshot_bytes(bars))
+    recorded = (record.get("snapshot") or {}).get("sha256")
+    if recorded and digest != recorded:
+        try:
+            then = read_snapshot(cfg, record["snapshot"]["path"], recorded)
+        except DataError:
+            return decision, digest
+        if compute_sha256(_snapshot_bytes(then)) == digest:
+            digest = recorded  # the same bars, written by another version of the writer
+    return decision, digest
+
+
 def _replay_record(cfg: Config, record: dict[str, Any]) -> ReplayResult:
 
     session = date.fromisoformat(record["session"])
@@ -383,16 +421,8 @@ def _replay_record(cfg: Config, record: dict[str, Any]) -> ReplayResult:
         causes.append(
             f"config changed since (hash {record['config_hash'][:12]} -> {cfg.hash[:12]})"
         )
-    now_code = compute_code_version()
-    then_code = record["code_version"]
-    if (now_code["package"], now_code["git_commit"]) != (
-        then_code["package"],
-        then_code["git_commit"],
-    ):
-        causes.append(
-            f"code changed: {then_code['package']}@{(then_code['git_commit'] or '?')[:10]} -> "
-            f"{now_code['package']}@{(now_code['git_commit'] or '?')[:10]}"
-        )
+    if changed := compute_code_change(record["code_version"], compute_code_version()):
+        causes.append(changed)
     try:
         bars = read_snapshot(cfg, record["snapshot"]["path"], record["snapshot"]["sha256"])
     except DataError as exc:
@@ -400,7 +430,7 @@ def _replay_record(cfg: Config, record: dict[str, Any]) -> ReplayResult:
                             [*causes, "data: the snapshot cannot be trusted"])  # fmt: skip
     settings = StrategySettings.from_dict(record["settings"])
     again = compute_decision(settings, session, bars, open_calendar(cfg)).to_record()
-    differences = _differences(record["decision"], again, "decision")
+    differences = compute_differences(record["decision"], again, "decision")
     if differences and cfg.calendar.extra_closed:
         causes.append("the calendar's extra closed dates may have changed the month-ends")
     return ReplayResult(record["cycle_id"], record["session"], not differences, differences,

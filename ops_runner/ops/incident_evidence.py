@@ -85,6 +85,7 @@ JOB_CAUSE: dict[str, Cause] = {
     "execution": Cause.BROKER,
     "reconciliation": Cause.BROKER,
     "slippage_report": Cause.MARKET,
+    "replay": Cause.STRATEGY,
     "daily_checks": Cause.SCHEDULER,
     "pre_rebalance_checks": Cause.SCHEDULER,
 }

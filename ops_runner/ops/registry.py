@@ -2,9 +2,9 @@
 
 ``schedule`` says when a job is due; this says what it is and how it runs. A spec names the
 job's notebook (``notebooks/<job>.ipynb``, run by papermill in a fresh kernel) or its
-in-process callable (the checks, the backup and the data fetch need no kernel), the notebook
-parameters a slot fills, how a completed run is judged (done, or the cycle still open), and
-the incident category a failure opens. The tick and ``ops-runner run`` run a slot through
+in-process callable (the checks, the backup, the data fetch and the replay need no kernel),
+the notebook parameters a slot fills, how a completed run is judged (done, or the cycle still
+open), and the incident category a failure opens. The tick and ``ops-runner run`` run a slot through
 ``tick.run_slot``, which reads only this table; the CLI lists its jobs from it.
 
 The tick and every `ops-runner` command import this table, so each in-process job imports its
@@ -121,6 +121,22 @@ def _run_pre_rebalance(ctx: JobContext) -> JobDone:
     return _checks_line(checks)
 
 
+def _run_replay(ctx: JobContext) -> JobDone:
+    """The cycle's decision again from the ledger, config, code and prices of now, against
+    its Decision Record: MATCH, or DIFFERS (an incident and SAFE_MODE, in the ledger)."""
+    # here, not at the top: pandas loads only when this job runs, not on every tick
+    from ops_runner.ops.replay import record_replay
+
+    outcome = record_replay(ctx.cfg, ctx.ledger, str(ctx.slot.cycle), ctx.run_id)
+    payload = outcome.payload
+    return JobDone(
+        outcome.line,
+        {"result": payload["result"], "replay_seq": outcome.seq,
+         "differences": len(payload["differences"]), "causes": payload["causes"],
+         "incident": outcome.incident_id},
+    )  # fmt: skip
+
+
 FETCH_CHECK = "data_fetch"
 
 
@@ -164,10 +180,16 @@ class JobSpec:
     run: Callable[[JobContext], JobDone] | None = None
     category: str = "scheduler"
     by_hand: bool = True  # `ops-runner run <job>`; the others have verbs of their own
+    per_cycle: bool = False  # an in-process job of a cycle (a notebook's says "cycle")
 
     @property
     def in_process(self) -> bool:
         return self.notebook is None
+
+    @property
+    def cycle_job(self) -> bool:
+        """A cycle's job: `ops-runner run` names its slot with --cycle, not --as-of."""
+        return self.per_cycle or "cycle" in self.parameters
 
 
 JOBS: dict[Job, JobSpec] = {
@@ -189,6 +211,7 @@ JOBS: dict[Job, JobSpec] = {
             category="broker",
         ),  # fmt: skip
         JobSpec(Job.SLIPPAGE_REPORT, "slippage_report", ("cycle", "now")),
+        JobSpec(Job.REPLAY, run=_run_replay, category="strategy", per_cycle=True),
         JobSpec(Job.AUDIT, "audit", ("now",), category="broker", by_hand=False),  # `audit`
         JobSpec(Job.BACKUP, run=_run_backup, by_hand=False),  # `ops-runner backup`
         JobSpec(Job.INCIDENT, "incident", ("incident", "now"), by_hand=False),  # `incident`

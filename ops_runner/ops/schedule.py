@@ -7,7 +7,9 @@ A rebalance cycle (R = the last session of a month, N = the session after it):
 - ``pre_rebalance_checks`` after the close of the session before R, and again after R's close;
 - ``data_qa`` -> ``decision`` after R's close plus ``decision_delay_minutes``;
 - ``execution`` inside N's submission window (market-on-open orders for N's open);
-- ``reconciliation`` -> ``slippage_report`` after N's open plus ``reconciliation_delay_minutes``.
+- ``reconciliation`` -> ``slippage_report`` after N's open plus ``reconciliation_delay_minutes``;
+- ``replay`` (runbook 6, the monthly rebalance replay) after the reconciliation, due by the
+  open of the session after N (an allowance of that length from a late reconciliation).
 Every session: ``data_fetch`` (when a provider serves the primary or the secondary: asked at
 every tick until the data QA's deadline) and ``daily_checks`` after its close plus
 ``decision_delay_minutes``.
@@ -46,6 +48,7 @@ class Job(StrEnum):
     EXECUTION = "execution"
     RECONCILIATION = "reconciliation"
     SLIPPAGE_REPORT = "slippage_report"
+    REPLAY = "replay"  # the cycle's decision again from the ledger, config and code of now
     AUDIT = "audit"
     BACKUP = "backup"
     INCIDENT = "incident"
@@ -146,7 +149,12 @@ def compute_session_slots(calendar: Any, settings: ScheduleSettings, session: da
     report = Slot(Job.SLIPPAGE_REPORT, f"{Job.SLIPPAGE_REPORT}:{cycle}", next_session, cycle,
                   settle, deadline=settle + deadlines["slippage_report"],
                   after=(reconciliation.key,))  # fmt: skip
-    return [*slots, pre, qa, decision, execution, reconciliation, report]
+    # The replay only reads and records: it runs in any state, and has until the open after N
+    # (not a config deadline: a new key would change every workbook's config hash).
+    after_n = _utc(calendar.session_open(calendar.next_session(next_session)))
+    replay = Slot(Job.REPLAY, f"{Job.REPLAY}:{cycle}", next_session, cycle, settle,
+                  deadline=after_n, after=(reconciliation.key,))  # fmt: skip
+    return [*slots, pre, qa, decision, execution, reconciliation, report, replay]
 
 
 def compute_slots(calendar: Any, settings: ScheduleSettings, first: date, last: date) -> list[Slot]:
@@ -160,13 +168,15 @@ def compute_slots(calendar: Any, settings: ScheduleSettings, first: date, last: 
 
 def _effective_deadline(slot: Slot, done: Mapping[str, datetime], settings: ScheduleSettings):
     """A job that became runnable late (its prerequisite done late) gets its own allowance
-    from then: a late QA does not make the decision after it "missed" as well."""
-    if not slot.after or slot.job not in settings.deadlines:
+    from then: a late QA does not make the decision after it "missed" as well. The allowance
+    is the job's ``schedule.deadlines`` entry; a job without one (the replay) gets its slot's
+    span from opening to deadline."""
+    if not slot.after:
         return slot.deadline
     ready = max((done[key] for key in slot.after if key in done), default=None)
     if ready is None:
         return slot.deadline
-    own = ready + settings.deadlines[str(slot.job)]
+    own = ready + settings.deadlines.get(str(slot.job), slot.deadline - slot.opens)
     if slot.closes is not None:
         own = min(own, slot.closes)  # never past the window (execution: the MOO cut-off)
     return max(slot.deadline, own)

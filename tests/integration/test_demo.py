@@ -130,6 +130,16 @@ def test_demo_when_each_tick_ran_twice_nothing_was_done_twice(walk):
     assert len(slots) == len(set(slots))  # a job done is never done again
 
 
+def test_demo_when_each_cycle_reconciled_the_tick_replayed_it_once_and_it_matched(walk):
+    _, _, events = walk
+    replays = _of(events, EventKind.REPLAY_RECORDED)
+    assert [(r["cycle"], r["result"], r["changed"]) for r in replays] == [
+        (cycle, "MATCH", []) for cycle in CYCLES
+    ]  # October's stale SPY was repaired before its decision: nothing changed since
+    done = [p for p in _of(events, EventKind.JOB_COMPLETED) if p["job"] == "replay"]
+    assert [(p["slot"], p["outcome"]) for p in done] == [(f"replay:{c}", "MATCH") for c in CYCLES]
+
+
 def test_demo_when_feed_went_stale_took_the_runbooks_path_and_alerted(walk):
     _, cfg, events = walk
     path = [(p["from"], p["to"], p["trigger"]) for p in _of(events, EventKind.STATE_CHANGED)]

@@ -88,6 +88,20 @@ CYCLES_2026 = [
     ("2026-12", "2026-12-30 21:30", "2026-12-31 21:30", "2027-01-04 13:00", "2027-01-04 14:30"),
 ]
 
+# The replay's deadline: the open of the session after N (09:30 ET, UTC), read off the NYSE
+# calendar by hand: the next weekday that is no holiday.
+AFTER_N_OPEN = {
+    "2024-12": "2025-01-03 14:30", "2025-01": "2025-02-04 14:30", "2025-02": "2025-03-04 14:30",
+    "2025-03": "2025-04-02 13:30", "2025-04": "2025-05-02 13:30", "2025-05": "2025-06-03 13:30",
+    "2025-06": "2025-07-02 13:30", "2025-07": "2025-08-04 13:30", "2025-08": "2025-09-03 13:30",
+    "2025-09": "2025-10-02 13:30", "2025-10": "2025-11-04 14:30", "2025-11": "2025-12-02 14:30",
+    "2025-12": "2026-01-05 14:30",  # N a Friday: Monday
+    "2026-01": "2026-02-03 14:30", "2026-02": "2026-03-03 14:30", "2026-03": "2026-04-02 13:30",
+    "2026-04": "2026-05-04 13:30", "2026-05": "2026-06-02 13:30", "2026-06": "2026-07-02 13:30",
+    "2026-07": "2026-08-04 13:30", "2026-08": "2026-09-02 13:30", "2026-09": "2026-10-02 13:30",
+    "2026-10": "2026-11-03 14:30", "2026-11": "2026-12-02 14:30", "2026-12": "2027-01-05 14:30",
+}  # fmt: skip
+
 # Daily checks: the session's close + 30 min, closing at the next session's open (UTC).
 DAILY_CHECKS = [
     # session       opens               closes
@@ -125,8 +139,9 @@ JOB_RANK = {  # at equal instants: the daily checks first (a weaker freshness re
     "execution": 4,
     "reconciliation": 5,
     "slippage_report": 6,
-    "audit": 7,
-    "backup": 8,
+    "replay": 7,
+    "audit": 8,
+    "backup": 9,
 }
 
 WALK_START = utc("2024-12-31 15:00")  # after daily_checks:2024-12-30 closed: nothing open
@@ -227,6 +242,8 @@ def test_session_slots_when_month_end_session_cycle_opens_at_literal_instants(ca
                                     (f"execution:{cycle}",)),
         f"slippage_report:{cycle}": (n_day, cycle, n_open + 30 * m, n_open + 150 * m, None,
                                      (f"reconciliation:{cycle}",)),
+        f"replay:{cycle}": (n_day, cycle, n_open + 30 * m, utc(AFTER_N_OPEN[cycle]), None,
+                            (f"reconciliation:{cycle}",)),
     }  # fmt: skip
     slots = {s.key: s for s in compute_session_slots(cal, settings, r_day)}
     pre = slots.pop(f"pre_rebalance_checks:{r}")
@@ -285,6 +302,7 @@ def test_slots_when_openings_tie_ordered_daily_pre_qa_decision(cal, settings):
         ("execution:2025-11", utc("2025-12-01 13:00")),
         ("reconciliation:2025-11", utc("2025-12-01 15:00")),
         ("slippage_report:2025-11", utc("2025-12-01 15:00")),
+        ("replay:2025-11", utc("2025-12-01 15:00")),
         ("daily_checks:2025-12-01", utc("2025-12-01 21:30")),
     ]
 
@@ -379,6 +397,7 @@ def _expected_openings() -> list[tuple[str, datetime]]:
             (f"execution:{cycle}", utc(window)),
             (f"reconciliation:{cycle}", utc(n_open) + 30 * m),
             (f"slippage_report:{cycle}", utc(n_open) + 30 * m),
+            (f"replay:{cycle}", utc(n_open) + 30 * m),
         ]
     inside = [(k, t) for k, t in openings if WALK_START <= t <= WALK_END]
     return sorted(inside, key=lambda kt: (kt[1], JOB_RANK[kt[0].split(":")[0]]))
@@ -722,10 +741,11 @@ def test_agenda_when_decision_done_execution_due_only_in_run_inside_window(
     "now, execution_done, expected",
     [
         ("2025-06-02 14:05", True,
-         expected_agenda(due=["reconciliation:2025-05"], waiting=["slippage_report:2025-05"])),
+         expected_agenda(due=["reconciliation:2025-05"],
+                         waiting=["slippage_report:2025-05", "replay:2025-05"])),
         ("2025-06-02 14:05", False,
          expected_agenda(due=["reconciliation:2025-05"], missed=["execution:2025-05"],
-                         waiting=["slippage_report:2025-05"])),
+                         waiting=["slippage_report:2025-05", "replay:2025-05"])),
         ("2025-06-02 13:10", False, expected_agenda(waiting=["execution:2025-05"])),
         ("2025-06-02 13:45", False, expected_agenda(missed=["execution:2025-05"])),
     ],
@@ -738,6 +758,31 @@ def test_agenda_when_the_execution_window_closed_reconciliation_is_due(
     if execution_done:
         done["execution:2025-05"] = utc("2025-06-02 12:05")
     agenda = compute_agenda(cal, settings, utc(now), done=done, state=State.SAFE_MODE,
+                            started=utc("2025-05-30 20:00"))  # fmt: skip
+    found = {k: [x for x in v if not x.startswith("daily")] for k, v in agenda_keys(agenda).items()}
+    assert found == expected
+
+
+# The replay follows the reconciliation in any state (it only reads and records). Cycle 2025-05:
+# it opens at 14:00Z on N = 2025-06-02 and is due by the next open, 13:30Z on 2025-06-03; a
+# reconciliation done late gives it that span (23 h 30 min) from then: 12:00Z + 23:30 is
+# 11:30Z on 2025-06-04.
+@pytest.mark.parametrize(
+    "now, reconciled, expected",
+    [
+        ("2025-06-02 14:05", "2025-06-02 14:05", expected_agenda(due=["replay:2025-05"])),
+        ("2025-06-03 13:45", "2025-06-03 12:00", expected_agenda(due=["replay:2025-05"])),
+        ("2025-06-04 11:30", "2025-06-03 12:00",
+         expected_agenda(due=["replay:2025-05"], missed=["replay:2025-05"])),
+    ],
+    ids=["on-time", "late-reconciliation-own-allowance", "own-allowance-passed"],
+)  # fmt: skip
+def test_agenda_when_reconciled_replay_due_in_halt_with_its_own_allowance(
+    cal, settings, now, reconciled, expected
+):
+    done = decided_2025_05() | {"execution:2025-05": utc("2025-06-02 12:05")}
+    done |= dict.fromkeys(("reconciliation:2025-05", "slippage_report:2025-05"), utc(reconciled))
+    agenda = compute_agenda(cal, settings, utc(now), done=done, state=State.HALT,
                             started=utc("2025-05-30 20:00"))  # fmt: skip
     found = {k: [x for x in v if not x.startswith("daily")] for k, v in agenda_keys(agenda).items()}
     assert found == expected
