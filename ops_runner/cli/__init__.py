@@ -67,13 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(message: str, code: int, as_json: bool) -> int:
+def _fail(message: str, code: int, as_json: bool, details: dict | None = None) -> int:
     """Say what failed on stderr, one line per mistake, and as a JSON object on stdout when
     --json was asked: a script never reads an empty stdout."""
     for line in message.splitlines() or ["failed"]:
         print(f"ops-runner: {line}", file=sys.stderr)
     if as_json:
-        print(json.dumps({"error": message, "exit_code": code}))
+        print(json.dumps({"error": message, "exit_code": code, **(details or {})}))
     return code
 
 
@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except OpsError as exc:
-        return _fail(str(exc) or type(exc).__name__, exc.exit_code, as_json)
+        return _fail(str(exc) or type(exc).__name__, exc.exit_code, as_json, exc.details)
     except BrokenPipeError:
         # The reader went away (`ops-runner ledger export | head`): not an error of ours.
         # Point stdout at devnull so the interpreter's final flush does not raise again.

@@ -18,10 +18,14 @@ from ops_runner.cli.common import (
     parse_date,
     parse_now,
     print_json,
+    simulated_now,
 )
 from ops_runner.core.cycle import Cycle
 from ops_runner.core.deadline import EXIT_CODE
-from ops_runner.core.errors import ConfigError
+from ops_runner.core.errors import ConfigError, OpsError
+from ops_runner.ledger import open_ledger
+from ops_runner.ledger.store import LedgerMissing
+from ops_runner.ops.reachability import Reachability, compute_reachability
 from ops_runner.ops.registry import JOBS
 from ops_runner.ops.schedule import Job, Slot, compute_session_slots
 from ops_runner.runtime.notebooks import show_cell_progress
@@ -247,15 +251,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     cfg = load_config(args.workbook)
-    broker = open_broker(cfg, role=args.role)
+    now = simulated_now(cfg, args.now)
+    history = _reachability(cfg, now or datetime.now(UTC))
+    options = {} if now is None else {"clock": lambda: now}
+    broker = open_broker(cfg, role=args.role, **options)
     try:
         health = broker.connect()
         values = broker.account_values()
         positions = broker.positions()
         open_orders = broker.open_orders()
+    except OpsError as exc:  # unreachable: what the ledger saw of it, then the one line
+        if history is not None and not args.json:
+            print("\n".join(history.lines()))
+        exc.details = {"history": history.to_payload() if history is not None else None}
+        raise
     finally:
         broker.close()
-    local = datetime.now(UTC)
+    local = now or datetime.now(UTC)
     skew = (local - health.server_time).total_seconds() if health.server_time else None
     report = {
         "broker": cfg.broker.kind,
@@ -272,11 +284,24 @@ def cmd_broker(args: argparse.Namespace) -> int:
         "open_orders": len(open_orders),
     }
     if args.json:
-        print(json.dumps(report, indent=2))
+        history_payload = history.to_payload() if history is not None else None
+        print(json.dumps({**report, "history": history_payload}, indent=2))
     else:
         for name, value in report.items():
             print(f"{name:<18} {value}")
+        if history is not None:
+            print("\n".join(history.lines()))
     return 0
+
+
+def _reachability(cfg: Config, now: datetime) -> Reachability | None:
+    """The broker's reachability from the workbook's ledger (None: no ledger yet)."""
+    try:
+        with open_ledger(cfg, create=False, readonly=True) as ledger:
+            events = list(ledger.events())
+    except LedgerMissing:
+        return None
+    return compute_reachability(events, now, cfg.schedule.timezone)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -388,10 +413,11 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     q = add_verb(
         broker_sub,
         "check",
-        "connect, server time vs local clock, positions",
+        "connect, server time vs local clock, positions; what the ledger saw of its sessions",
         "ops-runner broker check --json",
     )
     q.add_argument("--json", action="store_true")
+    q.add_argument("--now", help="a simulated instant (ISO, UTC; simulated brokers only)")
     q.add_argument(
         "--role",
         choices=("readonly", "orders"),

@@ -8,10 +8,12 @@ import enum
 class OpsError(Exception):
     """Root of every expected failure. The CLI prints ``str(error)`` on one line, no traceback.
 
-    ``exit_code`` is what the CLI returns for it.
+    ``exit_code`` is what the CLI returns for it; ``details``, when a verb sets them, join the
+    JSON error object a --json caller reads (what was known before the failure).
     """
 
     exit_code = 1
+    details: dict[str, object] | None = None
 
 
 class ConfigError(OpsError):
