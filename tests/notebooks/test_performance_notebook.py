@@ -66,9 +66,16 @@ def test_performance_notebook_when_defaults_and_no_fills_says_so_and_completes(
     assert scrap["months"] == []
 
 
-def test_performance_notebook_when_seven_cycles_filled_live_tracks_research(tmp_path, seven_cycles):
+@pytest.fixture(scope="module")
+def seven_cycles_report(seven_cycles):
+    """The performance notebook run once over the seven cycles, where the CLI keeps it."""
     root, cycles = seven_cycles
-    run = run_notebook("performance", tmp_path / "performance.ipynb", {"workbook": str(root)})
+    executed = root / "ledger" / "runs" / "performance" / "performance.ipynb"
+    return root, cycles, run_notebook("performance", executed, {"workbook": str(root)})
+
+
+def test_performance_notebook_when_seven_cycles_filled_live_tracks_research(seven_cycles_report):
+    root, cycles, run = seven_cycles_report
     scrap = run.scraps["performance"]
     assert run.completion["status"] == "TRACKING", scrap["summary"]
     assert scrap["start"] == "2025-05-30" and scrap["end"] == "2025-12-31"
@@ -93,11 +100,9 @@ def test_performance_notebook_when_seven_cycles_filled_live_tracks_research(tmp_
 
 
 def test_performance_page_when_opened_in_a_browser_says_its_result_first_and_fits(
-    tmp_path, seven_cycles
+    tmp_path, seven_cycles_report
 ):
-    root, _ = seven_cycles
-    executed = root / "ledger" / "runs" / "performance" / "performance.ipynb"
-    run = run_notebook("performance", executed, {"workbook": str(root)})
+    root, _, run = seven_cycles_report
     page = write_html(run.output, root / "reports" / "performance.html")  # as the CLI renders it
     seen = inspect_in_browser(page, tmp_path / "browser", tmp_path / "performance.png")
     verdict = seen["verdict"]
