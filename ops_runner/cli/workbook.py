@@ -38,6 +38,11 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     cfg = load_config(args.workbook)
+    if args.action == "check" and cfg.alerts.push.channels:
+        # here, not at the top: apprise loads only when there are push channels to check
+        from ops_runner.runtime.alerts import require_push_channels
+
+        require_push_channels(cfg)  # each one's URL is a secret: set, and a URL apprise knows
     if args.action == "show":  # JSON either way: the whole config, the account masked
         values = json.loads(json.dumps(cfg.values, default=str))
         values["broker"]["account"] = mask_account(cfg.broker.account)
@@ -161,7 +166,10 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
         "check, show or hash the workbook's config.yaml",
         "ops-runner --workbook ~/rotation config check\n"
         "ops-runner --workbook ~/rotation config show --json",
-        {2: "a mistake in config.yaml (one line names each key) or in the command line"},
+        {
+            2: "a mistake in config.yaml (one line names each key) or in the command line, or a "
+            "push channel without its URL secret"
+        },
     )
     p.add_argument("action", choices=("check", "show", "hash"), nargs="?", default="check")
     p.add_argument("--json", action="store_true", help="the answer as JSON (account masked)")

@@ -33,6 +33,7 @@ from ops_runner.workbook.config import CONFIG_NAME, Config, load_config, load_co
 _INSIDE_ONLY = ("ledger", "data", "anchor", "kill_switch")  # what a restore writes or locks
 _BROUGHT_INSIDE = {"reports": "reports", "broker": "broker", "backups": "backups"}
 _SILENCED_ENV = ("OPS_RUNNER_ALERT_WEBHOOK_URL", "OPS_RUNNER_SMTP_PASSWORD")
+_SILENCED_PREFIX = "OPS_RUNNER_PUSH_"  # every push channel's URL secret
 
 
 class StepLog(Protocol):
@@ -112,6 +113,8 @@ def compute_paper_config(raw: Mapping[str, Any], scratch: Path) -> tuple[dict, l
         put(alerts, "alerts", "log_file", "ops/alerts.log")
     put(alerts.setdefault("email", {}), "alerts.email", "to", None)
     put(alerts.setdefault("webhook", {}), "alerts.webhook", "url", None)
+    if alerts.get("push", {}).get("channels"):
+        put(alerts["push"], "alerts.push", "channels", [])
     put(values.setdefault("secrets", {}), "secrets", "file", None)
     return values, changes
 
@@ -206,8 +209,10 @@ def attach_store(live: Config, scfg: Config, report: StepLog, say: Callable) -> 
 
 @contextlib.contextmanager
 def silenced_alerts() -> Iterator[None]:
-    """The scratch workbook alerts nobody: the webhook and SMTP secrets are hidden meanwhile."""
-    kept = {name: os.environ.pop(name) for name in _SILENCED_ENV if name in os.environ}
+    """The scratch workbook alerts nobody: the webhook, SMTP and push secrets are hidden
+    meanwhile."""
+    hidden = [n for n in os.environ if n in _SILENCED_ENV or n.startswith(_SILENCED_PREFIX)]
+    kept = {name: os.environ.pop(name) for name in hidden}
     try:
         yield
     finally:

@@ -1,17 +1,20 @@
-"""Alerts: always the log file, then email over SMTP and a JSON webhook; a channel never raises."""
+"""Alerts: always the log file, then email over SMTP, a JSON webhook and push channels through
+apprise (ntfy, Telegram, Pushover, Slack, ...); a channel never raises."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import smtplib
 import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -20,12 +23,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import apprise
+
 from ops_runner.core.clock import format_seconds
-from ops_runner.core.errors import OpsError, SecretError
+from ops_runner.core.errors import ConfigError, OpsError, SecretError
 from ops_runner.core.events import EventKind, State
 from ops_runner.core.hashing import compute_sha256
 from ops_runner.ledger import Ledger, LedgerConflict
-from ops_runner.workbook.config import Config, load_secret
+from ops_runner.workbook.config import Config, compute_push_secret_name, load_secret
 from ops_runner.workbook.settings import EmailSettings
 
 __all__ = [
@@ -33,6 +38,7 @@ __all__ = [
     "AlertError",
     "Severity",
     "pump_alerts",
+    "require_push_channels",
     "send_alert",
 ]
 
@@ -46,6 +52,16 @@ SUBJECT_LIMIT = 160  # characters: a subject is a headline, the body carries the
 REASON_LIMIT = 200  # characters of an exception's message kept in a channel's outcome
 RESPONSE_LIMIT = 64 * 1024  # bytes of a webhook's answer read (and discarded)
 _REDACTED = "***"
+PUSH_PREFIX = "push:"  # a push channel's outcome is named push:<its name>
+PUSH_TOKEN_PART = 8  # characters: a push URL's parts this long or longer are never written
+# apprise logs a service's URL and urllib3 a request's path, either of which can hold a token:
+# while a push goes out their records reach only apprise's own result, never our logs.
+_QUIETED_LOGGERS = ("apprise", "urllib3")
+_NOTIFY_TYPES = {
+    "critical": apprise.NotifyType.FAILURE,
+    "warning": apprise.NotifyType.WARNING,
+    "info": apprise.NotifyType.INFO,
+}
 
 
 class Severity(StrEnum):
@@ -112,6 +128,24 @@ def _failure(exc: BaseException, secrets: Iterable[str]) -> str:
 
 
 @dataclass(frozen=True)
+class _Push:
+    """One push channel: its name from config.yaml and its URL from the secrets (or why not)."""
+
+    name: str
+    url: str | None
+    problem: str | None
+
+    @property
+    def secrets(self) -> list[str]:
+        """The URL, what follows its scheme, and each of its parts long enough to be a token."""
+        if not self.url:
+            return []
+        rest = self.url.split("://", 1)[-1]
+        parts = [p for p in re.split(r"[/:@?&=#,]", rest) if len(p) >= PUSH_TOKEN_PART]
+        return [self.url, rest, *(urllib.parse.unquote(p) for p in parts), *parts]
+
+
+@dataclass(frozen=True)
 class _Channels:
     """The alerts section resolved: paths made absolute, secrets loaded (never shown)."""
 
@@ -123,15 +157,19 @@ class _Channels:
     smtp_password_problem: str | None
     webhook_url: str | None
     webhook_timeout: int
+    push: tuple[_Push, ...]
+    push_timeout: int
 
     @property
     def secrets(self) -> list[str]:
-        """Every value that must never be written: the password, the URL and its token parts."""
+        """Every value that must never be written: the password, the URLs and their token parts."""
         found = [self.smtp_password or ""]
         if self.webhook_url:
             parts = urllib.parse.urlsplit(self.webhook_url)
             found += [self.webhook_url, parts.path, parts.query, parts.password or ""]
             found += [p for p in parts.path.split("/") if len(p) >= 16]  # token-like parts
+        for push in self.push:
+            found += push.secrets
         return [s for s in found if len(s) > 1]
 
 
@@ -157,6 +195,10 @@ def _read_channels(cfg: Config) -> _Channels:
         url, missing = _read_secret(cfg, "ALERT_WEBHOOK_URL")
         if missing:
             log.debug("no alert webhook: %s", missing)
+    push = tuple(
+        _Push(name, *_read_secret(cfg, compute_push_secret_name(name)))
+        for name in section.push.channels
+    )
     return _Channels(
         log_file=log_path if log_path.is_absolute() else cfg.workbook / log_path,
         workbook_name=cfg.workbook_name,
@@ -166,6 +208,8 @@ def _read_channels(cfg: Config) -> _Channels:
         smtp_password_problem=problem,
         webhook_url=url,
         webhook_timeout=section.webhook.timeout_seconds,
+        push=push,
+        push_timeout=section.push.timeout_seconds,
     )
 
 
@@ -254,6 +298,94 @@ def _post_webhook(channels: _Channels, alert: Alert, alert_id: str) -> None:
         raise _ChannelFailed("HTTPError", f"webhook: HTTP {status}")
 
 
+@contextlib.contextmanager
+def _quiet_push_libraries() -> Iterator[None]:
+    """Keep apprise's and urllib3's records (they quote URLs) out of every log while inside;
+    apprise's DEBUG records, which say what the socket said, reach its own result."""
+    loggers = [logging.getLogger(name) for name in _QUIETED_LOGGERS]
+    kept = [(logger, logger.propagate, logger.level, logging.NullHandler()) for logger in loggers]
+    for logger, _, _, sink in kept:
+        logger.propagate = False
+        logger.addHandler(sink)  # with no handler at all, logging would print to stderr
+    logging.getLogger(_QUIETED_LOGGERS[0]).setLevel(logging.DEBUG)  # apprise
+    try:
+        yield
+    finally:
+        for logger, propagate, level, sink in kept:
+            logger.removeHandler(sink)
+            logger.setLevel(level)
+            logger.propagate = propagate
+
+
+def _push_service(url: str, timeout: int) -> apprise.Apprise | None:
+    """Return an apprise notifier holding the one service ``url`` names (None: apprise does not
+    know the URL): one attempt, ``timeout`` seconds to connect and again to answer, nothing
+    stored on disk. apprise's own deadline is off, so no send outlives the call."""
+    asset = apprise.AppriseAsset(service_timeout=0, storage_mode="memory")
+    notifier = apprise.Apprise(asset=asset)
+    if not notifier.add(url):
+        return None
+    service = notifier[0]
+    service.socket_connect_timeout = service.socket_read_timeout = float(timeout)
+    service.retry = 0  # as email and the webhook: an alert is sent once, its outcome recorded
+    return notifier
+
+
+def _push_failure(name: str, result: apprise.AppriseResult, timeout: int) -> _ChannelFailed:
+    """Return apprise's failure worded by us: its own messages quote the URL's parts."""
+    said = " ".join(entry.message for entry in result.logs())
+    code = re.search(r"error=(\d{3})\b", said)
+    if result.status == apprise.AppriseResultStatus.TIMEOUT or "timed out" in said.lower():
+        return _ChannelFailed("TimeoutError", f"push {name}: no answer within {timeout} s")
+    if "connection refused" in said.lower():
+        return _ChannelFailed("ConnectionRefusedError", f"push {name}: connection refused")
+    if code:
+        return _ChannelFailed("HTTPError", f"push {name}: HTTP {code.group(1)}")
+    status = apprise.AppriseResultStatus(result.status).name
+    return _ChannelFailed("PushError", f"push {name}: not delivered (apprise: {status})")
+
+
+def _send_push(channels: _Channels, push: _Push, alert: Alert, alert_id: str) -> None:
+    """Send the alert to one push channel through apprise. Raises _ChannelFailed (worded
+    without the URL) on any failure."""
+    if push.url is None:
+        raise _ChannelFailed("SecretError", push.problem or f"push {push.name}: no URL")
+    timeout = channels.push_timeout
+    with _quiet_push_libraries():
+        notifier = _push_service(push.url, timeout)
+        if notifier is None:
+            raise _ChannelFailed(
+                "ValueError", f"push {push.name}: apprise does not know the URL; check its scheme"
+            )
+        result = notifier.notify(
+            body=f"{alert.body}\n\n-- ops-runner {channels.workbook_name}, alert {alert_id}",
+            title=f"[ops-runner {channels.workbook_name}] {_one_line(alert.subject, 1000)}",
+            notify_type=_NOTIFY_TYPES[str(alert.severity)],
+            body_format=apprise.NotifyFormat.TEXT,
+            log_level=logging.DEBUG,  # the socket's own words: refused, timed out
+        )
+    if not result:
+        raise _push_failure(push.name, result, timeout)
+
+
+def require_push_channels(cfg: Config) -> None:
+    """Check that every push channel in ``alerts.push.channels`` has its URL among the secrets
+    and that apprise knows the URL; nothing is sent. Raises SecretError naming the first
+    channel without its secret, ConfigError for a URL apprise does not know."""
+    for push in _read_channels(cfg).push:
+        if push.url is None:
+            raise SecretError(f"alerts.push.channels: {push.name}: {push.problem}")
+        with _quiet_push_libraries():
+            known = _push_service(push.url, cfg.alerts.push.timeout_seconds) is not None
+        if not known:
+            secret = compute_push_secret_name(push.name)
+            raise ConfigError(
+                f"config error: alerts.push.channels: {push.name}: apprise does not know the URL "
+                f"in the secret {secret}; check its scheme (ntfys://, slack://, tgram://, ...)",
+                "alerts.push.channels",
+            )
+
+
 # -- sending --------------------------------------------------------------------------------
 
 
@@ -273,6 +405,10 @@ def _deliver(channels: _Channels, alert: Alert, alert_id: str) -> dict[str, str]
         ("log", lambda: _write_log_file(channels.log_file, alert_id, alert, datetime.now(UTC))),
         ("email", email),
         ("webhook", webhook),
+        *(
+            (PUSH_PREFIX + push.name, lambda push=push: _send_push(channels, push, alert, alert_id))
+            for push in channels.push
+        ),
     ]
     outcomes: dict[str, str] = {}
     for name, attempt in attempts:

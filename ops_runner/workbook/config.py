@@ -43,6 +43,7 @@ MOO_CUTOFF = time(9, 28)  # Nasdaq takes market-on-open orders until 09:28 ET
 REGULAR_OPEN = time(9, 30)
 _SECRET_WORDS = re.compile(r"pass(word|wd)?|secret|token|api_?key|credential", re.IGNORECASE)
 _SYMBOL = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
+_CHANNEL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 _REQUIRED = object()
 
 
@@ -249,6 +250,12 @@ SCHEMA: dict[str, Any] = {
             "url": Field("str", None, nullable=True),
             "timeout_seconds": Field("int", 10, low=1, high=120),
         },
+        # Push channels sent through apprise (ntfy, Telegram, Pushover, Slack, ...): names
+        # here, each one's URL (it holds the service's token) the secret PUSH_<NAME>_URL.
+        "push": {
+            "channels": Field("channel_names", [], hint="names such as [ntfy_phone]"),
+            "timeout_seconds": Field("int", 10, low=1, high=120),
+        },
     },
     "secrets": {"file": Field("path", None, nullable=True)},
 }
@@ -280,6 +287,37 @@ def _coerce_wall_time(value: Any, key: str) -> str:
         if hours < 24 and minutes < 60:
             return f"{hours:02d}:{minutes:02d}"
     raise ConfigError(f'config error: {key}: {value!r} is not a time; write "HH:MM"', key)
+
+
+def compute_push_secret_name(channel: str) -> str:
+    """Return the secret that holds push channel ``channel``'s URL: ``PUSH_<CHANNEL>_URL``."""
+    return f"PUSH_{channel.upper()}_URL"
+
+
+def _check_channel_names(value: Any, key: str) -> list[str]:
+    """Return the push channels' names; a mistake never echoes the value (it may be a URL)."""
+    if not isinstance(value, list):
+        raise ConfigError(f"config error: {key}: expected a list of channel names such as "
+                          "[ntfy_phone, slack_ops]", key)  # fmt: skip
+    for i, item in enumerate(value):
+        where = f"{key}[{i}]"
+        if isinstance(item, str) and "://" in item:
+            raise ConfigError(
+                f"config error: {where}: a URL never goes in config.yaml (it holds the service's "
+                "token); write a name such as ntfy_phone and put the URL in the secret "
+                f"{compute_push_secret_name('ntfy_phone')}",
+                where,
+            )
+        if not isinstance(item, str) or not _CHANNEL_NAME.match(item):
+            raise ConfigError(
+                f"config error: {where}: not a channel name; use lower-case letters, digits and "
+                "_ (at most 31, starting with a letter), e.g. ntfy_phone",
+                where,
+            )
+    dupes = sorted({name for name in value if value.count(name) > 1})
+    if dupes:
+        raise ConfigError(f"config error: {key}: {', '.join(dupes)} listed twice", key)
+    return list(value)
 
 
 def _check_leaf(spec: Field, value: Any, key: str) -> Any:
@@ -325,6 +363,8 @@ def _check_leaf(spec: Field, value: Any, key: str) -> Any:
         dupes = sorted({s for s in result if result.count(s) > 1})
         if dupes:
             raise ConfigError(f"config error: {key}: {', '.join(dupes)} listed twice", key)
+    elif kind == "channel_names":
+        result = _check_channel_names(value, key)
     elif kind == "date":
         result = _coerce_date(value, key)
     elif kind == "dates":

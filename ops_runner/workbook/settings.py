@@ -341,17 +341,27 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True)
+class PushSettings:
+    """``alerts.push``: the push channels by name (each one's URL is a secret) and how long one
+    may take to connect and to answer."""
+
+    channels: tuple[str, ...]
+    timeout_seconds: int
+
+
+@dataclass(frozen=True)
 class AlertsSettings:
     """``alerts``: the alert log and the channels alerts go out on."""
 
     log_file: str
     email: EmailSettings
     webhook: WebhookSettings
+    push: PushSettings
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any]) -> AlertsSettings:
         alerts = values["alerts"]
-        email, hook = alerts["email"], alerts["webhook"]
+        email, hook, push = alerts["email"], alerts["webhook"], alerts["push"]
         return cls(
             log_file=alerts["log_file"],
             email=EmailSettings(
@@ -364,6 +374,7 @@ class AlertsSettings:
                 timeout_seconds=email["timeout_seconds"],
             ),
             webhook=WebhookSettings(hook["url"], hook["timeout_seconds"]),
+            push=PushSettings(tuple(push["channels"]), push["timeout_seconds"]),
         )
 
 

@@ -236,6 +236,18 @@ def test_compute_paper_config_when_paths_point_outside_brings_them_in(tmp_path):
     assert len(changes) == 8 and raw["broker"]["kind"] == "ib"  # the input is left alone
 
 
+def test_compute_paper_config_when_push_channels_are_named_silences_them(tmp_path):
+    from ops_runner.ops.drill_scratch import compute_paper_config
+
+    raw = {"alerts": {"push": {"channels": ["ntfy_phone"], "timeout_seconds": 5}}}
+
+    values, changes = compute_paper_config(raw, tmp_path)
+
+    assert values["alerts"]["push"] == {"channels": [], "timeout_seconds": 5}
+    assert "alerts.push.channels: ['ntfy_phone'] -> []" in changes
+    assert raw["alerts"]["push"]["channels"] == ["ntfy_phone"]  # the input is left alone
+
+
 def test_drill_when_json_is_asked_prints_the_record_and_the_exit_code(copy, capsys, monkeypatch):
     from ops_runner.runtime.notebooks import IN_PROCESS_ENV
 

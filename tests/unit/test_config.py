@@ -94,6 +94,11 @@ BAD_CONFIGS = [
     ("strategy.blend", "3,6,12", "strategy.blend", "a list like"),
     ("costs.slippage_bps", -1, "costs.slippage_bps", "minimum"),
     ("alerts.smtp_token", "abc", "alerts.smtp_token", "secrets never go in config.yaml"),
+    ("alerts.push.channels", "ntfy_phone", "alerts.push.channels", "a list of channel names"),
+    ("alerts.push.channels", ["Ntfy-Phone"], "alerts.push.channels[0]", "lower-case letters"),
+    ("alerts.push.channels", ["ntfy_phone", 7], "alerts.push.channels[1]", "not a channel name"),
+    ("alerts.push.channels", ["ntfy_phone", "ntfy_phone"], "alerts.push.channels", "twice"),
+    ("alerts.push.timeout_seconds", 0, "alerts.push.timeout_seconds", "minimum"),
 ]
 
 
@@ -109,6 +114,21 @@ def test_check_config_when_value_is_bad_names_key_and_fix(path, value, key, fix)
     assert key in message and fix in message
     assert "\n" not in message
     assert caught.value.exit_code == 2
+
+
+def test_check_config_when_a_push_url_is_written_as_a_channel_refuses_without_echoing_it():
+    url = "ntfys://ntfy.sh/ops-Zq7wK2mP9xLr4Tb"
+    with pytest.raises(ConfigError) as caught:
+        check_config(_with("alerts.push.channels", ["ntfy_phone", url]))
+    message = str(caught.value)
+    assert caught.value.key == "alerts.push.channels[1]" and "\n" not in message
+    assert "a URL never goes in config.yaml" in message and "PUSH_NTFY_PHONE_URL" in message
+    assert "Zq7wK2mP9xLr4Tb" not in message and "ntfy.sh" not in message
+
+
+def test_check_config_when_push_channels_are_named_keeps_them_in_order():
+    cfg = check_config(_with("alerts.push", {"channels": ["slack_ops", "ntfy_phone"]}))
+    assert cfg["alerts"]["push"] == {"channels": ["slack_ops", "ntfy_phone"], "timeout_seconds": 10}
 
 
 def test_check_config_when_ib_paper_account_is_live_id_refuses():

@@ -86,6 +86,7 @@ CHANGED = {
                   "host": "smtp.example.test", "port": 587, "starttls": True,
                   "username": "desk", "timeout_seconds": 20},
         "webhook": {"url": "https://hooks.example.test/x", "timeout_seconds": 5},
+        "push": {"channels": ["ntfy_phone", "slack_ops"], "timeout_seconds": 7},
     },
     "secrets": {"file": "secrets.env"},
 }  # fmt: skip
@@ -190,6 +191,8 @@ def test_changed_config_when_typed_keeps_the_kinds_the_code_uses():
     assert cfg.data.fetched == ["av", "ti"] and cfg.schedule.fetch is True
     assert cfg.approvals.default_ttl == timedelta(minutes=15)
     assert cfg.alerts.email.port == 587 and cfg.alerts.webhook.timeout_seconds == 5
+    assert cfg.alerts.push.channels == ("ntfy_phone", "slack_ops")
+    assert cfg.alerts.push.timeout_seconds == 7
     assert cfg.secrets.file == "secrets.env" and cfg.backup.keep == 3
     assert cfg.schedule.weekly == ("backup",) and cfg.schedule.investigate_incidents is False
     assert cfg.universe_symbols == ["SPY", "EFA", "IEF", "SHV"]
