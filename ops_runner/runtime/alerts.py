@@ -21,9 +21,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
-
-import apprise
+from typing import TYPE_CHECKING, Any
 
 from ops_runner.core.clock import format_seconds
 from ops_runner.core.errors import ConfigError, OpsError, SecretError
@@ -32,6 +30,9 @@ from ops_runner.core.hashing import compute_sha256
 from ops_runner.ledger import Ledger, LedgerConflict
 from ops_runner.workbook.config import Config, compute_push_secret_name, load_secret
 from ops_runner.workbook.settings import EmailSettings
+
+if TYPE_CHECKING:
+    import apprise
 
 __all__ = [
     "Alert",
@@ -57,11 +58,9 @@ PUSH_TOKEN_PART = 8  # characters: a push URL's parts this long or longer are ne
 # apprise logs a service's URL and urllib3 a request's path, either of which can hold a token:
 # while a push goes out their records reach only apprise's own result, never our logs.
 _QUIETED_LOGGERS = ("apprise", "urllib3")
-_NOTIFY_TYPES = {
-    "critical": apprise.NotifyType.FAILURE,
-    "warning": apprise.NotifyType.WARNING,
-    "info": apprise.NotifyType.INFO,
-}
+# apprise's NotifyType values, spelled here so that a tick with no push channel never imports
+# apprise (half a second, and its plugins on first use): it loads only when a push goes out.
+_NOTIFY_TYPES = {"critical": "failure", "warning": "warning", "info": "info"}
 
 
 class Severity(StrEnum):
@@ -321,6 +320,8 @@ def _push_service(url: str, timeout: int) -> apprise.Apprise | None:
     """Return an apprise notifier holding the one service ``url`` names (None: apprise does not
     know the URL): one attempt, ``timeout`` seconds to connect and again to answer, nothing
     stored on disk. apprise's own deadline is off, so no send outlives the call."""
+    import apprise  # only where a push goes out: see _NOTIFY_TYPES
+
     asset = apprise.AppriseAsset(service_timeout=0, storage_mode="memory")
     notifier = apprise.Apprise(asset=asset)
     if not notifier.add(url):
@@ -333,6 +334,8 @@ def _push_service(url: str, timeout: int) -> apprise.Apprise | None:
 
 def _push_failure(name: str, result: apprise.AppriseResult, timeout: int) -> _ChannelFailed:
     """Return apprise's failure worded by us: its own messages quote the URL's parts."""
+    import apprise  # only where a push goes out: see _NOTIFY_TYPES
+
     said = " ".join(entry.message for entry in result.logs())
     code = re.search(r"error=(\d{3})\b", said)
     if result.status == apprise.AppriseResultStatus.TIMEOUT or "timed out" in said.lower():
@@ -361,7 +364,7 @@ def _send_push(channels: _Channels, push: _Push, alert: Alert, alert_id: str) ->
             body=f"{alert.body}\n\n-- ops-runner {channels.workbook_name}, alert {alert_id}",
             title=f"[ops-runner {channels.workbook_name}] {_one_line(alert.subject, 1000)}",
             notify_type=_NOTIFY_TYPES[str(alert.severity)],
-            body_format=apprise.NotifyFormat.TEXT,
+            body_format="text",  # apprise.NotifyFormat.TEXT
             log_level=logging.DEBUG,  # the socket's own words: refused, timed out
         )
     if not result:

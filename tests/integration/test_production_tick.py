@@ -160,6 +160,7 @@ def test_a_simulated_clock_with_ib_needs_the_loopback_paper_simulator(tmp_path, 
 @pytest.mark.subprocess
 @pytest.mark.slow
 def test_tick_when_idle_starts_no_kernel_and_imports_neither_papermill_nor_vectorbt(tmp_path):
+    """Nor apprise: a push channel's library loads only when a push goes out."""
     cfg = load_config(make_workbook(tmp_path))
     approve_baseline(cfg, "reviewed")
     tick(cfg, now=EVE)  # the schedule is in this machine's cache from here on
@@ -167,7 +168,7 @@ def test_tick_when_idle_starts_no_kernel_and_imports_neither_papermill_nor_vecto
         "import sys\nfrom ops_runner.cli import main\n"
         f"main(['--workbook', {str(tmp_path)!r}, 'tick', '--now', '2025-11-26T23:00:00Z'])\n"
         "print(sorted(m for m in ('papermill', 'vectorbt', 'nbclient', 'jupyter_client', "
-        "'pandas_market_calendars', 'exchange_calendars') if m in sys.modules))"
+        "'pandas_market_calendars', 'exchange_calendars', 'apprise') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)  # fmt: skip
@@ -188,7 +189,7 @@ def test_a_read_verb_when_run_loads_neither_pandas_nor_the_calendar(tmp_path, ve
         "import sys\nfrom ops_runner.cli import main\n"
         f"try:\n    main(['--workbook', {str(root)!r}, *{verb!r}])\n"
         "except SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('pandas', 'numpy', 'pandas_market_calendars') "
+        "print(sorted(m for m in ('pandas', 'numpy', 'pandas_market_calendars', 'apprise') "
         "if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
