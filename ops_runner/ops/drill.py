@@ -87,7 +87,7 @@ from ops_runner.runtime.notebooks import (
     read_in_process,
     run_notebook,
 )
-from ops_runner.workbook.config import CONFIG_NAME, Config, load_config, mask_account
+from ops_runner.workbook.config import CONFIG_NAME, Config, load_config, mask_account, parse_yaml
 
 log = logging.getLogger(__name__)
 
@@ -326,7 +326,7 @@ def _go_paper(scfg: Config, report: DrillReport) -> tuple[Config, list[Any], lis
     the restored events and the cycle's plan."""
 
     source = scfg.workbook / CONFIG_NAME
-    values, changes = compute_paper_config(yaml.safe_load(source.read_text("utf-8")), scfg.workbook)
+    values, changes = compute_paper_config(parse_yaml(source.read_text("utf-8")), scfg.workbook)
     head = f"# The restored config, rewritten by drill {report.drill_id}: paper, simulated broker\n"
     source.write_text(head + yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
     scfg = load_config(scfg.workbook)

@@ -60,7 +60,7 @@ from ops_runner.market.sources.sample import DEFAULT_END, DEFAULT_SEED, DEFAULT_
 from ops_runner.ops.audit import run_audit
 from ops_runner.ops.checks import approve_baseline, record_data_qa
 from ops_runner.ops.decision import decide
-from ops_runner.workbook.config import Config, load_config
+from ops_runner.workbook.config import Config, load_config, parse_yaml
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def _new_workbook(root: Path, overrides: Mapping[str, Mapping[str, Any]]) -> Con
         )
     config = init_workbook(root, template="demo")
     if overrides:
-        values = yaml.safe_load(config.read_text(encoding="utf-8"))
+        values = parse_yaml(config.read_text(encoding="utf-8"))
         for section, changes in overrides.items():
             if not isinstance(changes, Mapping) or not isinstance(values.get(section), dict):
                 raise HistoryError(f"config override {section!r}: expected a section's mapping")
