@@ -180,7 +180,7 @@ def compute_scan(pins: list[str], returncode: int, stdout: str, stderr: str) -> 
                for d in dependencies if "skip_reason" in d]  # fmt: skip
     findings = [
         {"package": str(d["name"]), "version": str(d["version"]), "advisory": str(v["id"]),
-         "aliases": [str(a) for a in v.get("aliases", [])],
+         "aliases": sorted(str(a) for a in v.get("aliases", [])),  # a set in pip-audit
          "fix_versions": [str(f) for f in v.get("fix_versions", [])], "service": SERVICE,
          "summary": _one_line(v.get("description") or "", SUMMARY_LIMIT)}
         for d in dependencies if "skip_reason" not in d for v in d.get("vulns", [])
