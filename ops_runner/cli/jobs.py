@@ -386,7 +386,8 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
         help="the cycle, e.g. 2025-11 (execution, reconciliation, slippage_report, replay)",
     )
     p.add_argument(
-        "--as-of", help="the session (checks, data_qa, decision); default: the last closed"
+        "--as-of",
+        help="the session (checks, data_qa, decision, dependency_scan); default: the last closed",
     )
     p.add_argument(
         "--now",

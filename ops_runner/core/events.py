@@ -61,6 +61,12 @@ class EventKind(StrEnum):
     #                                     code_version / snapshot_sha256: {recorded, now}
     BACKUP_RECORDED = "BackupRecorded"  # archive (path), sha256, manifest_sha256, ledger_seq,
     #                                     ledger_head, files, bytes, reason (weekly | on demand)
+    DEPENDENCY_SCAN_RECORDED = "DependencyScanRecorded"  # slot, service, tool, result (CLEAN |
+    #                                                      VULNERABLE | NOT_SCANNED), reason,
+    #                                                      packages: list[str] (name==version),
+    #                                                      audited, skipped: list, findings: list
+    #                                                      of {package, version, advisory,
+    #                                                      aliases, fix_versions, service, summary}
     AUDIT_RECORDED = "AuditRecorded"  # session, status (CLEAN | BREAK), breaks: list, positions,
     #                                   cash (broker vs ledger since inception)
     DRILL_RECORDED = "DrillRecorded"  # archive, passed: bool, reason, steps: list, notebook

@@ -21,7 +21,7 @@ from ops_runner.ledger.states import (
     record_kill_switch,
     write_kill_switch,
 )
-from ops_runner.ops.schedule import Slot
+from ops_runner.ops.schedule import WEEKLY_JOBS, Slot
 from ops_runner.ops.tick import (
     LazyBroker,
     compute_refusal,
@@ -49,6 +49,11 @@ def run_by_hand(cfg: Config, slot: Slot, now: datetime, simulated: bool) -> tupl
     ``simulated``: ``now`` is a fixed instant (simulated brokers only).
     """
 
+    if slot.job in WEEKLY_JOBS and str(slot.job) not in cfg.schedule.weekly:
+        raise RunRefused(
+            f"run {slot.job}: schedule.weekly_{slot.job} is off, so the tick would not run it "
+            "either; turn it on in config.yaml first"
+        )
     if simulated:
         require_simulated_broker(cfg)
         cfg = replace(cfg, simulated_now=now)  # the ledger's stamps too

@@ -2,7 +2,8 @@
 
 ``schedule`` says when a job is due; this says what it is and how it runs. A spec names the
 job's notebook (``notebooks/<job>.ipynb``, run by papermill in a fresh kernel) or its
-in-process callable (the checks, the backup, the data fetch and the replay need no kernel),
+in-process callable (the checks, the backup, the data fetch, the replay and the dependency scan
+need no kernel),
 the notebook parameters a slot fills, how a completed run is judged (done, or the cycle still
 open), and the incident category a failure opens. The tick and ``ops-runner run`` run a slot through
 ``tick.run_slot``, which reads only this table; the CLI lists its jobs from it.
@@ -137,6 +138,22 @@ def _run_replay(ctx: JobContext) -> JobDone:
     )  # fmt: skip
 
 
+def _run_dependency_scan(ctx: JobContext) -> JobDone:
+    """pip-audit over the workbook's environment: CLEAN, VULNERABLE (a warning alert; with
+    ``schedule.dependency_scan_safe_mode`` an incident and SAFE_MODE) or NOT_SCANNED (a
+    warning alert: the scan did not happen), recorded as DependencyScanRecorded."""
+    # here, not at the top: the tick's table loads no job's module until the job runs
+    from ops_runner.ops.dependency_scan import record_dependency_scan
+
+    outcome = record_dependency_scan(ctx.cfg, ctx.ledger, ctx.slot.key, ctx.run_id)
+    payload = outcome.payload
+    return JobDone(
+        outcome.line,
+        {"result": payload["result"], "scan_seq": outcome.seq, "audited": payload["audited"],
+         "findings": len(payload["findings"]), "incident": outcome.incident_id},
+    )  # fmt: skip
+
+
 FETCH_CHECK = "data_fetch"
 
 
@@ -214,6 +231,7 @@ JOBS: dict[Job, JobSpec] = {
         JobSpec(Job.REPLAY, run=_run_replay, category="strategy", per_cycle=True),
         JobSpec(Job.AUDIT, "audit", ("now",), category="broker", by_hand=False),  # `audit`
         JobSpec(Job.BACKUP, run=_run_backup, by_hand=False),  # `ops-runner backup`
+        JobSpec(Job.DEPENDENCY_SCAN, run=_run_dependency_scan),
         JobSpec(Job.INCIDENT, "incident", ("incident", "now"), by_hand=False),  # `incident`
     )
 }

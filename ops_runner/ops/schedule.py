@@ -13,9 +13,10 @@ A rebalance cycle (R = the last session of a month, N = the session after it):
 Every session: ``data_fetch`` (when a provider serves the primary or the secondary: asked at
 every tick until the data QA's deadline) and ``daily_checks`` after its close plus
 ``decision_delay_minutes``.
-The last session of each week: ``audit`` (broker vs ledger since inception) and ``backup`` at
-the same instant, each due by the next session's open (``schedule.weekly_audit`` and
-``schedule.weekly_backup`` turn them off).
+The last session of each week: ``audit`` (broker vs ledger since inception), ``backup`` and,
+when ``schedule.weekly_dependency_scan`` turns it on, ``dependency_scan`` (pip-audit over the
+workbook's environment) at the same instant, each due by the next session's open
+(``schedule.weekly_audit`` and ``schedule.weekly_backup`` turn the first two off).
 The tick also runs ``incident`` (the investigation notebook) once for every new incident; that
 one is not a slot of the calendar.
 
@@ -51,10 +52,11 @@ class Job(StrEnum):
     REPLAY = "replay"  # the cycle's decision again from the ledger, config and code of now
     AUDIT = "audit"
     BACKUP = "backup"
+    DEPENDENCY_SCAN = "dependency_scan"  # pip-audit over the workbook's environment
     INCIDENT = "incident"
 
 
-WEEKLY_JOBS = (Job.AUDIT, Job.BACKUP)
+WEEKLY_JOBS = (Job.AUDIT, Job.BACKUP, Job.DEPENDENCY_SCAN)
 # Jobs that may only run in RUN: everything else reads, checks or reports and runs in any state.
 RUN_ONLY = frozenset({Job.DECISION, Job.EXECUTION})
 _ORDER = {job: i for i, job in enumerate(Job)}

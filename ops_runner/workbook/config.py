@@ -231,6 +231,11 @@ SCHEMA: dict[str, Any] = {
         # After each week's last close: the broker vs ledger audit and a backup archive.
         "weekly_audit": Field("bool", True),
         "weekly_backup": Field("bool", True),
+        # Runbook 6, weekly, optional: pip-audit over the workbook's environment, in the same
+        # slot. A vulnerable pin is a finding and a warning alert; with dependency_scan_safe_mode
+        # also an incident and SAFE_MODE.
+        "weekly_dependency_scan": Field("bool", False),
+        "dependency_scan_safe_mode": Field("bool", False),
         # The incident notebook runs once for every new incident (its executed copy is the
         # investigation's record).
         "investigate_incidents": Field("bool", True),

@@ -15,7 +15,10 @@ from datetime import date, timedelta
 from typing import Any
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-WEEKLY_JOB_NAMES = ("audit", "backup")  # the ops layer's Job.AUDIT and Job.BACKUP
+# The ops layer's Job.AUDIT, Job.BACKUP and Job.DEPENDENCY_SCAN, in their order in a week's slot;
+# each is switched by ``schedule.weekly_<job>`` (the scan is off unless a config turns it on).
+WEEKLY_JOB_NAMES = ("audit", "backup", "dependency_scan")
+WEEKLY_DEFAULTS = ("audit", "backup")
 
 
 @dataclass(frozen=True)
@@ -393,7 +396,8 @@ class SecretsSettings:
 class ScheduleSettings:
     """``schedule``: the jobs' instants as durations and New York wall times, and the limits
     the tick keeps. ``weekly`` names the weekly jobs turned on; ``fetch`` says a provider
-    serves the primary or the secondary (``data_fetch`` at each session)."""
+    serves the primary or the secondary (``data_fetch`` at each session);
+    ``dependency_scan_safe_mode`` makes a vulnerable pin an incident and SAFE_MODE."""
 
     decision_delay: timedelta
     window_start: str
@@ -408,8 +412,9 @@ class ScheduleSettings:
     notebook_deadline_minutes: float
     tick_deadline_minutes: float
     investigate_incidents: bool
-    weekly: tuple[str, ...] = WEEKLY_JOB_NAMES
+    weekly: tuple[str, ...] = WEEKLY_DEFAULTS
     fetch: bool = False
+    dependency_scan_safe_mode: bool = False
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any]) -> ScheduleSettings:
@@ -432,4 +437,5 @@ class ScheduleSettings:
             investigate_incidents=sched["investigate_incidents"],
             weekly=tuple(job for job in WEEKLY_JOB_NAMES if sched[f"weekly_{job}"]),
             fetch=bool(DataSettings.from_config(values).fetched),
+            dependency_scan_safe_mode=sched["dependency_scan_safe_mode"],
         )

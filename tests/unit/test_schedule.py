@@ -357,6 +357,25 @@ def test_weekly_slots_when_turned_off_in_config_not_scheduled(cal, off):
     ]
 
 
+def test_weekly_slots_when_the_dependency_scan_is_on_it_follows_the_backup_at_its_instants(cal):
+    raw = yaml.safe_load(TEMPLATE.read_text())
+    assert raw["schedule"]["weekly_dependency_scan"] is False  # off unless a config says so
+    off = compute_slots(cal, ScheduleSettings.from_config(check_config(raw)),
+                        date(2025, 1, 1), date(2025, 12, 31))  # fmt: skip
+    assert [s for s in off if s.job is Job.DEPENDENCY_SCAN] == []
+    raw["schedule"]["weekly_dependency_scan"] = True
+    settings = ScheduleSettings.from_config(check_config(raw))
+    slots = compute_slots(cal, settings, date(2025, 11, 24), date(2025, 11, 28))
+    weekly = (Job.AUDIT, Job.BACKUP, Job.DEPENDENCY_SCAN)
+    # the half day after Thanksgiving: 13:00 ET close + 30 min, due by Monday's open
+    assert [(s.key, s.opens, s.deadline, s.closes) for s in slots if s.job in weekly] == [
+        (f"{job}:2025-11-28", utc("2025-11-28 18:30"), utc("2025-12-01 14:30"), None)
+        for job in ("audit", "backup", "dependency_scan")
+    ]
+    year = compute_slots(cal, settings, date(2025, 1, 1), date(2025, 12, 31))
+    assert len([s for s in year if s.job is Job.DEPENDENCY_SCAN]) == 52  # as the audits
+
+
 # -- a year of instants, a perfect operator ---------------------------------------------------
 
 

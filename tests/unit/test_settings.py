@@ -106,8 +106,15 @@ def changed() -> Config:
     return load_config_text(yaml.safe_dump(values), ROOT)
 
 
+def scanning() -> Config:
+    """``changed`` with the weekly dependency scan on, its findings meaning SAFE_MODE."""
+    values = yaml.safe_load(compute_template_text("config"))
+    values["schedule"].update(weekly_dependency_scan=True, dependency_scan_safe_mode=True)
+    return load_config_text(yaml.safe_dump(values), ROOT)
+
+
 CONFIGS = {"demo": lambda: template("demo"), "config": lambda: template("config"),
-           "changed": changed}  # fmt: skip
+           "changed": changed, "scanning": scanning}  # fmt: skip
 
 
 @pytest.fixture(params=sorted(CONFIGS), scope="module")
@@ -156,9 +163,19 @@ def test_schedule_when_typed_reads_every_key_as_checked(cfg):
     assert sched.deadlines == minutes
     for key in ("timezone", "max_clock_skew_seconds", "missed_decision", "cell_timeout_seconds",
                 "heartbeat_max_gap_minutes", "notebook_deadline_minutes",
-                "tick_deadline_minutes", "investigate_incidents"):  # fmt: skip
+                "tick_deadline_minutes", "investigate_incidents",
+                "dependency_scan_safe_mode"):  # fmt: skip
         assert getattr(sched, key) == raw[key], key
-    assert sched.weekly == tuple(j for j in ("audit", "backup") if raw[f"weekly_{j}"])
+    weekly = ("audit", "backup", "dependency_scan")
+    assert sched.weekly == tuple(j for j in weekly if raw[f"weekly_{j}"])
+
+
+def test_dependency_scan_when_not_configured_is_off_and_when_on_follows_the_backup():
+    default = template("config").schedule
+    assert default.weekly == ("audit", "backup") and default.dependency_scan_safe_mode is False
+    on = scanning().schedule
+    assert on.weekly == ("audit", "backup", "dependency_scan")
+    assert on.dependency_scan_safe_mode is True
 
 
 def test_scalars_when_typed_match_the_checked_values(cfg):
