@@ -16,6 +16,22 @@ from ops_runner.market.prices import open_store
 from ops_runner.market.sources.sample import write_sample
 from ops_runner.workbook.config import load_config
 
+HEAVY_MARKERS = ("notebook", "slow", "subprocess")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the modules that hold a heavy test (a kernel, a child process, a long walk) first,
+    each module's tests kept together and in order: the workers start on the long ones and
+    the quick ones fill in at the end, instead of one worker finishing a long walk alone
+    while the others idle. Only the order changes; every test runs."""
+    heavy = {
+        item.nodeid.split("::")[0]
+        for item in items
+        if any(item.get_closest_marker(name) for name in HEAVY_MARKERS)
+    }
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in heavy)  # a stable sort
+
+
 # What `make test-fast` leaves out is what these markers say; the check below keeps them true.
 _KERNEL = "ipykernel"
 _PROGRAMS = ("python", "ops-runner")
