@@ -10,15 +10,25 @@ stays a float here, and a caller that books money makes its Decimal from it as b
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 # The ops layer's Job.AUDIT, Job.BACKUP and Job.DEPENDENCY_SCAN, in their order in a week's slot;
 # each is switched by ``schedule.weekly_<job>`` (the scan is off unless a config turns it on).
 WEEKLY_JOB_NAMES = ("audit", "backup", "dependency_scan")
 WEEKLY_DEFAULTS = ("audit", "backup")
+_T = TypeVar("_T", bound="DataclassInstance")
+
+
+def read_section(cls: type[_T], section: Mapping[str, Any]) -> _T:
+    """Return the settings class ``cls`` filled from the keys of a flat config section that
+    bear its fields' names (the section's kinds kept as checked)."""
+    return cls(**{field.name: section[field.name] for field in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -178,18 +188,13 @@ class BrokerSettings:
             client_ids=ClientIds(ids["orders"], ids["readonly"]),
             account=broker["account"],
             sim_faults=broker["sim_faults"],
-            sim_account=SimAccountSettings(
-                dividend_pay_lag_sessions=account["dividend_pay_lag_sessions"],
-                withholding_rate=account["withholding_rate"],
-                interest_rate=account["interest_rate"],
-                monthly_fee=account["monthly_fee"],
-            ),
-            flex=FlexSettings(flex["enabled"], flex["base_url"]),
+            sim_account=read_section(SimAccountSettings, account),
+            flex=read_section(FlexSettings, flex),
             simulator=broker["simulator"],
             client=broker["client"],
             connect_timeout_seconds=broker["connect_timeout_seconds"],
             request_timeout_seconds=broker["request_timeout_seconds"],
-            retry=RetrySettings(broker["retry"]["attempts"], broker["retry"]["wait_seconds"]),
+            retry=read_section(RetrySettings, broker["retry"]),
         )
 
     @property
@@ -214,13 +219,7 @@ class BooksSettings:
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any]) -> BooksSettings:
-        books = values["books"]
-        return cls(
-            statements=books["statements"],
-            dividend_pay_lag_sessions=books["dividend_pay_lag_sessions"],
-            withholding_rate=books["withholding_rate"],
-            pay_grace_sessions=books["pay_grace_sessions"],
-        )
+        return read_section(cls, values["books"])
 
 
 @dataclass(frozen=True)
@@ -238,8 +237,7 @@ class PathsSettings:
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any]) -> PathsSettings:
-        paths = values["paths"]
-        return cls(**{name: paths[name] for name in cls.__dataclass_fields__})
+        return read_section(cls, values["paths"])
 
     def of(self, name: str) -> str:
         """Return ``paths.<name>`` as written. Raises KeyError for a name the section lacks."""
@@ -256,7 +254,7 @@ class BackupSettings:
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any]) -> BackupSettings:
-        return cls(values["backup"]["keep"])
+        return read_section(cls, values["backup"])
 
 
 @dataclass(frozen=True)
@@ -272,14 +270,7 @@ class CostsSettings:
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any]) -> CostsSettings:
-        costs = values["costs"]
-        return cls(
-            commission_per_share=costs["commission_per_share"],
-            commission_min=costs["commission_min"],
-            slippage_bps=costs["slippage_bps"],
-            slippage_band_bps=costs["slippage_band_bps"],
-            slippage_bands=costs["slippage_bands"],
-        )
+        return read_section(cls, values["costs"])
 
 
 @dataclass(frozen=True)
@@ -291,8 +282,7 @@ class ResearchSettings:
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any]) -> ResearchSettings:
-        research = values["research"]
-        return cls(research["initial_cash"], research["whole_shares"])
+        return read_section(cls, values["research"])
 
 
 @dataclass(frozen=True)
@@ -304,7 +294,7 @@ class RiskSettings:
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any]) -> RiskSettings:
-        return cls(values["risk"]["max_drawdown"], values["risk"]["risk_off"])
+        return read_section(cls, values["risk"])
 
 
 @dataclass(frozen=True)
@@ -315,7 +305,7 @@ class ApprovalsSettings:
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any]) -> ApprovalsSettings:
-        return cls(values["approvals"]["default_ttl_minutes"])
+        return read_section(cls, values["approvals"])
 
     @property
     def default_ttl(self) -> timedelta:
@@ -367,16 +357,8 @@ class AlertsSettings:
         email, hook, push = alerts["email"], alerts["webhook"], alerts["push"]
         return cls(
             log_file=alerts["log_file"],
-            email=EmailSettings(
-                to=email["to"],
-                sender=email["sender"],
-                host=email["host"],
-                port=email["port"],
-                starttls=email["starttls"],
-                username=email["username"],
-                timeout_seconds=email["timeout_seconds"],
-            ),
-            webhook=WebhookSettings(hook["url"], hook["timeout_seconds"]),
+            email=read_section(EmailSettings, email),
+            webhook=read_section(WebhookSettings, hook),
             push=PushSettings(tuple(push["channels"]), push["timeout_seconds"]),
         )
 
@@ -389,7 +371,7 @@ class SecretsSettings:
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any]) -> SecretsSettings:
-        return cls(values["secrets"]["file"])
+        return read_section(cls, values["secrets"])
 
 
 @dataclass(frozen=True)
