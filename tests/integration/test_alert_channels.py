@@ -6,11 +6,9 @@ import email
 import email.policy
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import pytest
 import yaml
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from http_world import HOST, RecordingServer, serve
 
 from ops_runner.core.events import EventKind, Trigger
 from ops_runner.ledger import open_ledger
@@ -26,7 +25,6 @@ from ops_runner.ledger.states import apply_trigger
 from ops_runner.runtime.alerts import Alert, pump_alerts, send_alert
 from ops_runner.workbook.config import Config, load_config
 
-HOST = "127.0.0.1"
 SMTP_USER = "ops-alerts"
 SMTP_PASSWORD = "Sm7p-pa55-w0rd-9f3c"
 WEBHOOK_TOKEN = "XyZ9tokenAbC123def456GhI789"
@@ -118,56 +116,9 @@ def mailbox() -> Iterator[Mailbox]:
 # -- a webhook ----------------------------------------------------------------------------------
 
 
-class WebhookServer(ThreadingHTTPServer):
-    """Records each POST; answers ``status`` after ``delay`` seconds."""
-
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self) -> None:
-        super().__init__((HOST, 0), WebhookHandler)
-        self.status = 200
-        self.delay = 0.0
-        self.location = ""
-        self.received: list[tuple[str, dict[str, str], bytes]] = []
-
-    @property
-    def base(self) -> str:
-        return f"http://{HOST}:{self.server_address[1]}"
-
-    def handle_error(self, request, client_address) -> None:
-        pass  # a client that timed out has gone: nothing to report
-
-
-class WebhookHandler(BaseHTTPRequestHandler):
-    server: WebhookServer
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.server.received.append((self.path, dict(self.headers), body))
-        time.sleep(self.server.delay)
-        self.send_response(self.server.status)
-        if self.server.location:
-            self.send_header("Location", self.server.location)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def webhook() -> Iterator[WebhookServer]:
-    server = WebhookServer()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=2)
+def webhook() -> Iterator[RecordingServer]:
+    yield from serve(answer=b"ok")
 
 
 def email_section(port: int, **extra: Any) -> dict[str, Any]:
@@ -222,7 +173,8 @@ def test_webhook_when_server_is_up_receives_json_with_the_text(tmp_path, webhook
     outcome = send_alert(cfg, Alert("SAFE_MODE: incident inc-1", "line 1\nline 2", "warning"))
 
     assert outcome == {"log": "sent", "email": "not configured", "webhook": "sent"}
-    [(path, headers, body)] = webhook.received
+    [request] = webhook.received
+    path, headers, body = request.path, request.headers, request.body
     assert path == "/hook" and headers["Content-Type"] == "application/json"
     document = json.loads(body)
     assert document["text"] == "SAFE_MODE: incident inc-1\nline 1\nline 2"
@@ -235,7 +187,7 @@ def test_webhook_when_url_is_only_a_secret_posts_to_it(tmp_path, webhook, monkey
     cfg = make_cfg(tmp_path / "wb", {"webhook": {"timeout_seconds": 1}})
 
     assert send_alert(cfg, Alert("s", "b"))["webhook"] == "sent"
-    assert webhook.received[0][0] == f"/services/{WEBHOOK_TOKEN}"
+    assert webhook.received[0].path == f"/services/{WEBHOOK_TOKEN}"
 
 
 # -- a channel down: recorded, never raised ---------------------------------------------------
@@ -385,4 +337,4 @@ def test_pump_alerts_when_incident_moved_to_safe_mode_sends_once_on_each_channel
     lines = message.get_content().splitlines()
     assert "incident i-9 [clock]: skew 9 s" in lines[0]
     assert "state RUN -> SAFE_MODE (incident): clock skew 9 s" in lines[1]
-    assert json.loads(webhook.received[0][2])["text"].splitlines()[1:3] == lines[:2]
+    assert json.loads(webhook.received[0].body)["text"].splitlines()[1:3] == lines[:2]

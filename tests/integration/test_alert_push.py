@@ -13,18 +13,15 @@ import hashlib
 import json
 import os
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from conftest import make_workbook
+from http_world import HOST, RecordingServer, serve
 
 from ops_runner.cli import main
 from ops_runner.core.events import EventKind, State, Trigger
@@ -36,7 +33,6 @@ from ops_runner.ops.tick import tick
 from ops_runner.runtime.alerts import Alert, pump_alerts, send_alert
 from ops_runner.workbook.config import Config, load_config
 
-HOST = "127.0.0.1"
 NTFY_TOPIC = "ops-Zq7wK2mP9xLr4TbVn"  # on ntfy.sh a topic is a password: whoever knows it reads
 JSON_TOKEN = "Jt5hQ8vLw3Rx9Kd2Mb6Np"
 JSON_PASSWORD = "pw-Hc4Ty8Ue2Io6Pa1S"
@@ -88,83 +84,21 @@ def no_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- a server that speaks HTTP -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def document(self) -> dict[str, Any]:
-        return json.loads(self.body)
-
-
-class PushServer(ThreadingHTTPServer):
-    """Records every request; answers ``status`` after ``delay`` seconds."""
-
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self) -> None:
-        super().__init__((HOST, 0), PushHandler)
-        self.status = 200
-        self.delay = 0.0
-        self.received: list[Request] = []
-
-    @property
-    def where(self) -> str:
-        return f"{HOST}:{self.server_address[1]}"
-
-    def handle_error(self, request, client_address) -> None:
-        pass  # a client that timed out has gone: nothing to report
-
-
-class PushHandler(BaseHTTPRequestHandler):
-    server: PushServer
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.server.received.append(Request("POST", self.path, dict(self.headers), body))
-        time.sleep(self.server.delay)
-        answer = b"{}"
-        self.send_response(self.server.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-def serve() -> Iterator[PushServer]:
-    server = PushServer()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=2)
+@pytest.fixture
+def ntfy() -> Iterator[RecordingServer]:
+    yield from serve(content_type="application/json")
 
 
 @pytest.fixture
-def ntfy() -> Iterator[PushServer]:
-    yield from serve()
+def hook() -> Iterator[RecordingServer]:
+    yield from serve(content_type="application/json")
 
 
-@pytest.fixture
-def hook() -> Iterator[PushServer]:
-    yield from serve()
-
-
-def ntfy_url(server: PushServer) -> str:
+def ntfy_url(server: RecordingServer) -> str:
     return f"ntfy://{server.where}/{NTFY_TOPIC}"
 
 
-def json_url(server: PushServer) -> str:
+def json_url(server: RecordingServer) -> str:
     return f"json://ops:{JSON_PASSWORD}@{server.where}/hooks/{JSON_TOKEN}"
 
 
