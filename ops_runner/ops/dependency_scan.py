@@ -38,6 +38,7 @@ from ops_runner.core.canonical import canonical_json
 from ops_runner.core.errors import OpsError
 from ops_runner.core.events import EventKind, Trigger
 from ops_runner.core.hashing import compute_sha256
+from ops_runner.core.text import compute_one_line
 from ops_runner.ledger import Ledger
 from ops_runner.ledger.states import apply_trigger, incident_event
 from ops_runner.runtime.alerts import Alert, Severity, send_alert
@@ -147,15 +148,10 @@ def _tool_version() -> str:
         return f"{TOOL} (not installed)"
 
 
-def _one_line(text: object, limit: int) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
 def compute_not_scanned_reason(returncode: int, stderr: str) -> str:
     """Return why pip-audit gave no report, in one line, from its exit code and last words."""
     lines = [line for line in stderr.splitlines() if line.strip()]
-    last = _one_line(lines[-1], REASON_LIMIT) if lines else "no message"
+    last = compute_one_line(lines[-1], REASON_LIMIT) if lines else "no message"
     if _UNREACHABLE.search(stderr):
         return f"the advisory service ({SERVICE}) could not be reached: {last}"
     return f"{TOOL} failed (exit {returncode}) without a report: {last}"
@@ -176,13 +172,16 @@ def compute_scan(pins: list[str], returncode: int, stdout: str, stderr: str) -> 
     except (ValueError, KeyError, TypeError):
         reason = compute_not_scanned_reason(returncode, stderr)
         return {**base, "result": str(ScanResult.NOT_SCANNED), "reason": reason}
-    skipped = [{"package": str(d.get("name")), "reason": _one_line(d["skip_reason"], REASON_LIMIT)}
-               for d in dependencies if "skip_reason" in d]  # fmt: skip
+    skipped = [
+        {"package": str(d.get("name")), "reason": compute_one_line(d["skip_reason"], REASON_LIMIT)}
+        for d in dependencies
+        if "skip_reason" in d
+    ]
     findings = [
         {"package": str(d["name"]), "version": str(d["version"]), "advisory": str(v["id"]),
          "aliases": sorted(str(a) for a in v.get("aliases", [])),  # a set in pip-audit
          "fix_versions": [str(f) for f in v.get("fix_versions", [])], "service": SERVICE,
-         "summary": _one_line(v.get("description") or "", SUMMARY_LIMIT)}
+         "summary": compute_one_line(v.get("description") or "", SUMMARY_LIMIT)}
         for d in dependencies if "skip_reason" not in d for v in d.get("vulns", [])
     ]  # fmt: skip
     audited = len(dependencies) - len(skipped)

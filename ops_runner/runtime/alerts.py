@@ -27,6 +27,7 @@ from ops_runner.core.clock import format_seconds
 from ops_runner.core.errors import ConfigError, OpsError, SecretError
 from ops_runner.core.events import EventKind, State
 from ops_runner.core.hashing import compute_sha256
+from ops_runner.core.text import compute_one_line
 from ops_runner.ledger import Ledger, LedgerConflict
 from ops_runner.workbook.config import Config, compute_push_secret_name, load_secret
 from ops_runner.workbook.settings import EmailSettings
@@ -104,11 +105,6 @@ class _ChannelFailed(Exception):
         self.kind = kind
 
 
-def _one_line(text: object, limit: int) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
 def _redact(text: str, secrets: Iterable[str]) -> str:
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(secret, _REDACTED)
@@ -120,7 +116,7 @@ def _failure(exc: BaseException, secrets: Iterable[str]) -> str:
         kind, message = exc.kind, str(exc)
     else:
         kind, message = type(exc).__name__, str(exc) or repr(exc)
-    return "failed: " + _redact(_one_line(f"{kind}: {message}", REASON_LIMIT), secrets)
+    return "failed: " + _redact(compute_one_line(f"{kind}: {message}", REASON_LIMIT), secrets)
 
 
 # -- channels -------------------------------------------------------------------------------
@@ -177,7 +173,7 @@ def _read_secret(cfg: Config, name: str) -> tuple[str | None, str | None]:
     try:
         return load_secret(cfg, name), None
     except (SecretError, OSError, UnicodeDecodeError) as exc:  # e.g. an unreadable secrets file
-        return None, _one_line(exc, REASON_LIMIT)
+        return None, compute_one_line(exc, REASON_LIMIT)
 
 
 def _read_channels(cfg: Config) -> _Channels:
@@ -215,7 +211,8 @@ def _read_channels(cfg: Config) -> _Channels:
 def _write_log_file(path: Path, alert_id: str, alert: Alert, at: datetime) -> None:
     """Append the alert to the 0600 log file: a header line, then the body lines indented."""
     stamp = format_seconds(at)
-    head = f"{stamp} {str(alert.severity).upper()} [{alert_id}] {_one_line(alert.subject, 1000)}"
+    subject = compute_one_line(alert.subject, 1000)
+    head = f"{stamp} {str(alert.severity).upper()} [{alert_id}] {subject}"
     lines = [head, *("    " + line for line in alert.body.splitlines() if line.strip())]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -232,7 +229,9 @@ def _send_email(channels: _Channels, alert: Alert, alert_id: str) -> None:
     if email.username and channels.smtp_password is None:
         raise _ChannelFailed("SecretError", channels.smtp_password_problem or "no SMTP password")
     message = EmailMessage()
-    message["Subject"] = f"[ops-runner {channels.workbook_name}] {_one_line(alert.subject, 1000)}"
+    message["Subject"] = (
+        f"[ops-runner {channels.workbook_name}] {compute_one_line(alert.subject, 1000)}"
+    )
     message["From"] = email.sender
     message["To"] = ", ".join(channels.recipients)
     message["Date"] = formatdate(usegmt=True)
@@ -261,7 +260,7 @@ def _post_webhook(channels: _Channels, alert: Alert, alert_id: str) -> None:
     url = channels.webhook_url or ""
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise _ChannelFailed("ValueError", "webhook: the URL is not http:// or https://")
-    subject = _one_line(alert.subject, 1000)
+    subject = compute_one_line(alert.subject, 1000)
     document = {
         "text": f"{subject}\n{alert.body}",
         "subject": subject,
@@ -362,7 +361,7 @@ def _send_push(channels: _Channels, push: _Push, alert: Alert, alert_id: str) ->
             )
         result = notifier.notify(
             body=f"{alert.body}\n\n-- ops-runner {channels.workbook_name}, alert {alert_id}",
-            title=f"[ops-runner {channels.workbook_name}] {_one_line(alert.subject, 1000)}",
+            title=f"[ops-runner {channels.workbook_name}] {compute_one_line(alert.subject, 1000)}",
             notify_type=_NOTIFY_TYPES[str(alert.severity)],
             body_format="text",  # apprise.NotifyFormat.TEXT
             log_level=logging.DEBUG,  # the socket's own words: refused, timed out
@@ -443,7 +442,7 @@ def _send(
     channels = _read_channels(cfg)
     # Bodies come from the ledger, already masked; a secret that slipped in is still cut out.
     alert = Alert(
-        subject=_redact(_one_line(alert.subject, SUBJECT_LIMIT), channels.secrets),
+        subject=_redact(compute_one_line(alert.subject, SUBJECT_LIMIT), channels.secrets),
         body=_redact(str(alert.body), channels.secrets),
         severity=alert.severity,
     )
@@ -504,7 +503,7 @@ def _qualifies(kind: str, payload: dict[str, Any]) -> str | None:
 
 
 def _field(payload: dict[str, Any], name: str) -> str:
-    return _one_line(payload.get(name, "?"), 300)
+    return compute_one_line(payload.get(name, "?"), 300)
 
 
 def _event_line(event: Any) -> str:
@@ -572,7 +571,7 @@ def pump_alerts(cfg: Config, ledger: Ledger) -> list[dict[str, Any]]:
     if len(found) > 1:
         subject += f" (+{len(found) - 1} more)"
     alert = Alert(
-        subject=_one_line(subject, SUBJECT_LIMIT),
+        subject=compute_one_line(subject, SUBJECT_LIMIT),
         body="\n".join(_event_line(event) for _, event in found),
         severity=Severity.CRITICAL,  # every event the runbook alerts on needs a person
     )
