@@ -40,6 +40,9 @@ HOME_ENV = "OPS_RUNNER_HOME"
 SECRET_ENV_PREFIX = "OPS_RUNNER_"
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 MOO_CUTOFF = time(9, 28)  # Nasdaq takes market-on-open orders until 09:28 ET
+# New York wall times a Gateway restart must stay out of: orders go out before the open and
+# fill after it (the submission window, the opening burst, the first reconciliation reads).
+GATEWAY_QUIET = (time(7, 30), time(10, 30))
 REGULAR_OPEN = time(9, 30)
 _SECRET_WORDS = re.compile(r"pass(word|wd)?|secret|token|api_?key|credential", re.IGNORECASE)
 _SYMBOL = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
@@ -154,6 +157,26 @@ SCHEMA: dict[str, Any] = {
         "retry": {
             "attempts": Field("int", 3, low=1, high=20),
             "wait_seconds": Field("float", 2.0, low=0.0, high=300.0),
+        },
+        # IB only: `ops-runner broker keep-up` keeps IB Gateway (or TWS) running through IBC and
+        # ib_async's Watchdog, and restarts it daily at restart_time (New York), never inside
+        # 07:30-10:30 when orders go out and fill. The IB user id and password are the secrets
+        # IB_USER_ID and IB_PASSWORD, never config.
+        "gateway": {
+            "enabled": Field("bool", False),
+            "app": Field("str", "gateway", choices=("gateway", "tws")),
+            "version": Field("int", 1030, low=900, high=99_999),  # the app's major version
+            "ibc_path": Field("path", "/opt/ibc"),
+            "ibc_ini": Field("path", None, nullable=True),  # IBC's config.ini (None: IBC's own)
+            "tws_path": Field("path", None, nullable=True),  # the app's folder (None: ~/Jts)
+            "tws_settings_path": Field("path", None, nullable=True),
+            "java_path": Field("path", None, nullable=True),  # None: the app's bundled Java
+            "client_id": Field("int", 13, low=0, high=2**31 - 1),  # the keeper's own session
+            "restart_time": Field("wall_time", "23:45"),  # New York wall time, daily
+            "app_startup_seconds": Field("float", 60.0, low=0.0, high=900.0),
+            "app_timeout_seconds": Field("float", 20.0, low=1.0, high=3600.0),
+            "retry_delay_seconds": Field("float", 10.0, low=0.0, high=3600.0),
+            "probe_timeout_seconds": Field("float", 4.0, low=0.1, high=300.0),
         },
     },
     # How the ledger books what happens to the account between trades (dividends, withholding,
@@ -594,6 +617,33 @@ def _check_combinations(cfg: dict[str, Any]) -> list[ConfigError]:
                 "broker.client_ids.orders (IB refuses a second session on one client id)",
                 "broker.client_ids.readonly",
             ))  # fmt: skip
+    return found + _check_gateway(broker)
+
+
+def _check_gateway(broker: dict[str, Any]) -> list[ConfigError]:
+    """Return a ConfigError for each way ``broker.gateway`` cannot keep this broker up."""
+    gateway, found = broker["gateway"], []
+    restart = _hhmm(gateway["restart_time"])
+    if GATEWAY_QUIET[0] <= restart <= GATEWAY_QUIET[1]:
+        found.append(ConfigError(
+            f"config error: broker.gateway.restart_time: {gateway['restart_time']} is inside "
+            "07:30-10:30 New York, when orders go out and fill; restart at night, e.g. 23:45",
+            "broker.gateway.restart_time",
+        ))  # fmt: skip
+    if not gateway["enabled"]:
+        return found
+    if broker["kind"] != "ib":
+        found.append(ConfigError(
+            "config error: broker.gateway.enabled: keeps IB Gateway up, so it needs "
+            f"broker.kind: ib (it is {broker['kind']})",
+            "broker.gateway.enabled",
+        ))  # fmt: skip
+    if gateway["client_id"] in broker["client_ids"].values():
+        found.append(ConfigError(
+            "config error: broker.gateway.client_id: must differ from broker.client_ids (the "
+            "keeper holds a session of its own beside the orders and read-only ones)",
+            "broker.gateway.client_id",
+        ))  # fmt: skip
     return found
 
 

@@ -158,6 +158,31 @@ class RetrySettings:
 
 
 @dataclass(frozen=True)
+class GatewaySettings:
+    """``broker.gateway``: how `ops-runner broker keep-up` starts IB Gateway (or TWS) through
+    IBC and watches it; the IB user id and password are secrets, never here.
+
+    ``restart_time`` is the daily restart as a New York wall time "HH:MM" (checked to fall
+    outside 07:30-10:30); the ``*_seconds`` are the Watchdog's startup grace, idle time before
+    a probe, wait before a restart after a failure, and the probe's own timeout."""
+
+    enabled: bool
+    app: str  # gateway or tws
+    version: int  # the app's major version, e.g. 1030 for 10.30
+    ibc_path: str
+    ibc_ini: str | None
+    tws_path: str | None
+    tws_settings_path: str | None
+    java_path: str | None
+    client_id: int
+    restart_time: str
+    app_startup_seconds: float
+    app_timeout_seconds: float
+    retry_delay_seconds: float
+    probe_timeout_seconds: float
+
+
+@dataclass(frozen=True)
 class BrokerSettings:
     """``broker``: which broker, where, as which account, and how the simulated one behaves."""
 
@@ -175,6 +200,7 @@ class BrokerSettings:
     connect_timeout_seconds: float
     request_timeout_seconds: float
     retry: RetrySettings
+    gateway: GatewaySettings
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any]) -> BrokerSettings:
@@ -195,6 +221,7 @@ class BrokerSettings:
             connect_timeout_seconds=broker["connect_timeout_seconds"],
             request_timeout_seconds=broker["request_timeout_seconds"],
             retry=read_section(RetrySettings, broker["retry"]),
+            gateway=read_section(GatewaySettings, broker["gateway"]),
         )
 
     @property

@@ -377,3 +377,52 @@ def test_preset_when_written_by_a_user_overlays_the_base_beside_it(tmp_path):
     values = load_config_text(read_config_text(tmp_path / "mine.yaml"), tmp_path).values
     assert values["universe"]["risk"] == ["SPY", "EFA"] and values["universe"]["defensive"] == "IEF"
     assert values["strategy"] == check_config(copy.deepcopy(TEMPLATE))["strategy"]
+
+
+# The daily Gateway restart against the 07:30-10:30 New York quiet hours, both ends included.
+RESTART_TIMES = [
+    ("07:29", True),
+    ("07:30", False),
+    ("08:15", False),
+    ("10:30", False),
+    ("10:31", True),
+    ("23:45", True),
+    ("03:00", True),
+]
+
+
+@pytest.mark.parametrize(("when", "accepted"), RESTART_TIMES)
+def test_check_config_when_the_gateway_restarts_inside_the_quiet_hours_refuses_in_one_line(
+    when, accepted
+):
+    raw = _with("broker.gateway.restart_time", when)
+    if accepted:
+        assert check_config(raw)["broker"]["gateway"]["restart_time"] == when
+        return
+    with pytest.raises(ConfigError) as caught:
+        check_config(raw)
+    message = str(caught.value)
+    assert caught.value.key == "broker.gateway.restart_time" and "\n" not in message
+    assert f"{when} is inside 07:30-10:30 New York" in message
+
+
+def test_check_config_when_the_gateway_keeper_is_on_needs_ib_and_a_client_id_of_its_own():
+    raw = _with("broker.gateway.enabled", True)
+    raw["broker"]["gateway"]["client_id"] = raw["broker"]["client_ids"]["orders"]
+    with pytest.raises(ConfigError) as caught:
+        check_config(raw)
+    lines = str(caught.value).splitlines()
+    assert lines == [
+        "config error: broker.gateway.enabled: keeps IB Gateway up, so it needs "
+        "broker.kind: ib (it is sim)",
+        "config error: broker.gateway.client_id: must differ from broker.client_ids (the "
+        "keeper holds a session of its own beside the orders and read-only ones)",
+    ]
+
+
+def test_check_config_when_an_ib_password_is_written_under_the_gateway_refuses_it():
+    raw = _with("broker.gateway.password", "hunter2")
+    with pytest.raises(ConfigError) as caught:
+        check_config(raw)
+    assert "secrets never go in config.yaml" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
