@@ -19,6 +19,10 @@ accountSummary 63 / end 64, accountUpdateMulti 73 / end 74, currentTime 49,
 contractDetails 10 / end 52, historicalData 17 (its end is implied at v176).
 Error codes: 103, 162, 200, 201, 202, 321, 326, 399, 1100, 1102, 10147, 10148.
 
+A Gateway restart (``restart``, or ``shut_down`` then ``listen``): every socket dropped, the
+port refusing connections while the Gateway is away, then listening again; the account, its
+orders and executions survive it, as they do at IB.
+
 Threads: ``start()`` runs an asyncio loop in a daemon thread; every socket and every change
 to the account happens on that loop. Tests read snapshots from their own thread.
 """
@@ -31,9 +35,10 @@ import re
 import struct
 import threading
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from ops_runner.simulators import tws_codec as wire
 from ops_runner.simulators import tws_orders as orders
@@ -132,6 +137,7 @@ class TwsSimulator:
         self._server: asyncio.Server | None = None
         self._ticker: asyncio.Task | None = None
         self._in_window = False
+        self._coming_back: asyncio.TimerHandle | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -182,6 +188,8 @@ class TwsSimulator:
     async def _close(self) -> None:
         if self._ticker:
             self._ticker.cancel()
+        if self._coming_back is not None:
+            self._coming_back.cancel()
         for conn in list(self._conns):
             conn.abort()
         if self._server:
@@ -248,6 +256,55 @@ class TwsSimulator:
         """Abort every client socket now (a test's hand on the network cable)."""
         if self._loop:
             self._loop.call_soon_threadsafe(self._drop_all)
+
+    # --- a Gateway restart -------------------------------------------------------------------
+
+    @property
+    def listening(self) -> bool:
+        """Whether the port takes connections (False between ``shut_down`` and ``listen``)."""
+        return self._server is not None and self._server.is_serving()
+
+    def shut_down(self) -> None:
+        """The Gateway goes away: every client socket is dropped and nothing listens on the
+        port (a client is refused) until ``listen``. The account, its orders and executions
+        stay: they live at IB, not in the Gateway."""
+        self._on_loop(self._shut_down)
+
+    def listen(self) -> None:
+        """The Gateway is back on the same port (idempotent)."""
+        self._on_loop(self._listen)
+
+    def restart(self, away_seconds: float) -> None:
+        """A Gateway restart: ``shut_down`` now, ``listen`` again ``away_seconds`` later (real
+        seconds: a client's reconnect loop lives in real time)."""
+
+        async def restart() -> None:
+            if self._coming_back is not None:
+                self._coming_back.cancel()
+            await self._shut_down()
+            loop = asyncio.get_running_loop()
+            self._coming_back = loop.call_later(
+                away_seconds, lambda: loop.create_task(self._listen())
+            )
+
+        self._on_loop(restart)
+
+    def _on_loop(self, step: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            raise RuntimeError("the TWS simulator is not started")
+        asyncio.run_coroutine_threadsafe(step(), loop).result(10)
+
+    async def _shut_down(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        self._drop_all()
+
+    async def _listen(self) -> None:
+        self._coming_back = None
+        if self._server is None:
+            self._server = await asyncio.start_server(self._serve, self.host, self._port)
 
     # --- sockets ---------------------------------------------------------------------------
 

@@ -251,6 +251,35 @@ def test_connect_inside_restart_window_fails_and_window_start_drops_clients(
     assert connect(client_id=14).isConnected()
 
 
+def test_gateway_restart_drops_every_client_refuses_while_away_then_listens_on_the_same_port(
+    lib, connect, sim
+) -> None:
+    ib = connect()
+    port = sim.port
+    sim.restart(away_seconds=0.5)
+    wait_until(ib, lambda: not ib.isConnected())
+    assert not sim.listening and sim.connections() == 0
+    _, failure, took = attempt(lib, port, client_id=13)
+    assert isinstance(failure, ConnectionRefusedError) and took < 0.5  # nothing listens
+    deadline = time.monotonic() + 3
+    while not sim.listening and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sim.listening and sim.port == port
+    assert connect(client_id=14).isConnected()
+
+
+def test_gateway_shut_down_when_listened_again_keeps_the_accounts_positions(
+    lib, connect, sim
+) -> None:
+    sim.shut_down()
+    _, failure, _ = attempt(lib, sim.port)
+    assert isinstance(failure, ConnectionRefusedError)
+    sim.listen()
+    sim.listen()  # idempotent
+    ib = connect()
+    assert {p.contract.symbol: p.position for p in ib.positions()} == {"IWM": 100}
+
+
 def test_current_time_and_account_summary_answer_from_the_sim(connect, clock) -> None:
     ib = connect()
     assert ib.reqCurrentTime() == EVE
