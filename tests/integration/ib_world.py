@@ -1,10 +1,12 @@
-"""The IB adapter's test world, shared by test_ib_adapter and test_ib_faults: the loopback TWS
-simulator, a workbook pointed at it, the adapter opened once per client library, and helpers."""
+"""The IB adapter's test world, shared by test_ib_adapter, test_ib_faults and test_ib_gateway: the
+loopback TWS simulator, a workbook pointed at it, the adapter opened once per client library,
+the execution tests' workbook with its account at the simulator (``world``), and helpers."""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
@@ -12,12 +14,17 @@ from pathlib import Path
 
 import pytest
 import yaml
+from execution_world import DEC_WINDOW, DECISION_KEY
 
 from ops_runner.brokers.gate import GatePass, OrderIntent, Side, require_gate_pass
 from ops_runner.brokers.ib import IbBroker
+from ops_runner.brokers.sim import SimBroker
 from ops_runner.core.events import Purpose
+from ops_runner.execution.plan import read_plan
+from ops_runner.execution.submission import SubmissionReport, submit_plan
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.init import init_workbook
+from ops_runner.simulators.market import WorkbookMarket
 from ops_runner.simulators.tws_sim import StaticMarket, TwsSimulator
 from ops_runner.workbook.config import Config, load_config
 
@@ -179,4 +186,41 @@ def sim_orders(sim: TwsSimulator, ref: str) -> list:
     return [o for o in sim.orders() if o.order_ref == ref]
 
 
-# -- connect and read ---------------------------------------------------------------------------
+# -- submit_plan on a real ledger: the execution tests' workbook at the TWS simulator ----------
+
+
+@pytest.fixture
+def world(base, tmp_path, client):
+    """The execution tests' workbook (VEU held, AGG decided) with its account at the TWS sim."""
+    root = tmp_path / "wb"
+    shutil.copytree(base, root)
+    books = SimBroker(load_config(root), clock=lambda: DEC_WINDOW)
+    positions, cash = books.positions(), books.account_values().cash
+    clock = Clock(DEC_WINDOW)
+    simulator = TwsSimulator(
+        WorkbookMarket(load_config(root)), clock, account=ACCOUNT, cash=cash, positions=positions
+    )
+    simulator.start()
+    cfg = write_ib_config(root, simulator.port)
+    made: list[IbBroker] = []
+
+    def open_ib_world(role: str = "orders") -> IbBroker:
+        made.append(IbBroker(cfg, clock=clock, role=role, client=client))
+        return made[-1]
+
+    yield cfg, simulator, clock, open_ib_world
+    for broker in made:
+        broker.close()
+    simulator.stop()
+    assert simulator.protocol_errors() == []
+
+
+def plan_of(cfg: Config, broker: IbBroker):
+    with open_ledger(cfg) as ledger:
+        return read_plan(cfg, broker, ledger.get(DECISION_KEY).payload)
+
+
+def submit(cfg: Config, broker: IbBroker, plan=None, hooks=None) -> SubmissionReport:
+    plan = plan or plan_of(cfg, broker)
+    with open_ledger(cfg) as ledger:
+        return submit_plan(cfg, ledger, broker, plan, DEC_WINDOW, hooks=hooks)

@@ -8,7 +8,6 @@ ledger) in the runbook's state, with no lost fill and no duplicate order. Whole-
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
@@ -17,11 +16,10 @@ from datetime import UTC, datetime
 from datetime import time as wall
 
 import pytest
-from execution_world import BUY, DEC_WINDOW, DECISION_KEY, SELL, base, ledger_facts
+from execution_world import BUY, SELL, base, ledger_facts
 from ib_world import (
     ACCOUNT,
     AFTER_OPEN,
-    Clock,
     cfg,
     client,
     clock,
@@ -30,25 +28,25 @@ from ib_world import (
     market,
     no_decode_errors,
     open_ib,
+    plan_of,
     sim,
     sim_orders,
+    submit,
     wait_until,
+    world,
     write_ib_config,
 )
 
 from ops_runner.brokers.base import BrokerUnavailable, OrderStatus, Outcome, find_order
 from ops_runner.brokers.gate import Side
 from ops_runner.brokers.ib import IbBroker
-from ops_runner.brokers.sim import SimBroker
 from ops_runner.core.events import State
-from ops_runner.execution.plan import read_plan
-from ops_runner.execution.submission import SubmissionReport, SubmissionStatus, submit_plan
-from ops_runner.ledger import open_ledger
-from ops_runner.simulators.market import WorkbookMarket
+from ops_runner.execution.submission import SubmissionReport, SubmissionStatus
 from ops_runner.simulators.tws_sim import TwsSimulator
-from ops_runner.workbook.config import Config
 
-__all__ = ["base", "cfg", "client", "clock", "market", "no_decode_errors", "open_ib", "sim"]
+__all__ = [
+    "base", "cfg", "client", "clock", "market", "no_decode_errors", "open_ib", "sim", "world"
+]  # fmt: skip
 
 BUY_SPY = intent("mr:2025-11:SPY:BUY", "SPY", Side.BUY, 10)
 SELL_VEU = intent("mr:2025-11:VEU:SELL", "VEU", Side.SELL, 100)
@@ -334,45 +332,6 @@ def test_daily_restart_when_the_window_begins_drops_the_session_until_it_ends(op
 
 
 # -- submit_plan on a real ledger ----------------------------------------------------------------
-
-
-@pytest.fixture
-def world(base, tmp_path, client):
-    """The execution tests' workbook (VEU held, AGG decided) with its account at the TWS sim."""
-    root = tmp_path / "wb"
-    shutil.copytree(base, root)
-    from ops_runner.workbook.config import load_config
-
-    books = SimBroker(load_config(root), clock=lambda: DEC_WINDOW)
-    positions, cash = books.positions(), books.account_values().cash
-    clock = Clock(DEC_WINDOW)
-    simulator = TwsSimulator(
-        WorkbookMarket(load_config(root)), clock, account=ACCOUNT, cash=cash, positions=positions
-    )
-    simulator.start()
-    cfg = write_ib_config(root, simulator.port)
-    made: list[IbBroker] = []
-
-    def open_ib_world(role: str = "orders") -> IbBroker:
-        made.append(IbBroker(cfg, clock=clock, role=role, client=client))
-        return made[-1]
-
-    yield cfg, simulator, clock, open_ib_world
-    for broker in made:
-        broker.close()
-    simulator.stop()
-    assert simulator.protocol_errors() == []
-
-
-def plan_of(cfg: Config, broker: IbBroker):
-    with open_ledger(cfg) as ledger:
-        return read_plan(cfg, broker, ledger.get(DECISION_KEY).payload)
-
-
-def submit(cfg: Config, broker: IbBroker, plan=None, hooks=None) -> SubmissionReport:
-    plan = plan or plan_of(cfg, broker)
-    with open_ledger(cfg) as ledger:
-        return submit_plan(cfg, ledger, broker, plan, DEC_WINDOW, hooks=hooks)
 
 
 def outcomes(report: SubmissionReport) -> dict[str, str]:
