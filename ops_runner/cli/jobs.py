@@ -1,11 +1,14 @@
 """`ops-runner` verbs for the jobs: the tick, a job by hand, decide and replay, the broker
-check, the audit."""
+check and its keeper, the audit."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import importlib.util
 import json
 import os
+import signal
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -294,6 +297,25 @@ def cmd_broker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keep_up(args: argparse.Namespace) -> int:
+    cfg = load_config(args.workbook)
+    if importlib.util.find_spec("ib_async") is None:
+        raise OpsError("broker keep-up runs IBC through ib_async, which is not installed; "
+                       "install it (pip install ib_async)")  # fmt: skip
+    # here, not at the top: ib_async loads only when this verb runs
+    from ops_runner.ops.keeper import keep_gateway_up
+
+    async def keep() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):  # systemd's stop, a person's Ctrl-C
+            loop.add_signal_handler(signum, stop.set)
+        await keep_gateway_up(cfg, stop)
+
+    asyncio.run(keep())
+    return 0
+
+
 def _reachability(cfg: Config, now: datetime) -> Reachability | None:
     """The broker's reachability from the workbook's ledger (None: no ledger yet)."""
     try:
@@ -406,7 +428,7 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     p = add_verb(
         sub,
         "broker",
-        "the broker: check (connect, clock, account; places nothing)",
+        "the broker: check (connect, clock, account; places nothing), keep-up (IB Gateway)",
         "ops-runner broker check --role orders --json",
         {1: "the broker refused or is unreachable (one line says which)"},
     )
@@ -426,6 +448,14 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
         help="the client id to log in with (default: the read-only one); places nothing",
     )
     q.set_defaults(func=cmd_broker)
+    q = add_verb(
+        broker_sub,
+        "keep-up",
+        "keep IB Gateway up (IBC + ib_async's Watchdog, daily restart at "
+        "broker.gateway.restart_time); runs until stopped, recording each start and loss",
+        "ops-runner --workbook ~/rotation broker keep-up   # as a systemd service",
+    )
+    q.set_defaults(func=cmd_keep_up)
 
     p = add_verb(
         sub,
