@@ -46,11 +46,13 @@ class Controller(Protocol):
 
 @dataclass(frozen=True)
 class GatewayChange:
-    """The app came up (a session logged in) or went away, at ``at``, and why."""
+    """The app came up (a session logged in) or went away, at ``at``, and why; ``planned``:
+    it went away because the keeper ended it for the daily restart."""
 
     at: datetime
     up: bool
     detail: str
+    planned: bool = False
 
 
 def build_controller(
@@ -128,6 +130,7 @@ class GatewayKeeper:
         self._up: bool | None = None
         self._stopping = False
         self._why = ""  # why the session ended, when something said so
+        self._planned = False  # the keeper ended the app for its daily restart
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep the app up until ``stop`` is set; then stop the Watchdog and end the app."""
@@ -164,7 +167,7 @@ class GatewayKeeper:
     async def restart(self, why: str) -> None:
         """End the app now; the Watchdog sees its session end and starts it again."""
         log.info("restarting the IB app: %s", why)
-        self._why = why
+        self._why, self._planned = why, True
         await self.controller.terminateAsync()
 
     def _on_error(self, req_id: int, code: int, text: str, *rest: Any) -> None:
@@ -191,9 +194,10 @@ class GatewayKeeper:
         if self._up is up:
             return
         self._up = up
+        planned = not up and self._planned and not self._stopping
         if up:
-            self._why = ""
-        change = GatewayChange(self.clock(), up, detail)
+            self._why, self._planned = "", False
+        change = GatewayChange(self.clock(), up, detail, planned)
         log.info("%s", detail)
         try:
             self.on_change(change)

@@ -6,6 +6,12 @@ history of `broker check` reads. A loss is a failed check and moves the state to
 as the daily check's failure does: no new order goes out while the Gateway is away. The return
 is a passed check that changes no state: the tick's own probe, which logs in as the workbook's
 account, is what leaves BROKER_DOWN for RUN.
+
+The keeper's own daily restart is a failed check too (the history counts it among the day's
+restarts) but triggers nothing: it is planned, at a quiet hour, and the Watchdog brings the app
+back. As a fault it would be a second one in DEGRADED_DATA and turn every nightly restart into
+SAFE_MODE, an approval each morning. An app that does not come back is still found: the next
+tick's probe fails and sets BROKER_DOWN.
 """
 
 from __future__ import annotations
@@ -49,8 +55,8 @@ def record_gateway_change(cfg: Config, change: GatewayChange, slot: str) -> Stat
 
     With a simulated broker the ledger is stamped with the change's own instant."""
     evidence = (f"{'up' if change.up else 'away'} at {format_seconds(change.at)}",)
-    check = Check("broker", change.up, change.detail, evidence,
-                  on_fail=Trigger.BROKER_FAULT, on_pass=None)  # fmt: skip
+    on_fail = None if change.planned else Trigger.BROKER_FAULT  # a planned restart: no fault
+    check = Check("broker", change.up, change.detail, evidence, on_fail=on_fail, on_pass=None)
     stamped = replace(cfg, simulated_now=change.at) if cfg.simulated else cfg
     with open_ledger(stamped) as ledger:
         return record_checks(cfg, ledger, [check], slot)

@@ -39,7 +39,7 @@ from ops_runner.cli import main
 from ops_runner.core.events import EventKind, State, Trigger
 from ops_runner.execution.submission import SubmissionStatus
 from ops_runner.ledger import open_ledger
-from ops_runner.ledger.states import read_state
+from ops_runner.ledger.states import apply_trigger, read_state
 from ops_runner.ops.checks import approve_baseline
 from ops_runner.ops.keeper import keep_gateway_up
 from ops_runner.ops.reachability import compute_reachability
@@ -161,6 +161,8 @@ def test_keeper_at_the_daily_restart_time_restarts_the_app_once_and_logs_in_agai
 ):
     clock.now = datetime(2025, 12, 2, 4, 40, tzinfo=UTC)  # 23:40 New York
     cfg = write_ib_config(tmp_path / "wb", sim.port, simulator=True, gateway=GATEWAY)
+    with open_ledger(cfg) as ledger:  # a vendor outage earlier: a second fault would be SAFE_MODE
+        apply_trigger(ledger, Trigger.DATA_FAULT, "the vendor was late", ())
     app = SimulatorApp(sim)
     with keeping(cfg, app, clock):
         wait_until(seen(cfg, True))
@@ -168,6 +170,8 @@ def test_keeper_at_the_daily_restart_time_restarts_the_app_once_and_logs_in_agai
         clock.now = datetime(2025, 12, 2, 4, 46, tzinfo=UTC)  # 23:46: past the restart time
         wait_until(seen(cfg, True, False, True))
         assert app.ends == 1 and app.starts == 2  # ended by the keeper once, started again
+        # The planned restart is in the history but is no fault: the state stays as it was.
+        assert state_of(cfg) is State.DEGRADED_DATA
     detail = gateway_checks(cfg)[1][1]
     assert detail == (
         "IB gateway away (the daily restart at 23:45 New York); the Watchdog starts it again"
