@@ -57,6 +57,9 @@ DEMO_SETTINGS = {
     # The simulated clock jumps between slot openings, so the gap between ticks is days.
     "  heartbeat_max_gap_minutes: 60 ": "  heartbeat_max_gap_minutes: 20160 ",
 }
+# The weekly dependency scan asks pypi.org, so the demo (offline) leaves it off; a caller with an
+# advisory service to ask (the tests' local pypi.org) switches it on.
+SCAN_SETTING = ("  weekly_dependency_scan: false ", "  weekly_dependency_scan: true  ")
 
 
 @dataclass
@@ -82,9 +85,10 @@ class DemoClock:
         return self.moment
 
 
-def prepare_workbook(root: Path, account: str | None = None) -> None:
-    """Make ``root`` a fresh demo workbook; an earlier demo there is replaced, anything else
-    is refused (never delete a folder the demo did not make)."""
+def prepare_workbook(root: Path, account: str | None = None, scan: bool = False) -> None:
+    """Make ``root`` a fresh demo workbook (``scan``: with the weekly dependency scan on); an
+    earlier demo there is replaced, anything else is refused (never delete a folder the demo did
+    not make)."""
     if root.exists() and any(root.iterdir()):
         if not (root / MARKER).exists():
             raise OpsError(f"{root} exists and is not a demo workbook; pass another --workbook")
@@ -93,7 +97,9 @@ def prepare_workbook(root: Path, account: str | None = None) -> None:
     (root / MARKER).write_text("made by ops-runner demo; deleted by the next demo\n")
     config = root / "config.yaml"
     text = config.read_text(encoding="utf-8")
-    for old, new in DEMO_SETTINGS.items():
+    for old, new in [*DEMO_SETTINGS.items(), *([SCAN_SETTING] if scan else [])]:
+        if old not in text:
+            raise OpsError(f"demo: the config template has no line {old.strip()!r} to change")
         text = text.replace(old, new)
     if account is not None:  # a paper account id of the caller's (tests use a known one)
         text = text.replace("  account: DU0000000 ", f"  account: {account} ")
@@ -150,10 +156,12 @@ def run_demo(
     account: str | None = None,
     broker: str = "sim",
     drill: bool = True,
+    scan: bool = False,
 ) -> DemoResult:
     """Walk ``months`` rebalance cycles (ending with 2025-11) through real ticks, then (unless
-    ``drill`` is False) drill a backup and a damaged copy of it; returns the result. Raises
-    OpsError when a tick run twice changed the ledger, or the demo went wrong."""
+    ``drill`` is False) drill a backup and a damaged copy of it; returns the result. ``scan``
+    switches the weekly dependency scan on (it asks pypi.org, or the ``HTTPS_PROXY`` set).
+    Raises OpsError when a tick run twice changed the ledger, or the demo went wrong."""
     from tqdm import tqdm
 
     if not 1 <= months <= 12:
@@ -162,7 +170,7 @@ def run_demo(
         raise OpsError(f"demo: --broker must be one of {', '.join(BROKERS)}, not {broker!r}")
     os.environ.setdefault("OPS_RUNNER_APPROVAL_KEY", secrets.token_hex(32))  # never printed
     root = (workbook or DEFAULT_DEMO).resolve()
-    prepare_workbook(root, account or (IB_SIM_ACCOUNT if broker == "ib-sim" else None))
+    prepare_workbook(root, account or (IB_SIM_ACCOUNT if broker == "ib-sim" else None), scan)
     cfg = load_config(root)
     calendar = open_calendar(cfg)
     cycles = _cycles(calendar, months)

@@ -8,7 +8,10 @@ twice changed nothing, the incident took the runbook's path, and no secret reach
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
+import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -16,6 +19,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
+from advisory_world import Advisories, make_authority, point_at, serve_advisories
 
 from ops_runner.core.events import EventKind
 from ops_runner.ledger import open_ledger
@@ -37,19 +41,29 @@ WEEKS = ("2025-10-03", "2025-10-10", "2025-10-17", "2025-10-24", "2025-10-31", "
 
 @pytest.fixture(scope="module")
 def walk(tmp_path_factory):
+    """The quarter walked once, with the weekly dependency scan on: its pip-audit asks the
+    local pypi.org (``advisory_world``), which knows no advisory for any pin."""
     from ops_runner.demo import run_demo
 
     root = tmp_path_factory.mktemp("demo") / "wb"
+    tls, pem = make_authority(tmp_path_factory.mktemp("ca"))
     patch = pytest.MonkeyPatch()
     patch.setenv("OPS_RUNNER_APPROVAL_KEY", HMAC_KEY)
     try:
-        result = run_demo(root, months=3, quiet=True, account=ACCOUNT)
+        with serve_advisories(tls, Advisories(vulnerable=False)) as advisories:
+            environ = dict(os.environ)
+            point_at(environ, advisories.proxy, pem)
+            for name in set(os.environ) - set(environ):
+                patch.delenv(name)
+            for name, value in environ.items():
+                patch.setenv(name, value)
+            result = run_demo(root, months=3, quiet=True, account=ACCOUNT, scan=True)
     finally:
         patch.undo()
     cfg = load_config(root)
     with open_ledger(cfg, create=False, readonly=True) as ledger:
         events = list(ledger.events())
-    return result, cfg, events
+    return result, cfg, events, advisories
 
 
 def _of(events, kind):
@@ -58,7 +72,7 @@ def _of(events, kind):
 
 @pytest.mark.subprocess
 def test_demo_when_walked_three_months_ledger_and_artifacts_verify(walk):
-    _, cfg, _ = walk
+    _, cfg, _, _ = walk
     done = subprocess.run([str(EXE), "--workbook", str(cfg.workbook), "ledger", "verify"],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -69,7 +83,7 @@ def test_demo_when_walked_three_months_ledger_and_artifacts_verify(walk):
 
 
 def test_demo_when_walked_every_job_of_every_cycle_left_a_completed_notebook(walk):
-    _, cfg, events = walk
+    _, cfg, events, _ = walk
     runs = _of(events, EventKind.ARTIFACT_RECORDED)
     completed = Counter((r["cycle"], r["job"]) for r in runs if r["outcome"] == "completed")
     assert {(c, j) for c in CYCLES for j in JOBS} <= set(completed)
@@ -87,7 +101,7 @@ def test_demo_when_walked_every_job_of_every_cycle_left_a_completed_notebook(wal
 
 
 def test_demo_when_each_week_closed_the_ticks_audited_and_backed_up_once(walk):
-    _, cfg, events = walk
+    _, cfg, events, _ = walk
     audits = _of(events, EventKind.AUDIT_RECORDED)
     assert [(a["session"], a["status"]) for a in audits] == [(w, "CLEAN") for w in WEEKS]
     backups = _of(events, EventKind.BACKUP_RECORDED)
@@ -100,8 +114,32 @@ def test_demo_when_each_week_closed_the_ticks_audited_and_backed_up_once(walk):
     assert all(verify_archive(k).ok for k in kept)
 
 
+def test_demo_when_each_week_closed_the_ticks_scanned_the_dependencies_once(walk):
+    _, _, events, advisories = walk
+    scans = _of(events, EventKind.DEPENDENCY_SCAN_RECORDED)
+    assert [(s["slot"], s["result"]) for s in scans] == [
+        (f"dependency_scan:{week}", "CLEAN") for week in WEEKS
+    ]
+    # Each week's pins are this environment's distributions (but the workbook's own package),
+    # each asked of the service once per scan, at the version installed here.
+    installed = {
+        f"{_canonical(d.metadata['Name'])}=={d.version}"
+        for d in importlib.metadata.distributions()
+        if _canonical(d.metadata["Name"]) != "ops-runner"
+    }
+    asked = Counter(f"{_canonical(name)}=={version}" for name, version in advisories.asked)
+    assert set(asked) == installed and set(asked.values()) == {len(WEEKS)}
+    assert all(s["audited"] == len(installed) and s["findings"] == [] for s in scans)
+    subjects = [a["subject"] for a in _of(events, EventKind.ALERT_SENT)]
+    assert not [s for s in subjects if "dependency" in s.lower()]  # clean: no alert
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def test_demo_when_drilled_the_backup_passes_and_a_truncated_copy_fails_with_the_reason(walk):
-    result, cfg, events = walk
+    result, cfg, events, _ = walk
     drills = _of(events, EventKind.DRILL_RECORDED)
     assert [(d["status"], d["passed"]) for d in drills] == [("PASS", True), ("FAIL", False)]
     good, damaged = drills
@@ -117,7 +155,7 @@ def test_demo_when_drilled_the_backup_passes_and_a_truncated_copy_fails_with_the
 
 
 def test_demo_when_each_tick_ran_twice_nothing_was_done_twice(walk):
-    result, _, events = walk
+    result, _, events, _ = walk
     assert result.ticks >= 50 and result.repeats_identical == result.ticks
     submitted = _of(events, EventKind.ORDER_SUBMITTED)
     refs = [s["client_ref"] for s in submitted]
@@ -131,7 +169,7 @@ def test_demo_when_each_tick_ran_twice_nothing_was_done_twice(walk):
 
 
 def test_demo_when_each_cycle_reconciled_the_tick_replayed_it_once_and_it_matched(walk):
-    _, _, events = walk
+    _, _, events, _ = walk
     replays = _of(events, EventKind.REPLAY_RECORDED)
     assert [(r["cycle"], r["result"], r["changed"]) for r in replays] == [
         (cycle, "MATCH", []) for cycle in CYCLES
@@ -141,7 +179,7 @@ def test_demo_when_each_cycle_reconciled_the_tick_replayed_it_once_and_it_matche
 
 
 def test_demo_when_feed_went_stale_took_the_runbooks_path_and_alerted(walk):
-    _, cfg, events = walk
+    _, cfg, events, _ = walk
     path = [(p["from"], p["to"], p["trigger"]) for p in _of(events, EventKind.STATE_CHANGED)]
     assert path == [
         ("RUN", "DEGRADED_DATA", "data_fault"),  # pre-rebalance: SPY not fresh
@@ -161,7 +199,7 @@ def test_demo_when_feed_went_stale_took_the_runbooks_path_and_alerted(walk):
 
 
 def test_demo_when_known_secrets_set_no_notebook_report_or_log_contains_them(walk):
-    _, cfg, _ = walk
+    _, cfg, _, _ = walk
     needles = {HMAC_KEY.encode(), ACCOUNT.encode(), HMAC_KEY[:16].encode()}
     scanned = 0
     for path in cfg.workbook.rglob("*"):
@@ -184,7 +222,7 @@ def _banner_rows(cfg):
 
 @pytest.mark.subprocess
 def test_demo_when_ticked_again_later_by_the_cli_stays_idempotent(walk):
-    _, cfg, _ = walk
+    _, cfg, _, _ = walk
 
     def tick() -> str:
         done = subprocess.run(
@@ -219,7 +257,7 @@ SAID = {
 def test_demo_when_walked_the_ledger_and_every_page_speak_the_walks_clock(walk):
     import re
 
-    _, cfg, events = walk
+    _, cfg, events, _ = walk
     stamps = [e.recorded_at for e in events]
     assert stamps == sorted(stamps)  # never backwards, the operator's steps included
     assert "2025-09-29T20" <= stamps[0] and stamps[-1] < "2025-12-01T16"  # the walk's span
@@ -257,7 +295,7 @@ def test_demo_when_its_pages_open_in_a_browser_each_says_its_result_first_and_fi
 
     from conftest import broken_links, inspect_in_browser
 
-    _, cfg, events = walk
+    _, cfg, events, _ = walk
     reports = cfg.path("reports")
     index = reports / "index.html"
     outcomes = {p["run_id"]: (p["job"], p["outcome"]) for p in _of(events, EventKind.JOB_COMPLETED)}
