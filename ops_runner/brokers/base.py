@@ -180,6 +180,27 @@ class Statement:
 
 
 @dataclass(frozen=True)
+class Quote:
+    """A bid and an ask the broker quoted for ``symbol`` at ``at`` (UTC); ``source`` says what
+    quoted it (e.g. "ib live", "ib delayed", the simulated broker's spread model)."""
+
+    symbol: str
+    bid: Decimal
+    ask: Decimal
+    at: datetime
+    source: str
+
+
+@dataclass(frozen=True)
+class Quotes:
+    """What a broker answered when asked for quotes: a quote per symbol it quoted, and for
+    every other symbol asked, why none came (a broker never invents a quote)."""
+
+    quoted: dict[str, Quote] = field(default_factory=dict)
+    unquoted: dict[str, str] = field(default_factory=dict)  # symbol -> why not quoted
+
+
+@dataclass(frozen=True)
 class Health:
     """Whether a session with the broker exists, and the broker's clock."""
 
@@ -251,6 +272,12 @@ class Broker(ABC):
 
     @abstractmethod
     def cancel(self, client_ref: str) -> bool: ...
+
+    def quotes(self, symbols: list[str]) -> Quotes:
+        """Return the bid and ask the broker quotes now for each of ``symbols``, where it gives
+        them; this base gives none (every symbol unquoted, with the reason). Adapters that can
+        quote override it. Raises BrokerUnavailable without a session."""
+        return Quotes({}, {s: f"the {self.name} broker gives no quotes" for s in symbols})
 
     @abstractmethod
     def close(self) -> None: ...

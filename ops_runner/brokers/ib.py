@@ -18,6 +18,7 @@ once and joins commissions by execution id.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import importlib
@@ -39,6 +40,8 @@ from ops_runner.brokers.base import (
     Health,
     Outcome,
     PlaceResult,
+    Quote,
+    Quotes,
     Statement,
 )
 from ops_runner.brokers.gate import OrderIntent
@@ -440,6 +443,64 @@ class IbBroker(Broker):
 
     # -- data ------------------------------------------------------------------------------------
 
+    def quotes(self, symbols: list[str]) -> Quotes:
+        """Return IB's bid and ask per symbol from one market-data snapshot (reqMktData with
+        snapshot=True, through the client's reqTickers): live data, or with ``broker.quotes``
+        delayed IB's delayed data where live is not subscribed (reqMarketDataType 3); with
+        ``none`` IB is not asked. A symbol IB sends no bid or ask for, or none within the
+        request timeout, is unquoted with the reason. Raises BrokerUnavailable without a
+        session."""
+        wanted = sorted(set(symbols))
+        mode = str(self._cfg.broker.quotes)
+        if mode == "none":
+            return Quotes({}, {s: "broker.quotes is none: IB was not asked" for s in wanted})
+        if not wanted:
+            return Quotes()
+        fetch = functools.partial(self._quotes_async, wanted, mode)
+        return self._run(lambda: self._session.read("quotes", fetch), "quotes")
+
+    async def _quotes_async(self, symbols: list[str], mode: str, ib: Any) -> Quotes:
+        lib, timeout = self._session.lib, self._settings.request_timeout
+        ib.reqMarketDataType(3 if mode == "delayed" else 1)
+        contracts = [lib.Stock(symbol, "SMART", "USD") for symbol in symbols]
+        quoted: dict[str, Quote] = {}
+        unquoted: dict[str, str] = {}
+        try:
+            # Not session.request: a snapshot IB leaves unanswered is no quote, not a lost
+            # session (an unsubscribed symbol may simply never tick). The client keys a
+            # snapshot by contract id: each contract is qualified first (in place).
+            await asyncio.wait_for(ib.qualifyContractsAsync(*contracts), timeout)
+            known = [c for c in contracts if c.conId]
+            # One snapshot per symbol: IB refusing one (354, not subscribed) spoils no other.
+            asked = [ib.reqTickersAsync(c) for c in known]
+            answers = await asyncio.wait_for(asyncio.gather(*asked, return_exceptions=True),
+                                             timeout)  # fmt: skip
+        except TimeoutError:
+            why = f"no snapshot from IB within {timeout:g} s"
+            return Quotes({}, {symbol: why for symbol in symbols})
+        for contract in contracts:
+            if not contract.conId:
+                unquoted[contract.symbol] = "IB does not know it (no contract details)"
+        now = self._now()
+        for contract, answer in zip(known, answers, strict=True):
+            symbol = contract.symbol
+            if isinstance(answer, BaseException):
+                unquoted[symbol] = self._mask(f"IB refused the snapshot: {answer}")
+                continue
+            (ticker,) = answer
+            bid, ask = _quoted_price(ticker.bid), _quoted_price(ticker.ask)
+            if bid is None or ask is None:
+                hint = (
+                    ""
+                    if mode == "delayed"
+                    else "; without a subscription set broker.quotes: delayed"
+                )
+                unquoted[symbol] = f"IB sent no {'bid' if bid is None else 'ask'}{hint}"
+                continue
+            kind = "delayed" if getattr(ticker, "marketDataType", 1) in (3, 4) else "live"
+            quoted[symbol] = Quote(symbol, bid, ask, now, f"ib {kind} snapshot")
+        return Quotes(quoted, unquoted)
+
     def historical_bars(self, symbol: str, start: date | str, end: date | str) -> pd.DataFrame:
         """Return canonical daily bars of ``symbol`` for ``start``..``end`` from IB.
 
@@ -484,6 +545,15 @@ class IbBroker(Broker):
             rows = [(_bar_date(b.date), b.open, b.high, b.low, b.close, b.volume) for b in bars]
             series.append([(d, *(float(v) for v in values)) for d, *values in rows])
         return series[0], series[1]
+
+
+def _quoted_price(value: Any) -> Decimal | None:
+    """A bid or ask as IB's client holds it (nan or -1 when none came), as a Decimal or None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return Decimal(str(number)) if math.isfinite(number) and number > 0 else None
 
 
 def _bar_date(value: Any) -> date:

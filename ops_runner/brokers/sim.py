@@ -29,6 +29,8 @@ from ops_runner.brokers.base import (
     OrderStatus,
     Outcome,
     PlaceResult,
+    Quote,
+    Quotes,
     Statement,
 )
 from ops_runner.brokers.gate import OrderIntent, Side
@@ -39,6 +41,7 @@ from ops_runner.market.prices import compute_split_ratio, open_store
 
 if TYPE_CHECKING:
     from ops_runner.workbook.config import Config
+    from ops_runner.workbook.settings import CostsSettings
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,29 @@ def _cents(value: Decimal) -> Decimal:
 def _decimal(value: Any) -> Decimal:
     # str() of a Python float is its shortest round-trip form: 357.8944, not 357.89439999...
     return Decimal(str(float(value)))
+
+
+def compute_half_spread(costs: CostsSettings, symbol: str) -> Decimal:
+    """Return the half-spread in bps the simulated brokers quote for ``symbol``:
+    ``costs.quote_half_spreads[symbol]``, else ``costs.quote_half_spread_bps``. Raises
+    BrokerError for a value that is not a number of bps >= 0."""
+    own = symbol in costs.quote_half_spreads
+    value = costs.quote_half_spreads[symbol] if own else costs.quote_half_spread_bps
+    try:
+        bps = Decimal(str(value))
+    except InvalidOperation:
+        bps = Decimal(-1)
+    if isinstance(value, bool) or not bps.is_finite() or bps < 0:
+        where = f"quote_half_spreads.{symbol}" if own else "quote_half_spread_bps"
+        raise BrokerError(f"costs.{where}: {value!r} is not a half-spread in bps >= 0; fix "
+                          "config.yaml")  # fmt: skip
+    return bps
+
+
+def compute_model_quote(price: Decimal, half_spread_bps: Decimal) -> tuple[Decimal, Decimal]:
+    """Return (bid, ask): ``price`` less and plus ``half_spread_bps``, each to cents half-up."""
+    half = half_spread_bps / Decimal(10_000)
+    return _cents(price * (1 - half)), _cents(price * (1 + half))
 
 
 def _without_through(book: Mapping[str, Any]) -> str:
@@ -223,7 +249,7 @@ class SimBroker(Broker):
         self._book_path = self._folder / BOOK_NAME
         self._lock_path = self._folder / LOCK_NAME
         self._account = str(broker.account or DEFAULT_ACCOUNT)
-        costs = cfg.costs
+        costs = self._costs = cfg.costs
         self._per_share = _decimal(costs.commission_per_share)
         self._minimum = _decimal(costs.commission_min)
         self._slippage = _decimal(costs.slippage_bps) / Decimal(10_000)
@@ -349,6 +375,45 @@ class SimBroker(Broker):
         """Return one commission report per execution, joined by ``exec_id``."""
         book, _ = self._current()
         return [Commission(c["exec_id"], Decimal(c["amount"])) for c in book["commissions"]]
+
+    def quotes(self, symbols: list[str]) -> Quotes:
+        """Return a quote per symbol from the spread model: ``costs.quote_half_spread_bps``
+        (or the symbol's ``quote_half_spreads``) either side of the store's last print at or
+        before now (the session's open once it opened, else the last close). A symbol without
+        a print is unquoted. Raises BrokerUnavailable when the connection is refused,
+        BrokerError for a bad half-spread in config."""
+        self._require_connection()
+        now = self._now()
+        quoted: dict[str, Quote] = {}
+        unquoted: dict[str, str] = {}
+        for symbol in sorted(set(symbols)):
+            found = self._last_print(symbol, now)
+            if found is None:
+                unquoted[symbol] = "no print in the price store at or before now"
+                continue
+            price, what = found
+            half = compute_half_spread(self._costs, symbol)
+            bid, ask = compute_model_quote(price, half)
+            quoted[symbol] = Quote(symbol, bid, ask, now, f"sim: {half} bps either side of {what}")
+        return Quotes(quoted, unquoted)
+
+    def _last_print(self, symbol: str, now: datetime) -> tuple[Decimal, str] | None:
+        """Return the store's last print of ``symbol`` at or before ``now`` and what it is."""
+        bars = self._load(symbol)
+        if bars is None:
+            return None
+        today = now.astimezone(NY).date()
+        try:
+            opened = self._calendar.is_session(today) and now >= self._open_of(today)
+            closed = self._calendar.last_closed_session(now)
+        except CalendarError:
+            return None
+        if opened and closed != today and pd.Timestamp(today) in bars.index:
+            return _decimal(bars.at[pd.Timestamp(today), "open"]), f"the {today} open"
+        closes = bars["close"].loc[: pd.Timestamp(closed)]
+        if not len(closes):
+            return None
+        return _decimal(closes.iloc[-1]), f"the {closes.index[-1].date()} close"
 
     # -- orders --------------------------------------------------------------------------------
 

@@ -28,6 +28,9 @@ class EventKind(StrEnum):
     ORDER_INTENT_RECORDED = "OrderIntentRecorded"  # client_ref, symbol, side, quantity, purpose
     ORDER_SUBMITTED = "OrderSubmitted"  # client_ref, broker_order_id, symbol, side, quantity
     ORDER_STATUS_CHANGED = "OrderStatusChanged"  # client_ref, status, detail
+    QUOTES_RECORDED = "QuotesRecorded"  # cycle_id, moment (submission | open), session, broker,
+    #                                     quotes: {symbol: {bid, ask, at, source}}, unquoted:
+    #                                     {symbol: why no quote came} (never an invented one)
     FILL_RECORDED = "FillRecorded"  # exec_id, client_ref, symbol, side, quantity, price,
     #                                 commission (decimal str or null), session
     CASH_ADJUSTED = "CashAdjusted"  # amount (decimal str, + deposit / - withdrawal), reason

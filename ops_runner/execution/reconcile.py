@@ -27,6 +27,7 @@ from ops_runner.core.faults import inject
 from ops_runner.core.hashing import compute_sha256
 from ops_runner.execution.books import book_account
 from ops_runner.execution.breaks import Break, BreakKind
+from ops_runner.execution.quotes import QuoteMoment, write_quotes
 from ops_runner.ledger import Ledger
 from ops_runner.ledger.projections import (
     OrderView,
@@ -629,6 +630,9 @@ def reconcile(
         ledger.append_many(items, run_id=run_id, cycle_id=cycle_id)
         events = list(ledger.events())
     inject("reconciliation:after_fills")
+    # Just after the open: the quotes the fills are judged against (once per cycle).
+    symbols = [str(v.symbol) for v in cycle.values() if v.symbol]
+    write_quotes(ledger, broker, cycle_id, session, QuoteMoment.OPEN, symbols, run_id=run_id)
     for ex in {e.exec_id: e for e in executions}.values():
         ref = refs[ex.exec_id][0]
         if ex.session == session and ref not in cycle:
@@ -641,7 +645,6 @@ def reconcile(
         events = list(ledger.events())
     breaks += books.breaks
     decided, closes = compute_record_closes(events, cycle_id)
-    symbols = [str(v.symbol) for v in cycle.values() if v.symbol]
     closes.update(read_session_prices(cfg, symbols, "close", decided))
     prices = (closes, read_session_prices(cfg, symbols, "open", session))
     fills = compute_fills(events)

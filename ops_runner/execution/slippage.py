@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ops_runner.core.canonical import compute_json_ready
 from ops_runner.core.errors import OpsError
 from ops_runner.core.events import EventKind
+from ops_runner.execution.quotes import read_cycle_quotes
 from ops_runner.execution.reconcile import (
     compute_cycle_orders,
     compute_record_closes,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHECK = "slippage_bands"
+SPREAD_CHECK = "spread_bands"
 JOB = "slippage_report"
 TRAILING_CYCLES = 12
 BPS = Decimal(10_000)
@@ -115,18 +117,141 @@ class CycleSlippage:
     flagged: int
 
 
-def compute_band(costs: CostsSettings | Mapping[str, Any], symbol: str | None = None) -> Decimal:
-    """Return the band in bps: ``slippage_bands[symbol]`` else ``slippage_band_bps`` (10.0).
+class SpreadStatus(StrEnum):
+    """What a cycle's report can say about its fills against the quotes."""
+
+    NO_FILLS = "NO_FILLS"
+    INCOMPLETE = "INCOMPLETE"  # a fill still lacks its opening print or commission
+    NOT_QUOTED = "NOT_QUOTED"  # the broker quoted none of the filled orders: nothing to judge
+    WITHIN_BANDS = "WITHIN_BANDS"
+    OUT_OF_BAND = "OUT_OF_BAND"
+
+
+@dataclass(frozen=True)
+class OrderSpread:
+    """One order of a cycle against the broker's quote: fill vs the quoted mid and the quoted
+    half-spread, in bps, each against its band.
+
+    The quote that judges an order is the one just after the open (nearest the opening
+    auction), else the one at submission; ``quote`` says which, and None means the broker
+    quoted neither (``note`` says why): such an order is shown, never judged. Fill vs mid is
+    a cost like slippage: positive when a buy paid more (a sell received less) than the mid.
+    """
+
+    cycle_id: str
+    client_ref: str
+    symbol: str
+    side: str
+    avg_price: Decimal | None
+    quote: str | None  # open, submission, or None: not quoted
+    quoted_at: str | None  # the broker's instant of the quote (UTC)
+    bid: Decimal | None
+    ask: Decimal | None
+    mid: Decimal | None
+    vs_mid_bps: Decimal | None
+    vs_mid_band_bps: Decimal
+    half_spread_bps: Decimal | None
+    half_spread_band_bps: Decimal
+    submission_half_spread_bps: Decimal | None  # the quote at submission, shown for reference
+    flagged: bool  # |vs_mid_bps| or half_spread_bps beyond its band
+    note: str = ""
+
+    def describe(self) -> str:
+        """Return one line: the order, its quote, fill vs mid and half-spread with their bands."""
+        return (f"{self.side} {self.symbol} at {self.avg_price} vs mid {self.mid} "
+                f"({self.bid}/{self.ask}, {self.quote}): {self.vs_mid_bps:+} bps (band "
+                f"{self.vs_mid_band_bps}), half-spread {self.half_spread_bps} bps (band "
+                f"{self.half_spread_band_bps})")  # fmt: skip
+
+
+def compute_mid(bid: Decimal, ask: Decimal) -> Decimal:
+    """Return the mid of a quote: (bid + ask) / 2."""
+    return (bid + ask) / 2
+
+
+def compute_half_spread_bps(bid: Decimal, ask: Decimal) -> Decimal:
+    """Return the quoted half-spread in bps of the mid (to 0.01): (ask - bid) / 2 / mid."""
+    return ((ask - bid) / 2 / compute_mid(bid, ask) * BPS).quantize(HUNDREDTH)
+
+
+def _quote_of(
+    payload: Mapping[str, Any] | None, symbol: str
+) -> tuple[Decimal, Decimal, str] | None:
+    quote = ((payload or {}).get("quotes") or {}).get(symbol)
+    if not quote:
+        return None
+    bid, ask = Decimal(str(quote["bid"])), Decimal(str(quote["ask"]))
+    if bid <= 0 or ask < bid:  # a crossed or empty quote has no mid worth judging by
+        return None
+    return bid, ask, str(quote.get("at") or "")
+
+
+def compute_order_spreads(
+    rows: Sequence[OrderSlippage],
+    quotes: Mapping[str, Mapping[str, Any]],
+    costs: CostsSettings | Mapping[str, Any],
+) -> list[OrderSpread]:
+    """Return a row per filled order against its quote; ``quotes`` holds the cycle's
+    ``QuotesRecorded`` payloads by moment ("open", "submission") and ``costs`` config's
+    ``costs`` section (the vs_mid and half_spread bands)."""
+    spreads = []
+    for row in rows:
+        if not row.filled:
+            continue
+        opening = _quote_of(quotes.get("open"), row.symbol)
+        submitted = _quote_of(quotes.get("submission"), row.symbol)
+        moment, found = ("open", opening) if opening else ("submission", submitted)
+        mid_band = compute_band(costs, row.symbol, "vs_mid")
+        half_band = compute_band(costs, row.symbol, "half_spread")
+        early = compute_half_spread_bps(*submitted[:2]) if submitted else None
+        if found is None or row.avg_price is None:
+            why = [str((quotes.get(m) or {}).get("unquoted", {}).get(row.symbol) or "")
+                   for m in ("open", "submission")]  # fmt: skip
+            note = "; ".join(w for w in why if w) or "no quote recorded for this cycle"
+            spreads.append(OrderSpread(row.cycle_id, row.client_ref, row.symbol, row.side,
+                                       row.avg_price, None, None, None, None, None, None,
+                                       mid_band, None, half_band, early, False,
+                                       f"not quoted: {note}"))  # fmt: skip
+            continue
+        bid, ask, at = found
+        mid = compute_mid(bid, ask)
+        vs_mid = compute_slippage_bps(row.side, row.avg_price, mid)
+        half = compute_half_spread_bps(bid, ask)
+        wide, off = half > half_band, abs(vs_mid) > mid_band
+        note = ", ".join(n for n, on in (("fill vs mid out of band", off),
+                                         ("half-spread out of band", wide)) if on)  # fmt: skip
+        spreads.append(OrderSpread(row.cycle_id, row.client_ref, row.symbol, row.side,
+                                   row.avg_price, moment, at, bid, ask, mid, vs_mid, mid_band,
+                                   half, half_band, early, wide or off, note))  # fmt: skip
+    return spreads
+
+
+# Each band's keys in config's costs section: (per symbol, default, default when unset).
+BANDS = {
+    "slippage": ("slippage_bands", "slippage_band_bps", 10.0),
+    "vs_mid": ("vs_mid_bands", "vs_mid_band_bps", 10.0),
+    "half_spread": ("half_spread_bands", "half_spread_band_bps", 5.0),
+}
+
+
+def compute_band(
+    costs: CostsSettings | Mapping[str, Any], symbol: str | None = None, kind: str = "slippage"
+) -> Decimal:
+    """Return the band in bps of ``kind``: slippage (``slippage_bands[symbol]`` else
+    ``slippage_band_bps``, 10.0), vs_mid (``vs_mid_bands`` / ``vs_mid_band_bps``, 10.0) or
+    half_spread (``half_spread_bands`` / ``half_spread_band_bps``, 5.0).
 
     ``costs`` is config's ``costs`` section, typed or as a mapping of some of its keys. Raises
     SlippageError for a band that is not a number >= 0.
     """
+    by_symbol, default_key, fallback = BANDS[kind]
     if isinstance(costs, CostsSettings):
-        bands, default = cast(Mapping[Any, Any], costs.slippage_bands), costs.slippage_band_bps
+        bands = cast(Mapping[Any, Any], getattr(costs, by_symbol))
+        default = getattr(costs, default_key)
     else:
-        bands, default = costs.get("slippage_bands") or {}, costs.get("slippage_band_bps", 10.0)
+        bands, default = costs.get(by_symbol) or {}, costs.get(default_key, fallback)
     value = bands[symbol] if symbol in bands else default
-    where = f"slippage_bands.{symbol}" if symbol in bands else "slippage_band_bps"
+    where = f"{by_symbol}.{symbol}" if symbol in bands else default_key
     try:
         band = Decimal(str(value))
     except InvalidOperation:
@@ -247,6 +372,7 @@ class SlippageReport:
     cycles: tuple[CycleSlippage, ...]
     trailing: CycleSlippage
     band_bps: Decimal  # the default band; rows carry their own
+    spreads: tuple[OrderSpread, ...] = ()  # this cycle's filled orders against their quotes
 
     @property
     def flagged(self) -> list[OrderSlippage]:
@@ -273,6 +399,47 @@ class SlippageReport:
         if self.flagged:
             return f"{text}; {len(self.flagged)} out of band: {self.flagged[0].describe()}"
         return f"{text}; all within band"
+
+    @property
+    def spread_flagged(self) -> list[OrderSpread]:
+        """This cycle's orders whose fill vs mid or quoted half-spread is out of its band."""
+        return [r for r in self.spreads if r.flagged]
+
+    @property
+    def spread_status(self) -> SpreadStatus:
+        if self.status in (SlippageStatus.NO_FILLS, SlippageStatus.INCOMPLETE):
+            return SpreadStatus(str(self.status))
+        if not any(r.quote for r in self.spreads):
+            return SpreadStatus.NOT_QUOTED
+        return SpreadStatus.OUT_OF_BAND if self.spread_flagged else SpreadStatus.WITHIN_BANDS
+
+    def spread_summary(self) -> str:
+        """Return one line about this cycle's fills against the quotes (the spread check
+        records it)."""
+        head = f"spread {self.cycle_id} (session {self.session or 'unknown'})"
+        status = self.spread_status
+        if status is SpreadStatus.NO_FILLS:
+            return f"{head}: no fills yet"
+        if status is SpreadStatus.INCOMPLETE:
+            return f"{head}: incomplete: a fill lacks its opening print or commission"
+        judged = [r for r in self.spreads if r.quote]
+        if not judged:
+            return f"{head}: not quoted ({self.spreads[0].note if self.spreads else 'no fills'})"
+        worst = max(judged, key=lambda r: abs(r.vs_mid_bps or ZERO))
+        widest = max(judged, key=lambda r: r.half_spread_bps or ZERO)
+        text = (f"{head}: {len(judged)} of {len(self.spreads)} filled order(s) quoted, fill vs "
+                f"mid worst {worst.vs_mid_bps:+} bps ({worst.symbol}), half-spread widest "
+                f"{widest.half_spread_bps} bps ({widest.symbol})")  # fmt: skip
+        if missing := [r.symbol for r in self.spreads if not r.quote]:
+            text += f"; not quoted: {', '.join(missing)}"
+        flagged = self.spread_flagged
+        if flagged:
+            return f"{text}; {len(flagged)} out of band: {flagged[0].describe()}"
+        return f"{text}; all within band"
+
+    def spreads_frame(self) -> pd.DataFrame:
+        """Return this cycle's filled orders against their quotes, indexed by client reference."""
+        return _frame(self.spreads, OrderSpread, "client_ref")
 
     def trailing_summary(self) -> str:
         """Return one line of figures over the trailing cycles, vs the open and the close."""
@@ -315,6 +482,9 @@ class SlippageReport:
         """Return the report JSON-safe: decimal strings, no floats."""
         extra = {"status": str(self.status), "summary": self.summary(),
                  "flagged": [r.client_ref for r in self.flagged],
+                 "spread_status": str(self.spread_status),
+                 "spread_summary": self.spread_summary(),
+                 "spread_flagged": [r.client_ref for r in self.spread_flagged],
                  "symbols": compute_json_ready(self.symbols())}  # fmt: skip
         return {**compute_json_ready(self), **extra}
 
@@ -357,54 +527,86 @@ def read_slippage(cfg: Config, cycle_id: str, trailing: int = TRAILING_CYCLES) -
         if rows or cycle in planned or cycle in decided_cycles:
             by_cycle[cycle] = (session, rows)
     session, rows = by_cycle.get(cycle_id, (None, []))
+    quoted = {str(m): p for m, p in read_cycle_quotes(events, cycle_id).items()}
+    spreads = compute_order_spreads(rows, quoted, costs)
     history = [r for _, cycle_rows in by_cycle.values() for r in cycle_rows]
     cycles = [compute_cycle_summary(c, s, r) for c, (s, r) in by_cycle.items()]
     label = f"trailing {len(cycles)} cycle(s)"
     return SlippageReport(cycle_id, session, tuple(rows), tuple(history), tuple(cycles),
                           compute_cycle_summary(label, None, history),
-                          compute_band(costs))  # fmt: skip
+                          compute_band(costs), tuple(spreads))  # fmt: skip
+
+
+def _record_check(
+    cfg: Config,
+    check: str,
+    cycle: str,
+    detail: str,
+    evidence: list[str],
+    hint: str,
+    run_id: str | None,
+) -> dict[str, Any]:
+    """Record ``check`` of ``cycle`` once (failed when there is evidence) and alert on a
+    failure, once; return what was recorded. Raises SlippageError when it was recorded with
+    other figures."""
+    key = f"{EventKind.CHECK_RECORDED}:{check}:{cycle}"
+    payload: dict[str, Any] = {"check": check, "passed": not evidence, "detail": detail,
+                               "evidence": evidence, "cycle": cycle}  # fmt: skip
+    result: dict[str, Any] = {"check": check, "cycle": cycle, "alert": {}}
+    with open_ledger(cfg) as ledger:
+        try:
+            event = ledger.append(str(EventKind.CHECK_RECORDED), key, payload, run_id=run_id,
+                                  cycle_id=cycle)  # fmt: skip
+        except LedgerConflict as exc:
+            raise SlippageError(
+                f"cycle {cycle}'s {check} check was recorded at event {exc.existing.seq} with "
+                f"other figures ({exc.existing.payload.get('detail')}); the first record stands. "
+                f"Compare {hint} and the fills with that record"
+            ) from None
+        result.update(key=key, seq=event.seq, passed=not evidence, detail=detail)
+        if evidence:
+            log.warning("%s", detail)
+            what = "slippage" if check == CHECK else "spread"
+            alert = Alert(f"{what} {cycle}: {len(evidence)} order(s) out of band",
+                          "\n".join([detail, *evidence]), severity="warning")  # fmt: skip
+            channels = send_alert(cfg, alert, ledger=ledger, key=f"{what}:{cycle}",
+                                  events=(event.seq,))  # fmt: skip
+            result["alert"] = dict(channels)
+    return result
 
 
 def write_slippage_check(
     cfg: Config, report: SlippageReport, run_id: str | None = None
 ) -> dict[str, Any]:
     """Record the cycle's ``CheckRecorded`` (check slippage_bands) once, and alert when an order
-    is out of band; return what was recorded (JSON-safe).
+    is out of band; then the same for its fills against the quotes (check spread_bands, under
+    ``spread`` in the result); return what was recorded (JSON-safe).
 
     Nothing is recorded while the cycle has no fills or a fill lacks its opening print or
-    commission. A re-run with the same figures records nothing new. Raises SlippageError when
-    the cycle's check was recorded with other figures (e.g. after a band changed): the first
-    record stands.
+    commission; no spread check while the broker quoted none of the fills. A re-run with the
+    same figures records nothing new. Raises SlippageError when the cycle's check was recorded
+    with other figures (e.g. after a band changed): the first record stands.
     """
 
-    cycle, key = report.cycle_id, f"{EventKind.CHECK_RECORDED}:{CHECK}:{report.cycle_id}"
+    cycle = report.cycle_id
     result: dict[str, Any] = {"check": CHECK, "cycle": cycle, "key": None, "seq": None,
                               "passed": None, "alert": {}}  # fmt: skip
+    spread: dict[str, Any] = {"check": SPREAD_CHECK, "cycle": cycle, "key": None, "seq": None,
+                              "passed": None, "alert": {}}  # fmt: skip
     if report.status in (SlippageStatus.NO_FILLS, SlippageStatus.INCOMPLETE):
-        return {**result, "detail": f"{report.summary()}; nothing recorded yet"}
-    flagged = report.flagged
-    check: dict[str, Any] = {"check": CHECK, "passed": not flagged, "detail": report.summary(),
-             "evidence": [r.describe() for r in flagged], "cycle": cycle}  # fmt: skip
-    with open_ledger(cfg) as ledger:
-        try:
-            event = ledger.append(str(EventKind.CHECK_RECORDED), key, check, run_id=run_id,
-                                  cycle_id=cycle)  # fmt: skip
-        except LedgerConflict as exc:
-            raise SlippageError(
-                f"cycle {cycle}'s slippage check was recorded at event {exc.existing.seq} with "
-                f"other figures ({exc.existing.payload.get('detail')}); the first record stands. "
-                "Compare costs.slippage_band_bps/slippage_bands and the fills with that record"
-            ) from None
-        result.update(key=key, seq=event.seq, passed=not flagged, detail=check["detail"])
-        if flagged:
-            log.warning("%s", report.summary())
-            body = "\n".join([report.summary(), *check["evidence"]])
-            alert = Alert(f"slippage {cycle}: {len(flagged)} order(s) out of band", body,
-                          severity="warning")  # fmt: skip
-            channels = send_alert(cfg, alert, ledger=ledger, key=f"slippage:{cycle}",
-                                  events=(event.seq,))  # fmt: skip
-            result["alert"] = dict(channels)
-    return result
+        spread["detail"] = f"{report.spread_summary()}; nothing recorded yet"
+        return {**result, "detail": f"{report.summary()}; nothing recorded yet", "spread": spread}
+    result = _record_check(cfg, CHECK, cycle, report.summary(),
+                           [r.describe() for r in report.flagged],
+                           "costs.slippage_band_bps/slippage_bands", run_id)  # fmt: skip
+    if report.spread_status is SpreadStatus.NOT_QUOTED:
+        spread["detail"] = f"{report.spread_summary()}; nothing to judge, nothing recorded"
+    else:
+        spread = _record_check(cfg, SPREAD_CHECK, cycle, report.spread_summary(),
+                               [r.describe() for r in report.spread_flagged],
+                               "costs.vs_mid_band_bps/vs_mid_bands/half_spread_band_bps/"
+                               "half_spread_bands", run_id)  # fmt: skip
+    return {**result, "spread": spread}
 
 
 SIDE_OFFSET = {"BUY": -0.15, "SELL": 0.15}  # buys left of their cycle's tick, sells right

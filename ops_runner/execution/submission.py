@@ -31,6 +31,7 @@ from ops_runner.execution.plan import (
     _frame,
     compute_client_ref,
 )
+from ops_runner.execution.quotes import QuoteMoment, write_quotes
 from ops_runner.ledger import Ledger
 from ops_runner.ledger.states import (
     apply_trigger,
@@ -433,6 +434,10 @@ def submit_plan(
         ledger.append_many([planned, *items], run_id=run_id, cycle_id=plan.cycle_id)
         intents = list(plan.intents)
     job.hook("after_intents", intents)
+    # The quotes the orders meet, once per cycle and before any is placed (a broker that
+    # quotes nothing is recorded so); the slippage report judges fills against them.
+    write_quotes(ledger, broker, plan.cycle_id, session, QuoteMoment.SUBMISSION,
+                 [i.symbol for i in intents], run_id=run_id)  # fmt: skip
     stopped = job.run(intents) if intents else ""
     for intent in intents:
         if intent.client_ref not in job.rows:

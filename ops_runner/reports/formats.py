@@ -40,6 +40,7 @@ TABLE_STYLES = [
     {"selector": "td.num", "props": "text-align: right; font-variant-numeric: tabular-nums;"},
 ]
 WIDE_STYLE = {"selector": "", "props": "font-size: 11.5px;"}
+FLAG_STYLE = "background-color: #fde0dc;"  # a flagged row: out of band
 
 
 def _number(value: Any) -> Decimal | None:
@@ -161,17 +162,20 @@ def show_table(
     when: Iterable[str] = (),
     transpose: bool = False,
     hide_index: bool = False,
+    flag: str | None = None,
 ) -> Styler:
     """Return ``frame`` styled for a page: the named columns as money, percent (fractions) or
     bps, instants to the minute, every other cell by ``format_value``; headers spaced so they
     wrap; long text wraps in its cell and is never cut. ``transpose`` turns a wide table (many
     columns, few rows) on its side so it fits the page. A named column the frame lacks is
-    skipped: a page's formatting never fails the run that shows it."""
+    skipped: a page's formatting never fails the run that shows it. ``flag`` names a column
+    whose true rows are tinted red (out of band at a glance)."""
     formatters: dict[str, Any] = {}
     for columns, spell in ((money, format_money), (percent, format_percent),
                            (bps, format_bps), (when, format_when)):  # fmt: skip
         formatters |= {column: spell for column in columns if column in frame.columns}
     shown = frame.copy()
+    marked = [bool(v) for v in frame[flag]] if flag in frame.columns and not transpose else []
     for column in shown.columns:
         spell = formatters.get(column, format_value)
         shown[column] = [spell(v) for v in shown[column]]
@@ -193,6 +197,11 @@ def show_table(
         ]  # fmt: skip
         styler = styler.set_td_classes(
             pd.DataFrame(classes, index=shown.index, columns=shown.columns)
+        )
+    if any(marked):
+        tints = [[FLAG_STYLE if on else ""] * len(shown.columns) for on in marked]
+        styler = styler.apply(
+            lambda _: pd.DataFrame(tints, index=shown.index, columns=shown.columns), axis=None
         )
     return styler.hide(axis="index") if hide_index else styler
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from ops_runner.brokers.sim import compute_half_spread, compute_model_quote
 from ops_runner.core.errors import DataError
 from ops_runner.market.calendar import NY, open_calendar
 from ops_runner.market.prices import (
@@ -46,7 +47,7 @@ class WorkbookMarket:
         self._calendar = open_calendar(cfg)
         self._store = open_store(cfg)
         self._source = cfg.primary_source
-        costs = cfg.costs
+        costs = self._costs = cfg.costs
         self._per_share = _decimal(costs.commission_per_share)
         self._minimum = _decimal(costs.commission_min)
         self._bars: dict[str, tuple[str, pd.DataFrame]] = {}
@@ -96,6 +97,24 @@ class WorkbookMarket:
         del symbol, price
         fee = max(self._minimum, self._per_share * abs(quantity))
         return fee.quantize(CENT, rounding=ROUND_HALF_UP)
+
+    def quote(self, symbol: str, moment: datetime) -> tuple[Decimal, Decimal] | None:
+        """The simulated broker's spread model (``costs.quote_half_spread_bps``, per symbol
+        ``quote_half_spreads``) around the last print at ``moment``: the session's open once it
+        opened, else the last close. None without a print."""
+        bars = self._load(symbol)
+        if bars is None:
+            return None
+        day = moment.astimezone(NY).date()
+        closed = self._calendar.last_closed_session(moment)
+        if closed != day and self._calendar.is_session(day) and pd.Timestamp(day) in bars.index:
+            if moment >= self.open_instant(day):
+                opening = _decimal(bars.at[pd.Timestamp(day), "open"])
+                return compute_model_quote(opening, compute_half_spread(self._costs, symbol))
+        closing = self.mark(symbol, moment)
+        if closing is None:
+            return None
+        return compute_model_quote(closing, compute_half_spread(self._costs, symbol))
 
     def mark(self, symbol: str, moment: datetime) -> Decimal | None:
         """The close of the last session closed at ``moment``; None without one."""

@@ -74,6 +74,10 @@ class Market(Protocol):
         """The dividend and split of ``symbol`` at ``session``'s open, if any."""
         ...
 
+    def quote(self, symbol: str, moment: datetime) -> tuple[Decimal, Decimal] | None:
+        """The bid and ask of ``symbol`` at ``moment`` (a market-data snapshot); None: none."""
+        ...
+
 
 class CorporateAction(NamedTuple):
     """A dividend (per share, after the split) and a split (new shares per old) at an open,
@@ -109,6 +113,8 @@ class StaticMarket:
     ones (default: the raw ones). Commission: ``per_share`` a share, at least ``minimum``,
     at most 1% of the fill's value, rounded to the cent (IB's fixed pricing).
     ``mark`` is the latest print at or before the moment: a bar's close or an opening print.
+    ``quotes`` maps symbol -> (bid, ask), the snapshot a market-data request gets (none for a
+    symbol not listed).
     """
 
     def __init__(
@@ -120,6 +126,7 @@ class StaticMarket:
         adjusted_bars: Mapping[str, Sequence[Bar]] | None = None,
         per_share: Decimal = Decimal("0.005"),
         minimum: Decimal = Decimal("1.00"),
+        quotes: Mapping[str, tuple[Decimal | float | str, Decimal | float | str]] | None = None,
     ) -> None:
         self._opens = {s: {k: _price(v) for k, v in m.items()} for s, m in (opens or {}).items()}
         self._sessions = sorted(set(sessions if sessions is not None else self._opens))
@@ -128,6 +135,7 @@ class StaticMarket:
         self._adjusted = {k: [Bar(*b) for b in v] for k, v in (adjusted or {}).items()}
         self.per_share = per_share
         self.minimum = minimum
+        self._quotes = {k: (_price(b), _price(a)) for k, (b, a) in (quotes or {}).items()}
 
     @property
     def sessions(self) -> list[date]:
@@ -169,6 +177,15 @@ class StaticMarket:
 
     def corporate_action(self, symbol: str, session: date) -> CorporateAction | None:
         return None  # a static venue pays no dividends and splits nothing
+
+    def set_quote(
+        self, symbol: str, bid: Decimal | float | str, ask: Decimal | float | str
+    ) -> None:
+        """Quote ``symbol`` at ``bid`` / ``ask`` from now on."""
+        self._quotes[symbol] = (_price(bid), _price(ask))
+
+    def quote(self, symbol: str, moment: datetime) -> tuple[Decimal, Decimal] | None:
+        return self._quotes.get(symbol)  # the same at every moment: a test sets what it wants
 
     def mark(self, symbol: str, moment: datetime) -> Decimal | None:
         # The latest print at or before the moment: a bar's close (16:00) or an opening print.

@@ -39,7 +39,11 @@ CANCEL_POSITIONS = 64
 START_API = 71
 REQ_ACCOUNT_UPDATES_MULTI = 76
 CANCEL_ACCOUNT_UPDATES_MULTI = 77
+REQ_MARKET_DATA_TYPE = 59
 REQ_COMPLETED_ORDERS = 99
+
+# Tick types of a market-data snapshot: live bid and ask, and their delayed twins.
+TICK_BID, TICK_ASK, DELAYED_BID, DELAYED_ASK = 1, 2, 66, 67
 
 
 def encode_frame(fields: Sequence[str]) -> bytes:
@@ -415,3 +419,24 @@ def msg_historical_data(
     for day, o, h, low, c, v in bars:
         fields += [day, num(o), num(h), num(low), num(c), num(v), num(c), "1"]
     return fields
+
+
+def msg_tick_req_params(req_id: int, min_tick: str = "0.01", bbo_exchange: str = "9c0001",
+                        snapshot_permissions: int = 3) -> list[str]:  # fmt: skip
+    """tickReqParams (81): the first answer to reqMktData at v176 (no version field)."""
+    return ["81", str(req_id), min_tick, bbo_exchange, str(snapshot_permissions)]
+
+
+def msg_market_data_type(req_id: int, data_type: int) -> list[str]:
+    """marketDataType (58): 1 live, 3 delayed, before the ticks it describes."""
+    return ["58", "1", str(req_id), str(data_type)]
+
+
+def msg_tick_price(req_id: int, tick_type: int, price: Decimal, size: int) -> list[str]:
+    """tickPrice (1) at version 6: reqId, tickType, price, size, attribute mask."""
+    return ["1", "6", str(req_id), str(tick_type), num(price), str(size), "0"]
+
+
+def msg_tick_snapshot_end(req_id: int) -> list[str]:
+    """tickSnapshotEnd (57): a snapshot request is answered in full."""
+    return ["57", "1", str(req_id)]

@@ -34,6 +34,9 @@ class TwsFaults:
     duplicate_order_id: int = 0  # the next N placeOrder calls get 103 and are not accepted
     order_warning_399: set[str] = field(default_factory=set)  # 399 warning, order accepted
     restart_window: tuple[time, time] | None = None  # NY wall times of a daily restart
+    # Without a live market-data subscription a live snapshot gets 354 and no ticks; a delayed
+    # one (reqMarketDataType 3) gets 10167 and the delayed ticks.
+    quotes_subscribed: bool = True
 
 
 class Connection:
@@ -44,6 +47,7 @@ class Connection:
         self.client_id: int | None = None
         self.client_versions: tuple[int, int] = (0, 0)
         self.account_updates = False
+        self.market_data_type = 1  # reqMarketDataType: 1 live, 3 delayed
         self.closed = False
 
     def send(self, fields: list[str]) -> None:

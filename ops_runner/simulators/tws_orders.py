@@ -59,6 +59,8 @@ TEXT_MOO_ONLY = (
 )
 TEXT_202 = "Order Canceled - reason:"
 TEXT_200 = "No security definition has been found for the request"
+TEXT_354 = "Requested market data is not subscribed. Delayed market data is available."
+TEXT_10167 = "Requested market data is not subscribed. Displaying delayed market data."
 
 # placeOrder field positions at v176 (3, orderId, 12 contract fields, secIdType, secId, ...).
 P_ORDER_ID, P_SYMBOL, P_SEC_TYPE, P_CURRENCY = 1, 3, 4, 11
@@ -285,6 +287,43 @@ def send_contract_details(sim: TwsSimulator, conn: Connection, f: list[str]) -> 
         conn.send(wire.msg_contract_details_end(req_id))
     else:
         conn.send(wire.msg_error(req_id, 200, TEXT_200))
+
+
+def set_market_data_type(sim: TwsSimulator, conn: Connection, f: list[str]) -> None:
+    """reqMarketDataType (59, version 1): the data type of this connection's next requests."""
+    conn.market_data_type = int(f[2])
+
+
+def send_market_data(sim: TwsSimulator, conn: Connection, f: list[str]) -> None:
+    """A snapshot of the bid and ask (reqMktData with snapshot=1): tickReqParams, the data
+    type, a tickPrice for the bid and one for the ask, tickSnapshotEnd. Without a live
+    subscription: 354 for a live request, 10167 and the delayed ticks (66, 67) for a delayed
+    one. A symbol the market does not quote gets the snapshot's end alone.
+
+    Fields at v176: 1, version 11, reqId, 12 contract fields, deltaNeutral flag,
+    genericTickList, snapshot, regulatorySnapshot, mktDataOptions.
+    """
+    req_id, symbol, snapshot = int(f[2]), f[4], f[17]
+    if snapshot not in ("1", "True"):
+        text = "Error validating request:-'bP' : the simulator answers snapshots only"
+        conn.send(wire.msg_error(req_id, 321, text))
+        return
+    delayed = not sim.faults.quotes_subscribed
+    if delayed and conn.market_data_type not in (3, 4):
+        conn.send(wire.msg_error(req_id, 354, TEXT_354))
+        return
+    conn.send(wire.msg_tick_req_params(req_id))
+    if delayed:
+        conn.send(wire.msg_error(req_id, 10167, TEXT_10167))
+    conn.send(wire.msg_market_data_type(req_id, 3 if delayed else 1))
+    quote = sim.market.quote(symbol, sim.clock())
+    if quote is not None:
+        bid, ask = quote
+        bid_tick, ask_tick = (wire.DELAYED_BID, wire.DELAYED_ASK) if delayed else (
+            wire.TICK_BID, wire.TICK_ASK)  # fmt: skip
+        conn.send(wire.msg_tick_price(req_id, bid_tick, bid, 100))
+        conn.send(wire.msg_tick_price(req_id, ask_tick, ask, 100))
+    conn.send(wire.msg_tick_snapshot_end(req_id))
 
 
 def _minus(end: date, duration: str) -> date | None:

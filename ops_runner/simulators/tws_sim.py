@@ -10,14 +10,16 @@ Accepts: startApi 71, placeOrder 3 (MKT + OPG only), cancelOrder 4, reqOpenOrder
 reqAllOpenOrders 16 (every working order of the account), reqCompletedOrders 99,
 reqExecutions 7, reqPositions 61, reqAccountUpdates 6, reqAccountUpdatesMulti 76,
 reqAccountSummary 62, reqIds 8, reqCurrentTime 49, reqManagedAccts 17, reqContractDetails 9,
-reqHistoricalData 20 (daily TRADES / ADJUSTED_LAST); cancels and reqAutoOpenOrders are
+reqHistoricalData 20 (daily TRADES / ADJUSTED_LAST), reqMktData 1 (snapshots of the bid and
+ask) and reqMarketDataType 59; cancels and reqAutoOpenOrders are
 accepted silently; anything else is listed by ``protocol_errors()``.
 Emits: nextValidId 9, managedAccounts 15, error 4, orderStatus 3, openOrder 5 / end 53,
 completedOrder 101 / end 102, execDetails 11 / end 55, commissionReport 59, position 61 /
 end 62, updateAccountValue 6, updatePortfolio 7, updateAccountTime 8, accountDownloadEnd 54,
 accountSummary 63 / end 64, accountUpdateMulti 73 / end 74, currentTime 49,
-contractDetails 10 / end 52, historicalData 17 (its end is implied at v176).
-Error codes: 103, 162, 200, 201, 202, 321, 326, 399, 1100, 1102, 10147, 10148.
+contractDetails 10 / end 52, historicalData 17 (its end is implied at v176), tickReqParams 81,
+marketDataType 58, tickPrice 1, tickSnapshotEnd 57.
+Error codes: 103, 162, 200, 201, 202, 321, 326, 354, 399, 1100, 1102, 10147, 10148, 10167.
 
 A Gateway restart (``restart``, or ``shut_down`` then ``listen``): every socket dropped, the
 port refusing connections while the Gateway is away, then listening again; the account, its
@@ -450,7 +452,6 @@ _IGNORED = frozenset(
         wire.CANCEL_ACCOUNT_SUMMARY,
         wire.CANCEL_POSITIONS,
         wire.CANCEL_ACCOUNT_UPDATES_MULTI,
-        59,  # reqMarketDataType
     }
 )
 
@@ -471,4 +472,6 @@ _HANDLERS: dict[int, Callable[[TwsSimulator, Connection, list[str]], None]] = {
     wire.REQ_ACCOUNT_SUMMARY: orders.send_account_summary,
     wire.REQ_CONTRACT_DATA: orders.send_contract_details,
     wire.REQ_HISTORICAL_DATA: orders.send_historical_data,
+    wire.REQ_MKT_DATA: orders.send_market_data,
+    wire.REQ_MARKET_DATA_TYPE: orders.set_market_data_type,
 }

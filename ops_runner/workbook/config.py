@@ -150,6 +150,10 @@ SCHEMA: dict[str, Any] = {
         # The IB client library: ib_async (maintained), ib_insync (same API), or auto (the first
         # one installed, ib_async first).
         "client": Field("str", "auto", choices=("auto", "ib_async", "ib_insync")),
+        # The quotes IB is asked for (a market-data snapshot at submission and after the open):
+        # live (needs a subscription), delayed (IB's delayed data where live is not
+        # subscribed), or none (nothing asked, nothing quoted).
+        "quotes": Field("str", "live", choices=("live", "delayed", "none")),
         "connect_timeout_seconds": Field("float", 10.0, low=0.1, high=300.0),
         "request_timeout_seconds": Field("float", 15.0, low=0.1, high=600.0),
         # How often a dropped or refused session is retried before the caller is told the
@@ -215,6 +219,16 @@ SCHEMA: dict[str, Any] = {
         "slippage_bps": Field("float", 2.0, low=0.0, high=500.0),
         "slippage_band_bps": Field("float", 10.0, low=0.0, high=1000.0),
         "slippage_bands": Field("mapping", {}),
+        # The simulated brokers quote a bid and an ask this many bps either side of the price
+        # store's last print (per symbol in quote_half_spreads, e.g. {EEM: 3.0}).
+        "quote_half_spread_bps": Field("float", 1.0, low=0.0, high=500.0),
+        "quote_half_spreads": Field("mapping", {}),
+        # The slippage report's bands for the quotes: |fill vs the quoted mid| and the quoted
+        # half-spread, in bps (per symbol in vs_mid_bands / half_spread_bands); beyond: flagged.
+        "vs_mid_band_bps": Field("float", 10.0, low=0.0, high=1000.0),
+        "vs_mid_bands": Field("mapping", {}),
+        "half_spread_band_bps": Field("float", 5.0, low=0.0, high=1000.0),
+        "half_spread_bands": Field("mapping", {}),
     },
     "research": {
         "initial_cash": Field("float", 100000.0, low=1.0, high=1e12),

@@ -197,6 +197,7 @@ class BrokerSettings:
     flex: FlexSettings
     simulator: bool
     client: str  # auto, ib_async or ib_insync
+    quotes: str  # live, delayed or none: the market data IB is asked for
     connect_timeout_seconds: float
     request_timeout_seconds: float
     retry: RetrySettings
@@ -218,6 +219,7 @@ class BrokerSettings:
             flex=read_section(FlexSettings, flex),
             simulator=broker["simulator"],
             client=broker["client"],
+            quotes=broker["quotes"],
             connect_timeout_seconds=broker["connect_timeout_seconds"],
             request_timeout_seconds=broker["request_timeout_seconds"],
             retry=read_section(RetrySettings, broker["retry"]),
@@ -286,14 +288,21 @@ class BackupSettings:
 
 @dataclass(frozen=True)
 class CostsSettings:
-    """``costs``: commission per share and its minimum, the slippage assumed, and the band of
-    slippage (overall and per symbol, in bps) past which the report flags an order."""
+    """``costs``: commission per share and its minimum, the slippage assumed, the half-spread the
+    simulated brokers quote, and the bands (overall and per symbol, in bps) of slippage, fill vs
+    the quoted mid and quoted half-spread past which the report flags an order."""
 
     commission_per_share: float
     commission_min: float
     slippage_bps: float
     slippage_band_bps: float
     slippage_bands: Mapping[str, Any]
+    quote_half_spread_bps: float  # the simulated brokers' quoted half-spread
+    quote_half_spreads: Mapping[str, Any]
+    vs_mid_band_bps: float
+    vs_mid_bands: Mapping[str, Any]
+    half_spread_band_bps: float
+    half_spread_bands: Mapping[str, Any]
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any]) -> CostsSettings:

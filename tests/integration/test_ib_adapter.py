@@ -32,6 +32,7 @@ from ib_world import (
     sim,
     sim_orders,
     wait_until,
+    write_ib_config,
 )
 
 from ops_runner.brokers import open_broker
@@ -253,3 +254,39 @@ def test_account_id_when_logged_by_the_client_at_debug_is_masked(cfg, open_ib, s
 
 def test_faults_default_when_unchanged_are_a_clean_market(sim):
     assert sim.faults == TwsFaults()
+
+
+# -- quotes: a market-data snapshot over the wire -------------------------------------------------
+
+
+def test_quotes_when_the_gateway_has_a_snapshot_are_its_bid_and_ask(open_ib, market, clock):
+    market.set_quote("SPY", "609.95", "610.05")
+    market.set_quote("AGG", "99.98", "100.02")
+    answer = open_ib("readonly").quotes(["SPY", "AGG", "VEU", "SPY"])
+    assert sorted(answer.quoted) == ["AGG", "SPY"]
+    spy, agg = answer.quoted["SPY"], answer.quoted["AGG"]
+    assert (spy.bid, spy.ask, agg.bid, agg.ask) == tuple(
+        Decimal(p) for p in ("609.95", "610.05", "99.98", "100.02"))  # fmt: skip
+    assert spy.at == clock.now and spy.source == "ib live snapshot"
+    assert answer.unquoted["VEU"].startswith("IB sent no bid")  # the venue quotes no VEU
+
+
+def test_quotes_when_live_data_is_not_subscribed_come_only_as_delayed_data(
+    tmp_path, sim, market, clock, client
+):
+    market.set_quote("SPY", "609.95", "610.05")
+    sim.faults.quotes_subscribed = False
+    answers = []
+    for quotes in ("live", "delayed", "none"):  # one session at a time: one client id
+        cfg = write_ib_config(tmp_path / quotes, sim.port, quotes=quotes)
+        broker = IbBroker(cfg, clock=clock, role="readonly", client=client)
+        try:
+            answers.append(broker.quotes(["SPY"]))
+        finally:
+            broker.close()
+    live, delayed, asked_nothing = answers
+    assert live.quoted == {} and "354" in live.unquoted["SPY"]  # not subscribed
+    quote = delayed.quoted["SPY"]
+    assert (quote.bid, quote.ask, quote.source) == (Decimal("609.95"), Decimal("610.05"),
+                                                    "ib delayed snapshot")  # fmt: skip
+    assert asked_nothing.quoted == {} and "not asked" in asked_nothing.unquoted["SPY"]

@@ -38,7 +38,9 @@ def test_slippage_notebook_when_defaults_and_no_fills_says_so_and_records_nothin
     monkeypatch.setenv("OPS_RUNNER_HOME", str(make_sample_workbook(tmp_path / "home")))
     run = run_notebook("slippage_report", tmp_path / "slippage.ipynb", {})
     assert run.completion == {"job": "slippage_report", "cycle": "2025-11",
-                              "status": "NO_FILLS", "passed": None, "flagged": 0}  # fmt: skip
+                              "status": "NO_FILLS", "passed": None, "flagged": 0,
+                              "spread_status": "NO_FILLS", "spread_passed": None,
+                              "spread_flagged": 0}  # fmt: skip
     assert "no fills yet" in run.scraps["slippage"]["summary"]
     assert run.scraps["check"]["key"] is None
 
@@ -50,6 +52,10 @@ def test_slippage_notebook_when_four_cycles_filled_checks_bands_and_lists_each_c
     params = {"workbook": str(root), "cycle": "2025-11", "run_id": "test-run"}  # it records
     run = run_notebook("slippage_report", tmp_path / "slippage.ipynb", params)
     assert run.completion["status"] == "WITHIN_BANDS" and run.completion["passed"] is True
+    # the sim quotes 1 bps either side: each fill within its bands against the quote after the open
+    assert (run.completion["spread_status"], run.completion["spread_passed"]) == (
+        "WITHIN_BANDS", True)  # fmt: skip
+    assert {s["quote"] for s in run.scraps["slippage"]["spreads"]} == {"open"}
     report = run.scraps["slippage"]
     assert [c["cycle_id"] for c in report["cycles"]] == cycles
     assert {(o["symbol"], o["side"]) for o in report["rows"]} == {("VEU", "SELL"), ("AGG", "BUY")}

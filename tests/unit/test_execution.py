@@ -11,6 +11,7 @@ import pytest
 
 from ops_runner.brokers.base import (
     AccountValues,
+    Broker,
     BrokerOrder,
     BrokerUnavailable,
     Execution,
@@ -203,6 +204,7 @@ class FakeBroker:
     BrokerUnavailable and the broker stays unreachable)."""
 
     name = "fake"
+    quotes = Broker.quotes  # quotes nothing, and says so, as the base class does
 
     def __init__(self, positions: dict[str, int] | None = None, **behaviour: str) -> None:
         self.held = dict(positions or {})
@@ -334,8 +336,14 @@ def test_submit_plan_when_the_window_opens_submits_every_intent_once(cfg, ledger
     ]
     again = submit_plan(cfg, ledger, broker, rotation(), IN_WINDOW)
     assert again.status is SubmissionStatus.SUBMITTED and broker.placed == [SELL, BUY]
-    # 2 intents, 2 submissions, the plan of record and the opening balance: nothing more on re-run
-    assert len(list(ledger.events())) == 6
+    # 2 intents, 2 submissions, the plan of record, the opening balance and the quotes at
+    # submission (none: the fake broker quotes nothing, and that is recorded): nothing more on
+    # re-run
+    assert len(list(ledger.events())) == 7
+    (quotes,) = kinds(ledger, EventKind.QUOTES_RECORDED)
+    assert (quotes["moment"], quotes["quotes"]) == ("submission", {})
+    assert quotes["unquoted"] == {"SPY": "the fake broker gives no quotes",
+                                  "AGG": "the fake broker gives no quotes"}  # fmt: skip
     assert len(kinds(ledger, EventKind.ORDERS_PLANNED)) == 1
     assert kinds(ledger, EventKind.CASH_ADJUSTED)[0]["amount"] == "100000"
     payload = canonical_json(report.to_payload())  # no floats anywhere

@@ -9,6 +9,7 @@ import pytest
 
 from ops_runner.brokers.base import (
     AccountValues,
+    Broker,
     BrokerOrder,
     BrokerUnavailable,
     Commission,
@@ -51,6 +52,7 @@ class FakeBroker:
     """Answers from attributes; ``fail`` makes every call raise BrokerUnavailable."""
 
     name = "fake"
+    quotes = Broker.quotes  # quotes nothing, and says so, as the base class does
 
     def __init__(self) -> None:
         self.execs: list[Execution] = []

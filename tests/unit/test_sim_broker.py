@@ -15,7 +15,7 @@ import pytest
 from ops_runner.brokers import open_broker
 from ops_runner.brokers.base import BrokerError, BrokerUnavailable, OrderStatus, Outcome
 from ops_runner.brokers.gate import GatePass, OrderIntent, OrderRefused, Side, require_gate_pass
-from ops_runner.brokers.sim import SimBroker
+from ops_runner.brokers.sim import SimBroker, compute_model_quote
 from ops_runner.core.events import Purpose, State
 from ops_runner.ledger import open_ledger
 from ops_runner.market.prices import open_store
@@ -522,3 +522,60 @@ def test_books_when_two_processes_place_at_once_lose_and_corrupt_nothing(world):
     assert sorted(int(o.broker_order_id) for o in orders) == list(range(1, 2 * count + 1))
     assert {o.client_ref for o in orders} == {f"{p}-{i}" for p in "ab" for i in range(count)}
     assert world.books()["next_order_id"] == 2 * count
+
+
+# --- quotes: the spread model around the store's last print --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("price", "half_bps", "bid", "ask"),
+    [
+        ("100.00", "1", "99.99", "100.01"),
+        ("610.00", "2.5", "609.85", "610.15"),  # 609.8475 and 610.1525, half-up to cents
+        ("33.333", "10", "33.30", "33.37"),  # 33.299667 and 33.366333
+        ("70.00", "0", "70.00", "70.00"),  # no spread: a locked quote
+    ],
+)
+def test_model_quote_when_priced_is_the_half_spread_either_side_to_cents(price, half_bps, bid,
+                                                                        ask):  # fmt: skip
+    assert compute_model_quote(Decimal(price), Decimal(half_bps)) == (Decimal(bid), Decimal(ask))
+
+
+def quoting_broker(world, **costs) -> SimBroker:
+    cfg = config_for(world.workbook, world.folder)
+    cfg.values["costs"].update(costs)
+    return SimBroker(cfg, clock=world.clock)
+
+
+def test_quotes_when_before_the_open_spread_around_the_last_close(world):
+    broker = quoting_broker(world, quote_half_spreads={"AGG": 5.0})
+    close = {s: stored_bar(world.workbook, s, DECISION_DAY)["close"] for s in ("SPY", "AGG")}
+    answer = broker.quotes(["SPY", "AGG", "SPY"])
+    assert answer.unquoted == {} and sorted(answer.quoted) == ["AGG", "SPY"]
+    for symbol, half in (("SPY", Decimal("0.0001")), ("AGG", Decimal("0.0005"))):
+        quote = answer.quoted[symbol]
+        bid = (close[symbol] - close[symbol] * half).quantize(CENT, ROUND_HALF_UP)
+        ask = (close[symbol] + close[symbol] * half).quantize(CENT, ROUND_HALF_UP)
+        assert (quote.bid, quote.ask, quote.at) == (bid, ask, DECIDED), symbol
+        assert f"the {DECISION_DAY} close" in quote.source
+
+
+def test_quotes_when_the_session_opened_spread_around_its_open(world):
+    world.clock.at = OPEN + timedelta(minutes=30)
+    opening = stored_bar(world.workbook, "SPY", SESSION)["open"]
+    quote = quoting_broker(world).quotes(["SPY"]).quoted["SPY"]
+    assert (quote.bid + quote.ask) / 2 == pytest.approx(opening, abs=Decimal("0.01"))
+    assert quote.bid == (opening * Decimal("0.9999")).quantize(CENT, ROUND_HALF_UP)
+    assert f"the {SESSION} open" in quote.source
+
+
+def test_quotes_when_the_store_lacks_a_symbol_leave_it_unquoted(world):
+    answer = quoting_broker(world).quotes(["ZZZZ"])
+    assert answer.quoted == {} and "no print" in answer.unquoted["ZZZZ"]
+
+
+def test_quotes_when_refused_or_a_half_spread_is_bad_raise_one_line(world):
+    with pytest.raises(BrokerUnavailable, match="refused"):
+        world.broker({"refuse_connection": True}).quotes(["SPY"])
+    with pytest.raises(BrokerError, match=r"costs.quote_half_spreads.SPY: 'wide'"):
+        quoting_broker(world, quote_half_spreads={"SPY": "wide"}).quotes(["SPY"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -12,15 +13,20 @@ import pytest
 import yaml
 from conftest import make_sample_workbook, ready_to_decide
 
+from ops_runner.brokers.base import Broker
+from ops_runner.brokers.sim import SimBroker
 from ops_runner.core.canonical import canonical_json
 from ops_runner.core.events import EventKind
 from ops_runner.execution.slippage import (
     SlippageError,
     SlippageReport,
     SlippageStatus,
+    SpreadStatus,
     compute_band,
     compute_cycle_summary,
+    compute_half_spread_bps,
     compute_order_rows,
+    compute_order_spreads,
     compute_slippage_bps,
     plot_costs,
     plot_slippage,
@@ -254,6 +260,62 @@ def test_report_when_no_order_filled_says_no_fills_yet_and_plots_anyway():
         matplotlib.pyplot.close(figure)
 
 
+# -- fills against the quotes: hand-computed mids and half-spreads -------------------------------
+
+SPREAD_COSTS = {"vs_mid_band_bps": 10.0, "vs_mid_bands": {"SPY": 5.0},
+                "half_spread_band_bps": 5.0, "half_spread_bands": {"EEM": 8.0}}  # fmt: skip
+QUOTES = {
+    "open": {"quotes": {"SPY": {"bid": "100.00", "ask": "100.04", "at": "t1"},
+                        "EEM": {"bid": "49.90", "ask": "49.96", "at": "t1"}},
+             "unquoted": {"AGG": "no market data subscription", "QQQ": "IB gave no bid"}},
+    "submission": {"quotes": {"AGG": {"bid": "99.80", "ask": "100.00", "at": "t0"}},
+                   "unquoted": {}},
+}  # fmt: skip
+# symbol: quote judged by, mid, fill vs mid bps, its band, half-spread bps, its band, flagged
+SPREADS = {
+    # mid 100.02; 100.10 - 100.02 = 0.08 / 100.02 = 7.9984 bps, past SPY's own 5; 0.02 / 100.02
+    "SPY": ("open", "100.02", "8.00", "5", "2.00", "5", True),
+    # no quote after the open: the one at submission; 0.10 / 99.90 = 10.01 bps half-spread
+    "AGG": ("submission", "99.90", "0.00", "10", "10.01", "5", True),
+    # sold at 49.9167 under a mid of 49.93: 0.0133 / 49.93 = 2.66 bps; 0.03 / 49.93 = 6.01 bps
+    "EEM": ("open", "49.93", "2.66", "10", "6.01", "8", False),
+}
+
+
+@pytest.mark.parametrize(
+    ("bid", "ask", "bps"),
+    [("99.98", "100.02", "2.00"), ("50.00", "50.10", "9.99"), ("70.00", "70.00", "0.00")],
+)
+def test_half_spread_when_quoted_is_half_the_spread_over_the_mid(bid, ask, bps):
+    assert compute_half_spread_bps(D(bid), D(ask)) == D(bps)
+
+
+def test_order_spreads_when_quoted_match_the_hand_computed_table():
+    spreads = {r.symbol: r for r in compute_order_spreads(hand_rows(), QUOTES, SPREAD_COSTS)}
+    assert sorted(spreads) == ["AGG", "EEM", "QQQ", "SPY"]  # IEF never filled: not judged
+    for symbol, (quote, mid, vs_mid, mid_band, half, half_band, flagged) in SPREADS.items():
+        r = spreads[symbol]
+        got = (r.quote, r.mid, r.vs_mid_bps, r.vs_mid_band_bps, r.half_spread_bps,
+               r.half_spread_band_bps, r.flagged)  # fmt: skip
+        assert got == (quote, D(mid), D(vs_mid), D(mid_band), D(half), D(half_band), flagged)
+    assert spreads["AGG"].submission_half_spread_bps == D("10.01")
+    qqq = spreads["QQQ"]
+    assert (qqq.quote, qqq.mid, qqq.vs_mid_bps, qqq.flagged) == (None, None, None, False)
+    assert qqq.note == "not quoted: IB gave no bid"
+
+
+def test_report_when_spreads_are_out_of_band_says_which_in_one_line():
+    rows = hand_rows()
+    spreads = tuple(compute_order_spreads(rows, QUOTES, SPREAD_COSTS))
+    report = replace(report_of(rows), spreads=spreads)
+    assert report.spread_status is SpreadStatus.OUT_OF_BAND
+    assert [r.symbol for r in report.spread_flagged] == ["SPY", "AGG"]
+    line = report.spread_summary()
+    assert "\n" not in line and "2 out of band" in line and "not quoted: QQQ" in line
+    assert "+8.00 bps" in line and floats_in(report.to_payload()) == []
+    assert list(report.spreads_frame().index) == [r.client_ref for r in report.spreads]
+
+
 # -- on the simulated broker -------------------------------------------------------------------
 # The sample market rotates every month-end of 2025 (AGG, QQQ, AGG, VEU, AGG from July on): each
 # cycle sells the last holding and buys the next at the following session's open.
@@ -382,3 +444,98 @@ def test_read_when_several_cycles_ran_has_one_row_per_trailing_cycle(tmp_path):
     assert list(read_slippage(cfg, "2025-09").cycles_frame().index) == cycles[:2]
     for figure in (plot_slippage(report), plot_costs(report)):
         matplotlib.pyplot.close(figure)
+
+
+# -- quotes on the simulated broker: recorded at submission and after the open, then judged -------
+
+
+def quotes_of(cfg, cycle: str) -> dict:
+    with open_ledger(cfg, create=False, readonly=True) as ledger:
+        return {m: ledger.get(f"QuotesRecorded:{cycle}:{m}") for m in ("submission", "open")}
+
+
+def model_quote(cfg, symbol: str, session: str, column: str, half: str) -> tuple[D, D]:
+    """The spread model by hand: the stored print less and plus ``half`` bps, to cents."""
+    import pandas as pd
+
+    bars = open_store(cfg).load_bars("sample", symbol)
+    price = Decimal(str(float(bars.at[pd.Timestamp(session), column])))
+    step = price * D(half) / 10_000
+    return ((price - step).quantize(D("0.01"), ROUND_HALF_UP),
+            (price + step).quantize(D("0.01"), ROUND_HALF_UP))  # fmt: skip
+
+
+def test_quotes_when_a_cycle_runs_are_recorded_at_submission_and_after_the_open(tmp_path):
+    cfg = load_config(workbook(tmp_path))
+    cycle = run_cycle(cfg, 2025, 11)  # from cash: buy AGG at the 2025-12-01 open
+    recorded = quotes_of(cfg, cycle)
+    early, late = recorded["submission"].payload, recorded["open"].payload
+    assert (early["moment"], early["session"], early["broker"]) == ("submission", "2025-12-01",
+                                                                    "sim")  # fmt: skip
+    assert early["unquoted"] == {} and late["unquoted"] == {}
+    bid, ask = model_quote(cfg, "AGG", "2025-11-28", "close", "1")  # 08:30 New York
+    assert (early["quotes"]["AGG"]["bid"], early["quotes"]["AGG"]["ask"]) == (str(bid), str(ask))
+    assert early["quotes"]["AGG"]["at"] == "2025-12-01T13:30:00.000000Z"
+    bid, ask = model_quote(cfg, "AGG", "2025-12-01", "open", "1")  # 10:15 New York
+    assert (late["quotes"]["AGG"]["bid"], late["quotes"]["AGG"]["ask"]) == (str(bid), str(ask))
+    calendar = open_calendar(cfg)
+    opened = calendar.session_open("2025-12-01").to_pydatetime()
+    jobs.open_execution(cfg, cycle, stamp(opened - timedelta(minutes=30))).submit()
+    jobs.run_reconciliation(cfg, cycle, stamp(opened + timedelta(minutes=50)), alert=None)
+    assert {m: e.seq for m, e in quotes_of(cfg, cycle).items()} == {
+        m: e.seq for m, e in recorded.items()}  # fmt: skip
+    report = read_slippage(cfg, cycle)
+    (agg,) = report.spreads
+    mid = (bid + ask) / 2
+    assert (agg.quote, agg.bid, agg.ask, agg.mid) == ("open", bid, ask, mid)
+    assert agg.vs_mid_bps == ((agg.avg_price - mid) / mid * 10_000).quantize(D("0.01"))
+    assert agg.half_spread_bps == ((ask - bid) / 2 / mid * 10_000).quantize(D("0.01"))
+    assert report.spread_status is SpreadStatus.WITHIN_BANDS and not agg.flagged
+    check = write_slippage_check(cfg, report)
+    assert check["spread"]["passed"] is True and check["spread"]["alert"] == {}
+    assert count(cfg, EventKind.CHECK_RECORDED, "CheckRecorded:spread_bands:2025-11") == 1
+
+
+def test_spread_check_when_the_quoted_spread_is_out_of_band_records_failed_and_alerts_once(
+    tmp_path,
+):
+    cfg = load_config(workbook(tmp_path, quote_half_spread_bps=8.0))  # the band is 5 bps
+    cycle = run_cycle(cfg, 2025, 11)
+    report = read_slippage(cfg, cycle)
+    (agg,) = report.spread_flagged
+    # 8 bps of about $117 is 9 cents either side once quoted in cents: about 7.7 bps
+    assert agg.symbol == "AGG" and D(7) <= agg.half_spread_bps <= D(9)
+    assert report.status is SlippageStatus.WITHIN_BANDS  # slippage itself is fine
+    check = write_slippage_check(cfg, report)
+    assert check["passed"] is True and check["alert"] == {}
+    spread = check["spread"]
+    assert spread["passed"] is False and spread["alert"]["log"] == "sent"
+    again = write_slippage_check(cfg, read_slippage(cfg, cycle))["spread"]
+    assert again["seq"] == spread["seq"]
+    with open_ledger(cfg, create=False, readonly=True) as ledger:
+        recorded = ledger.get("CheckRecorded:spread_bands:2025-11").payload
+        alerted = ledger.get("AlertSent:spread:2025-11").payload
+    assert recorded["passed"] is False and "half-spread" in recorded["evidence"][0]
+    assert alerted["severity"] == "warning" and alerted["events"] == [spread["seq"]]
+    assert alerted["subject"] == "spread 2025-11: 1 order(s) out of band"
+    assert count(cfg, EventKind.ALERT_SENT, "AlertSent:spread:2025-11") == 1
+    assert count(cfg, EventKind.ALERT_SENT, "AlertSent:slippage:2025-11") == 0
+
+
+def test_spread_when_the_broker_quotes_nothing_records_that_and_judges_nothing(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(SimBroker, "quotes", Broker.quotes)  # a broker that gives no quotes
+    cfg = load_config(workbook(tmp_path))
+    cycle = run_cycle(cfg, 2025, 11)
+    for moment, event in quotes_of(cfg, cycle).items():
+        assert event.payload["quotes"] == {}, moment
+        assert event.payload["unquoted"] == {"AGG": "the sim broker gives no quotes"}, moment
+    report = read_slippage(cfg, cycle)
+    assert report.spread_status is SpreadStatus.NOT_QUOTED
+    (agg,) = report.spreads
+    assert (agg.quote, agg.bid, agg.ask, agg.vs_mid_bps, agg.flagged) == (None,) * 4 + (False,)
+    assert "the sim broker gives no quotes" in agg.note
+    check = write_slippage_check(cfg, report)
+    assert check["passed"] is True and check["spread"]["key"] is None
+    assert count(cfg, EventKind.CHECK_RECORDED, "CheckRecorded:spread_bands:2025-11") == 0

@@ -92,3 +92,17 @@ def test_adjusted_bars_give_back_the_stored_dividends_from_their_ratio(market, s
         f_on = adjusted[i][4] / raw[i][4]
         derived = raw[i - 1][4] * (1 - f_before / f_on)
         assert derived == pytest.approx(row["dividend"], rel=1e-9, abs=1e-9)
+
+
+def test_quote_when_asked_is_one_bps_either_side_of_the_last_print(market, spy):
+    cent = Decimal("0.01")
+
+    def around(price: float) -> tuple[Decimal, Decimal]:
+        exact = Decimal(str(price))
+        return ((exact * Decimal("0.9999")).quantize(cent, "ROUND_HALF_UP"),
+                (exact * Decimal("1.0001")).quantize(cent, "ROUND_HALF_UP"))  # fmt: skip
+
+    before, after = ny("2025-12-01", 8, 30), ny("2025-12-01", 10, 15)
+    assert market.quote("SPY", before) == around(float(spy.loc["2025-11-28", "close"]))
+    assert market.quote("SPY", after) == around(float(spy.loc["2025-12-01", "open"]))
+    assert market.quote("ZZZZ", after) is None
