@@ -168,6 +168,43 @@ def test_demo_when_each_tick_ran_twice_nothing_was_done_twice(walk):
     assert len(slots) == len(set(slots))  # a job done is never done again
 
 
+def test_demo_when_each_cycle_filled_its_quotes_were_recorded_and_its_spread_judged(walk):
+    _, cfg, events, _ = walk
+    quotes = {(p["cycle_id"], p["moment"]): p for p in _of(events, EventKind.QUOTES_RECORDED)}
+    assert set(quotes) == {(c, m) for c in CYCLES for m in ("submission", "open")}
+    fills = {f["exec_id"]: f for f in _of(events, EventKind.FILL_RECORDED)}
+    for cycle in CYCLES:
+        intents = [i for i in _of(events, EventKind.ORDER_INTENT_RECORDED)
+                   if i["client_ref"].split(":")[1] == cycle]  # fmt: skip
+        for moment in ("submission", "open"):
+            recorded = quotes[cycle, moment]
+            assert recorded["unquoted"] == {}  # the simulated broker quotes every symbol
+            assert set(recorded["quotes"]) == {i["client_ref"].split(":")[2] for i in intents}
+        # Each order against the mid just after the open, computed here from the records.
+        flagged = 0
+        for intent in intents:
+            _, _, symbol, side = intent["client_ref"].split(":")[:4]
+            mine = [f for f in fills.values() if f["client_ref"] == intent["client_ref"]]
+            paid = sum(int(f["quantity"]) * Decimal(f["price"]) for f in mine)
+            average = paid / sum(int(f["quantity"]) for f in mine)
+            quote = quotes[cycle, "open"]["quotes"][symbol]
+            bid, ask = Decimal(quote["bid"]), Decimal(quote["ask"])
+            assert bid < ask
+            mid = (bid + ask) / 2
+            vs_mid = (average - mid if side == "BUY" else mid - average) / mid * 10_000
+            half = (ask - bid) / 2 / mid * 10_000
+            flagged += abs(vs_mid) > 10 or half > 5  # the template's bands, in bps
+        (done,) = [p for p in _of(events, EventKind.JOB_COMPLETED)
+                   if p["slot"] == f"slippage_report:{cycle}"]  # fmt: skip
+        assert done["done"]
+        page = cfg.workbook / "reports" / "slippage" / f"{cycle}.html"
+        text = page.read_text(encoding="utf-8")
+        assert "fill vs mid" in text.lower() and "half-spread" in text.lower(), cycle
+        checks = [e.payload for e in events if e.kind == str(EventKind.CHECK_RECORDED)
+                  and e.key == f"CheckRecorded:spread_bands:{cycle}"]  # fmt: skip
+        assert len(checks) == 1 and checks[0]["passed"] is (flagged == 0), (cycle, checks)
+
+
 def test_demo_when_each_cycle_reconciled_the_tick_replayed_it_once_and_it_matched(walk):
     _, _, events, _ = walk
     replays = _of(events, EventKind.REPLAY_RECORDED)

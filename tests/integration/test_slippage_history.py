@@ -35,6 +35,8 @@ D = Decimal
 CENT, BP = D("0.01"), D("0.0001")
 WIDE = {"2024-03": 25.0, "2025-03": 12.0, "2025-09": 30.0}  # the sim's slippage that cycle
 BANDS = {"AGG": D(15)}  # every other symbol: the default 10 bps
+# The spread bands of the config template: fill vs mid and the quoted half-spread, in bps.
+VS_MID_BAND, HALF_SPREAD_BAND = D(10), D(5)
 # Known answers of the sample market: which cycles trade, so which wide cycles get flagged.
 # 2025-03 at 12 bps: QQQ beyond its 10 bps band, AGG inside its own 15 bps.
 FLAGGED = {"2024-03": {"AGG", "QQQ"}, "2025-03": {"QQQ"}, "2025-09": {"AGG", "QQQ"}}
@@ -84,6 +86,8 @@ def expected_orders(cfg) -> dict[str, list[dict]]:
             known = fills.setdefault(p["exec_id"], dict(p))
             known["commission"] = known["commission"] or p["commission"]
     by_cycle: dict[str, list[dict]] = {cycle: [] for cycle in decided}
+    quoted = {(p["cycle_id"], p["moment"]): p["quotes"] for k, _, p in rows
+              if k == "QuotesRecorded"}  # fmt: skip
     for kind, _, intent in rows:
         if kind != "OrderIntentRecorded":
             continue
@@ -95,7 +99,18 @@ def expected_orders(cfg) -> dict[str, list[dict]]:
         close = raw_price(cfg, symbol, decided[cycle], "close")
         vs_open = bps(side, paid / shares, opening)
         band = BANDS.get(symbol, D(10))
+        quote = quoted.get((cycle, "open"), {}).get(symbol) or quoted.get(
+            (cycle, "submission"), {}).get(symbol)  # fmt: skip
+        vs_mid = half = None
+        if quote is not None:
+            bid, ask = D(quote["bid"]), D(quote["ask"])
+            mid = (bid + ask) / 2
+            vs_mid = bps(side, paid / shares, mid)
+            half = ((ask - bid) / 2 / mid * 10_000).quantize(CENT)
         by_cycle[cycle].append({
+            "vs_mid": vs_mid, "half_spread": half,
+            "spread_flagged": vs_mid is not None and (abs(vs_mid) > VS_MID_BAND
+                                                      or half > HALF_SPREAD_BAND),
             "symbol": symbol, "ordered": intent["quantity"], "filled": shares,
             "vs_open": vs_open, "vs_close": bps(side, paid / shares, close), "band": band,
             "lost": (paid - opening * shares) * (1 if side == "BUY" else -1),
@@ -271,8 +286,11 @@ def test_report_when_run_on_the_history_is_published_and_linked_from_the_runs_in
 
     cfg, notebook, page = published
     completion = read_scraps(notebook)["completion"]
+    spread_flagged = sum(o["spread_flagged"] for o in expected_orders(cfg)["2025-09"])
+    assert spread_flagged > 0  # the wide open of 2025-09 is out of the vs-mid band too
     assert completion == {"job": "slippage_report", "cycle": "2025-09", "status": "OUT_OF_BAND",
-                          "passed": False, "flagged": 2}  # fmt: skip
+                          "passed": False, "flagged": 2, "spread_status": "OUT_OF_BAND",
+                          "spread_passed": False, "spread_flagged": spread_flagged}  # fmt: skip
     assert page == cfg.path("reports") / "slippage" / "2025-09.html" and page.is_file()
     stamp = read_report_source(page)
     assert stamp["notebook"] == notebook.relative_to(cfg.workbook).as_posix()
