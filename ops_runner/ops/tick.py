@@ -50,7 +50,9 @@ from ops_runner.ops.ticklock import NOTHING_RUN, hold_tick_lock
 from ops_runner.runtime.alerts import pump_alerts
 from ops_runner.runtime.notebooks import (
     compute_run_id,
+    discard_spare_kernel,
     execute_job,
+    keep_next_kernel_ready,
     kill_running_kernels,
     record_job_failure,
     record_orphaned_runs,
@@ -194,13 +196,17 @@ def tick(
         if view is None:
             _check_clock(cfg, ledger, broker, clock())
             _probe_broker_down(ledger, broker, clock())
-            ran = _run_due(cfg, ledger, broker, clock, now is not None, on_job, session.remaining)
             simulated = now is not None
 
             def run_job(slot: Slot, at: datetime) -> tuple[bool, str]:
                 return run_slot(cfg, ledger, broker, slot, at, simulated, session.remaining)
 
-            ran += investigate_incidents(cfg, ledger, clock, run_job, on_job)
+            try:
+                ran = _run_due(cfg, ledger, broker, clock, simulated, on_job, session.remaining)
+                ran += investigate_incidents(cfg, ledger, clock, run_job, on_job)
+            finally:  # a kernel started ahead that no job took
+                keep_next_kernel_ready(False)
+                discard_spare_kernel()
         view = read_state(ledger)
     message = f"state {view.state}"
     if view.state is not State.RUN and view.reason:
@@ -438,6 +444,10 @@ def _run_due(
         tried.add(slot.key)
         if on_job is not None:
             on_job(slot)
+        # Another notebook due after this one: its kernel starts while this one's cells run.
+        keep_next_kernel_ready(
+            JOBS[slot.job].notebook is not None and any(JOBS[s.job].notebook for s in due[1:])
+        )
         ok, line = run_slot(cfg, ledger, broker, slot, now, simulated, remaining)
         ran.append(line)
         if not ok:

@@ -163,7 +163,9 @@ def _short_private_folder() -> Path:
 
 
 def _ipc_kernel_manager(
-    started: list | None = None, deadline_passed: threading.Event | None = None
+    started: list | None = None,
+    deadline_passed: threading.Event | None = None,
+    spare: Any = None,
 ) -> type:
     """Return a kernel manager talking to the kernel over local IPC sockets, not TCP ports.
 
@@ -179,6 +181,10 @@ def _ipc_kernel_manager(
     A kernel that fails to start is killed and its sockets and zmq context closed at once: a
     context left with open sockets blocks for ever in ``Context.term()`` when garbage
     collection reaches it, at whatever line then runs (FAULTS.md).
+
+    ``spare``: a manager whose kernel was started ahead for this run (``_Spare``); the first
+    manager nbclient asks for is that one, already started, and nbclient then runs, shuts down
+    and cleans it up as its own.
     """
     import uuid
 
@@ -186,9 +192,21 @@ def _ipc_kernel_manager(
     from jupyter_core.paths import jupyter_runtime_dir
     from traitlets import CaselessStrEnum, default
 
+    adopt = [spare] if spare is not None else []
+
     class IPCKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
         private_folder: Path | None = None
+
+        def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+            if adopt:  # another class's instance: Python does not run __init__ on it again
+                manager = adopt.pop()
+                if started is not None:
+                    started.append(manager)
+                if deadline_passed is not None and deadline_passed.is_set():
+                    _kill_kernels([manager], deadline_passed)
+                return manager
+            return super().__new__(cls, *args, **kwargs)
 
         @default("ip")
         def _ip_default(self) -> str:
@@ -248,11 +266,104 @@ _RUNNING: dict[int, tuple[list, threading.Event]] = {}
 
 
 def kill_running_kernels() -> int:
-    """Kill the kernel of every notebook run in progress in this process; return how many runs."""
+    """Kill the kernel of every notebook run in progress in this process, and the kernel started
+    ahead for the next (``keep_next_kernel_ready``); return how many runs."""
     runs = list(_RUNNING.values())
     for managers, fired in runs:
         _kill_kernels(managers, fired)
+    if _SPARE:
+        _kill_kernels([_SPARE[0].manager], threading.Event())
     return len(runs)
+
+
+# The tick's next notebook may start its kernel while the current notebook runs (issue 21): a
+# fresh kernel, started as nbclient starts one (same kernel, arguments and folder) and nothing
+# run in it, so each job still has a kernel of its own. The start is a task on the event loop
+# papermill runs its client on, so it advances while the current notebook's cells wait on
+# their kernel, and the next run takes the manager as its own.
+_NEXT_KERNEL = threading.Event()  # the tick expects another notebook after the one it runs
+_SPARE: list[_Spare] = []  # at most one
+
+
+@dataclass
+class _Spare:
+    manager: Any
+    starting: Any = None  # the asyncio task of its start (None: started already)
+
+
+def keep_next_kernel_ready(expected: bool) -> None:
+    """Say whether another notebook follows the next one in this process (the tick, from its
+    agenda): if so, that run starts the following one's kernel while its own cells run."""
+    if expected:
+        _NEXT_KERNEL.set()
+    else:
+        _NEXT_KERNEL.clear()
+
+
+KERNEL_ARGUMENTS = [f"--IPKernelApp.exec_lines={KERNEL_START}"]
+
+
+def _spare_arguments(manager: Any) -> list[str]:
+    """The arguments nbclient would start ``manager``'s kernel with: ours, then, for a kernel
+    jupyter_client calls ipykernel, its in-memory history file."""
+    history = ["--HistoryManager.hist_file=:memory:"] if manager.ipykernel else []
+    return [*KERNEL_ARGUMENTS, *history]
+
+
+def _start_spare() -> None:
+    """Start a kernel for the next run, as a task on papermill's event loop."""
+    from jupyter_core.utils import ensure_event_loop
+
+    manager = _ipc_kernel_manager()(kernel_name=kernel_name())
+    loop = ensure_event_loop()
+    starting = loop.create_task(
+        manager.start_kernel(extra_arguments=_spare_arguments(manager), cwd=str(NOTEBOOKS))
+    )
+    _SPARE.append(_Spare(manager, starting))
+
+
+def _take_spare() -> Any:
+    """Return the manager of the kernel started ahead, its start finished; None when there is
+    none or it did not start (then it is cleaned up and the run starts its own)."""
+    if not _SPARE:
+        return None
+    from jupyter_core.utils import ensure_event_loop
+
+    spare = _SPARE.pop()
+    try:
+        ensure_event_loop().run_until_complete(spare.starting)
+    except Exception:  # boundary: the run starts a kernel of its own, as without a spare
+        log.warning("the kernel started ahead did not start; starting one now", exc_info=True)
+        return None
+    if not spare.manager.has_kernel:
+        return None
+    return spare.manager
+
+
+def discard_spare_kernel() -> None:
+    """Shut down the kernel started ahead when no run took it (the tick's end)."""
+    if not _SPARE:
+        return
+    from jupyter_core.utils import ensure_event_loop
+
+    spare = _SPARE.pop()
+    ensure_event_loop().run_until_complete(_shut_down(spare))
+
+
+async def _shut_down(spare: _Spare) -> None:
+    manager = spare.manager
+    try:
+        if spare.starting is not None:
+            with contextlib.suppress(Exception):  # a start that failed cleaned up after itself
+                await spare.starting
+        if manager.has_kernel:
+            await manager.shutdown_kernel(now=True)
+        await manager.cleanup_resources()
+    except Exception:  # boundary: an unused kernel must not fail the tick that ends
+        log.exception("shutting down the kernel started ahead")
+    finally:
+        if not manager.context.closed:
+            manager.context.destroy(linger=0)
 
 
 def _kill_kernels(managers: list, fired: threading.Event) -> None:
@@ -416,6 +527,7 @@ def run_notebook(
     log.info("executing %s -> %s", source.name, output)
     managers: list = []
     fired = threading.Event()
+    spare = None if in_process else _take_spare()
     _RUNNING[id(managers)] = (managers, fired)
     watchdog = None
     if deadline is not None:
@@ -434,17 +546,20 @@ def run_notebook(
         if in_process:
             _execute_in_process(source, output, parameters)
         else:
+            manager_class = _ipc_kernel_manager(managers, fired, spare)
+            if _NEXT_KERNEL.is_set() and not _SPARE:
+                _start_spare()  # advances while this notebook's cells run
             pm.execute_notebook(
                 str(source),
                 str(output),
                 parameters=parameters,
                 kernel_name=kernel_name(),
-                kernel_manager_class=_ipc_kernel_manager(managers, fired),
+                kernel_manager_class=manager_class,
                 cwd=str(NOTEBOOKS),
                 execution_timeout=cell_timeout,
                 progress_bar=_CELL_PROGRESS.is_set(),
                 log_output=False,
-                extra_arguments=[f"--IPKernelApp.exec_lines={KERNEL_START}"],
+                extra_arguments=list(KERNEL_ARGUMENTS),
             )
     except pm.PapermillExecutionError as exc:
         raise failed(f"cell {exc.cell_index} raised {exc.ename}: {exc.evalue}") from None
@@ -461,6 +576,10 @@ def run_notebook(
         _RUNNING.pop(id(managers), None)
         if watchdog is not None:
             watchdog.cancel()
+        if spare is not None and spare not in managers:  # taken, but nbclient never asked
+            from jupyter_core.utils import ensure_event_loop
+
+            ensure_event_loop().run_until_complete(_shut_down(_Spare(spare)))
     if fired.is_set():  # a deadline passed even if no kernel was there to kill yet
         raise failed("the notebook's or the tick's deadline passed")
     scraps = read_scraps(output)
