@@ -1,7 +1,7 @@
 """Parameter sweep at scale: >= 1,000 combinations over 14 ETFs x 20 years, vs a backtest loop.
 
-Prints a table and, last, the `RESULT {json}` line that run_all.py collects. A benchmark prints;
-it never fails a build. Targets (2-core machine): the whole sweep under 20 s and at least 20x
+Prints a table and, last, the `RESULT {json}` line that run_all.py collects. A missed target is
+printed, not a failure. Targets (2-core machine): the whole sweep under 20 s and at least 20x
 the combinations per second of a plain loop calling `research.backtest` per combination (timed
 on a sample of combinations). The Numba cache is warmed first; compile time is reported apart.
 """
@@ -30,16 +30,12 @@ TARGET_SECONDS, TARGET_SPEEDUP, TARGET_COMBINATIONS = 20.0, 20.0, 1000
 
 
 def main() -> int:
-    try:
-        import numpy as np
+    import numpy as np
 
-        from ops_runner.market.sources.sample import generate_sample_market
-        from ops_runner.strategy import research
-        from ops_runner.strategy import sweep as sweeps
-        from ops_runner.strategy.momentum import StrategySettings
-    except ImportError as error:
-        print(f"benchmark skipped: {error}")
-        return 0
+    from ops_runner.market.sources.sample import generate_sample_market
+    from ops_runner.strategy import research
+    from ops_runner.strategy import sweep as sweeps
+    from ops_runner.strategy.momentum import StrategySettings
 
     bars = generate_sample_market(symbols=SYMBOLS, start=START, end=END)
     base = StrategySettings(

@@ -6,7 +6,7 @@ median of several runs after a warm-up, wall time and peak RSS. Rebalance night:
 that run data_qa + decision (2025-11-28, an early close) and execution (2025-12-01) on a fresh
 workbook, against the floor of one fresh process importing papermill and executing an empty
 notebook in three fresh kernels; the better of two nights. Prints a table and, last, the
-`RESULT {json}` line that run_all.py collects. A benchmark prints; it never fails a build.
+`RESULT {json}` line that run_all.py collects. A missed target is printed, not a failure.
 Targets (2-core machine): idle tick within 1.5x the floor, rebalance night within 2x its floor.
 """
 
@@ -166,11 +166,8 @@ def write_empty_notebook(path: Path) -> None:
 
 
 def main() -> int:
-    try:
-        from ops_runner.runtime.notebooks import kernel_name
-    except ImportError as error:
-        print(f"benchmark skipped: {error}")
-        return 0
+    from ops_runner.runtime.notebooks import kernel_name
+
     if not OPS_RUNNER.is_file():
         print(f"benchmark skipped: no {OPS_RUNNER}")
         return 0
