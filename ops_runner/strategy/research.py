@@ -372,7 +372,7 @@ def backtest(
             "execution": nxt.isoformat() if nxt else None,
             "selection": list(decision.selection),
             "targets": dict(decision.targets),
-            "scores": {s: float(v) for s, v in decision.scores["score"].items()},
+            "scores": decision.compute_score_map(),
             "explanation": decision.explanation,
         })  # fmt: skip
     open_, factor = prices["open"].to_numpy(), prices["factor"].to_numpy()
