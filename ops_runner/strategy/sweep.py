@@ -29,6 +29,7 @@ from ops_runner.strategy.research import (
     ResearchError,
     _compute_metrics,
     _finite,
+    _mark,
     _require_tradable,
     _resolve,
     _simulate,
@@ -340,26 +341,6 @@ def _combo_label(settings: StrategySettings) -> dict[str, Any]:
         "absolute_momentum": settings.absolute_momentum,
         "defensive": settings.defensive,
     }
-
-
-def _mark(
-    portfolio: Any, rows: np.ndarray, close: np.ndarray, groups: int, initial_cash: float
-) -> np.ndarray:
-    """Equity at every session's close (sessions x combinations) from the fills at the opens.
-
-    Positions and cash after an execution session's open hold until the next one; the sum runs
-    over symbols in column order, as vectorbt's own value does.
-    """
-    steps = len(rows)
-    units = portfolio.assets().to_numpy().reshape(steps, groups, -1)
-    units = np.concatenate([np.zeros((1, *units.shape[1:])), units])
-    cash = portfolio.cash().to_numpy().reshape(steps, groups)
-    cash = np.concatenate([np.full((1, groups), initial_cash), cash])
-    at = np.searchsorted(rows, np.arange(len(close)), side="right")  # 0 = before the first fill
-    held = np.zeros((len(close), groups))
-    for k in range(units.shape[2]):
-        held += units[at, :, k] * close[:, k, None]
-    return cash[at] + held
 
 
 def compute_sweep_records(table: pd.DataFrame) -> list[dict[str, Any]]:
