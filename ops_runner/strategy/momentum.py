@@ -27,7 +27,7 @@ The rules, for the decision on month-end session t (the calendar's last session 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
@@ -77,6 +77,13 @@ def _decimal_text(value: Decimal) -> str:
 def compute_price_text(value: float) -> str:
     """Return ``value`` rounded to 10 significant digits as plain decimal text ("24.50000000")."""
     return format(Decimal(format(value, f".{PRICE_DIGITS - 1}e")), "f")
+
+
+def compute_price_values(values: np.ndarray) -> np.ndarray:
+    """Return ``float(compute_price_text(v))`` for every value: the nearest float to the same
+    10 significant digits (both texts name one decimal number)."""
+    flat = [float(format(v, f".{PRICE_DIGITS - 1}e")) for v in np.asarray(values).ravel()]
+    return np.array(flat, dtype=np.float64).reshape(np.shape(values))
 
 
 def compute_tie_key(score: float) -> Decimal:
@@ -295,6 +302,17 @@ def _adjusted_as_of(adjusted: AdjustedCloses, session: date, days: Sequence[date
     return values
 
 
+def _adjusted_as_of_each(
+    adjusted: AdjustedCloses, sessions: Sequence[date], wanted: np.ndarray
+) -> np.ndarray:
+    """``_adjusted_as_of`` on each of ``sessions``, its days a line of ``wanted`` (datetime64[D],
+    sessions x days): every session in one pass, bit for bit."""
+    cuts = np.searchsorted(adjusted.dates, np.array(sessions, dtype="datetime64[ns]"), "right")
+    found = np.clip(np.searchsorted(adjusted.dates, wanted), 0, np.maximum(cuts, 1)[:, None] - 1)
+    present = (cuts[:, None] > 0) & (adjusted.dates[found] == wanted)
+    return np.where(present, adjusted.as_of_each(np.maximum(cuts, 1), found), np.nan)
+
+
 class _Prepared(dict[str, AdjustedCloses]):
     """The strategy's symbols' bars, each checked and made ready when first read (so errors come
     in the order the decision reads them), then read as of any session."""
@@ -348,19 +366,31 @@ def compute_month_end_closes(
     return _month_end_closes({s: prepared[s] for s in settings.symbols()}, session, calendar)
 
 
-def compute_month_end_closes_each(
+def compute_month_end_panel(
     settings: StrategySettings,
     sessions: Sequence[date],
+    depth: int,
     bars: Mapping[str, pd.DataFrame],
     calendar: Any,
-) -> Iterator[pd.DataFrame]:
-    """Yield ``compute_month_end_closes`` on each of ``sessions``, the bars prepared once."""
+) -> np.ndarray:
+    """Return ``compute_month_end_closes`` on each of ``sessions``, its last ``depth + 1`` rows
+    latest first: an array (sessions x k = 0..depth month-ends back x ``settings.symbols()``),
+    bit for bit, NaN where that frame has no such row or no bar. The bars are prepared once and
+    each symbol's closes read for every session in one pass."""
     if not sessions:
-        return
-    prepared = _Prepared(bars, max(_as_date(s) for s in sessions))
+        return np.empty((0, depth + 1, len(settings.symbols())))
+    days = [_as_date(s) for s in sessions]
+    prepared = _Prepared(bars, max(days))
     ready = {s: prepared[s] for s in settings.symbols()}
-    for session in sessions:
-        yield _month_end_closes(ready, _as_date(session), calendar)
+    first = max(min(a.first_date for a in ready.values()), calendar.covered_from)
+    ends = list(calendar.month_end_sessions(first, max(days))) if first <= max(days) else []
+    back = (
+        np.array([bisect.bisect_right(ends, d) for d in days])[:, None] - 1 - np.arange(depth + 1)
+    )
+    wanted = np.array(ends or [first], dtype="datetime64[D]")[np.maximum(back, 0)]
+    panel = np.stack([_adjusted_as_of_each(a, days, wanted) for a in ready.values()], axis=-1)
+    panel[back < 0] = np.nan
+    return panel
 
 
 def _month_end_closes(
@@ -640,10 +670,7 @@ def _read_prices_each(
     if len({len(d) for d in days}) != 1:  # never with a calendar that has a session every month
         return [None] * len(sessions)
     wanted = np.array(days, dtype="datetime64[D]")
-    cuts = np.searchsorted(adjusted.dates, np.array(sessions, dtype="datetime64[ns]"), "right")
-    found = np.clip(np.searchsorted(adjusted.dates, wanted), 0, np.maximum(cuts, 1)[:, None] - 1)
-    present = (cuts[:, None] > 0) & (adjusted.dates[found] == wanted)
-    values = np.where(present, adjusted.as_of_each(np.maximum(cuts, 1), found), np.nan)
+    values = _adjusted_as_of_each(adjusted, sessions, wanted)
     usable = (np.isfinite(values) & (values > 0)).all(axis=1)
     usable &= wanted[:, 0] >= np.datetime64(adjusted.first_date, "D")
     return [

@@ -19,8 +19,8 @@ from ops_runner.strategy.momentum import (
     WEIGHT_QUANTUM,
     StrategyError,
     StrategySettings,
-    compute_month_end_closes_each,
-    compute_price_text,
+    compute_month_end_panel,
+    compute_price_values,
     compute_tie_key,
 )
 from ops_runner.strategy.research import (
@@ -159,22 +159,19 @@ def _month_end_panel(
 ) -> np.ndarray:  # fmt: skip
     """Closes k = 0..depth month-ends back for each session (sessions x k x symbols).
 
-    Read by the strategy's own ``compute_month_end_closes`` (bars cut at each session) and rounded
-    by its ``compute_price_text``, so every score is bit for bit the one a decision computes.
+    Read by the strategy's own ``compute_month_end_panel`` (bars cut at each session) and rounded
+    as its ``compute_price_text`` rounds, so every score is bit for bit the one a decision
+    computes.
     """
-    symbols = union.symbols()
-    panel = np.empty((len(sessions), depth + 1, len(symbols)))
-    each = compute_month_end_closes_each(union, sessions, bars, calendar)
-    for n, (session, closes) in enumerate(zip(sessions, each, strict=True)):
-        closes = closes.iloc[::-1]
-        raw = closes.to_numpy()[: depth + 1]
-        if len(raw) < depth + 1 or not (np.isfinite(raw) & (raw > 0)).all():
-            raise ResearchError(
-                f"a month-end close needed by the decision on {session} is missing or not "
-                f"positive ({', '.join(symbols)}); run data QA, then re-import"
-            )
-        panel[n] = [[float(compute_price_text(float(v))) for v in row] for row in raw]
-    return panel
+    raw = compute_month_end_panel(union, sessions, depth, bars, calendar)
+    usable = (np.isfinite(raw) & (raw > 0)).reshape(len(sessions), -1).all(axis=1)
+    if not usable.all():
+        session = sessions[int(np.argmin(usable))]
+        raise ResearchError(
+            f"a month-end close needed by the decision on {session} is missing or not "
+            f"positive ({', '.join(union.symbols())}); run data QA, then re-import"
+        )
+    return compute_price_values(raw)
 
 
 def _tie_keys(scores: np.ndarray) -> np.ndarray:
