@@ -230,22 +230,36 @@ def compute_prices(
     return prices
 
 
-def _require_tradable(
-    weights: np.ndarray, tradable: np.ndarray, rows: Sequence[int],
-    sessions: pd.DatetimeIndex, symbols: Sequence[str],
-) -> None:  # fmt: skip
-    """Raise unless every symbol bought or held into an execution session trades at its open."""
+def _find_untradable(
+    weights: np.ndarray, tradable: np.ndarray, rows: Sequence[int] | np.ndarray
+) -> tuple[int, int] | None:
+    """Return (execution n, column) of the first symbol bought or held into an execution session
+    without a usable open (the first portfolio's first, when ``weights`` holds several), or None."""
     previous = np.zeros(weights.shape[1:], dtype=bool)
     for n, row in enumerate(rows):
         held = (weights[n] > 0) | previous
         bad = held & ~tradable[row]
         if bad.any():
-            where = np.argwhere(bad)[0][-1]
-            raise ResearchError(
-                f"{symbols[where]} has no usable open on {sessions[row].date()}, an execution "
-                "session; re-import it and run data QA before backtesting this window"
-            )
+            return n, int(np.argwhere(bad)[0][-1])
         previous = weights[n] > 0
+    return None
+
+
+def _require_tradable(
+    weights: np.ndarray, tradable: np.ndarray, rows: Sequence[int],
+    sessions: pd.DatetimeIndex, symbols: Sequence[str],
+) -> None:  # fmt: skip
+    """Raise unless every symbol bought or held into an execution session trades at its open."""
+    found = _find_untradable(weights, tradable, rows)
+    if found is not None:
+        raise _untradable(symbols[found[1]], sessions[rows[found[0]]].date())
+
+
+def _untradable(symbol: str, session: date) -> ResearchError:
+    return ResearchError(
+        f"{symbol} has no usable open on {session}, an execution session; re-import it and run "
+        "data QA before backtesting this window"
+    )
 
 
 # -- simulation -----------------------------------------------------------------------------------
@@ -325,22 +339,32 @@ def _mark(
 def _compute_metrics(
     equity: np.ndarray, dates: pd.DatetimeIndex, traded: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """Return each metric per column of ``equity`` (sessions down, portfolios across)."""
-    returns = equity[1:] / equity[:-1] - 1.0
+    """Return each metric per column of ``equity`` (sessions down, portfolios across).
+
+    Each portfolio's sums run over its own contiguous row of the transposed curve, so a
+    portfolio's metrics do not depend on how many others share the call (a sweep in chunks
+    gives every bit a whole sweep gives).
+    """
+    curve = np.ascontiguousarray(np.asarray(equity, dtype=np.float64).T)  # portfolios x sessions
+    returns = curve[:, 1:] / curve[:, :-1] - 1.0
     years = (dates[-1] - dates[0]).days / 365.25
     with np.errstate(divide="ignore", invalid="ignore"):
-        cagr = (equity[-1] / equity[0]) ** (1.0 / years) - 1.0 if years > 0 else equity[0] * np.nan
-        std = returns.std(axis=0, ddof=1) if len(returns) > 1 else np.full(equity.shape[1], np.nan)
-        sharpe = np.where(std > 0, returns.mean(axis=0) / std * math.sqrt(TRADING_DAYS), np.nan)
-        turnover = traded / 2.0 / equity.mean(axis=0) / years if years > 0 else traded * np.nan
-    drawdown = 1.0 - equity / np.maximum.accumulate(equity, axis=0)
+        cagr = (
+            (curve[:, -1] / curve[:, 0]) ** (1.0 / years) - 1.0
+            if years > 0
+            else curve[:, 0] * np.nan
+        )
+        std = returns.std(axis=1, ddof=1) if returns.shape[1] > 1 else np.full(len(curve), np.nan)
+        sharpe = np.where(std > 0, returns.mean(axis=1) / std * math.sqrt(TRADING_DAYS), np.nan)
+        turnover = traded / 2.0 / curve.mean(axis=1) / years if years > 0 else traded * np.nan
+    drawdown = 1.0 - curve / np.maximum.accumulate(curve, axis=1)
     return {
         "cagr": cagr,
         "volatility": std * math.sqrt(TRADING_DAYS),
         "sharpe": sharpe,
-        "max_drawdown": drawdown.max(axis=0),
+        "max_drawdown": drawdown.max(axis=1),
         "turnover": turnover,
-        "final_equity": equity[-1],
+        "final_equity": curve[:, -1],
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from datetime import date
 from decimal import ROUND_DOWN, Decimal
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from tqdm import tqdm
 
 from ops_runner.strategy.momentum import (
     WEIGHT_QUANTUM,
@@ -28,11 +30,12 @@ from ops_runner.strategy.research import (
     Costs,
     ResearchError,
     _compute_metrics,
+    _find_untradable,
     _finite,
     _mark,
-    _require_tradable,
     _resolve,
     _simulate,
+    _untradable,
     _window,
     compute_prices,
     compute_sweep_symbols,
@@ -47,6 +50,12 @@ GRID_KEYS = {
     "absolute_momentum": "bool",
     "defensive": "symbol",
 }
+# What one combination holds at the peak of a sweep's simulation: bytes per execution session
+# and column (vectorbt's inputs, broadcasts and records, the cost passes' arrays), and per
+# session for marking its equity; measured by tracemalloc on benchmarks/sweep.py's grid.
+SIMULATION_BYTES = 200
+MARK_BYTES = 48
+MEMORY_SHARE = 0.25  # of the memory available when the sweep starts: the machine is shared
 # Which way each metric is better: a sweep's rows are ranked best first by the one chosen.
 HIGHER_IS_BETTER = {
     "cagr": True,
@@ -229,15 +238,23 @@ def sweep(
     calendar: Any = None,
     initial_cash: float | None = None,
     whole_shares: bool | None = None,
+    chunk: int | None = None,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Return one row per valid grid combination: its parameters, window and metrics.
 
     Every combination is decided on the same month-ends (the first with the grid's longest
     lookback of history, through ``end``) with the strategy's rules applied to its own month-end
-    closes and tie keys, then all are simulated in ONE vectorbt ``from_orders`` call (a column
-    per combination and symbol, grouped per combination) under COST_MODEL. ``backtest`` with a
-    row's settings and ``start`` gives the same metrics (tests/unit/test_research.py proves it).
-    Raises ResearchError for a bad grid, missing bars or no decidable session.
+    closes and tie keys, then simulated on the execution sessions only under COST_MODEL, ``chunk``
+    combinations per vectorbt ``from_orders`` call (a column per combination and symbol, grouped
+    per combination). ``chunk``: None for as many as a quarter of the available memory holds
+    (``compute_sweep_chunk``); the rows are the same bit for bit whatever the chunk. (Not a
+    config key: config's hash counts every key with its default, so a new key would change
+    every workbook's hash and void its approved baseline.) ``progress``: a bar over the chunks
+    on stderr.
+    ``backtest`` with a row's settings and ``start`` gives the same metrics
+    (tests/unit/test_research.py proves it). Raises ResearchError for a bad grid, missing bars
+    or no decidable session.
     """
     base, costs, calendar, cash, whole = _resolve(
         cfg_or_settings, costs, calendar, initial_cash, whole_shares
@@ -266,50 +283,123 @@ def sweep(
     )  # fmt: skip
     union_columns = union.symbols()
     panel = _month_end_panel(union, decided, deepest, bars, calendar)
-    keys_by_rule: dict[tuple[Any, ...], np.ndarray] = {}
     exec_days = [calendar.next_session(s) for s in decided if s < last]
     if not exec_days:
         raise ResearchError(f"no decision from {first} to {last} executes by {last}")
     sessions = pd.DatetimeIndex(calendar.sessions(decided[0], last))
     rows = sessions.get_indexer(pd.DatetimeIndex(exec_days))
-    weights = np.empty((len(rows), len(combos), len(columns)))
-    reorder = [union_columns.index(s) for s in columns]
-    for n, settings in enumerate(combos):
-        rule = (settings.lookbacks, settings.skip_months)
-        if rule not in keys_by_rule:
-            total = sum(w for _, w in settings.lookbacks)
-            score = sum(
-                w * (panel[:, settings.skip_months] / panel[:, m] - 1.0)
-                for m, w in settings.lookbacks
-            )
-            keys_by_rule[rule] = _tie_keys(score / total)[:, reorder]
-        weights[:, n] = _targets(settings, keys_by_rule[rule], columns)[: len(rows)]
     prices = compute_prices(bars, columns, sessions)
-    open_, factor = prices["open"].to_numpy(), prices["factor"].to_numpy()
-    _require_tradable(weights, prices["tradable"].to_numpy()[:, None], rows, sessions, columns)
-    wide = len(combos) * len(columns)
+    tradable = prices["tradable"].to_numpy()[:, None]
+    keys_by_rule: dict[tuple[Any, ...], np.ndarray] = {}
+    reorder = [union_columns.index(s) for s in columns]
+
+    def weights_of(part: Sequence[StrategySettings]) -> np.ndarray:
+        """Target weights (executions x combinations x columns) of ``part``."""
+        weights = np.empty((len(rows), len(part), len(columns)))
+        for n, settings in enumerate(part):
+            rule = (settings.lookbacks, settings.skip_months)
+            if rule not in keys_by_rule:
+                total = sum(w for _, w in settings.lookbacks)
+                score = sum(
+                    w * (panel[:, settings.skip_months] / panel[:, m] - 1.0)
+                    for m, w in settings.lookbacks
+                )
+                keys_by_rule[rule] = _tie_keys(score / total)[:, reorder]
+            weights[:, n] = _targets(settings, keys_by_rule[rule], columns)[: len(rows)]
+        return weights
+
+    if chunk is None:
+        chunk = compute_sweep_chunk(len(columns), len(rows), len(sessions))
+    if chunk < 1:
+        raise ResearchError(f"sweep chunk {chunk}: give at least 1 combination per simulation")
     labels = [_combo_label(c) for c in combos]
-    index = pd.MultiIndex.from_tuples(
-        [(*label.values(), s) for label in labels for s in columns],
-        names=[*labels[0].keys(), "symbol"],
-    )
-    portfolio = _simulate(
-        pd.DataFrame(np.tile(open_[rows], len(combos)), index=sessions[rows], columns=index),
-        np.tile(open_[rows], len(combos)), np.tile(factor[rows], len(combos)),
-        weights.reshape(len(rows), wide), costs, cash, whole,
-        group_by=np.repeat(np.arange(len(combos)), len(columns)),
-    )  # fmt: skip
-    equity = _mark(portfolio, rows, prices["close"].to_numpy(), len(combos), cash)
-    orders = portfolio.orders.values
-    traded = np.bincount(
-        orders["col"] // len(columns), np.abs(orders["size"] * orders["price"]), len(combos)
-    )
-    values = _compute_metrics(equity, sessions, traded)
+    values = {name: np.empty(len(combos)) for name in METRICS}
+    parts = range(0, len(combos), chunk)
+    bar = tqdm(parts, desc="sweep", unit="chunk", disable=not progress, dynamic_ncols=True)
+    for lo in bar:
+        part = combos[lo : lo + chunk]
+        weights = weights_of(part)
+        if _find_untradable(weights, tradable, rows) is not None:
+            _require_tradable_grid(combos, chunk, weights_of, tradable, rows, sessions, columns)
+        found = _simulate_chunk(
+            weights, labels[lo : lo + chunk], columns, rows, sessions, prices, costs, cash, whole
+        )
+        for name in METRICS:
+            values[name][lo : lo + len(part)] = found[name]
+        del weights, found
     table = pd.DataFrame(labels)
     table["start"], table["end"] = sessions[0].date().isoformat(), sessions[-1].date().isoformat()
     for name in METRICS:
         table[name] = values[name]
     return table
+
+
+def _simulate_chunk(
+    weights: np.ndarray, labels: Sequence[dict[str, Any]], columns: Sequence[str],
+    rows: np.ndarray, sessions: pd.DatetimeIndex, prices: Mapping[str, pd.DataFrame],
+    costs: Costs, cash: float, whole: bool,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """The metrics of the combinations whose target weights are ``weights``: one simulation."""
+    count = weights.shape[1]
+    open_, factor = prices["open"].to_numpy()[rows], prices["factor"].to_numpy()[rows]
+    index = pd.MultiIndex.from_tuples(
+        [(*label.values(), s) for label in labels for s in columns],
+        names=[*labels[0].keys(), "symbol"],
+    )
+    portfolio = _simulate(
+        pd.DataFrame(np.tile(open_, count), index=sessions[rows], columns=index),
+        np.tile(open_, count), np.tile(factor, count),
+        weights.reshape(len(rows), count * len(columns)), costs, cash, whole,
+        group_by=np.repeat(np.arange(count), len(columns)),
+    )  # fmt: skip
+    equity = _mark(portfolio, rows, prices["close"].to_numpy(), count, cash)
+    orders = portfolio.orders.values
+    traded = np.bincount(
+        orders["col"] // len(columns), np.abs(orders["size"] * orders["price"]), count
+    )
+    return _compute_metrics(equity, sessions, traded)
+
+
+def _require_tradable_grid(
+    combos: Sequence[StrategySettings], chunk: int, weights_of: Any, tradable: np.ndarray,
+    rows: np.ndarray, sessions: pd.DatetimeIndex, columns: Sequence[str],
+) -> None:  # fmt: skip
+    """Raise what one check of the whole grid's weights raises: the first execution session
+    (then the first combination) holding a symbol without a usable open, over every chunk."""
+    first: tuple[int, int] | None = None
+    for lo in range(0, len(combos), chunk):
+        found = _find_untradable(weights_of(combos[lo : lo + chunk]), tradable, rows)
+        if found is not None and (first is None or found[0] < first[0]):
+            first = found
+    if first is not None:
+        raise _untradable(columns[first[1]], sessions[rows[first[0]]].date())
+
+
+def compute_sweep_chunk(
+    columns: int, executions: int, sessions: int, available: int | None = None
+) -> int:
+    """Return how many combinations one simulation may take: a quarter of ``available`` bytes
+    (default: the memory available now, ``read_available_memory``) over what one combination
+    holds at the peak of a simulation; at least 1."""
+    available = read_available_memory() if available is None else available
+    each = columns * executions * SIMULATION_BYTES + sessions * MARK_BYTES
+    return max(1, int(available * MEMORY_SHARE) // each)
+
+
+def read_available_memory() -> int:
+    """Return the bytes of memory available to a new allocation without swapping: Linux's
+    MemAvailable, else the free physical pages (os.sysconf), else 1 GiB."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return 2**30
 
 
 def require_metric(metric: str) -> str:
