@@ -225,7 +225,7 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
                 "--chunk",
                 type=int,
                 metavar="N",
-                help="combinations per simulation (default: as many as a quarter of the free "
-                "memory holds); the results do not depend on it",
+                help="combinations per simulation (default: what a quarter of the free memory "
+                "holds, up to 1000); the results do not depend on it",
             )
         p.set_defaults(func=func)

@@ -28,7 +28,7 @@ TRADING_DAYS = 252
 MAX_PASSES = 8  # cost passes; two are the rule, more only when an order crosses the minimum
 # A simulation of this many cells (sessions x columns) or more frees each cost pass's Portfolio
 # before the next; below it the full collection (about 0.15 s) costs more than it frees.
-COLLECT_CELLS = 1_000_000
+COLLECT_CELLS = 100_000
 MIN_UNITS = 1e-9  # an order for fewer units than this is not placed (fractional shares)
 RESEARCH_SECTIONS = ("universe", "strategy", "costs", "research")
 METRICS = ("cagr", "volatility", "sharpe", "max_drawdown", "turnover", "final_equity")

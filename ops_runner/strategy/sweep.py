@@ -54,8 +54,11 @@ GRID_KEYS = {
 # and column (vectorbt's inputs, broadcasts and records, the cost passes' arrays), and per
 # session for marking its equity; measured by tracemalloc on benchmarks/sweep.py's grid.
 SIMULATION_BYTES = 200
-MARK_BYTES = 48
+MARK_BYTES = 64
 MEMORY_SHARE = 0.25  # of the memory available when the sweep starts: the machine is shared
+# Above this many combinations a simulation is no faster per combination (benchmarks/sweep.py's
+# grid: 300, 600 and 1188 at once all take the same time), only larger.
+MAX_CHUNK = 1000
 # Which way each metric is better: a sweep's rows are ranked best first by the one chosen.
 HIGHER_IS_BETTER = {
     "cagr": True,
@@ -184,9 +187,18 @@ def _month_end_panel(
 
 
 def _tie_keys(scores: np.ndarray) -> np.ndarray:
-    """The strategy's tie keys (scores at 0.01%, half-even) as integers of 0.0001."""
-    keys = [int(compute_tie_key(float(v)).scaleb(4)) for v in scores.ravel()]
-    return np.asarray(keys, dtype=np.int64).reshape(scores.shape)
+    """The strategy's tie keys (scores at 0.01%, half-even) as integers of 0.0001.
+
+    ``score * 1e4`` in floats is within 1e-9 of the exact product for any score a price ratio
+    gives, so rounding it half-even is ``compute_tie_key``'s answer unless it lies that near a
+    half; those few (and any non-finite score) are asked of ``compute_tie_key`` itself.
+    """
+    scaled = np.asarray(scores, dtype=np.float64) * 1e4
+    keys = np.rint(np.nan_to_num(scaled)).astype(np.int64)
+    near_half = ~(np.abs(scaled - np.floor(scaled) - 0.5) > 1e-6 * np.maximum(1.0, np.abs(scaled)))
+    for at in zip(*np.nonzero(near_half), strict=True):
+        keys[at] = int(compute_tie_key(float(scores[at])).scaleb(4))
+    return keys
 
 
 def _slot_weights(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -247,11 +259,11 @@ def sweep(
     lookback of history, through ``end``) with the strategy's rules applied to its own month-end
     closes and tie keys, then simulated on the execution sessions only under COST_MODEL, ``chunk``
     combinations per vectorbt ``from_orders`` call (a column per combination and symbol, grouped
-    per combination). ``chunk``: None for as many as a quarter of the available memory holds
-    (``compute_sweep_chunk``); the rows are the same bit for bit whatever the chunk. (Not a
-    config key: config's hash counts every key with its default, so a new key would change
-    every workbook's hash and void its approved baseline.) ``progress``: a bar over the chunks
-    on stderr.
+    per combination). ``chunk``: None for as many as a quarter of the available memory holds,
+    up to MAX_CHUNK (``compute_sweep_chunk``); the rows are the same bit for bit whatever the
+    chunk. (Not a config key: config's hash counts every key with its default, so a new key
+    would change every workbook's hash and void its approved baseline.) ``progress``: a bar
+    over the chunks on stderr.
     ``backtest`` with a row's settings and ``start`` gives the same metrics
     (tests/unit/test_research.py proves it). Raises ResearchError for a bad grid, missing bars
     or no decidable session.
@@ -378,12 +390,12 @@ def _require_tradable_grid(
 def compute_sweep_chunk(
     columns: int, executions: int, sessions: int, available: int | None = None
 ) -> int:
-    """Return how many combinations one simulation may take: a quarter of ``available`` bytes
-    (default: the memory available now, ``read_available_memory``) over what one combination
-    holds at the peak of a simulation; at least 1."""
+    """Return how many combinations one simulation may take: as many as a quarter of
+    ``available`` bytes (default: the memory available now, ``read_available_memory``) holds at
+    the peak of a simulation, at least 1 and at most MAX_CHUNK."""
     available = read_available_memory() if available is None else available
     each = columns * executions * SIMULATION_BYTES + sessions * MARK_BYTES
-    return max(1, int(available * MEMORY_SHARE) // each)
+    return max(1, min(MAX_CHUNK, int(available * MEMORY_SHARE) // each))
 
 
 def read_available_memory() -> int:

@@ -11,6 +11,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -20,7 +21,12 @@ from ops_runner.market.prices import compute_adjustment_factors
 from ops_runner.market.sources.sample import generate_sample_market
 from ops_runner.strategy import research
 from ops_runner.strategy import sweep as sweep_module
-from ops_runner.strategy.momentum import StrategySettings, compute_decision, compute_decision_series
+from ops_runner.strategy.momentum import (
+    StrategySettings,
+    compute_decision,
+    compute_decision_series,
+    compute_tie_key,
+)
 from ops_runner.strategy.research import Costs, ResearchError, backtest
 from ops_runner.strategy.sweep import compute_grid_settings, compute_sweep_chunk, load_grid, sweep
 from ops_runner.strategy.warmup import warm
@@ -313,7 +319,17 @@ def test_sweep_chunk_when_memory_is_given_fits_a_quarter_of_it():
     each = 14 * 228 * sweep_module.SIMULATION_BYTES + 5033 * sweep_module.MARK_BYTES
     assert compute_sweep_chunk(14, 228, 5033, available=4 * 100 * each) == 100
     assert compute_sweep_chunk(14, 228, 5033, available=10) == 1
+    assert compute_sweep_chunk(14, 228, 5033, available=2**50) == sweep_module.MAX_CHUNK
     assert compute_sweep_chunk(14, 228, 5033) >= 1  # the machine's own memory
+
+
+def test_sweep_tie_keys_when_a_score_sits_on_a_half_round_as_the_strategy_does():
+    halves = [(k + 0.5) / 1e4 for k in range(-300, 300)]
+    near = [math.nextafter(v, d) for v in halves for d in (-1.0, 1.0)]
+    scores = [0.0, -0.0, 0.00005, -0.00005, 0.00015, 1.23445, 12.5, -0.99995, *halves, *near]
+    keys = sweep_module._tie_keys(np.array(scores).reshape(-1, 2))
+    expected = [int(compute_tie_key(v).scaleb(4)) for v in scores]
+    assert keys.ravel().tolist() == expected
 
 
 # -- grid files --------------------------------------------------------------------------------
