@@ -265,11 +265,27 @@ def _untradable(symbol: str, session: date) -> ResearchError:
 # -- simulation -----------------------------------------------------------------------------------
 
 
+@dataclass
+class Fills:
+    """What a simulation left: vectorbt's order records (``col`` numbered across all columns),
+    then the units of each column and the cash of each group after every simulated session."""
+
+    orders: np.ndarray
+    assets: np.ndarray
+    cash: np.ndarray
+
+
 def _simulate(
     close: pd.DataFrame, price: np.ndarray, factor: np.ndarray, weights: np.ndarray,
-    costs: Costs, initial_cash: float, whole_shares: bool, group_by: Any,
-) -> Any:  # fmt: skip
-    """Return the vectorbt Portfolio in which every order paid exactly the COST_MODEL commission."""
+    costs: Costs, initial_cash: float, whole_shares: bool, width: int,
+) -> tuple[Fills, Any]:  # fmt: skip
+    """Return the fills in which every order paid exactly the COST_MODEL commission, and the
+    last pass's vectorbt Portfolio (every column's, when one group settles all at once).
+
+    Each ``width`` columns are one portfolio (a group sharing its cash). A pass simulates only
+    the groups an earlier pass charged wrongly: groups never touch each other, and a group
+    charged right is charged the same on any later pass, so its first right pass is its answer.
+    """
     import vectorbt as vbt  # 2.5-4 s to import and a Numba cache: kept to research calls
 
     slip = costs.slippage_bps / 10_000.0
@@ -282,15 +298,22 @@ def _simulate(
     fees = np.where(weights > before, rate[0], np.where(weights < before, rate[1], 0.0))
     fixed = np.where(weights == before, minimum, 0.0)
     flips = np.zeros(price.shape, dtype=np.int8)
+    groups = weights.shape[1] // width
+    assets, cash = np.empty(weights.shape), np.empty((len(weights), groups))
+    records, pinned_count = [], 0
+    active = np.arange(groups)  # the groups this pass simulates
     for _ in range(MAX_PASSES):
+        cols = (active[:, None] * width + np.arange(width)).ravel()
         portfolio = vbt.Portfolio.from_orders(
-            close, size=weights, size_type="targetpercent", direction="longonly", price=price,
-            fees=fees, fixed_fees=fixed, slippage=slip, min_size=MIN_UNITS,
+            close.iloc[:, cols], size=weights[:, cols], size_type="targetpercent",
+            direction="longonly", price=price[:, cols], fees=fees[:, cols],
+            fixed_fees=fixed[:, cols], slippage=slip, min_size=MIN_UNITS,
             size_granularity=1.0 if whole_shares else np.nan, init_cash=initial_cash,
-            cash_sharing=True, group_by=group_by, call_seq="auto", freq="1D",
+            cash_sharing=True, group_by=np.repeat(np.arange(len(active)), width),
+            call_seq="auto", freq="1D",
         )  # fmt: skip
-        orders = portfolio.orders.values
-        i, j = orders["idx"], orders["col"]
+        orders = portfolio.orders.values.copy()
+        i, j = orders["idx"], cols[orders["col"]]
         shares = orders["size"] * factor[i, j]
         # A buy within a share of the minimum can flip between the two regimes for ever: pin it.
         pinned = (flips[i, j] >= 3) & (per_share * (shares - factor[i, j]) < minimum)
@@ -300,13 +323,24 @@ def _simulate(
         )
         want_fixed = np.where(at_minimum, minimum, 0.0)
         wrong = (fees[i, j] != want_fees) | (fixed[i, j] != want_fixed)
-        if not wrong.any():
-            if pinned.any():
-                log.warning("%d order(s) pinned at the commission minimum", pinned.sum())
-            return portfolio
+        unsettled = np.zeros(len(active), dtype=bool)
+        unsettled[orders["col"][wrong] // width] = True
+        kept = ~unsettled[orders["col"] // width]
+        orders["col"] = j
+        records.append(orders[kept])
+        pinned_count += int(pinned[kept].sum())
+        settled = np.repeat(~unsettled, width)
+        steps = len(weights)  # a lone group's or column's series comes 1-D: made 2-D
+        assets[:, cols[settled]] = portfolio.assets().to_numpy().reshape(steps, -1)[:, settled]
+        cash[:, active[~unsettled]] = portfolio.cash().to_numpy().reshape(steps, -1)[:, ~unsettled]
+        if not unsettled.any():
+            if pinned_count:
+                log.warning("%d order(s) pinned at the commission minimum", pinned_count)
+            return Fills(np.concatenate(records), assets, cash), portfolio
         i, j = i[wrong], j[wrong]
         fees[i, j], fixed[i, j] = want_fees[wrong], want_fixed[wrong]
         flips[i, j] += 1
+        active = active[unsettled]
         del portfolio, orders
         if price.size >= COLLECT_CELLS:
             gc.collect()  # a Portfolio sits in reference cycles: free each pass before the next
@@ -317,7 +351,7 @@ def _simulate(
 
 
 def _mark(
-    portfolio: Any, rows: np.ndarray, close: np.ndarray, groups: int, initial_cash: float
+    fills: Fills, rows: np.ndarray, close: np.ndarray, groups: int, initial_cash: float
 ) -> np.ndarray:
     """Equity at every session's close (sessions x combinations) from the fills at the opens.
 
@@ -325,9 +359,9 @@ def _mark(
     over symbols in column order, as vectorbt's own value does.
     """
     steps = len(rows)
-    units = portfolio.assets().to_numpy().reshape(steps, groups, -1)
+    units = fills.assets.reshape(steps, groups, -1)
     units = np.concatenate([np.zeros((1, *units.shape[1:])), units])
-    cash = portfolio.cash().to_numpy().reshape(steps, groups)
+    cash = fills.cash.reshape(steps, groups)
     cash = np.concatenate([np.full((1, groups), initial_cash), cash])
     at = np.searchsorted(rows, np.arange(len(close)), side="right")  # 0 = before the first fill
     held = np.zeros((len(close), groups))
@@ -428,14 +462,14 @@ def backtest(
     # Only the execution sessions are simulated (nothing trades between them); the equity is
     # marked at every session's close from the positions and cash they leave.
     simulated = np.array(rows or [0], dtype=np.intp)  # one session without orders: none left
-    portfolio = _simulate(
+    fills, portfolio = _simulate(
         pd.DataFrame(open_[simulated], index=sessions[simulated], columns=symbols),
         open_[simulated], factor[simulated], weights[simulated], costs, cash, whole,
-        group_by=True,
+        width=len(symbols),
     )  # fmt: skip
-    marked = _mark(portfolio, simulated, prices["close"].to_numpy(), 1, cash)[:, 0]
+    marked = _mark(fills, simulated, prices["close"].to_numpy(), 1, cash)[:, 0]
     equity = pd.Series(marked, index=sessions.rename("date"), name="equity")
-    orders = portfolio.orders.values
+    orders = fills.orders
     i, j = simulated[orders["idx"]], orders["col"]
     trades = pd.DataFrame({
         "session": sessions[i], "symbol": np.asarray(symbols, dtype=object)[j],

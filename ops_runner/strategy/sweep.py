@@ -358,14 +358,14 @@ def _simulate_chunk(
         [(*label.values(), s) for label in labels for s in columns],
         names=[*labels[0].keys(), "symbol"],
     )
-    portfolio = _simulate(
+    fills, _ = _simulate(
         pd.DataFrame(np.tile(open_, count), index=sessions[rows], columns=index),
         np.tile(open_, count), np.tile(factor, count),
         weights.reshape(len(rows), count * len(columns)), costs, cash, whole,
-        group_by=np.repeat(np.arange(count), len(columns)),
+        width=len(columns),
     )  # fmt: skip
-    equity = _mark(portfolio, rows, prices["close"].to_numpy(), count, cash)
-    orders = portfolio.orders.values
+    equity = _mark(fills, rows, prices["close"].to_numpy(), count, cash)
+    orders = fills.orders
     traded = np.bincount(
         orders["col"] // len(columns), np.abs(orders["size"] * orders["price"]), count
     )
