@@ -62,7 +62,7 @@ test-fast: $(WARM)
 	$(BIN)/python -m pytest -n $(WORKERS) --dist worksteal -m "not notebook and not slow"
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/run_all.py $(BENCH)  # make bench BENCH="sweep qa": a subset
 
 lint: $(STAMP)
 	$(BIN)/ruff check ops_runner tests benchmarks notebooks

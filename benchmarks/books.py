@@ -12,7 +12,8 @@ data QA blocks (Alpha Vantage's own faults: zero-volume bars) is held as product
 it (no decision), and counted. Prints per span: cycles, weeks audited and clean, the largest
 difference between the ledger's equity and the broker's net liquidation, the account's events,
 the live-vs-research tracking difference from the performance report (monthly, in bps) and
-its parts. Last line: ``RESULT {json}`` for run_all.py. Benchmarks print; they never fail.
+its parts. Last line: ``RESULT {json}`` for run_all.py. A missed target is a figure, not
+a failure; without the data it prints no figure, so run_all.py reports it as failed.
 """
 
 from __future__ import annotations
@@ -80,11 +81,6 @@ def run_span(scratch: Path, first: str, last: str, risk: list[str]) -> dict:
 def main() -> int:
     if not DATA.is_dir():
         print(f"benchmark skipped: no real data at {DATA}")
-        return 0
-    try:
-        import ops_runner.simulators.history  # noqa: F401
-    except ImportError as error:
-        print(f"benchmark skipped: {error}")
         return 0
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-books-") as scratch:

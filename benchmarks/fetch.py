@@ -6,7 +6,7 @@ the shared Alpha Vantage files when ../shared/data is present (14 ETFs, 6 of the
 under a second name to make 20; histories shorter than 20 years stay as they are), else from the
 SYNTHETIC sample market (20 symbols, exactly 20 years); the output says which. Pacing is off
 (min_interval 0): against the real vendors it dominates (see the last lines). Prints a table and,
-last, the `RESULT {json}` line that run_all.py collects. A benchmark prints; it never fails.
+last, the `RESULT {json}` line that run_all.py collects. A missed target is printed, not a failure.
 """
 
 from __future__ import annotations

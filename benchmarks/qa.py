@@ -1,7 +1,7 @@
 """Data QA at scale: 500 symbols x 30 years of daily bars, with a perturbed secondary provider.
 
 Prints a table (symbols, rows, findings, wall seconds, peak MB, target) and, last, the
-`RESULT {json}` line that run_all.py collects. A benchmark prints; it never fails a build.
+`RESULT {json}` line that run_all.py collects. A missed target is printed, not a failure.
 Target: check_universe under 5 s and under 2 GB on a 2-core machine.
 """
 
@@ -22,15 +22,11 @@ TARGET_SECONDS, TARGET_MB = 5.0, 2048.0
 
 
 def main() -> int:
-    try:
-        import pandas as pd
+    import pandas as pd
 
-        from ops_runner.market.calendar import MarketCalendar
-        from ops_runner.market.qa import check_universe, findings_frame, has_blocking
-        from ops_runner.market.sources.sample import generate_sample_market
-    except ImportError as error:
-        print(f"benchmark skipped: {error}")
-        return 0
+    from ops_runner.market.calendar import MarketCalendar
+    from ops_runner.market.qa import check_universe, findings_frame, has_blocking
+    from ops_runner.market.sources.sample import generate_sample_market
 
     started = time.perf_counter()
     primary = generate_sample_market(symbols=SYMBOLS, start=START, end=END)
@@ -75,6 +71,13 @@ def main() -> int:
     print(f"target {'met' if verdict else 'NOT met'}")
     result = [
         {"metric": "check_universe wall", "value": first_s, "unit": "s", "target": "< 5 s"},
+        {"metric": "check_universe wall (repeat)", "value": repeat_s, "unit": "s", "target": ""},
+        {
+            "metric": "first call / repeat",
+            "value": first_s / repeat_s,
+            "unit": "x",
+            "target": "about 1",
+        },
         {"metric": "check_universe peak", "value": qa_peak_mb, "unit": "MB", "target": "< 2 GB"},
         {"metric": "process peak RSS", "value": process_peak_mb, "unit": "MB", "target": "< 2 GB"},
         {"metric": "generate_sample_market wall", "value": generate_s, "unit": "s", "target": ""},

@@ -1,8 +1,8 @@
 """The slippage report on a 36-cycle simulated history: building it, reading it, checking it.
 
-Prints the figures and, last, the `RESULT {json}` line that run_all.py collects. A benchmark
-prints; it never fails a build. Targets on a 2-core machine: the 36-cycle history well under a
-minute (no notebook kernel), read_slippage of the last cycle (12 trailing cycles) under 1 s.
+Prints the figures and, last, the `RESULT {json}` line that run_all.py collects. A missed
+target is printed, not a failure. Targets on a 2-core machine: the 36-cycle history well under
+a minute (no notebook kernel), read_slippage of the last cycle (12 trailing cycles) under 1 s.
 """
 
 from __future__ import annotations
@@ -20,12 +20,8 @@ TARGET_HISTORY_S, TARGET_READ_S = 60.0, 1.0
 
 
 def main() -> int:
-    try:
-        from ops_runner.execution.slippage import read_slippage, write_slippage_check
-        from ops_runner.simulators.history import simulate_history
-    except ImportError as error:
-        print(f"benchmark skipped: {error}")
-        return 0
+    from ops_runner.execution.slippage import read_slippage, write_slippage_check
+    from ops_runner.simulators.history import simulate_history
 
     with tempfile.TemporaryDirectory(prefix="bench-slippage-") as scratch:
         result = simulate_history(Path(scratch) / "wb", CYCLES, out_of_band=WIDE)

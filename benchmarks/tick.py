@@ -7,8 +7,8 @@ that run data_qa + decision (2025-11-28, an early close) and execution (2025-12-
 workbook, against the floor of one fresh process importing papermill and executing an empty
 notebook in three fresh kernels; the better of two nights. Beside it, the floor with one empty
 kernel per notebook the night ran. The tick starts each next notebook's kernel while the current
-one runs, as a production tick does. Prints a table and, last, the
-`RESULT {json}` line that run_all.py collects. A benchmark prints; it never fails a build.
+one runs, as a production tick does. Prints a table and, last, the `RESULT {json}` line that
+run_all.py collects. A missed target is printed, not a failure.
 Targets (2-core machine): idle tick within 1.5x the floor, rebalance night within 2x its floor.
 """
 
@@ -168,11 +168,8 @@ def write_empty_notebook(path: Path) -> None:
 
 
 def main() -> int:
-    try:
-        from ops_runner.runtime.notebooks import kernel_name
-    except ImportError as error:
-        print(f"benchmark skipped: {error}")
-        return 0
+    from ops_runner.runtime.notebooks import kernel_name
+
     if not OPS_RUNNER.is_file():
         print(f"benchmark skipped: no {OPS_RUNNER}")
         return 0

@@ -141,7 +141,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     start, end = optional_date(args.start, "--start"), optional_date(args.end, "--end")
     combos, _ = sweep.compute_grid_settings(StrategySettings.from_config(cfg), grid)
     progress(f"sweeping {len(combos)} combinations (vectorbt)")
-    table = sweep.compute_ranking(sweep.sweep(cfg, grid, bars, start=start, end=end), args.sort)
+    found = sweep.sweep(cfg, grid, bars, start=start, end=end, chunk=args.chunk,
+                        progress=progress.enabled)  # fmt: skip
+    table = sweep.compute_ranking(found, args.sort)
     progress("done")
     if args.json:
         print(table.to_json(orient="records", indent=2))
@@ -219,4 +221,11 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
                 "best first (default sharpe; lower is better for volatility, drawdown, turnover)",
             )
             p.add_argument("--top", type=int, default=10, help="rows shown (default 10)")
+            p.add_argument(
+                "--chunk",
+                type=int,
+                metavar="N",
+                help="combinations per simulation (default: what a quarter of the free memory "
+                "holds, up to 1000); the results do not depend on it",
+            )
         p.set_defaults(func=func)

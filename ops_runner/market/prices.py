@@ -141,6 +141,20 @@ class AdjustedCloses:
         factors[has] = running[later[has] - 1]
         return self.close[rows] * factors
 
+    def as_of_each(self, cuts: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """``as_of(cuts[i], rows[i])`` for every i at once, bit for bit (``rows``: one line of
+        rows per cut, each below its cut). The products are taken in ``as_of``'s order, latest
+        event first, one event per step: a step per event between a row and its cut."""
+        rows = np.asarray(rows, dtype=np.intp)
+        n = np.searchsorted(self._days, np.asarray(cuts, dtype=np.intp))[:, None]
+        n = np.broadcast_to(n, rows.shape)
+        later = n - np.searchsorted(self._days, rows, side="right")  # events after each row
+        factors = np.ones(rows.shape)
+        for k in range(int(later.max(initial=0))):
+            more = later > k
+            factors[more] *= self._events[n[more] - 1 - k]
+        return self.close[rows] * factors
+
 
 def compute_split_ratio(raw: float) -> Decimal:
     """Return a split's ratio (new shares per old) as a broker applies it: the nearest simple

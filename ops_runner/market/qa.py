@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
+QA_BLOCK = 32  # symbols checked together by check_universe (their arrays at once)
+_NONE = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
 # Ratios a vendor may leave unrecorded: a raw close falling to 1/2 of itself is a 2:1 split.
 _COMMON_SPLITS = np.array([2.0, 3.0, 4.0, 5.0, 10.0, 1.5, 0.5, 1 / 3, 0.25, 0.2, 0.1])
 
@@ -209,6 +212,13 @@ def _prepare(
     settings: QASettings,
     vendor_adjusted: Mapping[str, pd.Series] | None = None,
 ) -> tuple[Panel, _Context]:
+    ctx = _context(tuple(sorted(bars)), sessions, as_of, settings)
+    return build_panel(bars, ctx.symbols, ctx.as_of, vendor_adjusted), ctx
+
+
+def _context(
+    symbols: tuple[str, ...], sessions: pd.DatetimeIndex, as_of: date, settings: QASettings
+) -> _Context:
     days = np.unique(np.asarray(sessions.values).astype("datetime64[D]").astype(np.int64))
     days = days[days <= day_number(as_of)]
     if days.size == 0:
@@ -217,9 +227,7 @@ def _prepare(
             "pass the calendar's sessions through as_of"
         )
     first = max(days.size - max(settings.window_sessions, 1), 0)
-    symbols = tuple(sorted(bars))
-    ctx = _Context(symbols, days, int(days[-1]), int(days[first]), settings)
-    return build_panel(bars, symbols, ctx.as_of, vendor_adjusted), ctx
+    return _Context(symbols, days, int(days[-1]), int(days[first]), settings)
 
 
 # -- the checks, on a panel ---------------------------------------------------------------------
@@ -335,43 +343,81 @@ def _ohlc(col: dict[str, np.ndarray], row: int) -> str:
     return ", ".join(f"{name} {col[name][row]:.4f}" for name in PRICE_COLUMNS)
 
 
+@dataclass
+class _Jumps:
+    """Total-return moves beyond the band, before the market-wide rule: each one's symbol code
+    (of the symbols the judge is given), day, and what its finding shows."""
+
+    code: np.ndarray
+    day: np.ndarray
+    ret: np.ndarray
+    close: np.ndarray
+    prev: np.ndarray
+    split: np.ndarray
+    dividend: np.ndarray
+    confirmed: np.ndarray  # the secondary shows the same move between the same two dates
+
+    @classmethod
+    def concat(cls, parts: list[_Jumps]) -> _Jumps:
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{n: np.concatenate([getattr(p, n) for p in parts]) for n in names})
+
+
+def _jump_moves(
+    panel: Panel, ret: np.ndarray, ctx: _Context, secondary: Panel | None, offset: int = 0
+) -> _Jumps:
+    """The moves of ``panel`` beyond the band, its codes shifted by ``offset``."""
+    rows = np.flatnonzero(np.abs(np.nan_to_num(ret)) > ctx.settings.jump_band)
+    close, split, dividend = panel.col["close"], panel.col["split"], panel.col["dividend"]
+    return _Jumps(
+        code=panel.code[rows] + offset, day=panel.day[rows], ret=ret[rows], close=close[rows],
+        prev=panel.previous(close)[rows], split=split[rows], dividend=dividend[rows],
+        confirmed=_confirmed(panel, rows, ret, secondary, ctx.settings.cross_return_tolerance),
+    )  # fmt: skip
+
+
 def _jumps(
     panel: Panel, ctx: _Context, secondary: Panel | None, peers: Panel | None = None
 ) -> list[Finding]:
     """Total-return jumps beyond the band that are not market-wide. Splits and dividends are in
     the total return, so a recorded split explains itself and an unrecorded one does not."""
-    band = ctx.settings.jump_band
     ret = total_return(panel)
-    rows = np.flatnonzero(np.abs(np.nan_to_num(ret)) > band)
-    moves = _PeerMoves(panel, ret, rows, ctx.settings, peers)
-    keep = ~moves.market
-    rows, others, same, need = rows[keep], moves.others[keep], moves.same[keep], moves.need[keep]
-    confirmed = _confirmed(panel, rows, ret, secondary, ctx.settings.cross_return_tolerance)
-    close, split, dividend = panel.col["close"], panel.col["split"], panel.col["dividend"]
-    prev = panel.previous(close)
-    place = {int(r): k for k, r in enumerate(rows)}
+    return _judge_jumps(_jump_moves(panel, ret, ctx, secondary), panel, ret, ctx, peers)
+
+
+def _judge_jumps(
+    moved: _Jumps, panel: Panel, ret: np.ndarray, ctx: _Context, peers: Panel | None
+) -> list[Finding]:
+    """The jumps of ``moved`` that are not market-wide, judged on every symbol's total returns
+    ``ret`` (a row per bar of ``panel``, which names the symbols and finds their bars)."""
+    band = ctx.settings.jump_band
+    moves = _PeerMoves(panel, ret, moved.code, moved.day, moved.ret, ctx.settings, peers)
+    keep = np.flatnonzero(~moves.market)
+    others, same, need = moves.others[keep], moves.same[keep], moves.need[keep]
+    place = {int(r): k for k, r in enumerate(keep)}
 
     def text(r: int) -> str:
-        k, raw = place[r], close[r] / prev[r]
+        k, raw = place[r], moved.close[r] / moved.prev[r]
+        split, dividend = moved.split[r], moved.dividend[r]
         words = (
-            f"total return {ret[r]:+.1%} beyond the {band:.0%} band (raw close {prev[r]:.4f} "
-            f"-> {close[r]:.4f}, split {split[r]:g}, dividend {dividend[r]:g}); not market-wide "
-            f"({same[k]} of {others[k]} other symbols of its class, "
-            f"{moves.describe(panel.code[r])}, moved that way by {need[k]:.1%} or more)"
+            f"total return {moved.ret[r]:+.1%} beyond the {band:.0%} band (raw close "
+            f"{moved.prev[r]:.4f} -> {moved.close[r]:.4f}, split {split:g}, dividend "
+            f"{dividend:g}); not market-wide ({same[k]} of {others[k]} other symbols of its "
+            f"class, {moves.describe(moved.code[r])}, moved that way by {need[k]:.1%} or more)"
         )
         ratio = _COMMON_SPLITS[np.argmin(np.abs(_COMMON_SPLITS * raw - 1))]
-        if split[r] == 1 and abs(ratio * raw - 1) < 0.05:
+        if split == 1 and abs(ratio * raw - 1) < 0.05:
             words += f"; looks like an unrecorded split of ratio {ratio:g}"
-        elif split[r] != 1 and abs(raw - 1) < band:
+        elif split != 1 and abs(raw - 1) < band:
             words += "; a split is recorded but the raw close did not move: pre-adjusted prices?"
-        if confirmed[k]:
+        if moved.confirmed[r]:
             words += "; the secondary provider shows the same move"
         return words
 
-    alone, seen = rows[~confirmed], rows[confirmed]
-    out = ctx.emit(Check.JUMP, "jump", panel.code[alone], panel.day[alone], text, rows=alone)
+    alone, seen = keep[~moved.confirmed[keep]], keep[moved.confirmed[keep]]
+    out = ctx.emit(Check.JUMP, "jump", moved.code[alone], moved.day[alone], text, rows=alone)
     return out + ctx.emit(
-        Check.JUMP, "confirmed-jump", panel.code[seen], panel.day[seen], text, rows=seen,
+        Check.JUMP, "confirmed-jump", moved.code[seen], moved.day[seen], text, rows=seen,
         severity=Severity.INFO,
     )  # fmt: skip
 
@@ -384,7 +430,9 @@ class _PeerMoves:
         self,
         panel: Panel,
         ret: np.ndarray,
-        rows: np.ndarray,
+        codes: np.ndarray,
+        days: np.ndarray,
+        jumps: np.ndarray,
         settings: QASettings,
         peers: Panel | None,
     ) -> None:
@@ -398,14 +446,14 @@ class _PeerMoves:
                 if symbol in peers.symbols:
                     self.references.setdefault(name, []).append(peers.symbols.index(symbol))
         peer_ret = total_return(peers) if peers is not None else np.empty(0)
-        self.others = np.zeros(rows.size, dtype=np.int64)
-        self.same = np.zeros(rows.size, dtype=np.int64)
-        self.need = settings.market_move_ratio * np.abs(ret[rows])
-        for k, row in enumerate(rows):
-            code, day = int(panel.code[row]), panel.day[row]
+        self.others = np.zeros(codes.size, dtype=np.int64)
+        self.same = np.zeros(codes.size, dtype=np.int64)
+        self.need = settings.market_move_ratio * np.abs(jumps)
+        for k in range(codes.size):
+            code, day = int(codes[k]), days[k]
             name = self.classes[code]
-            codes = np.array([c for c in members[name] if c != code], dtype=np.int64)
-            found = panel.locate(codes, np.full(codes.size, day))
+            others = np.array([c for c in members[name] if c != code], dtype=np.int64)
+            found = panel.locate(others, np.full(others.size, day))
             moves = ret[found[found >= 0]]
             if peers is not None and name in self.references:
                 refs = np.array(self.references[name], dtype=np.int64)
@@ -413,7 +461,7 @@ class _PeerMoves:
                 moves = np.r_[moves, peer_ret[at[at >= 0]]]
             moves = moves[np.isfinite(moves)]
             self.others[k] = moves.size
-            self.same[k] = int((moves * np.sign(ret[row]) >= self.need[k]).sum())
+            self.same[k] = int((moves * np.sign(jumps[k]) >= self.need[k]).sum())
         enough = self.others >= max(settings.market_min_others, 1)
         self.market = enough & (self.same >= settings.market_move_share * self.others)
         self._peers = peers
@@ -774,15 +822,34 @@ def check_universe(
     blocking first. Raises DataError for a frame not in the store's shape, CalendarError when no
     session is on or before as_of.
     """
-    panel, ctx = _prepare(bars_by_symbol, sessions, as_of, settings, vendor_adjusted)
-    second, notes = (None, []) if secondary is None else _secondary(secondary, ctx)
-    findings = _freshness(panel, ctx) + _completeness(panel, ctx) + _sanity(panel, ctx)
-    findings += _jumps(panel, ctx, second, _peers(peers, ctx)) + _corporate_actions(panel, ctx)
-    if second is not None:
-        findings += notes + _cross_provider(panel, second, ctx)
+    ctx = _context(tuple(sorted(bars_by_symbol)), sessions, as_of, settings)
+    findings: list[Finding] = []
+    moved, returns = [], []
+    for lo in range(0, len(ctx.symbols), QA_BLOCK):
+        # A block of symbols at a time: the working arrays stay a block's size, so the first
+        # call asks the system for no more fresh memory than a repeat reuses (500 symbols x 30
+        # years in one go took 0.7 GB, and the first call ran 2-6x slower than the next).
+        block = dataclasses.replace(ctx, symbols=ctx.symbols[lo : lo + QA_BLOCK])
+        panel = build_panel(bars_by_symbol, block.symbols, ctx.as_of, vendor_adjusted)
+        second, notes = (None, []) if secondary is None else _secondary(secondary, block)
+        findings += _freshness(panel, block) + _completeness(panel, block) + _sanity(panel, block)
+        findings += _corporate_actions(panel, block)
+        if second is not None:
+            findings += notes + _cross_provider(panel, second, block)
+        ret = total_return(panel)
+        moved.append(_jump_moves(panel, ret, block, second, offset=lo))
+        returns.append((panel.code + lo, panel.day, ret))
+        del panel, second
+    # Whether a jump is market-wide asks its class's other symbols, in any block.
+    code, day = (np.concatenate([r[k] for r in returns] or [_NONE[0]]) for k in (0, 1))
+    ret = np.concatenate([r[2] for r in returns] or [np.empty(0)])
+    every = Panel(ctx.symbols, np.r_[0, np.cumsum(np.bincount(code, minlength=len(ctx.symbols)))],
+                  code, day, {}, None, _NONE, _NONE)  # fmt: skip
+    if moved:
+        findings += _judge_jumps(_Jumps.concat(moved), every, ret, ctx, _peers(peers, ctx))
     logger.info(
         "data QA as of %s: %d symbols, %d bars, %d findings, %d blocking",
-        to_date(ctx.as_of), len(ctx.symbols), panel.day.size, len(findings),
+        to_date(ctx.as_of), len(ctx.symbols), day.size, len(findings),
         sum(f.severity is Severity.BLOCKING for f in findings),
     )  # fmt: skip
     return sort_findings(findings)

@@ -26,10 +26,12 @@ The rules, for the decision on month-end session t (the calendar's last session 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import bisect
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -75,6 +77,13 @@ def _decimal_text(value: Decimal) -> str:
 def compute_price_text(value: float) -> str:
     """Return ``value`` rounded to 10 significant digits as plain decimal text ("24.50000000")."""
     return format(Decimal(format(value, f".{PRICE_DIGITS - 1}e")), "f")
+
+
+def compute_price_values(values: np.ndarray) -> np.ndarray:
+    """Return ``float(compute_price_text(v))`` for every value: the nearest float to the same
+    10 significant digits (both texts name one decimal number)."""
+    flat = [float(format(v, f".{PRICE_DIGITS - 1}e")) for v in np.asarray(values).ravel()]
+    return np.array(flat, dtype=np.float64).reshape(np.shape(values))
 
 
 def compute_tie_key(score: float) -> Decimal:
@@ -190,12 +199,17 @@ class StrategySettings:
 class Decision:
     """One month's scores, selection and targets, and the exact prices they came from.
 
-    Two decisions are equal when their records are (the scores frame has no plain ``==``).
+    ``score_table`` holds the scores by column, a value per symbol in ``symbols()`` order:
+    score, ret_<m>m per lookback, rank (NaN outside the risk assets), kept, passed (None when
+    not judged), start_session, end_session. ``scores`` shows it as a frame, built when first
+    read: a backtest decides every month and reads no frame. Two decisions are equal when their
+    records are (a frame has no plain ``==``).
     """
 
     strategy: str
     session: date
-    scores: pd.DataFrame
+    symbols: tuple[str, ...]
+    score_table: dict[str, list[Any]]
     selection: tuple[str, ...]
     targets: dict[str, str]
     hurdle: float | None
@@ -207,22 +221,35 @@ class Decision:
             return NotImplemented
         return self.to_record() == other.to_record()
 
-    __hash__ = None  # type: ignore[assignment]  # equal by value, yet holds a mutable frame
+    __hash__ = None  # type: ignore[assignment]  # equal by value, yet holds mutable tables
+
+    @cached_property
+    def scores(self) -> pd.DataFrame:
+        """Return the score table as a frame indexed by symbol."""
+        columns = {
+            c: pd.Series(v, dtype=object).to_numpy() if c == "passed" else v
+            for c, v in self.score_table.items()
+        }
+        return pd.DataFrame(columns, index=pd.Index(list(self.symbols), name="symbol"))
+
+    def compute_score_map(self) -> dict[str, float]:
+        """Return symbol -> score (the blend's return, a float)."""
+        return dict(zip(self.symbols, self.score_table["score"], strict=True))
 
     def to_record(self) -> dict[str, Any]:
         """Return the decision as JSON-ready values with no floats (numbers as decimal text)."""
-        frame = self.scores
-        columns = [c for c in frame.columns if c == "score" or c.startswith("ret_")]
+        table = self.score_table
+        columns = [c for c in table if c == "score" or c.startswith("ret_")]
         rows: dict[str, Any] = {}
-        for i, symbol in enumerate(frame.index):
-            row: dict[str, Any] = {c: format(float(frame[c].iat[i]), ".10f") for c in columns}
-            rank = frame["rank"].iat[i]
-            passed = frame["passed"].iat[i]
+        for i, symbol in enumerate(self.symbols):
+            row: dict[str, Any] = {c: format(float(table[c][i]), ".10f") for c in columns}
+            rank = table["rank"][i]
+            passed = table["passed"][i]
             row["rank"] = None if pd.isna(rank) else int(rank)
-            row["kept"] = bool(frame["kept"].iat[i])
+            row["kept"] = bool(table["kept"][i])
             row["passed"] = None if passed is None else bool(passed)
-            row["start_session"] = frame["start_session"].iat[i].isoformat()
-            row["end_session"] = frame["end_session"].iat[i].isoformat()
+            row["start_session"] = table["start_session"][i].isoformat()
+            row["end_session"] = table["end_session"][i].isoformat()
             rows[str(symbol)] = row
         return {
             "strategy": self.strategy,
@@ -273,6 +300,17 @@ def _adjusted_as_of(adjusted: AdjustedCloses, session: date, days: Sequence[date
     present = adjusted.dates[found] == wanted
     values[present] = adjusted.as_of(cut, found[present])
     return values
+
+
+def _adjusted_as_of_each(
+    adjusted: AdjustedCloses, sessions: Sequence[date], wanted: np.ndarray
+) -> np.ndarray:
+    """``_adjusted_as_of`` on each of ``sessions``, its days a line of ``wanted`` (datetime64[D],
+    sessions x days): every session in one pass, bit for bit."""
+    cuts = np.searchsorted(adjusted.dates, np.array(sessions, dtype="datetime64[ns]"), "right")
+    found = np.clip(np.searchsorted(adjusted.dates, wanted), 0, np.maximum(cuts, 1)[:, None] - 1)
+    present = (cuts[:, None] > 0) & (adjusted.dates[found] == wanted)
+    return np.where(present, adjusted.as_of_each(np.maximum(cuts, 1), found), np.nan)
 
 
 class _Prepared(dict[str, AdjustedCloses]):
@@ -328,19 +366,31 @@ def compute_month_end_closes(
     return _month_end_closes({s: prepared[s] for s in settings.symbols()}, session, calendar)
 
 
-def compute_month_end_closes_each(
+def compute_month_end_panel(
     settings: StrategySettings,
     sessions: Sequence[date],
+    depth: int,
     bars: Mapping[str, pd.DataFrame],
     calendar: Any,
-) -> Iterator[pd.DataFrame]:
-    """Yield ``compute_month_end_closes`` on each of ``sessions``, the bars prepared once."""
+) -> np.ndarray:
+    """Return ``compute_month_end_closes`` on each of ``sessions``, its last ``depth + 1`` rows
+    latest first: an array (sessions x k = 0..depth month-ends back x ``settings.symbols()``),
+    bit for bit, NaN where that frame has no such row or no bar. The bars are prepared once and
+    each symbol's closes read for every session in one pass."""
     if not sessions:
-        return
-    prepared = _Prepared(bars, max(_as_date(s) for s in sessions))
+        return np.empty((0, depth + 1, len(settings.symbols())))
+    days = [_as_date(s) for s in sessions]
+    prepared = _Prepared(bars, max(days))
     ready = {s: prepared[s] for s in settings.symbols()}
-    for session in sessions:
-        yield _month_end_closes(ready, _as_date(session), calendar)
+    first = max(min(a.first_date for a in ready.values()), calendar.covered_from)
+    ends = list(calendar.month_end_sessions(first, max(days))) if first <= max(days) else []
+    back = (
+        np.array([bisect.bisect_right(ends, d) for d in days])[:, None] - 1 - np.arange(depth + 1)
+    )
+    wanted = np.array(ends or [first], dtype="datetime64[D]")[np.maximum(back, 0)]
+    panel = np.stack([_adjusted_as_of_each(a, days, wanted) for a in ready.values()], axis=-1)
+    panel[back < 0] = np.nan
+    return panel
 
 
 def _month_end_closes(
@@ -486,16 +536,35 @@ def _decide(
             None,
             session,
         )
+    at, days = _reading_days(settings, window)
+    read = {s: _read_prices(s, prepared[s], session, days) for s in settings.symbols()}
+    return _decide_on(settings, session, at, days, read)
+
+
+def _reading_days(
+    settings: StrategySettings, window: Sequence[date]
+) -> tuple[dict[int, date], list[date]]:
+    """The month-end session k months back for each k the decision reads, and those sessions."""
     # The session's own close anchors the adjustment: it is read even when months are skipped.
     at = {k: window[-1 - k] for k in [0, settings.skip_months, *(m for m, _ in settings.lookbacks)]}
-    days = sorted(set(at.values()))
+    return at, sorted(set(at.values()))
+
+
+def _decide_on(
+    settings: StrategySettings,
+    session: date,
+    at: Mapping[int, date],
+    days: Sequence[date],
+    read: Mapping[str, Mapping[date, str]],
+) -> Decision:
+    """The decision from the 10-digit closes ``read`` (symbol -> day -> text) on ``days``."""
     symbols = settings.symbols()
     prices_used: dict[str, list[tuple[str, str]]] = {}
     returns: dict[int, dict[str, float]] = {m: {} for m, _ in settings.lookbacks}
     score: dict[str, float] = {}
     total_weight = sum(w for _, w in settings.lookbacks)
     for symbol in symbols:
-        texts = _read_prices(symbol, prepared[symbol], session, days)
+        texts = read[symbol]
         prices_used[symbol] = [(d.isoformat(), texts[d]) for d in days]
         end = float(texts[at[settings.skip_months]])
         for m, _ in settings.lookbacks:
@@ -521,24 +590,20 @@ def _decide(
 
     longest = settings.months_needed()
     rank = {s: float(i + 1) for i, s in enumerate(order)}
-    frame = pd.DataFrame(
-        {
-            "score": [score[s] for s in symbols],
-            **{f"ret_{m}m": [returns[m][s] for s in symbols] for m, _ in settings.lookbacks},
-            "rank": [rank.get(s, np.nan) for s in symbols],
-            "kept": [s in kept for s in symbols],
-            "passed": pd.Series(
-                [passed[s] if s in kept else None for s in symbols], dtype=object
-            ).to_numpy(),
-            "start_session": [at[longest]] * len(symbols),
-            "end_session": [at[settings.skip_months]] * len(symbols),
-        },
-        index=pd.Index(symbols, name="symbol"),
-    )
+    table: dict[str, list[Any]] = {
+        "score": [score[s] for s in symbols],
+        **{f"ret_{m}m": [returns[m][s] for s in symbols] for m, _ in settings.lookbacks},
+        "rank": [rank.get(s, np.nan) for s in symbols],
+        "kept": [s in kept for s in symbols],
+        "passed": [passed[s] if s in kept else None for s in symbols],
+        "start_session": [at[longest]] * len(symbols),
+        "end_session": [at[settings.skip_months]] * len(symbols),
+    }
     return Decision(
         strategy=settings.name,
         session=session,
-        scores=frame,
+        symbols=tuple(symbols),
+        score_table=table,
         selection=tuple(targets),
         targets=targets,
         hurdle=hurdle,
@@ -561,11 +626,54 @@ def compute_decision_series(
     """
     start, end = _as_date(start), _as_date(end)
     prepared = _Prepared(bars, end)  # once: each decision reads its own session's cut
-    first_bar = max(prepared[s].first_date for s in settings.symbols())
+    symbols = settings.symbols()
+    first_bar = max(prepared[s].first_date for s in symbols)
+    planned = _decidable(settings, calendar.month_end_sessions(start, end), calendar, first_bar)
+    sessions = [session for session, _ in planned]
+    readings = [_reading_days(settings, window) for _, window in planned]
+    ready = {s: _read_prices_each(prepared[s], sessions, [d for _, d in readings]) for s in symbols}
     decisions = []
-    for session in calendar.month_end_sessions(start, end):
-        window = _window(settings, session, calendar)
-        if window is None or first_bar > window[0]:
-            continue
-        decisions.append(_decide(settings, session, prepared, calendar))
+    for n, (session, (at, days)) in enumerate(zip(sessions, readings, strict=True)):
+        # A session the batch could not read is read alone, symbol by symbol: it raises the
+        # error compute_decision raises, for the first session and symbol that has one.
+        read = {s: ready[s][n] or _read_prices(s, prepared[s], session, days) for s in symbols}
+        decisions.append(_decide_on(settings, session, at, days, read))
     return decisions
+
+
+def _decidable(
+    settings: StrategySettings, sessions: Sequence[date], calendar: Any, first_bar: date
+) -> list[tuple[date, list[date]]]:
+    """Each month-end session whose window (``_window``) the calendar and the bars cover, with
+    that window: the calendar's month-ends are read once, then sliced."""
+    if not sessions:
+        return []
+    longest = settings.months_needed()
+    oldest = max(_month_back(sessions[0], longest), calendar.covered_from)
+    ends = list(calendar.month_end_sessions(oldest, sessions[-1]))
+    planned = []
+    for session in sessions:
+        first = _month_back(session, longest)
+        if first < calendar.covered_from:
+            continue
+        window = ends[bisect.bisect_left(ends, first) : bisect.bisect_right(ends, session)]
+        if first_bar <= window[0]:
+            planned.append((session, window))
+    return planned
+
+
+def _read_prices_each(
+    adjusted: AdjustedCloses, sessions: Sequence[date], days: Sequence[list[date]]
+) -> list[dict[date, str] | None]:
+    """``_read_prices`` of one symbol on each of ``sessions`` (with its ``days``), every session
+    adjusted in one pass; None for a session that ``_read_prices`` would refuse."""
+    if len({len(d) for d in days}) != 1:  # never with a calendar that has a session every month
+        return [None] * len(sessions)
+    wanted = np.array(days, dtype="datetime64[D]")
+    values = _adjusted_as_of_each(adjusted, sessions, wanted)
+    usable = (np.isfinite(values) & (values > 0)).all(axis=1)
+    usable &= wanted[:, 0] >= np.datetime64(adjusted.first_date, "D")
+    return [
+        {d: compute_price_text(float(v)) for d, v in zip(day, row, strict=True)} if ok else None
+        for day, row, ok in zip(days, values, usable, strict=True)
+    ]

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 TRADING_DAYS = 252
 MAX_PASSES = 8  # cost passes; two are the rule, more only when an order crosses the minimum
+# A simulation of this many cells (sessions x columns) or more frees each cost pass's Portfolio
+# before the next; below it the full collection (about 0.15 s) costs more than it frees.
+COLLECT_CELLS = 100_000
 MIN_UNITS = 1e-9  # an order for fewer units than this is not placed (fractional shares)
 RESEARCH_SECTIONS = ("universe", "strategy", "costs", "research")
 METRICS = ("cagr", "volatility", "sharpe", "max_drawdown", "turnover", "final_equity")
@@ -103,7 +106,7 @@ class BacktestResult:
     final_equity: float
     decisions: list[dict[str, Any]]
     trades: pd.DataFrame
-    portfolio: Any = field(default=None, repr=False)
+    portfolio: Any = field(default=None, repr=False)  # vectorbt's, of the execution sessions
 
     def metrics(self) -> dict[str, float | None]:
         """Return the metrics by name; None where undefined (no NaN)."""
@@ -227,32 +230,62 @@ def compute_prices(
     return prices
 
 
-def _require_tradable(
-    weights: np.ndarray, tradable: np.ndarray, rows: Sequence[int],
-    sessions: pd.DatetimeIndex, symbols: Sequence[str],
-) -> None:  # fmt: skip
-    """Raise unless every symbol bought or held into an execution session trades at its open."""
+def _find_untradable(
+    weights: np.ndarray, tradable: np.ndarray, rows: Sequence[int] | np.ndarray
+) -> tuple[int, int] | None:
+    """Return (execution n, column) of the first symbol bought or held into an execution session
+    without a usable open (the first portfolio's first, when ``weights`` holds several), or None."""
     previous = np.zeros(weights.shape[1:], dtype=bool)
     for n, row in enumerate(rows):
         held = (weights[n] > 0) | previous
         bad = held & ~tradable[row]
         if bad.any():
-            where = np.argwhere(bad)[0][-1]
-            raise ResearchError(
-                f"{symbols[where]} has no usable open on {sessions[row].date()}, an execution "
-                "session; re-import it and run data QA before backtesting this window"
-            )
+            return n, int(np.argwhere(bad)[0][-1])
         previous = weights[n] > 0
+    return None
+
+
+def _require_tradable(
+    weights: np.ndarray, tradable: np.ndarray, rows: Sequence[int],
+    sessions: pd.DatetimeIndex, symbols: Sequence[str],
+) -> None:  # fmt: skip
+    """Raise unless every symbol bought or held into an execution session trades at its open."""
+    found = _find_untradable(weights, tradable, rows)
+    if found is not None:
+        raise _untradable(symbols[found[1]], sessions[rows[found[0]]].date())
+
+
+def _untradable(symbol: str, session: date) -> ResearchError:
+    return ResearchError(
+        f"{symbol} has no usable open on {session}, an execution session; re-import it and run "
+        "data QA before backtesting this window"
+    )
 
 
 # -- simulation -----------------------------------------------------------------------------------
 
 
+@dataclass
+class Fills:
+    """What a simulation left: vectorbt's order records (``col`` numbered across all columns),
+    then the units of each column and the cash of each group after every simulated session."""
+
+    orders: np.ndarray
+    assets: np.ndarray
+    cash: np.ndarray
+
+
 def _simulate(
     close: pd.DataFrame, price: np.ndarray, factor: np.ndarray, weights: np.ndarray,
-    costs: Costs, initial_cash: float, whole_shares: bool, group_by: Any,
-) -> Any:  # fmt: skip
-    """Return the vectorbt Portfolio in which every order paid exactly the COST_MODEL commission."""
+    costs: Costs, initial_cash: float, whole_shares: bool, width: int,
+) -> tuple[Fills, Any]:  # fmt: skip
+    """Return the fills in which every order paid exactly the COST_MODEL commission, and the
+    last pass's vectorbt Portfolio (every column's, when one group settles all at once).
+
+    Each ``width`` columns are one portfolio (a group sharing its cash). A pass simulates only
+    the groups an earlier pass charged wrongly: groups never touch each other, and a group
+    charged right is charged the same on any later pass, so its first right pass is its answer.
+    """
     import vectorbt as vbt  # 2.5-4 s to import and a Numba cache: kept to research calls
 
     slip = costs.slippage_bps / 10_000.0
@@ -265,15 +298,22 @@ def _simulate(
     fees = np.where(weights > before, rate[0], np.where(weights < before, rate[1], 0.0))
     fixed = np.where(weights == before, minimum, 0.0)
     flips = np.zeros(price.shape, dtype=np.int8)
+    groups = weights.shape[1] // width
+    assets, cash = np.empty(weights.shape), np.empty((len(weights), groups))
+    records, pinned_count = [], 0
+    active = np.arange(groups)  # the groups this pass simulates
     for _ in range(MAX_PASSES):
+        cols = (active[:, None] * width + np.arange(width)).ravel()
         portfolio = vbt.Portfolio.from_orders(
-            close, size=weights, size_type="targetpercent", direction="longonly", price=price,
-            fees=fees, fixed_fees=fixed, slippage=slip, min_size=MIN_UNITS,
+            close.iloc[:, cols], size=weights[:, cols], size_type="targetpercent",
+            direction="longonly", price=price[:, cols], fees=fees[:, cols],
+            fixed_fees=fixed[:, cols], slippage=slip, min_size=MIN_UNITS,
             size_granularity=1.0 if whole_shares else np.nan, init_cash=initial_cash,
-            cash_sharing=True, group_by=group_by, call_seq="auto", freq="1D",
+            cash_sharing=True, group_by=np.repeat(np.arange(len(active)), width),
+            call_seq="auto", freq="1D",
         )  # fmt: skip
-        orders = portfolio.orders.values
-        i, j = orders["idx"], orders["col"]
+        orders = portfolio.orders.values.copy()
+        i, j = orders["idx"], cols[orders["col"]]
         shares = orders["size"] * factor[i, j]
         # A buy within a share of the minimum can flip between the two regimes for ever: pin it.
         pinned = (flips[i, j] >= 3) & (per_share * (shares - factor[i, j]) < minimum)
@@ -283,40 +323,82 @@ def _simulate(
         )
         want_fixed = np.where(at_minimum, minimum, 0.0)
         wrong = (fees[i, j] != want_fees) | (fixed[i, j] != want_fixed)
-        if not wrong.any():
-            if pinned.any():
-                log.warning("%d order(s) pinned at the commission minimum", pinned.sum())
-            return portfolio
+        unsettled = np.zeros(len(active), dtype=bool)
+        unsettled[orders["col"][wrong] // width] = True
+        kept = ~unsettled[orders["col"] // width]
+        orders["col"] = j
+        records.append(orders[kept])
+        pinned_count += int(pinned[kept].sum())
+        settled = np.repeat(~unsettled, width)
+        steps = len(weights)  # a lone group's or column's series comes 1-D: made 2-D
+        assets[:, cols[settled]] = portfolio.assets().to_numpy().reshape(steps, -1)[:, settled]
+        cash[:, active[~unsettled]] = portfolio.cash().to_numpy().reshape(steps, -1)[:, ~unsettled]
+        if not unsettled.any():
+            if pinned_count:
+                log.warning("%d order(s) pinned at the commission minimum", pinned_count)
+            return Fills(np.concatenate(records), assets, cash), portfolio
         i, j = i[wrong], j[wrong]
         fees[i, j], fixed[i, j] = want_fees[wrong], want_fixed[wrong]
         flips[i, j] += 1
+        active = active[unsettled]
         del portfolio, orders
-        gc.collect()  # a Portfolio sits in reference cycles: free each pass before the next
+        if price.size >= COLLECT_CELLS:
+            gc.collect()  # a Portfolio sits in reference cycles: free each pass before the next
     raise ResearchError(
         f"commissions did not settle after {MAX_PASSES} passes; report the case with its "
         "settings (try whole_shares: false meanwhile)"
     )
 
 
+def _mark(
+    fills: Fills, rows: np.ndarray, close: np.ndarray, groups: int, initial_cash: float
+) -> np.ndarray:
+    """Equity at every session's close (sessions x combinations) from the fills at the opens.
+
+    Positions and cash after an execution session's open hold until the next one; the sum runs
+    over symbols in column order, as vectorbt's own value does.
+    """
+    steps = len(rows)
+    units = fills.assets.reshape(steps, groups, -1)
+    units = np.concatenate([np.zeros((1, *units.shape[1:])), units])
+    cash = fills.cash.reshape(steps, groups)
+    cash = np.concatenate([np.full((1, groups), initial_cash), cash])
+    at = np.searchsorted(rows, np.arange(len(close)), side="right")  # 0 = before the first fill
+    held = np.zeros((len(close), groups))
+    for k in range(units.shape[2]):
+        held += units[at, :, k] * close[:, k, None]
+    return cash[at] + held
+
+
 def _compute_metrics(
     equity: np.ndarray, dates: pd.DatetimeIndex, traded: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """Return each metric per column of ``equity`` (sessions down, portfolios across)."""
-    returns = equity[1:] / equity[:-1] - 1.0
+    """Return each metric per column of ``equity`` (sessions down, portfolios across).
+
+    Each portfolio's sums run over its own contiguous row of the transposed curve, so a
+    portfolio's metrics do not depend on how many others share the call (a sweep in chunks
+    gives every bit a whole sweep gives).
+    """
+    curve = np.ascontiguousarray(np.asarray(equity, dtype=np.float64).T)  # portfolios x sessions
+    returns = curve[:, 1:] / curve[:, :-1] - 1.0
     years = (dates[-1] - dates[0]).days / 365.25
     with np.errstate(divide="ignore", invalid="ignore"):
-        cagr = (equity[-1] / equity[0]) ** (1.0 / years) - 1.0 if years > 0 else equity[0] * np.nan
-        std = returns.std(axis=0, ddof=1) if len(returns) > 1 else np.full(equity.shape[1], np.nan)
-        sharpe = np.where(std > 0, returns.mean(axis=0) / std * math.sqrt(TRADING_DAYS), np.nan)
-        turnover = traded / 2.0 / equity.mean(axis=0) / years if years > 0 else traded * np.nan
-    drawdown = 1.0 - equity / np.maximum.accumulate(equity, axis=0)
+        cagr = (
+            (curve[:, -1] / curve[:, 0]) ** (1.0 / years) - 1.0
+            if years > 0
+            else curve[:, 0] * np.nan
+        )
+        std = returns.std(axis=1, ddof=1) if returns.shape[1] > 1 else np.full(len(curve), np.nan)
+        sharpe = np.where(std > 0, returns.mean(axis=1) / std * math.sqrt(TRADING_DAYS), np.nan)
+        turnover = traded / 2.0 / curve.mean(axis=1) / years if years > 0 else traded * np.nan
+    drawdown = 1.0 - curve / np.maximum.accumulate(curve, axis=1)
     return {
         "cagr": cagr,
         "volatility": std * math.sqrt(TRADING_DAYS),
         "sharpe": sharpe,
-        "max_drawdown": drawdown.max(axis=0),
+        "max_drawdown": drawdown.max(axis=1),
         "turnover": turnover,
-        "final_equity": equity[-1],
+        "final_equity": curve[:, -1],
     }
 
 
@@ -372,18 +454,23 @@ def backtest(
             "execution": nxt.isoformat() if nxt else None,
             "selection": list(decision.selection),
             "targets": dict(decision.targets),
-            "scores": {s: float(v) for s, v in decision.scores["score"].items()},
+            "scores": decision.compute_score_map(),
             "explanation": decision.explanation,
         })  # fmt: skip
     open_, factor = prices["open"].to_numpy(), prices["factor"].to_numpy()
     _require_tradable(weights[rows], prices["tradable"].to_numpy(), rows, sessions, symbols)
-    portfolio = _simulate(
-        prices["close"], open_, factor, weights, costs, cash, whole, group_by=True
-    )
-    equity = portfolio.value().rename("equity")
-    equity.index.name = "date"
-    orders = portfolio.orders.values
-    i, j = orders["idx"], orders["col"]
+    # Only the execution sessions are simulated (nothing trades between them); the equity is
+    # marked at every session's close from the positions and cash they leave.
+    simulated = np.array(rows or [0], dtype=np.intp)  # one session without orders: none left
+    fills, portfolio = _simulate(
+        pd.DataFrame(open_[simulated], index=sessions[simulated], columns=symbols),
+        open_[simulated], factor[simulated], weights[simulated], costs, cash, whole,
+        width=len(symbols),
+    )  # fmt: skip
+    marked = _mark(fills, simulated, prices["close"].to_numpy(), 1, cash)[:, 0]
+    equity = pd.Series(marked, index=sessions.rename("date"), name="equity")
+    orders = fills.orders
+    i, j = simulated[orders["idx"]], orders["col"]
     trades = pd.DataFrame({
         "session": sessions[i], "symbol": np.asarray(symbols, dtype=object)[j],
         "side": np.where(orders["side"] == 0, "buy", "sell"), "units": orders["size"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from datetime import date
 from decimal import ROUND_DOWN, Decimal
@@ -14,13 +15,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from tqdm import tqdm
 
 from ops_runner.strategy.momentum import (
     WEIGHT_QUANTUM,
     StrategyError,
     StrategySettings,
-    compute_month_end_closes_each,
-    compute_price_text,
+    compute_month_end_panel,
+    compute_price_values,
     compute_tie_key,
 )
 from ops_runner.strategy.research import (
@@ -28,10 +30,12 @@ from ops_runner.strategy.research import (
     Costs,
     ResearchError,
     _compute_metrics,
+    _find_untradable,
     _finite,
-    _require_tradable,
+    _mark,
     _resolve,
     _simulate,
+    _untradable,
     _window,
     compute_prices,
     compute_sweep_symbols,
@@ -46,6 +50,15 @@ GRID_KEYS = {
     "absolute_momentum": "bool",
     "defensive": "symbol",
 }
+# What one combination holds at the peak of a sweep's simulation: bytes per execution session
+# and column (vectorbt's inputs, broadcasts and records, the cost passes' arrays), and per
+# session for marking its equity; measured by tracemalloc on benchmarks/sweep.py's grid.
+SIMULATION_BYTES = 200
+MARK_BYTES = 64
+MEMORY_SHARE = 0.25  # of the memory available when the sweep starts: the machine is shared
+# Above this many combinations a simulation is no faster per combination (benchmarks/sweep.py's
+# grid: 300, 600 and 1188 at once all take the same time), only larger.
+MAX_CHUNK = 1000
 # Which way each metric is better: a sweep's rows are ranked best first by the one chosen.
 HIGHER_IS_BETTER = {
     "cagr": True,
@@ -158,28 +171,34 @@ def _month_end_panel(
 ) -> np.ndarray:  # fmt: skip
     """Closes k = 0..depth month-ends back for each session (sessions x k x symbols).
 
-    Read by the strategy's own ``compute_month_end_closes`` (bars cut at each session) and rounded
-    by its ``compute_price_text``, so every score is bit for bit the one a decision computes.
+    Read by the strategy's own ``compute_month_end_panel`` (bars cut at each session) and rounded
+    as its ``compute_price_text`` rounds, so every score is bit for bit the one a decision
+    computes.
     """
-    symbols = union.symbols()
-    panel = np.empty((len(sessions), depth + 1, len(symbols)))
-    each = compute_month_end_closes_each(union, sessions, bars, calendar)
-    for n, (session, closes) in enumerate(zip(sessions, each, strict=True)):
-        closes = closes.iloc[::-1]
-        raw = closes.to_numpy()[: depth + 1]
-        if len(raw) < depth + 1 or not (np.isfinite(raw) & (raw > 0)).all():
-            raise ResearchError(
-                f"a month-end close needed by the decision on {session} is missing or not "
-                f"positive ({', '.join(symbols)}); run data QA, then re-import"
-            )
-        panel[n] = [[float(compute_price_text(float(v))) for v in row] for row in raw]
-    return panel
+    raw = compute_month_end_panel(union, sessions, depth, bars, calendar)
+    usable = (np.isfinite(raw) & (raw > 0)).reshape(len(sessions), -1).all(axis=1)
+    if not usable.all():
+        session = sessions[int(np.argmin(usable))]
+        raise ResearchError(
+            f"a month-end close needed by the decision on {session} is missing or not "
+            f"positive ({', '.join(union.symbols())}); run data QA, then re-import"
+        )
+    return compute_price_values(raw)
 
 
 def _tie_keys(scores: np.ndarray) -> np.ndarray:
-    """The strategy's tie keys (scores at 0.01%, half-even) as integers of 0.0001."""
-    keys = [int(compute_tie_key(float(v)).scaleb(4)) for v in scores.ravel()]
-    return np.asarray(keys, dtype=np.int64).reshape(scores.shape)
+    """The strategy's tie keys (scores at 0.01%, half-even) as integers of 0.0001.
+
+    ``score * 1e4`` in floats is within 1e-9 of the exact product for any score a price ratio
+    gives, so rounding it half-even is ``compute_tie_key``'s answer unless it lies that near a
+    half; those few (and any non-finite score) are asked of ``compute_tie_key`` itself.
+    """
+    scaled = np.asarray(scores, dtype=np.float64) * 1e4
+    keys = np.rint(np.nan_to_num(scaled)).astype(np.int64)
+    near_half = ~(np.abs(scaled - np.floor(scaled) - 0.5) > 1e-6 * np.maximum(1.0, np.abs(scaled)))
+    for at in zip(*np.nonzero(near_half), strict=True):
+        keys[at] = int(compute_tie_key(float(scores[at])).scaleb(4))
+    return keys
 
 
 def _slot_weights(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -231,15 +250,23 @@ def sweep(
     calendar: Any = None,
     initial_cash: float | None = None,
     whole_shares: bool | None = None,
+    chunk: int | None = None,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Return one row per valid grid combination: its parameters, window and metrics.
 
     Every combination is decided on the same month-ends (the first with the grid's longest
     lookback of history, through ``end``) with the strategy's rules applied to its own month-end
-    closes and tie keys, then all are simulated in ONE vectorbt ``from_orders`` call (a column
-    per combination and symbol, grouped per combination) under COST_MODEL. ``backtest`` with a
-    row's settings and ``start`` gives the same metrics (tests/unit/test_research.py proves it).
-    Raises ResearchError for a bad grid, missing bars or no decidable session.
+    closes and tie keys, then simulated on the execution sessions only under COST_MODEL, ``chunk``
+    combinations per vectorbt ``from_orders`` call (a column per combination and symbol, grouped
+    per combination). ``chunk``: None for as many as a quarter of the available memory holds,
+    up to MAX_CHUNK (``compute_sweep_chunk``); the rows are the same bit for bit whatever the
+    chunk. (Not a config key: config's hash counts every key with its default, so a new key
+    would change every workbook's hash and void its approved baseline.) ``progress``: a bar
+    over the chunks on stderr.
+    ``backtest`` with a row's settings and ``start`` gives the same metrics
+    (tests/unit/test_research.py proves it). Raises ResearchError for a bad grid, missing bars
+    or no decidable session.
     """
     base, costs, calendar, cash, whole = _resolve(
         cfg_or_settings, costs, calendar, initial_cash, whole_shares
@@ -268,50 +295,123 @@ def sweep(
     )  # fmt: skip
     union_columns = union.symbols()
     panel = _month_end_panel(union, decided, deepest, bars, calendar)
-    keys_by_rule: dict[tuple[Any, ...], np.ndarray] = {}
     exec_days = [calendar.next_session(s) for s in decided if s < last]
     if not exec_days:
         raise ResearchError(f"no decision from {first} to {last} executes by {last}")
     sessions = pd.DatetimeIndex(calendar.sessions(decided[0], last))
     rows = sessions.get_indexer(pd.DatetimeIndex(exec_days))
-    weights = np.empty((len(rows), len(combos), len(columns)))
-    reorder = [union_columns.index(s) for s in columns]
-    for n, settings in enumerate(combos):
-        rule = (settings.lookbacks, settings.skip_months)
-        if rule not in keys_by_rule:
-            total = sum(w for _, w in settings.lookbacks)
-            score = sum(
-                w * (panel[:, settings.skip_months] / panel[:, m] - 1.0)
-                for m, w in settings.lookbacks
-            )
-            keys_by_rule[rule] = _tie_keys(score / total)[:, reorder]
-        weights[:, n] = _targets(settings, keys_by_rule[rule], columns)[: len(rows)]
     prices = compute_prices(bars, columns, sessions)
-    open_, factor = prices["open"].to_numpy(), prices["factor"].to_numpy()
-    _require_tradable(weights, prices["tradable"].to_numpy()[:, None], rows, sessions, columns)
-    wide = len(combos) * len(columns)
+    tradable = prices["tradable"].to_numpy()[:, None]
+    keys_by_rule: dict[tuple[Any, ...], np.ndarray] = {}
+    reorder = [union_columns.index(s) for s in columns]
+
+    def weights_of(part: Sequence[StrategySettings]) -> np.ndarray:
+        """Target weights (executions x combinations x columns) of ``part``."""
+        weights = np.empty((len(rows), len(part), len(columns)))
+        for n, settings in enumerate(part):
+            rule = (settings.lookbacks, settings.skip_months)
+            if rule not in keys_by_rule:
+                total = sum(w for _, w in settings.lookbacks)
+                score = sum(
+                    w * (panel[:, settings.skip_months] / panel[:, m] - 1.0)
+                    for m, w in settings.lookbacks
+                )
+                keys_by_rule[rule] = _tie_keys(score / total)[:, reorder]
+            weights[:, n] = _targets(settings, keys_by_rule[rule], columns)[: len(rows)]
+        return weights
+
+    if chunk is None:
+        chunk = compute_sweep_chunk(len(columns), len(rows), len(sessions))
+    if chunk < 1:
+        raise ResearchError(f"sweep chunk {chunk}: give at least 1 combination per simulation")
     labels = [_combo_label(c) for c in combos]
-    index = pd.MultiIndex.from_tuples(
-        [(*label.values(), s) for label in labels for s in columns],
-        names=[*labels[0].keys(), "symbol"],
-    )
-    portfolio = _simulate(
-        pd.DataFrame(np.tile(open_[rows], len(combos)), index=sessions[rows], columns=index),
-        np.tile(open_[rows], len(combos)), np.tile(factor[rows], len(combos)),
-        weights.reshape(len(rows), wide), costs, cash, whole,
-        group_by=np.repeat(np.arange(len(combos)), len(columns)),
-    )  # fmt: skip
-    equity = _mark(portfolio, rows, prices["close"].to_numpy(), len(combos), cash)
-    orders = portfolio.orders.values
-    traded = np.bincount(
-        orders["col"] // len(columns), np.abs(orders["size"] * orders["price"]), len(combos)
-    )
-    values = _compute_metrics(equity, sessions, traded)
+    values = {name: np.empty(len(combos)) for name in METRICS}
+    parts = range(0, len(combos), chunk)
+    bar = tqdm(parts, desc="sweep", unit="chunk", disable=not progress, dynamic_ncols=True)
+    for lo in bar:
+        part = combos[lo : lo + chunk]
+        weights = weights_of(part)
+        if _find_untradable(weights, tradable, rows) is not None:
+            _require_tradable_grid(combos, chunk, weights_of, tradable, rows, sessions, columns)
+        found = _simulate_chunk(
+            weights, labels[lo : lo + chunk], columns, rows, sessions, prices, costs, cash, whole
+        )
+        for name in METRICS:
+            values[name][lo : lo + len(part)] = found[name]
+        del weights, found
     table = pd.DataFrame(labels)
     table["start"], table["end"] = sessions[0].date().isoformat(), sessions[-1].date().isoformat()
     for name in METRICS:
         table[name] = values[name]
     return table
+
+
+def _simulate_chunk(
+    weights: np.ndarray, labels: Sequence[dict[str, Any]], columns: Sequence[str],
+    rows: np.ndarray, sessions: pd.DatetimeIndex, prices: Mapping[str, pd.DataFrame],
+    costs: Costs, cash: float, whole: bool,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """The metrics of the combinations whose target weights are ``weights``: one simulation."""
+    count = weights.shape[1]
+    open_, factor = prices["open"].to_numpy()[rows], prices["factor"].to_numpy()[rows]
+    index = pd.MultiIndex.from_tuples(
+        [(*label.values(), s) for label in labels for s in columns],
+        names=[*labels[0].keys(), "symbol"],
+    )
+    fills, _ = _simulate(
+        pd.DataFrame(np.tile(open_, count), index=sessions[rows], columns=index),
+        np.tile(open_, count), np.tile(factor, count),
+        weights.reshape(len(rows), count * len(columns)), costs, cash, whole,
+        width=len(columns),
+    )  # fmt: skip
+    equity = _mark(fills, rows, prices["close"].to_numpy(), count, cash)
+    orders = fills.orders
+    traded = np.bincount(
+        orders["col"] // len(columns), np.abs(orders["size"] * orders["price"]), count
+    )
+    return _compute_metrics(equity, sessions, traded)
+
+
+def _require_tradable_grid(
+    combos: Sequence[StrategySettings], chunk: int, weights_of: Any, tradable: np.ndarray,
+    rows: np.ndarray, sessions: pd.DatetimeIndex, columns: Sequence[str],
+) -> None:  # fmt: skip
+    """Raise what one check of the whole grid's weights raises: the first execution session
+    (then the first combination) holding a symbol without a usable open, over every chunk."""
+    first: tuple[int, int] | None = None
+    for lo in range(0, len(combos), chunk):
+        found = _find_untradable(weights_of(combos[lo : lo + chunk]), tradable, rows)
+        if found is not None and (first is None or found[0] < first[0]):
+            first = found
+    if first is not None:
+        raise _untradable(columns[first[1]], sessions[rows[first[0]]].date())
+
+
+def compute_sweep_chunk(
+    columns: int, executions: int, sessions: int, available: int | None = None
+) -> int:
+    """Return how many combinations one simulation may take: as many as a quarter of
+    ``available`` bytes (default: the memory available now, ``read_available_memory``) holds at
+    the peak of a simulation, at least 1 and at most MAX_CHUNK."""
+    available = read_available_memory() if available is None else available
+    each = columns * executions * SIMULATION_BYTES + sessions * MARK_BYTES
+    return max(1, min(MAX_CHUNK, int(available * MEMORY_SHARE) // each))
+
+
+def read_available_memory() -> int:
+    """Return the bytes of memory available to a new allocation without swapping: Linux's
+    MemAvailable, else the free physical pages (os.sysconf), else 1 GiB."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return 2**30
 
 
 def require_metric(metric: str) -> str:
@@ -340,26 +440,6 @@ def _combo_label(settings: StrategySettings) -> dict[str, Any]:
         "absolute_momentum": settings.absolute_momentum,
         "defensive": settings.defensive,
     }
-
-
-def _mark(
-    portfolio: Any, rows: np.ndarray, close: np.ndarray, groups: int, initial_cash: float
-) -> np.ndarray:
-    """Equity at every session's close (sessions x combinations) from the fills at the opens.
-
-    Positions and cash after an execution session's open hold until the next one; the sum runs
-    over symbols in column order, as vectorbt's own value does.
-    """
-    steps = len(rows)
-    units = portfolio.assets().to_numpy().reshape(steps, groups, -1)
-    units = np.concatenate([np.zeros((1, *units.shape[1:])), units])
-    cash = portfolio.cash().to_numpy().reshape(steps, groups)
-    cash = np.concatenate([np.full((1, groups), initial_cash), cash])
-    at = np.searchsorted(rows, np.arange(len(close)), side="right")  # 0 = before the first fill
-    held = np.zeros((len(close), groups))
-    for k in range(units.shape[2]):
-        held += units[at, :, k] * close[:, k, None]
-    return cash[at] + held
 
 
 def compute_sweep_records(table: pd.DataFrame) -> list[dict[str, Any]]:

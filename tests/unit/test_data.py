@@ -141,6 +141,21 @@ def test_adjusted_closes_when_read_as_of_a_cut_are_bit_for_bit_the_whole_adjustm
     assert whole.tobytes() == read.tobytes()  # the same bits, not merely close
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.lists(histories(), min_size=1, max_size=1), st.data())
+def test_adjusted_closes_when_read_as_of_many_cuts_at_once_are_each_cut_bit_for_bit(drawn, data):
+    bars = drawn[0][0]
+    n = len(bars)
+    cuts = data.draw(st.lists(st.integers(1, n), min_size=1, max_size=8))
+    width = data.draw(st.integers(1, 6))
+    line = [st.lists(st.integers(0, c - 1), min_size=width, max_size=width) for c in cuts]
+    rows = [data.draw(each) for each in line]
+    ready = AdjustedCloses(bars)
+    each = ready.as_of_each(np.array(cuts), np.array(rows))
+    one = np.array([ready.as_of(c, np.array(r)) for c, r in zip(cuts, rows, strict=True)])
+    assert each.tobytes() == one.tobytes()
+
+
 # -- the frame's shape --------------------------------------------------------------------------
 
 

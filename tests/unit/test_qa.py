@@ -731,3 +731,22 @@ def test_run_qa_when_workbook_holds_the_clean_sample_is_not_blocking(tmp_path):
     write_sample(open_store(cfg), calendar=open_calendar(cfg))
     report = run_qa(cfg, "2025-12-31")
     assert (report.as_of, report.blocking, report.findings) == (date(2025, 12, 31), False, ())
+
+
+@pytest.mark.parametrize("block", [1, 2, 3])
+def test_check_universe_when_checked_in_small_blocks_finds_what_one_block_finds(monkeypatch, block):
+    world = crash(etfs(*MARCH_16), {**MARCH_16, "VNQ": -0.4})  # with its peers: market-wide
+    world = crash(world, {"TLT": 0.3, "AGG": 0.25}, day="2020-01-10")  # two bonds, not all
+    world["SPY"] = world["SPY"].drop(index=[at("2020-01-15")])  # a missing session
+    secondary = {s: f.copy() for s, f in world.items() if s != "SHY"}
+    secondary["EFA"].loc[at("2020-02-03"), "close"] *= 1.03  # the providers disagree
+    secondary["AGG"] = etfs(*MARCH_16)["AGG"]  # the secondary shows TLT's move, not AGG's
+    monkeypatch.setattr("ops_runner.market.qa.QA_BLOCK", 10_000)
+    whole = check_universe(world, SESSIONS, AS_OF, secondary=secondary)
+    monkeypatch.setattr("ops_runner.market.qa.QA_BLOCK", block)
+    assert check_universe(world, SESSIONS, AS_OF, secondary=secondary) == whole
+    found = {(f.symbol, f.check, f.severity) for f in whole}
+    assert {("AGG", Check.JUMP, BLOCK), ("TLT", Check.JUMP, INFO),
+            ("SPY", Check.COMPLETENESS, BLOCK), ("EFA", Check.CROSS_PROVIDER, BLOCK),
+            ("SHY", Check.CROSS_PROVIDER, INFO)} <= found  # fmt: skip
+    assert not any(f.symbol == "VNQ" for f in whole)  # its peers sit in other blocks

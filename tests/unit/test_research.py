@@ -11,6 +11,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -19,9 +20,15 @@ from ops_runner.market.calendar import MarketCalendar
 from ops_runner.market.prices import compute_adjustment_factors
 from ops_runner.market.sources.sample import generate_sample_market
 from ops_runner.strategy import research
-from ops_runner.strategy.momentum import StrategySettings, compute_decision, compute_decision_series
+from ops_runner.strategy import sweep as sweep_module
+from ops_runner.strategy.momentum import (
+    StrategySettings,
+    compute_decision,
+    compute_decision_series,
+    compute_tie_key,
+)
 from ops_runner.strategy.research import Costs, ResearchError, backtest
-from ops_runner.strategy.sweep import compute_grid_settings, load_grid, sweep
+from ops_runner.strategy.sweep import compute_grid_settings, compute_sweep_chunk, load_grid, sweep
 from ops_runner.strategy.warmup import warm
 from ops_runner.workbook.config import (
     TEMPLATES,
@@ -274,6 +281,55 @@ def test_sweep_when_combination_impossible_leaves_it_out(market):
 def test_sweep_when_every_combination_impossible_refuses(market):
     with pytest.raises(ResearchError, match="impossible"):
         sweep(template("gem"), {"top_n": [3, 4]}, market)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7])
+def test_sweep_when_chunked_small_gives_the_whole_sweep_bit_for_bit(market, chunk):
+    cfg = template("config")
+    grid = {"lookback_months": [3, 12], "skip_months": [0, 1], "top_n": [1, 2],
+            "absolute_momentum": [True, False]}  # fmt: skip
+    whole = sweep(cfg, grid, market, start=date(2014, 1, 1), chunk=10_000)
+    chunked = sweep(cfg, grid, market, start=date(2014, 1, 1), chunk=chunk)
+    assert len(whole) == 16
+    pd.testing.assert_frame_equal(chunked, whole, check_exact=True)
+
+
+def test_sweep_when_chunk_is_below_one_refuses(market):
+    with pytest.raises(ResearchError, match="at least 1"):
+        sweep(template("gem"), {"top_n": [1]}, market, chunk=0)
+
+
+def test_sweep_when_a_later_chunk_misses_an_earlier_open_names_the_earliest(market):
+    cfg = template("gem")
+    decisions = backtest(cfg, market).decisions
+    agg = next(d for d in decisions if d["selection"] == ["AGG"])
+    spy = next(d for d in decisions if d["selection"] == ["SPY"] and d["session"] > agg["session"])
+    bars = {**market, "SPY": market["SPY"].drop(index=[pd.Timestamp(spy["execution"])]),
+            "TLT": market["TLT"].drop(index=[pd.Timestamp(agg["execution"])])}  # fmt: skip
+    grid = {"defensive": ["AGG", "TLT"]}  # the second chunk holds TLT where the first held AGG
+    with pytest.raises(ResearchError) as whole:
+        sweep(cfg, grid, bars, chunk=2)
+    with pytest.raises(ResearchError) as chunked:
+        sweep(cfg, grid, bars, chunk=1)
+    assert str(chunked.value) == str(whole.value)
+    assert f"TLT has no usable open on {agg['execution']}" in str(whole.value)
+
+
+def test_sweep_chunk_when_memory_is_given_fits_a_quarter_of_it():
+    each = 14 * 228 * sweep_module.SIMULATION_BYTES + 5033 * sweep_module.MARK_BYTES
+    assert compute_sweep_chunk(14, 228, 5033, available=4 * 100 * each) == 100
+    assert compute_sweep_chunk(14, 228, 5033, available=10) == 1
+    assert compute_sweep_chunk(14, 228, 5033, available=2**50) == sweep_module.MAX_CHUNK
+    assert compute_sweep_chunk(14, 228, 5033) >= 1  # the machine's own memory
+
+
+def test_sweep_tie_keys_when_a_score_sits_on_a_half_round_as_the_strategy_does():
+    halves = [(k + 0.5) / 1e4 for k in range(-300, 300)]
+    near = [math.nextafter(v, d) for v in halves for d in (-1.0, 1.0)]
+    scores = [0.0, -0.0, 0.00005, -0.00005, 0.00015, 1.23445, 12.5, -0.99995, *halves, *near]
+    keys = sweep_module._tie_keys(np.array(scores).reshape(-1, 2))
+    expected = [int(compute_tie_key(v).scaleb(4)) for v in scores]
+    assert keys.ravel().tolist() == expected
 
 
 # -- grid files --------------------------------------------------------------------------------

@@ -644,3 +644,30 @@ def test_series_when_history_starts_late_skips_sessions_without_it(sample):
     series = compute_decision_series(rules, sample, CAL, date(2010, 1, 1), date(2011, 3, 31))
     # 2010-12-31 would need 2009-12-31; 2011-01-31 needs 2010-01-29, the first one there is.
     assert [d.session for d in series] == [date(2011, 1, 31), date(2011, 2, 28), date(2011, 3, 31)]
+
+
+@pytest.mark.parametrize(
+    ("dropped", "spoiled"),
+    [
+        ({"IEF": date(2017, 3, 31), "SPY": date(2017, 6, 30)}, {}),  # the first session wins
+        ({"SPY": date(2017, 6, 30)}, {"BIL": date(2017, 3, 31)}),  # a NaN close, then a gap
+        ({}, {"EFA": date(2017, 5, 31), "QQQ": date(2017, 5, 31)}),  # the first symbol wins
+    ],
+)
+def test_series_when_bars_are_bad_raises_what_the_first_bad_decision_raises(
+    sample, dropped, spoiled
+):
+    rules = template_settings("topn")
+    bars = dict(sample)
+    for symbol, day in dropped.items():
+        bars[symbol] = bars[symbol].drop(pd.Timestamp(day))
+    for symbol, day in spoiled.items():
+        bars[symbol] = bars[symbol].copy()
+        bars[symbol].loc[pd.Timestamp(day), "close"] = np.nan
+    first = min([*dropped.values(), *spoiled.values()])
+    with pytest.raises(StrategyError) as one:
+        compute_decision(rules, first, bars, CAL)
+    with pytest.raises(StrategyError) as series:
+        compute_decision_series(rules, bars, CAL, date(2016, 1, 1), date(2019, 12, 31))
+    assert (type(series.value), str(series.value)) == (type(one.value), str(one.value))
+    assert (series.value.symbol, series.value.session) == (one.value.symbol, first)
