@@ -3,7 +3,9 @@
 Each script prints its own details and, as its last line, `RESULT {json}`: a non-empty list of
 {"metric", "value", "unit", "target"} rows with finite numbers. A missed target is a figure to
 read, not a failure. A script that crashes (non-zero exit) or prints no figure is a failure:
-it is named in the table and on stderr, and this exits 1, so `make bench` fails.
+it is named in the table and on stderr, and this exits 1, so `make bench` fails. A script whose
+input is absent (the real data of ../shared/data) says so as its last line, `benchmark skipped:
+<why>`, and exits 0: a skip, shown with its reason, not a failure.
 
 Usage: run_all.py [NAME ...]  (names of scripts without .py; default: all of them)
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 HEADER = ("benchmark", "metric", "value", "target")
+SKIPPED = "benchmark skipped:"
 
 
 def read_figures(stdout: str) -> list[dict]:
@@ -55,6 +58,10 @@ def main(argv: list[str]) -> int:
         took = time.perf_counter() - started
         print(done.stdout, end="")
         print(done.stderr, end="", file=sys.stderr)
+        said_last = (done.stdout.strip().splitlines() or [""])[-1]
+        if done.returncode == 0 and said_last.startswith(SKIPPED):
+            rows.append((script.stem, "skipped", said_last.removeprefix(SKIPPED).strip(), ""))
+            continue
         if done.returncode != 0:
             why = f"exit {done.returncode}"
         else:
