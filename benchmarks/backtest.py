@@ -12,7 +12,6 @@ interleaved, so a busy machine slows both alike. A missed target is printed, not
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _figures import print_figures
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "alphavantage"
 RISK = ("SPY", "EFA", "EEM", "IWM", "TLT", "GLD", "VNQ", "QQQ")
@@ -118,9 +118,7 @@ def main() -> int:
         {"metric": "first backtest (vectorbt import, Numba cache)", "value": first_s,
          "unit": "s", "target": ""},
     ]  # fmt: skip
-    for row in rows:
-        print(f"{row['metric']:<58} {row['value']:>9.3f} {row['unit']:<3} {row['target']}")
-    print("RESULT " + json.dumps(rows))
+    print_figures(rows)
     return 0
 
 

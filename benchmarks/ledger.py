@@ -6,7 +6,6 @@ million-event chain does not verify (a wrong figure is no figure).
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import sys
@@ -15,6 +14,8 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from _figures import print_figures
 
 from ops_runner.core.canonical import canonical_json
 from ops_runner.core.clock import format_instant
@@ -236,11 +237,7 @@ def main() -> int:
             {"metric": "open 1M ledger (quick_check)", "value": open_s, "unit": "s", "target": ""}
         )
         rows.append({"metric": "verify 1M events", "value": verify_s, "unit": "s", "target": "< 5"})
-    width = max(len(r["metric"]) for r in rows)
-    print(f"{'metric'.ljust(width)}  {'value':>10}  unit  target")
-    for r in rows:
-        print(f"{r['metric'].ljust(width)}  {r['value']:>10.3f}  {r['unit']:<4}  {r['target']}")
-    print("RESULT " + json.dumps(rows))
+    print_figures(rows)
     return 0
 
 

@@ -40,7 +40,9 @@ def read_figures(stdout: str) -> list[dict]:
 
 
 def main(argv: list[str]) -> int:
-    scripts = sorted(p for p in HERE.glob("*.py") if p.name not in {"run_all.py", "__init__.py"})
+    scripts = sorted(  # _name.py: a helper of the scripts, not a benchmark
+        p for p in HERE.glob("*.py") if p.name != "run_all.py" and not p.name.startswith("_")
+    )
     if argv:
         unknown = sorted(set(argv) - {p.stem for p in scripts})
         if unknown:
