@@ -35,6 +35,8 @@ from ops_runner.strategy.sweep import compute_grid_settings, compute_ranking, re
 
 log = logging.getLogger(__name__)
 
+# Small enough to walk the sample market in seconds: the notebook's default.
+DEFAULT_GRID: dict[str, list[Any]] = {"lookback_months": [3, 6, 12], "top_n": [1, 2]}
 LABELS = ("lookback_months", "skip_months", "top_n", "absolute_momentum", "defensive")
 OOS_NOTE = """\
 Each test window is one backtest of the combination chosen on the training window before it:
