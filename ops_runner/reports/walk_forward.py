@@ -40,11 +40,12 @@ def plot_chosen_parameters(steps: pd.DataFrame) -> Figure:
     varied = [k for k in LABELS if k in steps and steps[k].nunique() > 1] or ["lookback_months"]
     fig, axes = plt.subplots(len(varied), 1, figsize=(10, 1.6 * len(varied) + 0.6), sharex=True,
                              squeeze=False)  # fmt: skip
-    when = pd.to_datetime(steps["test_start"])
+    # each choice held from its test window's start to its end: the last one drawn to its end
+    when = pd.to_datetime([*steps["test_start"], steps["test_end"].iat[-1]])
     for ax, key in zip(axes[:, 0], varied, strict=True):
-        values = steps[key].astype(str)
-        levels = sorted(values.unique(), key=lambda v: (len(v), v))
-        ax.step(when, [levels.index(v) for v in values], where="post", lw=1.5)
+        values = steps[key].astype(str).tolist()
+        levels = sorted(set(values), key=lambda v: (len(v), v))
+        ax.step(when, [levels.index(v) for v in [*values, values[-1]]], where="post", lw=1.5)
         ax.set_yticks(range(len(levels)), levels)
         ax.set_ylabel(key, fontsize=8)
     axes[0, 0].set_title("the combination each training window chose (held over its test window)",

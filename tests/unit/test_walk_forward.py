@@ -192,3 +192,19 @@ def test_walk_forward_when_history_is_too_short_refuses_with_one_line(sample):
 def test_walk_forward_when_metric_unknown_refuses_with_one_line(sample):
     with pytest.raises(ResearchError, match="no metric 'alpha'"):
         walk_forward(SAMPLE_BASE, SAMPLE_GRID, sample, metric="alpha", **OPTIONS)
+
+
+def test_charts_when_drawn_show_every_window_and_only_the_parameters_that_changed(sample_run):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ops_runner.reports import walk_forward as charts
+
+    steps = sample_run.steps
+    bars = charts.plot_in_and_out_of_sample(steps)
+    assert len(bars.axes[0].patches) == 2 * len(steps)
+    chosen = charts.plot_chosen_parameters(steps)
+    varied = [k for k in ("lookback_months", "top_n") if steps[k].nunique() > 1]
+    assert len(chosen.axes) == max(1, len(varied))
+    line = chosen.axes[0].lines[0]
+    assert len(line.get_xdata()) == len(steps) + 1  # the last choice drawn to its window's end
