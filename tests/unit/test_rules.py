@@ -375,3 +375,16 @@ def test_sweep_when_a_rule_is_on_refuses_naming_it():
 
 def test_settings_when_rules_change_nothing_else_compare_equal_to_replace():
     assert dataclasses.replace(rules(), trend_length=3) == rules(trend_length=3)
+
+
+def test_gtaa5_template_when_read_is_faber_with_the_signal_one_session_early():
+    text = (TEMPLATES / "gtaa5.yaml").read_text()
+    assert 'A Quantitative Approach to Tactical Asset\n# Allocation"' in text and "2007" in text
+    settings = StrategySettings.from_config(
+        load_config_text(read_config_text(TEMPLATES / "gtaa5.yaml"), Path("/tmp/wb"))
+    )
+    assert settings.risk == ("SPY", "EFA", "IEF", "VNQ", "DBC") and settings.top_n == 5
+    assert (settings.trend_length, settings.trend_basis, settings.trend_fast) == (10, "months", 1)
+    assert (settings.defensive, settings.failed_slot) == ("BIL", "defensive")
+    assert settings.signal_offset == -1
+    assert not settings.absolute_momentum
