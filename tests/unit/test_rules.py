@@ -388,3 +388,15 @@ def test_gtaa5_template_when_read_is_faber_with_the_signal_one_session_early():
     assert (settings.defensive, settings.failed_slot) == ("BIL", "defensive")
     assert settings.signal_offset == -1
     assert not settings.absolute_momentum
+
+
+def test_daa_template_when_read_is_breadth_momentum_with_two_canaries():
+    text = (TEMPLATES / "daa.yaml").read_text()
+    assert "Defensive Asset Allocation (DAA)" in text and "Keller" in text
+    settings = StrategySettings.from_config(
+        load_config_text(read_config_text(TEMPLATES / "daa.yaml"), Path("/tmp/wb"))
+    )
+    assert settings.lookbacks == ((1, 12.0), (3, 4.0), (6, 2.0), (12, 1.0))
+    assert (settings.canary, settings.canary_breadth, settings.top_n) == (("EEM", "AGG"), 2, 6)
+    assert settings.cash_proxy is None and settings.defensive == "IEF"
+    assert settings.symbols()[-1] == "AGG"  # EEM, a risk asset too, is read once
