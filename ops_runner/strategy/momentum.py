@@ -700,11 +700,10 @@ def compute_decision(
 
 def compute_signal_session(calendar: Any, month_end: date, offset: int) -> date:
     """Return the session ``-offset`` sessions before month-end session ``month_end`` (itself
-    for 0): the session a month's decision is taken on."""
-    day = month_end
-    for _ in range(-offset):
-        day = calendar.previous_session(day)
-    return day
+    for 0, without asking the calendar): the session a month's decision is taken on."""
+    if offset == 0:
+        return month_end
+    return calendar.rebalance_session(month_end.year, month_end.month, offset)
 
 
 def _month_end_of(settings: StrategySettings, session: date, calendar: Any) -> date:
@@ -719,7 +718,7 @@ def _month_end_of(settings: StrategySettings, session: date, calendar: Any) -> d
             )
         return session
     month_end = calendar.rebalance_session(session.year, session.month)
-    signal = compute_signal_session(calendar, month_end, settings.signal_offset)
+    signal = calendar.rebalance_session(session.year, session.month, settings.signal_offset)
     if signal != session:
         raise StrategyError(
             f"{session} is not a signal session: with signal_offset {settings.signal_offset} "

@@ -12,6 +12,7 @@ import pytest
 
 from ops_runner.market.bars import make_bars
 from ops_runner.market.calendar import MarketCalendar
+from ops_runner.ops.schedule import compute_slots
 from ops_runner.strategy.momentum import (
     RULE_DEFAULTS,
     StrategyError,
@@ -31,6 +32,7 @@ from ops_runner.workbook.config import (
     load_config_text,
     read_config_text,
 )
+from ops_runner.workbook.settings import ScheduleSettings
 
 CAL = MarketCalendar()
 T = date(2021, 12, 31)  # the month-end session of every hand-built case (a Friday)
@@ -400,3 +402,31 @@ def test_daa_template_when_read_is_breadth_momentum_with_two_canaries():
     assert (settings.canary, settings.canary_breadth, settings.top_n) == (("EEM", "AGG"), 2, 6)
     assert settings.cash_proxy is None and settings.defensive == "IEF"
     assert settings.symbols()[-1] == "AGG"  # EEM, a risk asset too, is read once
+
+
+# -- the schedule with a signal offset ------------------------------------------------------------
+
+
+def test_schedule_when_signal_is_one_session_early_decides_then_and_executes_at_the_month_end():
+    values = load_config_text(read_config_text(TEMPLATES / "gtaa5.yaml"), Path("/tmp/wb")).values
+    settings = dataclasses.replace(ScheduleSettings.from_config(values), weekly=())
+    assert settings.signal_offset == -1
+    slots = {s.key: s for s in compute_slots(CAL, settings, date(2021, 12, 28), T)}
+    # 2021-12-30 is the signal session (the one before the month-end 2021-12-31), N is 12-31.
+    assert slots["decision:2021-12"].session == date(2021, 12, 30)
+    assert slots["data_qa:2021-12"].session == date(2021, 12, 30)
+    assert slots["execution:2021-12"].session == T
+    assert slots["reconciliation:2021-12"].session == T
+    assert {s.session for s in slots.values() if s.job == "pre_rebalance_checks"} == {
+        date(2021, 12, 29), date(2021, 12, 30),
+    }  # fmt: skip
+    assert CAL.rebalance_session(2021, 12, -1) == date(2021, 12, 30)
+    assert CAL.is_rebalance_session(date(2021, 12, 30), -1)
+    assert not CAL.is_rebalance_session(T, -1) and CAL.is_rebalance_session(T)
+
+
+def test_schedule_when_no_offset_decides_on_the_month_end_as_before():
+    values = load_config_text(read_config_text(TEMPLATES / "gem.yaml"), Path("/tmp/wb")).values
+    settings = dataclasses.replace(ScheduleSettings.from_config(values), weekly=())
+    slots = {s.key: s for s in compute_slots(CAL, settings, date(2021, 12, 28), T)}
+    assert slots["decision:2021-12"].session == T
