@@ -858,7 +858,8 @@ def _decide_on(
         "start_session": [at[longest]] * len(symbols),
         "end_session": [at[settings.skip_months]] * len(symbols),
     }
-    closes = {s: {d: float(t) for d, t in read[s].items()} for s in symbols}
+    needs_closes = settings.trend_length or settings.weighting != "equal"
+    closes = {s: {d: float(t) for d, t in read[s].items()} for s in symbols} if needs_closes else {}
     notes: list[str] = []
     extra: dict[str, Any] = {}
 
