@@ -194,13 +194,13 @@ class StrategySettings:
         return self._rule_problem()
 
     def _rule_problem(self) -> str | None:
+        if self.trend_length < 0 or self.trend_basis not in TREND_BASES:
+            return f"trend_length must be 0 or more and trend_basis one of {TREND_BASES}"
         if self.trend_length and not 1 <= self.trend_fast < self.trend_length:
             return (
                 f"trend_fast {self.trend_fast} must be at least 1 and below trend_length "
                 f"{self.trend_length} (0 turns the trend filter off)"
             )
-        if self.trend_length < 0 or self.trend_basis not in TREND_BASES:
-            return f"trend_length must be 0 or more and trend_basis one of {TREND_BASES}"
         if self.failed_slot not in FAILED_SLOTS:
             return f"failed_slot {self.failed_slot!r} must be one of {FAILED_SLOTS}"
         if not -MAX_SIGNAL_OFFSET <= self.signal_offset <= 0:
