@@ -82,7 +82,7 @@ def run_job(
         if not cycle:
             raise ConfigError(f"run {job}: --cycle is required (e.g. 2025-11)")
         wanted = Cycle.parse(cycle, what="--cycle")  # CycleError: exit 2, like ConfigError
-        session = calendar.rebalance_session(wanted.year, wanted.month)
+        session = calendar.rebalance_session(wanted.year, wanted.month, cfg.schedule.signal_offset)
     else:
         clock = instant or datetime.now(UTC)
         session = parse_date(as_of) if as_of else calendar.last_closed_session(clock)

@@ -70,8 +70,8 @@ def _run_performance(cfg: Config, start: str, end: str, progress: Progress) -> i
 def _research_inputs(args: argparse.Namespace, progress: Progress, grid: dict | None = None):
     """Return (config, bars) for backtest/sweep: the workbook's data with --config's strategy.
 
-    --config is a template name (gem, topn) or a YAML file, relative to the current folder,
-    else to the workbook, else to the project (``templates/gem.yaml`` from any folder).
+    --config is a template name (gem, topn, gtaa5, daa) or a YAML file, relative to the current
+    folder, else to the workbook, else to the project (``templates/gem.yaml`` from any folder).
     """
     # here, not at the top: pandas loads only when this verb runs
     from ops_runner.strategy import research

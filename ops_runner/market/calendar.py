@@ -354,8 +354,9 @@ class MarketCalendar:
             raise self._coverage_error(self._month_after_coverage())
         return bool(self._month_end[pos])
 
-    def rebalance_session(self, year: int, month: int) -> date:
-        """Return the last session of ``month`` in ``year``; raise if the month has none."""
+    def rebalance_session(self, year: int, month: int, offset: int = 0) -> date:
+        """Return the last session of ``month`` in ``year``; raise if the month has none. With
+        ``offset`` -k, the session k sessions before it: the month's signal session."""
         if not 1 <= month <= 12:
             raise CalendarError(f"bad month {month}: expected 1..12")
         last_day = _last_day_of_month(year, month)
@@ -363,7 +364,17 @@ class MarketCalendar:
         session = self.session_on_or_before(last_day)
         if (session.year, session.month) != (year, month):
             raise CalendarError(f"{year}-{month:02d} has no {self.name} session")
+        for _ in range(-offset):
+            session = self.previous_session(session)
         return session
+
+    def is_rebalance_session(self, d: DateLike, offset: int = 0) -> bool:
+        """Return whether ``d`` is its month's ``rebalance_session`` with ``offset`` (with 0,
+        ``is_month_end_session``)."""
+        day = _to_date(d)
+        if offset == 0:
+            return self.is_month_end_session(day)
+        return self.is_session(day) and self.rebalance_session(day.year, day.month, offset) == day
 
     def _month_after_coverage(self) -> date:
         t = self.covered_through

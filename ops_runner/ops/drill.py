@@ -353,7 +353,7 @@ def _cycle_plan(scfg: Config, cycle: str) -> list[tuple[datetime, list[Any]]]:
 
     calendar, settings = open_calendar(scfg), scfg.schedule
     wanted = Cycle.parse(cycle)
-    session = calendar.rebalance_session(wanted.year, wanted.month)
+    session = calendar.rebalance_session(wanted.year, wanted.month, settings.signal_offset)
     days = (calendar.previous_session(session), session)
     slots = [s for d in days for s in compute_session_slots(calendar, settings, d)]
     slots = [s for s in slots if s.cycle == cycle]

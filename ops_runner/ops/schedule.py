@@ -3,7 +3,9 @@
 Pure: the calendar, the schedule settings, the instant and what the ledger says is done go in;
 the agenda comes out. Nothing here reads a clock, a file or the ledger.
 
-A rebalance cycle (R = the last session of a month, N = the session after it):
+A rebalance cycle (R = the last session of a month, N = the session after it; with
+``strategy.signal_offset`` -k, R is the session k sessions before the last, the signal session,
+and N the session after it):
 - ``pre_rebalance_checks`` after the close of the session before R, and again after R's close;
 - ``data_qa`` -> ``decision`` after R's close plus ``decision_delay_minutes``;
 - ``execution`` inside N's submission window (market-on-open orders for N's open);
@@ -122,13 +124,13 @@ def compute_session_slots(calendar: Any, settings: ScheduleSettings, session: da
             Slot(Job(job), f"{job}:{day}", session, None, after_close, deadline=next_open)
             for job in settings.weekly
         )
-    if calendar.is_month_end_session(next_session):
+    if _rebalances(calendar, settings, next_session):
         slots.append(
             Slot(Job.PRE_REBALANCE, f"{Job.PRE_REBALANCE}:{day}", session,
                  str(Cycle.of(next_session)), after_close,
                  deadline=after_close + deadlines["data_qa"], closes=next_open)
         )  # fmt: skip
-    if not calendar.is_month_end_session(session):
+    if not _rebalances(calendar, settings, session):
         return slots
     cycle = str(Cycle.of(session))
     window = calendar.submission_window(next_session, settings.window_start, settings.window_end)
@@ -157,6 +159,13 @@ def compute_session_slots(calendar: Any, settings: ScheduleSettings, session: da
     replay = Slot(Job.REPLAY, f"{Job.REPLAY}:{cycle}", next_session, cycle, settle,
                   deadline=after_n, after=(reconciliation.key,))  # fmt: skip
     return [*slots, pre, qa, decision, execution, reconciliation, report, replay]
+
+
+def _rebalances(calendar: Any, settings: ScheduleSettings, session: date) -> bool:
+    """Whether a cycle decides on ``session``: its month-end, or its signal session."""
+    if settings.signal_offset == 0:
+        return bool(calendar.is_month_end_session(session))
+    return bool(calendar.is_rebalance_session(session, settings.signal_offset))
 
 
 def compute_slots(calendar: Any, settings: ScheduleSettings, first: date, last: date) -> list[Slot]:

@@ -22,6 +22,32 @@ The rules, for the decision on month-end session t (the calendar's last session 
 - The top N kept assets fill N slots in rank order; a failed slot holds the defensive asset.
   Each slot weighs 1/N cut to 10 decimals; the symbol holding the last slot takes what is left,
   so the weights sum to exactly 1 (N=3: 0.3333333333, 0.3333333333, 0.3333333334).
+
+Rules people run, each off by default (a setting at its default leaves every decision, record
+and config hash exactly as before):
+
+- Trend filter (``trend_length`` N > 0; Faber's 10-month rule): a kept asset holds its slot only
+  while its fast average is strictly above its N-point simple average of adjusted closes, both
+  ending at the signal session. ``trend_basis`` months: the points are the signal sessions of the
+  last N months (the decision's own included); sessions: the last N sessions' closes.
+  ``trend_fast`` 1 compares the close itself; F > 1 compares the F-point average (average vs
+  average). A failing slot goes where ``failed_slot`` says: the defensive asset, or cash (its
+  weight left out of the targets, which then sum below 1).
+- Signal offset (``signal_offset`` -k): the decision of a month is taken on the session k
+  sessions before its month-end session, from bars cut at that session's close; every monthly
+  point it reads (lookbacks, trend) is the same offset session of its month. The record says so
+  under ``signal`` and names the execution: the next session's open, as for any decision.
+- Canary breadth (``canary`` assets, ``canary_breadth`` B; Keller's protective and vigilant
+  allocations): a canary is bad when its score does not beat the hurdle (the cash proxy's score,
+  or 0 without one), judged like absolute momentum. With b bad canaries, min(1, b/B) of the
+  portfolio goes to the defensive asset and the risk slots share the rest.
+- Weights (``weighting``): equal, or inverse volatility (each kept slot in proportion to 1/sigma,
+  sigma the standard deviation of its last ``volatility_sessions`` daily returns). ``weight_cap``
+  c < 1 caps every risk asset's weight at c; the excess goes to the uncapped risk assets in
+  proportion to their weights, and what none can take goes where ``failed_slot`` says.
+- With canaries, cash or inverse volatility, each symbol's weight is cut to 10 decimals and,
+  when nothing is left in cash, the symbol of the last part takes what is left; with none of
+  them, the slots are weighed as above.
 """
 
 from __future__ import annotations
@@ -29,8 +55,10 @@ from __future__ import annotations
 import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from dataclasses import field as dataclass_field
+from datetime import date, datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
 from functools import cached_property
 from typing import Any
 
@@ -50,6 +78,26 @@ TIE_QUANTUM = Decimal("0.0001")  # scores equal at 0.01% are tied
 WEIGHT_QUANTUM = Decimal("0.0000000001")
 PRICE_DIGITS = 10
 COMPARES = ("each", "benchmark")
+TREND_BASES = ("months", "sessions")
+FAILED_SLOTS = ("defensive", "cash")
+WEIGHTINGS = ("equal", "inverse_volatility")
+MAX_SIGNAL_OFFSET = 10  # sessions before the month-end
+
+# The rules added after the first records: their settings at these defaults are the rules as
+# they were, and are left out of a record's settings (and out of config's hash) so that every
+# earlier record, replay and approved baseline stays byte for byte as it was.
+RULE_DEFAULTS: dict[str, Any] = {
+    "trend_length": 0,
+    "trend_basis": "months",
+    "trend_fast": 1,
+    "failed_slot": "defensive",
+    "signal_offset": 0,
+    "canary": (),
+    "canary_breadth": 1,
+    "weighting": "equal",
+    "volatility_sessions": 63,
+    "weight_cap": 1.0,
+}
 
 
 class StrategyError(OpsError):
@@ -105,9 +153,21 @@ class StrategySettings:
     absolute_momentum: bool
     absolute_compare: str  # "each" or "benchmark"
     benchmark: str | None
+    trend_length: int = 0  # 0: no trend filter
+    trend_basis: str = "months"  # "months": monthly signal-session closes; "sessions": daily
+    trend_fast: int = 1  # 1: the close against the average; F > 1: F-point average against it
+    failed_slot: str = "defensive"  # or "cash"
+    signal_offset: int = 0  # sessions from the month-end session: 0 its close, -1 the one before
+    canary: tuple[str, ...] = ()
+    canary_breadth: int = 1
+    weighting: str = "equal"  # or "inverse_volatility"
+    volatility_sessions: int = 63
+    weight_cap: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "risk", tuple(self.risk))
+        object.__setattr__(self, "canary", tuple(self.canary))
+        object.__setattr__(self, "weight_cap", float(self.weight_cap))
         object.__setattr__(self, "lookbacks", tuple((int(m), float(w)) for m, w in self.lookbacks))
         problem = self._problem()
         if problem:
@@ -131,7 +191,38 @@ class StrategySettings:
             return f"absolute_compare {self.absolute_compare!r} must be one of {COMPARES}"
         if self.absolute_compare == "benchmark" and self.benchmark not in self.risk:
             return f"benchmark {self.benchmark} must be one of the risk assets"
+        return self._rule_problem()
+
+    def _rule_problem(self) -> str | None:
+        if self.trend_length < 0 or self.trend_basis not in TREND_BASES:
+            return f"trend_length must be 0 or more and trend_basis one of {TREND_BASES}"
+        if self.trend_length and not 1 <= self.trend_fast < self.trend_length:
+            return (
+                f"trend_fast {self.trend_fast} must be at least 1 and below trend_length "
+                f"{self.trend_length} (0 turns the trend filter off)"
+            )
+        if self.failed_slot not in FAILED_SLOTS:
+            return f"failed_slot {self.failed_slot!r} must be one of {FAILED_SLOTS}"
+        if not -MAX_SIGNAL_OFFSET <= self.signal_offset <= 0:
+            return f"signal_offset {self.signal_offset} must be between -{MAX_SIGNAL_OFFSET} and 0"
+        if len(set(self.canary)) != len(self.canary):
+            return f"canary must list distinct symbols, got {list(self.canary)}"
+        if self.canary and not 1 <= self.canary_breadth <= len(self.canary):
+            return (
+                f"canary_breadth {self.canary_breadth} must be between 1 and the "
+                f"{len(self.canary)} canary assets"
+            )
+        if self.weighting not in WEIGHTINGS:
+            return f"weighting {self.weighting!r} must be one of {WEIGHTINGS}"
+        if self.volatility_sessions < 2:
+            return f"volatility_sessions {self.volatility_sessions} must be at least 2"
+        if not 0 < self.weight_cap <= 1:
+            return f"weight_cap {self.weight_cap} must be above 0 and at most 1"
         return None
+
+    def rules_in_use(self) -> list[str]:
+        """Return the names of the settings in RULE_DEFAULTS that differ from their default."""
+        return [k for k, v in RULE_DEFAULTS.items() if getattr(self, k) != v]
 
     @classmethod
     def from_config(cls, cfg: Config | Mapping[str, Any]) -> StrategySettings:
@@ -150,6 +241,7 @@ class StrategySettings:
             absolute_momentum=strat["absolute_momentum"],
             absolute_compare=strat["absolute_compare"],
             benchmark=strat["benchmark"],
+            **{k: strat.get(k, v) for k, v in RULE_DEFAULTS.items()},
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,6 +259,7 @@ class StrategySettings:
             "absolute_momentum": self.absolute_momentum,
             "absolute_compare": self.absolute_compare,
             "benchmark": self.benchmark,
+            **{k: _plain(getattr(self, k)) for k in self.rules_in_use()},
         }
 
     @classmethod
@@ -174,25 +267,51 @@ class StrategySettings:
         """Return the settings that ``to_dict`` wrote. Raises StrategyError naming a bad field."""
         try:
             lookbacks = tuple((int(b["months"]), float(b["weight"])) for b in d["lookbacks"])
-            fields = {k: d[k] for k in cls.__dataclass_fields__ if k != "lookbacks"}
+            fields = {
+                k: d[k] if k in d or k not in RULE_DEFAULTS else RULE_DEFAULTS[k]
+                for k in cls.__dataclass_fields__
+                if k != "lookbacks"
+            }
+            if "weight_cap" in d:
+                fields["weight_cap"] = float(d["weight_cap"])
         except (KeyError, TypeError, ValueError) as exc:
             raise StrategyError(f"strategy settings record is malformed ({exc!r})") from None
         return cls(**{**fields, "lookbacks": lookbacks})
 
     def symbols(self) -> list[str]:
-        """Return the risk assets, then the defensive asset, then the cash proxy, once each."""
+        """Return the risk assets, the defensive asset, the cash proxy, then the canaries, once
+        each."""
         found = [*self.risk, self.defensive]
-        if self.cash_proxy and self.cash_proxy not in found:
-            found.append(self.cash_proxy)
+        for symbol in [self.cash_proxy, *self.canary]:
+            if symbol and symbol not in found:
+                found.append(symbol)
         return found
 
     def months_needed(self) -> int:
-        """Return how many month-ends back the earliest close read is: the longest lookback L.
+        """Return how many month-ends back the earliest close read is: the longest lookback L
+        (or the trend filter's N-1 on the months basis, when longer).
 
         The decision on month-end session t reads closes at t-S and at t-L for every lookback L,
         so the bars must hold a bar on the month-end session max(L) months before t.
         """
-        return max(m for m, _ in self.lookbacks)
+        trend = self.trend_length - 1 if self.trend_basis == "months" else 0
+        return max(trend, *(m for m, _ in self.lookbacks))
+
+    def sessions_needed(self) -> int:
+        """Return how many daily closes through the signal session the daily rules read (the
+        trend filter on the sessions basis, inverse volatility); 0 when none does."""
+        trend = self.trend_length if self.trend_basis == "sessions" else 0
+        volatility = self.volatility_sessions + 1 if self.weighting == "inverse_volatility" else 0
+        return max(trend, volatility)
+
+
+def _plain(value: Any) -> Any:
+    """A setting as JSON-ready values without floats (a tuple as a list, a float as text)."""
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, float):
+        return _decimal_text(Decimal(repr(value)))
+    return value
 
 
 @dataclass(frozen=True, eq=False)
@@ -215,6 +334,8 @@ class Decision:
     hurdle: float | None
     explanation: str
     prices_used: dict[str, list[tuple[str, str]]]
+    # What the rules of RULE_DEFAULTS add to the record (signal, canary); empty without them.
+    extra: dict[str, Any] = dataclass_field(default_factory=dict)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Decision):
@@ -250,6 +371,13 @@ class Decision:
             row["passed"] = None if passed is None else bool(passed)
             row["start_session"] = table["start_session"][i].isoformat()
             row["end_session"] = table["end_session"][i].isoformat()
+            for column in ("trend_fast", "trend_average", "volatility"):
+                if column in table:
+                    value = table[column][i]
+                    row[column] = None if pd.isna(value) else format(float(value), ".10f")
+            for column in ("trend", "canary"):
+                if column in table:
+                    row[column] = None if table[column][i] is None else bool(table[column][i])
             rows[str(symbol)] = row
         return {
             "strategy": self.strategy,
@@ -260,6 +388,7 @@ class Decision:
             "hurdle": None if self.hurdle is None else format(self.hurdle, ".10f"),
             "explanation": self.explanation,
             "prices_used": {s: [[d, p] for d, p in v] for s, v in self.prices_used.items()},
+            **self.extra,
         }
 
 
@@ -456,6 +585,54 @@ def compute_targets(slots: list[str]) -> dict[str, str]:
     return {s: _decimal_text(weights[s]) for s in counts}
 
 
+def _cut(weight: Fraction) -> Decimal:
+    """An exact weight cut (rounded down) to 10 decimals."""
+    return Decimal(weight.numerator * 10**10 // weight.denominator).scaleb(-10)
+
+
+def compute_weighted_targets(parts: Sequence[tuple[str, Fraction]]) -> dict[str, str]:
+    """Return symbol -> weight text from (symbol, exact weight) parts that sum to at most 1.
+
+    A symbol's parts are added and the sum cut to 10 decimals; when the parts sum to exactly 1,
+    the symbol of the last part above 0 takes what the others leave, so the weights sum to 1.
+    Otherwise the rest is cash. Keys in first-part order; a symbol whose weight cuts to 0 is left
+    out.
+    """
+    weights: dict[str, Fraction] = {}
+    for symbol, weight in parts:
+        if weight > 0:
+            weights[symbol] = weights.get(symbol, Fraction(0)) + weight
+    cut = {s: _cut(w) for s, w in weights.items()}
+    if weights and sum(weights.values()) == 1:
+        last = [s for s, w in parts if w > 0][-1]
+        cut[last] = Decimal(1) - sum((v for s, v in cut.items() if s != last), Decimal(0))
+    return {s: _decimal_text(v) for s, v in cut.items() if v > 0}
+
+
+def compute_capped_weights(
+    weights: Mapping[str, Fraction], cap: Fraction
+) -> tuple[dict[str, Fraction], Fraction]:
+    """Return the weights with none above ``cap``, and the excess none of them could take.
+
+    An asset above the cap is held at the cap; what it gives up goes to the others in proportion
+    to their weights, again and again until none is above it (0.6, 0.3, 0.1 capped at 0.4:
+    0.4, 0.45, 0.15, then 0.4, 0.4, 0.2 with nothing left over).
+    """
+    total = sum(weights.values(), Fraction(0))
+    capped: set[str] = set()
+    scaled = dict(weights)
+    while True:
+        free = {s: w for s, w in weights.items() if s not in capped}
+        budget, free_total = total - cap * len(capped), sum(free.values(), Fraction(0))
+        scaled = {s: w * budget / free_total for s, w in free.items()} if free_total else free
+        over = [s for s, w in scaled.items() if w > cap]
+        if not over:
+            break
+        capped.update(over)
+    result = {s: cap if s in capped else scaled[s] for s in weights}
+    return result, total - sum(result.values(), Fraction(0))
+
+
 def _pct(value: float) -> str:
     return f"{value:+.1%}"
 
@@ -473,6 +650,7 @@ def _explain(
     passed: dict[str, bool | None],
     hurdle: float | None,
     targets: dict[str, str],
+    notes: Sequence[str] = (),
 ) -> str:
     n = settings.top_n
     kept, rest = order[:n], order[n:]
@@ -498,21 +676,57 @@ def _explain(
         if lost:
             losers = ", ".join(f"{s} {_pct(score[s])}" for s in lost)
             parts.append(f"{losers} did not beat {bar}")
-    held = ", ".join(f"{s} {float(w) * 100:.4g}%" for s, w in targets.items())
-    return "; ".join(parts) + f": hold {held}"
+    parts.extend(notes)
+    held = [f"{s} {float(w) * 100:.4g}%" for s, w in targets.items()]
+    cash = Decimal(1) - sum((Decimal(w) for w in targets.values()), Decimal(0))
+    if cash > 0:
+        held.append(f"cash {float(cash) * 100:.4g}%")
+    return "; ".join(parts) + f": hold {', '.join(held)}"
 
 
 def compute_decision(
     settings: StrategySettings, session: date, bars: Mapping[str, pd.DataFrame], calendar: Any
 ) -> Decision:
-    """Return the decision on month-end session ``session`` from bars cut at its close.
+    """Return the decision on month-end session ``session`` from bars cut at its close (with a
+    ``signal_offset``, on the month's signal session: that many sessions before its month-end).
 
     Raises StrategyError (InsufficientHistory when the bars or the calendar start too late) when
-    ``session`` is not a month-end session, a symbol has no bars, or a needed month-end session
+    ``session`` is not a month-end (signal) session, a symbol has no bars, or a needed session
     has no usable bar for a symbol; the calendar's errors for dates outside its coverage.
     """
     session = _as_date(session)
     return _decide(settings, session, _Prepared(bars, session), calendar)
+
+
+def compute_signal_session(calendar: Any, month_end: date, offset: int) -> date:
+    """Return the session ``-offset`` sessions before month-end session ``month_end`` (itself
+    for 0, without asking the calendar): the session a month's decision is taken on."""
+    if offset == 0:
+        return month_end
+    return calendar.rebalance_session(month_end.year, month_end.month, offset)
+
+
+def _month_end_of(settings: StrategySettings, session: date, calendar: Any) -> date:
+    """The month-end session whose decision is taken on ``session``; raise if there is none."""
+    if settings.signal_offset == 0:
+        if not calendar.is_month_end_session(session):
+            raise StrategyError(
+                f"{session} is not a month-end (rebalance) session of {calendar.name}; decide "
+                "on the last session of a month",
+                None,
+                session,
+            )
+        return session
+    month_end = calendar.rebalance_session(session.year, session.month)
+    signal = calendar.rebalance_session(session.year, session.month, settings.signal_offset)
+    if signal != session:
+        raise StrategyError(
+            f"{session} is not a signal session: with signal_offset {settings.signal_offset} "
+            f"the decision of {month_end:%Y-%m} is taken on {signal}; decide on that session",
+            None,
+            session,
+        )
+    return month_end
 
 
 def _decide(
@@ -521,14 +735,8 @@ def _decide(
     prepared: Mapping[str, AdjustedCloses],
     calendar: Any,
 ) -> Decision:
-    if not calendar.is_month_end_session(session):
-        raise StrategyError(
-            f"{session} is not a month-end (rebalance) session of {calendar.name}; decide on "
-            "the last session of a month",
-            None,
-            session,
-        )
-    window = _window(settings, session, calendar)
+    month_end = _month_end_of(settings, session, calendar)
+    window = _window(settings, month_end, calendar)
     if window is None:
         raise InsufficientHistory(
             f"history too short: the {settings.months_needed()}-month lookback on {session} "
@@ -536,18 +744,69 @@ def _decide(
             None,
             session,
         )
-    at, days = _reading_days(settings, window)
+    at, days, daily = _reading_days(settings, window, calendar)
     read = {s: _read_prices(s, prepared[s], session, days) for s in settings.symbols()}
-    return _decide_on(settings, session, at, days, read)
+    return _decide_on(settings, session, at, days, daily, read, month_end)
 
 
 def _reading_days(
-    settings: StrategySettings, window: Sequence[date]
-) -> tuple[dict[int, date], list[date]]:
-    """The month-end session k months back for each k the decision reads, and those sessions."""
+    settings: StrategySettings, window: Sequence[date], calendar: Any
+) -> tuple[dict[int, date], list[date], list[date]]:
+    """The (signal) session k months back for each k the decision reads, the sessions of the
+    daily rules (oldest first, the signal session last; none without them), and every session
+    read."""
     # The session's own close anchors the adjustment: it is read even when months are skipped.
-    at = {k: window[-1 - k] for k in [0, settings.skip_months, *(m for m, _ in settings.lookbacks)]}
-    return at, sorted(set(at.values()))
+    ks = [0, settings.skip_months, *(m for m, _ in settings.lookbacks)]
+    if settings.trend_length and settings.trend_basis == "months":
+        ks.extend(range(settings.trend_length))
+    offset = settings.signal_offset
+    at = {k: compute_signal_session(calendar, window[-1 - k], offset) for k in ks}
+    daily = _daily_sessions(settings, at[0], calendar)
+    return at, sorted(set(at.values()) | set(daily)), daily
+
+
+def _daily_sessions(settings: StrategySettings, session: date, calendar: Any) -> list[date]:
+    """The last ``sessions_needed`` sessions through ``session``; raise if the calendar has
+    fewer."""
+    n = settings.sessions_needed()
+    if n == 0:
+        return []
+    start = max(calendar.covered_from, session - timedelta(days=2 * n + 14))
+    found = [ts.date() for ts in calendar.sessions(start, session)][-n:]
+    if len(found) < n:
+        raise InsufficientHistory(
+            f"history too short: the daily rules on {session} read {n} sessions and the "
+            f"calendar starts {calendar.covered_from}; decide later",
+            None,
+            session,
+        )
+    return found
+
+
+def _points(
+    settings: StrategySettings,
+    at: Mapping[int, date],
+    daily: Sequence[date],
+    closes: Mapping[date, float],
+) -> list[float]:
+    """The trend filter's closes, latest first."""
+    if settings.trend_basis == "months":
+        return [closes[at[k]] for k in range(settings.trend_length)]
+    return [closes[d] for d in reversed(daily[-settings.trend_length :])]
+
+
+def _volatility(symbol: str, session: date, daily: Sequence[date], closes: Mapping[date, float],
+                sessions: int) -> float:  # fmt: skip
+    values = np.array([closes[d] for d in daily[-(sessions + 1) :]])
+    sigma = float(np.std(values[1:] / values[:-1] - 1.0, ddof=1))
+    if not sigma > 0:
+        raise StrategyError(
+            f"{symbol}'s closes did not move over the {sessions} sessions to {session}; inverse "
+            "volatility has no weight for it: run data QA on it",
+            symbol,
+            session,
+        )
+    return sigma
 
 
 def _decide_on(
@@ -555,7 +814,9 @@ def _decide_on(
     session: date,
     at: Mapping[int, date],
     days: Sequence[date],
+    daily: Sequence[date],
     read: Mapping[str, Mapping[date, str]],
+    month_end: date,
 ) -> Decision:
     """The decision from the 10-digit closes ``read`` (symbol -> day -> text) on ``days``."""
     symbols = settings.symbols()
@@ -585,8 +846,6 @@ def _decide_on(
             passed.update(dict.fromkeys([*kept, benchmark], verdict))
         else:
             passed.update({s: compute_tie_key(score[s]) > bar for s in kept})
-    slots = [s if passed[s] is not False else settings.defensive for s in kept]
-    targets = compute_targets(slots)
 
     longest = settings.months_needed()
     rank = {s: float(i + 1) for i, s in enumerate(order)}
@@ -599,6 +858,87 @@ def _decide_on(
         "start_session": [at[longest]] * len(symbols),
         "end_session": [at[settings.skip_months]] * len(symbols),
     }
+    needs_closes = settings.trend_length or settings.weighting != "equal"
+    closes = {s: {d: float(t) for d, t in read[s].items()} for s in symbols} if needs_closes else {}
+    notes: list[str] = []
+    extra: dict[str, Any] = {}
+
+    trend: dict[str, bool] = {}
+    if settings.trend_length:
+        fast, average = {}, {}
+        for s in settings.risk:
+            points = _points(settings, at, daily, closes[s])
+            fast[s] = sum(points[: settings.trend_fast]) / settings.trend_fast
+            average[s] = sum(points) / len(points)
+            trend[s] = fast[s] > average[s]
+        table["trend_fast"] = [fast.get(s, np.nan) for s in symbols]
+        table["trend_average"] = [average.get(s, np.nan) for s in symbols]
+        table["trend"] = [trend.get(s) for s in symbols]
+        unit = "month" if settings.trend_basis == "months" else "session"
+        what = "" if settings.trend_fast == 1 else f"{settings.trend_fast}-{unit} average "
+        notes.append(
+            ", ".join(
+                f"{s} {what}{'above' if trend[s] else 'not above'} its "
+                f"{settings.trend_length}-{unit} average"
+                for s in kept
+            )
+        )
+    failed = [passed[s] is False or trend.get(s) is False for s in kept]
+
+    share = Fraction(0)
+    if settings.canary:
+        bar_score = score[settings.cash_proxy] if settings.cash_proxy else 0.0
+        good = {c: compute_tie_key(score[c]) > compute_tie_key(bar_score) for c in settings.canary}
+        bad = sum(not g for g in good.values())
+        share = min(Fraction(1), Fraction(bad, settings.canary_breadth))
+        table["canary"] = [good.get(s) for s in symbols]
+        listed = ", ".join(f"{c} {_pct(score[c])}" for c in settings.canary)
+        notes.append(
+            f"canary {listed}: {bad} of {len(settings.canary)} not above "
+            f"{settings.cash_proxy or '0%'}, {float(share) * 100:.4g}% defensive"
+        )
+        extra["canary"] = {
+            "bad": bad,
+            "breadth": settings.canary_breadth,
+            "defensive_share": _decimal_text(_cut(share)),
+        }
+
+    if settings.weighting == "inverse_volatility":
+        sigma = {s: _volatility(s, session, daily, closes[s], settings.volatility_sessions)
+                 for s in kept}  # fmt: skip
+        table["volatility"] = [sigma.get(s, np.nan) for s in symbols]
+        inverse = [Fraction(1 / sigma[s]) for s in kept]
+        base = [w / sum(inverse, Fraction(0)) for w in inverse]
+    else:
+        base = [Fraction(1, len(kept))] * len(kept)
+
+    simple = not (
+        settings.canary
+        or settings.failed_slot == "cash"
+        or settings.weighting != "equal"
+        or settings.weight_cap < 1
+    )
+    if simple:
+        targets = compute_targets(
+            [settings.defensive if f else s for s, f in zip(kept, failed, strict=True)]
+        )
+    else:
+        held = {s: (1 - share) * w for s, w, f in zip(kept, base, failed, strict=True) if not f}
+        spill = sum(((1 - share) * w for w, f in zip(base, failed, strict=True) if f), Fraction(0))
+        cap = Fraction(Decimal(repr(settings.weight_cap)))
+        held, excess = compute_capped_weights(held, cap)
+        spill += excess
+        to_defensive = share + (spill if settings.failed_slot == "defensive" else 0)
+        targets = compute_weighted_targets([*held.items(), (settings.defensive, to_defensive)])
+
+    if settings.signal_offset:
+        extra["signal"] = {
+            "offset_sessions": settings.signal_offset,
+            "session": session.isoformat(),
+            "month_end_session": month_end.isoformat(),
+            "execution": "market-on-open orders on the session after the signal session",
+        }
+        notes.append(f"signal taken {-settings.signal_offset} session(s) before {month_end}")
     return Decision(
         strategy=settings.name,
         session=session,
@@ -607,8 +947,9 @@ def _decide_on(
         selection=tuple(targets),
         targets=targets,
         hurdle=hurdle,
-        explanation=_explain(settings, order, score, passed, hurdle, targets),
+        explanation=_explain(settings, order, score, passed, hurdle, targets, notes),
         prices_used=prices_used,
+        extra=extra,
     )
 
 
@@ -619,25 +960,34 @@ def compute_decision_series(
     start: date,
     end: date,
 ) -> list[Decision]:
-    """Return ``compute_decision`` on every month-end session in [start, end] with the history.
+    """Return ``compute_decision`` on every month-end (signal) session in [start, end] with the
+    history.
 
-    Sessions whose longest lookback starts before a symbol's first bar (or the calendar's
-    coverage) are skipped; every other problem raises as in ``compute_decision``.
+    Sessions whose longest lookback (or daily rule) starts before a symbol's first bar (or the
+    calendar's coverage) are skipped; every other problem raises as in ``compute_decision``.
     """
     start, end = _as_date(start), _as_date(end)
     prepared = _Prepared(bars, end)  # once: each decision reads its own session's cut
     symbols = settings.symbols()
     first_bar = max(prepared[s].first_date for s in symbols)
     planned = _decidable(settings, calendar.month_end_sessions(start, end), calendar, first_bar)
-    sessions = [session for session, _ in planned]
-    readings = [_reading_days(settings, window) for _, window in planned]
-    ready = {s: _read_prices_each(prepared[s], sessions, [d for _, d in readings]) for s in symbols}
+    plans = []
+    for month_end, window in planned:
+        try:
+            at, days, daily = _reading_days(settings, window, calendar)
+        except InsufficientHistory:
+            continue
+        if days[0] >= first_bar and at[0] >= start:
+            plans.append((month_end, at, days, daily))
+    sessions = [at[0] for _, at, _, _ in plans]
+    ready = {s: _read_prices_each(prepared[s], sessions, [p[2] for p in plans]) for s in symbols}
     decisions = []
-    for n, (session, (at, days)) in enumerate(zip(sessions, readings, strict=True)):
+    for n, (month_end, at, days, daily) in enumerate(plans):
+        session = at[0]
         # A session the batch could not read is read alone, symbol by symbol: it raises the
         # error compute_decision raises, for the first session and symbol that has one.
         read = {s: ready[s][n] or _read_prices(s, prepared[s], session, days) for s in symbols}
-        decisions.append(_decide_on(settings, session, at, days, read))
+        decisions.append(_decide_on(settings, session, at, days, daily, read, month_end))
     return decisions
 
 

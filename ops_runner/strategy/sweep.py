@@ -143,6 +143,17 @@ def compute_grid_settings(
 # -- sweep ----------------------------------------------------------------------------------------
 
 
+def require_sweepable(settings: StrategySettings) -> None:
+    """Raise ResearchError naming the rule when ``settings`` use one the vectorized sweep does
+    not apply (the trend filter, signal offset, canaries, cash slots, inverse volatility, a cap):
+    those are backtested one combination at a time with ``research.backtest``."""
+    if rules := settings.rules_in_use():
+        raise ResearchError(
+            f"sweep error: strategy.{rules[0]} is not swept (the vectorized sweep knows only "
+            "the momentum rules); backtest each setting with research.backtest"
+        )
+
+
 def _month_back(session: date, months: int) -> date:
     year, month = divmod(session.year * 12 + session.month - 1 - months, 12)
     return date(year, month + 1, 1)
@@ -271,6 +282,7 @@ def sweep(
     base, costs, calendar, cash, whole = _resolve(
         cfg_or_settings, costs, calendar, initial_cash, whole_shares
     )
+    require_sweepable(base)
     combos, impossible = compute_grid_settings(base, grid)
     if not combos:
         raise ResearchError(f"grid error: all {impossible} combinations are impossible settings")

@@ -49,6 +49,21 @@ _SYMBOL = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
 _CHANNEL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 _REQUIRED = object()
 
+# Strategy keys added after workbooks were first hashed: at its default, such a key is left out
+# of the hashed values, so the hash of a config that does not use it is what it always was.
+RULE_KEYS = (
+    "trend_length",
+    "trend_basis",
+    "trend_fast",
+    "failed_slot",
+    "signal_offset",
+    "canary",
+    "canary_breadth",
+    "weighting",
+    "volatility_sessions",
+    "weight_cap",
+)
+
 
 @dataclass(frozen=True)
 class Field:
@@ -79,6 +94,18 @@ SCHEMA: dict[str, Any] = {
         "absolute_momentum": Field("bool", True),
         "absolute_compare": Field("str", "each", choices=("each", "benchmark")),
         "benchmark": Field("symbol", None, nullable=True),
+        # The rules below are off at their defaults, and a key at its default is left out of
+        # the config hash (RULE_KEYS): a workbook that does not use them keeps its hash.
+        "trend_length": Field("int", 0, low=0, high=400),  # 0: no trend filter
+        "trend_basis": Field("str", "months", choices=("months", "sessions")),
+        "trend_fast": Field("int", 1, low=1, high=399),  # 1: the close itself vs the average
+        "failed_slot": Field("str", "defensive", choices=("defensive", "cash")),
+        "signal_offset": Field("int", 0, low=-10, high=0),  # sessions from the month-end
+        "canary": Field("symbol_list", []),
+        "canary_breadth": Field("int", 1, low=1, high=100),
+        "weighting": Field("str", "equal", choices=("equal", "inverse_volatility")),
+        "volatility_sessions": Field("int", 63, low=2, high=2520),
+        "weight_cap": Field("float", 1.0, low=0.0, high=1.0),
     },
     "data": {
         # No default source: a workbook decides from nothing until its user names one (only
@@ -405,6 +432,13 @@ def _check_leaf(spec: Field, value: Any, key: str) -> Any:
         dupes = sorted({s for s in result if result.count(s) > 1})
         if dupes:
             raise ConfigError(f"config error: {key}: {', '.join(dupes)} listed twice", key)
+    elif kind == "symbol_list":
+        if not isinstance(value, list):
+            raise wrong("a list of tickers such as [VWO, BND], or []")
+        result = [_check_leaf(Field("symbol"), item, f"{key}[{i}]") for i, item in enumerate(value)]
+        dupes = sorted({s for s in result if result.count(s) > 1})
+        if dupes:
+            raise ConfigError(f"config error: {key}: {', '.join(dupes)} listed twice", key)
     elif kind == "channel_names":
         result = _check_channel_names(value, key)
     elif kind == "date":
@@ -573,6 +607,7 @@ def _check_combinations(cfg: dict[str, Any]) -> list[ConfigError]:
             f"universe.risk ({', '.join(risk)})",
             "strategy.benchmark",
         ))  # fmt: skip
+    found.extend(_check_rules(strat))
     if cfg["data"]["secondary"] is not None and cfg["data"]["secondary"] == cfg["data"]["primary"]:
         found.append(ConfigError(
             "config error: data.secondary: must differ from data.primary (or be null)",
@@ -690,6 +725,39 @@ def check_config(raw: Any) -> dict[str, Any]:
     return cfg
 
 
+def _check_rules(strat: dict[str, Any]) -> list[ConfigError]:
+    """Return a ConfigError for each impossible pairing of the trend, canary and weight keys."""
+    found = []
+    if strat["trend_length"] and strat["trend_fast"] >= strat["trend_length"]:
+        found.append(ConfigError(
+            f"config error: strategy.trend_fast: {strat['trend_fast']} must be below "
+            f"strategy.trend_length ({strat['trend_length']})",
+            "strategy.trend_fast",
+        ))  # fmt: skip
+    if strat["canary"] and strat["canary_breadth"] > len(strat["canary"]):
+        found.append(ConfigError(
+            f"config error: strategy.canary_breadth: {strat['canary_breadth']} exceeds the "
+            f"{len(strat['canary'])} canary assets",
+            "strategy.canary_breadth",
+        ))  # fmt: skip
+    if strat["weight_cap"] <= 0:
+        found.append(ConfigError(
+            "config error: strategy.weight_cap: must be above 0 (1 for no cap)",
+            "strategy.weight_cap",
+        ))  # fmt: skip
+    return found
+
+
+def _hashed(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The values the config hash counts: all, but a RULE_KEYS key at its default."""
+    strategy = cfg.get("strategy")
+    if not isinstance(strategy, dict):
+        return cfg
+    schema = SCHEMA["strategy"]
+    kept = {k: v for k, v in strategy.items() if k not in RULE_KEYS or v != schema[k].default}
+    return {**cfg, "strategy": kept}
+
+
 def _canonical(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _canonical(v) for k, v in value.items()}
@@ -704,8 +772,10 @@ def _canonical(value: Any) -> Any:
 
 
 def compute_config_hash(cfg: dict[str, Any]) -> str:
-    """Return the SHA-256 of the canonical form (sorted keys, normalised numbers, defaults in)."""
-    text = json.dumps(_canonical(cfg), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    """Return the SHA-256 of the canonical form (sorted keys, normalised numbers, defaults in;
+    a RULE_KEYS strategy key at its default left out)."""
+    canonical = _canonical(_hashed(cfg))
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return compute_sha256(text)
 
 

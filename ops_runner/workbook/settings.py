@@ -433,6 +433,7 @@ class ScheduleSettings:
     weekly: tuple[str, ...] = WEEKLY_DEFAULTS
     fetch: bool = False
     dependency_scan_safe_mode: bool = False
+    signal_offset: int = 0  # strategy.signal_offset: a cycle decides that many sessions early
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any]) -> ScheduleSettings:
@@ -456,4 +457,5 @@ class ScheduleSettings:
             weekly=tuple(job for job in WEEKLY_JOB_NAMES if sched[f"weekly_{job}"]),
             fetch=bool(DataSettings.from_config(values).fetched),
             dependency_scan_safe_mode=sched["dependency_scan_safe_mode"],
+            signal_offset=int(values.get("strategy", {}).get("signal_offset", 0)),
         )

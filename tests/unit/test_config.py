@@ -318,7 +318,7 @@ def test_config_check_cli_when_several_keys_are_wrong_prints_one_line_each(tmp_p
 
 # -- strategy presets: small overlays of the base config --------------------------------------
 
-PRESETS = ("gem", "topn")
+PRESETS = ("gem", "topn", "gtaa5", "daa")
 
 
 @pytest.mark.parametrize("name", PRESETS)
