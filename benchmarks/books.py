@@ -13,7 +13,9 @@ it (no decision), and counted. Prints per span: cycles, weeks audited and clean,
 difference between the ledger's equity and the broker's net liquidation, the account's events,
 the live-vs-research tracking difference from the performance report (monthly, in bps) and
 its parts. Last line: ``RESULT {json}`` for run_all.py. A missed target is a figure, not
-a failure; without the data it prints no figure, so run_all.py reports it as failed.
+a failure; without the data it says ``benchmark skipped: ...``, which run_all.py shows as a skip.
+The simulated decisions check the code version against the baseline: a commit during the run
+refuses the next decision (run it on a tree nobody changes meanwhile).
 """
 
 from __future__ import annotations
