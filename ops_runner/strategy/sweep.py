@@ -6,11 +6,11 @@ import dataclasses
 import itertools
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -252,6 +252,7 @@ def sweep(
     whole_shares: bool | None = None,
     chunk: int | None = None,
     progress: bool = False,
+    runner: ChunkRunner | None = None,
 ) -> pd.DataFrame:
     """Return one row per valid grid combination: its parameters, window and metrics.
 
@@ -263,7 +264,11 @@ def sweep(
     up to MAX_CHUNK (``compute_sweep_chunk``); the rows are the same bit for bit whatever the
     chunk. (Not a config key: config's hash counts every key with its default, so a new key
     would change every workbook's hash and void its approved baseline.) ``progress``: a bar
-    over the chunks on stderr.
+    over the chunks on stderr. ``runner``: who computes the chunks, ``LocalRunner`` (this
+    process) by default; ``distributed.DaskRunner`` sends them to a Dask cluster's workers,
+    and sizes the chunks so every worker gets some. Each chunk is ``compute_chunk_outcome``,
+    pure given the chunk and the sweep's shared ``SweepPanel``: the rows are the same
+    whoever computes them.
     ``backtest`` with a row's settings and ``start`` gives the same metrics
     (tests/unit/test_research.py proves it). Raises ResearchError for a bad grid, missing bars
     or no decidable session.
@@ -301,49 +306,144 @@ def sweep(
     sessions = pd.DatetimeIndex(calendar.sessions(decided[0], last))
     rows = sessions.get_indexer(pd.DatetimeIndex(exec_days))
     prices = compute_prices(bars, columns, sessions)
-    tradable = prices["tradable"].to_numpy()[:, None]
-    keys_by_rule: dict[tuple[Any, ...], np.ndarray] = {}
+    keys: dict[tuple[Any, ...], np.ndarray] = {}
     reorder = [union_columns.index(s) for s in columns]
+    for settings in combos:
+        rule = (settings.lookbacks, settings.skip_months)
+        if rule not in keys:
+            total = sum(w for _, w in settings.lookbacks)
+            score = sum(
+                w * (panel[:, settings.skip_months] / panel[:, m] - 1.0)
+                for m, w in settings.lookbacks
+            )
+            keys[rule] = _tie_keys(score / total)[:, reorder]
+    shared = SweepPanel(
+        columns=tuple(columns), keys=keys, rows=rows, sessions=sessions, prices=prices,
+        tradable=prices["tradable"].to_numpy()[:, None], costs=costs, cash=cash, whole=whole,
+    )  # fmt: skip
 
-    def weights_of(part: Sequence[StrategySettings]) -> np.ndarray:
-        """Target weights (executions x combinations x columns) of ``part``."""
-        weights = np.empty((len(rows), len(part), len(columns)))
-        for n, settings in enumerate(part):
-            rule = (settings.lookbacks, settings.skip_months)
-            if rule not in keys_by_rule:
-                total = sum(w for _, w in settings.lookbacks)
-                score = sum(
-                    w * (panel[:, settings.skip_months] / panel[:, m] - 1.0)
-                    for m, w in settings.lookbacks
-                )
-                keys_by_rule[rule] = _tie_keys(score / total)[:, reorder]
-            weights[:, n] = _targets(settings, keys_by_rule[rule], columns)[: len(rows)]
-        return weights
-
+    runner = runner or LocalRunner()
     if chunk is None:
-        chunk = compute_sweep_chunk(len(columns), len(rows), len(sessions))
+        memory = compute_sweep_chunk(len(columns), len(rows), len(sessions))
+        chunk = runner.size_chunk(memory, len(combos))
     if chunk < 1:
         raise ResearchError(f"sweep chunk {chunk}: give at least 1 combination per simulation")
     labels = [_combo_label(c) for c in combos]
+    chunks = [
+        SweepChunk(start=lo, combos=tuple(combos[lo : lo + chunk]))
+        for lo in range(0, len(combos), chunk)
+    ]
     values = {name: np.empty(len(combos)) for name in METRICS}
-    parts = range(0, len(combos), chunk)
-    bar = tqdm(parts, desc="sweep", unit="chunk", disable=not progress, dynamic_ncols=True)
-    for lo in bar:
-        part = combos[lo : lo + chunk]
-        weights = weights_of(part)
-        if _find_untradable(weights, tradable, rows) is not None:
-            _require_tradable_grid(combos, chunk, weights_of, tradable, rows, sessions, columns)
-        found = _simulate_chunk(
-            weights, labels[lo : lo + chunk], columns, rows, sessions, prices, costs, cash, whole
-        )
+    for part, outcome in zip(chunks, runner.run(compute_chunk_outcome, chunks, shared, progress),
+                             strict=True):  # fmt: skip
+        if outcome.metrics is None:
+            raise _first_untradable(chunks, shared)
         for name in METRICS:
-            values[name][lo : lo + len(part)] = found[name]
-        del weights, found
+            values[name][part.start : part.start + len(part.combos)] = outcome.metrics[name]
     table = pd.DataFrame(labels)
     table["start"], table["end"] = sessions[0].date().isoformat(), sessions[-1].date().isoformat()
     for name in METRICS:
         table[name] = values[name]
     return table
+
+
+# -- chunks and the runners that compute them ----------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepPanel:
+    """What every chunk of one sweep reads: the columns, the tie keys of each ranking rule
+    (lookbacks, skip), the execution rows and sessions, the prices, costs and cash. Built once
+    per sweep; a distributed runner sends it to each worker once."""
+
+    columns: tuple[str, ...]
+    keys: Mapping[tuple[Any, ...], np.ndarray]
+    rows: np.ndarray
+    sessions: pd.DatetimeIndex
+    prices: Mapping[str, pd.DataFrame]
+    tradable: np.ndarray
+    costs: Costs
+    cash: float
+    whole: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepChunk:
+    """The combinations one simulation takes: the grid's ``combos[start : start + len]``."""
+
+    start: int
+    combos: tuple[StrategySettings, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkOutcome:
+    """A chunk's metrics (name -> one value per combination), or None when a combination
+    holds a symbol without a usable open on an execution session (nothing was simulated)."""
+
+    start: int
+    metrics: dict[str, np.ndarray] | None
+
+
+ComputeChunk = Callable[[SweepChunk, SweepPanel], ChunkOutcome]
+
+
+class ChunkRunner(Protocol):
+    """How a sweep's chunks are computed: here, one after another, or on a cluster's workers.
+
+    ``run`` yields each chunk's ``compute(chunk, panel)`` in the order of ``chunks``; the
+    table is the same whichever runner computed it.
+    """
+
+    def size_chunk(self, memory: int, combinations: int) -> int:
+        """Return the combinations per chunk, given what a quarter of this machine's free
+        memory holds (``memory``) and the grid's size."""
+        ...
+
+    def run(
+        self, compute: ComputeChunk, chunks: Sequence[SweepChunk], panel: SweepPanel,
+        progress: bool,
+    ) -> Iterator[ChunkOutcome]: ...  # fmt: skip
+
+
+class LocalRunner:
+    """Chunks computed in this process, one after another, with a bar on stderr."""
+
+    def size_chunk(self, memory: int, combinations: int) -> int:
+        """Return ``memory``: one process holds one chunk at a time."""
+        return memory
+
+    def run(
+        self, compute: ComputeChunk, chunks: Sequence[SweepChunk], panel: SweepPanel,
+        progress: bool,
+    ) -> Iterator[ChunkOutcome]:  # fmt: skip
+        """Yield each chunk's outcome in order, computed here."""
+        bar = tqdm(chunks, desc="sweep", unit="chunk", disable=not progress, dynamic_ncols=True)
+        for part in bar:
+            yield compute(part, panel)
+
+
+def compute_chunk_weights(chunk: SweepChunk, panel: SweepPanel) -> np.ndarray:
+    """Return the target weights (executions x combinations x columns) of ``chunk``."""
+    rows, columns = panel.rows, panel.columns
+    weights = np.empty((len(rows), len(chunk.combos), len(columns)))
+    for n, settings in enumerate(chunk.combos):
+        keys = panel.keys[(settings.lookbacks, settings.skip_months)]
+        weights[:, n] = _targets(settings, keys, columns)[: len(rows)]
+    return weights
+
+
+def compute_chunk_outcome(chunk: SweepChunk, panel: SweepPanel) -> ChunkOutcome:
+    """Return the metrics of ``chunk``'s combinations: one vectorbt simulation. Pure given
+    (chunk, panel), so any process may compute it, and compute it again."""
+    weights = compute_chunk_weights(chunk, panel)
+    if _find_untradable(weights, panel.tradable, panel.rows) is not None:
+        return ChunkOutcome(chunk.start, None)
+    labels = [_combo_label(c) for c in chunk.combos]
+    found = _simulate_chunk(
+        weights, labels, panel.columns, panel.rows, panel.sessions, panel.prices, panel.costs,
+        panel.cash, panel.whole,
+    )  # fmt: skip
+    return ChunkOutcome(chunk.start, found)
 
 
 def _simulate_chunk(
@@ -372,19 +472,16 @@ def _simulate_chunk(
     return _compute_metrics(equity, sessions, traded)
 
 
-def _require_tradable_grid(
-    combos: Sequence[StrategySettings], chunk: int, weights_of: Any, tradable: np.ndarray,
-    rows: np.ndarray, sessions: pd.DatetimeIndex, columns: Sequence[str],
-) -> None:  # fmt: skip
-    """Raise what one check of the whole grid's weights raises: the first execution session
-    (then the first combination) holding a symbol without a usable open, over every chunk."""
-    first: tuple[int, int] | None = None
-    for lo in range(0, len(combos), chunk):
-        found = _find_untradable(weights_of(combos[lo : lo + chunk]), tradable, rows)
-        if found is not None and (first is None or found[0] < first[0]):
+def _first_untradable(chunks: Sequence[SweepChunk], panel: SweepPanel) -> ResearchError:
+    """Return what one check of the whole grid's weights raises: the first execution session
+    (then the first combination) holding a symbol without a usable open, over every chunk
+    (called when some chunk holds one)."""
+    first = (len(panel.rows), 0)
+    for part in chunks:
+        found = _find_untradable(compute_chunk_weights(part, panel), panel.tradable, panel.rows)
+        if found is not None and found[0] < first[0]:
             first = found
-    if first is not None:
-        raise _untradable(columns[first[1]], sessions[rows[first[0]]].date())
+    return _untradable(panel.columns[first[1]], panel.sessions[panel.rows[first[0]]].date())
 
 
 def compute_sweep_chunk(
