@@ -59,6 +59,12 @@ MEMORY_SHARE = 0.25  # of the memory available when the sweep starts: the machin
 # Above this many combinations a simulation is no faster per combination (benchmarks/sweep.py's
 # grid: 300, 600 and 1188 at once all take the same time), only larger.
 MAX_CHUNK = 1000
+# Where a sweep's chunks run when nobody says (``compute_placement``): a LocalCluster from this
+# many combinations, this process below. Starting 2 worker processes that import vectorbt
+# costs seconds (benchmarks/sweep.py measures it) that a small grid never wins back.
+CLUSTER_FROM = 2000
+SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+PLACEMENTS = ("inprocess", "local")
 # Which way each metric is better: a sweep's rows are ranked best first by the one chosen.
 HIGHER_IS_BETTER = {
     "cagr": True,
@@ -420,6 +426,25 @@ class LocalRunner:
         bar = tqdm(chunks, desc="sweep", unit="chunk", disable=not progress, dynamic_ncols=True)
         for part in bar:
             yield compute(part, panel)
+
+
+def compute_placement(
+    scheduler: str | None, combinations: int, environ: Mapping[str, str] | None = None
+) -> str:
+    """Return where a sweep of ``combinations`` runs its chunks: "inprocess" (this process,
+    ``LocalRunner``), "local" (a Dask LocalCluster started for the sweep) or a Dask scheduler's
+    address. ``scheduler`` None: DASK_SCHEDULER_ADDRESS if set, else a LocalCluster from
+    CLUSTER_FROM combinations and this process below. Raises ResearchError for a scheduler that
+    is none of these."""
+    environ = os.environ if environ is None else environ
+    chosen = scheduler or environ.get(SCHEDULER_ENV) or None
+    if chosen is None:
+        return "local" if combinations >= CLUSTER_FROM else "inprocess"
+    if chosen in PLACEMENTS or "://" in chosen:
+        return chosen
+    raise ResearchError(
+        f"--scheduler {chosen!r}: write inprocess, local or a scheduler's address (tcp://host:8786)"
+    )
 
 
 def compute_chunk_weights(chunk: SweepChunk, panel: SweepPanel) -> np.ndarray:
