@@ -124,7 +124,10 @@ def open_dask_runner(placement: str, out: TextIO | None = None) -> Iterator[Dask
                 client = stack.enter_context(Client(placement, timeout=CONNECT_SECONDS))
             except (OSError, TimeoutError) as exc:
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise ClusterError(f"sweep: no Dask scheduler at {placement}: {reason}") from None
+                raise ClusterError(
+                    f"sweep: no Dask scheduler at {placement}: {reason}; start one "
+                    "(`dask scheduler`) or check the address"
+                ) from None
             where = f"the Dask scheduler at {placement}"
             dashboard = client.dashboard_link
         if out is not None:
