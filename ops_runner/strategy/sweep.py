@@ -60,9 +60,12 @@ MEMORY_SHARE = 0.25  # of the memory available when the sweep starts: the machin
 # grid: 300, 600 and 1188 at once all take the same time), only larger.
 MAX_CHUNK = 1000
 # Where a sweep's chunks run when nobody says (``compute_placement``): a LocalCluster from this
-# many combinations, this process below. Starting 2 worker processes that import vectorbt
-# costs seconds (benchmarks/sweep.py measures it) that a small grid never wins back.
-CLUSTER_FROM = 2000
+# much work (combinations x symbols x months, ``compute_sweep_work``), this process below.
+# Starting 2 worker processes that import vectorbt and load its Numba cache cost 12 s more
+# than one process's own warm-up on the 2-core machine (under load), won back from ~880
+# combinations of 100 symbols x 30 years and ~270 of 1,000 symbols x 10 years: both ~3e7
+# (benchmarks/sweep.py --cluster).
+CLUSTER_FROM = 30_000_000
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 PLACEMENTS = ("inprocess", "local")
 # Which way each metric is better: a sweep's rows are ranked best first by the one chosen.
@@ -428,18 +431,24 @@ class LocalRunner:
             yield compute(part, panel)
 
 
+def compute_sweep_work(combinations: int, symbols: int, months: int) -> int:
+    """Return a sweep's work as ``compute_placement`` weighs it: combinations x symbols x
+    months simulated (a simulation's time grows with each)."""
+    return combinations * symbols * months
+
+
 def compute_placement(
-    scheduler: str | None, combinations: int, environ: Mapping[str, str] | None = None
+    scheduler: str | None, work: int, environ: Mapping[str, str] | None = None
 ) -> str:
-    """Return where a sweep of ``combinations`` runs its chunks: "inprocess" (this process,
-    ``LocalRunner``), "local" (a Dask LocalCluster started for the sweep) or a Dask scheduler's
-    address. ``scheduler`` None: DASK_SCHEDULER_ADDRESS if set, else a LocalCluster from
-    CLUSTER_FROM combinations and this process below. Raises ResearchError for a scheduler that
-    is none of these."""
+    """Return where a sweep of ``work`` (``compute_sweep_work``) runs its chunks: "inprocess"
+    (this process, ``LocalRunner``), "local" (a Dask LocalCluster started for the sweep) or a
+    Dask scheduler's address. ``scheduler`` None: DASK_SCHEDULER_ADDRESS if set, else a
+    LocalCluster from CLUSTER_FROM and this process below. Raises ResearchError for a scheduler
+    that is none of these."""
     environ = os.environ if environ is None else environ
     chosen = scheduler or environ.get(SCHEDULER_ENV) or None
     if chosen is None:
-        return "local" if combinations >= CLUSTER_FROM else "inprocess"
+        return "local" if work >= CLUSTER_FROM else "inprocess"
     if chosen in PLACEMENTS or "://" in chosen:
         return chosen
     raise ResearchError(

@@ -17,7 +17,13 @@ from ops_runner.market.sources.sample import generate_sample_market
 from ops_runner.strategy import distributed
 from ops_runner.strategy.distributed import DaskRunner
 from ops_runner.strategy.research import ResearchError
-from ops_runner.strategy.sweep import CLUSTER_FROM, SCHEDULER_ENV, compute_placement, sweep
+from ops_runner.strategy.sweep import (
+    CLUSTER_FROM,
+    SCHEDULER_ENV,
+    compute_placement,
+    compute_sweep_work,
+    sweep,
+)
 from ops_runner.workbook.config import TEMPLATES, load_config_text, read_config_text
 
 GRID = {"lookback_months": [3, 12], "skip_months": [0, 1], "top_n": [1, 2],
@@ -119,7 +125,7 @@ def test_sweep_with_a_closed_scheduler_port_is_one_line(sample_workbook, tmp_pat
 
 
 @pytest.mark.parametrize(
-    ("scheduler", "environ", "combinations", "where"),
+    ("scheduler", "environ", "work", "where"),
     [
         (None, {}, CLUSTER_FROM - 1, "inprocess"),
         (None, {}, CLUSTER_FROM, "local"),
@@ -130,9 +136,17 @@ def test_sweep_with_a_closed_scheduler_port_is_one_line(sample_workbook, tmp_pat
     ],
 )
 def test_placement_follows_the_option_then_the_environment_then_the_grid_size(
-    scheduler, environ, combinations, where
+    scheduler, environ, work, where
 ):
-    assert compute_placement(scheduler, combinations, environ) == where
+    assert compute_placement(scheduler, work, environ) == where
+
+
+def test_sweep_work_when_measured_puts_the_benchmarks_crossovers_at_the_threshold():
+    """benchmarks/sweep.py --cluster: the cluster paid from ~880 combinations of 100 symbols
+    over 30 years (~360 months) and ~270 of 1,000 symbols over 10 years (~120 months)."""
+    for combinations, symbols, months in ((880, 100, 360), (270, 1000, 120)):
+        work = compute_sweep_work(combinations, symbols, months)
+        assert 0.8 < work / CLUSTER_FROM < 1.2
 
 
 def test_placement_when_the_scheduler_is_not_understood_says_the_choices():
