@@ -130,17 +130,9 @@ def compute_sweep_lines(table, metric: str, top: int) -> list[str]:
     return [head, *body.splitlines()]
 
 
-def _months_of(bars, start: date | None, end: date | None) -> int:
-    """The months the bars span within [start, end]: a sweep simulates at most these."""
-    first = min(b.index[0] for b in bars.values()).date()
-    last = max(b.index[-1] for b in bars.values()).date()
-    first, last = max(first, start or first), min(last, end or last)
-    return max(0, (last.year - first.year) * 12 + last.month - first.month + 1)
-
-
 def cmd_sweep(args: argparse.Namespace) -> int:
     # here, not at the top: pandas loads only when this verb runs
-    from ops_runner.strategy import research, sweep
+    from ops_runner.strategy import sweep
     from ops_runner.strategy.momentum import StrategySettings
 
     progress = Progress.from_args(args)
@@ -148,10 +140,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     grid = sweep.load_grid(Path(find_project_file(args.grid, "--grid")))
     cfg, bars = _research_inputs(args, progress, grid)
     start, end = optional_date(args.start, "--start"), optional_date(args.end, "--end")
-    base = StrategySettings.from_config(cfg)
-    combos, _ = sweep.compute_grid_settings(base, grid)
-    symbols = research.compute_sweep_symbols(base, grid)
-    work = sweep.compute_sweep_work(len(combos), len(symbols), _months_of(bars, start, end))
+    combos, _ = sweep.compute_grid_settings(StrategySettings.from_config(cfg), grid)
+    work = sweep.compute_sweep_work(cfg, grid, bars, start, end)
     placement = sweep.compute_placement(args.scheduler, work)
     with contextlib.ExitStack() as stack:
         runner = None

@@ -8,15 +8,24 @@ import importlib.util
 import logging
 import os
 import uuid
-from collections.abc import Iterator, Sequence
-from typing import TextIO
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, TextIO
 
+import pandas as pd
 from distributed import Client, Future, LocalCluster, as_completed
 from distributed.scheduler import KilledWorker
 from tqdm import tqdm
 
 from ops_runner.core.errors import OpsError
-from ops_runner.strategy.sweep import ChunkOutcome, ComputeChunk, SweepChunk, SweepPanel
+from ops_runner.strategy.sweep import (
+    ChunkOutcome,
+    ComputeChunk,
+    SweepChunk,
+    SweepPanel,
+    compute_placement,
+    compute_sweep_work,
+    sweep,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,3 +142,21 @@ def open_dask_runner(placement: str, out: TextIO | None = None) -> Iterator[Dask
         if out is not None:
             print(f"sweep: chunks on {where}; dashboard: {dashboard}", file=out)
         yield DaskRunner(client, out)
+
+
+def sweep_placed(
+    cfg_or_settings: Any, grid: Mapping[str, Sequence[Any]], bars: Mapping[str, pd.DataFrame],
+    start: Any = None, end: Any = None, scheduler: str | None = None, progress: bool = False,
+    out: TextIO | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """Return ``sweep.sweep``'s table, its chunks run where ``compute_placement`` puts a sweep
+    of this size (``scheduler``: inprocess, local or an address; None: DASK_SCHEDULER_ADDRESS,
+    else by the grid's size): the same rows wherever. Raises ResearchError as ``sweep`` does,
+    and ClusterError when no scheduler answers."""
+    work = compute_sweep_work(cfg_or_settings, grid, bars, start, end)
+    placement = compute_placement(scheduler, work)
+    if placement == "inprocess":
+        return sweep(cfg_or_settings, grid, bars, start=start, end=end, progress=progress)
+    with open_dask_runner(placement, out) as runner:
+        return sweep(cfg_or_settings, grid, bars, start=start, end=end, progress=progress,
+                     runner=runner)  # fmt: skip

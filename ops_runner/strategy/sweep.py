@@ -431,10 +431,26 @@ class LocalRunner:
             yield compute(part, panel)
 
 
-def compute_sweep_work(combinations: int, symbols: int, months: int) -> int:
-    """Return a sweep's work as ``compute_placement`` weighs it: combinations x symbols x
-    months simulated (a simulation's time grows with each)."""
-    return combinations * symbols * months
+def compute_sweep_work(
+    cfg_or_settings: Any, grid: Mapping[str, Sequence[Any]], bars: Mapping[str, pd.DataFrame],
+    start: Any = None, end: Any = None,
+) -> int:  # fmt: skip
+    """Return a sweep's work as ``compute_placement`` weighs it: valid combinations x symbols
+    x the months the bars span within [start, end] (a simulation's time grows with each; the
+    months are an upper bound of the executions). Raises ResearchError for a bad grid."""
+    if isinstance(cfg_or_settings, StrategySettings):
+        base = cfg_or_settings
+    else:
+        values = cfg_or_settings if isinstance(cfg_or_settings, Mapping) else cfg_or_settings.values
+        base = StrategySettings.from_config(values)
+    combos, _ = compute_grid_settings(base, grid)
+    symbols = compute_sweep_symbols(base, grid)
+    first = min(b.index[0] for b in bars.values()).date()
+    last = max(b.index[-1] for b in bars.values()).date()
+    first = max(first, pd.Timestamp(start).date()) if start else first
+    last = min(last, pd.Timestamp(end).date()) if end else last
+    months = max(0, (last.year - first.year) * 12 + last.month - first.month + 1)
+    return len(combos) * len(symbols) * months
 
 
 def compute_placement(

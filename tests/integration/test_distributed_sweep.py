@@ -16,6 +16,7 @@ from ops_runner.cli import main
 from ops_runner.market.sources.sample import generate_sample_market
 from ops_runner.strategy import distributed
 from ops_runner.strategy.distributed import DaskRunner
+from ops_runner.strategy.momentum import StrategySettings
 from ops_runner.strategy.research import ResearchError
 from ops_runner.strategy.sweep import (
     CLUSTER_FROM,
@@ -108,6 +109,22 @@ def test_sweep_when_a_worker_dies_mid_sweep_retries_its_chunk(market, local_tabl
     pd.testing.assert_frame_equal(found, local_table, check_exact=True)
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_sweep_placed_at_a_schedulers_address_equals_the_single_process_table(
+    market, local_table, client, monkeypatch
+):
+    """What the research notebook's ``scheduler`` parameter does; DASK_SCHEDULER_ADDRESS
+    says the same when no scheduler is given."""
+    address = client.scheduler.address
+    args = (template("config"), GRID, market)
+    found = distributed.sweep_placed(*args, start=date(2014, 1, 1), scheduler=address)
+    pd.testing.assert_frame_equal(found, local_table, check_exact=True)
+    monkeypatch.setenv(SCHEDULER_ENV, address)
+    found = distributed.sweep_placed(*args, start=date(2014, 1, 1))
+    pd.testing.assert_frame_equal(found, local_table, check_exact=True)
+
+
 def test_sweep_with_a_closed_scheduler_port_is_one_line(sample_workbook, tmp_path, capsys,
                                                         monkeypatch):  # fmt: skip
     monkeypatch.setattr(distributed, "CONNECT_SECONDS", 1)
@@ -141,12 +158,19 @@ def test_placement_follows_the_option_then_the_environment_then_the_grid_size(
     assert compute_placement(scheduler, work, environ) == where
 
 
-def test_sweep_work_when_measured_puts_the_benchmarks_crossovers_at_the_threshold():
-    """benchmarks/sweep.py --cluster: the cluster paid from ~880 combinations of 100 symbols
-    over 30 years (~360 months) and ~270 of 1,000 symbols over 10 years (~120 months)."""
-    for combinations, symbols, months in ((880, 100, 360), (270, 1000, 120)):
-        work = compute_sweep_work(combinations, symbols, months)
-        assert 0.8 < work / CLUSTER_FROM < 1.2
+def test_sweep_work_counts_combinations_symbols_and_months_in_the_window():
+    cfg = template("config")
+    symbols = StrategySettings.from_config(cfg.values).symbols()
+    index = pd.DatetimeIndex(["2014-01-02", "2016-12-30"])
+    bars = {s: pd.DataFrame({"close": [1.0, 1.0]}, index=index) for s in symbols}
+    # top_n 1 and 2 (both valid), every symbol of the strategy, June 2015 .. December 2016
+    work = compute_sweep_work(cfg, {"top_n": [1, 2]}, bars, start=date(2015, 6, 1))
+    assert work == 2 * len(symbols) * 19
+    # benchmarks/sweep.py --cluster: the cluster paid from ~880 combinations of 100 symbols
+    # over 30 years (360 months) and ~270 of 1,000 symbols over 10 years (120): ~CLUSTER_FROM.
+    assert (
+        0.8 < 880 * 100 * 360 / CLUSTER_FROM < 1.2 and 0.8 < 270 * 1000 * 120 / CLUSTER_FROM < 1.2
+    )
 
 
 def test_placement_when_the_scheduler_is_not_understood_says_the_choices():
