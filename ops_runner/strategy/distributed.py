@@ -111,6 +111,10 @@ def open_dask_runner(placement: str, out: TextIO | None = None) -> Iterator[Dask
     single-threaded worker process per core, closed after), an address (tcp://host:8786)
     connects to its scheduler. ``out`` (e.g. stderr) is told the cluster and its dashboard.
     Raises ClusterError in one line when no scheduler answers."""
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        # The scheduler of a LocalCluster runs in this process: its INFO lines (workers
+        # registered, keys cancelled) would bury the sweep's own output.
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     with contextlib.ExitStack() as stack:
         if placement == "local":
             workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
