@@ -61,10 +61,11 @@ MEMORY_SHARE = 0.25  # of the memory available when the sweep starts: the machin
 MAX_CHUNK = 1000
 # Where a sweep's chunks run when nobody says (``compute_placement``): a LocalCluster from this
 # much work (combinations x symbols x months, ``compute_sweep_work``), this process below.
-# Starting 2 worker processes that import vectorbt and load its Numba cache cost 12 s more
-# than one process's own warm-up on the 2-core machine (under load), won back from ~880
-# combinations of 100 symbols x 30 years and ~270 of 1,000 symbols x 10 years: both ~3e7
-# (benchmarks/sweep.py --cluster).
+# Starting 2 worker processes that import vectorbt and load its Numba cache cost 6-12 s more
+# than one process's own warm-up on the 2-core machine (under load); one run won it back from
+# ~880 combinations of 100 symbols x 30 years and ~270 of 1,000 symbols x 10 years, both ~3e7,
+# another never on the first and from ~64 on the second (benchmarks/sweep.py --cluster; the
+# README's table).
 CLUSTER_FROM = 30_000_000
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 PLACEMENTS = ("inprocess", "local")
