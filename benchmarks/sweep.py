@@ -15,6 +15,13 @@ The 10,000-combination sweep runs in a child process (its own peak RSS) with the
 chunk (a quarter of the available memory, at most MAX_CHUNK combinations per simulation);
 target: its peak RSS bounded, well under what one unchunked call would hold (the
 per-combination bytes measured on the 1,188 sweep, times 10,000).
+
+The large cases (``--cluster``, also run by main): 100 symbols x 30 years x 2,000 combinations
+and 1,000 symbols x 10 years x 60, each swept in one process (a child: its own peak RSS) and
+on a LocalCluster of one single-threaded worker per core (``ops-runner sweep --scheduler
+local``): wall times, peak RSS of one process and of each worker, the cluster's start and
+warm-up beyond one process's, and the grid size from which the cluster pays on this machine
+(its extra start over the seconds it saves per combination). The tables must be equal.
 """
 
 from __future__ import annotations
@@ -57,6 +64,133 @@ BIG_GRID = {
     "absolute_momentum": [True, False],
     "defensive": BIG_SYMBOLS[10:15],
 }  # 25 x 4 x 10 x 2 x 5 = 10,000 combinations, all valid
+
+
+# The large cases, one process vs a LocalCluster (one single-threaded worker per core): the
+# issue asks 100 symbols x 30 years x 10,000 combinations and 1,000 symbols x 100; scaled down
+# to run in a few minutes on 2 shared cores (the rates, and so the crossover, do not depend
+# on the count): 2,000 and 60 combinations, the 1,000 symbols over 10 years.
+CLUSTER_CASES: dict[str, dict[str, Any]] = {
+    "100 symbols x 30 years": {
+        "symbols": 100, "start": date(1995, 1, 3),
+        "grid": {"lookback_months": list(range(4, 29)), "skip_months": [0, 1, 2, 3],
+                 "top_n": [1, 2, 3, 5, 10], "absolute_momentum": [True, False],
+                 "defensive": ["B0", "B1"]},
+    },  # 25 x 4 x 5 x 2 x 2 = 2,000 combinations
+    "1000 symbols x 10 years": {
+        "symbols": 1000, "start": date(2015, 1, 2),
+        "grid": {"lookback_months": [3, 6, 9, 12, 15], "top_n": [1, 5, 10],
+                 "absolute_momentum": [True, False], "defensive": ["B0", "B1"]},
+    },  # 5 x 3 x 2 x 2 = 60 combinations
+}  # fmt: skip
+
+
+def cluster_case(name: str) -> tuple[dict, Any]:
+    """The bars and base settings of a large case: risk symbols R..., defensive B0..B3, cash C."""
+    from ops_runner.market.sources.sample import generate_sample_market
+    from ops_runner.strategy.momentum import StrategySettings
+
+    case = CLUSTER_CASES[name]
+    risk = [f"R{i:04d}" for i in range(case["symbols"] - 5)]
+    symbols = [*risk, "B0", "B1", "B2", "B3", "C"]
+    bars = generate_sample_market(symbols=symbols, start=case["start"], end=END)
+    base = StrategySettings(
+        name="bench", risk=tuple(risk), defensive="B0", cash_proxy="C", lookbacks=((12, 1.0),),
+        skip_months=0, top_n=1, absolute_momentum=True, absolute_compare="each", benchmark=None,
+    )  # fmt: skip
+    return bars, base
+
+
+def digest(table: Any) -> str:
+    """A fingerprint of a sweep table's every value: equal tables, equal digests."""
+    import hashlib
+
+    import pandas as pd
+
+    return hashlib.sha256(pd.util.hash_pandas_object(table).to_numpy().tobytes()).hexdigest()
+
+
+def one_process_case(name: str) -> int:
+    """The child process: a large case swept here, as `ops-runner sweep --scheduler inprocess`
+    does; prints one JSON line (its warm-up, wall time, peak RSS and the table's digest)."""
+    from ops_runner.strategy import sweep as sweeps
+
+    bars, base = cluster_case(name)
+    started = time.perf_counter()
+    sweeps.sweep(base, {"top_n": [1]}, bars, start=date(2023, 1, 1))  # vectorbt, Numba cache
+    warm_s = time.perf_counter() - started
+    started = time.perf_counter()
+    table = sweeps.sweep(base, CLUSTER_CASES[name]["grid"], bars)
+    took = time.perf_counter() - started
+    print(json.dumps({"warm_s": warm_s, "seconds": took, "peak_mb": peak_rss_mb(),
+                      "combinations": len(table), "digest": digest(table)}))  # fmt: skip
+    return 0
+
+
+def cluster_cases() -> int:
+    """The child process: each large case in one process (a grandchild) and on a LocalCluster
+    started here; prints its table and, last, its RESULT line (main() adds it to its own)."""
+    from ops_runner.strategy import sweep as sweeps
+    from ops_runner.strategy.distributed import open_dask_runner
+
+    ones = {}
+    for name in CLUSTER_CASES:
+        done = subprocess.run([sys.executable, __file__, "--one-process", name],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        ones[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    with open_dask_runner("local", sys.stderr) as runner:
+        start_s = time.perf_counter() - started
+        bars, base = cluster_case(next(iter(CLUSTER_CASES)))
+        started = time.perf_counter()
+        sweeps.sweep(base, {"top_n": [1, 2]}, bars, start=date(2023, 1, 1), runner=runner)
+        warm_s = time.perf_counter() - started  # each worker imports vectorbt, loads Numba
+        workers = runner.workers()
+        extra = start_s + warm_s - ones[next(iter(CLUSTER_CASES))]["warm_s"]
+        print(f"local cluster of {workers}: start {start_s:.1f} s, workers' warm-up "
+              f"{warm_s:.1f} s; beyond one process's warm-up: {extra:.1f} s")  # fmt: skip
+        rows += [
+            {"metric": "local cluster start", "value": start_s, "unit": "s", "target": ""},
+            {"metric": "local cluster workers' warm-up", "value": warm_s, "unit": "s",
+             "target": ""},
+            {"metric": "local cluster cost beyond one process", "value": extra, "unit": "s",
+             "target": ""},
+        ]  # fmt: skip
+        for name in CLUSTER_CASES:
+            bars, base = cluster_case(name)
+            started = time.perf_counter()
+            table = sweeps.sweep(base, CLUSTER_CASES[name]["grid"], bars, runner=runner)
+            took = time.perf_counter() - started
+            peaks = runner.client.run(peak_rss_mb)  # each worker's peak so far (all cases)
+            one = ones[name]
+            local_rate, cluster_rate = one["combinations"] / one["seconds"], len(table) / took
+            gain = 1 / local_rate - 1 / cluster_rate  # seconds saved per combination
+            crossover = extra / gain if gain > 0 else float("inf")
+            same = digest(table) == one["digest"]
+            print(f"{name} x {len(table)} combinations: one process {one['seconds']:.1f} s "
+                  f"(peak {one['peak_mb']:.0f} MB), cluster {took:.1f} s (peak per worker "
+                  f"{max(peaks.values()):.0f} MB); pays from {crossover:.0f} combinations "
+                  f"({crossover / local_rate:.0f} s in one process); "
+                  f"tables {'equal' if same else 'DIFFER'}")  # fmt: skip
+            rows += [
+                {"metric": f"{name} x {len(table)}: one process", "value": one["seconds"],
+                 "unit": "s", "target": ""},
+                {"metric": f"{name} x {len(table)}: one process peak RSS",
+                 "value": one["peak_mb"], "unit": "MB", "target": ""},
+                {"metric": f"{name} x {len(table)}: local cluster", "value": took, "unit": "s",
+                 "target": "< one process"},
+                {"metric": f"{name} x {len(table)}: peak RSS per worker",
+                 "value": max(peaks.values()), "unit": "MB", "target": ""},
+                {"metric": f"{name}: cluster pays from", "value": crossover,
+                 "unit": "combinations", "target": ""},
+                {"metric": f"{name}: cluster pays from (one process's time)",
+                 "value": crossover / local_rate, "unit": "s", "target": ""},
+                {"metric": f"{name}: cluster table equals one process's", "value": int(same),
+                 "unit": "", "target": "1"},
+            ]  # fmt: skip
+    print("RESULT " + json.dumps(rows))
+    return 0
 
 
 def settings_for(symbols: list[str]) -> Any:
@@ -286,9 +420,20 @@ def main() -> int:
         {"metric": f"sweep of {big['combinations']}: peak RSS", "value": big["peak_mb"],
          "unit": "MB", "target": f"bounded (one call ~{unchunked_mb:.0f} MB traced)"},
     ]  # fmt: skip
+    done = subprocess.run([sys.executable, __file__, "--cluster"], capture_output=True, text=True,
+                          check=True)  # fmt: skip
+    lines = done.stdout.strip().splitlines()
+    print("\n".join(lines[:-1]))
+    result_rows += json.loads(lines[-1].removeprefix("RESULT "))
     print("RESULT " + json.dumps(result_rows))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(big_sweep() if sys.argv[1:] == ["--big"] else main())
+    if sys.argv[1:] == ["--big"]:
+        sys.exit(big_sweep())
+    if sys.argv[1:2] == ["--one-process"]:
+        sys.exit(one_process_case(sys.argv[2]))
+    if sys.argv[1:] == ["--cluster"]:  # the large cases alone: python benchmarks/sweep.py --cluster
+        sys.exit(cluster_cases())
+    sys.exit(main())

@@ -17,7 +17,7 @@
 #
 # **Purpose.** Run the strategy over a grid of parameters (lookback months, skipped months, top N, the absolute-momentum filter, the defensive asset) in one vectorbt simulation, every combination on the same month-ends and with the same costs as the backtest, and show where the results are robust rather than lucky.
 #
-# **Inputs.** The workbook's price store; the strategy, costs and research settings of the workbook's `config.yaml` or of `config` (a template name or a YAML path), which set every parameter the grid leaves out. Parameters: `workbook`, `config`, `start`, `end`, `grid` (a YAML file of `key: [values]`; empty for `sweep.DEFAULT_GRID`).
+# **Inputs.** The workbook's price store; the strategy, costs and research settings of the workbook's `config.yaml` or of `config` (a template name or a YAML path), which set every parameter the grid leaves out. Parameters: `workbook`, `config`, `start`, `end`, `grid` (a YAML file of `key: [values]`; empty for `sweep.DEFAULT_GRID`), `scheduler` (where the chunks run: `inprocess`, `local` for a Dask LocalCluster, a Dask scheduler's `tcp://host:8786`; empty: `DASK_SCHEDULER_ADDRESS`, else by the grid's size, as `ops-runner sweep --scheduler`).
 #
 # **Outputs.** The best combinations, heatmaps of Sharpe and CAGR over lookback x top N; scraps `table` and `completion`. Research only: nothing is written to the ledger.
 
@@ -27,11 +27,12 @@ config = ""  # empty: the workbook config.yaml; else a template (gem, topn) or a
 start = ""  # first month-end considered, YYYY-MM-DD; empty: as early as the data allow
 end = ""  # last session, YYYY-MM-DD; empty: the last bar of every symbol
 grid = ""  # a YAML grid file; empty: sweep.DEFAULT_GRID
+scheduler = ""  # inprocess, local, tcp://host:8786; empty: $DASK_SCHEDULER_ADDRESS or by size
 
 # %%
 from ops_runner.reports import pages
 from ops_runner.runtime import notebooks
-from ops_runner.strategy import research, sweep
+from ops_runner.strategy import distributed, research, sweep
 
 # %% [markdown]
 # ## Workbook, strategy and grid
@@ -47,7 +48,7 @@ pages.compute_banner(cfg)
 
 # %%
 bars = research.load_bars(cfg, grid_values)
-table = sweep.sweep(cfg, grid_values, bars, start=start or None, end=end or None)
+table = distributed.sweep_placed(cfg, grid_values, bars, start=start or None, end=end or None, scheduler=scheduler or None)
 table.sort_values("sharpe", ascending=False).head(10)
 
 # %% [markdown]

@@ -4,6 +4,7 @@ pages, backtest, sweep."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from datetime import UTC, date, datetime
@@ -140,9 +141,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     cfg, bars = _research_inputs(args, progress, grid)
     start, end = optional_date(args.start, "--start"), optional_date(args.end, "--end")
     combos, _ = sweep.compute_grid_settings(StrategySettings.from_config(cfg), grid)
-    progress(f"sweeping {len(combos)} combinations (vectorbt)")
-    found = sweep.sweep(cfg, grid, bars, start=start, end=end, chunk=args.chunk,
-                        progress=progress.enabled)  # fmt: skip
+    work = sweep.compute_sweep_work(cfg, grid, bars, start, end)
+    placement = sweep.compute_placement(args.scheduler, work)
+    with contextlib.ExitStack() as stack:
+        runner = None
+        if placement != "inprocess":
+            # here, not at the top: dask loads only when a sweep runs on a cluster
+            from ops_runner.strategy.distributed import open_dask_runner
+
+            progress(f"starting or reaching the Dask cluster ({placement})")
+            runner = stack.enter_context(open_dask_runner(placement, sys.stderr))
+        progress(f"sweeping {len(combos)} combinations (vectorbt)")
+        found = sweep.sweep(cfg, grid, bars, start=start, end=end, chunk=args.chunk,
+                            progress=progress.enabled, runner=runner)  # fmt: skip
     table = sweep.compute_ranking(found, args.sort)
     progress("done")
     if args.json:
@@ -202,7 +213,9 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
             "ops-runner sweep --grid templates/grids/example.yaml --config topn",
         ),
     ):
-        p = add_verb(sub, name, text, example)
+        codes = {1: "no Dask scheduler at --scheduler's address, or a chunk kept killing its "
+                 "workers"} if name == "sweep" else {}  # fmt: skip
+        p = add_verb(sub, name, text, example, codes)
         p.add_argument(
             "--config", help="a config file (e.g. templates/gem.yaml); default: workbook"
         )
@@ -227,5 +240,13 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
                 metavar="N",
                 help="combinations per simulation (default: what a quarter of the free memory "
                 "holds, up to 1000); the results do not depend on it",
+            )
+            p.add_argument(
+                "--scheduler",
+                metavar="WHERE",
+                help="where the chunks run: inprocess, local (a Dask LocalCluster, one worker "
+                "per core) or a Dask scheduler's address (tcp://host:8786); default: "
+                "$DASK_SCHEDULER_ADDRESS if set, else local when combinations x symbols x months "
+                "reach 3e7 (README), inprocess below; the results do not depend on it",
             )
         p.set_defaults(func=func)

@@ -6,11 +6,11 @@ import dataclasses
 import itertools
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -59,6 +59,16 @@ MEMORY_SHARE = 0.25  # of the memory available when the sweep starts: the machin
 # Above this many combinations a simulation is no faster per combination (benchmarks/sweep.py's
 # grid: 300, 600 and 1188 at once all take the same time), only larger.
 MAX_CHUNK = 1000
+# Where a sweep's chunks run when nobody says (``compute_placement``): a LocalCluster from this
+# much work (combinations x symbols x months, ``compute_sweep_work``), this process below.
+# Starting 2 worker processes that import vectorbt and load its Numba cache cost 6-12 s more
+# than one process's own warm-up on the 2-core machine (under load); one run won it back from
+# ~880 combinations of 100 symbols x 30 years and ~270 of 1,000 symbols x 10 years, both ~3e7,
+# another never on the first and from ~64 on the second (benchmarks/sweep.py --cluster; the
+# README's table).
+CLUSTER_FROM = 30_000_000
+SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+PLACEMENTS = ("inprocess", "local")
 # Which way each metric is better: a sweep's rows are ranked best first by the one chosen.
 HIGHER_IS_BETTER = {
     "cagr": True,
@@ -263,6 +273,7 @@ def sweep(
     whole_shares: bool | None = None,
     chunk: int | None = None,
     progress: bool = False,
+    runner: ChunkRunner | None = None,
 ) -> pd.DataFrame:
     """Return one row per valid grid combination: its parameters, window and metrics.
 
@@ -274,7 +285,11 @@ def sweep(
     up to MAX_CHUNK (``compute_sweep_chunk``); the rows are the same bit for bit whatever the
     chunk. (Not a config key: config's hash counts every key with its default, so a new key
     would change every workbook's hash and void its approved baseline.) ``progress``: a bar
-    over the chunks on stderr.
+    over the chunks on stderr. ``runner``: who computes the chunks, ``LocalRunner`` (this
+    process) by default; ``distributed.DaskRunner`` sends them to a Dask cluster's workers,
+    and sizes the chunks so every worker gets some. Each chunk is ``compute_chunk_outcome``,
+    pure given the chunk and the sweep's shared ``SweepPanel``: the rows are the same
+    whoever computes them.
     ``backtest`` with a row's settings and ``start`` gives the same metrics
     (tests/unit/test_research.py proves it). Raises ResearchError for a bad grid, missing bars
     or no decidable session.
@@ -313,49 +328,185 @@ def sweep(
     sessions = pd.DatetimeIndex(calendar.sessions(decided[0], last))
     rows = sessions.get_indexer(pd.DatetimeIndex(exec_days))
     prices = compute_prices(bars, columns, sessions)
-    tradable = prices["tradable"].to_numpy()[:, None]
-    keys_by_rule: dict[tuple[Any, ...], np.ndarray] = {}
+    keys: dict[tuple[Any, ...], np.ndarray] = {}
     reorder = [union_columns.index(s) for s in columns]
+    for settings in combos:
+        rule = (settings.lookbacks, settings.skip_months)
+        if rule not in keys:
+            total = sum(w for _, w in settings.lookbacks)
+            score = sum(
+                w * (panel[:, settings.skip_months] / panel[:, m] - 1.0)
+                for m, w in settings.lookbacks
+            )
+            keys[rule] = _tie_keys(score / total)[:, reorder]
+    shared = SweepPanel(
+        columns=tuple(columns), keys=keys, rows=rows, sessions=sessions, prices=prices,
+        tradable=prices["tradable"].to_numpy()[:, None], costs=costs, cash=cash, whole=whole,
+    )  # fmt: skip
 
-    def weights_of(part: Sequence[StrategySettings]) -> np.ndarray:
-        """Target weights (executions x combinations x columns) of ``part``."""
-        weights = np.empty((len(rows), len(part), len(columns)))
-        for n, settings in enumerate(part):
-            rule = (settings.lookbacks, settings.skip_months)
-            if rule not in keys_by_rule:
-                total = sum(w for _, w in settings.lookbacks)
-                score = sum(
-                    w * (panel[:, settings.skip_months] / panel[:, m] - 1.0)
-                    for m, w in settings.lookbacks
-                )
-                keys_by_rule[rule] = _tie_keys(score / total)[:, reorder]
-            weights[:, n] = _targets(settings, keys_by_rule[rule], columns)[: len(rows)]
-        return weights
-
+    runner = runner or LocalRunner()
     if chunk is None:
-        chunk = compute_sweep_chunk(len(columns), len(rows), len(sessions))
+        memory = compute_sweep_chunk(len(columns), len(rows), len(sessions))
+        chunk = runner.size_chunk(memory, len(combos))
     if chunk < 1:
         raise ResearchError(f"sweep chunk {chunk}: give at least 1 combination per simulation")
     labels = [_combo_label(c) for c in combos]
+    chunks = [
+        SweepChunk(start=lo, combos=tuple(combos[lo : lo + chunk]))
+        for lo in range(0, len(combos), chunk)
+    ]
     values = {name: np.empty(len(combos)) for name in METRICS}
-    parts = range(0, len(combos), chunk)
-    bar = tqdm(parts, desc="sweep", unit="chunk", disable=not progress, dynamic_ncols=True)
-    for lo in bar:
-        part = combos[lo : lo + chunk]
-        weights = weights_of(part)
-        if _find_untradable(weights, tradable, rows) is not None:
-            _require_tradable_grid(combos, chunk, weights_of, tradable, rows, sessions, columns)
-        found = _simulate_chunk(
-            weights, labels[lo : lo + chunk], columns, rows, sessions, prices, costs, cash, whole
-        )
+    for part, outcome in zip(chunks, runner.run(compute_chunk_outcome, chunks, shared, progress),
+                             strict=True):  # fmt: skip
+        if outcome.metrics is None:
+            raise _first_untradable(chunks, shared)
         for name in METRICS:
-            values[name][lo : lo + len(part)] = found[name]
-        del weights, found
+            values[name][part.start : part.start + len(part.combos)] = outcome.metrics[name]
     table = pd.DataFrame(labels)
     table["start"], table["end"] = sessions[0].date().isoformat(), sessions[-1].date().isoformat()
     for name in METRICS:
         table[name] = values[name]
     return table
+
+
+# -- chunks and the runners that compute them ----------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepPanel:
+    """What every chunk of one sweep reads: the columns, the tie keys of each ranking rule
+    (lookbacks, skip), the execution rows and sessions, the prices, costs and cash. Built once
+    per sweep; a distributed runner sends it to each worker once."""
+
+    columns: tuple[str, ...]
+    keys: Mapping[tuple[Any, ...], np.ndarray]
+    rows: np.ndarray
+    sessions: pd.DatetimeIndex
+    prices: Mapping[str, pd.DataFrame]
+    tradable: np.ndarray
+    costs: Costs
+    cash: float
+    whole: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepChunk:
+    """The combinations one simulation takes: the grid's ``combos[start : start + len]``."""
+
+    start: int
+    combos: tuple[StrategySettings, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkOutcome:
+    """A chunk's metrics (name -> one value per combination), or None when a combination
+    holds a symbol without a usable open on an execution session (nothing was simulated)."""
+
+    start: int
+    metrics: dict[str, np.ndarray] | None
+
+
+ComputeChunk = Callable[[SweepChunk, SweepPanel], ChunkOutcome]
+
+
+class ChunkRunner(Protocol):
+    """How a sweep's chunks are computed: here, one after another, or on a cluster's workers.
+
+    ``run`` yields each chunk's ``compute(chunk, panel)`` in the order of ``chunks``; the
+    table is the same whichever runner computed it.
+    """
+
+    def size_chunk(self, memory: int, combinations: int) -> int:
+        """Return the combinations per chunk, given what a quarter of this machine's free
+        memory holds (``memory``) and the grid's size."""
+        ...
+
+    def run(
+        self, compute: ComputeChunk, chunks: Sequence[SweepChunk], panel: SweepPanel,
+        progress: bool,
+    ) -> Iterator[ChunkOutcome]: ...  # fmt: skip
+
+
+class LocalRunner:
+    """Chunks computed in this process, one after another, with a bar on stderr."""
+
+    def size_chunk(self, memory: int, combinations: int) -> int:
+        """Return ``memory``: one process holds one chunk at a time."""
+        return memory
+
+    def run(
+        self, compute: ComputeChunk, chunks: Sequence[SweepChunk], panel: SweepPanel,
+        progress: bool,
+    ) -> Iterator[ChunkOutcome]:  # fmt: skip
+        """Yield each chunk's outcome in order, computed here."""
+        bar = tqdm(chunks, desc="sweep", unit="chunk", disable=not progress, dynamic_ncols=True)
+        for part in bar:
+            yield compute(part, panel)
+
+
+def compute_sweep_work(
+    cfg_or_settings: Any, grid: Mapping[str, Sequence[Any]], bars: Mapping[str, pd.DataFrame],
+    start: Any = None, end: Any = None,
+) -> int:  # fmt: skip
+    """Return a sweep's work as ``compute_placement`` weighs it: valid combinations x symbols
+    x the months the bars span within [start, end] (a simulation's time grows with each; the
+    months are an upper bound of the executions). Raises ResearchError for a bad grid."""
+    if isinstance(cfg_or_settings, StrategySettings):
+        base = cfg_or_settings
+    else:
+        values = cfg_or_settings if isinstance(cfg_or_settings, Mapping) else cfg_or_settings.values
+        base = StrategySettings.from_config(values)
+    combos, _ = compute_grid_settings(base, grid)
+    symbols = compute_sweep_symbols(base, grid)
+    first = min(b.index[0] for b in bars.values()).date()
+    last = max(b.index[-1] for b in bars.values()).date()
+    first = max(first, pd.Timestamp(start).date()) if start else first
+    last = min(last, pd.Timestamp(end).date()) if end else last
+    months = max(0, (last.year - first.year) * 12 + last.month - first.month + 1)
+    return len(combos) * len(symbols) * months
+
+
+def compute_placement(
+    scheduler: str | None, work: int, environ: Mapping[str, str] | None = None
+) -> str:
+    """Return where a sweep of ``work`` (``compute_sweep_work``) runs its chunks: "inprocess"
+    (this process, ``LocalRunner``), "local" (a Dask LocalCluster started for the sweep) or a
+    Dask scheduler's address. ``scheduler`` None: DASK_SCHEDULER_ADDRESS if set, else a
+    LocalCluster from CLUSTER_FROM and this process below. Raises ResearchError for a scheduler
+    that is none of these."""
+    environ = os.environ if environ is None else environ
+    chosen = scheduler or environ.get(SCHEDULER_ENV) or None
+    if chosen is None:
+        return "local" if work >= CLUSTER_FROM else "inprocess"
+    if chosen in PLACEMENTS or "://" in chosen:
+        return chosen
+    raise ResearchError(
+        f"--scheduler {chosen!r}: write inprocess, local or a scheduler's address (tcp://host:8786)"
+    )
+
+
+def compute_chunk_weights(chunk: SweepChunk, panel: SweepPanel) -> np.ndarray:
+    """Return the target weights (executions x combinations x columns) of ``chunk``."""
+    rows, columns = panel.rows, panel.columns
+    weights = np.empty((len(rows), len(chunk.combos), len(columns)))
+    for n, settings in enumerate(chunk.combos):
+        keys = panel.keys[(settings.lookbacks, settings.skip_months)]
+        weights[:, n] = _targets(settings, keys, columns)[: len(rows)]
+    return weights
+
+
+def compute_chunk_outcome(chunk: SweepChunk, panel: SweepPanel) -> ChunkOutcome:
+    """Return the metrics of ``chunk``'s combinations: one vectorbt simulation. Pure given
+    (chunk, panel), so any process may compute it, and compute it again."""
+    weights = compute_chunk_weights(chunk, panel)
+    if _find_untradable(weights, panel.tradable, panel.rows) is not None:
+        return ChunkOutcome(chunk.start, None)
+    labels = [_combo_label(c) for c in chunk.combos]
+    found = _simulate_chunk(
+        weights, labels, panel.columns, panel.rows, panel.sessions, panel.prices, panel.costs,
+        panel.cash, panel.whole,
+    )  # fmt: skip
+    return ChunkOutcome(chunk.start, found)
 
 
 def _simulate_chunk(
@@ -384,19 +535,16 @@ def _simulate_chunk(
     return _compute_metrics(equity, sessions, traded)
 
 
-def _require_tradable_grid(
-    combos: Sequence[StrategySettings], chunk: int, weights_of: Any, tradable: np.ndarray,
-    rows: np.ndarray, sessions: pd.DatetimeIndex, columns: Sequence[str],
-) -> None:  # fmt: skip
-    """Raise what one check of the whole grid's weights raises: the first execution session
-    (then the first combination) holding a symbol without a usable open, over every chunk."""
-    first: tuple[int, int] | None = None
-    for lo in range(0, len(combos), chunk):
-        found = _find_untradable(weights_of(combos[lo : lo + chunk]), tradable, rows)
-        if found is not None and (first is None or found[0] < first[0]):
+def _first_untradable(chunks: Sequence[SweepChunk], panel: SweepPanel) -> ResearchError:
+    """Return what one check of the whole grid's weights raises: the first execution session
+    (then the first combination) holding a symbol without a usable open, over every chunk
+    (called when some chunk holds one)."""
+    first = (len(panel.rows), 0)
+    for part in chunks:
+        found = _find_untradable(compute_chunk_weights(part, panel), panel.tradable, panel.rows)
+        if found is not None and found[0] < first[0]:
             first = found
-    if first is not None:
-        raise _untradable(columns[first[1]], sessions[rows[first[0]]].date())
+    return _untradable(panel.columns[first[1]], panel.sessions[panel.rows[first[0]]].date())
 
 
 def compute_sweep_chunk(

@@ -160,7 +160,8 @@ def test_a_simulated_clock_with_ib_needs_the_loopback_paper_simulator(tmp_path, 
 @pytest.mark.subprocess
 @pytest.mark.slow
 def test_tick_when_idle_starts_no_kernel_and_imports_neither_papermill_nor_vectorbt(tmp_path):
-    """Nor apprise: a push channel's library loads only when a push goes out."""
+    """Nor apprise: a push channel's library loads only when a push goes out; nor dask: it
+    loads only when a sweep runs on a cluster."""
     cfg = load_config(make_workbook(tmp_path))
     approve_baseline(cfg, "reviewed")
     tick(cfg, now=EVE)  # the schedule is in this machine's cache from here on
@@ -168,7 +169,8 @@ def test_tick_when_idle_starts_no_kernel_and_imports_neither_papermill_nor_vecto
         "import sys\nfrom ops_runner.cli import main\n"
         f"main(['--workbook', {str(tmp_path)!r}, 'tick', '--now', '2025-11-26T23:00:00Z'])\n"
         "print(sorted(m for m in ('papermill', 'vectorbt', 'nbclient', 'jupyter_client', "
-        "'pandas_market_calendars', 'exchange_calendars', 'apprise') if m in sys.modules))"
+        "'pandas_market_calendars', 'exchange_calendars', 'apprise', 'dask', 'distributed') "
+        "if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)  # fmt: skip
