@@ -418,7 +418,33 @@ COVERED = {
     "msg_contract_details",
     "msg_contract_details_end",
     "msg_historical_data",
+    "msg_tick_req_params",
+    "msg_market_data_type",
+    "msg_tick_price",
+    "msg_tick_snapshot_end",
 }
+
+
+# -- a market-data snapshot (reqMktData with snapshot=True): the quotes of the spread report --
+
+
+def test_tick_req_params_decodes_to_min_tick_exchange_and_permissions(decode) -> None:
+    assert one(decode(wire.msg_tick_req_params(5)), "tickReqParams") == (5, 0.01, "9c0001", 3)
+
+
+def test_market_data_type_decodes_to_delayed(decode) -> None:
+    assert one(decode(wire.msg_market_data_type(5, 3)), "marketDataType") == (5, 3)
+
+
+@pytest.mark.parametrize(("tick_type", "price", "size"), [(1, "101.45", 300), (2, "101.47", 200)])
+def test_tick_price_decodes_to_the_bid_or_ask_with_its_size(decode, tick_type, price, size) -> None:
+    # TWS tick types: 1 bid, 2 ask; both clients hand price and size on as floats
+    fields = wire.msg_tick_price(5, tick_type, Decimal(price), size)
+    assert one(decode(fields), "priceSizeTick") == (5, tick_type, float(price), float(size))
+
+
+def test_tick_snapshot_end_decodes_to_its_request(decode) -> None:
+    assert one(decode(wire.msg_tick_snapshot_end(5)), "tickSnapshotEnd") == (5,)
 
 
 def test_every_message_builder_has_a_golden_decode() -> None:
