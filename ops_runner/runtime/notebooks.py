@@ -137,9 +137,17 @@ def open_workbook(workbook: str = "", run_id: str = "", now: str = "") -> Config
 # BLOCK_SLOW_IMPORTS), and exit() or quit() in a cell kills the kernel at once. IPython's own
 # exit() stops the kernel only after the cell, so whether the next cells still ran (and glued
 # a completion record) was a race; a job that asks to exit has failed, every time.
+#
+# jupyter_client interrupts a kernel before shutting it down; an interrupt that lands while the
+# kernel still handles the run's last message makes ipykernel log "KeyboardInterrupt caught in
+# kernel" on the tick's stderr, after the notebook completed. Nothing else interrupts our
+# kernels (the deadlines kill them), so that line only ever says the shutdown raced the last
+# message: the kernel's log drops it, and every other line of it still shows.
 KERNEL_START = (
     f"{BLOCK_SLOW_IMPORTS}; import os as _os; "
-    "get_ipython().user_ns.update(exit=lambda *_: _os._exit(1), quit=lambda *_: _os._exit(1))"
+    "get_ipython().user_ns.update(exit=lambda *_: _os._exit(1), quit=lambda *_: _os._exit(1)); "
+    "getattr(get_ipython().kernel.log, 'logger', get_ipython().kernel.log).addFilter("
+    "lambda record: 'KeyboardInterrupt caught in kernel' not in record.getMessage())"
 )
 
 # A Unix socket path holds at most 107 bytes (sun_path is 108 with its NUL); jupyter_client

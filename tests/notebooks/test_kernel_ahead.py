@@ -148,3 +148,25 @@ def test_kernel_started_ahead_when_the_tick_s_deadline_passes_is_killed_with_the
     assert state_of(waiting) in ("Z", None)
     notebooks.discard_spare_kernel()  # the tick's end: the dead kernel's sockets go too
     assert kernels_alive() == before
+
+
+def test_kernel_log_when_a_shutdown_races_the_last_message_drops_only_that_line(tmp_path, capfd):
+    # The kernel writes its log to the stderr it inherited from this process (capfd sees it).
+    source = tmp_path / "probe.ipynb"
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell(
+            "from ops_runner.runtime import notebooks\n"
+            "log = get_ipython().kernel.log\n"
+            'log.error("KeyboardInterrupt caught in kernel.")  # as ipykernel says it\n'
+            'log.error("a kernel error worth reading")\n'
+            'notebooks.glue("completion", notebooks.completion_record("probe"))'
+        )
+    ]
+    nbformat.write(notebook, source)
+    capfd.readouterr()
+    run = notebooks.run_notebook("probe", tmp_path / "out.ipynb", {}, source=source)
+    assert run.completion["job"] == "probe"
+    err = capfd.readouterr().err
+    assert "a kernel error worth reading" in err
+    assert "KeyboardInterrupt caught in kernel" not in err
