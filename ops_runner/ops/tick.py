@@ -56,6 +56,7 @@ from ops_runner.runtime.notebooks import (
     kill_running_kernels,
     record_job_failure,
     record_orphaned_runs,
+    start_kernel_ahead,
 )
 from ops_runner.workbook.config import Config
 
@@ -444,7 +445,10 @@ def _run_due(
         tried.add(slot.key)
         if on_job is not None:
             on_job(slot)
-        # Another notebook due after this one: its kernel starts while this one's cells run.
+        # A notebook's kernel boots while its run prepares; another notebook due after this one
+        # has its kernel start while this one's cells run.
+        if JOBS[slot.job].notebook is not None:
+            start_kernel_ahead()
         keep_next_kernel_ready(
             JOBS[slot.job].notebook is not None and any(JOBS[s.job].notebook for s in due[1:])
         )
