@@ -425,14 +425,9 @@ def _check_leaf(spec: Field, value: Any, key: str) -> Any:
         if not isinstance(value, str) or not _SYMBOL.match(value):
             raise wrong("an upper-case ticker such as SPY")
         result = value
-    elif kind == "symbols":
-        if not isinstance(value, list) or not value:
+    elif kind in ("symbols", "symbol_list"):  # symbol_list may be empty
+        if kind == "symbols" and (not isinstance(value, list) or not value):
             raise wrong("a non-empty list of tickers such as [SPY, VEU]")
-        result = [_check_leaf(Field("symbol"), item, f"{key}[{i}]") for i, item in enumerate(value)]
-        dupes = sorted({s for s in result if result.count(s) > 1})
-        if dupes:
-            raise ConfigError(f"config error: {key}: {', '.join(dupes)} listed twice", key)
-    elif kind == "symbol_list":
         if not isinstance(value, list):
             raise wrong("a list of tickers such as [VWO, BND], or []")
         result = [_check_leaf(Field("symbol"), item, f"{key}[{i}]") for i, item in enumerate(value)]
