@@ -83,6 +83,25 @@ CLUSTER_CASES: dict[str, dict[str, Any]] = {
                  "absolute_momentum": [True, False], "defensive": ["B0", "B1"]},
     },  # 5 x 3 x 2 x 2 = 60 combinations
 }  # fmt: skip
+# The issue's own sizes (``--issue-sizes``, not run by main: 20-40 minutes on 2 cores).
+ISSUE_CASES: dict[str, dict[str, Any]] = {
+    "100 symbols x 30 years": {
+        "symbols": 100, "start": date(1995, 1, 3),
+        "grid": {"lookback_months": list(range(4, 29)), "skip_months": [0, 1, 2, 3, 4],
+                 "top_n": list(range(1, 11)), "absolute_momentum": [True, False],
+                 "defensive": ["B0", "B1", "B2", "B3"]},
+    },  # 25 x 5 x 10 x 2 x 4 = 10,000 combinations
+    "1000 symbols x 20 years": {
+        "symbols": 1000, "start": date(2005, 1, 3),
+        "grid": {"lookback_months": [3, 6, 9, 12, 15], "skip_months": [0, 1],
+                 "top_n": [1, 5, 10, 20, 50], "absolute_momentum": [True, False]},
+    },  # 5 x 2 x 5 x 2 = 100 combinations
+}  # fmt: skip
+
+
+def case_named(name: str) -> dict[str, Any]:
+    """A large case by name, from the scaled-down cases or the issue's sizes."""
+    return {**CLUSTER_CASES, **ISSUE_CASES}[name]
 
 
 def cluster_case(name: str) -> tuple[dict, Any]:
@@ -90,7 +109,7 @@ def cluster_case(name: str) -> tuple[dict, Any]:
     from ops_runner.market.sources.sample import generate_sample_market
     from ops_runner.strategy.momentum import StrategySettings
 
-    case = CLUSTER_CASES[name]
+    case = case_named(name)
     risk = [f"R{i:04d}" for i in range(case["symbols"] - 5)]
     symbols = [*risk, "B0", "B1", "B2", "B3", "C"]
     bars = generate_sample_market(symbols=symbols, start=case["start"], end=END)
@@ -120,21 +139,21 @@ def one_process_case(name: str) -> int:
     sweeps.sweep(base, {"top_n": [1]}, bars, start=date(2023, 1, 1))  # vectorbt, Numba cache
     warm_s = time.perf_counter() - started
     started = time.perf_counter()
-    table = sweeps.sweep(base, CLUSTER_CASES[name]["grid"], bars)
+    table = sweeps.sweep(base, case_named(name)["grid"], bars)
     took = time.perf_counter() - started
     print(json.dumps({"warm_s": warm_s, "seconds": took, "peak_mb": peak_rss_mb(),
                       "combinations": len(table), "digest": digest(table)}))  # fmt: skip
     return 0
 
 
-def cluster_cases() -> int:
+def cluster_cases(cases: dict[str, dict[str, Any]] = CLUSTER_CASES) -> int:
     """The child process: each large case in one process (a grandchild) and on a LocalCluster
     started here; prints its table and, last, its RESULT line (main() adds it to its own)."""
     from ops_runner.strategy import sweep as sweeps
     from ops_runner.strategy.distributed import open_dask_runner
 
     ones = {}
-    for name in CLUSTER_CASES:
+    for name in cases:
         done = subprocess.run([sys.executable, __file__, "--one-process", name],
                               capture_output=True, text=True, check=True)  # fmt: skip
         ones[name] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -142,12 +161,12 @@ def cluster_cases() -> int:
     started = time.perf_counter()
     with open_dask_runner("local", sys.stderr) as runner:
         start_s = time.perf_counter() - started
-        bars, base = cluster_case(next(iter(CLUSTER_CASES)))
+        bars, base = cluster_case(next(iter(cases)))
         started = time.perf_counter()
         sweeps.sweep(base, {"top_n": [1, 2]}, bars, start=date(2023, 1, 1), runner=runner)
         warm_s = time.perf_counter() - started  # each worker imports vectorbt, loads Numba
         workers = runner.workers()
-        extra = start_s + warm_s - ones[next(iter(CLUSTER_CASES))]["warm_s"]
+        extra = start_s + warm_s - ones[next(iter(cases))]["warm_s"]
         print(f"local cluster of {workers}: start {start_s:.1f} s, workers' warm-up "
               f"{warm_s:.1f} s; beyond one process's warm-up: {extra:.1f} s")  # fmt: skip
         rows += [
@@ -157,10 +176,10 @@ def cluster_cases() -> int:
             {"metric": "local cluster cost beyond one process", "value": extra, "unit": "s",
              "target": ""},
         ]  # fmt: skip
-        for name in CLUSTER_CASES:
+        for name in cases:
             bars, base = cluster_case(name)
             started = time.perf_counter()
-            table = sweeps.sweep(base, CLUSTER_CASES[name]["grid"], bars, runner=runner)
+            table = sweeps.sweep(base, cases[name]["grid"], bars, runner=runner)
             took = time.perf_counter() - started
             peaks = runner.client.run(peak_rss_mb)  # each worker's peak so far (all cases)
             one = ones[name]
@@ -436,4 +455,6 @@ if __name__ == "__main__":
         sys.exit(one_process_case(sys.argv[2]))
     if sys.argv[1:] == ["--cluster"]:  # the large cases alone: python benchmarks/sweep.py --cluster
         sys.exit(cluster_cases())
+    if sys.argv[1:] == ["--issue-sizes"]:  # python benchmarks/sweep.py --issue-sizes
+        sys.exit(cluster_cases(ISSUE_CASES))
     sys.exit(main())

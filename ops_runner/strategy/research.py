@@ -110,7 +110,7 @@ class BacktestResult:
 
     def metrics(self) -> dict[str, float | None]:
         """Return the metrics by name; None where undefined (no NaN)."""
-        return {name: _finite(getattr(self, name)) for name in METRICS}
+        return {name: compute_finite(getattr(self, name)) for name in METRICS}
 
     def metrics_frame(self) -> pd.DataFrame:
         """Return the metrics as a one-column table, with the window and the costs."""
@@ -157,7 +157,7 @@ class BacktestResult:
             "start": self.equity.index[0].date().isoformat(),
             "end": self.equity.index[-1].date().isoformat(),
             "metrics": self.metrics(),
-            "monthly_returns": {f"{t:%Y-%m}": _finite(v) for t, v in monthly.items()},
+            "monthly_returns": {f"{t:%Y-%m}": compute_finite(v) for t, v in monthly.items()},
             "decisions": self.decisions,
         }
 
@@ -165,7 +165,7 @@ class BacktestResult:
 # -- inputs ---------------------------------------------------------------------------------------
 
 
-def _resolve(
+def resolve_inputs(
     cfg_or_settings: Any, costs: Any, calendar: Any, initial_cash: Any, whole_shares: Any
 ) -> tuple[StrategySettings, Costs, Any, float, bool]:
     """Settings, costs, calendar, initial cash and whole-shares flag from the arguments."""
@@ -188,7 +188,7 @@ def _resolve(
     return settings, costs, calendar, cash, whole
 
 
-def _window(
+def compute_window(
     bars: Mapping[str, pd.DataFrame], symbols: Sequence[str], calendar: Any, start: Any, end: Any
 ) -> tuple[date, date]:
     """[start, end] clamped to the calendar's coverage and to the last bar every symbol has."""
@@ -230,7 +230,7 @@ def compute_prices(
     return prices
 
 
-def _find_untradable(
+def find_untradable(
     weights: np.ndarray, tradable: np.ndarray, rows: Sequence[int] | np.ndarray
 ) -> tuple[int, int] | None:
     """Return (execution n, column) of the first symbol bought or held into an execution session
@@ -250,12 +250,12 @@ def _require_tradable(
     sessions: pd.DatetimeIndex, symbols: Sequence[str],
 ) -> None:  # fmt: skip
     """Raise unless every symbol bought or held into an execution session trades at its open."""
-    found = _find_untradable(weights, tradable, rows)
+    found = find_untradable(weights, tradable, rows)
     if found is not None:
-        raise _untradable(symbols[found[1]], sessions[rows[found[0]]].date())
+        raise make_untradable_error(symbols[found[1]], sessions[rows[found[0]]].date())
 
 
-def _untradable(symbol: str, session: date) -> ResearchError:
+def make_untradable_error(symbol: str, session: date) -> ResearchError:
     return ResearchError(
         f"{symbol} has no usable open on {session}, an execution session; re-import it and run "
         "data QA before backtesting this window"
@@ -275,7 +275,7 @@ class Fills:
     cash: np.ndarray
 
 
-def _simulate(
+def simulate_orders(
     close: pd.DataFrame, price: np.ndarray, factor: np.ndarray, weights: np.ndarray,
     costs: Costs, initial_cash: float, whole_shares: bool, width: int,
 ) -> tuple[Fills, Any]:  # fmt: skip
@@ -350,7 +350,7 @@ def _simulate(
     )
 
 
-def _mark(
+def compute_marks(
     fills: Fills, rows: np.ndarray, close: np.ndarray, groups: int, initial_cash: float
 ) -> np.ndarray:
     """Equity at every session's close (sessions x combinations) from the fills at the opens.
@@ -370,7 +370,7 @@ def _mark(
     return cash[at] + held
 
 
-def _compute_metrics(
+def compute_metrics(
     equity: np.ndarray, dates: pd.DatetimeIndex, traded: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Return each metric per column of ``equity`` (sessions down, portfolios across).
@@ -402,7 +402,8 @@ def _compute_metrics(
     }
 
 
-def _finite(value: Any) -> float | None:
+def compute_finite(value: Any) -> float | None:
+    """Return ``value`` as a float, None where it is NaN or infinite (JSON has neither)."""
     value = float(value)
     return value if math.isfinite(value) else None
 
@@ -428,11 +429,11 @@ def backtest(
     first decision's close to ``end`` (default: the last bar every symbol has). Raises
     ResearchError (no decidable session, a missing open) and StrategyError from the strategy.
     """
-    settings, costs, calendar, cash, whole = _resolve(
+    settings, costs, calendar, cash, whole = resolve_inputs(
         cfg_or_settings, costs, calendar, initial_cash, whole_shares
     )
     symbols = settings.symbols()
-    first, last = _window(bars, symbols, calendar, start, end)
+    first, last = compute_window(bars, symbols, calendar, start, end)
     decisions = compute_decision_series(settings, bars, calendar, first, last)
     if not decisions:
         raise ResearchError(
@@ -462,12 +463,12 @@ def backtest(
     # Only the execution sessions are simulated (nothing trades between them); the equity is
     # marked at every session's close from the positions and cash they leave.
     simulated = np.array(rows or [0], dtype=np.intp)  # one session without orders: none left
-    fills, portfolio = _simulate(
+    fills, portfolio = simulate_orders(
         pd.DataFrame(open_[simulated], index=sessions[simulated], columns=symbols),
         open_[simulated], factor[simulated], weights[simulated], costs, cash, whole,
         width=len(symbols),
     )  # fmt: skip
-    marked = _mark(fills, simulated, prices["close"].to_numpy(), 1, cash)[:, 0]
+    marked = compute_marks(fills, simulated, prices["close"].to_numpy(), 1, cash)[:, 0]
     equity = pd.Series(marked, index=sessions.rename("date"), name="equity")
     orders = fills.orders
     i, j = simulated[orders["idx"]], orders["col"]
@@ -478,7 +479,7 @@ def backtest(
         "commission": orders["fees"],
     })  # fmt: skip
     traded = np.array([float((trades["units"] * trades["price"]).sum())])
-    values = _compute_metrics(equity.to_numpy()[:, None], sessions, traded)
+    values = compute_metrics(equity.to_numpy()[:, None], sessions, traded)
     anchor = settings.benchmark or settings.risk[0]
     hold = prices["close"][anchor]
     return BacktestResult(

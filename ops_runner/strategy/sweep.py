@@ -29,16 +29,16 @@ from ops_runner.strategy.research import (
     METRICS,
     Costs,
     ResearchError,
-    _compute_metrics,
-    _find_untradable,
-    _finite,
-    _mark,
-    _resolve,
-    _simulate,
-    _untradable,
-    _window,
+    compute_finite,
+    compute_marks,
+    compute_metrics,
     compute_prices,
     compute_sweep_symbols,
+    compute_window,
+    find_untradable,
+    make_untradable_error,
+    resolve_inputs,
+    simulate_orders,
 )
 
 log = logging.getLogger(__name__)
@@ -294,7 +294,7 @@ def sweep(
     (tests/unit/test_research.py proves it). Raises ResearchError for a bad grid, missing bars
     or no decidable session.
     """
-    base, costs, calendar, cash, whole = _resolve(
+    base, costs, calendar, cash, whole = resolve_inputs(
         cfg_or_settings, costs, calendar, initial_cash, whole_shares
     )
     require_sweepable(base)
@@ -304,7 +304,7 @@ def sweep(
     if impossible:
         log.info("sweep: %d impossible combinations left out", impossible)
     columns = compute_sweep_symbols(base, grid)
-    first, last = _window(bars, columns, calendar, start, end)
+    first, last = compute_window(bars, columns, calendar, start, end)
     deepest = max(c.months_needed() for c in combos)
     decided = _decidable_sessions(bars, columns, deepest, calendar, first, last)
     if not decided:
@@ -499,7 +499,7 @@ def compute_chunk_outcome(chunk: SweepChunk, panel: SweepPanel) -> ChunkOutcome:
     """Return the metrics of ``chunk``'s combinations: one vectorbt simulation. Pure given
     (chunk, panel), so any process may compute it, and compute it again."""
     weights = compute_chunk_weights(chunk, panel)
-    if _find_untradable(weights, panel.tradable, panel.rows) is not None:
+    if find_untradable(weights, panel.tradable, panel.rows) is not None:
         return ChunkOutcome(chunk.start, None)
     labels = [_combo_label(c) for c in chunk.combos]
     found = _simulate_chunk(
@@ -521,18 +521,18 @@ def _simulate_chunk(
         [(*label.values(), s) for label in labels for s in columns],
         names=[*labels[0].keys(), "symbol"],
     )
-    fills, _ = _simulate(
+    fills, _ = simulate_orders(
         pd.DataFrame(np.tile(open_, count), index=sessions[rows], columns=index),
         np.tile(open_, count), np.tile(factor, count),
         weights.reshape(len(rows), count * len(columns)), costs, cash, whole,
         width=len(columns),
     )  # fmt: skip
-    equity = _mark(fills, rows, prices["close"].to_numpy(), count, cash)
+    equity = compute_marks(fills, rows, prices["close"].to_numpy(), count, cash)
     orders = fills.orders
     traded = np.bincount(
         orders["col"] // len(columns), np.abs(orders["size"] * orders["price"]), count
     )
-    return _compute_metrics(equity, sessions, traded)
+    return compute_metrics(equity, sessions, traded)
 
 
 def _first_untradable(chunks: Sequence[SweepChunk], panel: SweepPanel) -> ResearchError:
@@ -541,10 +541,12 @@ def _first_untradable(chunks: Sequence[SweepChunk], panel: SweepPanel) -> Resear
     (called when some chunk holds one)."""
     first = (len(panel.rows), 0)
     for part in chunks:
-        found = _find_untradable(compute_chunk_weights(part, panel), panel.tradable, panel.rows)
+        found = find_untradable(compute_chunk_weights(part, panel), panel.tradable, panel.rows)
         if found is not None and found[0] < first[0]:
             first = found
-    return _untradable(panel.columns[first[1]], panel.sessions[panel.rows[first[0]]].date())
+    return make_untradable_error(
+        panel.columns[first[1]], panel.sessions[panel.rows[first[0]]].date()
+    )
 
 
 def compute_sweep_chunk(
@@ -604,5 +606,5 @@ def _combo_label(settings: StrategySettings) -> dict[str, Any]:
 
 def compute_sweep_records(table: pd.DataFrame) -> list[dict[str, Any]]:
     """Return a sweep table as JSON-ready rows (None where a metric is undefined)."""
-    return [{k: _finite(v) if isinstance(v, float) else v for k, v in row.items()}
+    return [{k: compute_finite(v) if isinstance(v, float) else v for k, v in row.items()}
             for row in table.to_dict("records")]  # fmt: skip

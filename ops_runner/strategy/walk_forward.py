@@ -25,11 +25,11 @@ from ops_runner.strategy.research import (
     TRADING_DAYS,
     Costs,
     ResearchError,
-    _finite,
-    _resolve,
-    _window,
     backtest,
+    compute_finite,
     compute_sweep_symbols,
+    compute_window,
+    resolve_inputs,
 )
 from ops_runner.strategy.sweep import compute_grid_settings, compute_ranking, require_metric, sweep
 
@@ -67,9 +67,9 @@ class WalkForwardResult:
         """Return the mean in-sample and out-of-sample metric and the overfitting figures."""
         dsr, pbo = self.deflated_sharpe, self.overfitting
         return {
-            "in_sample": _finite(self.steps["in_sample"].mean()),
-            "out_of_sample": _finite(self.steps["out_of_sample"].mean()),
-            "stitched_sharpe": _finite(compute_annual_sharpe(self.returns)),
+            "in_sample": compute_finite(self.steps["in_sample"].mean()),
+            "out_of_sample": compute_finite(self.steps["out_of_sample"].mean()),
+            "stitched_sharpe": compute_finite(compute_annual_sharpe(self.returns)),
             "deflated_sharpe": None if dsr is None else dsr.probability,
             "pbo": None if pbo is None else pbo.probability,
         }
@@ -97,7 +97,7 @@ class WalkForwardResult:
     def to_dict(self) -> dict[str, Any]:
         """Return JSON-ready steps, metrics and overfitting figures (no NaN)."""
         steps = [
-            {k: _finite(v) if isinstance(v, float) else _plain(v) for k, v in row.items()}
+            {k: compute_finite(v) if isinstance(v, float) else _plain(v) for k, v in row.items()}
             for row in self.steps.to_dict("records")
         ]
         return {"metric": self.metric, "steps": steps, "best": self.best, **self.metrics()}
@@ -172,14 +172,14 @@ def walk_forward(
     a bad grid or metric, or too little history for one step.
     """
     require_metric(metric)
-    base, costs, calendar, cash, whole = _resolve(
+    base, costs, calendar, cash, whole = resolve_inputs(
         cfg_or_settings, costs, calendar, initial_cash, whole_shares
     )
     combos, _ = compute_grid_settings(base, grid)
     if not combos:
         raise ResearchError("grid error: every combination is an impossible setting")
     symbols = compute_sweep_symbols(base, grid)
-    first, last = _window(bars, symbols, calendar, start, end)
+    first, last = compute_window(bars, symbols, calendar, start, end)
     deepest = max(c.months_needed() for c in combos)
     month_ends = _decidable_month_ends(bars, symbols, deepest, calendar, first, last)
     windows = compute_walk_forward_windows(month_ends, 12 * train_years, test_months)
