@@ -1,5 +1,5 @@
 """`ops-runner` verbs for reports and research: the runs index, the slippage and performance
-pages, backtest, sweep."""
+pages, backtest, sweep, walk-forward."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from ops_runner.cli.common import (
 )
 from ops_runner.cli.jobs import run_job
 from ops_runner.core.errors import ConfigError
+from ops_runner.core.files import write_bytes_atomic
 from ops_runner.runtime.notebooks import execute_job, show_cell_progress
 from ops_runner.workbook.config import Config, load_config
 
@@ -69,7 +70,8 @@ def _run_performance(cfg: Config, start: str, end: str, progress: Progress) -> i
 
 
 def _research_inputs(args: argparse.Namespace, progress: Progress, grid: dict | None = None):
-    """Return (config, bars) for backtest/sweep: the workbook's data with --config's strategy.
+    """Return (config, bars) for backtest, sweep and walk-forward: the workbook's data with
+    --config's strategy.
 
     --config is a template name (gem, topn, gtaa5, daa) or a YAML file, relative to the current
     folder, else to the workbook, else to the project (``templates/gem.yaml`` from any folder).
@@ -163,6 +165,57 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def compute_walk_forward_lines(result, grid: dict) -> list[str]:
+    """Return what ``walk-forward`` prints: the result's summary lines, then one row per
+    window (training and test windows, the grid's parameters chosen, the metric in and out
+    of sample, formatted as ``sweep`` formats it)."""
+    steps = result.steps
+    shown = _SHOWN[result.metric]
+    table = steps[[k for k in grid if k in steps.columns]].copy()
+    table.insert(0, "step", steps["step"])
+    table.insert(1, "train", steps["train_start"] + ".." + steps["train_end"])
+    table.insert(2, "test", steps["test_start"] + ".." + steps["test_end"])
+    for name in ("in_sample", "out_of_sample"):
+        table[name] = [("-" if v != v else shown(v)) for v in steps[name]]  # NaN: a dash
+    return [*result.summary().splitlines(), "", *table.to_string(index=False).splitlines()]
+
+
+def cmd_walk_forward(args: argparse.Namespace) -> int:
+    # here, not at the top: pandas loads only when this verb runs
+    from ops_runner.strategy import sweep, walk_forward
+    from ops_runner.strategy.overfitting import require_blocks
+
+    progress = Progress.from_args(args)
+    sweep.require_metric(args.metric)  # before any work
+    if not args.no_overfitting:
+        require_blocks(args.blocks)
+    output = Path(args.output).expanduser() if args.output else None
+    if output is not None and output.is_dir():
+        raise ConfigError(f"--output {args.output}: a folder; give a file path, e.g. wf.json")
+    grid = (sweep.load_grid(Path(find_project_file(args.grid, "--grid"))) if args.grid
+            else walk_forward.DEFAULT_GRID)  # fmt: skip
+    cfg, bars = _research_inputs(args, progress, grid)
+    start, end = optional_date(args.start, "--start"), optional_date(args.end, "--end")
+    progress(f"walking forward: {args.train_years} year(s) of training, {args.test_months} "
+             "month(s) of test, rolled by the test window (vectorbt)")  # fmt: skip
+    result = walk_forward.walk_forward(
+        cfg, grid, bars, train_years=args.train_years, test_months=args.test_months,
+        metric=args.metric, start=start, end=end, blocks=args.blocks,
+        overfitting=not args.no_overfitting, progress=progress,
+    )  # fmt: skip
+    progress("done")
+    found = result.to_dict()
+    if output is not None:  # whole or not at all: a failed write leaves no half file
+        write_bytes_atomic(output, (json.dumps(found, indent=2) + "\n").encode())
+    if args.json:
+        print(json.dumps(found, indent=2))
+    else:
+        print("\n".join(compute_walk_forward_lines(result, grid)))
+        if output is not None:
+            print(f"written: {output}")
+    return 0
+
+
 def add_verbs(sub: argparse._SubParsersAction) -> None:
     """Add this group's verbs to the command's subparsers."""
     p = add_verb(
@@ -212,6 +265,12 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
             "parameter sweep: the best combinations by a metric (vectorbt)",
             "ops-runner sweep --grid templates/grids/example.yaml --config topn",
         ),
+        (
+            "walk-forward",
+            cmd_walk_forward,
+            "out-of-sample research: each training window's best, traded on the next (vectorbt)",
+            "ops-runner walk-forward --grid templates/grids/example.yaml --config topn",
+        ),
     ):
         codes = {1: "no Dask scheduler at --scheduler's address, or a chunk kept killing its "
                  "workers"} if name == "sweep" else {}  # fmt: skip
@@ -249,4 +308,44 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
                 "$DASK_SCHEDULER_ADDRESS if set, else local when combinations x symbols x months "
                 "reach 3e7 (README), inprocess below; the results do not depend on it",
             )
+        if name == "walk-forward":
+            _add_walk_forward_options(p)
         p.set_defaults(func=func)
+
+
+def _add_walk_forward_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--grid",
+        help="YAML grid file, as sweep takes it (default: the 6 combinations of "
+        "strategy.walk_forward.DEFAULT_GRID)",
+    )
+    p.add_argument(
+        "--train-years", type=int, default=3, metavar="N", help="each training window (default 3)"
+    )
+    p.add_argument(
+        "--test-months",
+        type=int,
+        default=12,
+        metavar="N",
+        help="each test window; the windows roll by it (default 12)",
+    )
+    p.add_argument(
+        "--metric",
+        default="sharpe",
+        help="what each training window ranks by: cagr, volatility, sharpe, max_drawdown, "
+        "turnover or final_equity (default sharpe)",
+    )
+    p.add_argument(
+        "--blocks", type=int, default=16, help="the PBO's blocks, an even number (default 16)"
+    )
+    p.add_argument(
+        "--no-overfitting",
+        action="store_true",
+        help="skip the DSR and the PBO (no backtest of every combination over every window)",
+    )
+    p.add_argument(
+        "--output",
+        metavar="PATH",
+        help="also write the result as JSON (what --json prints) to PATH, whole or not at all; "
+        "nothing is written otherwise",
+    )

@@ -140,6 +140,17 @@ class BacktestOverfitting:
         )
 
 
+def require_blocks(blocks: int) -> int:
+    """Return ``blocks`` if the PBO can cut returns into that many (even, >= 2, at most
+    MAX_SPLITS splits). Raises ResearchError saying what to give: a walk-forward checks it
+    before its windows run, not after."""
+    if blocks < 2 or blocks % 2:
+        raise ResearchError(f"backtest overfitting: {blocks} blocks; give an even number >= 2")
+    if math.comb(blocks, blocks // 2) > MAX_SPLITS:
+        raise ResearchError(f"backtest overfitting: {blocks} blocks make too many splits; use 16")
+    return blocks
+
+
 def compute_backtest_overfitting(
     returns: pd.DataFrame | np.ndarray, blocks: int = 16
 ) -> BacktestOverfitting:
@@ -158,10 +169,7 @@ def compute_backtest_overfitting(
     if frame.isna().any().any():
         raise ResearchError("backtest overfitting: the returns hold missing values; drop them")
     values = frame.T.drop_duplicates().T.to_numpy(dtype=np.float64)
-    if blocks < 2 or blocks % 2:
-        raise ResearchError(f"backtest overfitting: {blocks} blocks; give an even number >= 2")
-    if math.comb(blocks, blocks // 2) > MAX_SPLITS:
-        raise ResearchError(f"backtest overfitting: {blocks} blocks make too many splits; use 16")
+    require_blocks(blocks)
     size = len(values) // blocks
     if size < 2:
         raise ResearchError(

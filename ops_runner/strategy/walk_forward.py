@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -158,6 +158,7 @@ def walk_forward(
     whole_shares: bool | None = None,
     blocks: int = 16,
     overfitting: bool = True,
+    progress: Callable[[str], None] | None = None,
 ) -> WalkForwardResult:
     """Return the walk-forward of ``grid`` (keys and values as ``sweep`` takes them).
 
@@ -168,8 +169,10 @@ def walk_forward(
     window's last month-end) and the best combination by ``metric`` (the first listed on a tie)
     is backtested on the test window (see OOS_NOTE). ``overfitting``: also backtest every
     combination over all the windows, and compute the deflated Sharpe ratio of the best of them
-    by Sharpe and the PBO (``blocks`` blocks) of their daily returns. Raises ResearchError for
-    a bad grid or metric, or too little history for one step.
+    by Sharpe and the PBO (``blocks`` blocks) of their daily returns. ``progress``, when
+    given, is told a line as each window starts and before the overfitting backtests (the CLI
+    shows them on stderr). Raises ResearchError for a bad grid or metric, or too little
+    history for one step.
     """
     require_metric(metric)
     base, costs, calendar, cash, whole = resolve_inputs(
@@ -193,6 +196,9 @@ def walk_forward(
     rows, pieces = [], []
     labels: list[dict[str, Any]] = []
     for n, (train_start, train_end, test_end) in enumerate(windows, 1):
+        if progress:
+            progress(f"window {n}/{len(windows)}: training {train_start}..{train_end}, "
+                     f"testing to {test_end}")  # fmt: skip
         table = sweep(base, grid, bars, start=train_start, end=train_end, **options)
         labels = [
             {k: _plain(v) for k, v in r.items()} for r in table[list(LABELS)].to_dict("records")
@@ -229,6 +235,8 @@ def walk_forward(
         grid_returns=pd.DataFrame(), deflated_sharpe=None, overfitting=None, best={},
     )  # fmt: skip
     if overfitting:
+        if progress:
+            progress(f"overfitting: backtesting {len(combos)} combinations over every window")
         _add_overfitting(result, combos, labels, bars, windows, blocks, options)
     return result
 
