@@ -216,6 +216,15 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
     return 0
 
 
+_EXIT_CODES = {
+    "sweep": {1: "no Dask scheduler at --scheduler's address, or a chunk kept killing its workers"},
+    "walk-forward": {
+        1: "--output could not be written (a file already there is left as it was)",
+        2: "a bad grid, metric, blocks or config, or windows longer than the history",
+    },
+}
+
+
 def add_verbs(sub: argparse._SubParsersAction) -> None:
     """Add this group's verbs to the command's subparsers."""
     p = add_verb(
@@ -269,11 +278,10 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
             "walk-forward",
             cmd_walk_forward,
             "out-of-sample research: each training window's best, traded on the next (vectorbt)",
-            "ops-runner walk-forward --grid templates/grids/example.yaml --config topn",
+            "ops-runner walk-forward --config gem --train-years 2 --output wf.json",
         ),
     ):
-        codes = {1: "no Dask scheduler at --scheduler's address, or a chunk kept killing its "
-                 "workers"} if name == "sweep" else {}  # fmt: skip
+        codes = _EXIT_CODES.get(name, {})
         p = add_verb(sub, name, text, example, codes)
         p.add_argument(
             "--config", help="a config file (e.g. templates/gem.yaml); default: workbook"

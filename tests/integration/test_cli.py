@@ -299,7 +299,8 @@ def test_cli_top_level_help_speaks_to_users_and_lists_every_verb_with_its_purpos
     text = done.stdout
     assert "maps expected errors" not in text and "the one entry point" not in text
     assert "ops-runner demo" in text and "ops-runner VERB --help" in text
-    for verb in ("init", "tick", "run", "decide", "qa", "drill", "sweep", "lab", "incident"):
+    for verb in ("init", "tick", "run", "decide", "qa", "drill", "sweep", "walk-forward", "lab",
+                 "incident"):  # fmt: skip
         (line,) = [row for row in text.splitlines() if row.strip().startswith(f"{verb} ")]
         assert len(line.split()) > 2, line  # the verb and its purpose
 

@@ -1,4 +1,4 @@
-"""`ops-runner backtest` and `ops-runner sweep` on the sample workbook, as a user runs them."""
+"""`ops-runner backtest`, `sweep` and `walk-forward` on the sample workbook, as a user runs them."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ready_to_decide
+from conftest import ready_to_decide, snapshot_folder
 
 from ops_runner.ops.decision import decide
 from ops_runner.workbook.config import load_config
@@ -137,3 +137,126 @@ def test_readme_research_lines_when_run_as_written_from_another_folder_use_the_t
     assert json.loads(out.out)["strategy"]["name"] == "gem"
     (said,) = out.err.strip().splitlines()  # the file used; no progress off a terminal
     assert said.endswith(f"using the project's {ROOT / 'templates' / 'gem.yaml'}")
+
+
+# -- walk-forward -------------------------------------------------------------------------------
+
+WALK_GRID = "lookback_months: [3, 12]\ntop_n: [1, 2]\n"
+
+
+def _walk(workbook: Path, config: str, grid: dict, metric: str, overfitting: bool):
+    """The walk the CLI is asked for, computed here by the library itself (an independent run
+    in this process, not the CLI's)."""
+    from ops_runner.strategy.research import load_bars, load_research_config
+    from ops_runner.strategy.walk_forward import walk_forward
+
+    cfg = load_research_config(load_config(workbook), config)
+    return walk_forward(cfg, grid, load_bars(cfg, grid), train_years=2, test_months=12,
+                        metric=metric, start="2012-01-01", overfitting=overfitting)  # fmt: skip
+
+
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_walk_forward_when_run_prints_and_writes_the_walk_the_library_computes(workbook, tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(WALK_GRID)
+    before = snapshot_folder(workbook)
+    written = tmp_path / "out" / "wf.json"
+    done = cli(workbook, "walk-forward", "--grid", str(grid), "--train-years", "2", "--test-months",
+               "12", "--start", "2012-01-01", "--output", str(written))  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr == ""  # no progress off a terminal
+    expected = _walk(workbook, "", {"lookback_months": [3, 12], "top_n": [1, 2]}, "sharpe", True)
+
+    summary, table = done.stdout.split("\n\n", 1)
+    assert summary.splitlines() == expected.summary().splitlines()
+    columns, *rows = table.strip().splitlines()
+    assert rows[-1] == f"written: {written}"
+    names = columns.split()
+    assert names == ["step", "train", "test", "lookback_months", "top_n", "in_sample",
+                     "out_of_sample"]  # fmt: skip
+    printed = [dict(zip(names, row.split(), strict=True)) for row in rows[:-1]]
+    assert len(printed) == len(expected.steps) >= 5
+    for shown, step in zip(printed, expected.steps.to_dict("records"), strict=True):
+        assert shown["step"] == str(step["step"])
+        assert shown["train"] == f"{step['train_start']}..{step['train_end']}"
+        assert shown["test"] == f"{step['test_start']}..{step['test_end']}"
+        assert (shown["lookback_months"], shown["top_n"]) == (str(step["lookback_months"]),
+                                                              str(step["top_n"]))  # fmt: skip
+        for name in ("in_sample", "out_of_sample"):  # a Sharpe ratio, shown to 2 decimals
+            assert float(shown[name]) == pytest.approx(step[name], abs=0.005 + 1e-12)
+
+    assert json.loads(written.read_text()) == json.loads(json.dumps(expected.to_dict()))
+    assert sorted(p.name for p in written.parent.iterdir()) == ["wf.json"]  # no temporary left
+    assert snapshot_folder(workbook) == before  # nothing written to the ledger or reports
+
+
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_walk_forward_when_json_is_asked_prints_the_result_and_writes_nothing(workbook, tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(WALK_GRID)
+    before = snapshot_folder(workbook)
+    done = subprocess.run(
+        [str(EXE), "--workbook", str(workbook), "walk-forward", "--grid", str(grid), "--config",
+         "gem", "--train-years", "2", "--start", "2012-01-01", "--metric", "max_drawdown",
+         "--no-overfitting", "--json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout)
+    expected = _walk(workbook, "gem", {"lookback_months": [3, 12], "top_n": [1, 2]},
+                     "max_drawdown", False)  # fmt: skip
+    assert found == json.loads(json.dumps(expected.to_dict()))
+    assert found["metric"] == "max_drawdown" and found["pbo"] is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.yaml"]
+    assert snapshot_folder(workbook) == before
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["--metric", "fun"], "sharpe"),
+        (["--grid", "nowhere.yaml"], "nowhere.yaml"),
+        (["--grid", "{bad}"], "lookbacks"),
+        (["--train-years", "40"], "shorten the windows"),
+        (["--test-months", "0"], "at least 1"),
+        (["--config", "nosuch"], "nosuch"),
+        (["--blocks", "3"], "even number"),
+    ],
+)
+def test_walk_forward_when_an_input_is_bad_says_so_in_one_line_and_writes_nothing(
+    workbook, tmp_path, capsys, args, said
+):
+    from ops_runner.cli import main
+    from ops_runner.strategy.research import ResearchError
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lookbacks: [6, 12]\n")
+    args = [str(bad) if a == "{bad}" else a for a in args]
+    kept = tmp_path / "wf.json"
+    kept.write_text("an earlier result\n")
+    code = main(["--workbook", str(workbook), "walk-forward", *args, "--output", str(kept)])
+    err = capsys.readouterr().err
+    assert code == ResearchError.exit_code and err.count("\n") == 1 and said in err, err
+    assert "Traceback" not in err
+    assert kept.read_text() == "an earlier result\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "wf.json"]
+
+
+@pytest.mark.slow
+def test_walk_forward_when_the_disk_fills_while_writing_leaves_the_earlier_file(
+    workbook, tmp_path, capsys, monkeypatch
+):
+    from ops_runner.cli import main
+
+    kept = tmp_path / "wf.json"
+    kept.write_text("an earlier result\n")
+    monkeypatch.setenv("OPS_RUNNER_FAULT", "enospc@write:wf.json")  # half the bytes written
+    code = main(["--workbook", str(workbook), "walk-forward", "--train-years", "2",
+                 "--start", "2018-01-01", "--no-overfitting", "--output", str(kept)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "wf.json" in err and "space" in err.lower()
+    assert kept.read_text() == "an earlier result\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wf.json"]
