@@ -260,3 +260,19 @@ def test_walk_forward_when_the_disk_fills_while_writing_leaves_the_earlier_file(
     assert "wf.json" in err and "space" in err.lower()
     assert kept.read_text() == "an earlier result\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wf.json"]
+
+
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_readme_walk_forward_line_when_run_as_written_writes_its_output_in_the_folder(
+    workbook, tmp_path
+):
+    argv = _readme_line("ops-runner walk-forward")
+    env = {**os.environ, "OPS_RUNNER_HOME": str(workbook)}
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = json.loads((tmp_path / argv[argv.index("--output") + 1]).read_text())
+    head = done.stdout.splitlines()[0]
+    assert head.startswith(f"walk-forward by {written['metric']}: {len(written['steps'])} windows")
+    assert written["pbo"] is not None and written["deflated_sharpe"] is not None
