@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import pty
 import re
@@ -276,3 +277,27 @@ def test_readme_walk_forward_line_when_run_as_written_writes_its_output_in_the_f
     head = done.stdout.splitlines()[0]
     assert head.startswith(f"walk-forward by {written['metric']}: {len(written['steps'])} windows")
     assert written["pbo"] is not None and written["deflated_sharpe"] is not None
+
+
+@pytest.mark.slow
+def test_walk_forward_when_progress_is_asked_names_each_window_on_stderr(workbook, capsys):
+    from ops_runner.cli import main
+    from ops_runner.strategy.research import load_bars
+    from ops_runner.strategy.walk_forward import DEFAULT_GRID, walk_forward
+
+    code = main(["--workbook", str(workbook), "--progress", "walk-forward", "--train-years", "2",
+                 "--start", "2018-01-01"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    cfg = load_config(workbook)
+    walked = walk_forward(cfg, DEFAULT_GRID, load_bars(cfg, DEFAULT_GRID), train_years=2,
+                          start="2018-01-01", overfitting=False)  # fmt: skip
+    count = len(walked.steps)
+    said = [line.split("] ", 1)[1] for line in err.splitlines() if "] window " in line]
+    assert said == [
+        f"window {n}/{count}: training {s.train_start}..{s.train_end}, testing to {s.test_end}"
+        for n, s in enumerate(walked.steps.itertuples(), 1)
+    ]
+    combinations = math.prod(len(values) for values in DEFAULT_GRID.values())
+    assert f"overfitting: backtesting {combinations} combinations" in err
+    assert err.rstrip().endswith("] done")
