@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ops_runner.strategy.walk_forward import LABELS
+from ops_runner.strategy.walk_forward import STEP_COLUMNS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -37,7 +37,8 @@ def plot_chosen_parameters(steps: pd.DataFrame) -> Figure:
     """Return one step line per grid parameter the windows did not all choose alike."""
     import matplotlib.pyplot as plt
 
-    varied = [k for k in LABELS if k in steps and steps[k].nunique() > 1] or ["lookback_months"]
+    labels = [k for k in steps if k not in STEP_COLUMNS]
+    varied = [k for k in labels if steps[k].nunique() > 1] or ["lookback_months"]
     fig, axes = plt.subplots(len(varied), 1, figsize=(10, 1.6 * len(varied) + 0.6), sharex=True,
                              squeeze=False)  # fmt: skip
     # each choice held from its test window's start to its end: the last one drawn to its end

@@ -969,16 +969,7 @@ def compute_decision_series(
     start, end = _as_date(start), _as_date(end)
     prepared = _Prepared(bars, end)  # once: each decision reads its own session's cut
     symbols = settings.symbols()
-    first_bar = max(prepared[s].first_date for s in symbols)
-    planned = _decidable(settings, calendar.month_end_sessions(start, end), calendar, first_bar)
-    plans = []
-    for month_end, window in planned:
-        try:
-            at, days, daily = _reading_days(settings, window, calendar)
-        except InsufficientHistory:
-            continue
-        if days[0] >= first_bar and at[0] >= start:
-            plans.append((month_end, at, days, daily))
+    plans = _plans(settings, prepared, calendar, start, end)
     sessions = [at[0] for _, at, _, _ in plans]
     ready = {s: _read_prices_each(prepared[s], sessions, [p[2] for p in plans]) for s in symbols}
     decisions = []
@@ -989,6 +980,39 @@ def compute_decision_series(
         read = {s: ready[s][n] or _read_prices(s, prepared[s], session, days) for s in symbols}
         decisions.append(_decide_on(settings, session, at, days, daily, read, month_end))
     return decisions
+
+
+def compute_decision_sessions(
+    settings: StrategySettings,
+    bars: Mapping[str, pd.DataFrame],
+    calendar: Any,
+    start: date,
+    end: date,
+) -> list[date]:
+    """Return the sessions ``compute_decision_series`` decides on in [start, end], reading no
+    price: each month-end's signal session whose lookbacks and daily rules the calendar and
+    every symbol's bars cover. Raises StrategyError for a symbol without bars."""
+    start, end = _as_date(start), _as_date(end)
+    plans = _plans(settings, _Prepared(bars, end), calendar, start, end)
+    return [at[0] for _, at, _, _ in plans]
+
+
+def _plans(
+    settings: StrategySettings, prepared: Mapping[str, AdjustedCloses], calendar: Any,
+    start: date, end: date,
+) -> list[tuple[date, dict[int, date], list[date], list[date]]]:  # fmt: skip
+    """Each decidable month-end in [start, end] with its reading days (``_reading_days``)."""
+    first_bar = max(prepared[s].first_date for s in settings.symbols())
+    planned = _decidable(settings, calendar.month_end_sessions(start, end), calendar, first_bar)
+    plans = []
+    for month_end, window in planned:
+        try:
+            at, days, daily = _reading_days(settings, window, calendar)
+        except InsufficientHistory:
+            continue
+        if days[0] >= first_bar and at[0] >= start:
+            plans.append((month_end, at, days, daily))
+    return plans
 
 
 def _decidable(

@@ -515,11 +515,12 @@ def load_research_config(cfg: Config, config: str = "") -> Config:
 
 
 def compute_sweep_symbols(base: StrategySettings, grid: Mapping[str, Sequence[Any]]) -> list[str]:
-    """Return every symbol a sweep reads: risk, each defensive asset, the cash proxy."""
+    """Return every symbol a sweep reads: risk, each defensive asset, the cash proxy, then the
+    canaries."""
     found = [*base.risk, *(grid.get("defensive") or [base.defensive])]
     if base.cash_proxy:
         found.append(base.cash_proxy)
-    return list(dict.fromkeys(found))
+    return list(dict.fromkeys([*found, *base.canary]))
 
 
 def load_bars(

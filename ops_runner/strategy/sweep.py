@@ -18,9 +18,15 @@ import yaml
 from tqdm import tqdm
 
 from ops_runner.strategy.momentum import (
+    FAILED_SLOTS,
+    RULE_DEFAULTS,
+    TREND_BASES,
     WEIGHT_QUANTUM,
+    WEIGHTINGS,
     StrategyError,
     StrategySettings,
+    compute_decision_series,
+    compute_decision_sessions,
     compute_month_end_panel,
     compute_price_values,
     compute_tie_key,
@@ -43,13 +49,35 @@ from ops_runner.strategy.research import (
 
 log = logging.getLogger(__name__)
 
-GRID_KEYS = {
+# Each key's kind: a name that KINDS checks, or the tuple of the values it may take.
+GRID_KEYS: dict[str, str | tuple[str, ...]] = {
     "lookback_months": "int",
     "skip_months": "int",
     "top_n": "int",
     "absolute_momentum": "bool",
     "defensive": "symbol",
+    "trend_length": "int",  # 0: no trend filter
+    "trend_basis": TREND_BASES,
+    "trend_fast": "int of at least 1",
+    "failed_slot": FAILED_SLOTS,
+    "canary_breadth": "int of at least 1",
+    "weighting": WEIGHTINGS,
+    "volatility_sessions": "int of at least 2",
+    "weight_cap": "fraction above 0 and at most 1",
 }
+KINDS: dict[str, Callable[[Any], bool]] = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    "int of at least 1": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+    "int of at least 2": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 2,
+    "bool": lambda v: isinstance(v, bool),
+    "symbol": lambda v: isinstance(v, str) and v.isupper() and v.strip() == v,
+    "fraction above 0 and at most 1": (
+        lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 1
+    ),
+}
+# A sweep table's columns naming a combination: these always, then each rule of RULE_DEFAULTS
+# the grid varies or the base settings use (``compute_label_keys``).
+MOMENTUM_LABELS = ("lookback_months", "skip_months", "top_n", "absolute_momentum", "defensive")
 # What one combination holds at the peak of a sweep's simulation: bytes per execution session
 # and column (vectorbt's inputs, broadcasts and records, the cost passes' arrays), and per
 # session for marking its equity; measured by tracemalloc on benchmarks/sweep.py's grid.
@@ -108,18 +136,24 @@ def check_grid(raw: Any, where: str = "grid") -> dict[str, list[Any]]:
         raise ResearchError(f"grid error: {where}: expected a mapping of {known} to lists")
     grid: dict[str, list[Any]] = {}
     for key, values in raw.items():
+        if key == "signal_offset":
+            raise ResearchError(
+                f"grid error: {where}: signal_offset is not swept (each offset decides and "
+                "trades on its own sessions); set it in the strategy's settings, or backtest "
+                "each offset with research.backtest"
+            )
         kind = GRID_KEYS.get(key)
         if kind is None:
             raise ResearchError(f"grid error: {where}: unknown key {key!r}; known keys: {known}")
         if not isinstance(values, list) or not values:
             raise ResearchError(f"grid error: {where}: {key}: write a non-empty list, e.g. [1, 2]")
         for value in values:
-            ok = {
-                "int": isinstance(value, int) and not isinstance(value, bool) and value >= 0,
-                "bool": isinstance(value, bool),
-                "symbol": isinstance(value, str) and value.isupper() and value.strip() == value,
-            }[kind]
-            if not ok:
+            if isinstance(kind, tuple):
+                if value not in kind:
+                    raise ResearchError(
+                        f"grid error: {where}: {key}: {value!r} is not one of {', '.join(kind)}"
+                    )
+            elif not KINDS[kind](value):
                 raise ResearchError(f"grid error: {where}: {key}: {value!r} is not a valid {kind}")
         if len(set(values)) != len(values):
             raise ResearchError(f"grid error: {where}: {key}: a value is listed twice")
@@ -151,17 +185,6 @@ def compute_grid_settings(
 
 
 # -- sweep ----------------------------------------------------------------------------------------
-
-
-def require_sweepable(settings: StrategySettings) -> None:
-    """Raise ResearchError naming the rule when ``settings`` use one the vectorized sweep does
-    not apply (the trend filter, signal offset, canaries, cash slots, inverse volatility, a cap):
-    those are backtested one combination at a time with ``research.backtest``."""
-    if rules := settings.rules_in_use():
-        raise ResearchError(
-            f"sweep error: strategy.{rules[0]} is not swept (the vectorized sweep knows only "
-            "the momentum rules); backtest each setting with research.backtest"
-        )
 
 
 def _month_back(session: date, months: int) -> date:
@@ -261,6 +284,85 @@ def _targets(settings: StrategySettings, keys: np.ndarray, columns: Sequence[str
     return weights
 
 
+def _common_sessions(
+    momentum: Sequence[StrategySettings], ruled: Sequence[StrategySettings],
+    bars: Mapping[str, pd.DataFrame], columns: Sequence[str], calendar: Any, first: date,
+    last: date,
+) -> list[date]:  # fmt: skip
+    """The sessions every combination decides on: from the first on which all of them can (the
+    momentum rules' longest lookback; for a combination using a rule, the sessions its own
+    ``compute_decision_sessions`` gives, its trend, daily rules and signal offset included).
+    Raises ResearchError when one has no session, or when two decide on different sessions."""
+    found = []
+    if momentum:
+        deepest = max(c.months_needed() for c in momentum)
+        decided = _decidable_sessions(bars, columns, deepest, calendar, first, last)
+        if not decided:
+            raise ResearchError(
+                f"no month-end session from {first} to {last} has {deepest} months of history "
+                f"for {', '.join(columns)}; widen the window or shorten the grid's lookbacks"
+            )
+        found.append(decided)
+    # Combinations needing the same history decide on the same sessions: asked once.
+    needs: dict[tuple[Any, ...], StrategySettings] = {}
+    for settings in ruled:
+        need = (tuple(settings.symbols()), settings.months_needed(), settings.sessions_needed(),
+                settings.signal_offset)  # fmt: skip
+        needs.setdefault(need, settings)
+    for (symbols, months, days, _), settings in needs.items():
+        decided = compute_decision_sessions(settings, bars, calendar, first, last)
+        if not decided:
+            raise ResearchError(
+                f"no decision session from {first} to {last} has the history "
+                f"strategy.{', strategy.'.join(settings.rules_in_use())} need ({months} months, "
+                f"{days} sessions) for {', '.join(symbols)}; widen the window or shorten the "
+                "grid's rules"
+            )
+        found.append(decided)
+    opening = max(decided[0] for decided in found)
+    common = [d for d in found[0] if d >= opening]
+    if any([d for d in decided if d >= opening] != common for decided in found):
+        raise ResearchError(
+            f"sweep error: the grid's combinations decide on different sessions from {opening} "
+            f"to {last} (a bar missing for some symbol?); run data QA, or backtest each setting "
+            "with research.backtest"
+        )
+    return common
+
+
+def _momentum_keys(
+    base: StrategySettings, momentum: Sequence[StrategySettings], columns: Sequence[str],
+    decided: Sequence[date], bars: Mapping[str, pd.DataFrame], calendar: Any,
+) -> dict[tuple[Any, ...], np.ndarray]:  # fmt: skip
+    """The tie keys (sessions x columns) of each ranking rule (lookbacks, skip) the momentum
+    combinations use, from every column's month-end closes at once; none without them."""
+    if not momentum:
+        return {}
+    deepest = max(c.months_needed() for c in momentum)
+    # One settings object naming every column, so the strategy reads all their closes at once.
+    extra = [s for s in columns if s not in base.risk]
+    union = StrategySettings(
+        name="sweep", risk=(*base.risk, *(s for s in extra[1:] if s != base.cash_proxy)),
+        defensive=extra[0],
+        cash_proxy=base.cash_proxy, lookbacks=((1, 1.0),), skip_months=0, top_n=1,
+        absolute_momentum=False, absolute_compare="each", benchmark=None,
+    )  # fmt: skip
+    union_columns = union.symbols()
+    panel = _month_end_panel(union, decided, deepest, bars, calendar)
+    keys: dict[tuple[Any, ...], np.ndarray] = {}
+    reorder = [union_columns.index(s) for s in columns]
+    for settings in momentum:
+        rule = (settings.lookbacks, settings.skip_months)
+        if rule not in keys:
+            total = sum(w for _, w in settings.lookbacks)
+            score = sum(
+                w * (panel[:, settings.skip_months] / panel[:, m] - 1.0)
+                for m, w in settings.lookbacks
+            )
+            keys[rule] = _tie_keys(score / total)[:, reorder]
+    return keys
+
+
 def sweep(
     cfg_or_settings: Any,
     grid: Mapping[str, Sequence[Any]],
@@ -277,9 +379,12 @@ def sweep(
 ) -> pd.DataFrame:
     """Return one row per valid grid combination: its parameters, window and metrics.
 
-    Every combination is decided on the same month-ends (the first with the grid's longest
-    lookback of history, through ``end``) with the strategy's rules applied to its own month-end
-    closes and tie keys, then simulated on the execution sessions only under COST_MODEL, ``chunk``
+    Every combination is decided on the same sessions (``_common_sessions``: month-ends, or
+    the base's signal sessions, from the first on which every combination has its history,
+    through ``end``). A combination using no rule of RULE_DEFAULTS has the strategy's rules
+    applied to its own month-end closes and tie keys, all at once; one using a rule takes the
+    targets of the strategy's own decisions (``compute_decided_weights``). All are simulated
+    on the execution sessions only under COST_MODEL, ``chunk``
     combinations per vectorbt ``from_orders`` call (a column per combination and symbol, grouped
     per combination). ``chunk``: None for as many as a quarter of the available memory holds,
     up to MAX_CHUNK (``compute_sweep_chunk``); the rows are the same bit for bit whatever the
@@ -292,12 +397,12 @@ def sweep(
     whoever computes them.
     ``backtest`` with a row's settings and ``start`` gives the same metrics
     (tests/unit/test_research.py proves it). Raises ResearchError for a bad grid, missing bars
-    or no decidable session.
+    or no decidable session (a grid varying ``signal_offset`` among them: each offset trades on
+    its own sessions, so backtest each), StrategyError from a rule's decision.
     """
     base, costs, calendar, cash, whole = resolve_inputs(
         cfg_or_settings, costs, calendar, initial_cash, whole_shares
     )
-    require_sweepable(base)
     combos, impossible = compute_grid_settings(base, grid)
     if not combos:
         raise ResearchError(f"grid error: all {impossible} combinations are impossible settings")
@@ -305,43 +410,20 @@ def sweep(
         log.info("sweep: %d impossible combinations left out", impossible)
     columns = compute_sweep_symbols(base, grid)
     first, last = compute_window(bars, columns, calendar, start, end)
-    deepest = max(c.months_needed() for c in combos)
-    decided = _decidable_sessions(bars, columns, deepest, calendar, first, last)
-    if not decided:
-        raise ResearchError(
-            f"no month-end session from {first} to {last} has {deepest} months of history for "
-            f"{', '.join(columns)}; widen the window or shorten the grid's lookbacks"
-        )
-    # One settings object naming every column, so the strategy reads all their closes at once.
-    extra = [s for s in columns if s not in base.risk]
-    union = StrategySettings(
-        name="sweep", risk=(*base.risk, *(s for s in extra[1:] if s != base.cash_proxy)),
-        defensive=extra[0],
-        cash_proxy=base.cash_proxy, lookbacks=((1, 1.0),), skip_months=0, top_n=1,
-        absolute_momentum=False, absolute_compare="each", benchmark=None,
-    )  # fmt: skip
-    union_columns = union.symbols()
-    panel = _month_end_panel(union, decided, deepest, bars, calendar)
+    momentum = [c for c in combos if not c.rules_in_use()]
+    ruled = [c for c in combos if c.rules_in_use()]
+    decided = _common_sessions(momentum, ruled, bars, columns, calendar, first, last)
     exec_days = [calendar.next_session(s) for s in decided if s < last]
     if not exec_days:
         raise ResearchError(f"no decision from {first} to {last} executes by {last}")
     sessions = pd.DatetimeIndex(calendar.sessions(decided[0], last))
     rows = sessions.get_indexer(pd.DatetimeIndex(exec_days))
     prices = compute_prices(bars, columns, sessions)
-    keys: dict[tuple[Any, ...], np.ndarray] = {}
-    reorder = [union_columns.index(s) for s in columns]
-    for settings in combos:
-        rule = (settings.lookbacks, settings.skip_months)
-        if rule not in keys:
-            total = sum(w for _, w in settings.lookbacks)
-            score = sum(
-                w * (panel[:, settings.skip_months] / panel[:, m] - 1.0)
-                for m, w in settings.lookbacks
-            )
-            keys[rule] = _tie_keys(score / total)[:, reorder]
+    keys = _momentum_keys(base, momentum, columns, decided, bars, calendar)
     shared = SweepPanel(
         columns=tuple(columns), keys=keys, rows=rows, sessions=sessions, prices=prices,
         tradable=prices["tradable"].to_numpy()[:, None], costs=costs, cash=cash, whole=whole,
+        decided=tuple(decided), bars=dict(bars) if ruled else {}, calendar=calendar,
     )  # fmt: skip
 
     runner = runner or LocalRunner()
@@ -350,7 +432,8 @@ def sweep(
         chunk = runner.size_chunk(memory, len(combos))
     if chunk < 1:
         raise ResearchError(f"sweep chunk {chunk}: give at least 1 combination per simulation")
-    labels = [_combo_label(c) for c in combos]
+    label_keys = compute_label_keys(base, grid)
+    labels = [_combo_label(c, label_keys) for c in combos]
     chunks = [
         SweepChunk(start=lo, combos=tuple(combos[lo : lo + chunk]))
         for lo in range(0, len(combos), chunk)
@@ -375,8 +458,9 @@ def sweep(
 @dataclasses.dataclass(frozen=True)
 class SweepPanel:
     """What every chunk of one sweep reads: the columns, the tie keys of each ranking rule
-    (lookbacks, skip), the execution rows and sessions, the prices, costs and cash. Built once
-    per sweep; a distributed runner sends it to each worker once."""
+    (lookbacks, skip), the execution rows and sessions, the prices, costs and cash; for the
+    combinations using a rule, the decision sessions, the bars and the calendar their own
+    decisions read. Built once per sweep; a distributed runner sends it to each worker once."""
 
     columns: tuple[str, ...]
     keys: Mapping[tuple[Any, ...], np.ndarray]
@@ -387,6 +471,9 @@ class SweepPanel:
     costs: Costs
     cash: float
     whole: bool
+    decided: tuple[date, ...] = ()
+    bars: Mapping[str, pd.DataFrame] = dataclasses.field(default_factory=dict)  # none: no rule
+    calendar: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -490,9 +577,29 @@ def compute_chunk_weights(chunk: SweepChunk, panel: SweepPanel) -> np.ndarray:
     rows, columns = panel.rows, panel.columns
     weights = np.empty((len(rows), len(chunk.combos), len(columns)))
     for n, settings in enumerate(chunk.combos):
+        if settings.rules_in_use():
+            weights[:, n] = compute_decided_weights(settings, panel)
+            continue
         keys = panel.keys[(settings.lookbacks, settings.skip_months)]
         weights[:, n] = _targets(settings, keys, columns)[: len(rows)]
     return weights
+
+
+def compute_decided_weights(settings: StrategySettings, panel: SweepPanel) -> np.ndarray:
+    """Return the target weights (executions x columns) of a combination using a rule: the
+    strategy's own decisions (``compute_decision_series``, as ``research.backtest`` reads them)
+    on the sweep's decision sessions. Raises ResearchError if it decides on other sessions, and
+    StrategyError as a decision does."""
+    first, last = panel.decided[0], panel.sessions[-1].date()
+    decisions = compute_decision_series(settings, panel.bars, panel.calendar, first, last)
+    if tuple(d.session for d in decisions) != panel.decided:
+        raise ResearchError(
+            f"sweep error: strategy.{', strategy.'.join(settings.rules_in_use())} decide on "
+            f"other sessions than the sweep's from {first} to {last}; backtest this setting with "
+            "research.backtest"
+        )
+    executed = decisions[: len(panel.rows)]
+    return np.array([[float(d.targets.get(s, "0")) for s in panel.columns] for d in executed])
 
 
 def compute_chunk_outcome(chunk: SweepChunk, panel: SweepPanel) -> ChunkOutcome:
@@ -501,25 +608,23 @@ def compute_chunk_outcome(chunk: SweepChunk, panel: SweepPanel) -> ChunkOutcome:
     weights = compute_chunk_weights(chunk, panel)
     if find_untradable(weights, panel.tradable, panel.rows) is not None:
         return ChunkOutcome(chunk.start, None)
-    labels = [_combo_label(c) for c in chunk.combos]
     found = _simulate_chunk(
-        weights, labels, panel.columns, panel.rows, panel.sessions, panel.prices, panel.costs,
+        weights, chunk.start, panel.columns, panel.rows, panel.sessions, panel.prices, panel.costs,
         panel.cash, panel.whole,
     )  # fmt: skip
     return ChunkOutcome(chunk.start, found)
 
 
 def _simulate_chunk(
-    weights: np.ndarray, labels: Sequence[dict[str, Any]], columns: Sequence[str],
+    weights: np.ndarray, start: int, columns: Sequence[str],
     rows: np.ndarray, sessions: pd.DatetimeIndex, prices: Mapping[str, pd.DataFrame],
     costs: Costs, cash: float, whole: bool,
 ) -> dict[str, np.ndarray]:  # fmt: skip
     """The metrics of the combinations whose target weights are ``weights``: one simulation."""
     count = weights.shape[1]
     open_, factor = prices["open"].to_numpy()[rows], prices["factor"].to_numpy()[rows]
-    index = pd.MultiIndex.from_tuples(
-        [(*label.values(), s) for label in labels for s in columns],
-        names=[*labels[0].keys(), "symbol"],
+    index = pd.MultiIndex.from_product(
+        [range(start, start + count), columns], names=["combination", "symbol"]
     )
     fills, _ = simulate_orders(
         pd.DataFrame(np.tile(open_, count), index=sessions[rows], columns=index),
@@ -593,15 +698,22 @@ def compute_ranking(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     return ranked.reset_index(drop=True)
 
 
-def _combo_label(settings: StrategySettings) -> dict[str, Any]:
+def compute_label_keys(base: StrategySettings, grid: Mapping[str, Sequence[Any]]) -> list[str]:
+    """Return the columns naming a combination in a sweep of ``grid`` over ``base``: the
+    momentum keys (MOMENTUM_LABELS), then each rule the grid varies or the base uses."""
+    used = base.rules_in_use()
+    return [*MOMENTUM_LABELS, *(k for k in RULE_DEFAULTS if k in grid or k in used)]
+
+
+def _combo_label(settings: StrategySettings, keys: Sequence[str]) -> dict[str, Any]:
     months = [m for m, _ in settings.lookbacks]
-    return {
+    label: dict[str, Any] = {
         "lookback_months": months[0] if len(months) == 1 else "+".join(map(str, months)),
-        "skip_months": settings.skip_months,
-        "top_n": settings.top_n,
-        "absolute_momentum": settings.absolute_momentum,
-        "defensive": settings.defensive,
     }
+    for key in keys[1:]:
+        value = getattr(settings, key)
+        label[key] = "+".join(value) if isinstance(value, tuple) else value
+    return label
 
 
 def compute_sweep_records(table: pd.DataFrame) -> list[dict[str, Any]]:

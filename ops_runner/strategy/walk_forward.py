@@ -31,13 +31,21 @@ from ops_runner.strategy.research import (
     compute_window,
     resolve_inputs,
 )
-from ops_runner.strategy.sweep import compute_grid_settings, compute_ranking, require_metric, sweep
+from ops_runner.strategy.sweep import (
+    compute_grid_settings,
+    compute_label_keys,
+    compute_ranking,
+    require_metric,
+    sweep,
+)
 
 log = logging.getLogger(__name__)
 
 # Small enough to walk the sample market in seconds: the notebook's default.
 DEFAULT_GRID: dict[str, list[Any]] = {"lookback_months": [3, 6, 12], "top_n": [1, 2]}
-LABELS = ("lookback_months", "skip_months", "top_n", "absolute_momentum", "defensive")
+# A step's columns besides those naming its combination (the sweep's, ``compute_label_keys``).
+STEP_COLUMNS = ("step", "train_start", "train_end", "test_start", "test_end", "combination",
+                "in_sample", "out_of_sample")  # fmt: skip
 OOS_NOTE = """\
 Each test window is one backtest of the combination chosen on the training window before it:
 it starts in cash at the training window's last month-end close, decides on that month-end
@@ -193,6 +201,7 @@ def walk_forward(
             "load longer histories or shorten the windows"
         )
     options = {"costs": costs, "calendar": calendar, "initial_cash": cash, "whole_shares": whole}
+    keys = compute_label_keys(base, grid)
     rows, pieces = [], []
     labels: list[dict[str, Any]] = []
     for n, (train_start, train_end, test_end) in enumerate(windows, 1):
@@ -200,9 +209,7 @@ def walk_forward(
             progress(f"window {n}/{len(windows)}: training {train_start}..{train_end}, "
                      f"testing to {test_end}")  # fmt: skip
         table = sweep(base, grid, bars, start=train_start, end=train_end, **options)
-        labels = [
-            {k: _plain(v) for k, v in r.items()} for r in table[list(LABELS)].to_dict("records")
-        ]
+        labels = [{k: _plain(v) for k, v in r.items()} for r in table[keys].to_dict("records")]
         table["combination"] = np.arange(len(table))
         ranked = compute_ranking(table, metric)
         if not np.isfinite(ranked[metric].iat[0]):
@@ -237,14 +244,14 @@ def walk_forward(
     if overfitting:
         if progress:
             progress(f"overfitting: backtesting {len(combos)} combinations over every window")
-        _add_overfitting(result, combos, labels, bars, windows, blocks, options)
+        _add_overfitting(result, combos, keys, labels, bars, windows, blocks, options)
     return result
 
 
 def _add_overfitting(
-    result: WalkForwardResult, combos: Sequence[StrategySettings], labels: list[dict[str, Any]],
-    bars: Mapping[str, pd.DataFrame], windows: Sequence[tuple[date, date, date]], blocks: int,
-    options: Mapping[str, Any],
+    result: WalkForwardResult, combos: Sequence[StrategySettings], keys: Sequence[str],
+    labels: list[dict[str, Any]], bars: Mapping[str, pd.DataFrame],
+    windows: Sequence[tuple[date, date, date]], blocks: int, options: Mapping[str, Any],
 ) -> None:  # fmt: skip
     """Every combination's daily returns over all the windows, the DSR of the best and the PBO."""
     columns = {}
@@ -253,13 +260,13 @@ def _add_overfitting(
         columns[n] = run.returns
     grid_returns = pd.DataFrame(columns).dropna()
     grid_returns.columns = pd.MultiIndex.from_tuples(
-        [tuple(label.values()) for label in labels], names=list(LABELS)
+        [tuple(label.values()) for label in labels], names=list(keys)
     )
     distinct = grid_returns.T.drop_duplicates().T  # a copy is one trial, not two
     sharpes = distinct.mean() / distinct.std()
     best = int(np.argmax(sharpes.to_numpy()))
     result.grid_returns = grid_returns
-    result.best = dict(zip(LABELS, (_plain(v) for v in distinct.columns[best]), strict=True))
+    result.best = dict(zip(keys, (_plain(v) for v in distinct.columns[best]), strict=True))
     result.deflated_sharpe = compute_deflated_sharpe(distinct.iloc[:, best], sharpes.to_numpy())
     result.overfitting = compute_backtest_overfitting(grid_returns, blocks=blocks)
 

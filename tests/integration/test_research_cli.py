@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 from conftest import ready_to_decide, snapshot_folder
 
+from ops_runner.market.calendar import open_calendar
 from ops_runner.ops.decision import decide
+from ops_runner.strategy import research
 from ops_runner.workbook.config import load_config
 
 EXE = Path(sys.executable).with_name("ops-runner")
@@ -61,6 +63,31 @@ def test_sweep_when_grid_has_defensive_choices_loads_their_bars(workbook, tmp_pa
     assert {r["defensive"] for r in rows} == {"AGG", "IEF"}
     drawdowns = [r["max_drawdown"] for r in rows]
     assert drawdowns == sorted(drawdowns) and drawdowns[0] < drawdowns[-1]
+
+
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_sweep_when_grid_has_rule_keys_prints_them_and_each_row_is_its_backtest(workbook, tmp_path):
+    grid = tmp_path / "rules.yaml"
+    grid.write_text("trend_length: [0, 10]\nfailed_slot: [defensive, cash]\n"
+                    "weighting: [equal, inverse_volatility]\n")  # fmt: skip
+    args = ("sweep", "--grid", str(grid), "--config", "topn", "--start", "2022-01-01")
+    done = cli(workbook, *args, "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(done.stdout)
+    assert len(rows) == 8
+    cfg = research.load_research_config(load_config(workbook), "topn")
+    bars, calendar = research.load_bars(cfg), open_calendar(cfg)
+    for row in rows:
+        rules = {k: row[k] for k in ("trend_length", "failed_slot", "weighting")}
+        values = {**cfg.values, "strategy": {**cfg.values["strategy"], **rules}}
+        result = research.backtest(values, bars, start=row["start"], calendar=calendar)
+        for name, value in result.metrics().items():
+            assert value is None or math.isclose(row[name], value, rel_tol=1e-9), (row, name)
+    printed = cli(workbook, *args, "--top", "3")
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    header = printed.stdout.splitlines()[1].split()
+    assert {"trend_length", "failed_slot", "weighting", "sharpe"} <= set(header)
 
 
 @pytest.mark.subprocess

@@ -294,6 +294,82 @@ def test_sweep_when_chunked_small_gives_the_whole_sweep_bit_for_bit(market, chun
     pd.testing.assert_frame_equal(chunked, whole, check_exact=True)
 
 
+@pytest.mark.parametrize(
+    "grid",
+    [
+        {"trend_length": [0, 4, 10], "trend_basis": ["months", "sessions"]},
+        {"trend_length": [6], "trend_fast": [1, 2], "failed_slot": ["defensive", "cash"]},
+        {"weighting": ["equal", "inverse_volatility"], "volatility_sessions": [20, 63],
+         "weight_cap": [0.4, 1.0]},
+    ],
+    ids=["trend-months-and-sessions", "trend-fast-failed-slot-cash", "inverse-volatility-cap"],
+)  # fmt: skip
+@pytest.mark.slow
+def test_sweep_when_grid_varies_rules_agrees_with_backtest(market, grid):
+    cfg = template("topn")  # 3/6/12 blend, top 3 of 8: a trend failure, a cap that spills
+    table = sweep(cfg, grid, market)
+    assert set(grid) <= set(table.columns)
+    check_rows_against_backtest(table, StrategySettings.from_config(cfg), market, grid=grid)
+
+
+@pytest.mark.slow
+def test_sweep_when_base_has_canaries_sweeps_their_breadth_and_agrees(market):
+    base = dataclasses.replace(
+        StrategySettings.from_config(template("topn")), canary=("EEM", "AGG"), top_n=2
+    )
+    grid = {"canary_breadth": [1, 2], "absolute_momentum": [True, False]}
+    table = sweep(base, grid, market)
+    assert list(table["canary"].unique()) == ["EEM+AGG"]
+    check_rows_against_backtest(table, base, market, grid=grid)
+
+
+@pytest.mark.parametrize(
+    ("grid", "needs"),
+    [({"trend_length": [0, 16]}, "months"), ({"weighting": ["inverse_volatility"],
+      "volatility_sessions": [300]}, "sessions")],
+    ids=["trend-15-months-back", "volatility-300-sessions"],
+)  # fmt: skip
+def test_sweep_when_a_rule_needs_more_history_starts_where_every_combination_can(
+    market, grid, needs
+):
+    cfg = template("gem")  # 12-month lookback: the rule reaches further back
+    base = StrategySettings.from_config(cfg)
+    table = sweep(cfg, grid, market)
+    longest = dataclasses.replace(base, **{k: v[-1] for k, v in grid.items()})
+    alone = backtest(longest, market)  # its own first decision: no sooner than its history
+    assert table["start"].iat[0] == alone.decisions[0]["session"] > "2013-01-31"
+    check_rows_against_backtest(table, base, market, grid=grid)
+
+
+@pytest.mark.slow
+def test_sweep_when_base_offsets_its_signal_decides_on_the_signal_sessions(market):
+    base = dataclasses.replace(
+        StrategySettings.from_config(template("topn")), signal_offset=-1, trend_length=10
+    )
+    grid = {"trend_length": [6, 10], "top_n": [2, 3]}
+    table = sweep(base, grid, market, start=date(2014, 1, 1))
+    assert set(table["signal_offset"]) == {-1}
+    first = backtest(base, market, start=date(2014, 1, 1)).decisions[0]
+    assert table["start"].iat[0] == first["session"] and first["execution"] == "2014-01-31"
+    check_rows_against_backtest(table, base, market, grid=grid)
+
+
+def test_sweep_when_grid_offsets_the_signal_refuses_in_one_line(market):
+    with pytest.raises(ResearchError, match="signal_offset is not swept") as caught:
+        sweep(template("gem"), {"signal_offset": [0, -1]}, market)
+    assert "research.backtest" in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7])
+def test_sweep_when_chunked_small_with_rule_combinations_gives_the_whole_sweep(market, chunk):
+    cfg = template("config")
+    grid = {"trend_length": [0, 6], "failed_slot": ["defensive", "cash"], "top_n": [1, 2]}
+    whole = sweep(cfg, grid, market, start=date(2014, 1, 1), chunk=10_000)
+    chunked = sweep(cfg, grid, market, start=date(2014, 1, 1), chunk=chunk)
+    assert len(whole) == 8
+    pd.testing.assert_frame_equal(chunked, whole, check_exact=True)
+
+
 def test_sweep_when_chunk_is_below_one_refuses(market):
     with pytest.raises(ResearchError, match="at least 1"):
         sweep(template("gem"), {"top_n": [1]}, market, chunk=0)
@@ -364,6 +440,40 @@ def test_load_grid_when_invalid_refuses_with_one_line(tmp_path, text, message):
     with pytest.raises(ResearchError, match="grid error") as caught:
         load_grid(path)
     assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("trend_length: [-1]\n", "trend_length: -1 is not a valid int"),
+        ("trend_basis: [weeks]\n", "trend_basis: 'weeks' is not one of months, sessions"),
+        ("trend_fast: [0, 2]\n", "trend_fast: 0 is not a valid int of at least 1"),
+        ("failed_slot: [bonds]\n", "failed_slot: 'bonds' is not one of defensive, cash"),
+        ("canary_breadth: [0]\n", "canary_breadth: 0 is not a valid int of at least 1"),
+        ("weighting: [risk_parity]\n", "weighting: 'risk_parity' is not one of equal"),
+        ("volatility_sessions: [1]\n", "volatility_sessions: 1 is not a valid int of at least 2"),
+        ("weight_cap: [0.5, 1.5]\n", "weight_cap: 1.5 is not a valid fraction above 0"),
+        ("weight_cap: [true]\n", "weight_cap: True is not a valid fraction"),
+        ("signal_offset: [0, -1]\n", "signal_offset is not swept"),
+    ],
+)
+def test_load_grid_when_a_rule_value_is_invalid_refuses_with_one_line(tmp_path, text, message):
+    path = tmp_path / "grid.yaml"
+    path.write_text(text)
+    with pytest.raises(ResearchError, match="grid error") as caught:
+        load_grid(path)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_grid_settings_when_rule_combination_impossible_leaves_it_out():
+    base = StrategySettings.from_config(template("daa"))  # two canaries
+    grid = {"canary_breadth": [1, 2, 3], "trend_length": [0, 2], "trend_fast": [1, 2]}
+    combos, impossible = compute_grid_settings(base, grid)
+    # breadth 3 of 2 canaries (4 combinations), and fast 2 on a 2-point trend (2 more)
+    assert impossible == 6
+    assert {(c.canary_breadth, c.trend_length, c.trend_fast) for c in combos} == {
+        (1, 0, 1), (1, 0, 2), (2, 0, 1), (2, 0, 2), (1, 2, 1), (2, 2, 1)
+    }  # fmt: skip
 
 
 def test_costs_when_order_is_small_charge_the_minimum():

@@ -4,6 +4,7 @@ answers; and that a workbook not using them keeps its config hash and records.""
 from __future__ import annotations
 
 import dataclasses
+import math
 from datetime import date
 from fractions import Fraction
 from pathlib import Path
@@ -22,7 +23,7 @@ from ops_runner.strategy.momentum import (
     compute_decision_series,
     compute_weighted_targets,
 )
-from ops_runner.strategy.research import ResearchError
+from ops_runner.strategy.research import backtest
 from ops_runner.strategy.sweep import sweep
 from ops_runner.workbook.config import (
     RULE_KEYS,
@@ -370,9 +371,15 @@ def test_config_when_a_rule_key_is_impossible_names_it_in_one_line(line, key):
     assert all("\n" not in str(p) for p in getattr(caught.value, "problems", [caught.value]))
 
 
-def test_sweep_when_a_rule_is_on_refuses_naming_it():
-    with pytest.raises(ResearchError, match="strategy.trend_length is not swept"):
-        sweep(rules(trend_length=10), {"top_n": [1, 2]}, market(TREND), calendar=CAL)
+def test_sweep_when_a_rule_is_on_sweeps_each_combination_as_its_backtest():
+    bars, grid = market(TREND), {"top_n": [1, 2], "failed_slot": ["defensive", "cash"]}
+    table = sweep(rules(trend_length=3), grid, bars, calendar=CAL)
+    assert len(table) == 4 and set(table["trend_length"]) == {3}
+    for _, row in table.iterrows():
+        settings = rules(trend_length=3, top_n=row["top_n"], failed_slot=row["failed_slot"])
+        result = backtest(settings, bars, start=row["start"], calendar=CAL)
+        for name, value in result.metrics().items():
+            assert value is None or math.isclose(row[name], value, rel_tol=1e-9), (name, row)
 
 
 def test_settings_when_rules_change_nothing_else_compare_equal_to_replace():
