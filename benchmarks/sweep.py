@@ -87,10 +87,10 @@ CLUSTER_CASES: dict[str, dict[str, Any]] = {
 ISSUE_CASES: dict[str, dict[str, Any]] = {
     "100 symbols x 30 years": {
         "symbols": 100, "start": date(1995, 1, 3),
-        "grid": {"lookback_months": list(range(4, 29)), "skip_months": [0, 1, 2, 3, 4],
+        "grid": {"lookback_months": list(range(5, 30)), "skip_months": [0, 1, 2, 3, 4],
                  "top_n": list(range(1, 11)), "absolute_momentum": [True, False],
                  "defensive": ["B0", "B1", "B2", "B3"]},
-    },  # 25 x 5 x 10 x 2 x 4 = 10,000 combinations
+    },  # 25 x 5 x 10 x 2 x 4 = 10,000 combinations, all valid (skip < lookback)
     "1000 symbols x 20 years": {
         "symbols": 1000, "start": date(2005, 1, 3),
         "grid": {"lookback_months": [3, 6, 9, 12, 15], "skip_months": [0, 1],
