@@ -198,11 +198,23 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
     start, end = optional_date(args.start, "--start"), optional_date(args.end, "--end")
     progress(f"walking forward: {args.train_years} year(s) of training, {args.test_months} "
              "month(s) of test, rolled by the test window (vectorbt)")  # fmt: skip
-    result = walk_forward.walk_forward(
-        cfg, grid, bars, train_years=args.train_years, test_months=args.test_months,
-        metric=args.metric, start=start, end=end, blocks=args.blocks,
-        overfitting=not args.no_overfitting, progress=progress,
-    )  # fmt: skip
+    options = {
+        "test_months": args.test_months, "metric": args.metric, "start": start, "end": end,
+        "blocks": args.blocks, "overfitting": not args.no_overfitting, "progress": progress,
+    }  # fmt: skip
+    work = walk_forward.compute_training_work(cfg, grid, bars, args.train_years, end)
+    placement = sweep.compute_placement(args.scheduler, work)
+    with contextlib.ExitStack() as stack:
+        runner = None
+        if placement != "inprocess":
+            # here, not at the top: dask loads only when a walk-forward runs on a cluster
+            from ops_runner.strategy.distributed import open_dask_runner
+
+            progress(f"starting or reaching the Dask cluster ({placement})")
+            runner = stack.enter_context(open_dask_runner(placement, sys.stderr))
+        result = walk_forward.walk_forward(
+            cfg, grid, bars, train_years=args.train_years, runner=runner, **options
+        )
     progress("done")
     found = result.to_dict()
     if output is not None:  # whole or not at all: a failed write leaves no half file
@@ -219,7 +231,8 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
 _EXIT_CODES = {
     "sweep": {1: "no Dask scheduler at --scheduler's address, or a chunk kept killing its workers"},
     "walk-forward": {
-        1: "--output could not be written (a file already there is left as it was)",
+        1: "--output could not be written (a file already there is left as it was), or no Dask "
+        "scheduler at --scheduler's address",
         2: "a bad grid, metric, blocks or config, or windows longer than the history",
     },
 }
@@ -308,13 +321,15 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
                 help="combinations per simulation (default: what a quarter of the free memory "
                 "holds, up to 1000); the results do not depend on it",
             )
+        if name in ("sweep", "walk-forward"):
             p.add_argument(
                 "--scheduler",
                 metavar="WHERE",
-                help="where the chunks run: inprocess, local (a Dask LocalCluster, one worker "
-                "per core) or a Dask scheduler's address (tcp://host:8786); default: "
-                "$DASK_SCHEDULER_ADDRESS if set, else local when combinations x symbols x months "
-                "reach 3e7 (README), inprocess below; the results do not depend on it",
+                help="where the sweep chunks (of each training window) run: inprocess, local (a "
+                "Dask LocalCluster, one worker per core) or a Dask scheduler's address "
+                "(tcp://host:8786); default: $DASK_SCHEDULER_ADDRESS if set, else local when "
+                "combinations x symbols x months (of one training window) reach 3e7 (README), "
+                "inprocess below; the results do not depend on it",
             )
         if name == "walk-forward":
             _add_walk_forward_options(p)

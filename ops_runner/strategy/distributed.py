@@ -1,5 +1,6 @@
 """Sweeps on Dask distributed: a sweep's chunks computed by a LocalCluster's or a scheduler's
-workers, the shared panel sent once, a lost worker's chunk computed again."""
+workers, the shared panel sent once, a lost worker's chunk computed again; a walk-forward's
+training-window sweeps the same way."""
 
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ from ops_runner.strategy.sweep import (
     compute_placement,
     compute_sweep_work,
     sweep,
+)
+from ops_runner.strategy.walk_forward import (
+    WalkForwardResult,
+    compute_training_work,
+    walk_forward,
 )
 
 log = logging.getLogger(__name__)
@@ -164,3 +170,22 @@ def sweep_placed(
     with open_dask_runner(placement, out) as runner:
         return sweep(cfg_or_settings, grid, bars, start=start, end=end, progress=progress,
                      runner=runner)  # fmt: skip
+
+
+def walk_forward_placed(
+    cfg_or_settings: Any, grid: Mapping[str, Sequence[Any]], bars: Mapping[str, pd.DataFrame],
+    train_years: int = 3, scheduler: str | None = None, out: TextIO | None = None,
+    **options: Any,
+) -> WalkForwardResult:  # fmt: skip
+    """Return ``walk_forward.walk_forward``'s result, each training window's sweep run where
+    ``compute_placement`` puts a sweep of one window's size (``scheduler``: inprocess, local or
+    an address; None: DASK_SCHEDULER_ADDRESS, else by the size), one cluster for all windows:
+    the same result wherever. ``options``: walk_forward's other arguments. Raises
+    ResearchError as ``walk_forward`` does, and ClusterError when no scheduler answers."""
+    work = compute_training_work(cfg_or_settings, grid, bars, train_years, options.get("end"))
+    placement = compute_placement(scheduler, work)
+    if placement == "inprocess":
+        return walk_forward(cfg_or_settings, grid, bars, train_years=train_years, **options)
+    with open_dask_runner(placement, out) as runner:
+        return walk_forward(cfg_or_settings, grid, bars, train_years=train_years, runner=runner,
+                            **options)  # fmt: skip

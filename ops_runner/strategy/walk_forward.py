@@ -32,9 +32,11 @@ from ops_runner.strategy.research import (
     resolve_inputs,
 )
 from ops_runner.strategy.sweep import (
+    ChunkRunner,
     compute_grid_settings,
     compute_label_keys,
     compute_ranking,
+    compute_sweep_work,
     require_metric,
     sweep,
 )
@@ -167,6 +169,7 @@ def walk_forward(
     blocks: int = 16,
     overfitting: bool = True,
     progress: Callable[[str], None] | None = None,
+    runner: ChunkRunner | None = None,
 ) -> WalkForwardResult:
     """Return the walk-forward of ``grid`` (keys and values as ``sweep`` takes them).
 
@@ -179,7 +182,9 @@ def walk_forward(
     combination over all the windows, and compute the deflated Sharpe ratio of the best of them
     by Sharpe and the PBO (``blocks`` blocks) of their daily returns. ``progress``, when
     given, is told a line as each window starts and before the overfitting backtests (the CLI
-    shows them on stderr). Raises ResearchError for a bad grid or metric, or too little
+    shows them on stderr). ``runner``: who computes each training window's sweep chunks, as
+    ``sweep`` takes it (``distributed.walk_forward_placed`` puts them on Dask); the result
+    does not depend on it. Raises ResearchError for a bad grid or metric, or too little
     history for one step.
     """
     require_metric(metric)
@@ -208,7 +213,7 @@ def walk_forward(
         if progress:
             progress(f"window {n}/{len(windows)}: training {train_start}..{train_end}, "
                      f"testing to {test_end}")  # fmt: skip
-        table = sweep(base, grid, bars, start=train_start, end=train_end, **options)
+        table = sweep(base, grid, bars, start=train_start, end=train_end, runner=runner, **options)
         labels = [{k: _plain(v) for k, v in r.items()} for r in table[keys].to_dict("records")]
         table["combination"] = np.arange(len(table))
         ranked = compute_ranking(table, metric)
@@ -280,3 +285,14 @@ def _decidable_month_ends(
     oldest = max(max(bars[s].index[0].date() for s in symbols), calendar.covered_from)
     every = calendar.month_end_sessions(oldest, last)
     return [m for m in every[months:] if m >= first]
+
+
+def compute_training_work(
+    cfg_or_settings: Any, grid: Mapping[str, Sequence[Any]], bars: Mapping[str, pd.DataFrame],
+    train_years: int, end: Any = None,
+) -> int:  # fmt: skip
+    """Return the work (``compute_sweep_work``) of one training window of a walk-forward: the
+    sweep of ``grid`` over the ``train_years`` before ``end`` (default: the last bar)."""
+    last = pd.Timestamp(end).date() if end else max(b.index[-1] for b in bars.values()).date()
+    first = last.replace(year=last.year - train_years, day=1)
+    return compute_sweep_work(cfg_or_settings, grid, bars, first, last)

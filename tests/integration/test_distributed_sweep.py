@@ -1,5 +1,6 @@
 """A sweep on Dask distributed: a real LocalCluster on 127.0.0.1 gives the single-process table
-exactly, a worker killed mid-sweep costs a retry and not a row, and no scheduler is one line."""
+exactly, a worker killed mid-sweep costs a retry and not a row, and no scheduler is one line;
+a walk-forward's training sweeps on it give the single-process walk."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from ops_runner.strategy.sweep import (
     compute_sweep_work,
     sweep,
 )
+from ops_runner.strategy.walk_forward import compute_training_work, walk_forward
 from ops_runner.workbook.config import TEMPLATES, load_config_text, read_config_text
 
 GRID = {"lookback_months": [3, 12], "skip_months": [0, 1], "top_n": [1, 2],
@@ -176,3 +178,62 @@ def test_sweep_work_counts_combinations_symbols_and_months_in_the_window():
 def test_placement_when_the_scheduler_is_not_understood_says_the_choices():
     with pytest.raises(ResearchError, match="write inprocess, local or a scheduler's address"):
         compute_placement("cluster", 10, {})
+
+
+# -- walk-forward: each training window's sweep on the cluster --------------------------------
+
+WALK = {"train_years": 1, "test_months": 6, "start": date(2014, 1, 1), "blocks": 4}
+
+
+@pytest.fixture(scope="module")
+def local_walk(market):
+    """The walk-forward in this process: what the walk on the cluster must equal."""
+    return walk_forward(template("config"), GRID, market, **WALK)
+
+
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_walk_forward_on_a_local_cluster_equals_the_single_process_walk(market, local_walk, client):
+    """What ``ops-runner walk-forward --scheduler`` and the notebook's ``scheduler`` do: every
+    training window's sweep on the cluster's workers, the same steps, returns and figures."""
+    found = distributed.walk_forward_placed(
+        template("config"), GRID, market, scheduler=client.scheduler.address, **WALK
+    )
+    assert len(found.steps) >= 3
+    pd.testing.assert_frame_equal(found.steps, local_walk.steps, check_exact=True)
+    pd.testing.assert_series_equal(found.returns, local_walk.returns, check_exact=True)
+    assert found.metrics() == local_walk.metrics()
+
+
+def test_walk_forward_with_a_closed_scheduler_port_is_one_line(sample_workbook, capsys,
+                                                               monkeypatch):  # fmt: skip
+    monkeypatch.setattr(distributed, "CONNECT_SECONDS", 1)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]  # closed once the block ends: nobody listens there
+    code = main(["--workbook", str(sample_workbook), "walk-forward", "--train-years", "1",
+                 "--scheduler", f"tcp://127.0.0.1:{port}"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert f"no Dask scheduler at tcp://127.0.0.1:{port}: " in err
+
+
+def test_walk_forward_with_an_unknown_scheduler_is_one_line(sample_workbook, capsys):
+    code = main(["--workbook", str(sample_workbook), "walk-forward", "--scheduler", "cluster"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "write inprocess, local or a scheduler's address" in err
+
+
+def test_training_work_is_one_training_windows_sweep():
+    cfg = template("config")
+    symbols = StrategySettings.from_config(cfg.values).symbols()
+    index = pd.DatetimeIndex(["2010-01-04", "2016-12-30"])
+    bars = {s: pd.DataFrame({"close": [1.0, 1.0]}, index=index) for s in symbols}
+    # top_n 1 and 2, every symbol, December 2013 .. December 2016 (3 years back from the end,
+    # its own month counted): 37 months
+    assert compute_training_work(cfg, {"top_n": [1, 2]}, bars, 3) == 2 * len(symbols) * 37
+    # an end given: 1 year back from June 2015, June 2014 .. June 2015
+    work = compute_training_work(cfg, {"top_n": [1, 2]}, bars, 1, end=date(2015, 6, 15))
+    assert work == 2 * len(symbols) * 13
