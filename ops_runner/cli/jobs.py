@@ -66,6 +66,7 @@ def run_job(
     execution only) prints the orders a run now would send and sends and records nothing."""
     # here, not at the top: pandas loads only when this verb runs
     from ops_runner.market.calendar import open_calendar
+    from ops_runner.ops.decision import require_decision_session
     from ops_runner.ops.manual import run_by_hand
 
     progress = progress or Progress(False)
@@ -88,6 +89,9 @@ def run_job(
         session = parse_date(as_of) if as_of else calendar.last_closed_session(clock)
     settings = cfg.schedule
     slots = [s for s in compute_session_slots(calendar, settings, session) if s.job == job]
+    if not slots and job == Job.DECISION:
+        # never an ad-hoc decision: its notebook would fail on the session (SAFE_MODE)
+        require_decision_session(cfg, session)
     if not slots:  # e.g. data QA of a session that is not a month-end: an ad-hoc run
         moment = calendar.session_close(session).to_pydatetime()
         slots = [Slot(Job(job), f"{job}:{session.isoformat()}", session, None, moment, moment,

@@ -107,23 +107,31 @@ def check_timezone(cfg: Config) -> Check:
 
 def check_calendar(cfg: Config, session: date) -> Check:
     """Return whether the calendar knows the coming rebalance session, its close and the open
-    after it (early closes included): a calendar that ends too soon is an incident."""
+    after it (early closes included): a calendar that ends too soon is an incident. With
+    ``strategy.signal_offset`` the rebalance is decided on the signal session, so that is the
+    session named, with its month-end."""
     calendar = open_calendar(cfg)
+    offset = cfg.schedule.signal_offset
     try:
         following = calendar.next_session(session)
-        rebalance = following if calendar.is_month_end_session(following) else session
-        if not calendar.is_month_end_session(rebalance):
-            rebalance = calendar.rebalance_session(session.year, session.month)
+        rebalance = following if calendar.is_rebalance_session(following, offset) else session
+        if not calendar.is_rebalance_session(rebalance, offset):
+            rebalance = calendar.rebalance_session(session.year, session.month, offset)
         close = calendar.session_close(rebalance).tz_convert(EXCHANGE_TIMEZONE)
         after = calendar.next_session(rebalance)
+        month_end = calendar.rebalance_session(rebalance.year, rebalance.month)
     except CalendarError as exc:
         return Check("calendar", False, f"the calendar cannot place the rebalance: {exc}")
     early = " (early close)" if calendar.is_early_close(rebalance) else ""
+    named = (
+        f"rebalance session {rebalance}"
+        if offset == 0
+        else f"signal session {rebalance} (month-end {month_end}, signal_offset {offset})"
+    )
     return Check(
         "calendar",
         True,
-        f"rebalance session {rebalance} closes {close:%H:%M} ET"
-        f"{early}; orders for the {after} open",
+        f"{named} closes {close:%H:%M} ET{early}; orders for the {after} open",
         (f"covered through {calendar.covered_through}",),
     )
 

@@ -317,6 +317,7 @@ def require_decision_gates(cfg: Config, ledger: Ledger, day: date) -> None:
     ``ops-runner decide``, a notebook and the library."""
 
     what = f"decision of {day} refused"
+    require_decision_session(cfg, day)
     view = read_state(ledger)
     if view.state is not State.RUN:
         raise DecisionRefused(f"{what}: the state is {view.state} ({view.reason}); decisions are "
@@ -336,6 +337,23 @@ def require_decision_gates(cfg: Config, ledger: Ledger, day: date) -> None:
     if last["fingerprint"] != compute_data_fingerprint(cfg):
         raise DecisionRefused(f"{what}: the stored data changed since its QA (event "
                               f"{checked[-1].seq}); run the data QA of {day} again")  # fmt: skip
+
+
+def require_decision_session(cfg: Config, day: date) -> None:
+    """Raise DecisionRefused unless ``day`` is a session the schedule decides on: its month's
+    last session, or with ``strategy.signal_offset`` -k the signal session k sessions before
+    it. Asked first, so a decision by hand on another session (the month-end of an offset
+    workbook) is told which session decides, before any gate sends it to run a data QA."""
+    calendar = open_calendar(cfg)
+    offset = cfg.schedule.signal_offset
+    if calendar.is_rebalance_session(day, offset):
+        return
+    signal = calendar.rebalance_session(day.year, day.month, offset)
+    which = "its month-end" if offset == 0 else f"its signal session (signal_offset {offset})"
+    raise DecisionRefused(
+        f"decision of {day} refused: {day} is not a decision session; the decision of "
+        f"{day:%Y-%m} is taken on {signal}, {which}; nothing recorded"
+    )
 
 
 def _parse_session(text: str) -> date:

@@ -155,8 +155,18 @@ def _with_slippage(cfg: Config, bps: float) -> Config:
     return Config(cfg.workbook, {**cfg.values, "costs": costs}, cfg.source_path)
 
 
+def compute_cycle_sessions(cfg: Config, calendar: Any, year: int, month: int) -> tuple[date, date]:
+    """Return the cycle's decision session (its month-end, or with ``strategy.signal_offset``
+    -k its signal session k sessions before) and its order session, the one after it, as the
+    schedule places them. Raises CalendarError for a month the calendar does not cover."""
+    decided = calendar.rebalance_session(year, month, cfg.schedule.signal_offset)
+    return decided, calendar.next_session(decided)
+
+
 def run_cycle(cfg: Config, year: int, month: int, fill_slippage_bps: float | None = None) -> str:
-    """Run one cycle: decide, plan and submit, fill at the open, reconcile. Returns its id.
+    """Run one cycle: decide on its decision session (``compute_cycle_sessions``: the
+    month-end, or the signal session of an offset workbook), plan and submit, fill at the next
+    open, reconcile. Returns its id.
 
     ``fill_slippage_bps`` replaces ``costs.slippage_bps`` for this cycle's fills only. Raises
     HistoryError when the submission or the reconciliation does not end clean, and what the
@@ -164,8 +174,7 @@ def run_cycle(cfg: Config, year: int, month: int, fill_slippage_bps: float | Non
     """
 
     calendar = open_calendar(cfg)
-    decided = calendar.rebalance_session(year, month)
-    order_session = calendar.next_session(decided)
+    decided, order_session = compute_cycle_sessions(cfg, calendar, year, month)
     delay = cfg.schedule.decision_delay
     decided_at: datetime = calendar.session_close(decided).to_pydatetime() + delay
     opened: datetime = calendar.session_open(order_session).to_pydatetime()
@@ -235,8 +244,8 @@ def simulate_history(
     calendar = open_calendar(cfg)
     for year, month in months:
         cycle = run_cycle(cfg, year, month, wide.get(str(Cycle(year, month))))
-        decided = calendar.rebalance_session(year, month)
-        sessions[cycle] = (decided.isoformat(), calendar.next_session(decided).isoformat())
+        decided, order_session = compute_cycle_sessions(cfg, calendar, year, month)
+        sessions[cycle] = (decided.isoformat(), order_session.isoformat())
         done.append(cycle)
     orders, fills = _count(cfg)
     seconds = time.monotonic() - began
@@ -353,13 +362,13 @@ def simulate_books_history(
                              equity))  # fmt: skip
 
     # From the first cycle's fills on: before them the ledger has no cash history to compare.
-    span = calendar.sessions(calendar.next_session(calendar.rebalance_session(*first)),
-                             calendar.rebalance_session(*last))  # fmt: skip
+    span = calendar.sessions(compute_cycle_sessions(cfg, calendar, *first)[1],
+                             compute_cycle_sessions(cfg, calendar, *last)[0])  # fmt: skip
     week_ends = [d for d in (t.date() for t in span)
                  if calendar.next_session(d).isocalendar()[:2] != d.isocalendar()[:2]]  # fmt: skip
     pending = list(week_ends)
     for i, (year, month) in enumerate(months):
-        decided = calendar.rebalance_session(year, month)
+        decided = compute_cycle_sessions(cfg, calendar, year, month)[0]
         while pending and pending[0] <= decided:
             week_end(pending.pop(0))
         qa = run_qa(cfg, decided)

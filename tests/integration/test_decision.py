@@ -23,7 +23,13 @@ from ops_runner.core.events import EventKind, State
 from ops_runner.ledger import open_ledger
 from ops_runner.ledger.states import read_state
 from ops_runner.market.prices import open_store
-from ops_runner.ops.decision import DecisionConflict, decide, replay, replay_all
+from ops_runner.ops.decision import (
+    DecisionConflict,
+    DecisionRefused,
+    decide,
+    replay,
+    replay_all,
+)
 from ops_runner.workbook.config import load_config
 
 EXE = Path(sys.executable).with_name("ops-runner")
@@ -182,3 +188,15 @@ def test_decision_when_the_tick_runs_on_a_simulated_clock_is_stamped_with_its_in
         (record,) = [e.payload for e in ledger.events(kind=str(EventKind.DECISION_RECORDED))
                      if e.payload["cycle_id"] == "2025-11"]  # fmt: skip
     assert record["decided_at"] == NOVEMBER_DECIDED_AT.replace("Z", ".000000Z")
+
+
+@pytest.mark.parametrize("day", ["2025-12-30", "2025-12-24", "2025-12-25"])
+def test_decide_when_session_is_not_the_month_end_refuses_before_the_gates(cfg, day):
+    # 2025-12-31 is the month's last session (the 30th and the Christmas Eve half day are not;
+    # the 25th is a holiday): the refusal names it, not the data QA the gates would ask for
+    with pytest.raises(DecisionRefused) as refused:
+        decide(cfg, day)
+    assert f"{day} is not a decision session" in str(refused.value)
+    assert "taken on 2025-12-31, its month-end" in str(refused.value)
+    assert "data QA" not in str(refused.value)
+    assert decisions(cfg) == []
