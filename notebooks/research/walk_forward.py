@@ -30,12 +30,13 @@ grid = ""  # a YAML grid file; empty: walk_forward.DEFAULT_GRID (6 combinations)
 train_years = 2  # each training window, in years of month-ends
 test_months = 12  # each test window, in months; the windows roll by this much
 metric = "sharpe"  # what the training window ranks by: sharpe, cagr, max_drawdown, ...
+scheduler = ""  # each training sweep: inprocess, local, tcp://host:8786; empty: $DASK_SCHEDULER_ADDRESS or by size
 
 # %%
 from ops_runner.reports import pages
 from ops_runner.reports import walk_forward as charts
 from ops_runner.runtime import notebooks
-from ops_runner.strategy import research, sweep, walk_forward
+from ops_runner.strategy import distributed, research, sweep, walk_forward
 
 # %% [markdown]
 # ## Workbook, strategy and grid
@@ -53,7 +54,7 @@ pages.compute_banner(cfg)
 
 # %%
 bars = research.load_bars(cfg, grid_values)
-result = walk_forward.walk_forward(cfg, grid_values, bars, train_years=train_years, test_months=test_months, metric=metric, start=start or None, end=end or None)
+result = distributed.walk_forward_placed(cfg, grid_values, bars, train_years=train_years, test_months=test_months, metric=metric, start=start or None, end=end or None, scheduler=scheduler or None)
 print(result.summary())
 result.steps.set_index("step")
 
