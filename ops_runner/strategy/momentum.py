@@ -82,6 +82,7 @@ TREND_BASES = ("months", "sessions")
 FAILED_SLOTS = ("defensive", "cash")
 WEIGHTINGS = ("equal", "inverse_volatility")
 MAX_SIGNAL_OFFSET = 10  # sessions before the month-end
+EPOCH_ORDINAL = date(1970, 1, 1).toordinal()  # datetime64[D] counts days from it
 
 # The rules added after the first records: their settings at these defaults are the rules as
 # they were, and are left out of a record's settings (and out of config's hash) so that every
@@ -824,9 +825,10 @@ def _decide_on(
     returns: dict[int, dict[str, float]] = {m: {} for m, _ in settings.lookbacks}
     score: dict[str, float] = {}
     total_weight = sum(w for _, w in settings.lookbacks)
+    day_texts = [d.isoformat() for d in days]
     for symbol in symbols:
         texts = read[symbol]
-        prices_used[symbol] = [(d.isoformat(), texts[d]) for d in days]
+        prices_used[symbol] = [(t, texts[d]) for t, d in zip(day_texts, days, strict=True)]
         end = float(texts[at[settings.skip_months]])
         for m, _ in settings.lookbacks:
             returns[m][symbol] = end / float(texts[at[m]]) - 1.0
@@ -859,7 +861,9 @@ def _decide_on(
         "end_session": [at[settings.skip_months]] * len(symbols),
     }
     needs_closes = settings.trend_length or settings.weighting != "equal"
-    closes = {s: {d: float(t) for d, t in read[s].items()} for s in symbols} if needs_closes else {}
+    # The rules read closes of the risk assets alone (the trend filter's, the kept ones' sigma).
+    closes = {s: {d: float(t) for d, t in read[s].items()} for s in settings.risk}
+    closes = closes if needs_closes else {}
     notes: list[str] = []
     extra: dict[str, Any] = {}
 
@@ -1041,13 +1045,26 @@ def _read_prices_each(
 ) -> list[dict[date, str] | None]:
     """``_read_prices`` of one symbol on each of ``sessions`` (with its ``days``), every session
     adjusted in one pass; None for a session that ``_read_prices`` would refuse."""
-    if len({len(d) for d in days}) != 1:  # never with a calendar that has a session every month
-        return [None] * len(sessions)
-    wanted = np.array(days, dtype="datetime64[D]")
+    if not sessions:
+        return []
+    # Sessions read different numbers of days when a month-end falls among the daily rules'
+    # sessions; each line is padded with its own last day, which reads what that day reads.
+    width = max(len(d) for d in days)
+    ordinal = {d: d.toordinal() - EPOCH_ORDINAL for d in {d for line in days for d in line}}
+    lines = [[ordinal[d] for d in (*line, *[line[-1]] * (width - len(line)))] for line in days]
+    wanted = np.array(lines, dtype=np.int64).astype("datetime64[D]")
     values = _adjusted_as_of_each(adjusted, sessions, wanted)
     usable = (np.isfinite(values) & (values > 0)).all(axis=1)
     usable &= wanted[:, 0] >= np.datetime64(adjusted.first_date, "D")
-    return [
-        {d: compute_price_text(float(v)) for d, v in zip(day, row, strict=True)} if ok else None
-        for day, row, ok in zip(days, values, usable, strict=True)
-    ]
+    # The windows of consecutive sessions overlap: each distinct close is written once.
+    texts: dict[float, str] = {}
+    read: list[dict[date, str] | None] = []
+    for day, row, ok in zip(days, values.tolist(), usable, strict=True):
+        if not ok:
+            read.append(None)
+            continue
+        for v in row:
+            if v not in texts:
+                texts[v] = compute_price_text(v)
+        read.append({d: texts[v] for d, v in zip(day, row[: len(day)], strict=True)})
+    return read
