@@ -751,29 +751,53 @@ def _decide(
 
 
 def _reading_days(
-    settings: StrategySettings, window: Sequence[date], calendar: Any
+    settings: StrategySettings,
+    window: Sequence[date],
+    calendar: Any,
+    known: _SessionSpan | None = None,
 ) -> tuple[dict[int, date], list[date], list[date]]:
     """The (signal) session k months back for each k the decision reads, the sessions of the
     daily rules (oldest first, the signal session last; none without them), and every session
-    read."""
+    read. ``known``: the calendar's sessions over a span, read once for many decisions."""
     # The session's own close anchors the adjustment: it is read even when months are skipped.
     ks = [0, settings.skip_months, *(m for m, _ in settings.lookbacks)]
     if settings.trend_length and settings.trend_basis == "months":
         ks.extend(range(settings.trend_length))
     offset = settings.signal_offset
     at = {k: compute_signal_session(calendar, window[-1 - k], offset) for k in ks}
-    daily = _daily_sessions(settings, at[0], calendar)
+    daily = _daily_sessions(settings, at[0], calendar, known)
     return at, sorted(set(at.values()) | set(daily)), daily
 
 
-def _daily_sessions(settings: StrategySettings, session: date, calendar: Any) -> list[date]:
+class _SessionSpan:
+    """The calendar's sessions from ``start`` through ``end`` as dates, read once; a question
+    about days outside the span goes to the calendar itself."""
+
+    def __init__(self, calendar: Any, start: date, end: date) -> None:
+        self._calendar, self._start, self._end = calendar, start, end
+        self._days = [ts.date() for ts in calendar.sessions(start, end)]
+
+    def sessions(self, start: date, end: date) -> list[date]:
+        """The sessions from ``start`` through ``end``, as ``calendar.sessions`` gives them."""
+        if not (self._start <= start and end <= self._end):
+            return [ts.date() for ts in self._calendar.sessions(start, end)]
+        lo, hi = bisect.bisect_left(self._days, start), bisect.bisect_right(self._days, end)
+        return self._days[lo:hi]
+
+
+def _daily_sessions(
+    settings: StrategySettings, session: date, calendar: Any, known: _SessionSpan | None = None
+) -> list[date]:
     """The last ``sessions_needed`` sessions through ``session``; raise if the calendar has
     fewer."""
     n = settings.sessions_needed()
     if n == 0:
         return []
     start = max(calendar.covered_from, session - timedelta(days=2 * n + 14))
-    found = [ts.date() for ts in calendar.sessions(start, session)][-n:]
+    if known is None:
+        found = [ts.date() for ts in calendar.sessions(start, session)][-n:]
+    else:
+        found = known.sessions(start, session)[-n:]
     if len(found) < n:
         raise InsufficientHistory(
             f"history too short: the daily rules on {session} read {n} sessions and the "
@@ -1008,10 +1032,17 @@ def _plans(
     """Each decidable month-end in [start, end] with its reading days (``_reading_days``)."""
     first_bar = max(prepared[s].first_date for s in settings.symbols())
     planned = _decidable(settings, calendar.month_end_sessions(start, end), calendar, first_bar)
+    known = None
+    if planned and settings.sessions_needed():
+        # From the first month-end's earliest daily session (a signal session lies at most
+        # MAX_SIGNAL_OFFSET sessions, so a few weeks, before its month-end) to the last.
+        reach = timedelta(days=2 * settings.sessions_needed() + 14 + 31)
+        first = max(calendar.covered_from, planned[0][0] - reach)
+        known = _SessionSpan(calendar, first, planned[-1][0])
     plans = []
     for month_end, window in planned:
         try:
-            at, days, daily = _reading_days(settings, window, calendar)
+            at, days, daily = _reading_days(settings, window, calendar, known)
         except InsufficientHistory:
             continue
         if days[0] >= first_bar and at[0] >= start:
