@@ -77,6 +77,7 @@ STRATEGY_VERSION = "1"
 TIE_QUANTUM = Decimal("0.0001")  # scores equal at 0.01% are tied
 WEIGHT_QUANTUM = Decimal("0.0000000001")
 PRICE_DIGITS = 10
+_DECIMALS = [f".{n}f" for n in range(23)]  # compute_price_texts' formats, by decimal places
 COMPARES = ("each", "benchmark")
 TREND_BASES = ("months", "sessions")
 FAILED_SLOTS = ("defensive", "cash")
@@ -126,6 +127,32 @@ def _decimal_text(value: Decimal) -> str:
 def compute_price_text(value: float) -> str:
     """Return ``value`` rounded to 10 significant digits as plain decimal text ("24.50000000")."""
     return format(Decimal(format(value, f".{PRICE_DIGITS - 1}e")), "f")
+
+
+def compute_price_texts(values: np.ndarray) -> list[str]:
+    """Return ``compute_price_text(v)`` for every value (flattened), bit for bit, most of them
+    without Decimal: a value v in [1e-13, 1e10) has exponent E and the 10-digit integer
+    M = round(v * 10**k), k = 9 - E; a float product rounds once, off by at most 1.2e-6 from
+    the exact one at that size, so M is right unless the product lies within 1e-5 of a half.
+    The nearest float to M / 10**k (one correctly rounded division, 10**k exact) printed with
+    k decimals is M's digits, as Decimal prints them. Any other value (a near-half, a wrong
+    exponent from log10, a value out of range) is written by ``compute_price_text``."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    with np.errstate(all="ignore"):
+        k = 9 - np.floor(np.log10(v))
+        fast = np.isfinite(v) & (v > 0) & (k >= 0) & (k <= 22)
+        k = np.where(fast, k, 0).astype(np.int64)
+        scaled = v * 10.0**k
+        digits = np.rint(scaled)
+        fast &= (np.abs(scaled - np.floor(scaled) - 0.5) > 1e-5) & (digits >= 1e9)
+        fast &= digits < 1e10
+        rounded = digits / 10.0**k
+    return [
+        format(x, _DECIMALS[n]) if ok else compute_price_text(value)
+        for x, n, ok, value in zip(
+            rounded.tolist(), k.tolist(), fast.tolist(), v.tolist(), strict=True
+        )
+    ]
 
 
 def compute_price_values(values: np.ndarray) -> np.ndarray:
@@ -1088,14 +1115,9 @@ def _read_prices_each(
     usable = (np.isfinite(values) & (values > 0)).all(axis=1)
     usable &= wanted[:, 0] >= np.datetime64(adjusted.first_date, "D")
     # The windows of consecutive sessions overlap: each distinct close is written once.
-    texts: dict[float, str] = {}
-    read: list[dict[date, str] | None] = []
-    for day, row, ok in zip(days, values.tolist(), usable, strict=True):
-        if not ok:
-            read.append(None)
-            continue
-        for v in row:
-            if v not in texts:
-                texts[v] = compute_price_text(v)
-        read.append({d: texts[v] for d, v in zip(day, row[: len(day)], strict=True)})
-    return read
+    distinct = np.unique(values[usable])
+    texts = dict(zip(distinct.tolist(), compute_price_texts(distinct), strict=True))
+    return [
+        {d: texts[v] for d, v in zip(day, row[: len(day)], strict=True)} if ok else None
+        for day, row, ok in zip(days, values.tolist(), usable.tolist(), strict=True)
+    ]
