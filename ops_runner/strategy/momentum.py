@@ -147,12 +147,12 @@ def compute_price_texts(values: np.ndarray) -> list[str]:
         fast &= (np.abs(scaled - np.floor(scaled) - 0.5) > 1e-5) & (digits >= 1e9)
         fast &= digits < 1e10
         rounded = digits / 10.0**k
-    return [
-        format(x, _DECIMALS[n]) if ok else compute_price_text(value)
-        for x, n, ok, value in zip(
-            rounded.tolist(), k.tolist(), fast.tolist(), v.tolist(), strict=True
-        )
-    ]
+    texts = list(map(format, rounded[fast].tolist(), [_DECIMALS[n] for n in k[fast].tolist()]))
+    if fast.all():
+        return texts
+    slow = iter([compute_price_text(value) for value in v[~fast].tolist()])
+    quick = iter(texts)
+    return [next(quick) if ok else next(slow) for ok in fast.tolist()]
 
 
 def compute_price_values(values: np.ndarray) -> np.ndarray:
@@ -879,7 +879,7 @@ def _decide_on(
     day_texts = [d.isoformat() for d in days]
     for symbol in symbols:
         texts = read[symbol]
-        prices_used[symbol] = [(t, texts[d]) for t, d in zip(day_texts, days, strict=True)]
+        prices_used[symbol] = list(zip(day_texts, map(texts.__getitem__, days), strict=True))
         end = float(texts[at[settings.skip_months]])
         for m, _ in settings.lookbacks:
             returns[m][symbol] = end / float(texts[at[m]]) - 1.0
@@ -913,7 +913,9 @@ def _decide_on(
     }
     needs_closes = settings.trend_length or settings.weighting != "equal"
     # The rules read closes of the risk assets alone (the trend filter's, the kept ones' sigma).
-    closes = {s: {d: float(t) for d, t in read[s].items()} for s in settings.risk}
+    closes = {
+        s: dict(zip(read[s], map(float, read[s].values()), strict=True)) for s in settings.risk
+    }
     closes = closes if needs_closes else {}
     notes: list[str] = []
     extra: dict[str, Any] = {}
@@ -1118,6 +1120,6 @@ def _read_prices_each(
     distinct = np.unique(values[usable])
     texts = dict(zip(distinct.tolist(), compute_price_texts(distinct), strict=True))
     return [
-        {d: texts[v] for d, v in zip(day, row[: len(day)], strict=True)} if ok else None
+        dict(zip(day, map(texts.__getitem__, row[: len(day)]), strict=True)) if ok else None
         for day, row, ok in zip(days, values.tolist(), usable.tolist(), strict=True)
     ]
