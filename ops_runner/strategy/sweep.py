@@ -257,8 +257,13 @@ def _slot_weights(n: int) -> tuple[np.ndarray, np.ndarray]:
     return other, last
 
 
-def _targets(settings: StrategySettings, keys: np.ndarray, columns: Sequence[str]) -> np.ndarray:
-    """Target weights (sessions x columns) by the strategy's ranking, filter and slot rules."""
+def _targets(
+    settings: StrategySettings, keys: np.ndarray, columns: Sequence[str],
+    trend: np.ndarray | None = None,
+) -> np.ndarray:  # fmt: skip
+    """Target weights (sessions x columns) by the strategy's ranking, filter and slot rules;
+    ``trend`` (sessions x columns, the trend filter's verdicts) sends a kept asset that fails
+    it to the defensive asset too."""
     position = {s: i for i, s in enumerate(columns)}
     risk = np.array([position[s] for s in settings.risk])
     steps, count = keys.shape[0], len(settings.risk)
@@ -274,6 +279,8 @@ def _targets(settings: StrategySettings, keys: np.ndarray, columns: Sequence[str
             passed[:] = keys[:, [position[str(settings.benchmark)]]] > hurdle
         else:
             passed = keys[rows, kept] > hurdle
+    if trend is not None:
+        passed = passed & trend[rows, kept]
     slots = np.where(passed, kept, position[settings.defensive])
     counts = np.zeros((steps, len(columns)), dtype=np.int64)
     np.add.at(counts, (np.broadcast_to(rows, slots.shape), slots), 1)
@@ -363,6 +370,73 @@ def _momentum_keys(
     return keys
 
 
+def _trend_on_months_alone(settings: StrategySettings) -> bool:
+    """Whether the only rule a combination uses is the trend filter on months (its length and
+    fast average), so its decision weighs its slots as one without rules does and the sweep can
+    apply the filter to the vectorized slots."""
+    return bool(settings.trend_length) and set(settings.rules_in_use()) <= {
+        "trend_length",
+        "trend_fast",
+    }
+
+
+def _trend_keys(
+    base: StrategySettings, ruled: Sequence[StrategySettings], columns: Sequence[str],
+    decided: Sequence[date], bars: Mapping[str, pd.DataFrame], calendar: Any,
+) -> tuple[dict[tuple[Any, ...], np.ndarray], dict[StrategySettings, np.ndarray]]:  # fmt: skip
+    """The tie keys of each ranking rule and the trend verdicts (sessions x columns) of each
+    combination whose only rule is the trend filter on months, from every column's month-end
+    closes at once, as their decisions compute them: each close rounded as
+    ``compute_price_text`` rounds it, each average Python's ``sum`` of the same points in the
+    same order over their count. A combination whose own symbols miss a close it reads keeps
+    its decisions (which say why); none without such combinations."""
+    trended = [c for c in ruled if _trend_on_months_alone(c)]
+    if not trended:
+        return {}, {}
+    deepest = max(c.months_needed() for c in trended)
+    extra = [s for s in columns if s not in base.risk]
+    union = StrategySettings(
+        name="sweep", risk=(*base.risk, *(s for s in extra[1:] if s != base.cash_proxy)),
+        defensive=extra[0],
+        cash_proxy=base.cash_proxy, lookbacks=((1, 1.0),), skip_months=0, top_n=1,
+        absolute_momentum=False, absolute_compare="each", benchmark=None,
+    )  # fmt: skip
+    raw = compute_month_end_panel(union, decided, deepest, bars, calendar)
+    reorder = [union.symbols().index(s) for s in columns]
+    raw = raw[:, :, reorder]
+    values = compute_price_values(np.where(np.isfinite(raw) & (raw > 0), raw, np.nan))
+    keys: dict[tuple[Any, ...], np.ndarray] = {}
+    verdicts: dict[tuple[int, int], np.ndarray] = {}
+    trends: dict[StrategySettings, np.ndarray] = {}
+    risk = [columns.index(s) for s in base.risk]
+    for settings in trended:
+        read = sorted({0, settings.skip_months, *(m for m, _ in settings.lookbacks),
+                       *range(settings.trend_length)})  # fmt: skip
+        own = [columns.index(s) for s in settings.symbols()]
+        if not np.isfinite(values[:, read][:, :, own]).all():
+            continue
+        rule = (settings.lookbacks, settings.skip_months)
+        if rule not in keys:
+            total = sum(w for _, w in settings.lookbacks)
+            score = sum(
+                w * (values[:, settings.skip_months] / values[:, m] - 1.0)
+                for m, w in settings.lookbacks
+            )
+            # A column this combination does not read may lack a close: its key is never read.
+            scores = score / total
+            keys[rule] = _tie_keys(np.where(np.isfinite(scores), scores, 0.0))
+        length, fast = settings.trend_length, settings.trend_fast
+        if (length, fast) not in verdicts:
+            verdict = np.zeros((len(decided), len(columns)), dtype=bool)
+            # Each risk asset's points latest first, as the decision lists them.
+            points = values[:, :length][:, :, risk].transpose(0, 2, 1).tolist()
+            verdict[:, risk] = [[sum(p[:fast]) / fast > sum(p) / len(p) for p in row]
+                                for row in points]  # fmt: skip
+            verdicts[(length, fast)] = verdict
+        trends[settings] = verdicts[(length, fast)]
+    return keys, trends
+
+
 def sweep(
     cfg_or_settings: Any,
     grid: Mapping[str, Sequence[Any]],
@@ -382,7 +456,8 @@ def sweep(
     Every combination is decided on the same sessions (``_common_sessions``: month-ends, or
     the base's signal sessions, from the first on which every combination has its history,
     through ``end``). A combination using no rule of RULE_DEFAULTS has the strategy's rules
-    applied to its own month-end closes and tie keys, all at once; one using a rule takes the
+    applied to its own month-end closes and tie keys, all at once, and so has one whose only
+    rule is the trend filter on months (``_trend_keys``); one using another rule takes the
     targets of the strategy's own decisions (``compute_decided_weights``). All are simulated
     on the execution sessions only under COST_MODEL, ``chunk``
     combinations per vectorbt ``from_orders`` call (a column per combination and symbol, grouped
@@ -420,10 +495,13 @@ def sweep(
     rows = sessions.get_indexer(pd.DatetimeIndex(exec_days))
     prices = compute_prices(bars, columns, sessions)
     keys = _momentum_keys(base, momentum, columns, decided, bars, calendar)
+    trended, trends = _trend_keys(base, ruled, columns, decided, bars, calendar)
+    keys = {**keys, **trended}
     shared = SweepPanel(
         columns=tuple(columns), keys=keys, rows=rows, sessions=sessions, prices=prices,
         tradable=prices["tradable"].to_numpy()[:, None], costs=costs, cash=cash, whole=whole,
         decided=tuple(decided), bars=dict(bars) if ruled else {}, calendar=calendar,
+        trends=trends,
     )  # fmt: skip
 
     runner = runner or LocalRunner()
@@ -474,6 +552,9 @@ class SweepPanel:
     decided: tuple[date, ...] = ()
     bars: Mapping[str, pd.DataFrame] = dataclasses.field(default_factory=dict)  # none: no rule
     calendar: Any = None
+    # The trend filter's verdicts (sessions x columns) of each combination ``_trend_keys``
+    # vectorizes; the others using a rule take their decisions' targets.
+    trends: Mapping[StrategySettings, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -577,11 +658,12 @@ def compute_chunk_weights(chunk: SweepChunk, panel: SweepPanel) -> np.ndarray:
     rows, columns = panel.rows, panel.columns
     weights = np.empty((len(rows), len(chunk.combos), len(columns)))
     for n, settings in enumerate(chunk.combos):
-        if settings.rules_in_use():
+        trend = panel.trends.get(settings)
+        if settings.rules_in_use() and trend is None:
             weights[:, n] = compute_decided_weights(settings, panel)
             continue
         keys = panel.keys[(settings.lookbacks, settings.skip_months)]
-        weights[:, n] = _targets(settings, keys, columns)[: len(rows)]
+        weights[:, n] = _targets(settings, keys, columns, trend)[: len(rows)]
     return weights
 
 

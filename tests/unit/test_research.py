@@ -312,6 +312,34 @@ def test_sweep_when_grid_varies_rules_agrees_with_backtest(market, grid):
     check_rows_against_backtest(table, StrategySettings.from_config(cfg), market, grid=grid)
 
 
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"absolute_compare": "benchmark", "benchmark": "SPY"}],
+    ids=["each", "benchmark"],
+)
+def test_sweep_when_trend_on_months_is_vectorized_equals_its_decisions_bit_for_bit(
+    market, monkeypatch, changes
+):
+    """The trend filter on months applied to the vectorized slots against the same grid taken
+    from the strategy's own decisions, combination by combination; and against backtests."""
+    base = dataclasses.replace(StrategySettings.from_config(template("topn")), **changes)
+    grid = {"trend_length": [0, 3, 10], "trend_fast": [1, 2], "top_n": [1, 3],
+            "defensive": ["IEF", "AGG"]}  # fmt: skip
+    decided = []
+    original = sweep_module.compute_decided_weights
+    monkeypatch.setattr(sweep_module, "compute_decided_weights",
+                        lambda s, panel: decided.append(s) or original(s, panel))  # fmt: skip
+    fast = sweep(base, grid, market)
+    # Only trend_fast without a trend length (a rule in use, but no filter) is still decided.
+    combos, _ = compute_grid_settings(base, grid)
+    assert decided == [c for c in combos if c.trend_length == 0 and c.trend_fast == 2]
+    monkeypatch.setattr(sweep_module, "_trend_on_months_alone", lambda settings: False)
+    slow = sweep(base, grid, market)
+    assert len(fast) == 24 and len(decided) == 4 + 20
+    pd.testing.assert_frame_equal(fast, slow, check_exact=True)
+    check_rows_against_backtest(fast, base, market, grid=grid)
+
+
 @pytest.mark.slow
 def test_sweep_when_base_has_canaries_sweeps_their_breadth_and_agrees(market):
     base = dataclasses.replace(
