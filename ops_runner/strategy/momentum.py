@@ -861,6 +861,20 @@ def _volatility(symbol: str, session: date, daily: Sequence[date], closes: Mappi
     return sigma
 
 
+class _CloseValues(dict[str, dict[date, float]]):
+    """Each symbol's closes as numbers (day -> float of its 10-digit text), made when first
+    read: a decision's rules read a few symbols' closes of the many it records."""
+
+    def __init__(self, read: Mapping[str, Mapping[date, str]]) -> None:
+        super().__init__()
+        self._read = read
+
+    def __missing__(self, symbol: str) -> dict[date, float]:
+        texts = self._read[symbol]
+        self[symbol] = dict(zip(texts, map(float, texts.values()), strict=True))
+        return self[symbol]
+
+
 def _decide_on(
     settings: StrategySettings,
     session: date,
@@ -911,12 +925,8 @@ def _decide_on(
         "start_session": [at[longest]] * len(symbols),
         "end_session": [at[settings.skip_months]] * len(symbols),
     }
-    needs_closes = settings.trend_length or settings.weighting != "equal"
-    # The rules read closes of the risk assets alone (the trend filter's, the kept ones' sigma).
-    closes = {
-        s: dict(zip(read[s], map(float, read[s].values()), strict=True)) for s in settings.risk
-    }
-    closes = closes if needs_closes else {}
+    # The rules read closes of the risk assets alone (every one's trend, the kept ones' sigma).
+    closes = _CloseValues(read)
     notes: list[str] = []
     extra: dict[str, Any] = {}
 
@@ -1028,7 +1038,9 @@ def compute_decision_series(
     symbols = settings.symbols()
     plans = _plans(settings, prepared, calendar, start, end)
     sessions = [at[0] for _, at, _, _ in plans]
-    ready = {s: _read_prices_each(prepared[s], sessions, [p[2] for p in plans]) for s in symbols}
+    days_read = [p[2] for p in plans]
+    wanted = _wanted_days(days_read)
+    ready = {s: _read_prices_each(prepared[s], sessions, days_read, wanted) for s in symbols}
     decisions = []
     for n, (month_end, at, days, daily) in enumerate(plans):
         session = at[0]
@@ -1100,19 +1112,27 @@ def _decidable(
     return planned
 
 
-def _read_prices_each(
-    adjusted: AdjustedCloses, sessions: Sequence[date], days: Sequence[list[date]]
-) -> list[dict[date, str] | None]:
-    """``_read_prices`` of one symbol on each of ``sessions`` (with its ``days``), every session
-    adjusted in one pass; None for a session that ``_read_prices`` would refuse."""
-    if not sessions:
-        return []
-    # Sessions read different numbers of days when a month-end falls among the daily rules'
-    # sessions; each line is padded with its own last day, which reads what that day reads.
+def _wanted_days(days: Sequence[list[date]]) -> np.ndarray:
+    """The days of each session as a line of datetime64[D] (sessions x days). Sessions read
+    different numbers of days when a month-end falls among the daily rules' sessions; each
+    line is padded with its own last day, which reads what that day reads."""
+    if not days:
+        return np.empty((0, 0), dtype="datetime64[D]")
     width = max(len(d) for d in days)
     ordinal = {d: d.toordinal() - EPOCH_ORDINAL for d in {d for line in days for d in line}}
     lines = [[ordinal[d] for d in (*line, *[line[-1]] * (width - len(line)))] for line in days]
-    wanted = np.array(lines, dtype=np.int64).astype("datetime64[D]")
+    return np.array(lines, dtype=np.int64).astype("datetime64[D]")
+
+
+def _read_prices_each(
+    adjusted: AdjustedCloses, sessions: Sequence[date], days: Sequence[list[date]],
+    wanted: np.ndarray,
+) -> list[dict[date, str] | None]:  # fmt: skip
+    """``_read_prices`` of one symbol on each of ``sessions`` (with its ``days``, padded in
+    ``wanted``: ``_wanted_days``), every session adjusted in one pass; None for a session that
+    ``_read_prices`` would refuse."""
+    if not sessions:
+        return []
     values = _adjusted_as_of_each(adjusted, sessions, wanted)
     usable = (np.isfinite(values) & (values > 0)).all(axis=1)
     usable &= wanted[:, 0] >= np.datetime64(adjusted.first_date, "D")
