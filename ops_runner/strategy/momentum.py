@@ -1033,22 +1033,55 @@ def compute_decision_series(
     Sessions whose longest lookback (or daily rule) starts before a symbol's first bar (or the
     calendar's coverage) are skipped; every other problem raises as in ``compute_decision``.
     """
-    start, end = _as_date(start), _as_date(end)
-    prepared = _Prepared(bars, end)  # once: each decision reads its own session's cut
-    symbols = settings.symbols()
-    plans = _plans(settings, prepared, calendar, start, end)
-    sessions = [at[0] for _, at, _, _ in plans]
-    days_read = [p[2] for p in plans]
-    wanted = _wanted_days(days_read)
-    ready = {s: _read_prices_each(prepared[s], sessions, days_read, wanted) for s in symbols}
-    decisions = []
-    for n, (month_end, at, days, daily) in enumerate(plans):
-        session = at[0]
-        # A session the batch could not read is read alone, symbol by symbol: it raises the
-        # error compute_decision raises, for the first session and symbol that has one.
-        read = {s: ready[s][n] or _read_prices(s, prepared[s], session, days) for s in symbols}
-        decisions.append(_decide_on(settings, session, at, days, daily, read, month_end))
-    return decisions
+    return SeriesReader(bars, calendar, end).compute_series(settings, start)
+
+
+class SeriesReader:
+    """Decision series of many settings on the same bars through the same last session (a
+    sweep's combinations): the bars prepared once, and a symbol's closes read once for all the
+    settings that read the same days on the same sessions (those of the last ``keep`` such
+    readings are kept). Every series is ``compute_decision_series``'s: the same reads."""
+
+    def __init__(
+        self, bars: Mapping[str, pd.DataFrame], calendar: Any, end: date, keep: int = 8
+    ) -> None:
+        self._end = _as_date(end)
+        self._prepared = _Prepared(bars, self._end)  # once: each decision reads its own cut
+        self._calendar, self._keep = calendar, keep
+        self._reads: dict[tuple[Any, ...], dict[str, list[dict[date, str] | None]]] = {}
+
+    def compute_series(self, settings: StrategySettings, start: date) -> list[Decision]:
+        """Return ``compute_decision_series(settings, bars, calendar, start, end)``."""
+        prepared = self._prepared
+        symbols = settings.symbols()
+        plans = _plans(settings, prepared, self._calendar, _as_date(start), self._end)
+        sessions = [at[0] for _, at, _, _ in plans]
+        ready = self._read(symbols, sessions, [p[2] for p in plans])
+        decisions = []
+        for n, (month_end, at, days, daily) in enumerate(plans):
+            session = at[0]
+            # A session the batch could not read is read alone, symbol by symbol: it raises
+            # the error compute_decision raises, for the first session and symbol that has one.
+            read = {s: ready[s][n] or _read_prices(s, prepared[s], session, days) for s in symbols}
+            decisions.append(_decide_on(settings, session, at, days, daily, read, month_end))
+        return decisions
+
+    def _read(
+        self, symbols: Sequence[str], sessions: Sequence[date], days: Sequence[list[date]]
+    ) -> dict[str, list[dict[date, str] | None]]:
+        """``_read_prices_each`` of each symbol on ``sessions``, from the kept readings when an
+        earlier series read the same days."""
+        key = (tuple(sessions), tuple(map(tuple, days)))
+        kept = self._reads.pop(key, None) or {}
+        self._reads[key] = kept  # the latest reading last: the oldest is dropped first
+        while len(self._reads) > self._keep:
+            del self._reads[next(iter(self._reads))]
+        missing = [s for s in symbols if s not in kept]
+        if missing:
+            wanted = _wanted_days(days)
+            for s in missing:
+                kept[s] = _read_prices_each(self._prepared[s], sessions, days, wanted)
+        return {s: kept[s] for s in symbols}
 
 
 def compute_decision_sessions(

@@ -23,9 +23,9 @@ from ops_runner.strategy.momentum import (
     TREND_BASES,
     WEIGHT_QUANTUM,
     WEIGHTINGS,
+    SeriesReader,
     StrategyError,
     StrategySettings,
-    compute_decision_series,
     compute_decision_sessions,
     compute_month_end_panel,
     compute_price_values,
@@ -657,23 +657,30 @@ def compute_chunk_weights(chunk: SweepChunk, panel: SweepPanel) -> np.ndarray:
     """Return the target weights (executions x combinations x columns) of ``chunk``."""
     rows, columns = panel.rows, panel.columns
     weights = np.empty((len(rows), len(chunk.combos), len(columns)))
+    reader = None
     for n, settings in enumerate(chunk.combos):
         trend = panel.trends.get(settings)
         if settings.rules_in_use() and trend is None:
-            weights[:, n] = compute_decided_weights(settings, panel)
+            # One reader for the chunk: combinations reading the same days read them once.
+            reader = reader or SeriesReader(panel.bars, panel.calendar, panel.sessions[-1].date())
+            weights[:, n] = compute_decided_weights(settings, panel, reader)
             continue
         keys = panel.keys[(settings.lookbacks, settings.skip_months)]
         weights[:, n] = _targets(settings, keys, columns, trend)[: len(rows)]
     return weights
 
 
-def compute_decided_weights(settings: StrategySettings, panel: SweepPanel) -> np.ndarray:
+def compute_decided_weights(
+    settings: StrategySettings, panel: SweepPanel, reader: SeriesReader | None = None
+) -> np.ndarray:
     """Return the target weights (executions x columns) of a combination using a rule: the
     strategy's own decisions (``compute_decision_series``, as ``research.backtest`` reads them)
-    on the sweep's decision sessions. Raises ResearchError if it decides on other sessions, and
-    StrategyError as a decision does."""
+    on the sweep's decision sessions, read through ``reader`` (one over the panel's bars to
+    the last session; a new one when None). Raises ResearchError if it decides on other
+    sessions, and StrategyError as a decision does."""
     first, last = panel.decided[0], panel.sessions[-1].date()
-    decisions = compute_decision_series(settings, panel.bars, panel.calendar, first, last)
+    reader = reader or SeriesReader(panel.bars, panel.calendar, last)
+    decisions = reader.compute_series(settings, first)
     if tuple(d.session for d in decisions) != panel.decided:
         raise ResearchError(
             f"sweep error: strategy.{', strategy.'.join(settings.rules_in_use())} decide on "

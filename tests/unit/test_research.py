@@ -328,7 +328,7 @@ def test_sweep_when_trend_on_months_is_vectorized_equals_its_decisions_bit_for_b
     decided = []
     original = sweep_module.compute_decided_weights
     monkeypatch.setattr(sweep_module, "compute_decided_weights",
-                        lambda s, panel: decided.append(s) or original(s, panel))  # fmt: skip
+                        lambda s, *rest: decided.append(s) or original(s, *rest))  # fmt: skip
     fast = sweep(base, grid, market)
     # Only trend_fast without a trend length (a rule in use, but no filter) is still decided.
     combos, _ = compute_grid_settings(base, grid)
