@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from ops_runner.market.calendar import MarketCalendar
 from ops_runner.market.sources.sample import generate_sample_market
 from ops_runner.strategy.momentum import (
+    SeriesReader,
     StrategySettings,
     compute_decision,
     compute_decision_series,
@@ -126,3 +127,21 @@ def test_decision_series_when_a_rule_is_on_equals_each_decision_taken_alone(samp
     alone = [compute_decision(rules, d.session, bars, CAL) for d in series]
     assert len(series) == 12
     assert [d.to_record() for d in series] == [d.to_record() for d in alone]
+
+
+@pytest.mark.parametrize("keep", [1, 8])
+def test_series_reader_when_settings_share_their_reads_decides_as_each_alone(sample, keep):
+    """Settings reading the same days, then other days, then the first again (kept or read
+    anew): each series equals the one its settings decide alone, with the digests above."""
+    base, bars = sample
+    reader = SeriesReader(bars, CAL, END, keep=keep)
+    for rule in [*RULES, next(iter(RULES))]:
+        changes, digest = RULES[rule]
+        for top_n in (3, 2):
+            rules = dataclasses.replace(base, top_n=top_n, **changes)
+            shared = [d.to_record() for d in reader.compute_series(rules, START)]
+            alone = compute_decision_series(rules, bars, CAL, START, END)
+            assert shared == [d.to_record() for d in alone]
+            if top_n == 3:
+                text = json.dumps(shared, sort_keys=True)
+                assert hashlib.sha256(text.encode()).hexdigest() == digest
