@@ -550,6 +550,32 @@ def compute_month_end_panel(
     return panel
 
 
+def compute_daily_panel(
+    settings: StrategySettings,
+    sessions: Sequence[date],
+    count: int,
+    bars: Mapping[str, pd.DataFrame],
+    calendar: Any,
+) -> np.ndarray:
+    """Return the adjusted closes of the last ``count`` sessions through each of ``sessions``
+    (the daily rules' sessions), latest first, each as of that session's close: an array
+    (sessions x k = 0..count-1 sessions back x ``settings.symbols()``), bit for bit the closes
+    a decision reads before rounding, NaN where the calendar's coverage or a symbol's bars have
+    no such session."""
+    if not sessions:
+        return np.empty((0, count, len(settings.symbols())))
+    days = [_as_date(s) for s in sessions]
+    prepared = _Prepared(bars, max(days))
+    ready = {s: prepared[s] for s in settings.symbols()}
+    first = max(calendar.covered_from, min(days) - timedelta(days=2 * count + 14))
+    known = [ts.date() for ts in calendar.sessions(first, max(days))]
+    back = np.array([bisect.bisect_right(known, d) for d in days])[:, None] - 1 - np.arange(count)
+    wanted = np.array(known or [first], dtype="datetime64[D]")[np.maximum(back, 0)]
+    panel = np.stack([_adjusted_as_of_each(a, days, wanted) for a in ready.values()], axis=-1)
+    panel[back < 0] = np.nan
+    return panel
+
+
 def _month_end_closes(
     prepared: Mapping[str, AdjustedCloses], session: date, calendar: Any
 ) -> pd.DataFrame:

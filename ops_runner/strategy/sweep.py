@@ -26,6 +26,7 @@ from ops_runner.strategy.momentum import (
     SeriesReader,
     StrategyError,
     StrategySettings,
+    compute_daily_panel,
     compute_decision_sessions,
     compute_month_end_panel,
     compute_price_values,
@@ -370,12 +371,13 @@ def _momentum_keys(
     return keys
 
 
-def _trend_on_months_alone(settings: StrategySettings) -> bool:
-    """Whether the only rule a combination uses is the trend filter on months (its length and
+def _trend_alone(settings: StrategySettings) -> bool:
+    """Whether the only rule a combination uses is the trend filter (its length, basis and
     fast average), so its decision weighs its slots as one without rules does and the sweep can
     apply the filter to the vectorized slots."""
     return bool(settings.trend_length) and set(settings.rules_in_use()) <= {
         "trend_length",
+        "trend_basis",
         "trend_fast",
     }
 
@@ -385,12 +387,12 @@ def _trend_keys(
     decided: Sequence[date], bars: Mapping[str, pd.DataFrame], calendar: Any,
 ) -> tuple[dict[tuple[Any, ...], np.ndarray], dict[StrategySettings, np.ndarray]]:  # fmt: skip
     """The tie keys of each ranking rule and the trend verdicts (sessions x columns) of each
-    combination whose only rule is the trend filter on months, from every column's month-end
-    closes at once, as their decisions compute them: each close rounded as
-    ``compute_price_text`` rounds it, each average Python's ``sum`` of the same points in the
-    same order over their count. A combination whose own symbols miss a close it reads keeps
-    its decisions (which say why); none without such combinations."""
-    trended = [c for c in ruled if _trend_on_months_alone(c)]
+    combination whose only rule is the trend filter, from every column's month-end closes (and
+    the last sessions' closes, on the sessions basis) at once, as their decisions compute
+    them: each close rounded as ``compute_price_text`` rounds it, each average Python's ``sum``
+    of the same points in the same order over their count. A combination whose own symbols miss
+    a close it reads keeps its decisions (which say why); none without such combinations."""
+    trended = [c for c in ruled if _trend_alone(c)]
     if not trended:
         return {}, {}
     deepest = max(c.months_needed() for c in trended)
@@ -405,15 +407,25 @@ def _trend_keys(
     reorder = [union.symbols().index(s) for s in columns]
     raw = raw[:, :, reorder]
     values = compute_price_values(np.where(np.isfinite(raw) & (raw > 0), raw, np.nan))
+    daily = np.empty((len(decided), 0, len(columns)))
+    count = max(c.sessions_needed() for c in trended)
+    if count:
+        raw = compute_daily_panel(union, decided, count, bars, calendar)[:, :, reorder]
+        daily = compute_price_values(np.where(np.isfinite(raw) & (raw > 0), raw, np.nan))
     keys: dict[tuple[Any, ...], np.ndarray] = {}
-    verdicts: dict[tuple[int, int], np.ndarray] = {}
+    verdicts: dict[tuple[str, int, int], np.ndarray] = {}
     trends: dict[StrategySettings, np.ndarray] = {}
     risk = [columns.index(s) for s in base.risk]
     for settings in trended:
+        monthly = settings.trend_basis == "months"
+        length, fast = settings.trend_length, settings.trend_fast
         read = sorted({0, settings.skip_months, *(m for m, _ in settings.lookbacks),
-                       *range(settings.trend_length)})  # fmt: skip
+                       *range(length if monthly else 0)})  # fmt: skip
         own = [columns.index(s) for s in settings.symbols()]
         if not np.isfinite(values[:, read][:, :, own]).all():
+            continue
+        points = values if monthly else daily
+        if not np.isfinite(points[:, :length][:, :, own]).all():
             continue
         rule = (settings.lookbacks, settings.skip_months)
         if rule not in keys:
@@ -425,15 +437,15 @@ def _trend_keys(
             # A column this combination does not read may lack a close: its key is never read.
             scores = score / total
             keys[rule] = _tie_keys(np.where(np.isfinite(scores), scores, 0.0))
-        length, fast = settings.trend_length, settings.trend_fast
-        if (length, fast) not in verdicts:
+        rule_of_trend = (settings.trend_basis, length, fast)
+        if rule_of_trend not in verdicts:
             verdict = np.zeros((len(decided), len(columns)), dtype=bool)
             # Each risk asset's points latest first, as the decision lists them.
-            points = values[:, :length][:, :, risk].transpose(0, 2, 1).tolist()
+            lines = points[:, :length][:, :, risk].transpose(0, 2, 1).tolist()
             verdict[:, risk] = [[sum(p[:fast]) / fast > sum(p) / len(p) for p in row]
-                                for row in points]  # fmt: skip
-            verdicts[(length, fast)] = verdict
-        trends[settings] = verdicts[(length, fast)]
+                                for row in lines]  # fmt: skip
+            verdicts[rule_of_trend] = verdict
+        trends[settings] = verdicts[rule_of_trend]
     return keys, trends
 
 
@@ -457,7 +469,7 @@ def sweep(
     the base's signal sessions, from the first on which every combination has its history,
     through ``end``). A combination using no rule of RULE_DEFAULTS has the strategy's rules
     applied to its own month-end closes and tie keys, all at once, and so has one whose only
-    rule is the trend filter on months (``_trend_keys``); one using another rule takes the
+    rule is the trend filter (``_trend_keys``); one using another rule takes the
     targets of the strategy's own decisions (``compute_decided_weights``). All are simulated
     on the execution sessions only under COST_MODEL, ``chunk``
     combinations per vectorbt ``from_orders`` call (a column per combination and symbol, grouped

@@ -317,25 +317,28 @@ def test_sweep_when_grid_varies_rules_agrees_with_backtest(market, grid):
     [{}, {"absolute_compare": "benchmark", "benchmark": "SPY"}],
     ids=["each", "benchmark"],
 )
-def test_sweep_when_trend_on_months_is_vectorized_equals_its_decisions_bit_for_bit(
+@pytest.mark.slow
+def test_sweep_when_the_trend_filter_is_vectorized_equals_its_decisions_bit_for_bit(
     market, monkeypatch, changes
 ):
-    """The trend filter on months applied to the vectorized slots against the same grid taken
-    from the strategy's own decisions, combination by combination; and against backtests."""
+    """The trend filter (on months and on sessions) applied to the vectorized slots against the
+    same grid taken from the strategy's own decisions, combination by combination; and against
+    backtests."""
     base = dataclasses.replace(StrategySettings.from_config(template("topn")), **changes)
-    grid = {"trend_length": [0, 3, 10], "trend_fast": [1, 2], "top_n": [1, 3],
-            "defensive": ["IEF", "AGG"]}  # fmt: skip
+    grid = {"trend_length": [0, 3, 10], "trend_basis": ["months", "sessions"],
+            "trend_fast": [1, 2], "top_n": [1, 3], "defensive": ["IEF", "AGG"]}  # fmt: skip
     decided = []
     original = sweep_module.compute_decided_weights
     monkeypatch.setattr(sweep_module, "compute_decided_weights",
                         lambda s, *rest: decided.append(s) or original(s, *rest))  # fmt: skip
     fast = sweep(base, grid, market)
-    # Only trend_fast without a trend length (a rule in use, but no filter) is still decided.
+    # Only a trend basis or fast average without a trend length (rules in use, but no filter)
+    # is still decided.
     combos, _ = compute_grid_settings(base, grid)
-    assert decided == [c for c in combos if c.trend_length == 0 and c.trend_fast == 2]
-    monkeypatch.setattr(sweep_module, "_trend_on_months_alone", lambda settings: False)
+    assert decided == [c for c in combos if c.trend_length == 0 and c.rules_in_use()]
+    monkeypatch.setattr(sweep_module, "_trend_alone", lambda settings: False)
     slow = sweep(base, grid, market)
-    assert len(fast) == 24 and len(decided) == 4 + 20
+    assert len(fast) == 48 and len(decided) == 12 + 44
     pd.testing.assert_frame_equal(fast, slow, check_exact=True)
     check_rows_against_backtest(fast, base, market, grid=grid)
 
