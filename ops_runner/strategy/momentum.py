@@ -129,14 +129,16 @@ def compute_price_text(value: float) -> str:
     return format(Decimal(format(value, f".{PRICE_DIGITS - 1}e")), "f")
 
 
-def compute_price_texts(values: np.ndarray) -> list[str]:
-    """Return ``compute_price_text(v)`` for every value (flattened), bit for bit, most of them
-    without Decimal: a value v in [1e-13, 1e10) has exponent E and the 10-digit integer
+def _price_digits(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each value (flattened) at 10 significant digits without Decimal, where that is safe:
+    the nearest float to those digits, the decimal places k they print with, and whether the
+    value took this way. A value v in [1e-13, 1e10) has exponent E and the 10-digit integer
     M = round(v * 10**k), k = 9 - E; a float product rounds once, off by at most 1.2e-6 from
     the exact one at that size, so M is right unless the product lies within 1e-5 of a half.
-    The nearest float to M / 10**k (one correctly rounded division, 10**k exact) printed with
-    k decimals is M's digits, as Decimal prints them. Any other value (a near-half, a wrong
-    exponent from log10, a value out of range) is written by ``compute_price_text``."""
+    M / 10**k is one correctly rounded division (10**k exact): the nearest float to the
+    decimal M * 10**-k, as ``float`` reads its text; printed with k decimals it is M's digits,
+    as Decimal prints them. Any other value (a near-half, a wrong exponent from log10, a value
+    out of range) is left to the caller."""
     v = np.asarray(values, dtype=np.float64).ravel()
     with np.errstate(all="ignore"):
         k = 9 - np.floor(np.log10(v))
@@ -147,6 +149,14 @@ def compute_price_texts(values: np.ndarray) -> list[str]:
         fast &= (np.abs(scaled - np.floor(scaled) - 0.5) > 1e-5) & (digits >= 1e9)
         fast &= digits < 1e10
         rounded = digits / 10.0**k
+    return rounded, k, fast
+
+
+def compute_price_texts(values: np.ndarray) -> list[str]:
+    """Return ``compute_price_text(v)`` for every value (flattened), bit for bit, most of them
+    without Decimal (``_price_digits``)."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    rounded, k, fast = _price_digits(v)
     texts = list(map(format, rounded[fast].tolist(), [_DECIMALS[n] for n in k[fast].tolist()]))
     if fast.all():
         return texts
@@ -157,9 +167,13 @@ def compute_price_texts(values: np.ndarray) -> list[str]:
 
 def compute_price_values(values: np.ndarray) -> np.ndarray:
     """Return ``float(compute_price_text(v))`` for every value: the nearest float to the same
-    10 significant digits (both texts name one decimal number)."""
-    flat = [float(format(v, f".{PRICE_DIGITS - 1}e")) for v in np.asarray(values).ravel()]
-    return np.array(flat, dtype=np.float64).reshape(np.shape(values))
+    10 significant digits (both texts name one decimal number), most of them without text
+    (``_price_digits``)."""
+    v = np.asarray(values, dtype=np.float64)
+    rounded, _, fast = _price_digits(v)
+    slow = [float(format(x, f".{PRICE_DIGITS - 1}e")) for x in v.ravel()[~fast].tolist()]
+    rounded[~fast] = slow
+    return rounded.reshape(np.shape(values))
 
 
 def compute_tie_key(score: float) -> Decimal:

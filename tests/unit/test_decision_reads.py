@@ -24,6 +24,7 @@ from ops_runner.strategy.momentum import (
     compute_decision,
     compute_decision_series,
     compute_price_texts,
+    compute_price_values,
 )
 from ops_runner.workbook.config import TEMPLATES, load_config_text, read_config_text
 
@@ -76,6 +77,15 @@ def test_price_texts_when_a_value_sits_on_a_half_equal_decimals_texts(digits, ex
     half = float(f"{digits}5e{exponent - 1}")
     value = float(np.nextafter(half, np.inf if step > 0 else -np.inf)) if step else half
     assert compute_price_texts(np.array([value])) == [decimal_text(value)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(allow_nan=False), min_size=1, max_size=200))
+def test_price_values_when_given_any_floats_equal_the_floats_of_decimals_texts(values):
+    got = compute_price_values(np.array(values).reshape(-1, 1))
+    assert got.shape == (len(values), 1)
+    want = np.array([float(decimal_text(v)) for v in values])
+    assert (got.ravel().view(np.int64) == want.view(np.int64)).all()  # bit for bit, -0.0 too
 
 
 @pytest.fixture(scope="module")
