@@ -901,6 +901,41 @@ def _volatility(symbol: str, session: date, daily: Sequence[date], closes: Mappi
     return sigma
 
 
+def compute_slot_targets(
+    settings: StrategySettings,
+    kept: Sequence[str],
+    failed: Sequence[bool],
+    share: Fraction,
+    sigma: Mapping[str, float],
+) -> dict[str, str]:
+    """Return a decision's targets (symbol -> weight text) from its kept assets in rank order,
+    which of their slots failed a filter, the canaries' defensive share and, with inverse
+    volatility, each kept asset's sigma: the slots weighed, capped and spilled as the rules
+    above say."""
+    if settings.weighting == "inverse_volatility":
+        inverse = [Fraction(1 / sigma[s]) for s in kept]
+        base = [w / sum(inverse, Fraction(0)) for w in inverse]
+    else:
+        base = [Fraction(1, len(kept))] * len(kept)
+    simple = not (
+        settings.canary
+        or settings.failed_slot == "cash"
+        or settings.weighting != "equal"
+        or settings.weight_cap < 1
+    )
+    if simple:
+        return compute_targets(
+            [settings.defensive if f else s for s, f in zip(kept, failed, strict=True)]
+        )
+    held = {s: (1 - share) * w for s, w, f in zip(kept, base, failed, strict=True) if not f}
+    spill = sum(((1 - share) * w for w, f in zip(base, failed, strict=True) if f), Fraction(0))
+    cap = Fraction(Decimal(repr(settings.weight_cap)))
+    held, excess = compute_capped_weights(held, cap)
+    spill += excess
+    to_defensive = share + (spill if settings.failed_slot == "defensive" else 0)
+    return compute_weighted_targets([*held.items(), (settings.defensive, to_defensive)])
+
+
 class _CloseValues(dict[str, dict[date, float]]):
     """Each symbol's closes as numbers (day -> float of its 10-digit text), made when first
     read: a decision's rules read a few symbols' closes of the many it records."""
@@ -1014,29 +1049,9 @@ def _decide_on(
         sigma = {s: _volatility(s, session, daily, closes[s], settings.volatility_sessions)
                  for s in kept}  # fmt: skip
         table["volatility"] = [sigma.get(s, np.nan) for s in symbols]
-        inverse = [Fraction(1 / sigma[s]) for s in kept]
-        base = [w / sum(inverse, Fraction(0)) for w in inverse]
     else:
-        base = [Fraction(1, len(kept))] * len(kept)
-
-    simple = not (
-        settings.canary
-        or settings.failed_slot == "cash"
-        or settings.weighting != "equal"
-        or settings.weight_cap < 1
-    )
-    if simple:
-        targets = compute_targets(
-            [settings.defensive if f else s for s, f in zip(kept, failed, strict=True)]
-        )
-    else:
-        held = {s: (1 - share) * w for s, w, f in zip(kept, base, failed, strict=True) if not f}
-        spill = sum(((1 - share) * w for w, f in zip(base, failed, strict=True) if f), Fraction(0))
-        cap = Fraction(Decimal(repr(settings.weight_cap)))
-        held, excess = compute_capped_weights(held, cap)
-        spill += excess
-        to_defensive = share + (spill if settings.failed_slot == "defensive" else 0)
-        targets = compute_weighted_targets([*held.items(), (settings.defensive, to_defensive)])
+        sigma = {}
+    targets = compute_slot_targets(settings, kept, failed, share, sigma)
 
     if settings.signal_offset:
         extra["signal"] = {
