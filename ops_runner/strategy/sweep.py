@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date
 from decimal import ROUND_DOWN, Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,6 +31,7 @@ from ops_runner.strategy.momentum import (
     compute_decision_sessions,
     compute_month_end_panel,
     compute_price_values,
+    compute_slot_targets,
     compute_tie_key,
 )
 from ops_runner.strategy.research import (
@@ -371,21 +373,24 @@ def _momentum_keys(
     return keys
 
 
+# The rules the sweep applies to its own slots (``_trend_keys``): the trend filter, and how
+# the slots are weighed. A canary or a signal offset takes the strategy's own decisions.
+SLOT_RULES = {"trend_length", "trend_basis", "trend_fast", "failed_slot", "weighting",
+              "volatility_sessions", "weight_cap"}  # fmt: skip
+
+
 def _trend_alone(settings: StrategySettings) -> bool:
-    """Whether the only rule a combination uses is the trend filter (its length, basis and
-    fast average), so its decision weighs its slots as one without rules does and the sweep can
-    apply the filter to the vectorized slots."""
-    return bool(settings.trend_length) and set(settings.rules_in_use()) <= {
-        "trend_length",
-        "trend_basis",
-        "trend_fast",
-    }
+    """Whether a combination uses only the trend filter (its length, basis and fast average)
+    and the rules weighing its slots, so the sweep can apply them to its own slots."""
+    rules = set(settings.rules_in_use())
+    return bool(rules) and rules <= SLOT_RULES and bool(settings.trend_length or rules - {
+        "trend_basis", "trend_fast"})  # fmt: skip
 
 
 def _trend_keys(
     base: StrategySettings, ruled: Sequence[StrategySettings], columns: Sequence[str],
     decided: Sequence[date], bars: Mapping[str, pd.DataFrame], calendar: Any,
-) -> tuple[dict[tuple[Any, ...], np.ndarray], dict[StrategySettings, np.ndarray]]:  # fmt: skip
+) -> tuple[dict[tuple[Any, ...], np.ndarray], dict[StrategySettings, SlotRules]]:  # fmt: skip
     """The tie keys of each ranking rule and the trend verdicts (sessions x columns) of each
     combination whose only rule is the trend filter, from every column's month-end closes (and
     the last sessions' closes, on the sessions basis) at once, as their decisions compute
@@ -414,7 +419,8 @@ def _trend_keys(
         daily = compute_price_values(np.where(np.isfinite(raw) & (raw > 0), raw, np.nan))
     keys: dict[tuple[Any, ...], np.ndarray] = {}
     verdicts: dict[tuple[str, int, int], np.ndarray] = {}
-    trends: dict[StrategySettings, np.ndarray] = {}
+    sigmas: dict[int, np.ndarray] = {}
+    trends: dict[StrategySettings, SlotRules] = {}
     risk = [columns.index(s) for s in base.risk]
     for settings in trended:
         monthly = settings.trend_basis == "months"
@@ -424,9 +430,9 @@ def _trend_keys(
         own = [columns.index(s) for s in settings.symbols()]
         if not np.isfinite(values[:, read][:, :, own]).all():
             continue
-        points = values if monthly else daily
-        if not np.isfinite(points[:, :length][:, :, own]).all():
+        if not np.isfinite(daily[:, : settings.sessions_needed()][:, :, own]).all():
             continue
+        points = values if monthly else daily
         rule = (settings.lookbacks, settings.skip_months)
         if rule not in keys:
             total = sum(w for _, w in settings.lookbacks)
@@ -437,6 +443,18 @@ def _trend_keys(
             # A column this combination does not read may lack a close: its key is never read.
             scores = score / total
             keys[rule] = _tie_keys(np.where(np.isfinite(scores), scores, 0.0))
+        sigma = None
+        if settings.weighting == "inverse_volatility":
+            sigma = sigmas.get(settings.volatility_sessions)
+            if sigma is None:
+                sigma = sigmas[settings.volatility_sessions] = _sigmas(
+                    daily, risk, settings.volatility_sessions
+                )
+            if not (sigma[:, risk] > 0).all():  # the decisions say which one did not move
+                continue
+        if not length:
+            trends[settings] = SlotRules(None, sigma)
+            continue
         rule_of_trend = (settings.trend_basis, length, fast)
         if rule_of_trend not in verdicts:
             verdict = np.zeros((len(decided), len(columns)), dtype=bool)
@@ -445,8 +463,29 @@ def _trend_keys(
             verdict[:, risk] = [[sum(p[:fast]) / fast > sum(p) / len(p) for p in row]
                                 for row in lines]  # fmt: skip
             verdicts[rule_of_trend] = verdict
-        trends[settings] = verdicts[rule_of_trend]
+        trends[settings] = SlotRules(verdicts[rule_of_trend], sigma)
     return keys, trends
+
+
+def _sigmas(daily: np.ndarray, risk: Sequence[int], sessions: int) -> np.ndarray:
+    """Each risk column's sigma on each session (sessions x columns, NaN elsewhere): the
+    standard deviation of its last ``sessions`` daily returns, computed as the decision's
+    ``_volatility`` computes it, one array of closes oldest first at a time."""
+    sigma = np.full(daily.shape[::2], np.nan)
+    for n in range(daily.shape[0]):
+        for j in risk:
+            values = np.array(daily[n, : sessions + 1, j][::-1].tolist())
+            sigma[n, j] = float(np.std(values[1:] / values[:-1] - 1.0, ddof=1))
+    return sigma
+
+
+@dataclasses.dataclass(frozen=True)
+class SlotRules:
+    """What the sweep applies to a combination's own slots: the trend filter's verdicts and
+    the sigmas of inverse volatility (sessions x columns), None for a rule it does not use."""
+
+    trend: np.ndarray | None
+    sigma: np.ndarray | None
 
 
 def sweep(
@@ -468,8 +507,9 @@ def sweep(
     Every combination is decided on the same sessions (``_common_sessions``: month-ends, or
     the base's signal sessions, from the first on which every combination has its history,
     through ``end``). A combination using no rule of RULE_DEFAULTS has the strategy's rules
-    applied to its own month-end closes and tie keys, all at once, and so has one whose only
-    rule is the trend filter (``_trend_keys``); one using another rule takes the
+    applied to its own month-end closes and tie keys, all at once, and so has one whose rules
+    are the trend filter or how its slots are weighed (SLOT_RULES, ``_trend_keys``: the slots
+    weighed by the strategy's own ``compute_slot_targets``); one using another rule takes the
     targets of the strategy's own decisions (``compute_decided_weights``). All are simulated
     on the execution sessions only under COST_MODEL, ``chunk``
     combinations per vectorbt ``from_orders`` call (a column per combination and symbol, grouped
@@ -564,9 +604,9 @@ class SweepPanel:
     decided: tuple[date, ...] = ()
     bars: Mapping[str, pd.DataFrame] = dataclasses.field(default_factory=dict)  # none: no rule
     calendar: Any = None
-    # The trend filter's verdicts (sessions x columns) of each combination ``_trend_keys``
-    # vectorizes; the others using a rule take their decisions' targets.
-    trends: Mapping[StrategySettings, np.ndarray] = dataclasses.field(default_factory=dict)
+    # The slot rules of each combination ``_trend_keys`` applies to its own slots; the others
+    # using a rule take their decisions' targets.
+    trends: Mapping[StrategySettings, SlotRules] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -678,7 +718,50 @@ def compute_chunk_weights(chunk: SweepChunk, panel: SweepPanel) -> np.ndarray:
             weights[:, n] = compute_decided_weights(settings, panel, reader)
             continue
         keys = panel.keys[(settings.lookbacks, settings.skip_months)]
-        weights[:, n] = _targets(settings, keys, columns, trend)[: len(rows)]
+        if trend is not None and (
+            trend.sigma is not None or settings.failed_slot == "cash" or settings.weight_cap < 1
+        ):
+            weights[:, n] = _slot_targets(settings, keys, columns, trend, len(rows))
+            continue
+        verdicts = None if trend is None else trend.trend
+        weights[:, n] = _targets(settings, keys, columns, verdicts)[: len(rows)]
+    return weights
+
+
+def _slot_targets(
+    settings: StrategySettings, keys: np.ndarray, columns: Sequence[str], rules: SlotRules,
+    steps: int,
+) -> np.ndarray:  # fmt: skip
+    """Target weights (the first ``steps`` sessions x columns) of a combination whose slots
+    are weighed by a rule: its slots ranked and filtered as ``_targets`` ranks and filters them,
+    then weighed by the strategy's own ``compute_slot_targets``, session by session."""
+    position = {s: i for i, s in enumerate(columns)}
+    risk = np.array([position[s] for s in settings.risk])
+    count = len(settings.risk)
+    tie_break = np.broadcast_to(np.arange(count), (steps, count))
+    order = risk[np.lexsort((tie_break, -keys[:steps, risk]), axis=-1)]
+    kept = order[:, : settings.top_n]
+    rows = np.arange(steps)[:, None]
+    passed = np.ones(kept.shape, dtype=bool)
+    if settings.absolute_momentum:
+        hurdle = keys[:steps, position[settings.cash_proxy]] if settings.cash_proxy else 0
+        hurdle = np.broadcast_to(hurdle, (steps,))[:, None]
+        if settings.absolute_compare == "benchmark":
+            passed[:] = keys[:steps, [position[str(settings.benchmark)]]] > hurdle
+        else:
+            passed = keys[rows, kept] > hurdle
+    if rules.trend is not None:
+        passed = passed & rules.trend[rows, kept]
+    weights = np.zeros((steps, len(columns)))
+    for n in range(steps):
+        symbols = [columns[j] for j in kept[n]]
+        sigma = (
+            {} if rules.sigma is None else {columns[j]: float(rules.sigma[n, j]) for j in kept[n]}
+        )
+        failed = [not ok for ok in passed[n].tolist()]
+        targets = compute_slot_targets(settings, symbols, failed, Fraction(0), sigma)
+        for symbol, weight in targets.items():
+            weights[n, position[symbol]] = float(weight)
     return weights
 
 

@@ -344,6 +344,30 @@ def test_sweep_when_the_trend_filter_is_vectorized_equals_its_decisions_bit_for_
 
 
 @pytest.mark.slow
+def test_sweep_when_slots_are_weighed_by_rules_equals_their_decisions_bit_for_bit(
+    market, monkeypatch
+):
+    """Inverse volatility, caps and a failed slot in cash, with and without the trend filter,
+    weighed on the sweep's own slots against the same grid taken from the strategy's own
+    decisions, combination by combination; and against backtests."""
+    base = StrategySettings.from_config(template("topn"))
+    grid = {"weighting": ["equal", "inverse_volatility"], "volatility_sessions": [21, 63],
+            "weight_cap": [0.4, 1.0], "failed_slot": ["defensive", "cash"],
+            "trend_length": [0, 6]}  # fmt: skip
+    decided = []
+    original = sweep_module.compute_decided_weights
+    monkeypatch.setattr(sweep_module, "compute_decided_weights",
+                        lambda s, *rest: decided.append(s) or original(s, *rest))  # fmt: skip
+    fast = sweep(base, grid, market)
+    assert decided == []
+    monkeypatch.setattr(sweep_module, "_trend_alone", lambda settings: False)
+    slow = sweep(base, grid, market)
+    assert len(fast) == 32 and len(decided) == 32 - 1  # all but the one without a rule
+    pd.testing.assert_frame_equal(fast, slow, check_exact=True)
+    check_rows_against_backtest(fast, base, market, grid=grid)
+
+
+@pytest.mark.slow
 def test_sweep_when_base_has_canaries_sweeps_their_breadth_and_agrees(market):
     base = dataclasses.replace(
         StrategySettings.from_config(template("topn")), canary=("EEM", "AGG"), top_n=2
