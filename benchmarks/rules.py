@@ -2,11 +2,18 @@
 trend-filter grid (months and sessions) and an inverse-volatility grid, on the same data.
 
 The topn template (8 risk assets, IEF defensive, BIL the hurdle, a 3/6/12-month blend) on the
-synthetic sample market, 8 years (2017-2024). Every grid has 12 combinations; a combination
-using a rule is decided by ``compute_decision_series`` (the strategy's own decisions), one
-without by the sweep's vectorized rules. Also the time of one ``compute_decision_series`` per
-rule, per decision. Medians of several runs, after a warm-up (vectorbt's Numba cache). No
-target: the figures say what a rule grid costs, to read beside the vectorized one.
+synthetic sample market, 8 years (2017-2024). Every grid has 12 combinations. The sweep applies
+the trend filter and the slot weighing (inverse volatility, caps, a failed slot in cash) to its
+own slots (``sweep.SLOT_RULES``); a combination using another rule (a canary, a signal offset
+in the base) takes ``compute_decision_series``, the strategy's own decisions, whose time per
+decision is the second set of figures. Medians of several runs, after a warm-up (vectorbt's
+Numba cache). No target: the figures say what a rule grid costs beside the vectorized one.
+
+On the 2-core machine, before the rule grids were vectorized and the decision series' reads
+batched (commit 1e615e4) and after: per combination, vectorized 6.4 -> 5.4 ms, trend on months
+52 -> 4.4 ms, trend on sessions 426 -> 9.4 ms, inverse volatility 390 -> 18 ms; per decision,
+no rule 0.26 -> 0.18 ms, trend on months 0.53 -> 0.28 ms, trend on sessions 6.6 -> 2.1 ms,
+inverse volatility 4.6 -> 0.89 ms.
 """
 
 from __future__ import annotations
