@@ -373,13 +373,13 @@ def _momentum_keys(
     return keys
 
 
-# The rules the sweep applies to its own slots (``_trend_keys``): the trend filter, and how
+# The rules the sweep applies to its own slots (``_slot_rule_keys``): the trend filter, and how
 # the slots are weighed. A canary or a signal offset takes the strategy's own decisions.
 SLOT_RULES = {"trend_length", "trend_basis", "trend_fast", "failed_slot", "weighting",
               "volatility_sessions", "weight_cap"}  # fmt: skip
 
 
-def _trend_alone(settings: StrategySettings) -> bool:
+def _slot_rules_alone(settings: StrategySettings) -> bool:
     """Whether a combination uses only the trend filter (its length, basis and fast average)
     and the rules weighing its slots, so the sweep can apply them to its own slots."""
     rules = set(settings.rules_in_use())
@@ -387,20 +387,21 @@ def _trend_alone(settings: StrategySettings) -> bool:
         "trend_basis", "trend_fast"})  # fmt: skip
 
 
-def _trend_keys(
+def _slot_rule_keys(
     base: StrategySettings, ruled: Sequence[StrategySettings], columns: Sequence[str],
     decided: Sequence[date], bars: Mapping[str, pd.DataFrame], calendar: Any,
 ) -> tuple[dict[tuple[Any, ...], np.ndarray], dict[StrategySettings, SlotRules]]:  # fmt: skip
-    """The tie keys of each ranking rule and the trend verdicts (sessions x columns) of each
-    combination whose only rule is the trend filter, from every column's month-end closes (and
-    the last sessions' closes, on the sessions basis) at once, as their decisions compute
-    them: each close rounded as ``compute_price_text`` rounds it, each average Python's ``sum``
-    of the same points in the same order over their count. A combination whose own symbols miss
-    a close it reads keeps its decisions (which say why); none without such combinations."""
-    trended = [c for c in ruled if _trend_alone(c)]
-    if not trended:
+    """The tie keys of each ranking rule, and the slot rules (``SlotRules``) of each
+    combination using only SLOT_RULES, from every column's month-end closes and last sessions'
+    closes at once, as their decisions compute them: each close rounded as
+    ``compute_price_text`` rounds it, each trend average Python's ``sum`` of the same points in
+    the same order over their count, each sigma ``_sigmas``. A combination whose own symbols
+    miss a close it reads, or whose sigma is not above 0, keeps its decisions (which say why);
+    none without such combinations."""
+    chosen = [c for c in ruled if _slot_rules_alone(c)]
+    if not chosen:
         return {}, {}
-    deepest = max(c.months_needed() for c in trended)
+    deepest = max(c.months_needed() for c in chosen)
     extra = [s for s in columns if s not in base.risk]
     union = StrategySettings(
         name="sweep", risk=(*base.risk, *(s for s in extra[1:] if s != base.cash_proxy)),
@@ -413,16 +414,16 @@ def _trend_keys(
     raw = raw[:, :, reorder]
     values = compute_price_values(np.where(np.isfinite(raw) & (raw > 0), raw, np.nan))
     daily = np.empty((len(decided), 0, len(columns)))
-    count = max(c.sessions_needed() for c in trended)
+    count = max(c.sessions_needed() for c in chosen)
     if count:
         raw = compute_daily_panel(union, decided, count, bars, calendar)[:, :, reorder]
         daily = compute_price_values(np.where(np.isfinite(raw) & (raw > 0), raw, np.nan))
     keys: dict[tuple[Any, ...], np.ndarray] = {}
     verdicts: dict[tuple[str, int, int], np.ndarray] = {}
     sigmas: dict[int, np.ndarray] = {}
-    trends: dict[StrategySettings, SlotRules] = {}
+    slot_rules: dict[StrategySettings, SlotRules] = {}
     risk = [columns.index(s) for s in base.risk]
-    for settings in trended:
+    for settings in chosen:
         monthly = settings.trend_basis == "months"
         length, fast = settings.trend_length, settings.trend_fast
         read = sorted({0, settings.skip_months, *(m for m, _ in settings.lookbacks),
@@ -453,7 +454,7 @@ def _trend_keys(
             if not (sigma[:, risk] > 0).all():  # the decisions say which one did not move
                 continue
         if not length:
-            trends[settings] = SlotRules(None, sigma)
+            slot_rules[settings] = SlotRules(None, sigma)
             continue
         rule_of_trend = (settings.trend_basis, length, fast)
         if rule_of_trend not in verdicts:
@@ -463,8 +464,8 @@ def _trend_keys(
             verdict[:, risk] = [[sum(p[:fast]) / fast > sum(p) / len(p) for p in row]
                                 for row in lines]  # fmt: skip
             verdicts[rule_of_trend] = verdict
-        trends[settings] = SlotRules(verdicts[rule_of_trend], sigma)
-    return keys, trends
+        slot_rules[settings] = SlotRules(verdicts[rule_of_trend], sigma)
+    return keys, slot_rules
 
 
 def _sigmas(daily: np.ndarray, risk: Sequence[int], sessions: int) -> np.ndarray:
@@ -508,7 +509,7 @@ def sweep(
     the base's signal sessions, from the first on which every combination has its history,
     through ``end``). A combination using no rule of RULE_DEFAULTS has the strategy's rules
     applied to its own month-end closes and tie keys, all at once, and so has one whose rules
-    are the trend filter or how its slots are weighed (SLOT_RULES, ``_trend_keys``: the slots
+    are the trend filter or how its slots are weighed (SLOT_RULES, ``_slot_rule_keys``: the slots
     weighed by the strategy's own ``compute_slot_targets``); one using another rule takes the
     targets of the strategy's own decisions (``compute_decided_weights``). All are simulated
     on the execution sessions only under COST_MODEL, ``chunk``
@@ -547,13 +548,13 @@ def sweep(
     rows = sessions.get_indexer(pd.DatetimeIndex(exec_days))
     prices = compute_prices(bars, columns, sessions)
     keys = _momentum_keys(base, momentum, columns, decided, bars, calendar)
-    trended, trends = _trend_keys(base, ruled, columns, decided, bars, calendar)
-    keys = {**keys, **trended}
+    slot_keys, slot_rules = _slot_rule_keys(base, ruled, columns, decided, bars, calendar)
+    keys = {**keys, **slot_keys}
     shared = SweepPanel(
         columns=tuple(columns), keys=keys, rows=rows, sessions=sessions, prices=prices,
         tradable=prices["tradable"].to_numpy()[:, None], costs=costs, cash=cash, whole=whole,
         decided=tuple(decided), bars=dict(bars) if ruled else {}, calendar=calendar,
-        trends=trends,
+        slot_rules=slot_rules,
     )  # fmt: skip
 
     runner = runner or LocalRunner()
@@ -604,9 +605,9 @@ class SweepPanel:
     decided: tuple[date, ...] = ()
     bars: Mapping[str, pd.DataFrame] = dataclasses.field(default_factory=dict)  # none: no rule
     calendar: Any = None
-    # The slot rules of each combination ``_trend_keys`` applies to its own slots; the others
+    # The slot rules of each combination ``_slot_rule_keys`` applies to its own slots; the others
     # using a rule take their decisions' targets.
-    trends: Mapping[StrategySettings, SlotRules] = dataclasses.field(default_factory=dict)
+    slot_rules: Mapping[StrategySettings, SlotRules] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -711,19 +712,19 @@ def compute_chunk_weights(chunk: SweepChunk, panel: SweepPanel) -> np.ndarray:
     weights = np.empty((len(rows), len(chunk.combos), len(columns)))
     reader = None
     for n, settings in enumerate(chunk.combos):
-        trend = panel.trends.get(settings)
-        if settings.rules_in_use() and trend is None:
+        rules = panel.slot_rules.get(settings)
+        if settings.rules_in_use() and rules is None:
             # One reader for the chunk: combinations reading the same days read them once.
             reader = reader or SeriesReader(panel.bars, panel.calendar, panel.sessions[-1].date())
             weights[:, n] = compute_decided_weights(settings, panel, reader)
             continue
         keys = panel.keys[(settings.lookbacks, settings.skip_months)]
-        if trend is not None and (
-            trend.sigma is not None or settings.failed_slot == "cash" or settings.weight_cap < 1
+        if rules is not None and (
+            rules.sigma is not None or settings.failed_slot == "cash" or settings.weight_cap < 1
         ):
-            weights[:, n] = _slot_targets(settings, keys, columns, trend, len(rows))
+            weights[:, n] = _slot_targets(settings, keys, columns, rules, len(rows))
             continue
-        verdicts = None if trend is None else trend.trend
+        verdicts = None if rules is None else rules.trend
         weights[:, n] = _targets(settings, keys, columns, verdicts)[: len(rows)]
     return weights
 

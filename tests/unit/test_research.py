@@ -336,7 +336,7 @@ def test_sweep_when_the_trend_filter_is_vectorized_equals_its_decisions_bit_for_
     # is still decided.
     combos, _ = compute_grid_settings(base, grid)
     assert decided == [c for c in combos if c.trend_length == 0 and c.rules_in_use()]
-    monkeypatch.setattr(sweep_module, "_trend_alone", lambda settings: False)
+    monkeypatch.setattr(sweep_module, "_slot_rules_alone", lambda settings: False)
     slow = sweep(base, grid, market)
     assert len(fast) == 48 and len(decided) == 12 + 44
     pd.testing.assert_frame_equal(fast, slow, check_exact=True)
@@ -360,7 +360,7 @@ def test_sweep_when_slots_are_weighed_by_rules_equals_their_decisions_bit_for_bi
                         lambda s, *rest: decided.append(s) or original(s, *rest))  # fmt: skip
     fast = sweep(base, grid, market)
     assert decided == []
-    monkeypatch.setattr(sweep_module, "_trend_alone", lambda settings: False)
+    monkeypatch.setattr(sweep_module, "_slot_rules_alone", lambda settings: False)
     slow = sweep(base, grid, market)
     assert len(fast) == 32 and len(decided) == 32 - 1  # all but the one without a rule
     pd.testing.assert_frame_equal(fast, slow, check_exact=True)
