@@ -77,11 +77,13 @@ STRATEGY_VERSION = "1"
 TIE_QUANTUM = Decimal("0.0001")  # scores equal at 0.01% are tied
 WEIGHT_QUANTUM = Decimal("0.0000000001")
 PRICE_DIGITS = 10
+_DECIMALS = [f".{n}f" for n in range(23)]  # compute_price_texts' formats, by decimal places
 COMPARES = ("each", "benchmark")
 TREND_BASES = ("months", "sessions")
 FAILED_SLOTS = ("defensive", "cash")
 WEIGHTINGS = ("equal", "inverse_volatility")
 MAX_SIGNAL_OFFSET = 10  # sessions before the month-end
+EPOCH_ORDINAL = date(1970, 1, 1).toordinal()  # datetime64[D] counts days from it
 
 # The rules added after the first records: their settings at these defaults are the rules as
 # they were, and are left out of a record's settings (and out of config's hash) so that every
@@ -127,11 +129,51 @@ def compute_price_text(value: float) -> str:
     return format(Decimal(format(value, f".{PRICE_DIGITS - 1}e")), "f")
 
 
+def _price_digits(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each value (flattened) at 10 significant digits without Decimal, where that is safe:
+    the nearest float to those digits, the decimal places k they print with, and whether the
+    value took this way. A value v in [1e-13, 1e10) has exponent E and the 10-digit integer
+    M = round(v * 10**k), k = 9 - E; a float product rounds once, off by at most 1.2e-6 from
+    the exact one at that size, so M is right unless the product lies within 1e-5 of a half.
+    M / 10**k is one correctly rounded division (10**k exact): the nearest float to the
+    decimal M * 10**-k, as ``float`` reads its text; printed with k decimals it is M's digits,
+    as Decimal prints them. Any other value (a near-half, a wrong exponent from log10, a value
+    out of range) is left to the caller."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    with np.errstate(all="ignore"):
+        k = 9 - np.floor(np.log10(v))
+        fast = np.isfinite(v) & (v > 0) & (k >= 0) & (k <= 22)
+        k = np.where(fast, k, 0).astype(np.int64)
+        scaled = v * 10.0**k
+        digits = np.rint(scaled)
+        fast &= (np.abs(scaled - np.floor(scaled) - 0.5) > 1e-5) & (digits >= 1e9)
+        fast &= digits < 1e10
+        rounded = digits / 10.0**k
+    return rounded, k, fast
+
+
+def compute_price_texts(values: np.ndarray) -> list[str]:
+    """Return ``compute_price_text(v)`` for every value (flattened), bit for bit, most of them
+    without Decimal (``_price_digits``)."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    rounded, k, fast = _price_digits(v)
+    texts = list(map(format, rounded[fast].tolist(), [_DECIMALS[n] for n in k[fast].tolist()]))
+    if fast.all():
+        return texts
+    slow = iter([compute_price_text(value) for value in v[~fast].tolist()])
+    quick = iter(texts)
+    return [next(quick) if ok else next(slow) for ok in fast.tolist()]
+
+
 def compute_price_values(values: np.ndarray) -> np.ndarray:
     """Return ``float(compute_price_text(v))`` for every value: the nearest float to the same
-    10 significant digits (both texts name one decimal number)."""
-    flat = [float(format(v, f".{PRICE_DIGITS - 1}e")) for v in np.asarray(values).ravel()]
-    return np.array(flat, dtype=np.float64).reshape(np.shape(values))
+    10 significant digits (both texts name one decimal number), most of them without text
+    (``_price_digits``)."""
+    v = np.asarray(values, dtype=np.float64)
+    rounded, _, fast = _price_digits(v)
+    slow = [float(format(x, f".{PRICE_DIGITS - 1}e")) for x in v.ravel()[~fast].tolist()]
+    rounded[~fast] = slow
+    return rounded.reshape(np.shape(values))
 
 
 def compute_tie_key(score: float) -> Decimal:
@@ -522,6 +564,32 @@ def compute_month_end_panel(
     return panel
 
 
+def compute_daily_panel(
+    settings: StrategySettings,
+    sessions: Sequence[date],
+    count: int,
+    bars: Mapping[str, pd.DataFrame],
+    calendar: Any,
+) -> np.ndarray:
+    """Return the adjusted closes of the last ``count`` sessions through each of ``sessions``
+    (the daily rules' sessions), latest first, each as of that session's close: an array
+    (sessions x k = 0..count-1 sessions back x ``settings.symbols()``), bit for bit the closes
+    a decision reads before rounding, NaN where the calendar's coverage or a symbol's bars have
+    no such session."""
+    if not sessions:
+        return np.empty((0, count, len(settings.symbols())))
+    days = [_as_date(s) for s in sessions]
+    prepared = _Prepared(bars, max(days))
+    ready = {s: prepared[s] for s in settings.symbols()}
+    first = max(calendar.covered_from, min(days) - timedelta(days=2 * count + 14))
+    known = [ts.date() for ts in calendar.sessions(first, max(days))]
+    back = np.array([bisect.bisect_right(known, d) for d in days])[:, None] - 1 - np.arange(count)
+    wanted = np.array(known or [first], dtype="datetime64[D]")[np.maximum(back, 0)]
+    panel = np.stack([_adjusted_as_of_each(a, days, wanted) for a in ready.values()], axis=-1)
+    panel[back < 0] = np.nan
+    return panel
+
+
 def _month_end_closes(
     prepared: Mapping[str, AdjustedCloses], session: date, calendar: Any
 ) -> pd.DataFrame:
@@ -750,29 +818,53 @@ def _decide(
 
 
 def _reading_days(
-    settings: StrategySettings, window: Sequence[date], calendar: Any
+    settings: StrategySettings,
+    window: Sequence[date],
+    calendar: Any,
+    known: _SessionSpan | None = None,
 ) -> tuple[dict[int, date], list[date], list[date]]:
     """The (signal) session k months back for each k the decision reads, the sessions of the
     daily rules (oldest first, the signal session last; none without them), and every session
-    read."""
+    read. ``known``: the calendar's sessions over a span, read once for many decisions."""
     # The session's own close anchors the adjustment: it is read even when months are skipped.
     ks = [0, settings.skip_months, *(m for m, _ in settings.lookbacks)]
     if settings.trend_length and settings.trend_basis == "months":
         ks.extend(range(settings.trend_length))
     offset = settings.signal_offset
     at = {k: compute_signal_session(calendar, window[-1 - k], offset) for k in ks}
-    daily = _daily_sessions(settings, at[0], calendar)
+    daily = _daily_sessions(settings, at[0], calendar, known)
     return at, sorted(set(at.values()) | set(daily)), daily
 
 
-def _daily_sessions(settings: StrategySettings, session: date, calendar: Any) -> list[date]:
+class _SessionSpan:
+    """The calendar's sessions from ``start`` through ``end`` as dates, read once; a question
+    about days outside the span goes to the calendar itself."""
+
+    def __init__(self, calendar: Any, start: date, end: date) -> None:
+        self._calendar, self._start, self._end = calendar, start, end
+        self._days = [ts.date() for ts in calendar.sessions(start, end)]
+
+    def sessions(self, start: date, end: date) -> list[date]:
+        """The sessions from ``start`` through ``end``, as ``calendar.sessions`` gives them."""
+        if not (self._start <= start and end <= self._end):
+            return [ts.date() for ts in self._calendar.sessions(start, end)]
+        lo, hi = bisect.bisect_left(self._days, start), bisect.bisect_right(self._days, end)
+        return self._days[lo:hi]
+
+
+def _daily_sessions(
+    settings: StrategySettings, session: date, calendar: Any, known: _SessionSpan | None = None
+) -> list[date]:
     """The last ``sessions_needed`` sessions through ``session``; raise if the calendar has
     fewer."""
     n = settings.sessions_needed()
     if n == 0:
         return []
     start = max(calendar.covered_from, session - timedelta(days=2 * n + 14))
-    found = [ts.date() for ts in calendar.sessions(start, session)][-n:]
+    if known is None:
+        found = [ts.date() for ts in calendar.sessions(start, session)][-n:]
+    else:
+        found = known.sessions(start, session)[-n:]
     if len(found) < n:
         raise InsufficientHistory(
             f"history too short: the daily rules on {session} read {n} sessions and the "
@@ -809,6 +901,55 @@ def _volatility(symbol: str, session: date, daily: Sequence[date], closes: Mappi
     return sigma
 
 
+def compute_slot_targets(
+    settings: StrategySettings,
+    kept: Sequence[str],
+    failed: Sequence[bool],
+    share: Fraction,
+    sigma: Mapping[str, float],
+) -> dict[str, str]:
+    """Return a decision's targets (symbol -> weight text) from its kept assets in rank order,
+    which of their slots failed a filter, the canaries' defensive share and, with inverse
+    volatility, each kept asset's sigma: the slots weighed, capped and spilled as the rules
+    above say."""
+    if settings.weighting == "inverse_volatility":
+        inverse = [Fraction(1 / sigma[s]) for s in kept]
+        base = [w / sum(inverse, Fraction(0)) for w in inverse]
+    else:
+        base = [Fraction(1, len(kept))] * len(kept)
+    simple = not (
+        settings.canary
+        or settings.failed_slot == "cash"
+        or settings.weighting != "equal"
+        or settings.weight_cap < 1
+    )
+    if simple:
+        return compute_targets(
+            [settings.defensive if f else s for s, f in zip(kept, failed, strict=True)]
+        )
+    held = {s: (1 - share) * w for s, w, f in zip(kept, base, failed, strict=True) if not f}
+    spill = sum(((1 - share) * w for w, f in zip(base, failed, strict=True) if f), Fraction(0))
+    cap = Fraction(Decimal(repr(settings.weight_cap)))
+    held, excess = compute_capped_weights(held, cap)
+    spill += excess
+    to_defensive = share + (spill if settings.failed_slot == "defensive" else 0)
+    return compute_weighted_targets([*held.items(), (settings.defensive, to_defensive)])
+
+
+class _CloseValues(dict[str, dict[date, float]]):
+    """Each symbol's closes as numbers (day -> float of its 10-digit text), made when first
+    read: a decision's rules read a few symbols' closes of the many it records."""
+
+    def __init__(self, read: Mapping[str, Mapping[date, str]]) -> None:
+        super().__init__()
+        self._read = read
+
+    def __missing__(self, symbol: str) -> dict[date, float]:
+        texts = self._read[symbol]
+        self[symbol] = dict(zip(texts, map(float, texts.values()), strict=True))
+        return self[symbol]
+
+
 def _decide_on(
     settings: StrategySettings,
     session: date,
@@ -824,9 +965,10 @@ def _decide_on(
     returns: dict[int, dict[str, float]] = {m: {} for m, _ in settings.lookbacks}
     score: dict[str, float] = {}
     total_weight = sum(w for _, w in settings.lookbacks)
+    day_texts = [d.isoformat() for d in days]
     for symbol in symbols:
         texts = read[symbol]
-        prices_used[symbol] = [(d.isoformat(), texts[d]) for d in days]
+        prices_used[symbol] = list(zip(day_texts, map(texts.__getitem__, days), strict=True))
         end = float(texts[at[settings.skip_months]])
         for m, _ in settings.lookbacks:
             returns[m][symbol] = end / float(texts[at[m]]) - 1.0
@@ -858,8 +1000,8 @@ def _decide_on(
         "start_session": [at[longest]] * len(symbols),
         "end_session": [at[settings.skip_months]] * len(symbols),
     }
-    needs_closes = settings.trend_length or settings.weighting != "equal"
-    closes = {s: {d: float(t) for d, t in read[s].items()} for s in symbols} if needs_closes else {}
+    # The rules read closes of the risk assets alone (every one's trend, the kept ones' sigma).
+    closes = _CloseValues(read)
     notes: list[str] = []
     extra: dict[str, Any] = {}
 
@@ -907,29 +1049,9 @@ def _decide_on(
         sigma = {s: _volatility(s, session, daily, closes[s], settings.volatility_sessions)
                  for s in kept}  # fmt: skip
         table["volatility"] = [sigma.get(s, np.nan) for s in symbols]
-        inverse = [Fraction(1 / sigma[s]) for s in kept]
-        base = [w / sum(inverse, Fraction(0)) for w in inverse]
     else:
-        base = [Fraction(1, len(kept))] * len(kept)
-
-    simple = not (
-        settings.canary
-        or settings.failed_slot == "cash"
-        or settings.weighting != "equal"
-        or settings.weight_cap < 1
-    )
-    if simple:
-        targets = compute_targets(
-            [settings.defensive if f else s for s, f in zip(kept, failed, strict=True)]
-        )
-    else:
-        held = {s: (1 - share) * w for s, w, f in zip(kept, base, failed, strict=True) if not f}
-        spill = sum(((1 - share) * w for w, f in zip(base, failed, strict=True) if f), Fraction(0))
-        cap = Fraction(Decimal(repr(settings.weight_cap)))
-        held, excess = compute_capped_weights(held, cap)
-        spill += excess
-        to_defensive = share + (spill if settings.failed_slot == "defensive" else 0)
-        targets = compute_weighted_targets([*held.items(), (settings.defensive, to_defensive)])
+        sigma = {}
+    targets = compute_slot_targets(settings, kept, failed, share, sigma)
 
     if settings.signal_offset:
         extra["signal"] = {
@@ -966,20 +1088,55 @@ def compute_decision_series(
     Sessions whose longest lookback (or daily rule) starts before a symbol's first bar (or the
     calendar's coverage) are skipped; every other problem raises as in ``compute_decision``.
     """
-    start, end = _as_date(start), _as_date(end)
-    prepared = _Prepared(bars, end)  # once: each decision reads its own session's cut
-    symbols = settings.symbols()
-    plans = _plans(settings, prepared, calendar, start, end)
-    sessions = [at[0] for _, at, _, _ in plans]
-    ready = {s: _read_prices_each(prepared[s], sessions, [p[2] for p in plans]) for s in symbols}
-    decisions = []
-    for n, (month_end, at, days, daily) in enumerate(plans):
-        session = at[0]
-        # A session the batch could not read is read alone, symbol by symbol: it raises the
-        # error compute_decision raises, for the first session and symbol that has one.
-        read = {s: ready[s][n] or _read_prices(s, prepared[s], session, days) for s in symbols}
-        decisions.append(_decide_on(settings, session, at, days, daily, read, month_end))
-    return decisions
+    return SeriesReader(bars, calendar, end).compute_series(settings, start)
+
+
+class SeriesReader:
+    """Decision series of many settings on the same bars through the same last session (a
+    sweep's combinations): the bars prepared once, and a symbol's closes read once for all the
+    settings that read the same days on the same sessions (those of the last ``keep`` such
+    readings are kept). Every series is ``compute_decision_series``'s: the same reads."""
+
+    def __init__(
+        self, bars: Mapping[str, pd.DataFrame], calendar: Any, end: date, keep: int = 8
+    ) -> None:
+        self._end = _as_date(end)
+        self._prepared = _Prepared(bars, self._end)  # once: each decision reads its own cut
+        self._calendar, self._keep = calendar, keep
+        self._reads: dict[tuple[Any, ...], dict[str, list[dict[date, str] | None]]] = {}
+
+    def compute_series(self, settings: StrategySettings, start: date) -> list[Decision]:
+        """Return ``compute_decision_series(settings, bars, calendar, start, end)``."""
+        prepared = self._prepared
+        symbols = settings.symbols()
+        plans = _plans(settings, prepared, self._calendar, _as_date(start), self._end)
+        sessions = [at[0] for _, at, _, _ in plans]
+        ready = self._read(symbols, sessions, [p[2] for p in plans])
+        decisions = []
+        for n, (month_end, at, days, daily) in enumerate(plans):
+            session = at[0]
+            # A session the batch could not read is read alone, symbol by symbol: it raises
+            # the error compute_decision raises, for the first session and symbol that has one.
+            read = {s: ready[s][n] or _read_prices(s, prepared[s], session, days) for s in symbols}
+            decisions.append(_decide_on(settings, session, at, days, daily, read, month_end))
+        return decisions
+
+    def _read(
+        self, symbols: Sequence[str], sessions: Sequence[date], days: Sequence[list[date]]
+    ) -> dict[str, list[dict[date, str] | None]]:
+        """``_read_prices_each`` of each symbol on ``sessions``, from the kept readings when an
+        earlier series read the same days."""
+        key = (tuple(sessions), tuple(map(tuple, days)))
+        kept = self._reads.pop(key, None) or {}
+        self._reads[key] = kept  # the latest reading last: the oldest is dropped first
+        while len(self._reads) > self._keep:
+            del self._reads[next(iter(self._reads))]
+        missing = [s for s in symbols if s not in kept]
+        if missing:
+            wanted = _wanted_days(days)
+            for s in missing:
+                kept[s] = _read_prices_each(self._prepared[s], sessions, days, wanted)
+        return {s: kept[s] for s in symbols}
 
 
 def compute_decision_sessions(
@@ -1004,10 +1161,17 @@ def _plans(
     """Each decidable month-end in [start, end] with its reading days (``_reading_days``)."""
     first_bar = max(prepared[s].first_date for s in settings.symbols())
     planned = _decidable(settings, calendar.month_end_sessions(start, end), calendar, first_bar)
+    known = None
+    if planned and settings.sessions_needed():
+        # From the first month-end's earliest daily session (a signal session lies at most
+        # MAX_SIGNAL_OFFSET sessions, so a few weeks, before its month-end) to the last.
+        reach = timedelta(days=2 * settings.sessions_needed() + 14 + 31)
+        first = max(calendar.covered_from, planned[0][0] - reach)
+        known = _SessionSpan(calendar, first, planned[-1][0])
     plans = []
     for month_end, window in planned:
         try:
-            at, days, daily = _reading_days(settings, window, calendar)
+            at, days, daily = _reading_days(settings, window, calendar, known)
         except InsufficientHistory:
             continue
         if days[0] >= first_bar and at[0] >= start:
@@ -1036,18 +1200,34 @@ def _decidable(
     return planned
 
 
+def _wanted_days(days: Sequence[list[date]]) -> np.ndarray:
+    """The days of each session as a line of datetime64[D] (sessions x days). Sessions read
+    different numbers of days when a month-end falls among the daily rules' sessions; each
+    line is padded with its own last day, which reads what that day reads."""
+    if not days:
+        return np.empty((0, 0), dtype="datetime64[D]")
+    width = max(len(d) for d in days)
+    ordinal = {d: d.toordinal() - EPOCH_ORDINAL for d in {d for line in days for d in line}}
+    lines = [[ordinal[d] for d in (*line, *[line[-1]] * (width - len(line)))] for line in days]
+    return np.array(lines, dtype=np.int64).astype("datetime64[D]")
+
+
 def _read_prices_each(
-    adjusted: AdjustedCloses, sessions: Sequence[date], days: Sequence[list[date]]
-) -> list[dict[date, str] | None]:
-    """``_read_prices`` of one symbol on each of ``sessions`` (with its ``days``), every session
-    adjusted in one pass; None for a session that ``_read_prices`` would refuse."""
-    if len({len(d) for d in days}) != 1:  # never with a calendar that has a session every month
-        return [None] * len(sessions)
-    wanted = np.array(days, dtype="datetime64[D]")
+    adjusted: AdjustedCloses, sessions: Sequence[date], days: Sequence[list[date]],
+    wanted: np.ndarray,
+) -> list[dict[date, str] | None]:  # fmt: skip
+    """``_read_prices`` of one symbol on each of ``sessions`` (with its ``days``, padded in
+    ``wanted``: ``_wanted_days``), every session adjusted in one pass; None for a session that
+    ``_read_prices`` would refuse."""
+    if not sessions:
+        return []
     values = _adjusted_as_of_each(adjusted, sessions, wanted)
     usable = (np.isfinite(values) & (values > 0)).all(axis=1)
     usable &= wanted[:, 0] >= np.datetime64(adjusted.first_date, "D")
+    # The windows of consecutive sessions overlap: each distinct close is written once.
+    distinct = np.unique(values[usable])
+    texts = dict(zip(distinct.tolist(), compute_price_texts(distinct), strict=True))
     return [
-        {d: compute_price_text(float(v)) for d, v in zip(day, row, strict=True)} if ok else None
-        for day, row, ok in zip(days, values, usable, strict=True)
+        dict(zip(day, map(texts.__getitem__, row[: len(day)]), strict=True)) if ok else None
+        for day, row, ok in zip(days, values.tolist(), usable.tolist(), strict=True)
     ]

@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date
 from decimal import ROUND_DOWN, Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,12 +24,14 @@ from ops_runner.strategy.momentum import (
     TREND_BASES,
     WEIGHT_QUANTUM,
     WEIGHTINGS,
+    SeriesReader,
     StrategyError,
     StrategySettings,
-    compute_decision_series,
+    compute_daily_panel,
     compute_decision_sessions,
     compute_month_end_panel,
     compute_price_values,
+    compute_slot_targets,
     compute_tie_key,
 )
 from ops_runner.strategy.research import (
@@ -257,8 +260,13 @@ def _slot_weights(n: int) -> tuple[np.ndarray, np.ndarray]:
     return other, last
 
 
-def _targets(settings: StrategySettings, keys: np.ndarray, columns: Sequence[str]) -> np.ndarray:
-    """Target weights (sessions x columns) by the strategy's ranking, filter and slot rules."""
+def _targets(
+    settings: StrategySettings, keys: np.ndarray, columns: Sequence[str],
+    trend: np.ndarray | None = None,
+) -> np.ndarray:  # fmt: skip
+    """Target weights (sessions x columns) by the strategy's ranking, filter and slot rules;
+    ``trend`` (sessions x columns, the trend filter's verdicts) sends a kept asset that fails
+    it to the defensive asset too."""
     position = {s: i for i, s in enumerate(columns)}
     risk = np.array([position[s] for s in settings.risk])
     steps, count = keys.shape[0], len(settings.risk)
@@ -274,6 +282,8 @@ def _targets(settings: StrategySettings, keys: np.ndarray, columns: Sequence[str
             passed[:] = keys[:, [position[str(settings.benchmark)]]] > hurdle
         else:
             passed = keys[rows, kept] > hurdle
+    if trend is not None:
+        passed = passed & trend[rows, kept]
     slots = np.where(passed, kept, position[settings.defensive])
     counts = np.zeros((steps, len(columns)), dtype=np.int64)
     np.add.at(counts, (np.broadcast_to(rows, slots.shape), slots), 1)
@@ -363,6 +373,122 @@ def _momentum_keys(
     return keys
 
 
+# The rules the sweep applies to its own slots (``_slot_rule_keys``): the trend filter, and how
+# the slots are weighed. A canary or a signal offset takes the strategy's own decisions.
+SLOT_RULES = {"trend_length", "trend_basis", "trend_fast", "failed_slot", "weighting",
+              "volatility_sessions", "weight_cap"}  # fmt: skip
+
+
+def _slot_rules_alone(settings: StrategySettings) -> bool:
+    """Whether a combination uses only the trend filter (its length, basis and fast average)
+    and the rules weighing its slots, so the sweep can apply them to its own slots."""
+    rules = set(settings.rules_in_use())
+    return bool(rules) and rules <= SLOT_RULES and bool(settings.trend_length or rules - {
+        "trend_basis", "trend_fast"})  # fmt: skip
+
+
+def _slot_rule_keys(
+    base: StrategySettings, ruled: Sequence[StrategySettings], columns: Sequence[str],
+    decided: Sequence[date], bars: Mapping[str, pd.DataFrame], calendar: Any,
+) -> tuple[dict[tuple[Any, ...], np.ndarray], dict[StrategySettings, SlotRules]]:  # fmt: skip
+    """The tie keys of each ranking rule, and the slot rules (``SlotRules``) of each
+    combination using only SLOT_RULES, from every column's month-end closes and last sessions'
+    closes at once, as their decisions compute them: each close rounded as
+    ``compute_price_text`` rounds it, each trend average Python's ``sum`` of the same points in
+    the same order over their count, each sigma ``_sigmas``. A combination whose own symbols
+    miss a close it reads, or whose sigma is not above 0, keeps its decisions (which say why);
+    none without such combinations."""
+    chosen = [c for c in ruled if _slot_rules_alone(c)]
+    if not chosen:
+        return {}, {}
+    deepest = max(c.months_needed() for c in chosen)
+    extra = [s for s in columns if s not in base.risk]
+    union = StrategySettings(
+        name="sweep", risk=(*base.risk, *(s for s in extra[1:] if s != base.cash_proxy)),
+        defensive=extra[0],
+        cash_proxy=base.cash_proxy, lookbacks=((1, 1.0),), skip_months=0, top_n=1,
+        absolute_momentum=False, absolute_compare="each", benchmark=None,
+    )  # fmt: skip
+    raw = compute_month_end_panel(union, decided, deepest, bars, calendar)
+    reorder = [union.symbols().index(s) for s in columns]
+    raw = raw[:, :, reorder]
+    values = compute_price_values(np.where(np.isfinite(raw) & (raw > 0), raw, np.nan))
+    daily = np.empty((len(decided), 0, len(columns)))
+    count = max(c.sessions_needed() for c in chosen)
+    if count:
+        raw = compute_daily_panel(union, decided, count, bars, calendar)[:, :, reorder]
+        daily = compute_price_values(np.where(np.isfinite(raw) & (raw > 0), raw, np.nan))
+    keys: dict[tuple[Any, ...], np.ndarray] = {}
+    verdicts: dict[tuple[str, int, int], np.ndarray] = {}
+    sigmas: dict[int, np.ndarray] = {}
+    slot_rules: dict[StrategySettings, SlotRules] = {}
+    risk = [columns.index(s) for s in base.risk]
+    for settings in chosen:
+        monthly = settings.trend_basis == "months"
+        length, fast = settings.trend_length, settings.trend_fast
+        read = sorted({0, settings.skip_months, *(m for m, _ in settings.lookbacks),
+                       *range(length if monthly else 0)})  # fmt: skip
+        own = [columns.index(s) for s in settings.symbols()]
+        if not np.isfinite(values[:, read][:, :, own]).all():
+            continue
+        if not np.isfinite(daily[:, : settings.sessions_needed()][:, :, own]).all():
+            continue
+        points = values if monthly else daily
+        rule = (settings.lookbacks, settings.skip_months)
+        if rule not in keys:
+            total = sum(w for _, w in settings.lookbacks)
+            score = sum(
+                w * (values[:, settings.skip_months] / values[:, m] - 1.0)
+                for m, w in settings.lookbacks
+            )
+            # A column this combination does not read may lack a close: its key is never read.
+            scores = score / total
+            keys[rule] = _tie_keys(np.where(np.isfinite(scores), scores, 0.0))
+        sigma = None
+        if settings.weighting == "inverse_volatility":
+            sigma = sigmas.get(settings.volatility_sessions)
+            if sigma is None:
+                sigma = sigmas[settings.volatility_sessions] = _sigmas(
+                    daily, risk, settings.volatility_sessions
+                )
+            if not (sigma[:, risk] > 0).all():  # the decisions say which one did not move
+                continue
+        if not length:
+            slot_rules[settings] = SlotRules(None, sigma)
+            continue
+        rule_of_trend = (settings.trend_basis, length, fast)
+        if rule_of_trend not in verdicts:
+            verdict = np.zeros((len(decided), len(columns)), dtype=bool)
+            # Each risk asset's points latest first, as the decision lists them.
+            lines = points[:, :length][:, :, risk].transpose(0, 2, 1).tolist()
+            verdict[:, risk] = [[sum(p[:fast]) / fast > sum(p) / len(p) for p in row]
+                                for row in lines]  # fmt: skip
+            verdicts[rule_of_trend] = verdict
+        slot_rules[settings] = SlotRules(verdicts[rule_of_trend], sigma)
+    return keys, slot_rules
+
+
+def _sigmas(daily: np.ndarray, risk: Sequence[int], sessions: int) -> np.ndarray:
+    """Each risk column's sigma on each session (sessions x columns, NaN elsewhere): the
+    standard deviation of its last ``sessions`` daily returns, computed as the decision's
+    ``_volatility`` computes it, one array of closes oldest first at a time."""
+    sigma = np.full(daily.shape[::2], np.nan)
+    for n in range(daily.shape[0]):
+        for j in risk:
+            values = np.array(daily[n, : sessions + 1, j][::-1].tolist())
+            sigma[n, j] = float(np.std(values[1:] / values[:-1] - 1.0, ddof=1))
+    return sigma
+
+
+@dataclasses.dataclass(frozen=True)
+class SlotRules:
+    """What the sweep applies to a combination's own slots: the trend filter's verdicts and
+    the sigmas of inverse volatility (sessions x columns), None for a rule it does not use."""
+
+    trend: np.ndarray | None
+    sigma: np.ndarray | None
+
+
 def sweep(
     cfg_or_settings: Any,
     grid: Mapping[str, Sequence[Any]],
@@ -382,7 +508,9 @@ def sweep(
     Every combination is decided on the same sessions (``_common_sessions``: month-ends, or
     the base's signal sessions, from the first on which every combination has its history,
     through ``end``). A combination using no rule of RULE_DEFAULTS has the strategy's rules
-    applied to its own month-end closes and tie keys, all at once; one using a rule takes the
+    applied to its own month-end closes and tie keys, all at once, and so has one whose rules
+    are the trend filter or how its slots are weighed (SLOT_RULES, ``_slot_rule_keys``: the slots
+    weighed by the strategy's own ``compute_slot_targets``); one using another rule takes the
     targets of the strategy's own decisions (``compute_decided_weights``). All are simulated
     on the execution sessions only under COST_MODEL, ``chunk``
     combinations per vectorbt ``from_orders`` call (a column per combination and symbol, grouped
@@ -420,10 +548,13 @@ def sweep(
     rows = sessions.get_indexer(pd.DatetimeIndex(exec_days))
     prices = compute_prices(bars, columns, sessions)
     keys = _momentum_keys(base, momentum, columns, decided, bars, calendar)
+    slot_keys, slot_rules = _slot_rule_keys(base, ruled, columns, decided, bars, calendar)
+    keys = {**keys, **slot_keys}
     shared = SweepPanel(
         columns=tuple(columns), keys=keys, rows=rows, sessions=sessions, prices=prices,
         tradable=prices["tradable"].to_numpy()[:, None], costs=costs, cash=cash, whole=whole,
         decided=tuple(decided), bars=dict(bars) if ruled else {}, calendar=calendar,
+        slot_rules=slot_rules,
     )  # fmt: skip
 
     runner = runner or LocalRunner()
@@ -474,6 +605,9 @@ class SweepPanel:
     decided: tuple[date, ...] = ()
     bars: Mapping[str, pd.DataFrame] = dataclasses.field(default_factory=dict)  # none: no rule
     calendar: Any = None
+    # The slot rules of each combination ``_slot_rule_keys`` applies to its own slots; the others
+    # using a rule take their decisions' targets.
+    slot_rules: Mapping[StrategySettings, SlotRules] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -576,22 +710,73 @@ def compute_chunk_weights(chunk: SweepChunk, panel: SweepPanel) -> np.ndarray:
     """Return the target weights (executions x combinations x columns) of ``chunk``."""
     rows, columns = panel.rows, panel.columns
     weights = np.empty((len(rows), len(chunk.combos), len(columns)))
+    reader = None
     for n, settings in enumerate(chunk.combos):
-        if settings.rules_in_use():
-            weights[:, n] = compute_decided_weights(settings, panel)
+        rules = panel.slot_rules.get(settings)
+        if settings.rules_in_use() and rules is None:
+            # One reader for the chunk: combinations reading the same days read them once.
+            reader = reader or SeriesReader(panel.bars, panel.calendar, panel.sessions[-1].date())
+            weights[:, n] = compute_decided_weights(settings, panel, reader)
             continue
         keys = panel.keys[(settings.lookbacks, settings.skip_months)]
-        weights[:, n] = _targets(settings, keys, columns)[: len(rows)]
+        if rules is not None and (
+            rules.sigma is not None or settings.failed_slot == "cash" or settings.weight_cap < 1
+        ):
+            weights[:, n] = _slot_targets(settings, keys, columns, rules, len(rows))
+            continue
+        verdicts = None if rules is None else rules.trend
+        weights[:, n] = _targets(settings, keys, columns, verdicts)[: len(rows)]
     return weights
 
 
-def compute_decided_weights(settings: StrategySettings, panel: SweepPanel) -> np.ndarray:
+def _slot_targets(
+    settings: StrategySettings, keys: np.ndarray, columns: Sequence[str], rules: SlotRules,
+    steps: int,
+) -> np.ndarray:  # fmt: skip
+    """Target weights (the first ``steps`` sessions x columns) of a combination whose slots
+    are weighed by a rule: its slots ranked and filtered as ``_targets`` ranks and filters them,
+    then weighed by the strategy's own ``compute_slot_targets``, session by session."""
+    position = {s: i for i, s in enumerate(columns)}
+    risk = np.array([position[s] for s in settings.risk])
+    count = len(settings.risk)
+    tie_break = np.broadcast_to(np.arange(count), (steps, count))
+    order = risk[np.lexsort((tie_break, -keys[:steps, risk]), axis=-1)]
+    kept = order[:, : settings.top_n]
+    rows = np.arange(steps)[:, None]
+    passed = np.ones(kept.shape, dtype=bool)
+    if settings.absolute_momentum:
+        hurdle = keys[:steps, position[settings.cash_proxy]] if settings.cash_proxy else 0
+        hurdle = np.broadcast_to(hurdle, (steps,))[:, None]
+        if settings.absolute_compare == "benchmark":
+            passed[:] = keys[:steps, [position[str(settings.benchmark)]]] > hurdle
+        else:
+            passed = keys[rows, kept] > hurdle
+    if rules.trend is not None:
+        passed = passed & rules.trend[rows, kept]
+    weights = np.zeros((steps, len(columns)))
+    for n in range(steps):
+        symbols = [columns[j] for j in kept[n]]
+        sigma = (
+            {} if rules.sigma is None else {columns[j]: float(rules.sigma[n, j]) for j in kept[n]}
+        )
+        failed = [not ok for ok in passed[n].tolist()]
+        targets = compute_slot_targets(settings, symbols, failed, Fraction(0), sigma)
+        for symbol, weight in targets.items():
+            weights[n, position[symbol]] = float(weight)
+    return weights
+
+
+def compute_decided_weights(
+    settings: StrategySettings, panel: SweepPanel, reader: SeriesReader | None = None
+) -> np.ndarray:
     """Return the target weights (executions x columns) of a combination using a rule: the
     strategy's own decisions (``compute_decision_series``, as ``research.backtest`` reads them)
-    on the sweep's decision sessions. Raises ResearchError if it decides on other sessions, and
-    StrategyError as a decision does."""
+    on the sweep's decision sessions, read through ``reader`` (one over the panel's bars to
+    the last session; a new one when None). Raises ResearchError if it decides on other
+    sessions, and StrategyError as a decision does."""
     first, last = panel.decided[0], panel.sessions[-1].date()
-    decisions = compute_decision_series(settings, panel.bars, panel.calendar, first, last)
+    reader = reader or SeriesReader(panel.bars, panel.calendar, last)
+    decisions = reader.compute_series(settings, first)
     if tuple(d.session for d in decisions) != panel.decided:
         raise ResearchError(
             f"sweep error: strategy.{', strategy.'.join(settings.rules_in_use())} decide on "

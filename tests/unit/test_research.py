@@ -312,6 +312,61 @@ def test_sweep_when_grid_varies_rules_agrees_with_backtest(market, grid):
     check_rows_against_backtest(table, StrategySettings.from_config(cfg), market, grid=grid)
 
 
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"absolute_compare": "benchmark", "benchmark": "SPY"}],
+    ids=["each", "benchmark"],
+)
+@pytest.mark.slow
+def test_sweep_when_the_trend_filter_is_vectorized_equals_its_decisions_bit_for_bit(
+    market, monkeypatch, changes
+):
+    """The trend filter (on months and on sessions) applied to the vectorized slots against the
+    same grid taken from the strategy's own decisions, combination by combination; and against
+    backtests."""
+    base = dataclasses.replace(StrategySettings.from_config(template("topn")), **changes)
+    grid = {"trend_length": [0, 3, 10], "trend_basis": ["months", "sessions"],
+            "trend_fast": [1, 2], "top_n": [1, 3], "defensive": ["IEF", "AGG"]}  # fmt: skip
+    decided = []
+    original = sweep_module.compute_decided_weights
+    monkeypatch.setattr(sweep_module, "compute_decided_weights",
+                        lambda s, *rest: decided.append(s) or original(s, *rest))  # fmt: skip
+    fast = sweep(base, grid, market)
+    # Only a trend basis or fast average without a trend length (rules in use, but no filter)
+    # is still decided.
+    combos, _ = compute_grid_settings(base, grid)
+    assert decided == [c for c in combos if c.trend_length == 0 and c.rules_in_use()]
+    monkeypatch.setattr(sweep_module, "_slot_rules_alone", lambda settings: False)
+    slow = sweep(base, grid, market)
+    assert len(fast) == 48 and len(decided) == 12 + 44
+    pd.testing.assert_frame_equal(fast, slow, check_exact=True)
+    check_rows_against_backtest(fast, base, market, grid=grid)
+
+
+@pytest.mark.slow
+def test_sweep_when_slots_are_weighed_by_rules_equals_their_decisions_bit_for_bit(
+    market, monkeypatch
+):
+    """Inverse volatility, caps and a failed slot in cash, with and without the trend filter,
+    weighed on the sweep's own slots against the same grid taken from the strategy's own
+    decisions, combination by combination; and against backtests."""
+    base = StrategySettings.from_config(template("topn"))
+    grid = {"weighting": ["equal", "inverse_volatility"], "volatility_sessions": [21, 63],
+            "weight_cap": [0.4, 1.0], "failed_slot": ["defensive", "cash"],
+            "trend_length": [0, 6]}  # fmt: skip
+    decided = []
+    original = sweep_module.compute_decided_weights
+    monkeypatch.setattr(sweep_module, "compute_decided_weights",
+                        lambda s, *rest: decided.append(s) or original(s, *rest))  # fmt: skip
+    fast = sweep(base, grid, market)
+    assert decided == []
+    monkeypatch.setattr(sweep_module, "_slot_rules_alone", lambda settings: False)
+    slow = sweep(base, grid, market)
+    assert len(fast) == 32 and len(decided) == 32 - 1  # all but the one without a rule
+    pd.testing.assert_frame_equal(fast, slow, check_exact=True)
+    check_rows_against_backtest(fast, base, market, grid=grid)
+
+
 @pytest.mark.slow
 def test_sweep_when_base_has_canaries_sweeps_their_breadth_and_agrees(market):
     base = dataclasses.replace(
