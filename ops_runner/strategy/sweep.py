@@ -96,7 +96,9 @@ MAX_CHUNK = 1000
 # than one process's own warm-up on the 2-core machine (under load); one run won it back from
 # ~880 combinations of 100 symbols x 30 years and ~270 of 1,000 symbols x 10 years, both ~3e7,
 # another never on the first and from ~64 on the second (benchmarks/sweep.py --cluster; the
-# README's table).
+# README's table). On the machine alone it paid from ~7e6 (--issue-sizes: ~214 of 100 symbols x
+# 30 years, ~29 of 1,000 x 20); the shared machine's crossover is kept, since a LocalCluster
+# loses outright when other work holds a core.
 CLUSTER_FROM = 30_000_000
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 PLACEMENTS = ("inprocess", "local")
