@@ -132,6 +132,19 @@ def compute_sweep_lines(table, metric: str, top: int) -> list[str]:
     return [head, *body.splitlines()]
 
 
+def _open_runner(stack: contextlib.ExitStack, placement: str, progress: Progress):
+    """Return who computes the sweep chunks at ``placement``: None for this process, else a
+    Dask runner whose cluster or connection ``stack`` closes. Raises ClusterError in one line
+    when no scheduler answers."""
+    if placement == "inprocess":
+        return None
+    # here, not at the top: dask loads only when a sweep runs on a cluster
+    from ops_runner.strategy.distributed import open_dask_runner
+
+    progress(f"starting or reaching the Dask cluster ({placement})")
+    return stack.enter_context(open_dask_runner(placement, sys.stderr))
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     # here, not at the top: pandas loads only when this verb runs
     from ops_runner.strategy import sweep
@@ -146,13 +159,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     work = sweep.compute_sweep_work(cfg, grid, bars, start, end)
     placement = sweep.compute_placement(args.scheduler, work)
     with contextlib.ExitStack() as stack:
-        runner = None
-        if placement != "inprocess":
-            # here, not at the top: dask loads only when a sweep runs on a cluster
-            from ops_runner.strategy.distributed import open_dask_runner
-
-            progress(f"starting or reaching the Dask cluster ({placement})")
-            runner = stack.enter_context(open_dask_runner(placement, sys.stderr))
+        runner = _open_runner(stack, placement, progress)
         progress(f"sweeping {len(combos)} combinations (vectorbt)")
         found = sweep.sweep(cfg, grid, bars, start=start, end=end, chunk=args.chunk,
                             progress=progress.enabled, runner=runner)  # fmt: skip
@@ -205,13 +212,7 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
     work = walk_forward.compute_training_work(cfg, grid, bars, args.train_years, end)
     placement = sweep.compute_placement(args.scheduler, work)
     with contextlib.ExitStack() as stack:
-        runner = None
-        if placement != "inprocess":
-            # here, not at the top: dask loads only when a walk-forward runs on a cluster
-            from ops_runner.strategy.distributed import open_dask_runner
-
-            progress(f"starting or reaching the Dask cluster ({placement})")
-            runner = stack.enter_context(open_dask_runner(placement, sys.stderr))
+        runner = _open_runner(stack, placement, progress)
         result = walk_forward.walk_forward(
             cfg, grid, bars, train_years=args.train_years, runner=runner, **options
         )

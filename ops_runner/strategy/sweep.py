@@ -342,6 +342,18 @@ def _common_sessions(
     return common
 
 
+def _union_settings(base: StrategySettings, columns: Sequence[str]) -> StrategySettings:
+    """One settings object naming every column of a sweep (the base's risk assets, then the
+    others), so the strategy reads all their closes at once."""
+    extra = [s for s in columns if s not in base.risk]
+    return StrategySettings(
+        name="sweep", risk=(*base.risk, *(s for s in extra[1:] if s != base.cash_proxy)),
+        defensive=extra[0],
+        cash_proxy=base.cash_proxy, lookbacks=((1, 1.0),), skip_months=0, top_n=1,
+        absolute_momentum=False, absolute_compare="each", benchmark=None,
+    )  # fmt: skip
+
+
 def _momentum_keys(
     base: StrategySettings, momentum: Sequence[StrategySettings], columns: Sequence[str],
     decided: Sequence[date], bars: Mapping[str, pd.DataFrame], calendar: Any,
@@ -351,14 +363,7 @@ def _momentum_keys(
     if not momentum:
         return {}
     deepest = max(c.months_needed() for c in momentum)
-    # One settings object naming every column, so the strategy reads all their closes at once.
-    extra = [s for s in columns if s not in base.risk]
-    union = StrategySettings(
-        name="sweep", risk=(*base.risk, *(s for s in extra[1:] if s != base.cash_proxy)),
-        defensive=extra[0],
-        cash_proxy=base.cash_proxy, lookbacks=((1, 1.0),), skip_months=0, top_n=1,
-        absolute_momentum=False, absolute_compare="each", benchmark=None,
-    )  # fmt: skip
+    union = _union_settings(base, columns)
     union_columns = union.symbols()
     panel = _month_end_panel(union, decided, deepest, bars, calendar)
     keys: dict[tuple[Any, ...], np.ndarray] = {}
@@ -404,13 +409,7 @@ def _slot_rule_keys(
     if not chosen:
         return {}, {}
     deepest = max(c.months_needed() for c in chosen)
-    extra = [s for s in columns if s not in base.risk]
-    union = StrategySettings(
-        name="sweep", risk=(*base.risk, *(s for s in extra[1:] if s != base.cash_proxy)),
-        defensive=extra[0],
-        cash_proxy=base.cash_proxy, lookbacks=((1, 1.0),), skip_months=0, top_n=1,
-        absolute_momentum=False, absolute_compare="each", benchmark=None,
-    )  # fmt: skip
+    union = _union_settings(base, columns)
     raw = compute_month_end_panel(union, decided, deepest, bars, calendar)
     reorder = [union.symbols().index(s) for s in columns]
     raw = raw[:, :, reorder]
