@@ -354,6 +354,17 @@ def _union_settings(base: StrategySettings, columns: Sequence[str]) -> StrategyS
     )  # fmt: skip
 
 
+def _blended_scores(settings: StrategySettings, panel: np.ndarray) -> np.ndarray:
+    """Each session's and column's score under ``settings``' lookbacks and skip, from the
+    month-end closes k = 0..depth back (sessions x k x columns), as the strategy blends them:
+    the weighted returns' sum over the weights' sum."""
+    total = sum(w for _, w in settings.lookbacks)
+    score = sum(
+        w * (panel[:, settings.skip_months] / panel[:, m] - 1.0) for m, w in settings.lookbacks
+    )
+    return score / total
+
+
 def _momentum_keys(
     base: StrategySettings, momentum: Sequence[StrategySettings], columns: Sequence[str],
     decided: Sequence[date], bars: Mapping[str, pd.DataFrame], calendar: Any,
@@ -371,12 +382,7 @@ def _momentum_keys(
     for settings in momentum:
         rule = (settings.lookbacks, settings.skip_months)
         if rule not in keys:
-            total = sum(w for _, w in settings.lookbacks)
-            score = sum(
-                w * (panel[:, settings.skip_months] / panel[:, m] - 1.0)
-                for m, w in settings.lookbacks
-            )
-            keys[rule] = _tie_keys(score / total)[:, reorder]
+            keys[rule] = _tie_keys(_blended_scores(settings, panel))[:, reorder]
     return keys
 
 
@@ -437,13 +443,8 @@ def _slot_rule_keys(
         points = values if monthly else daily
         rule = (settings.lookbacks, settings.skip_months)
         if rule not in keys:
-            total = sum(w for _, w in settings.lookbacks)
-            score = sum(
-                w * (values[:, settings.skip_months] / values[:, m] - 1.0)
-                for m, w in settings.lookbacks
-            )
+            scores = _blended_scores(settings, values)
             # A column this combination does not read may lack a close: its key is never read.
-            scores = score / total
             keys[rule] = _tie_keys(np.where(np.isfinite(scores), scores, 0.0))
         sigma = None
         if settings.weighting == "inverse_volatility":
