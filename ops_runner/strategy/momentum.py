@@ -509,14 +509,15 @@ def _as_date(value: Any) -> date:
         raise StrategyError(f"bad session {value!r}: expected a date such as 2025-12-31") from None
 
 
-def _month_back(session: date, months: int) -> date:
+def compute_month_back(session: date, months: int) -> date:
+    """Return the first day of the month ``months`` months before ``session``'s."""
     year, month = divmod(session.year * 12 + session.month - 1 - months, 12)
     return date(year, month + 1, 1)
 
 
 def _window(settings: StrategySettings, session: date, calendar: Any) -> list[date] | None:
     """Month-end sessions from ``months_needed`` months before ``session`` through it, or None."""
-    first = _month_back(session, settings.months_needed())
+    first = compute_month_back(session, settings.months_needed())
     if first < calendar.covered_from:
         return None
     return list(calendar.month_end_sessions(first, session))
@@ -1187,11 +1188,11 @@ def _decidable(
     if not sessions:
         return []
     longest = settings.months_needed()
-    oldest = max(_month_back(sessions[0], longest), calendar.covered_from)
+    oldest = max(compute_month_back(sessions[0], longest), calendar.covered_from)
     ends = list(calendar.month_end_sessions(oldest, sessions[-1]))
     planned = []
     for session in sessions:
-        first = _month_back(session, longest)
+        first = compute_month_back(session, longest)
         if first < calendar.covered_from:
             continue
         window = ends[bisect.bisect_left(ends, first) : bisect.bisect_right(ends, session)]

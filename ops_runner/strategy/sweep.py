@@ -29,6 +29,7 @@ from ops_runner.strategy.momentum import (
     StrategySettings,
     compute_daily_panel,
     compute_decision_sessions,
+    compute_month_back,
     compute_month_end_panel,
     compute_price_values,
     compute_slot_targets,
@@ -192,11 +193,6 @@ def compute_grid_settings(
 # -- sweep ----------------------------------------------------------------------------------------
 
 
-def _month_back(session: date, months: int) -> date:
-    year, month = divmod(session.year * 12 + session.month - 1 - months, 12)
-    return date(year, month + 1, 1)
-
-
 def _decidable_sessions(
     bars: Mapping[str, pd.DataFrame], symbols: Sequence[str], months: int, calendar: Any,
     first: date, last: date,
@@ -205,7 +201,7 @@ def _decidable_sessions(
     oldest = max(bars[s].index[0].date() for s in symbols)
     found = []
     for session in calendar.month_end_sessions(first, last):
-        back = _month_back(session, months)
+        back = compute_month_back(session, months)
         if (
             back >= calendar.covered_from
             and calendar.month_end_sessions(back, session)[0] >= oldest

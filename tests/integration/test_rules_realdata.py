@@ -3,6 +3,7 @@ month, against independent pandas computations of their rules from the files' ad
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -28,15 +29,20 @@ def require_data() -> None:
         pytest.skip(f"real data not present at {DATA} (it lives beside the project, not in it)")
 
 
-@pytest.fixture(scope="module")
-def gtaa() -> BacktestResult:
+def template_backtest(name: str, check: Callable[[StrategySettings], bool]) -> BacktestResult:
+    """The template's backtest on the Yahoo files, once ``check`` holds for its settings."""
     require_data()
-    path = TEMPLATES / "gtaa5.yaml"
+    path = TEMPLATES / f"{name}.yaml"
     cfg = load_config_text(read_config_text(path), Path("."), path)
     settings = StrategySettings.from_config(cfg)
-    assert settings.risk == RISK and settings.defensive == "BIL"
+    assert check(settings)
     bars = {s: read_path(DATA / f"{s}.csv", "yahoo")[0].bars for s in settings.symbols()}
     return backtest(settings, bars, start=START, end=END, costs=Costs.from_config(cfg.values))
+
+
+@pytest.fixture(scope="module")
+def gtaa() -> BacktestResult:
+    return template_backtest("gtaa5", lambda s: s.risk == RISK and s.defensive == "BIL")
 
 
 def read_adjusted(symbol: str) -> pd.Series:
@@ -101,13 +107,7 @@ DAA_RISK = ("SPY", "IWM", "QQQ", "IEV", "EWJ", "EEM", "VNQ", "DBC", "GLD", "TLT"
 
 @pytest.fixture(scope="module")
 def daa() -> BacktestResult:
-    require_data()
-    path = TEMPLATES / "daa.yaml"
-    cfg = load_config_text(read_config_text(path), Path("."), path)
-    settings = StrategySettings.from_config(cfg)
-    assert settings.risk == DAA_RISK and settings.canary == ("EEM", "AGG")
-    bars = {s: read_path(DATA / f"{s}.csv", "yahoo")[0].bars for s in settings.symbols()}
-    return backtest(settings, bars, start=START, end=END, costs=Costs.from_config(cfg.values))
+    return template_backtest("daa", lambda s: s.risk == DAA_RISK and s.canary == ("EEM", "AGG"))
 
 
 def test_daa_when_backtested_shares_out_what_its_canaries_leave_month_by_month(daa):

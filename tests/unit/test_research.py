@@ -487,19 +487,7 @@ def test_load_grid_when_valid_returns_lists(tmp_path):
         ("skip_months: [0, 0]\n", "listed twice"),
         ("[1, 2]\n", "expected a mapping"),
         ("top_n: [1\n", "not valid YAML"),
-    ],
-)
-def test_load_grid_when_invalid_refuses_with_one_line(tmp_path, text, message):
-    path = tmp_path / "grid.yaml"
-    path.write_text(text)
-    with pytest.raises(ResearchError, match="grid error") as caught:
-        load_grid(path)
-    assert message in str(caught.value) and "\n" not in str(caught.value)
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
+        # the rules' keys
         ("trend_length: [-1]\n", "trend_length: -1 is not a valid int"),
         ("trend_basis: [weeks]\n", "trend_basis: 'weeks' is not one of months, sessions"),
         ("trend_fast: [0, 2]\n", "trend_fast: 0 is not a valid int of at least 1"),
@@ -512,7 +500,7 @@ def test_load_grid_when_invalid_refuses_with_one_line(tmp_path, text, message):
         ("signal_offset: [0, -1]\n", "signal_offset is not swept"),
     ],
 )
-def test_load_grid_when_a_rule_value_is_invalid_refuses_with_one_line(tmp_path, text, message):
+def test_load_grid_when_invalid_refuses_with_one_line(tmp_path, text, message):
     path = tmp_path / "grid.yaml"
     path.write_text(text)
     with pytest.raises(ResearchError, match="grid error") as caught:
